@@ -1,0 +1,36 @@
+# make demo : set up (if needed) and run the main job, the default recipe on the embedded default
+# make test : set up (if needed) and run the default test suite (offline, CPU, ~10 min)
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.mbk-setup-stamp
+
+.PHONY: setup test lint format demo smoke bench clean
+
+$(STAMP): pyproject.toml scripts/setup.sh
+	bash scripts/setup.sh
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check mobilebert_kit tests benchmarks
+	$(BIN)/ruff format --check mobilebert_kit tests benchmarks
+
+format: $(STAMP)
+	$(BIN)/ruff format mobilebert_kit tests benchmarks
+	$(BIN)/ruff check --fix mobilebert_kit tests benchmarks
+
+demo: $(STAMP)
+	$(BIN)/mbk run recipes/default.yaml
+
+smoke: $(STAMP)
+	$(BIN)/mbk run recipes/smoke.yaml
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/finetune_speed.py
+
+clean:
+	rm -rf artifacts/*/ .pytest_cache

@@ -1,0 +1,205 @@
+"""Self-explaining artifact folders.
+
+Every stage writes one folder that stands alone: the model in its native format, tokenizer,
+``labels.json`` and ``manifest.json`` (stage, resolved config, inputs with sha256, library
+versions, metrics, timings). Folders are built in a hidden sibling temp dir and renamed into
+place, so a crash never leaves half an artifact; a non-empty target is refused unless
+``overwrite`` is set, and that check happens *before* any work starts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+from mobilebert_kit.errors import ArtifactError
+
+MANIFEST = "manifest.json"
+METRICS = "metrics.json"
+LABELS = "labels.json"
+
+_LIBS = ("torch", "transformers", "tokenizers", "accelerate", "optimum", "onnx", "onnxruntime",
+         "coremltools", "numpy", "safetensors")
+
+
+def check_output_dir(path: str | os.PathLike, overwrite: bool) -> Path:
+    """Fail early when ``path`` exists and is non-empty and ``overwrite`` is not set."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ArtifactError(f"output path {path} exists and is not a folder; remove it or choose another --output")
+    if path.is_dir() and any(path.iterdir()) and not overwrite:
+        raise ArtifactError(f"output folder {path} is not empty; pass --overwrite to replace it or choose another --output")
+    return path
+
+
+@contextlib.contextmanager
+def staged_output(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temp folder next to ``path``; on success it atomically replaces ``path``.
+
+    On any exception the temp folder is removed and ``path`` is left untouched.
+    """
+    path = check_output_dir(path, overwrite)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        yield tmp
+        if path.exists():
+            old = path.with_name(f".{path.name}.old-{os.getpid()}")
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sha256_tree(path: str | os.PathLike, exclude: tuple[str, ...] = (MANIFEST,)) -> str:
+    """Hash a file, or every file of a folder (relative names + contents, sorted)."""
+    path = Path(path)
+    if path.is_file():
+        return sha256_file(path)
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file() and p.name not in exclude):
+        h.update(str(f.relative_to(path)).encode())
+        h.update(sha256_file(f).encode())
+    return h.hexdigest()
+
+
+def file_hashes(folder: str | os.PathLike, exclude: tuple[str, ...] = ()) -> dict[str, str]:
+    """sha256 of every file under ``folder``, keyed by relative posix path."""
+    folder = Path(folder)
+    return {
+        f.relative_to(folder).as_posix(): sha256_file(f)
+        for f in sorted(folder.rglob("*"))
+        if f.is_file() and f.name not in exclude
+    }
+
+
+def folder_size(path: str | os.PathLike) -> int:
+    path = Path(path)
+    if path.is_file():
+        return path.stat().st_size
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def library_versions() -> dict[str, str]:
+    from importlib import metadata
+
+    out = {"python": platform.python_version(), "platform": platform.platform()}
+    for name in _LIBS:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    try:
+        out["mobilebert_kit"] = metadata.version("mobilebert_kit")
+    except metadata.PackageNotFoundError:
+        from mobilebert_kit import __version__
+
+        out["mobilebert_kit"] = __version__
+    return out
+
+
+def write_json(path: str | os.PathLike, data: Any) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2, sort_keys=False, default=_json_default)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, Path):
+        return str(o)
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if hasattr(o, "item"):
+        return o.item()
+    if isinstance(o, (set, tuple)):
+        return list(o)
+    raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    path = Path(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError as e:
+        raise ArtifactError(f"{path} is missing; run the stage that produces it first") from e
+    except json.JSONDecodeError as e:
+        raise ArtifactError(f"{path} is not valid JSON ({e.msg} at line {e.lineno}); re-run the stage that wrote it") from e
+
+
+def write_labels(folder: str | os.PathLike, label_names: list[str]) -> None:
+    write_json(Path(folder) / LABELS, {
+        "labels": list(label_names),
+        "id2label": {str(i): n for i, n in enumerate(label_names)},
+        "label2id": {n: i for i, n in enumerate(label_names)},
+    })
+
+
+def read_labels(folder: str | os.PathLike) -> list[str]:
+    data = read_json(Path(folder) / LABELS)
+    return list(data["labels"])
+
+
+def input_record(path: str | os.PathLike) -> dict[str, Any]:
+    """Describe an input artifact or file for a manifest: path, sha256, stage if it has a manifest."""
+    path = Path(path)
+    rec: dict[str, Any] = {"path": str(path)}
+    if path.exists():
+        rec["sha256"] = sha256_tree(path)
+        m = path / MANIFEST if path.is_dir() else None
+        if m is not None and m.exists():
+            with contextlib.suppress(Exception):
+                rec["stage"] = read_json(m).get("stage")
+    return rec
+
+
+def write_manifest(folder: str | os.PathLike, *, stage: str, config: dict, inputs: dict[str, Any] | None = None,
+                   metrics: dict | None = None, timings: dict | None = None, extra: dict | None = None) -> dict:
+    """Write ``manifest.json`` describing how this folder was produced; returns it."""
+    folder = Path(folder)
+    manifest = {
+        "stage": stage,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "config": config,
+        "inputs": inputs or {},
+        "versions": library_versions(),
+        "metrics": metrics or {},
+        "timings": timings or {},
+        "files": file_hashes(folder, exclude=(MANIFEST,)),
+    }
+    if extra:
+        manifest.update(extra)
+    write_json(folder / MANIFEST, manifest)
+    return manifest
+
+
+def read_manifest(folder: str | os.PathLike) -> dict:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ArtifactError(f"artifact folder {folder} does not exist; run the stage that produces it first or pass its path")
+    return read_json(folder / MANIFEST)

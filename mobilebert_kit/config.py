@@ -1,0 +1,168 @@
+"""Typed configuration helpers shared by every stage.
+
+Stage configs are plain dataclasses that inherit :class:`StageConfig`. They check their own
+values in ``validate()`` (returning a list of problems rather than raising on the first), and
+``from_dict`` refuses unknown keys with a did-you-mean, reporting *all* problems at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from typing import Any, Iterable, TypeVar
+
+from mobilebert_kit.errors import ConfigError
+
+T = TypeVar("T", bound="StageConfig")
+
+
+def did_you_mean(name: str, candidates: Iterable[str]) -> str:
+    match = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
+    return f" (did you mean '{match[0]}'?)" if match else ""
+
+
+def _coerce(value: Any, annotation: Any, where: str, problems: list[str]) -> Any:
+    """Coerce a YAML/CLI value to the annotated type, or record a problem."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        non_none = [a for a in args if a is not type(None)]
+        if len(non_none) == 1:
+            return _coerce(value, non_none[0], where, problems)
+        for a in non_none:  # first type that accepts the value without complaint
+            trial: list[str] = []
+            out = _coerce(value, a, where, trial)
+            if not trial:
+                return out
+        problems.append(f"{where}: {value!r} is not one of {', '.join(getattr(a, '__name__', str(a)) for a in non_none)}")
+        return value
+    if origin in (list, tuple):
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            problems.append(f"{where}: expected a list, got {value!r}")
+            return value
+        item = args[0] if args else Any
+        out = [_coerce(v, item, f"{where}[{i}]", problems) for i, v in enumerate(value)]
+        return tuple(out) if origin is tuple else out
+    if origin is dict or annotation is dict:
+        if not isinstance(value, dict):
+            problems.append(f"{where}: expected a mapping, got {value!r}")
+        return value
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on", "false", "no", "0", "off"):
+            return value.lower() in ("true", "yes", "1", "on")
+        problems.append(f"{where}: expected true/false, got {value!r}")
+        return value
+    if annotation is int:
+        if isinstance(value, bool):
+            problems.append(f"{where}: expected an integer, got {value!r}")
+            return value
+        if isinstance(value, int):
+            return value
+        try:
+            f = float(value)
+            if f.is_integer():
+                return int(f)
+        except (TypeError, ValueError):
+            pass
+        problems.append(f"{where}: expected an integer, got {value!r}")
+        return value
+    if annotation is float:
+        if isinstance(value, bool):
+            problems.append(f"{where}: expected a number, got {value!r}")
+            return value
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            problems.append(f"{where}: expected a number, got {value!r}")
+            return value
+    if annotation is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        problems.append(f"{where}: expected a string, got {value!r}")
+        return value
+    if dataclasses.is_dataclass(annotation) and isinstance(annotation, type):
+        if isinstance(value, annotation):
+            return value
+        if not isinstance(value, dict):
+            problems.append(f"{where}: expected a mapping, got {value!r}")
+            return value
+        return _from_dict(annotation, value, where, problems)
+    return value
+
+
+def _from_dict(cls: type, data: dict, prefix: str, problems: list[str]) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    kwargs = {}
+    for key, value in data.items():
+        where = f"{prefix}.{key}" if prefix else key
+        if key not in fields:
+            problems.append(f"unknown key '{where}'{did_you_mean(key, fields)}")
+            continue
+        kwargs[key] = _coerce(value, hints[key], where, problems)
+    if problems:
+        return None
+    try:
+        obj = cls(**kwargs)
+    except ConfigError as e:  # __post_init__ validation
+        problems.extend(f"{prefix}: {p}" if prefix else p for p in e.problems)
+        return None
+    return obj
+
+
+@dataclasses.dataclass
+class StageConfig:
+    """Base for stage configs: validation on construction, strict loading from dicts."""
+
+    def __post_init__(self) -> None:
+        problems = self.validate()
+        if problems:
+            raise ConfigError(problems)
+
+    def validate(self) -> list[str]:
+        """Return every problem with this config (empty when valid)."""
+        return []
+
+    @classmethod
+    def from_dict(cls: type[T], data: dict | None, section: str = "") -> T:
+        """Build from a mapping, rejecting unknown keys and wrong types, reporting all problems."""
+        problems: list[str] = []
+        obj = _from_dict(cls, dict(data or {}), section, problems)
+        if problems:
+            raise ConfigError(problems)
+        return obj
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def replace(self: T, **changes: Any) -> T:
+        return dataclasses.replace(self, **changes)
+
+
+def check_range(problems: list[str], name: str, value: Any, lo: float | None = None, hi: float | None = None,
+                lo_open: bool = False, hi_open: bool = False) -> None:
+    """Append a problem when ``value`` is outside [lo, hi] (or the open variants)."""
+    if value is None:
+        return
+    bad = (lo is not None and (value <= lo if lo_open else value < lo)) or (
+        hi is not None and (value >= hi if hi_open else value > hi))
+    if bad:
+        left = "(" if lo_open else "["
+        right = ")" if hi_open else "]"
+        lo_s = "-inf" if lo is None else f"{lo:g}"
+        hi_s = "inf" if hi is None else f"{hi:g}"
+        problems.append(f"{name} must be in {left}{lo_s}, {hi_s}{right}, got {value}")
+
+
+def check_choice(problems: list[str], name: str, value: Any, choices: Iterable[str]) -> None:
+    choices = list(choices)
+    if value not in choices:
+        problems.append(f"{name} must be one of {', '.join(map(str, choices))}; got '{value}'{did_you_mean(str(value), choices)}")

@@ -1,0 +1,61 @@
+"""Domain errors. Raised inside the library; the CLI turns them into one ``Error: ...`` line.
+
+Every message names the problem *and* the fix, so the user never needs the traceback
+(``mbk --debug`` still shows it).
+"""
+
+from __future__ import annotations
+
+
+class MbkError(Exception):
+    """Base class for every error mobilebert_kit reports to the user."""
+
+    exit_code = 1
+
+
+class ConfigError(MbkError):
+    """A configuration value, flag or recipe key is invalid."""
+
+    def __init__(self, problems: str | list[str]):
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        if len(self.problems) == 1:
+            msg = self.problems[0]
+        else:
+            msg = f"{len(self.problems)} problems:\n" + "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(msg)
+
+
+class DataError(MbkError):
+    """Input data is missing, empty or malformed."""
+
+
+class ModelError(MbkError):
+    """A model could not be found, loaded or is not what the stage needs."""
+
+
+class ArtifactError(MbkError):
+    """An artifact folder is missing, incomplete, tampered with, or would be overwritten."""
+
+
+class TrainingError(MbkError):
+    """Training could not start or continue (device, precision, resume...)."""
+
+
+class CompressError(MbkError):
+    """Pruning or quantization failed or could not meet the accuracy guard."""
+
+
+class ExportError(MbkError):
+    """A model could not be exported to the requested format."""
+
+
+class VerifyError(MbkError):
+    """An exported artifact failed a parity or integrity check."""
+
+
+class PackageError(MbkError):
+    """A mobile bundle could not be built."""
+
+
+class DeviceError(MbkError):
+    """An attached device could not be used."""

