@@ -1,0 +1,88 @@
+"""``mbk verify``: thin wrapper over :mod:`mobilebert_kit.verify`."""
+
+from __future__ import annotations
+
+import click
+
+from mobilebert_kit.cli.common import emit, log
+
+
+def _fmt(v, pct=False):
+    if v is None:
+        return "-"
+    if pct:
+        return f"{v:.2%}"
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
+@click.command("verify")
+@click.option("--export-dir", "-e", default="artifacts/export", show_default=True, type=click.Path(),
+              help="Folder written by `mbk export`.")
+@click.option("--format", "-f", "formats", multiple=True, metavar="FORMAT",
+              help="Only these formats (repeatable; default: every exported one).")
+@click.option("--model", "-m", default=None, type=click.Path(),
+              help="Source PyTorch classifier (default: the one recorded in model_meta.json).")
+@click.option("--data", default=None, help="Data to verify on (default: what the model was trained on); its test split is used.")
+@click.option("--max-examples", type=int, default=None, help="Verify on a seeded subset of the test split.")
+@click.option("--max-abs-diff", type=float, default=1e-3, show_default=True, help="fp32 artifacts: max |logit difference|.")
+@click.option("--min-agreement", type=float, default=0.995, show_default=True, help="fp32 artifacts: min label agreement (0-1).")
+@click.option("--max-accuracy-drop", type=float, default=0.005, show_default=True, help="fp32 artifacts: max accuracy drop (0-1).")
+@click.option("--int8-max-abs-diff", type=float, default=None, help="INT8 artifacts: max |logit difference| (default: not gated).")
+@click.option("--int8-min-agreement", type=float, default=0.97, show_default=True, help="INT8 artifacts: min label agreement.")
+@click.option("--int8-max-accuracy-drop", type=float, default=0.01, show_default=True, help="INT8 artifacts: max accuracy drop.")
+@click.option("--node/--no-node", "node", default=None,
+              help="Also run .onnx/.ort in onnxruntime-node (default: when node is available; --node makes it required).")
+@click.option("--quiet", "-q", is_flag=True, help="No log lines.")
+@click.option("--json", "as_json", is_flag=True, help="Print verify.json on stdout.")
+def command(export_dir, formats, model, data, max_examples, max_abs_diff, min_agreement, max_accuracy_drop, int8_max_abs_diff,
+            int8_min_agreement, int8_max_accuracy_drop, node, quiet, as_json):
+    """Check every exported artifact against the PyTorch model it came from.
+
+    Per format: sha256 of every file vs model_meta.json, then on the test split max |logit
+    difference|, label agreement, accuracy and macro-F1 of both (✓/✗ per check). CoreML on Linux:
+    spec check only (numeric parity needs macOS). Writes <export-dir>/verify.json; exits 1
+    listing every breach.
+
+    \b
+    Examples:
+      mbk verify
+      mbk verify --export-dir artifacts/export --format onnx --min-agreement 0.999
+      mbk verify --data reviews.csv --int8-min-agreement 0.95 --no-node
+    """
+    from mobilebert_kit.artifacts import read_json
+    from mobilebert_kit.data import DataConfig
+    from mobilebert_kit.errors import VerifyError
+    from mobilebert_kit.verify import REPORT, Tolerance, VerifyConfig, run
+
+    config = VerifyConfig(export_dir=export_dir, formats=list(formats), model=model,
+                          data=DataConfig(data=data) if data else None, max_examples=max_examples,
+                          fp32=Tolerance(max_abs_diff, min_agreement, max_accuracy_drop),
+                          int8=Tolerance(int8_max_abs_diff, int8_min_agreement, int8_max_accuracy_drop),
+                          node={None: "auto", True: "on", False: "off"}[node])
+    error = None
+    try:
+        out = run(config, log=lambda m: log(m, quiet or as_json))
+    except VerifyError as e:
+        error = e
+        out = config.export_dir
+    from pathlib import Path
+
+    report_path = Path(out) / REPORT
+    report = read_json(report_path) if report_path.exists() else None
+    if report is not None and (error is None or not quiet):
+        lines = []
+        for fmt, e in report["formats"].items():
+            head = f"{'✓' if e['passed'] else '✗'} {fmt} ({'int8' if e['int8'] else 'fp32'})"
+            if "agreement" in e:
+                head += (f": max|Δ| {_fmt(e['max_abs_diff'])}, agreement {_fmt(e['agreement'], True)}, "
+                         f"accuracy {e['accuracy']:.4f} vs PyTorch {e['pytorch_accuracy']:.4f}, "
+                         f"macro-F1 {e['macro_f1']:.4f} vs {e['pytorch_macro_f1']:.4f}")
+            lines.append(head)
+            for c in e["checks"]:
+                mark = {True: "✓", False: "✗", None: "–"}[c["passed"]]
+                lines.append(f"    {mark} {c['name']}" + (f": {c['detail']}" if c["detail"] else ""))
+        if not as_json:
+            log("\n".join(lines), quiet and error is None)
+    if error is not None:
+        raise error
+    emit(report or {}, as_json, quiet, f"All checks passed; report: {report_path}")
