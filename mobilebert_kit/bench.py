@@ -1,0 +1,273 @@
+"""Bench stage: latency, size on disk and memory of exported models on ONNX Runtime (PyTorch and
+TorchScript for reference).
+
+Method: every (model, threads, batch, sequence length) case is warmed up, then timed in several
+*interleaved* rounds (round 1 of every case, then round 2 of every case, ...) so slow drift of a
+shared machine spreads over all cases instead of penalising whichever ran last. Inputs are real
+token ids (CLS ... SEP, seeded random vocabulary ids) with a full attention mask. Reported: p50,
+p90, p99 and mean latency in ms, size of the model file, and memory as the growth of the process
+RSS while the model was loaded and warmed up (plus the process's peak RSS at the end).
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mobilebert_kit.artifacts import folder_size, library_versions, read_json, staged_output, write_json
+from mobilebert_kit.config import StageConfig, check_range
+from mobilebert_kit.errors import ArtifactError, ModelError
+
+BENCH_FORMATS = ("onnx", "ort", "torchscript")
+
+
+@dataclass
+class BenchConfig(StageConfig):
+    export_dir: str = "artifacts/export"
+    formats: list[str] = field(default_factory=lambda: ["onnx", "ort"])  # exported formats to time
+    models: list[str] = field(default_factory=list)  # extra .onnx/.ort/.pt files or HF classifier folders
+    pytorch: bool = True  # also time the source PyTorch model (reference)
+    seq_lengths: list[int] = field(default_factory=lambda: [16, 64, 128])
+    batch_sizes: list[int] = field(default_factory=lambda: [1])
+    threads: list[int] = field(default_factory=lambda: [1, 2])
+    warmup: int = 5
+    runs: int = 30  # timed runs per case, split over `rounds` interleaved rounds
+    rounds: int = 3
+    seed: int = 0
+    output: str = "artifacts/bench"
+    overwrite: bool = False
+
+    def validate(self) -> list[str]:
+        p: list[str] = []
+        for f in self.formats:
+            if f not in BENCH_FORMATS:
+                p.append(f"unknown bench format '{f}'; known: {', '.join(BENCH_FORMATS)}")
+        for name in ("seq_lengths", "batch_sizes", "threads"):
+            vals = getattr(self, name)
+            if not vals:
+                p.append(f"{name} must not be empty")
+            for v in vals:
+                check_range(p, name, v, 1, 8192)
+        check_range(p, "warmup", self.warmup, 0)
+        check_range(p, "runs", self.runs, 1)
+        check_range(p, "rounds", self.rounds, 1)
+        if self.runs < self.rounds:
+            p.append(f"runs ({self.runs}) must be >= rounds ({self.rounds})")
+        return p
+
+
+@dataclass
+class Target:
+    name: str
+    runtime: str  # onnxruntime | pytorch | torchscript
+    path: Path
+    size_bytes: int
+    max_length: int
+    vocab_size: int
+    make: Callable[[int], Callable[[dict], None]]  # threads -> run(batch)
+
+
+def rss_mb() -> float:
+    """Current resident set size of this process in MB (Linux /proc; 0 elsewhere)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+    except (OSError, ValueError):
+        return 0.0
+
+
+def peak_rss_mb() -> float:
+    import resource
+
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kb / 1e3 if os.uname().sysname == "Linux" else kb / 1e6
+
+
+def _ort_target(name: str, path: Path, meta: dict) -> Target:
+    from mobilebert_kit.onnx_tools import feeds_for, session
+
+    def make(threads: int):
+        sess = session(path, threads=threads)
+
+        def run(batch: dict) -> None:
+            sess.run(None, feeds_for(sess, batch))
+
+        return run
+
+    return Target(name, "onnxruntime", path, folder_size(path), int(meta.get("max_length") or 512),
+                  int(meta.get("vocab_size") or 30522), make)
+
+
+def _torchscript_target(name: str, path: Path, meta: dict) -> Target:
+    import torch
+
+    module = torch.jit.load(str(path))
+
+    def make(threads: int):
+        def run(batch: dict) -> None:
+            if torch.get_num_threads() != threads:
+                torch.set_num_threads(threads)
+            with torch.no_grad():
+                module(*(torch.from_numpy(batch[n]) for n in ("input_ids", "attention_mask", "token_type_ids")))
+
+        return run
+
+    return Target(name, "torchscript", path, folder_size(path), int(meta.get("max_length") or 512),
+                  int(meta.get("vocab_size") or 30522), make)
+
+
+def _pytorch_target(name: str, folder: Path) -> Target:
+    import torch
+
+    from mobilebert_kit.models import load_classifier_folder
+
+    model, _, _ = load_classifier_folder(folder)
+    weights = sum(f.stat().st_size for f in folder.glob("*.safetensors")) or sum(f.stat().st_size for f in folder.glob("*.bin"))
+
+    def make(threads: int):
+        def run(batch: dict) -> None:
+            if torch.get_num_threads() != threads:
+                torch.set_num_threads(threads)
+            with torch.inference_mode():
+                model(**{k: torch.from_numpy(v) for k, v in batch.items()})
+
+        return run
+
+    return Target(name, "pytorch", folder, weights, int(model.config.max_position_embeddings), int(model.config.vocab_size), make)
+
+
+def _targets(config: BenchConfig) -> list[tuple[str, Callable[[], Target]]]:
+    """(name, loader) pairs; loaders run lazily so memory is measured per model."""
+    out: list[tuple[str, Callable[[], Target]]] = []
+    export_dir = Path(config.export_dir)
+    source: Path | None = None
+    for fmt in config.formats if not config.models else []:
+        meta_path = export_dir / fmt / "model_meta.json"
+        if not meta_path.exists():
+            raise ArtifactError(f"{export_dir / fmt} has no exported {fmt} model ({meta_path.name} missing); "
+                                f"run `mbk export --format {fmt}` first or pass --export-dir")
+        meta = read_json(meta_path)
+        path = export_dir / fmt / meta["model_file"]
+        if not path.is_file():
+            raise ArtifactError(f"model file {path} is missing; re-run `mbk export --format {fmt}`")
+        label = f"{fmt}{' int8' if meta.get('int8') else ' fp32'}"
+        if fmt == "torchscript":
+            out.append((label, lambda path=path, meta=meta, label=label: _torchscript_target(label, path, meta)))
+        else:
+            out.append((label, lambda path=path, meta=meta, label=label: _ort_target(label, path, meta)))
+        src = Path((meta.get("source_model") or {}).get("path", ""))
+        source = source or (src if (src / "config.json").exists() else None)
+    for m in config.models:
+        p = Path(m)
+        if not p.exists():
+            raise ArtifactError(f"model file {p} does not exist; check the path")
+        if p.is_dir():
+            out.append((f"pytorch {p.name}", lambda p=p: _pytorch_target(f"pytorch {p.name}", p)))
+        elif p.suffix in (".onnx", ".ort"):
+            out.append((p.name, lambda p=p: _ort_target(p.name, p, {})))
+        elif p.suffix == ".pt":
+            out.append((p.name, lambda p=p: _torchscript_target(p.name, p, {})))
+        else:
+            raise ModelError(f"cannot bench {p}: expected a .onnx, .ort or .pt file or a classifier folder")
+    if config.pytorch and source is not None:
+        out.append(("pytorch fp32 (source)", lambda: _pytorch_target("pytorch fp32 (source)", source)))
+    if not out:
+        raise ArtifactError("nothing to benchmark: export a model first (`mbk export`) or pass --model FILE")
+    return out
+
+
+def make_inputs(batch: int, seq: int, vocab_size: int, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed + 7919 * seq + batch)
+    ids = rng.integers(1000, max(1001, min(vocab_size, 30000)), size=(batch, seq), dtype=np.int64)
+    ids[:, 0], ids[:, -1] = 101, 102  # [CLS] ... [SEP] in BERT vocabularies
+    return {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+
+
+def percentiles(times_ms: list[float]) -> dict[str, float]:
+    a = np.asarray(times_ms)
+    return {"p50_ms": float(np.percentile(a, 50)), "p90_ms": float(np.percentile(a, 90)), "p99_ms": float(np.percentile(a, 99)),
+            "mean_ms": float(a.mean()), "min_ms": float(a.min()), "runs": int(len(a))}
+
+
+def measure(cases: list[tuple[str, Callable[[dict], None], dict]], warmup: int, runs: int, rounds: int) -> list[list[float]]:
+    """Warm up every case, then time them in ``rounds`` interleaved rounds; returns ms per case."""
+    for _, fn, batch in cases:
+        for _ in range(warmup):
+            fn(batch)
+    per_round = [runs // rounds + (1 if r < runs % rounds else 0) for r in range(rounds)]
+    times: list[list[float]] = [[] for _ in cases]
+    for n in per_round:
+        for i, (_, fn, batch) in enumerate(cases):
+            for _ in range(n):
+                t0 = time.perf_counter()
+                fn(batch)
+                times[i].append((time.perf_counter() - t0) * 1e3)
+    return times
+
+
+def run(config: BenchConfig, log=lambda msg: None) -> Path:
+    """Benchmark; writes ``bench.json`` and ``bench.md`` into ``config.output``; returns that folder."""
+    from mobilebert_kit.artifacts import check_output_dir
+
+    check_output_dir(config.output, config.overwrite)
+    loaders = _targets(config)
+    import onnxruntime  # noqa: F401  - import the runtimes first so per-model memory excludes library code
+    import torch  # noqa: F401
+
+    targets: list[Target] = []
+    runners: dict[tuple[str, int], Callable] = {}
+    memory: dict[str, float] = {}
+    for name, load in loaders:
+        gc.collect()
+        before = rss_mb()
+        t = load()
+        for th in config.threads:
+            runners[(t.name, th)] = t.make(th)
+            runners[(t.name, th)](make_inputs(1, min(16, t.max_length), t.vocab_size))  # first run allocates arenas
+        memory[t.name] = max(0.0, rss_mb() - before)
+        targets.append(t)
+        log(f"loaded {name}: {t.size_bytes / 1e6:.1f} MB on disk, +{memory[t.name]:.0f} MB RSS")
+    cases, keys, skipped = [], [], []
+    for t in targets:
+        for th in config.threads:
+            for b in config.batch_sizes:
+                for s in config.seq_lengths:
+                    if s > t.max_length:
+                        skipped.append(f"{t.name}: seq {s} > max_length {t.max_length}")
+                        continue
+                    cases.append((t.name, runners[(t.name, th)], make_inputs(b, s, t.vocab_size, config.seed)))
+                    keys.append((t, th, b, s))
+    log(f"timing {len(cases)} cases × {config.runs} runs ({config.rounds} interleaved rounds, {config.warmup} warm-up) ...")
+    times = measure(cases, config.warmup, config.runs, config.rounds)
+    rows = []
+    for (t, th, b, s), ms in zip(keys, times):
+        rows.append({"model": t.name, "runtime": t.runtime, "path": str(t.path), "threads": th, "batch": b, "seq_len": s,
+                     **percentiles(ms), "size_mb": t.size_bytes / 1e6, "memory_mb": memory[t.name]})
+    result = {"rows": rows, "skipped": skipped, "config": config.to_dict(), "peak_rss_mb": peak_rss_mb(),
+              "cpu_count": os.cpu_count(), "versions": library_versions(),
+              "method": "warm-up, then interleaved rounds over all cases; memory = RSS growth on load + first run"}
+    with staged_output(config.output, config.overwrite) as tmp:
+        write_json(tmp / "bench.json", result)
+        (tmp / "bench.md").write_text(markdown_table(rows, result), encoding="utf-8")
+    return Path(config.output)
+
+
+def markdown_table(rows: list[dict], result: dict | None = None) -> str:
+    head = "| model | runtime | threads | batch | seq | p50 ms | p90 ms | p99 ms | size MB | memory MB |\n"
+    head += "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+    body = "".join(f"| {r['model']} | {r['runtime']} | {r['threads']} | {r['batch']} | {r['seq_len']} | {r['p50_ms']:.2f} | "
+                   f"{r['p90_ms']:.2f} | {r['p99_ms']:.2f} | {r['size_mb']:.1f} | {r['memory_mb']:.0f} |\n" for r in rows)
+    foot = ""
+    if result:
+        foot = (f"\n{result['method']}. {result['config']['runs']} timed runs per case, peak process RSS "
+                f"{result['peak_rss_mb']:.0f} MB, {result['cpu_count']} CPUs, onnxruntime {result['versions'].get('onnxruntime')}, "
+                f"torch {result['versions'].get('torch')}.\n")
+        if result["skipped"]:
+            foot += "\nSkipped: " + "; ".join(result["skipped"]) + "\n"
+    return "# mbk bench\n\n" + head + body + foot
