@@ -127,6 +127,16 @@ def run(config: VerifyConfig, log=lambda msg: None) -> Path:
             log(f"{fmt}: {'checking the spec' if fmt == 'coreml' and sys.platform != 'darwin' else 'running the test split'} ...")
             checks.extend(_parity_checks(fmt, folder, meta, ref, tol, config, entry, node))
         entry["passed"] = all(c["passed"] is not False for c in checks)
+        model_file = folder / str(meta.get("model_file") or "")
+        entry["model_sha256"] = sha256_tree(model_file) if meta.get("model_file") and model_file.exists() else None
+        failed = [c["name"] + (f" ({c['detail']})" if c["detail"] else "") for c in checks if c["passed"] is False]
+        if failed:
+            entry["reason"] = "; ".join(failed)
+    # Keep earlier results of formats not re-verified this time (package reads them per format).
+    previous = read_json(export_dir / REPORT) if (export_dir / REPORT).exists() else {}
+    for fmt, e in (previous.get("formats") or {}).items():
+        if fmt not in report["formats"] and fmt in present:
+            report["formats"][fmt] = e
     report["passed"] = all(e["passed"] for e in report["formats"].values())
     if refs:
         only = next(iter(refs.values()))
@@ -134,7 +144,7 @@ def run(config: VerifyConfig, log=lambda msg: None) -> Path:
                              "n": only["metrics"]["n"], "data": only["data"]}
     write_json(export_dir / REPORT, report)
     breaches = [f"{fmt}: {c['name']}" + (f" ({c['detail']})" if c["detail"] else "")
-                for fmt, e in report["formats"].items() for c in e["checks"] if c["passed"] is False]
+                for fmt in formats for c in report["formats"][fmt]["checks"] if c["passed"] is False]
     if breaches:
         raise VerifyError(f"{len(breaches)} check(s) failed: " + "; ".join(breaches) + f" (details in {export_dir / REPORT})")
     return export_dir
@@ -170,25 +180,33 @@ def _integrity_checks(folder: Path, meta: dict) -> list[dict]:
 
 
 def _source_checks(source: Path, meta: dict, config: VerifyConfig, refs: dict, log) -> tuple[list[dict], dict | None]:
+    """Is this the model the artifact came from (hash, label count)? Then its logits on the test split."""
     checks: list[dict] = []
     if not source or not (source / "config.json").exists():
         raise ArtifactError(f"the source model {source or '(none recorded)'} of this export is gone; "
                             "pass --model PATH to the PyTorch folder it was exported from")
-    key = str(source.resolve())
-    if key not in refs:
-        refs[key] = _reference(source, meta, config, log)
-    ref = refs[key]
+    sha = sha256_tree(source)
     recorded = (meta.get("source_model") or {}).get("sha256")
-    same = recorded == ref["sha256"]
+    same = recorded == sha
     checks.append(_check("exported from this source model", same, None, None,
-                         "" if same else f"{source} hashes to {ref['sha256'][:12]}…, the artifact was exported from "
+                         "" if same else f"{source} hashes to {sha[:12]}…, the artifact was exported from "
                                          f"{recorded[:12] if recorded else '?'}…; pass --model with the folder it came from"))
-    n_src, n_meta = ref["num_labels"], meta.get("num_labels")
+    n_src, n_meta = _num_labels(source), meta.get("num_labels")
     checks.append(_check("label count matches", n_src == n_meta, n_meta, n_src,
                          "" if n_src == n_meta else f"artifact has {n_meta} labels, the source model {n_src}: wrong model"))
     if n_src != n_meta:
         return checks, None
-    return checks, ref
+    key = str(source.resolve())
+    if key not in refs:
+        refs[key] = _reference(source, meta, config, log)
+    return checks, refs[key]
+
+
+def _num_labels(source: Path) -> int:
+    cfg = read_json(source / "config.json")
+    if (source / "labels.json").exists():
+        return len(read_json(source / "labels.json").get("labels") or [])
+    return len(cfg.get("id2label") or {}) or int(cfg.get("num_labels", 2))
 
 
 def _reference(source: Path, meta: dict, config: VerifyConfig, log) -> dict:
@@ -208,7 +226,7 @@ def _reference(source: Path, meta: dict, config: VerifyConfig, log) -> dict:
     max_length = int(meta.get("max_length") or 128)
     log(f"PyTorch reference: {source} on {len(test)} test examples ...")
     logits = predict_logits(model, tokenizer, test.texts, test.pairs, max_length=max_length, batch_size=config.batch_size)
-    return {"path": str(source), "sha256": sha256_tree(source), "num_labels": len(label_names), "tokenizer": tokenizer,
+    return {"path": str(source), "num_labels": len(label_names), "tokenizer": tokenizer,
             "texts": test.texts, "pairs": test.pairs, "labels": test.labels, "logits": logits, "max_length": max_length,
             "metrics": classification_metrics(logits, test.labels, len(label_names)), "data": dcfg.data}
 

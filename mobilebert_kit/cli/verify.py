@@ -18,7 +18,7 @@ def _fmt(v, pct=False):
 @click.command("verify")
 @click.option("--export-dir", "-e", default="artifacts/export", show_default=True, type=click.Path(),
               help="Folder written by `mbk export`.")
-@click.option("--format", "-f", "formats", multiple=True, metavar="FORMAT",
+@click.option("--format", "--formats", "-f", "formats", multiple=True, metavar="FORMAT",
               help="Only these formats (repeatable; default: every exported one).")
 @click.option("--model", "-m", default=None, type=click.Path(),
               help="Source PyTorch classifier (default: the one recorded in model_meta.json).")
