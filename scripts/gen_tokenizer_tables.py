@@ -34,7 +34,8 @@ def _ranges(cps: list[int]) -> list[tuple[int, int]]:
 def compute() -> dict[str, list[tuple[int, int]]]:
     clean = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=False, strip_accents=False, lowercase=False)
     pre = pre_tokenizers.BertPreTokenizer()
-    strip = normalizers.StripAccents()
+    # BertNormalizer strips only non-spacing marks (Mn), unlike the StripAccents normalizer (all marks).
+    strip = normalizers.BertNormalizer(clean_text=False, handle_chinese_chars=False, strip_accents=True, lowercase=False)
     lower = normalizers.Lowercase()
     removed, space, punct, nonspacing = [], [], [], []
     lower_map: list[tuple[int, int]] = []
