@@ -1,0 +1,159 @@
+"""mbk export on the tiny BERT: every format, metadata, INT8, atomicity and bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+
+import pytest
+
+from mobilebert_kit.artifacts import file_hashes, read_json, sha256_file
+from mobilebert_kit.export import FORMATS, META
+
+
+def tiny_with_manifest(src, folder, data_csv, max_length=64):
+    """Copy the read-only tiny classifier and record its training data like finetune would."""
+    shutil.copytree(src, folder)
+    (folder / "manifest.json").write_text(json.dumps({"stage": "finetune", "data": {"data": str(data_csv)},
+                                                      "max_length": max_length}))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_classifier_dir, sentiment_csv, tmp_path_factory):
+    from mobilebert_kit.export import ExportConfig, run
+
+    root = tmp_path_factory.mktemp("export")
+    model = tiny_with_manifest(tiny_classifier_dir, root / "model", sentiment_csv)
+    out = run(ExportConfig(model=str(model), output=str(root / "export"), formats=["all"]))
+    return model, out
+
+
+def test_help(cli):
+    r = cli("export", "--help")
+    assert r.exit_code == 0
+    assert "mbk export --format all" in r.output and "coreml" in r.output
+
+
+def test_every_format_is_self_contained(exported):
+    model, out = exported
+    for fmt in FORMATS:
+        folder = out / fmt
+        meta = read_json(folder / META)
+        assert meta["format"] == fmt
+        assert (folder / meta["model_file"]).exists()
+        for f in ("labels.json", "vocab.txt", "tokenizer.json", "tokenizer_config.json"):
+            assert (folder / f).is_file(), (fmt, f)
+        assert meta["files"] == file_hashes(folder, exclude=(META,))  # sha256 of every other file
+        assert meta["labels"] == ["negative", "positive"] and meta["num_labels"] == 2
+        assert meta["max_length"] == 64  # from the model's lineage
+        assert meta["do_lower_case"] is True and meta["strip_accents"] is True  # MiniLM is uncased
+        assert meta["vocab_size"] == 30522 and meta["int8"] is False
+        assert meta["input_names"] == ["input_ids", "attention_mask", "token_type_ids"]
+        assert meta["source_model"]["path"] == str(model.resolve()) and len(meta["source_model"]["sha256"]) == 64
+        assert meta["size_bytes"] > 0 and "onnxruntime" in meta["versions"]
+    onnx_meta = read_json(out / "onnx" / META)
+    assert onnx_meta["fused_ops"]["Attention"] == 2 and onnx_meta["fused_ops"]["EmbedLayerNormalization"] == 1
+    assert onnx_meta["dynamic_axes"]["input_ids"] == {"0": "batch", "1": "sequence"}
+    assert (out / "ort" / "required_operators.config").read_text().count("com.microsoft") >= 1  # fused contrib ops
+    assert (out / "torchscript" / "model.ptl").is_file()
+    assert (out / "coreml" / "model.mlpackage" / "Manifest.json").is_file()
+    manifest = read_json(out / "manifest.json")
+    assert manifest["stage"] == "export" and set(manifest["formats"]) == set(FORMATS)
+
+
+def test_onnx_runs_with_dynamic_shapes(exported):
+    import numpy as np
+
+    from mobilebert_kit.onnx_tools import session
+
+    _, out = exported
+    sess = session(out / "ort" / "model.ort")
+    for b, s in ((1, 5), (3, 40)):
+        feeds = {n: np.ones((b, s), dtype=np.int64) for n in ("input_ids", "attention_mask")}
+        feeds["token_type_ids"] = np.zeros((b, s), dtype=np.int64)
+        assert sess.run(None, feeds)[0].shape == (b, 2)
+
+
+def test_int8_export(tiny_classifier_dir, tmp_path, cli):
+    r = cli("export", "-f", "onnx,torchscript", "--int8", "--model", tiny_classifier_dir, "-o", tmp_path / "e", "-q")
+    assert r.exit_code == 0, r.output
+    meta = read_json(tmp_path / "e" / "onnx" / META)
+    assert meta["int8"] is True and meta["quantization"]["mode"] == "dynamic"
+    ops = meta["fused_ops_after_quantization"]
+    assert ops.get("DynamicQuantizeLinear", 0) + ops.get("MatMulInteger", 0) + ops.get("QAttention", 0) > 0
+    assert read_json(tmp_path / "e" / "torchscript" / META)["quantization"]["method"].startswith("torch.ao")
+    assert not (tmp_path / "e" / "ort").exists()
+
+
+def test_compression_onnx_graph_is_copied(tiny_classifier_dir, tmp_path, cli):
+    from mobilebert_kit import onnx_tools as ot
+
+    model = tmp_path / "compressed"
+    shutil.copytree(tiny_classifier_dir, model)
+    (model / "onnx").mkdir()
+    ot.export_onnx(model, tmp_path / "fp32.onnx")
+    ot.optimize_onnx(tmp_path / "fp32.onnx", tmp_path / "fused.onnx", 2, 32)
+    ot.quantize_onnx_dynamic(tmp_path / "fused.onnx", model / "onnx" / "model.onnx")
+    (model / "compression.json").write_text(json.dumps({"int8": True, "int8_mode": "dynamic", "per_channel": False,
+                                                         "weight_type": "qint8", "nodes_excluded": [],
+                                                         "onnx_model": "onnx/model.onnx"}))
+    r = cli("export", "-f", "onnx", "-f", "ort", "--model", model, "-o", tmp_path / "e", "-q")
+    assert r.exit_code == 0, r.output
+    assert sha256_file(tmp_path / "e" / "onnx" / "model.onnx") == sha256_file(model / "onnx" / "model.onnx")
+    meta = read_json(tmp_path / "e" / "onnx" / META)
+    assert meta["int8"] is True and meta["onnx_source"].startswith("compression")
+    assert read_json(tmp_path / "e" / "ort" / META)["int8"] is True
+
+
+def test_unknown_format_lists_known(cli, tmp_path):
+    r = cli("export", "--format", "tflite", "-o", tmp_path / "e")
+    assert r.exit_code == 1
+    assert r.output.strip() == ("Error: unknown export format 'tflite'; known formats: onnx, ort, torchscript, coreml, all")
+    assert not (tmp_path / "e").exists()
+
+
+def test_model_without_classifier_head(cli, tmp_path):
+    from transformers import BertConfig, BertModel
+
+    BertModel(BertConfig(vocab_size=100, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=32)).save_pretrained(tmp_path / "base")
+    r = cli("export", "-f", "onnx", "--model", tmp_path / "base", "-o", tmp_path / "e")
+    assert r.exit_code == 1
+    assert r.output.startswith("Error: ") and "holds no sequence-classification head" in r.output
+    assert not (tmp_path / "e" / "onnx").exists()
+
+
+def test_missing_model_folder(cli, tmp_path):
+    r = cli("export", "-f", "onnx", "--model", tmp_path / "nope", "-o", tmp_path / "e")
+    assert r.exit_code == 1 and "does not exist" in r.output and r.output.count("\n") == 1
+
+
+def test_coreml_without_coremltools(cli, tmp_path, tiny_classifier_dir, monkeypatch):
+    monkeypatch.setitem(sys.modules, "coremltools", None)  # import now raises ImportError
+    r = cli("export", "-f", "onnx", "-f", "coreml", "--model", tiny_classifier_dir, "-o", tmp_path / "e")
+    assert r.exit_code == 1
+    assert "Error: CoreML export needs coremltools; install it with: pip install coremltools==9.0" in r.output
+    assert not (tmp_path / "e" / "onnx").exists()
+
+
+def test_failure_leaves_nothing_half_written(cli, tmp_path, tiny_classifier_dir, monkeypatch):
+    import mobilebert_kit.export as ex
+    from mobilebert_kit.errors import ExportError
+
+    def boom(*a, **k):
+        raise ExportError("TorchScript export failed (simulated)")
+
+    monkeypatch.setattr(ex, "_build_torchscript", boom)
+    r = cli("export", "-f", "onnx", "-f", "torchscript", "--model", tiny_classifier_dir, "-o", tmp_path / "e")
+    assert r.exit_code == 1 and "simulated" in r.output
+    assert [p.name for p in (tmp_path / "e").iterdir()] == []  # onnx was built, but never moved into place
+
+
+def test_refuses_non_empty_output(cli, tmp_path, tiny_classifier_dir):
+    (tmp_path / "e" / "onnx").mkdir(parents=True)
+    (tmp_path / "e" / "onnx" / "keep.txt").write_text("x")
+    r = cli("export", "-f", "onnx", "--model", tiny_classifier_dir, "-o", tmp_path / "e")
+    assert r.exit_code == 1 and "pass --overwrite" in r.output
+    assert (tmp_path / "e" / "onnx" / "keep.txt").exists()
