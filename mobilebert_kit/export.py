@@ -162,9 +162,15 @@ def run(config: ExportConfig, log=lambda msg: None) -> Path:
 # --------------------------------------------------------------------------- source
 
 
-def _require_coremltools() -> None:
+def _require_coremltools():
+    """Import coremltools quietly (its import prints version warnings on Linux) or fail with an install hint."""
+    import logging
+
     try:
-        import coremltools  # noqa: F401
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            logging.getLogger("coremltools").setLevel(logging.ERROR)
+            import coremltools
+        return coremltools
     except ImportError as e:
         raise ExportError("CoreML export needs coremltools; install it with: pip install coremltools==9.0 "
                           "(or drop --format coreml)") from e
@@ -333,8 +339,7 @@ def _build_coreml(src: Source, folder: Path, config: ExportConfig) -> dict:
     import numpy as np
     import torch
 
-    _require_coremltools()
-    import coremltools as ct
+    ct = _require_coremltools()
 
     model = _traceable(src)
     wrapped = _Wrapper.make(model)

@@ -309,13 +309,13 @@ def _torchscript_logits(path: Path, ref: dict, batch_size: int, lite: bool) -> n
 
 def coreml_spec_summary(path: Path) -> dict:
     """Inputs/outputs/shape ranges/weight dtypes of an .mlpackage, readable on any OS."""
-    import contextlib
-    import io
+    from mobilebert_kit.export import _require_coremltools
 
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        import coremltools as ct
-
-        m = ct.models.MLModel(str(path), skip_model_load=True)
+    try:
+        ct = _require_coremltools()
+    except Exception as e:  # noqa: BLE001 - reported as a skipped check
+        raise ImportError(str(e)) from e
+    m = ct.models.MLModel(str(path), skip_model_load=True)
     spec = m.get_spec()
     inputs = {}
     for i in spec.description.input:
