@@ -74,9 +74,15 @@ def _fuzz(n: int, seed: int = 0) -> list[str]:
     return out
 
 
+# JDK 17's java.text.Normalizer lacks the Unicode 13 canonical decomposition of U+11938 (DIVES AKURU
+# VOWEL SIGN O -> U+11935 U+11930); Rust decomposes it. It tokenizes to [UNK] either way (same ids), only
+# the intermediate word differs, so it is the one code point left out of the word-level comparison.
+KNOWN_JDK_NFD_GAPS = {0x11938}
+
+
 def _all_code_points(chunk: int = 4000) -> list[str]:
     """Every Unicode scalar value once, space-separated, in texts of ``chunk`` code points."""
-    cps = [cp for cp in range(0x110000) if not 0xD800 <= cp <= 0xDFFF]
+    cps = [cp for cp in range(0x110000) if not 0xD800 <= cp <= 0xDFFF and cp not in KNOWN_JDK_NFD_GAPS]
     return [" ".join(chr(c) for c in cps[i:i + chunk]) for i in range(0, len(cps), chunk)]
 
 
