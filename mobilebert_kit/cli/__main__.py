@@ -1,0 +1,3 @@
+from mobilebert_kit.cli import main
+
+main(prog_name="mbk")

@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import click
+
+from mobilebert_kit.cli.common import (DATA_OPTIONS, TRAIN_OPTIONS, data_options, emit, output_options, pick,
+                                       save_recipe_option, train_options, write_stage_recipe)
+
+
+@click.command("finetune")
+@click.option("--model", "-m", help="Built-in model (minilm-l6, mpnet-base), local HF folder, or hub id. [default: minilm-l6]")
+@click.option("--dropout", type=float, help="Override hidden/attention dropout.")
+@data_options
+@train_options
+@click.option("--resume", is_flag=True, help="Continue from the last checkpoint in <output>.ckpt/.")
+@save_recipe_option
+@output_options("artifacts/teacher")
+def command(model, dropout, resume, save_recipe, output, overwrite, quiet, as_json, **kwargs):
+    """Fine-tune a BERT teacher classifier.
+
+    \b
+    Examples:
+      mbk finetune                                   # MiniLM-L6 on Rotten Tomatoes, offline
+      mbk finetune --data reviews.csv --text-column review --label-column stars --epochs 2
+      mbk finetune --freeze-layers 3 --precision auto --grad-accum 2
+      mbk finetune --resume                          # after a crash or kill -9
+    """
+    from mobilebert_kit import finetune
+
+    section = {"output": output, "data": pick(kwargs, DATA_OPTIONS), "train": pick(kwargs, TRAIN_OPTIONS)}
+    if model:
+        section["model"] = model
+    if dropout is not None:
+        section["dropout"] = dropout
+    cfg = finetune.FinetuneConfig.from_dict(section)
+    write_stage_recipe(save_recipe, "finetune", section)
+    out = finetune.run(cfg, overwrite=overwrite, resume=resume, quiet=quiet or as_json)
+    from mobilebert_kit.artifacts import MANIFEST, METRICS, read_json
+
+    if not (out / MANIFEST).exists():  # non-main process of a distributed run
+        return
+    metrics = read_json(out / METRICS)
+    emit({"output": str(out), **metrics}, as_json, quiet,
+         f"teacher written to {out}: test accuracy {metrics['test']['accuracy']:.4f}, "
+         f"macro-F1 {metrics['test']['macro_f1']:.4f}, {metrics['train_examples_per_second']:.1f} train ex/s")

@@ -1,0 +1,184 @@
+"""The training engine's switches, each checked for its real effect on a tiny BERT."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import make_tiny_classifier
+from mobilebert_kit.engine import (Collator, FeatureDataset, TrainConfig, TrainModule, batch_order, default_loss,
+                                   make_features, resolve_precision, train)
+from mobilebert_kit.errors import TrainingError
+from mobilebert_kit.models import load_classifier_folder
+
+TEXTS = ["great movie", "awful film, truly bad", "a wonderful and moving story about love", "boring",
+         "the acting was superb and the script sharp", "dull dull dull", "loved it", "a painful, ugly and long slog"] * 8
+LABELS = [1, 0, 1, 0, 1, 0, 1, 0] * 8
+
+
+@pytest.fixture()
+def setup(tmp_path, tiny_classifier_dir):
+    def make(**overrides):
+        torch.manual_seed(0)
+        model, tok, names = load_classifier_folder(tiny_classifier_dir)
+        model.config.hidden_dropout_prob = 0.1
+        feats = make_features(tok, TEXTS, None, LABELS, 32)
+        cfg = TrainConfig(**{"epochs": 2, "lr": 1e-2, "batch_size": 8, "checkpoint_every": 0, "early_stopping_patience": 0,
+                             **overrides})
+        return model, tok, feats, cfg
+
+    return make
+
+
+def _train(model, tok, feats, cfg, workdir, loss_fn=None, **kw):
+    return train(TrainModule(model, loss_fn), feats, feats, cfg, workdir=workdir, pad_id=tok.pad_token_id, num_labels=2,
+                 quiet=True, **kw)
+
+
+def test_batch_order_deterministic_and_grouped():
+    lengths = [i % 37 + 1 for i in range(1000)]
+    a = batch_order(lengths, 16, seed=1, epoch=0, group_by_length=True)
+    assert a == batch_order(lengths, 16, seed=1, epoch=0, group_by_length=True)
+    assert a != batch_order(lengths, 16, seed=1, epoch=1, group_by_length=True)
+    assert sorted(i for b in a for i in b) == list(range(1000))
+    plain = batch_order(lengths, 16, seed=1, epoch=0, group_by_length=False)
+    pad = lambda bs: sum(max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b) for b in bs)  # noqa: E731
+    assert pad(a) < 0.2 * pad(plain)  # length grouping removes most padding
+    first = batch_order(lengths, 16, seed=1, epoch=0, group_by_length=True, longest_first=True)[0]
+    assert max(lengths[i] for i in first) == max(lengths)
+
+
+def test_collator_dynamic_vs_fixed_padding():
+    rows = [{"input_ids": [101, 5, 102], "attention_mask": [1, 1, 1], "labels": 1},
+            {"input_ids": [101, 102], "attention_mask": [1, 1], "labels": 0}]
+    dyn = Collator(0, 64, dynamic=True)(rows)
+    fixed = Collator(0, 64, dynamic=False)(rows)
+    assert dyn["input_ids"].shape == (2, 3) and fixed["input_ids"].shape == (2, 64)
+    assert dyn["attention_mask"][1].tolist() == [1, 1, 0]
+    assert dyn["labels"].tolist() == [1, 0]
+    # per-token extras (sequence on dim 0) are padded; per-example extras stacked
+    rows[0]["teacher_logits"], rows[1]["teacher_logits"] = [0.1, 0.9], [0.8, 0.2]
+    rows[0]["hid"], rows[1]["hid"] = torch.ones(3, 4), torch.ones(2, 4)
+    out = Collator(0, 64, dynamic=True)(rows)
+    assert out["teacher_logits"].shape == (2, 2) and out["hid"].shape == (2, 3, 4)
+    assert out["hid"][1, 2].abs().sum() == 0
+
+
+def test_precision_resolution_on_cpu():
+    assert resolve_precision("auto", "cpu") == "fp32"
+    assert resolve_precision("fp32", "cpu") == "fp32"
+    with pytest.raises(TrainingError, match="fp16 needs a CUDA GPU"):
+        resolve_precision("fp16", "cpu")
+    from mobilebert_kit.engine import cpu_has_native_bf16
+
+    if not cpu_has_native_bf16():
+        with pytest.raises(TrainingError, match="bf16 on this CPU .* ~20x slower"):
+            resolve_precision("bf16", "cpu")
+
+
+def test_training_learns_and_keeps_best_epoch(setup, tmp_path):
+    model, tok, feats, cfg = setup(epochs=4)
+    r = _train(model, tok, feats, cfg, tmp_path / "w")
+    assert r.history[-1]["train_loss"] < r.history[0]["train_loss"]
+    assert r.best_metric == max(h["val_macro_f1"] for h in r.history)
+    assert r.history[r.best_epoch - 1]["val_macro_f1"] == r.best_metric
+    assert r.best_metric > 0.9  # this tiny task is learnable
+
+
+def test_freeze_layers_freezes_embeddings_and_lower_layers(setup, tmp_path):
+    model, tok, feats, cfg = setup(epochs=1, freeze_layers=1)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    _train(model, tok, feats, cfg, tmp_path / "w")
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert not any(n.startswith(("bert.embeddings", "bert.encoder.layer.0.")) for n in changed)
+    assert any(n.startswith("bert.encoder.layer.1.") for n in changed)
+    assert "classifier.weight" in changed
+
+
+def test_grad_accum_reduces_optimizer_steps(setup, tmp_path):
+    model, tok, feats, cfg = setup(epochs=1, grad_accum=4)
+    r = _train(model, tok, feats, cfg, tmp_path / "w")
+    assert r.steps == 64 // 8 // 4
+
+
+def test_gradient_checkpointing_same_losses_and_really_used(setup, tmp_path, monkeypatch):
+    import transformers.modeling_utils as ckpt  # HF binds torch.utils.checkpoint.checkpoint at import
+
+    model, tok, feats, cfg = setup(epochs=1)
+    base = _train(model, tok, feats, cfg, tmp_path / "a")
+    calls = []
+    real = ckpt.checkpoint
+    monkeypatch.setattr(ckpt, "checkpoint", lambda *a, **k: calls.append(1) or real(*a, **k))
+    model, tok, feats, cfg = setup(epochs=1, gradient_checkpointing=True)
+    gc = _train(model, tok, feats, cfg, tmp_path / "b")
+    assert calls, "gradient checkpointing was not used"
+    assert gc.history[0]["train_loss"] == pytest.approx(base.history[0]["train_loss"], rel=1e-5)
+    assert not model.is_gradient_checkpointing  # switched off again for saving/inference
+
+
+def test_num_workers_give_identical_training(setup, tmp_path):
+    model, tok, feats, cfg = setup(epochs=1)
+    a = _train(model, tok, feats, cfg, tmp_path / "a")
+    model, tok, feats, cfg = setup(epochs=1, num_workers=2)
+    b = _train(model, tok, feats, cfg, tmp_path / "b")
+    assert a.history[0]["train_loss"] == pytest.approx(b.history[0]["train_loss"], rel=1e-6)
+
+
+def test_auto_batch_size_backs_off_on_oom(setup, tmp_path):
+    def oom_above_4(model, batch, extra):
+        if batch["input_ids"].shape[0] > 4:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return default_loss(model, batch, extra)
+
+    model, tok, feats, cfg = setup(epochs=1, batch_size=16, auto_batch_size=True)
+    r = _train(model, tok, feats, cfg, tmp_path / "w", loss_fn=oom_above_4)
+    assert (r.batch_size, r.grad_accum) == (4, 4)
+    assert any("out of memory: retrying with batch_size 4 x grad_accum 4" in n for n in r.notes)
+    model, tok, feats, cfg = setup(epochs=1, batch_size=16)
+    with pytest.raises(RuntimeError, match="out of memory"):  # off: the error propagates
+        _train(model, tok, feats, cfg, tmp_path / "x", loss_fn=oom_above_4)
+
+
+def test_compile_trains_through_dynamo(setup, tmp_path, monkeypatch):
+    import torch._dynamo
+
+    compiled = []
+    real = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda m, **k: compiled.append(k) or real(m, **k))
+    torch._dynamo.reset()
+    model, tok, feats, cfg = setup(epochs=1, compile=True, compile_backend="eager", max_steps=3)
+    r = _train(model, tok, feats, cfg, tmp_path / "w")
+    assert compiled and compiled[0]["backend"] == "eager"
+    assert r.steps == 3 and r.history[0]["train_loss"] > 0
+
+
+@pytest.mark.slow
+def test_compile_inductor_matches_eager_loss(setup, tmp_path):
+    model, tok, feats, cfg = setup(epochs=1, max_steps=3)
+    a = _train(model, tok, feats, cfg, tmp_path / "a")
+    model, tok, feats, cfg = setup(epochs=1, compile=True, max_steps=3)
+    b = _train(model, tok, feats, cfg, tmp_path / "b")
+    assert b.history[0]["train_loss"] == pytest.approx(a.history[0]["train_loss"], rel=1e-3)
+
+
+def test_early_stopping(setup, tmp_path):
+    model, tok, feats, cfg = setup(epochs=6, lr=1e-9, early_stopping_patience=1)
+    r = _train(model, tok, feats, cfg, tmp_path / "w")
+    assert r.stopped_early and len(r.history) == 2
+
+
+def test_resume_requires_checkpoint(setup, tmp_path):
+    model, tok, feats, cfg = setup()
+    with pytest.raises(TrainingError, match="no checkpoint found"):
+        _train(model, tok, feats, cfg, tmp_path / "w", resume=True)
+
+
+def test_feature_dataset_lengths(tiny_classifier_dir):
+    _, tok, _ = load_classifier_folder(tiny_classifier_dir)
+    ds = make_features(tok, ["a b c", "a"], None, [0, 1], 8, extras={"teacher_logits": [[0.0, 1.0], [1.0, 0.0]]})
+    assert isinstance(ds, FeatureDataset) and ds.lengths == [5, 3]
+    assert ds[0]["teacher_logits"] == [0.0, 1.0]
+
+
+def test_tiny_dir_is_untouched(tiny_classifier_dir):
+    assert (Path(tiny_classifier_dir) / "labels.json").exists() and make_tiny_classifier
