@@ -1,0 +1,97 @@
+"""INT8 on the fused ONNX graph of a tiny BERT: dynamic and static graphs run in ORT and stay close
+to fp32; exclusions are honoured; methods refuse bad settings before doing any work."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mobilebert_kit import onnx_tools as ot
+from mobilebert_kit import quantize as q
+from mobilebert_kit.errors import ConfigError
+from mobilebert_kit.models import load_tokenizer
+
+TEXTS = ["a wonderful, moving film", "a dull, boring mess", "great fun", "terrible acting and a bad script"] * 4
+
+
+@pytest.fixture(scope="module")
+def fused(tiny_classifier_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("quant")
+    raw = ot.export_onnx(tiny_classifier_dir, root / "raw.onnx")
+    ops = ot.optimize_onnx(raw, root / "fused.onnx", num_heads=0, hidden_size=0)
+    assert ops["Attention"] == 2
+    tok = load_tokenizer(str(tiny_classifier_dir))
+    ref = ot.onnx_predict_logits(ot.session(root / "fused.onnx"), tok, TEXTS, max_length=32)
+    return root / "fused.onnx", tok, ref
+
+
+def _run(path, tok):
+    return ot.onnx_predict_logits(ot.session(path), tok, TEXTS, max_length=32)
+
+
+@pytest.mark.parametrize("per_channel,weight_type", [(False, "qint8"), (True, "quint8")])
+def test_dynamic_int8_runs_and_shrinks(fused, tmp_path, per_channel, weight_type):
+    src, tok, ref = fused
+    rep = q.quantize(src, tmp_path / "int8.onnx", q.Int8Dynamic(per_channel=per_channel, weight_type=weight_type))
+    ops = rep["ops"]
+    assert ops.get("QAttention") == 2 and ops.get("MatMulInteger", 0) >= 6 and ops.get("QEmbedLayerNormalization") == 1
+    assert rep["size_bytes"] < src.stat().st_size / 2  # the embedding table is int8 too
+    out = _run(tmp_path / "int8.onnx", tok)
+    assert out.shape == ref.shape and np.isfinite(out).all()
+    assert np.abs(out - ref).max() < 0.05
+
+
+@pytest.mark.parametrize("method", ["minmax", "entropy", "percentile"])
+def test_static_qdq_runs(fused, tmp_path, method):
+    src, tok, ref = fused
+    sess = ot.session(src)
+    feeds = q.calibration_feeds([i.name for i in sess.get_inputs()], tok, TEXTS, None, 32, batch_size=4)
+    assert len({f["input_ids"].shape[1] for f in feeds}) == 1  # one length: histogram calibrators need it
+    rep = q.quantize(src, tmp_path / "qdq.onnx", q.Int8Static(calibration=feeds, method=method, per_channel=True))
+    assert rep["ops"].get("QuantizeLinear", 0) >= 6 and rep["ops"].get("DequantizeLinear", 0) >= 12
+    out = _run(tmp_path / "qdq.onnx", tok)
+    assert np.isfinite(out).all() and np.abs(out - ref).max() < 0.05
+
+
+def test_nodes_to_exclude_stay_fp32(fused, tmp_path):
+    src, tok, _ = fused
+    method = q.Int8Dynamic()
+    cands = q.candidate_nodes(src, method)
+    assert "Attention_0" in cands and "EmbedLayerNormalization_0" in cands
+    ffn = next(c for c in cands if "intermediate/dense/MatMul" in c)
+    rep = q.quantize(src, tmp_path / "ex.onnx", method, nodes_to_exclude=[ffn, "EmbedLayerNormalization_0"])
+    import onnx
+
+    nodes = {n.name: n.op_type for n in onnx.load(str(tmp_path / "ex.onnx")).graph.node}
+    assert nodes[ffn] == "MatMul" and nodes["EmbedLayerNormalization_0"] == "EmbedLayerNormalization"
+    assert rep["ops"]["QAttention"] == 2 and "QEmbedLayerNormalization" not in rep["ops"]
+    assert rep["nodes_excluded"] == sorted([ffn, "EmbedLayerNormalization_0"])
+
+
+def test_sensitivity_ranks_a_hostile_node_first(fused, tmp_path):
+    """A node whose quantization destroys the output must come first in the ranking."""
+    import onnx
+    from onnx import numpy_helper
+
+    src, tok, _ = fused
+    m = onnx.load(str(src))
+    emb = next(n for n in m.graph.node if n.op_type == "EmbedLayerNormalization")
+    table = next(t for t in m.graph.initializer if t.name == emb.input[2])  # word embeddings
+    arr = numpy_helper.to_array(table).copy()
+    arr[1] = 1000.0  # [unused0]: never produced by the tokenizer, so fp32 outputs do not change
+    table.CopyFrom(numpy_helper.from_array(arr, table.name))
+    hostile = tmp_path / "hostile.onnx"
+    onnx.save(m, str(hostile))
+    ref = _run(hostile, tok)
+    method = q.Int8Dynamic()
+    ranking = q.sensitivity(hostile, method, q.candidate_nodes(hostile, method), lambda p: _run(p, tok), ref, tmp_path)
+    assert ranking[0][0] == emb.name and ranking[0][1] > 100 * ranking[1][1]
+
+
+def test_methods_refuse_bad_settings():
+    with pytest.raises(ConfigError, match="static INT8 needs calibration data"):
+        q.Int8Static(calibration=None)
+    with pytest.raises(ConfigError, match="calib_method must be one of minmax, entropy, percentile; got 'kl'"):
+        q.Int8Static(calibration=[{}], method="kl")
+    with pytest.raises(ConfigError, match="weight_type must be one of qint8, quint8; got 'int4'"):
+        q.Int8Dynamic(weight_type="int4")
