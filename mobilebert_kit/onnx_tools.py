@@ -218,6 +218,11 @@ def quantize_onnx_dynamic(in_path: str | os.PathLike, out_path: str | os.PathLik
         raise ExportError(f"weight_type must be one of {', '.join(types)}; got '{weight_type}'")
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
+    import logging
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # quantize_dynamic logs a generic "consider pre-processing" warning on root
     try:
         quantize_dynamic(str(in_path), str(out_path), per_channel=per_channel, weight_type=types[weight_type],
                          nodes_to_exclude=list(nodes_to_exclude),
@@ -225,4 +230,6 @@ def quantize_onnx_dynamic(in_path: str | os.PathLike, out_path: str | os.PathLik
     except Exception as e:  # noqa: BLE001
         out_path.unlink(missing_ok=True)
         raise ExportError(f"dynamic INT8 quantization of {in_path} failed ({type(e).__name__}: {str(e)[:200]})") from e
+    finally:
+        root.setLevel(level)
     return out_path
