@@ -246,8 +246,11 @@ def _quant_info(comp: dict) -> dict:
 
 
 def _build_ort(onnx_file: Path, folder: Path) -> dict:
+    import logging
+
     from onnxruntime.tools.convert_onnx_models_to_ort import OptimizationStyle, convert_onnx_models_to_ort
 
+    logging.getLogger("ort_format_model.utils").setLevel(logging.WARNING)
     work = Path(tempfile.mkdtemp(prefix=".ort-", dir=folder.parent))
     try:
         shutil.copy2(onnx_file, work / "model.onnx")
@@ -319,7 +322,9 @@ def _build_torchscript(src: Source, folder: Path) -> dict:
     model = _traceable(src)
     quant = None
     if src.int8:
-        model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.ao quantization is deprecated but the only TorchScript int8 path
+            model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
         quant = {"mode": "dynamic", "method": "torch.ao.quantization.quantize_dynamic", "modules": ["Linear"]}
     wrapped = _Wrapper.make(model)
     try:
