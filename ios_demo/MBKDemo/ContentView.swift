@@ -14,7 +14,7 @@ final class BundleModel {
         meta = try JSONSerialization.jsonObject(with: Data(contentsOf: dir.appendingPathComponent("model_meta.json"))) as! [String: Any]
         let tok = meta["tokenizer"] as! [String: Any]
         let vocab = try String(contentsOf: dir.appendingPathComponent("vocab.txt"), encoding: .utf8)
-            .components(separatedBy: "\n").dropLast(0).filter { _ in true }
+            .components(separatedBy: "\n")
         let vocabTokens = vocab.last == "" ? Array(vocab.dropLast()) : vocab
         tokenizer = WordPieceTokenizer(vocabTokens: vocabTokens, doLowerCase: tok["do_lower_case"] as! Bool,
                                        stripAccents: tok["strip_accents"] as? Bool, maxLength: meta["max_length"] as! Int)
