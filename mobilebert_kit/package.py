@@ -170,7 +170,9 @@ def check_verified(export_dir: Path, src: Path, meta: dict, fmt: str, model: Pat
         raise PackageError(f"the '{fmt}' export in {export_dir} was never verified (no '{fmt}' entry in {vpath}); "
                            f"run `mbk verify --formats {fmt}` before packaging")
     if record.get("passed") is not True:
-        why = record.get("reason") or record.get("error") or "see " + str(vpath)
+        failed = [c.get("name", "?") + (f" ({c['detail']})" if c.get("detail") else "")
+                  for c in record.get("checks") or [] if isinstance(c, dict) and c.get("passed") is False]
+        why = record.get("reason") or record.get("error") or "; ".join(failed) or "see " + str(vpath)
         raise PackageError(f"the '{fmt}' export failed `mbk verify` ({why}); fix the export and re-run `mbk verify` "
                            "before packaging")
     want = record.get("model_sha256") or record.get("sha256")

@@ -191,3 +191,16 @@ def test_ios_bundle_from_coreml_export(tiny_classifier_dir, tmp_path):
     assert spec["embedding_rows"] == 30522 and meta["tokenizer"]["embedding_rows"] == 30522
     assert verify_bundle(out) == []
     assert (tmp_path / "pkg" / "ios.zip").exists()
+
+
+def test_refuses_failed_verify_reports_failed_checks(export_copy, tmp_path):
+    # The shape mbk verify writes: per-format entries with named checks.
+    v = read_json(export_copy / "verify.json")
+    v["passed"] = False
+    v["formats"]["ort"] = {"passed": False, "model_sha256": v["formats"]["ort"]["model_sha256"], "checks": [
+        {"name": "files match sha256 in model_meta.json", "passed": True, "detail": ""},
+        {"name": "max |logit diff|", "passed": False, "detail": "0.2 > 0.001"}]}
+    write_json(export_copy / "verify.json", v)
+    with pytest.raises(PackageError, match=r"failed `mbk verify` \(max \|logit diff\| \(0.2 > 0.001\)\)"):
+        _package(export_copy, tmp_path)
+    _assert_nothing_written(tmp_path)
