@@ -151,12 +151,29 @@ def run(config: ExportConfig, log=lambda msg: None) -> Path:
                 os.replace(stage / fmt, target)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
-    with contextlib.suppress(FileNotFoundError):
-        (out / "verify.json").unlink()  # an old verification no longer describes these files
+    _forget_verification(out, formats)
     summary = {fmt: {"size_bytes": r["size_bytes"], "model_file": r["model_file"], "int8": r["int8"]} for fmt, r in results.items()}
     present = sorted(p.name for p in out.iterdir() if p.is_dir() and (p / META).exists())
     _write_export_manifest(out, config, src, summary, present)
     return out
+
+
+def _forget_verification(out: Path, formats: list[str]) -> None:
+    """Drop verify.json entries of re-exported formats: an old verification no longer describes them."""
+    path = out / "verify.json"
+    if not path.exists():
+        return
+    try:
+        report = read_json(path)
+        kept = {k: v for k, v in (report.get("formats") or {}).items() if k not in formats}
+    except Exception:  # noqa: BLE001 - an unreadable report is simply discarded
+        kept = {}
+    if not kept:
+        path.unlink()
+        return
+    report["formats"] = kept
+    report["passed"] = all(v.get("passed") is True for v in kept.values())
+    write_json(path, report)
 
 
 # --------------------------------------------------------------------------- source

@@ -151,3 +151,12 @@ def test_bad_inputs(cli, tmp_path, export_copy):
     (out / "onnx" / META).write_text(json.dumps(meta))
     r = cli("verify", "--export-dir", out, "-f", "onnx")
     assert r.exit_code == 1 and "is gone; pass --model PATH" in r.output
+
+
+def test_reexport_forgets_only_that_formats_verification(export_copy, cli):
+    model, out = export_copy
+    assert cli("verify", "-e", out, "-f", "ort", "-f", "onnx", "--no-node").exit_code == 0
+    r = cli("export", "-f", "onnx", "--model", model, "-o", out, "--overwrite", "-q")
+    assert r.exit_code == 0, r.output
+    report = read_json(out / "verify.json")
+    assert list(report["formats"]) == ["ort"] and report["passed"] is True
