@@ -458,7 +458,7 @@ def _fail_msg(config: CompressConfig, base: dict, scores: dict, drop: float, wha
     return (f"accuracy guard failed: {measure} {drop:.4f} > --max-drop {config.max_drop:g} ({what}); "
             f"validation accuracy {base['accuracy']:.4f} -> {scores['accuracy']:.4f}, macro-F1 {base['macro_f1']:.4f} -> "
             f"{scores['macro_f1']:.4f}, agreement {scores.get('agreement_with_input', float('nan')):.4f}. "
-            "Nothing was written; relax --max-drop, compress less, or try --int8 without --static")
+            "Nothing was written; relax --max-drop or compress less")
 
 
 __all__ = ["CompressConfig", "run", "COMPRESSION"]

@@ -1,0 +1,189 @@
+"""mbk compress end to end on a tiny BERT trained for a few seconds: the hand-over folder, the
+accuracy guard (falls a sensitive node back to fp32; refuses a broken model), and bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import shutil
+
+import pytest
+from conftest import NEG, POS, make_tiny_classifier
+
+from mobilebert_kit.artifacts import read_json
+
+
+def _train_tiny(folder, data_csv, epochs: int = 3):
+    """A 4-head tiny classifier that really learned the sentiment data (varied, correct predictions)."""
+    import torch
+
+    from mobilebert_kit import prune
+    from mobilebert_kit.data import DataConfig, load_dataset
+    from mobilebert_kit.models import load_classifier_folder
+
+    make_tiny_classifier(folder, heads=4, label_names=["neg", "pos"])
+    model, tok, _ = load_classifier_folder(folder)
+    train = load_dataset(DataConfig(data=str(data_csv))).splits["train"]
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    torch.manual_seed(0)
+    for _ in range(epochs):
+        for batch in prune.training_batches(model, tok, train.texts, train.labels, None, 64, 16):
+            model(**batch).loss.backward()
+            opt.step()
+            opt.zero_grad()
+    model.eval()
+    return model
+
+
+def _with_manifest(folder, data: dict, max_length: int = 64):
+    (folder / "manifest.json").write_text(json.dumps({"stage": "finetune", "data": data, "max_length": max_length}))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def trained(sentiment_csv, tmp_path_factory):
+    root = tmp_path_factory.mktemp("compress")
+    folder = root / "student"
+    _train_tiny(folder, sentiment_csv).save_pretrained(folder)
+    return _with_manifest(folder, {"data": str(sentiment_csv)})
+
+
+@pytest.fixture(scope="module")
+def hostile(trained, tmp_path_factory):
+    """The trained model with one embedding row the tokenizer never produces set to 1000: fp32
+    predictions are unchanged, but per-tensor INT8 of the embedding table rounds every other row to 0."""
+    import torch
+
+    from mobilebert_kit.models import load_classifier_folder
+
+    folder = tmp_path_factory.mktemp("hostile") / "student"
+    shutil.copytree(trained, folder)
+    model, _, _ = load_classifier_folder(folder)
+    with torch.no_grad():
+        model.bert.embeddings.word_embeddings.weight[1] = 1000.0  # [unused0]
+    model.save_pretrained(folder)
+    return folder
+
+
+def test_help(cli):
+    r = cli("compress", "--help")
+    assert r.exit_code == 0
+    assert "mbk compress --int8 --prune 0.2" in r.output and "--max-drop" in r.output and "--calib-method" in r.output
+
+
+def test_end_to_end_hand_over_folder(cli, trained, tmp_path):
+    from mobilebert_kit import onnx_tools as ot
+    from mobilebert_kit.data import lineage
+    from mobilebert_kit.models import load_classifier_folder
+
+    out = tmp_path / "compressed"
+    r = cli("compress", "--model", trained, "-o", out, "--prune", "0.2", "--prune-scope", "layer", "--prune-heads", "0.5",
+            "--prune-ffn", "0.25", "--trim-vocab", "--int8", "--latency-runs", "2", "--json", "--max-drop", "0.5")
+    assert r.exit_code == 0, r.output
+    result = json.loads(r.stdout)
+    assert result["guard"]["passed"] is True and result["output"] == str(out)
+    for f in ("config.json", "model.safetensors", "tokenizer.json", "vocab.txt", "labels.json", "manifest.json",
+              "metrics.json", "compression.json", "onnx/model.onnx"):
+        assert (out / f).is_file(), f
+    comp = read_json(out / "compression.json")
+    assert comp["int8"] is True and comp["int8_mode"] == "dynamic" and comp["onnx_model"] == "onnx/model.onnx"
+    assert comp["weight_type"] == "qint8" and comp["per_channel"] is False and comp["nodes_excluded"] == []
+    assert comp["prune"]["scope"] == "layer" and comp["structured"]["intermediate_size"] == 48
+    assert comp["trim_vocab"]["vocab_after"] < 100
+    metrics = read_json(out / "metrics.json")
+    assert [s["step"] for s in metrics["steps"]] == ["structured", "unstructured", "trim_vocab", "onnx_fp32", "int8_dynamic"]
+    for s in metrics["steps"]:
+        assert 0 <= s["validation"]["accuracy"] <= 1 and "macro_f1" in s["validation"] and "accuracy" in s["test"]
+    assert metrics["input"]["validation"]["accuracy"] == 1.0  # the tiny model learned the easy task
+    unstructured = metrics["steps"][1]
+    assert unstructured["params"] == metrics["steps"][0]["params"]  # zeros do not remove parameters...
+    assert unstructured["sparsity"] > 0.19 and any("do not change" in n for n in metrics["notes"])  # ...and we say so
+    assert metrics["steps"][0]["params"] < metrics["input"]["params"]
+    assert metrics["steps"][-1]["size_bytes"] < metrics["steps"][-2]["size_bytes"]  # INT8 graph smaller than fp32 graph
+    assert metrics["input"]["latency_ms_pytorch_fp32"] > 0 and metrics["steps"][-1]["latency_ms_ort"] > 0
+    # downstream stages find the data and max length; the folder reloads as a smaller classifier
+    assert lineage(out)["max_length"] == 64 and lineage(out)["data"]["data"] == read_json(trained / "manifest.json")["data"]["data"]
+    assert read_json(out / "manifest.json")["inputs"]["model"]["path"] == str(trained)
+    model, tok, labels = load_classifier_folder(out)
+    assert labels == ["neg", "pos"] and model.config.vocab_size == len(tok) == comp["trim_vocab"]["vocab_after"]
+    assert model.bert.encoder.layer[0].attention.self.num_attention_heads == 2
+    ops = ot.op_counts(out / "onnx" / "model.onnx")
+    assert ops.get("QAttention") == 2 and ops.get("QEmbedLayerNormalization") == 1
+    logits = ot.onnx_predict_logits(ot.session(out / "onnx" / "model.onnx"), tok, ["a wonderful film", "a dull mess"])
+    assert logits.shape == (2, 2)
+
+
+def test_guard_falls_back_the_sensitive_node(cli, hostile, tmp_path):
+    from mobilebert_kit import onnx_tools as ot
+
+    out = tmp_path / "c"
+    r = cli("compress", "--model", hostile, "-o", out, "--int8", "--latency-runs", "0")
+    assert r.exit_code == 0, r.output
+    comp = read_json(out / "compression.json")
+    metrics = read_json(out / "metrics.json")
+    first, last = metrics["guard_search"]["tried"][0], metrics["guard_search"]["tried"][-1]
+    assert first["nodes_excluded"] == 0 and first["drop"] > 0.01  # plain INT8 broke it...
+    assert comp["nodes_excluded"] == ["EmbedLayerNormalization_0"]  # ...the guard found the culprit...
+    assert last["drop"] <= 0.01 and metrics["guard"]["passed"] and metrics["guard"]["final_accuracy"] == 1.0  # ...and fixed it
+    assert metrics["guard_search"]["sensitivity_mse"][0][0] == "EmbedLayerNormalization_0"
+    ops = ot.op_counts(out / "onnx" / "model.onnx")
+    assert ops.get("EmbedLayerNormalization") == 1 and ops.get("QAttention") == 2  # the rest is still INT8
+    assert "EmbedLayerNormalization_0" in r.output  # reported
+
+
+def test_guard_refuses_a_broken_model_and_writes_nothing(cli, trained, tmp_path):
+    """Trimming the vocabulary to a training corpus that shares few words with validation breaks the
+    model: the stage must fail with its numbers, not hand it over."""
+    def write(path, phrases):
+        with open(path, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["text", "label"])
+            for i in range(40):
+                pos = i % 2 == 0
+                w.writerow([phrases[pos][i // 2 % len(phrases[pos])], "pos" if pos else "neg"])
+        return path
+
+    train = write(tmp_path / "train.csv", {True: POS[:1], False: NEG[:1]})
+    val = write(tmp_path / "val.csv", {True: POS[4:], False: NEG[4:]})
+    model = tmp_path / "m"
+    shutil.copytree(trained, model)
+    _with_manifest(model, {"data": str(train), "validation_data": str(val), "test_data": str(val)})
+    out = tmp_path / "c"
+    r = cli("compress", "--model", model, "-o", out, "--trim-vocab", "--latency-runs", "0")
+    assert r.exit_code == 1
+    err = r.stderr.strip().splitlines()[-1]
+    assert err.startswith("Error: accuracy guard failed: validation accuracy drop") and "Nothing was written" in err
+    m = re.search(r"drop (\d\.\d{4}) > --max-drop 0.01 \(onnx fp32\); validation accuracy (\d\.\d{4}) -> (\d\.\d{4})", err)
+    assert m and float(m.group(1)) > 0.01 and float(m.group(2)) - float(m.group(3)) == pytest.approx(float(m.group(1)), abs=1e-3)
+    assert not out.exists() and not list(tmp_path.glob(".c.tmp-*"))
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--prune", "1.0"], "Error: prune must be in [0, 1), got 1.0"),
+    (["--prune-heads", "0.9"], "Error: --prune-heads 0.9 would remove all 4 attention heads of every layer"),
+    (["--static"], "Error: --static is an INT8 mode: pass --int8 --static"),
+    (["--int8", "--static", "--calib-samples", "100000"], "Error: --calib-samples 100000 is more than the"),
+    (["--int8", "--static", "--calib-method", "kl"], "Error: calib_method must be one of minmax, entropy, percentile; got 'kl'"),
+    (["--prune", "0.2", "--prune-scope", "rows"], "Error: prune_scope must be one of global, layer; got 'rows'"),
+    (["--int8", "--weight-type", "int4"], "Error: weight_type must be one of qint8, quint8; got 'int4'"),
+    ([], "Error: nothing to do: pass at least one of --prune"),
+])
+def test_bad_input_one_error_line(cli, trained, tmp_path, args, message):
+    out = tmp_path / "c"
+    r = cli("compress", "--model", trained, "-o", out, *args)
+    assert r.exit_code != 0
+    assert r.stderr.startswith(message), r.stderr
+    assert r.stderr.count("\n") == 1 and not out.exists()
+
+
+def test_not_a_classifier_refused(cli, tmp_path):
+    from transformers import BertConfig, BertModel
+
+    base = tmp_path / "base"
+    BertModel(BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=64)).save_pretrained(base)
+    r = cli("compress", "--model", base, "-o", tmp_path / "c", "--int8")
+    assert r.exit_code != 0 and r.stderr.startswith("Error: ") and "holds no sequence-classification head" in r.stderr
+    assert r.stderr.count("\n") == 1 and not (tmp_path / "c").exists()
