@@ -51,6 +51,9 @@ class CompressConfig(StageConfig):
     prune_heads: float = 0.0
     prune_ffn: float = 0.0
     importance_samples: int = 256
+    recover_epochs: int = 0  # knowledge-distillation recovery after structured pruning (0 = off)
+    recover_lr: float = 5e-5
+    teacher: str | None = None  # recovery teacher; default: the teacher recorded upstream, else the input model
     trim_vocab: bool = False
     int8: bool = False
     static: bool = False
@@ -72,6 +75,8 @@ class CompressConfig(StageConfig):
         check_range(p, "prune_heads", self.prune_heads, 0, 1, hi_open=True)
         check_range(p, "prune_ffn", self.prune_ffn, 0, 1, hi_open=True)
         check_range(p, "importance_samples", self.importance_samples, 1)
+        check_range(p, "recover_epochs", self.recover_epochs, 0)
+        check_range(p, "recover_lr", self.recover_lr, 0, lo_open=True)
         check_range(p, "calib_samples", self.calib_samples, 1)
         check_choice(p, "calib_method", self.calib_method, ("minmax", "entropy", "percentile"))
         check_choice(p, "weight_type", self.weight_type, ("qint8", "quint8"))
@@ -242,7 +247,7 @@ def run(config: CompressConfig, progress: Callable[[str], None] | None = None) -
         "notes": [],
     }
     timings["evaluate_input"] = time.perf_counter() - t_start
-    record = {"prune": None, "structured": None, "trim_vocab": None}
+    record = {"prune": None, "structured": None, "recovery": None, "trim_vocab": None}
 
     def step(name: str, extra: dict) -> None:
         t = time.perf_counter()
@@ -262,6 +267,16 @@ def run(config: CompressConfig, progress: Callable[[str], None] | None = None) -
         timings["structured"] = time.perf_counter() - t
         step("structured", {"structured": {k: v for k, v in record["structured"].items() if k != "importance"},
                             "latency_ms_pytorch_fp32": _torch_latency(model, seq, config.latency_runs)})
+    if config.recover_epochs:
+        t = time.perf_counter()
+        teacher = Path(config.teacher or data_mod.lineage(model_dir)["teacher"] or model_dir)
+        _log(progress, f"recovery: distilling from {teacher} for {config.recover_epochs} epoch(s)")
+        with tempfile.TemporaryDirectory(prefix="mbk-recover-") as work:
+            record["recovery"] = prune.recover(model, tokenizer, teacher, train, val, max_length=max_length,
+                                               epochs=config.recover_epochs, lr=config.recover_lr, workdir=work,
+                                               seed=config.seed, log=progress)
+        timings["recovery"] = time.perf_counter() - t
+        step("recovery", {"recovery": record["recovery"]})
     if config.prune:
         record["prune"] = prune.prune_unstructured(model, config.prune, config.prune_scope)
         lat = _torch_latency(model, seq, config.latency_runs)
@@ -307,7 +322,8 @@ def run(config: CompressConfig, progress: Callable[[str], None] | None = None) -
             "calib_samples": config.calib_samples if config.static else None,
             "nodes_excluded": (quant or {}).get("nodes_excluded", []),
             "onnx_model": "onnx/model.onnx" if final_onnx is not None else None,
-            "prune": record["prune"], "structured": record["structured"], "trim_vocab": record["trim_vocab"],
+            "prune": record["prune"], "structured": record["structured"], "recovery": record["recovery"],
+            "trim_vocab": record["trim_vocab"],
             "guard": metrics.get("guard"),
         }
         artifacts.write_json(out / COMPRESSION, compression)

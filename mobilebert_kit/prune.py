@@ -366,3 +366,39 @@ def trim_vocabulary(model, tokenizer, corpus: Sequence[str], out_dir: str | os.P
                 "words built from uncovered pieces re-split into kept pieces or [UNK]",
     }
     return new_tok, report
+
+
+# --------------------------------------------------------------------------- recovery
+
+def recover(model, tokenizer, teacher_dir: str | os.PathLike, train_split, val_split, *, max_length: int, epochs: int,
+            lr: float, workdir: str | os.PathLike, seed: int = 0, log=None) -> dict:
+    """Short knowledge-distillation recovery of a pruned model from ``teacher_dir``.
+
+    Reuses the distillation stage's loss (``distill.make_loss``: KL on temperature-softened logits
+    plus CE on labels) and the shared training engine (best epoch by validation macro-F1 is kept).
+    The teacher's logits on the training texts are computed once, with the teacher's own tokenizer.
+    """
+    from mobilebert_kit.distill import DistillConfig, make_loss
+    from mobilebert_kit.engine import TrainConfig, TrainModule, make_features, train
+    from mobilebert_kit.metrics import predict_logits
+    from mobilebert_kit.models import load_classifier_folder
+
+    teacher, teacher_tok, teacher_labels = load_classifier_folder(teacher_dir)
+    if teacher.config.num_labels != model.config.num_labels:
+        raise CompressError(f"the recovery teacher {teacher_dir} has {teacher.config.num_labels} labels, the model "
+                            f"{model.config.num_labels}; pass --teacher with the model's teacher")
+    t_logits = predict_logits(teacher, teacher_tok, train_split.texts, train_split.pairs, max_length=max_length)
+    del teacher  # logits are compared text by text, so the teacher's tokenizer may differ from the model's
+    cfg = DistillConfig(teacher=str(teacher_dir), train=TrainConfig(
+        epochs=epochs, lr=lr, max_length=max_length, device="cpu", seed=seed, early_stopping_patience=0,
+        checkpoint_every=0, warmup_ratio=0.1))
+    train_set = make_features(tokenizer, train_split.texts, train_split.pairs, train_split.labels, max_length,
+                              extras={"teacher_logits": list(t_logits)})
+    val_set = make_features(tokenizer, val_split.texts, val_split.pairs, val_split.labels, max_length)
+    result = train(TrainModule(model, make_loss(cfg, False, False, None)), train_set, val_set, cfg.train,
+                   workdir=Path(workdir), pad_id=tokenizer.pad_token_id or 0, num_labels=model.config.num_labels,
+                   quiet=log is None, log=log)
+    model.eval()
+    return {"teacher": str(teacher_dir), "epochs": epochs, "lr": lr, "temperature": cfg.temperature, "alpha": cfg.alpha,
+            "best_epoch": result.best_epoch, "train_seconds": result.train_seconds,
+            "history": [{k: v for k, v in h.items() if isinstance(v, (int, float, str))} for h in result.history]}

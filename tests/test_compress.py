@@ -187,3 +187,16 @@ def test_not_a_classifier_refused(cli, tmp_path):
     r = cli("compress", "--model", base, "-o", tmp_path / "c", "--int8")
     assert r.exit_code != 0 and r.stderr.startswith("Error: ") and "holds no sequence-classification head" in r.stderr
     assert r.stderr.count("\n") == 1 and not (tmp_path / "c").exists()
+
+
+def test_recovery_training_after_structured_pruning(cli, trained, tmp_path):
+    pytest.importorskip("mobilebert_kit.distill")
+    out = tmp_path / "c"
+    r = cli("compress", "--model", trained, "-o", out, "--prune-heads", "0.5", "--recover-epochs", "1", "--recover-lr", "1e-3",
+            "--latency-runs", "0", "--max-drop", "1", "--quiet")
+    assert r.exit_code == 0, r.output
+    metrics = read_json(out / "metrics.json")
+    assert [s["step"] for s in metrics["steps"]] == ["structured", "recovery", "onnx_fp32"]
+    rec = read_json(out / "compression.json")["recovery"]
+    assert rec["teacher"] == str(trained) and rec["epochs"] == 1 and len(rec["history"]) == 1  # no teacher upstream: the input
+    assert metrics["steps"][1]["params"] == metrics["steps"][0]["params"]  # recovery trains, it does not regrow

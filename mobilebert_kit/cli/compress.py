@@ -21,6 +21,11 @@ from mobilebert_kit.cli.common import emit, log, output_options
               help="Fraction of FFN neurons removed from every layer, least important first.")
 @click.option("--importance-samples", type=int, default=256, show_default=True,
               help="Training examples used to rank heads and neurons.")
+@click.option("--recover-epochs", type=int, default=0, show_default=True,
+              help="Distillation epochs after structured pruning to win accuracy back (0: off).")
+@click.option("--recover-lr", type=float, default=5e-5, show_default=True, help="Learning rate of the recovery training.")
+@click.option("--teacher", default=None, type=click.Path(),
+              help="Recovery teacher (default: the teacher recorded upstream, else the input model).")
 @click.option("--trim-vocab", is_flag=True, help="Keep only the word pieces the training corpus uses.")
 @click.option("--int8", is_flag=True, help="INT8-quantize the ONNX graph (dynamic unless --static).")
 @click.option("--static", is_flag=True, help="Static (calibrated QDQ) INT8 instead of dynamic.")
@@ -35,7 +40,8 @@ from mobilebert_kit.cli.common import emit, log, output_options
               help="accuracy (drop in validation accuracy) or agreement (share of predictions that change).")
 @click.option("--latency-runs", type=int, default=20, show_default=True, help="Timed runs per latency number (0: skip).")
 @output_options("artifacts/compressed")
-def command(model, data, max_length, prune, prune_scope, prune_heads, prune_ffn, importance_samples, trim_vocab, int8,
+def command(model, data, max_length, prune, prune_scope, prune_heads, prune_ffn, importance_samples, recover_epochs, recover_lr,
+            teacher, trim_vocab, int8,
             static, calib_samples, calib_method, per_channel, reduce_range, weight_type, max_drop, guard_metric,
             latency_runs, output, overwrite, quiet, as_json):
     """Prune, trim and INT8-quantize a classifier, measuring every step, with an accuracy guard.
@@ -46,7 +52,7 @@ def command(model, data, max_length, prune, prune_scope, prune_heads, prune_ffn,
     \b
     Examples:
       mbk compress --int8 --prune 0.2
-      mbk compress --prune-heads 0.25 --prune-ffn 0.25 --trim-vocab --int8
+      mbk compress --prune-heads 0.25 --prune-ffn 0.25 --recover-epochs 1 --trim-vocab --int8
       mbk compress --int8 --static --calib-samples 256 --calib-method entropy --per-channel
     """
     from mobilebert_kit.artifacts import read_json
@@ -54,7 +60,8 @@ def command(model, data, max_length, prune, prune_scope, prune_heads, prune_ffn,
 
     config = CompressConfig(model=model, output=output, overwrite=overwrite, data=data, max_length=max_length, prune=prune,
                             prune_scope=prune_scope, prune_heads=prune_heads, prune_ffn=prune_ffn,
-                            importance_samples=importance_samples, trim_vocab=trim_vocab, int8=int8, static=static,
+                            importance_samples=importance_samples, recover_epochs=recover_epochs,
+                            recover_lr=recover_lr, teacher=teacher, trim_vocab=trim_vocab, int8=int8, static=static,
                             calib_samples=calib_samples, calib_method=calib_method, per_channel=per_channel,
                             reduce_range=reduce_range, weight_type=weight_type, max_drop=max_drop,
                             guard_metric=guard_metric, latency_runs=latency_runs)
