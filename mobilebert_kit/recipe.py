@@ -1,0 +1,831 @@
+"""Recipes: YAML over the stage configs, run as one pipeline with content-hash reuse.
+
+A recipe is a mapping with one section per stage, using the same keys as the stage's config
+dataclass (and the same names as its command-line options)::
+
+    name: smoke                      # default: the file name without .yaml
+    run_dir: artifacts/runs/smoke    # default: artifacts/runs/<name>
+    stages: [finetune, distill, compress, export, verify, bench, package, report]
+    data: {max_train_examples: 200}  # shared by every stage that trains (finetune, distill)
+    finetune: {model: minilm-l6, train: {epochs: 1}}
+    compress: {int8: true}
+
+Each stage's output goes under ``run_dir`` (``teacher/``, ``student/``, ``compressed/``,
+``export/``, ``bench/``, ``package/<target>/``), and each stage's input path (``distill.teacher``,
+``compress.model``, ``export.model``, ``verify.export_dir``...) is wired to the output of the
+stage before it, unless the recipe sets it. String values may use ``{run_dir}``.
+
+Reuse: before a stage runs, its *fingerprint* is the hash of its resolved config plus the hash
+of every input it reads (the upstream ``manifest.json``, or the file itself). It is stored in
+``<run_dir>/.state/<step>.json`` when the stage succeeds; next time, a stage whose fingerprint
+is unchanged and whose output is still the one it wrote is reused instead of re-run. So a run
+that failed half-way continues where it stopped, and editing one stage re-runs only it and what
+depends on it.
+
+Stages are looked up by registry name (never by an importable dotted path); a stage whose module
+is not part of this installation is reported at validate time, not as a crash.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib
+import inspect
+import json
+import os
+import time
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mobilebert_kit.config import did_you_mean
+from mobilebert_kit.errors import ArtifactError, ConfigError
+
+STATE_DIR = ".state"
+TOP_LEVEL_KEYS = ("name", "description", "run_dir", "stages", "data")
+DATA_PATH_KEYS = ("data", "validation_data", "test_data")
+
+
+# --------------------------------------------------------------------------- registry
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """How ``mbk run`` drives one stage.
+
+    Attributes:
+        name: registry name, also the recipe section and the ``stages:`` entry.
+        module: module under ``mobilebert_kit`` with the config class and ``run``.
+        config_class: name of the ``StageConfig`` subclass in that module.
+        subdir: output location under the run folder (``None``: the stage writes no folder).
+        output_key: config field holding the output folder.
+        inputs: config field -> upstream stages that can feed it, nearest first.
+        after: stages whose output this one reads without a config field (hashed for reuse).
+        takes_data: the stage trains or evaluates on a ``DataConfig`` (gets the shared ``data:``).
+    """
+
+    name: str
+    module: str
+    config_class: str
+    subdir: str | None
+    output_key: str | None = "output"
+    inputs: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    after: tuple[str, ...] = ()
+    takes_data: bool = False
+    summary: str = ""
+
+
+MODEL_STAGES = ("compress", "distill", "finetune")  # nearest first: the latest model a stage can take
+
+STAGES: dict[str, StageSpec] = {
+    s.name: s
+    for s in (
+        StageSpec(
+            "finetune", "finetune", "FinetuneConfig", "teacher", takes_data=True, summary="fine-tune the teacher"
+        ),
+        StageSpec(
+            "distill",
+            "distill",
+            "DistillConfig",
+            "student",
+            inputs={"teacher": ("finetune",)},
+            takes_data=True,
+            summary="distill the teacher into the student",
+        ),
+        StageSpec(
+            "compress",
+            "compress",
+            "CompressConfig",
+            "compressed",
+            inputs={"model": ("distill", "finetune")},
+            summary="prune + INT8 with the accuracy guard",
+        ),
+        StageSpec(
+            "export",
+            "export",
+            "ExportConfig",
+            "export",
+            inputs={"model": MODEL_STAGES},
+            summary="export onnx / ort / torchscript / coreml",
+        ),
+        StageSpec(
+            "verify",
+            "verify",
+            "VerifyConfig",
+            None,
+            output_key=None,
+            inputs={"export_dir": ("export",)},
+            summary="parity + integrity of every export",
+        ),
+        StageSpec(
+            "bench",
+            "bench",
+            "BenchConfig",
+            "bench",
+            inputs={"export_dir": ("export",)},
+            summary="latency / size / memory",
+        ),
+        StageSpec(
+            "package",
+            "package",
+            "PackageConfig",
+            "package",
+            inputs={"export_dir": ("export",)},
+            after=("verify",),
+            summary="phone bundle",
+        ),
+        StageSpec("report", "report", "ReportConfig", None, output_key=None, summary="report.html + report.md"),
+    )
+}
+ORDER = tuple(STAGES)
+
+
+def stage_module(name: str):
+    """Import a stage's module, or raise ConfigError saying it is not available."""
+    spec = STAGES[name]
+    try:
+        mod = importlib.import_module(f"mobilebert_kit.{spec.module}")
+    except ModuleNotFoundError as e:
+        if e.name == f"mobilebert_kit.{spec.module}":
+            raise ConfigError(f"stage '{name}' is not available in this version") from e
+        raise
+    if not hasattr(mod, spec.config_class) or not hasattr(mod, "run"):
+        raise ConfigError(f"stage '{name}' is not available in this version")
+    return mod
+
+
+def stage_available(name: str) -> bool:
+    try:
+        stage_module(name)
+        return True
+    except ConfigError:
+        return False
+
+
+def config_class(name: str) -> type:
+    return getattr(stage_module(name), STAGES[name].config_class)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_yaml(path: str | os.PathLike) -> dict:
+    """Read a recipe file into a dict (ConfigError when missing, unreadable or not a mapping)."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"recipe {path} does not exist" + ("" if path.suffix else "; pass a .yaml file"))
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"recipe {path} is not valid YAML{where}: {getattr(e, 'problem', None) or e}") from e
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"recipe {path} must be a mapping of sections (stages:, data:, finetune:, ...), got {type(raw).__name__}"
+        )
+    return raw
+
+
+def parse_value(text: str) -> Any:
+    """A command-line override value, typed as YAML would type it (2 -> int, true -> bool, [a, b] -> list)."""
+    import yaml
+
+    try:
+        return yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(raw: dict, overrides: list[str] | tuple[str, ...]) -> list[str]:
+    """Apply ``a.b.c=value`` overrides to ``raw`` in place; returns the problems found."""
+    problems: list[str] = []
+    for item in overrides:
+        if "=" not in item:
+            problems.append(f"override '{item}' must look like key.path=value (e.g. finetune.train.epochs=2)")
+            continue
+        key, value = item.split("=", 1)
+        parts = [p.strip() for p in key.strip().split(".")]
+        if not all(parts):
+            problems.append(f"override '{item}': empty key in '{key}'")
+            continue
+        top = parts[0]
+        if top not in TOP_LEVEL_KEYS and top not in STAGES:
+            problems.append(
+                f"override '{item}': unknown section '{top}'{did_you_mean(top, (*TOP_LEVEL_KEYS, *STAGES))}"
+            )
+            continue
+        node = raw
+        for i, p in enumerate(parts[:-1]):
+            nxt = node.get(p)
+            if nxt is None:
+                nxt = node[p] = {}
+            if not isinstance(nxt, dict):
+                problems.append(f"override '{item}': '{'.'.join(parts[: i + 1])}' is not a section")
+                break
+            node = nxt
+        else:
+            node[parts[-1]] = parse_value(value)
+    return problems
+
+
+# --------------------------------------------------------------------------- the resolved recipe
+
+
+@dataclass
+class Step:
+    """One stage of a run, fully resolved (config with wired paths)."""
+
+    stage: str
+    key: str  # state/plan name: the stage, or stage-target for package
+    config: Any  # the stage's config object
+    output: Path | None  # folder (or file for verify) the stage writes
+    inputs: dict[str, Path]  # what it reads: config field (or 'after:<stage>') -> path
+    producers: dict[str, str]  # input name -> step key in this recipe that writes it (when one does)
+
+    @property
+    def label(self) -> str:
+        return self.key if self.key == self.stage else f"{self.stage} ({self.key.split('-', 1)[1]})"
+
+
+@dataclass
+class Recipe:
+    name: str
+    path: Path | None
+    run_dir: Path
+    stages: list[str]
+    steps: list[Step]
+    raw: dict
+
+    def step(self, key: str) -> Step:
+        return next(s for s in self.steps if s.key == key)
+
+
+def _substitute(value: Any, run_dir: str) -> Any:
+    if isinstance(value, str):
+        return value.replace("{run_dir}", run_dir)
+    if isinstance(value, list):
+        return [_substitute(v, run_dir) for v in value]
+    if isinstance(value, dict):
+        return {k: _substitute(v, run_dir) for k, v in value.items()}
+    return value
+
+
+def _field_names(cls: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls) if f.init}
+
+
+def _field_is_data_config(cls: type, name: str) -> bool:
+    from mobilebert_kit.data import DataConfig
+
+    try:
+        hint = typing.get_type_hints(cls).get(name)
+    except Exception:  # noqa: BLE001 - unresolvable annotations: treat as not a DataConfig
+        return False
+    return hint is DataConfig or DataConfig in typing.get_args(hint)
+
+
+def _looks_local(value: str) -> bool:
+    return (
+        value.startswith((".", "/", "~")) or value.count("/") > 1 or value.endswith((".csv", ".tsv", ".jsonl", ".json"))
+    )
+
+
+def load(
+    source: str | os.PathLike | dict, overrides: list[str] | tuple[str, ...] = (), *, name: str | None = None
+) -> Recipe:
+    """Load, override and validate a recipe; raises one ConfigError listing *every* problem.
+
+    Args:
+        source: a recipe file, or an already-parsed mapping (tests, ``--save-recipe`` round trips).
+        overrides: ``section.key.path=value`` strings applied before validation.
+        name: recipe name when ``source`` is a mapping without ``name:``.
+    """
+    path = None if isinstance(source, dict) else Path(source)
+    raw = dict(source) if isinstance(source, dict) else load_yaml(path)
+    problems = apply_overrides(raw, overrides)
+
+    for key in raw:
+        if key not in TOP_LEVEL_KEYS and key not in STAGES:
+            problems.append(
+                f"unknown key '{key}'{did_you_mean(str(key), (*TOP_LEVEL_KEYS, *STAGES))}; "
+                f"top-level keys are {', '.join(TOP_LEVEL_KEYS)} and one section per stage ({', '.join(STAGES)})"
+            )
+    rname = raw.get("name") if raw.get("name") is not None else (name or (path.stem if path else "recipe"))
+    if not isinstance(rname, str) or not rname or "/" in rname or rname.startswith("."):
+        problems.append(f"name must be a plain folder name, got {rname!r}")
+        rname = "recipe"
+    run_dir_raw = raw.get("run_dir") if raw.get("run_dir") is not None else f"artifacts/runs/{rname}"
+    if not isinstance(run_dir_raw, str) or not run_dir_raw:
+        problems.append(f"run_dir must be a folder path, got {run_dir_raw!r}")
+        run_dir_raw = f"artifacts/runs/{rname}"
+    run_dir = Path(run_dir_raw)
+    if raw.get("description") is not None and not isinstance(raw.get("description"), str):
+        problems.append("description must be a string")
+
+    # stages: which, in which order
+    stages_raw = raw.get("stages")
+    stages: list[str] = []
+    if stages_raw is None:
+        problems.append(f"stages: missing; list the stages to run in order, e.g. stages: [{', '.join(ORDER)}]")
+    elif isinstance(stages_raw, str):
+        stages_raw = [s.strip() for s in stages_raw.split(",") if s.strip()]
+    if stages_raw is not None and not isinstance(stages_raw, list):
+        problems.append(f"stages must be a list of stage names, got {stages_raw!r}")
+    elif stages_raw is not None:
+        if not stages_raw:
+            problems.append("stages is empty; list at least one stage")
+        for s in stages_raw:
+            if not isinstance(s, str) or s not in STAGES:
+                problems.append(f"unknown stage '{s}'{did_you_mean(str(s), STAGES)}; known stages: {', '.join(STAGES)}")
+            elif s in stages:
+                problems.append(f"stage '{s}' is listed twice in stages")
+            elif not stage_available(s):
+                problems.append(f"stage '{s}' is not available in this version")
+            else:
+                stages.append(s)
+        for a, b in zip(stages, stages[1:]):
+            if ORDER.index(b) < ORDER.index(a):
+                problems.append(f"stage '{b}' must come before '{a}' (stages run in the order {' -> '.join(ORDER)})")
+
+    for s in STAGES:
+        if raw.get(s) is not None and not isinstance(raw.get(s), dict):
+            problems.append(f"section '{s}' must be a mapping of {s} settings, got {raw.get(s)!r}")
+
+    # shared data
+    shared_data: dict = {}
+    if raw.get("data") is not None:
+        if not isinstance(raw["data"], dict):
+            problems.append(
+                f"data must be a mapping (data: {{data: rotten_tomatoes, max_train_examples: 200}}), got {raw['data']!r}"
+            )
+        else:
+            from mobilebert_kit.data import DataConfig
+
+            try:
+                DataConfig.from_dict(raw["data"], section="data")
+                shared_data = dict(raw["data"])
+            except ConfigError as e:
+                problems.extend(e.problems)
+            problems.extend(_missing_data_files(raw["data"], "data"))
+
+    rd = str(run_dir)
+    steps: list[Step] = []
+    outputs: dict[str, Path] = {}  # stage name -> its output in this recipe (whether it runs or not)
+    for s in stages:
+        spec = STAGES[s]
+        cls = config_class(s)
+        section = raw.get(s) if isinstance(raw.get(s), dict) else {}
+        section = _substitute(dict(section), rd)
+        fields = _field_names(cls)
+        if spec.takes_data and "data" in fields and _field_is_data_config(cls, "data"):
+            own = section.get("data")
+            if own is None or isinstance(own, dict):
+                section["data"] = {**shared_data, **(own or {})}
+                problems.extend(_missing_data_files(own or {}, f"{s}.data"))
+        elif isinstance(section.get("data"), (str, dict)):
+            problems.extend(
+                _missing_data_files(
+                    section["data"] if isinstance(section["data"], dict) else {"data": section["data"]},
+                    s if isinstance(section["data"], str) else f"{s}.data",
+                )
+            )
+        targets: list[str | None] = [None]
+        if s == "package":
+            t = section.get("target", "android")
+            targets = [x.strip() for x in t.split(",")] if isinstance(t, str) else t if isinstance(t, list) else [t]
+            if not targets:
+                problems.append("package.target is empty; use android, ios or [android, ios]")
+                continue
+        for target in targets:
+            sec = dict(section)
+            key = s
+            if s == "package":
+                sec["target"] = target
+                key = f"package-{target}"
+            inputs: dict[str, Path] = {}
+            producers: dict[str, str] = {}
+            for fld, ups in spec.inputs.items():
+                if fld not in fields:
+                    continue
+                if sec.get(fld) is not None:  # set by the recipe: use as is
+                    if (
+                        isinstance(sec[fld], str)
+                        and _looks_local(sec[fld])
+                        and not Path(sec[fld]).expanduser().exists()
+                        and not any(str(outputs.get(u)) == sec[fld] for u in ups)
+                    ):
+                        problems.append(f"{s}.{fld}: {sec[fld]} does not exist")
+                    if isinstance(sec[fld], str):
+                        inputs[fld] = Path(sec[fld])
+                        prod = next((u for u in ups if u in outputs and str(outputs[u]) == sec[fld]), None)
+                        if prod:
+                            producers[fld] = prod
+                    continue
+                up = next((u for u in ups if u in stages and ORDER.index(u) < ORDER.index(s)), None)
+                if up is None:
+                    problems.append(
+                        f"{s}.{fld} is not set and no earlier stage in this recipe produces it "
+                        f"(one of: {', '.join(ups)}); add one to stages or set {s}.{fld}"
+                    )
+                    continue
+                sec[fld] = str(outputs[up])
+                inputs[fld] = outputs[up]
+                producers[fld] = up
+            for up in spec.after:
+                if up in stages:
+                    producers[f"after:{up}"] = up
+            out: Path | None = None
+            if spec.output_key and spec.output_key in fields:
+                if sec.get(spec.output_key) is None:
+                    sub = run_dir / spec.subdir
+                    sec[spec.output_key] = str(sub / target if s == "package" else sub)
+                out = Path(sec[spec.output_key])
+            if s == "report" and "run_dir" in fields:
+                sec.setdefault("run_dir", rd)
+            if "overwrite" in fields:
+                sec.pop("overwrite", None)
+            try:
+                cfg = cls.from_dict(sec, section=s)
+            except ConfigError as e:
+                problems.extend(e.problems)
+                cfg = None
+            if s == "verify" and cfg is not None:
+                out = Path(cfg.export_dir) / "verify.json"
+            if s == "report":
+                out = run_dir / "report.html"
+            outputs[key] = out
+            if cfg is not None:
+                steps.append(Step(s, key, cfg, out, inputs, producers))
+            problems.extend(_missing_model_paths(s, sec, spec, rd))
+    # verify/after inputs resolve to files of the upstream step
+    for st in steps:
+        for k, up in list(st.producers.items()):
+            if k.startswith("after:"):
+                upstep = next((x for x in steps if x.stage == up), None)
+                if upstep is not None and upstep.output is not None:
+                    st.inputs[k] = upstep.output
+
+    problems.extend(_cross_checks(stages, {st.key: st.config for st in steps}, shared_data))
+    if problems:
+        raise ConfigError(_dedupe(problems))
+    return Recipe(rname, path, run_dir, stages, steps, raw)
+
+
+def _dedupe(items: list[str]) -> list[str]:
+    seen: set[str] = set()
+    return [x for x in items if not (x in seen or seen.add(x))]
+
+
+def _missing_data_files(data: dict, where: str) -> list[str]:
+    from mobilebert_kit.data import BUILTIN_DATASETS
+
+    out = []
+    for k in DATA_PATH_KEYS:
+        v = data.get(k)
+        if not isinstance(v, str) or not v or v in BUILTIN_DATASETS:
+            continue
+        if not Path(v).expanduser().exists() and ("/" in v or "." in v):
+            out.append(f"{where}.{k}: file {v} does not exist")
+    return out
+
+
+def _missing_model_paths(stage: str, section: dict, spec: StageSpec, run_dir: str) -> list[str]:
+    out = []
+    for k in ("model", "student", "teacher", "install_into"):
+        if k in spec.inputs:
+            continue
+        v = section.get(k)
+        if isinstance(v, str) and _looks_local(v) and not Path(v).expanduser().exists():
+            out.append(f"{stage}.{k}: {v} does not exist")
+    models = section.get("models")
+    for v in models if isinstance(models, list) else []:
+        if isinstance(v, str) and not v.startswith(run_dir) and not Path(v).expanduser().exists():
+            out.append(f"{stage}.models: {v} does not exist")
+    return out
+
+
+def _cross_checks(stages: list[str], cfgs: dict[str, Any], shared_data: dict) -> list[str]:
+    """Combinations no single stage can see."""
+    p: list[str] = []
+    comp = cfgs.get("compress")
+    if comp is not None:
+        if not (comp.prune or comp.prune_heads or comp.prune_ffn or comp.trim_vocab or comp.int8):
+            p.append("compress has nothing to do: set at least one of prune, prune_heads, prune_ffn, trim_vocab, int8")
+        if getattr(comp, "static", False):
+            n_train = shared_data.get("max_train_examples")
+            if not comp.int8:
+                pass  # CompressConfig.validate already says so
+            elif comp.calib_samples < 1:
+                p.append("compress.static needs calibration data: calib_samples must be >= 1")
+            elif isinstance(n_train, int) and comp.calib_samples > n_train:
+                p.append(
+                    f"compress.static calibrates on the training split, but data.max_train_examples is {n_train} "
+                    f"< compress.calib_samples {comp.calib_samples}; lower calib_samples or use dynamic INT8"
+                )
+    exp = cfgs.get("export")
+    formats = set(exp.resolved_formats) if exp is not None and hasattr(exp, "resolved_formats") else None
+    if formats is not None:
+        bench = cfgs.get("bench")
+        if bench is not None and not bench.models:
+            for f in bench.formats:
+                if f not in formats:
+                    p.append(
+                        f"bench.formats has '{f}' but export.formats ({', '.join(sorted(formats))}) does not make it"
+                    )
+        ver = cfgs.get("verify")
+        if ver is not None:
+            for f in ver.formats:
+                if f not in formats:
+                    p.append(
+                        f"verify.formats has '{f}' but export.formats ({', '.join(sorted(formats))}) does not make it"
+                    )
+        need = {"android": "ort", "ios": "coreml"}
+        for key, cfg in cfgs.items():
+            if key.startswith("package-") and need.get(cfg.target) and need[cfg.target] not in formats:
+                p.append(
+                    f"package target '{cfg.target}' needs the '{need[cfg.target]}' export: add it to export.formats"
+                )
+    if any(k.startswith("package-") for k in cfgs) and "verify" not in stages:
+        p.append("package only bundles a verified export: add 'verify' to stages before 'package'")
+    return p
+
+
+# --------------------------------------------------------------------------- fingerprints and state
+
+
+def _config_dict(cfg: Any) -> dict:
+    d = cfg.to_dict() if hasattr(cfg, "to_dict") else dataclasses.asdict(cfg)
+    d.pop("overwrite", None)
+    return d
+
+
+def input_fingerprint(path: Path) -> str | None:
+    """What a stage's input is, by content: its manifest.json when it has one, else the file or folder."""
+    from mobilebert_kit.artifacts import MANIFEST, sha256_file, sha256_tree
+
+    path = Path(path)
+    if path.is_dir() and (path / MANIFEST).is_file():
+        return sha256_file(path / MANIFEST)
+    if path.exists():
+        return sha256_tree(path, exclude=())
+    return None
+
+
+def _referenced_files(d: Any, skip: set[str]) -> dict[str, str]:
+    """sha256 of user files named in a config (data files...), so editing one invalidates the stage."""
+    from mobilebert_kit.artifacts import sha256_tree
+
+    out: dict[str, str] = {}
+
+    def walk(v: Any, key: str) -> None:
+        if isinstance(v, dict):
+            for k, x in v.items():
+                if k not in skip:
+                    walk(x, k)
+        elif isinstance(v, list):
+            for x in v:
+                walk(x, key)
+        elif isinstance(v, str) and key in DATA_PATH_KEYS and Path(v).expanduser().exists():
+            out[v] = sha256_tree(Path(v).expanduser(), exclude=())
+
+    walk(d, "")
+    return out
+
+
+def fingerprint(step: Step) -> str:
+    spec = STAGES[step.stage]
+    cfg = _config_dict(step.config)
+    payload = {
+        "stage": step.stage,
+        "config": cfg,
+        "inputs": {k: input_fingerprint(p) for k, p in sorted(step.inputs.items())},
+        "files": _referenced_files(cfg, skip={*spec.inputs, spec.output_key or ""}),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def output_fingerprint(step: Step) -> str | None:
+    return input_fingerprint(step.output) if step.output is not None else None
+
+
+def state_path(recipe: Recipe, step: Step) -> Path:
+    return recipe.run_dir / STATE_DIR / f"{step.key}.json"
+
+
+def read_state(recipe: Recipe, step: Step) -> dict:
+    p = state_path(recipe, step)
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def write_state(recipe: Recipe, step: Step, data: dict) -> None:
+    from mobilebert_kit.artifacts import write_json
+
+    p = state_path(recipe, step)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    write_json(p, data)
+
+
+def reuse_reason(recipe: Recipe, step: Step, fp: str) -> str | None:
+    """None when the step can be reused, else why it must run."""
+    if step.stage == "report":
+        return "always rebuilt"
+    st = read_state(recipe, step)
+    if not st or st.get("status") != "done":
+        return "not run yet" if not st else "did not finish last time"
+    if st.get("fingerprint") != fp:
+        changed = "config changed" if st.get("config") != _config_dict(step.config) else "input changed"
+        return changed
+    if step.output is not None and not step.output.exists():
+        return f"output {step.output} is missing"
+    if st.get("output_fingerprint") != output_fingerprint(step):
+        return f"output {step.output} was changed outside this run"
+    return None
+
+
+# --------------------------------------------------------------------------- planning and running
+
+
+@dataclass
+class PlanItem:
+    step: Step
+    action: str  # run | reuse | skip
+    reason: str
+
+
+def select(recipe: Recipe, start: str | None = None, until: str | None = None) -> list[Step]:
+    """The steps between --from and --until (stage names; inclusive)."""
+    names = [s.stage for s in recipe.steps]
+    for flag, v in (("--from", start), ("--until", until)):
+        if v is not None and v not in names:
+            hint = did_you_mean(v, names) or did_you_mean(v, STAGES)
+            known = f"stages of this recipe: {', '.join(dict.fromkeys(names))}"
+            if v in STAGES:
+                raise ConfigError(f"{flag} {v}: stage '{v}' is not in this recipe's stages; {known}")
+            raise ConfigError(f"{flag} {v}: unknown stage '{v}'{hint}; {known}")
+    i0 = names.index(start) if start else 0
+    i1 = len(names) - 1 - names[::-1].index(until) if until else len(names) - 1
+    if i0 > i1:
+        raise ConfigError(f"--from {start} comes after --until {until}; nothing to run")
+    return recipe.steps[i0 : i1 + 1]
+
+
+def plan(recipe: Recipe, start: str | None = None, until: str | None = None) -> list[PlanItem]:
+    """What a run would do, without doing it. Raises ArtifactError when a selected stage's input
+    is missing and no selected stage before it will produce it."""
+    chosen = select(recipe, start, until)
+    chosen_keys = {s.key for s in chosen}
+    items: list[PlanItem] = []
+    will_run: set[str] = set()
+    for step in recipe.steps:
+        if step.key not in chosen_keys:
+            items.append(PlanItem(step, "skip", "outside --from/--until"))
+            continue
+        for name, path in step.inputs.items():
+            prod = step.producers.get(name)
+            produced_now = prod is not None and any(k == prod or k.startswith(prod + "-") for k in will_run)
+            if not produced_now and not Path(path).exists():
+                fld = name.split(":", 1)[-1]
+                if prod is not None:
+                    raise ArtifactError(
+                        f"stage '{step.stage}' needs {path}, which does not exist: stage '{prod}' is not "
+                        f"part of this run (--from/--until); run it first (e.g. --from {prod})"
+                    )
+                raise ArtifactError(
+                    f"stage '{step.stage}' needs {path} ({step.stage}.{fld}), which does not exist; "
+                    "check the path or add the stage that produces it"
+                )
+        upstream_runs = [p for p in step.producers.values() if any(k == p or k.startswith(p + "-") for k in will_run)]
+        if upstream_runs:
+            items.append(PlanItem(step, "run", f"after {', '.join(dict.fromkeys(upstream_runs))} re-runs"))
+            will_run.add(step.key)
+            continue
+        reason = reuse_reason(recipe, step, fingerprint(step))
+        if reason is None:
+            items.append(PlanItem(step, "reuse", "unchanged"))
+        else:
+            items.append(PlanItem(step, "run", reason))
+            will_run.add(step.key)
+    return items
+
+
+def _owned(recipe: Recipe, step: Step) -> bool:
+    """True when mbk run may replace the step's output: it is inside the run folder, or this run wrote it."""
+    if step.output is None:
+        return True
+    try:
+        step.output.resolve().relative_to(recipe.run_dir.resolve())
+        return True
+    except ValueError:
+        pass
+    return read_state(recipe, step).get("output") == str(step.output)
+
+
+def run_step(
+    recipe: Recipe, step: Step, *, quiet: bool, log: Callable[[str], None], overwrite: bool, resume: bool = False
+) -> Path | None:
+    """Call the stage's ``run`` with what its signature accepts."""
+    mod = stage_module(step.stage)
+    fn = mod.run
+    params = inspect.signature(fn).parameters
+    cfg = step.config
+    may_replace = overwrite or _owned(recipe, step)
+    if "overwrite" in _field_names(type(cfg)):
+        cfg = dataclasses.replace(cfg, overwrite=may_replace)
+    kwargs: dict[str, Any] = {}
+    if "overwrite" in params:
+        kwargs["overwrite"] = may_replace
+    if "quiet" in params:
+        kwargs["quiet"] = quiet
+    if "resume" in params and resume:
+        kwargs["resume"] = True
+    for name in ("log", "progress"):
+        if name in params:
+            kwargs[name] = log
+    return fn(cfg, **kwargs)
+
+
+def _can_resume(recipe: Recipe, step: Step, fp: str) -> bool:
+    """A training stage interrupted last time with the same fingerprint left checkpoints to continue from."""
+    st = read_state(recipe, step)
+    if st.get("status") != "running" or st.get("fingerprint") != fp or step.output is None:
+        return False
+    if "resume" not in inspect.signature(stage_module(step.stage).run).parameters:
+        return False
+    ckpt = step.output.with_name(step.output.name + ".ckpt") / "checkpoints"
+    return ckpt.is_dir() and any(ckpt.iterdir())
+
+
+def execute(
+    recipe: Recipe,
+    *,
+    start: str | None = None,
+    until: str | None = None,
+    quiet: bool = False,
+    overwrite: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> list[dict]:
+    """Run the recipe; returns one record per step (key, action, reason, seconds, output)."""
+    log = log or (lambda m: None)
+    items = plan(recipe, start, until)  # fails before any work when an input is missing
+    records: list[dict] = []
+    n = sum(1 for it in items if it.action != "skip")
+    i = 0
+    recipe.run_dir.mkdir(parents=True, exist_ok=True)
+    for it in items:
+        step = it.step
+        if it.action == "skip":
+            records.append({"step": step.key, "action": "skip", "reason": it.reason})
+            continue
+        i += 1
+        fp = fingerprint(step)
+        reason = reuse_reason(recipe, step, fp)
+        if reason is None:
+            log(f"[{i}/{n}] {step.label}: reused (unchanged) -> {step.output}")
+            records.append({"step": step.key, "action": "reuse", "reason": "unchanged", "output": str(step.output)})
+            continue
+        resume = _can_resume(recipe, step, fp)
+        log(f"[{i}/{n}] {step.label}: running ({'resuming from its last checkpoint' if resume else reason}) ...")
+        write_state(
+            recipe,
+            step,
+            {
+                "status": "running",
+                "fingerprint": fp,
+                "config": _config_dict(step.config),
+                "output": str(step.output) if step.output else None,
+                "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            },
+        )
+        t0 = time.perf_counter()
+        prefix = f"  {step.label}: "
+        run_step(recipe, step, quiet=quiet, log=lambda m, p=prefix: log(p + m), overwrite=overwrite, resume=resume)
+        secs = time.perf_counter() - t0
+        write_state(
+            recipe,
+            step,
+            {
+                "status": "done",
+                "fingerprint": fp,
+                "config": _config_dict(step.config),
+                "output": str(step.output) if step.output else None,
+                "output_fingerprint": output_fingerprint(step),
+                "seconds": round(secs, 2),
+                "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            },
+        )
+        log(f"[{i}/{n}] {step.label}: done in {secs:.1f} s -> {step.output}")
+        records.append(
+            {"step": step.key, "action": "run", "reason": reason, "seconds": round(secs, 2), "output": str(step.output)}
+        )
+    return records
