@@ -1,0 +1,403 @@
+"""mbk distill: student initialisation, losses, the teacher-output cache, the stage end to end on a
+tiny teacher, bad input, and (integration) the real MiniLM teacher into a 3-layer student."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import make_tiny_classifier, minilm_path
+
+from mobilebert_kit import distill
+from mobilebert_kit.artifacts import read_json
+from mobilebert_kit.errors import ConfigError
+from mobilebert_kit.models import load_classifier_folder
+
+FAST = ["--epochs", "3", "--lr", "1e-2", "--batch-size", "16", "--checkpoint-every", "0",
+        "--early-stopping-patience", "0", "-q"]
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(tmp_path_factory, sentiment_csv) -> Path:
+    """A tiny 4-layer BERT fine-tuned on the sentiment csv with `mbk finetune` (so it has a real
+    manifest recording its data and max length). Read-only."""
+    from mobilebert_kit import finetune
+    from mobilebert_kit.data import DataConfig
+    from mobilebert_kit.engine import TrainConfig
+
+    root = tmp_path_factory.mktemp("distill")
+    init = make_tiny_classifier(root / "init", layers=4, hidden=32, heads=2)
+    train = TrainConfig(epochs=4, lr=1e-2, batch_size=16, max_length=32, checkpoint_every=0, early_stopping_patience=0)
+    return finetune.run(finetune.FinetuneConfig(model=str(init), data=DataConfig(data=str(sentiment_csv)), train=train,
+                                                output=str(root / "teacher")), quiet=True)
+
+
+@pytest.fixture(scope="module")
+def distilled(teacher_dir, tmp_path_factory):
+    """`mbk distill` with defaults (every other layer = 0,2) on the tiny teacher."""
+    from click.testing import CliRunner
+
+    from mobilebert_kit.cli import main
+
+    root = tmp_path_factory.mktemp("student")
+    args = ["distill", "--teacher", str(teacher_dir), "--cache-dir", str(root / "cache"), "-o", str(root / "student"), *FAST]
+    r = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    return root / "student", root / "cache", args
+
+
+# --------------------------------------------------------------------------- config
+
+
+@pytest.mark.parametrize(("kw", "message"), [
+    ({"temperature": 0}, "temperature must be in (0, inf], got 0"),
+    ({"temperature": -1.5}, "temperature must be in (0, inf], got -1.5"),
+    ({"alpha": 1.5}, "alpha must be in [0, 1], got 1.5"),
+    ({"alpha": -0.1}, "alpha must be in [0, 1], got -0.1"),
+    ({"layers": [0, 2, 2]}, "layers lists teacher layer 2 more than once; got 0,2,2"),
+    ({"layers": [-1, 2]}, "layers must be teacher layer indices >= 0; got -1,2"),
+    ({"layers": [0, 2], "student": "x"}, "choose one student initialisation: layers or student, not both"),
+    ({"hidden_weight": -1}, "hidden_weight must be in [0, inf], got -1"),
+    ({"layer_map": [1, 3]}, "layer_map only matters with hidden_weight or attention_weight > 0"),
+])
+def test_config_refuses_bad_values(kw, message):
+    with pytest.raises(ConfigError) as e:
+        distill.DistillConfig(**kw)
+    assert str(e.value) == message
+
+
+def test_config_from_dict_and_student_arch():
+    cfg = distill.DistillConfig.from_dict({"layers": "0,2,4", "temperature": "3", "alpha": 0.5,
+                                           "student_config": None, "train": {"epochs": 1}})
+    assert cfg.layers == [0, 2, 4] and cfg.temperature == 3.0 and cfg.init_method == "layers"
+    arch = distill.DistillConfig.from_dict({"student_config": {"hidden_size": 64, "num_heads": 4}})
+    assert arch.init_method == "student_config" and arch.student_config.hidden_size == 64
+    with pytest.raises(ConfigError, match="unknown key 'student_config.hiden_size' \\(did you mean 'hidden_size'\\?\\)"):
+        distill.DistillConfig.from_dict({"student_config": {"hiden_size": 64}})
+    with pytest.raises(ConfigError, match="hidden_size \\(30\\) must be divisible by num_heads \\(4\\)"):
+        distill.StudentArch(hidden_size=30, num_heads=4)
+
+
+def test_default_layers_and_uniform_map():
+    assert distill.every_other_layer(6) == [0, 2, 4]
+    assert distill.every_other_layer(12) == [0, 2, 4, 6, 8, 10]
+    assert distill.uniform_layer_map(3, 6) == [1, 3, 5]
+    assert distill.uniform_layer_map(2, 4) == [1, 3]
+    assert distill.uniform_layer_map(4, 4) == [0, 1, 2, 3]
+
+
+# --------------------------------------------------------------------------- student initialisation
+
+
+def test_copy_layers_student_takes_exactly_those_weights(tmp_path):
+    teacher, _, _ = load_classifier_folder(make_tiny_classifier(tmp_path / "t", layers=4, hidden=32, seed=3))
+    student = distill.copy_layers_student(teacher, [3, 0])
+    assert student.config.num_hidden_layers == 2
+    t, s = teacher.state_dict(), student.state_dict()
+    for key in s:
+        src = key.replace("layer.0.", "layer.3.") if "layer.0." in key else key.replace("layer.1.", "layer.0.")
+        assert torch.equal(s[key], t[src]), key
+    assert torch.equal(s["classifier.weight"], t["classifier.weight"])
+    assert torch.equal(s["bert.embeddings.word_embeddings.weight"], t["bert.embeddings.word_embeddings.weight"])
+    with pytest.raises(ConfigError, match="layers 4,7 out of range: the teacher has 4 layers \\(0..3\\)"):
+        distill.copy_layers_student(teacher, [0, 4, 7])
+
+
+def test_same_tokenizer(tiny_classifier_dir):
+    from transformers import AutoTokenizer
+
+    a = AutoTokenizer.from_pretrained(tiny_classifier_dir)
+    assert distill.same_tokenizer(a, AutoTokenizer.from_pretrained(minilm_path()))
+    assert not distill.same_tokenizer(a, AutoTokenizer.from_pretrained(minilm_path(), do_lower_case=False))
+
+
+# --------------------------------------------------------------------------- cached outputs + losses
+
+
+TEXTS = ["a wonderful, moving film", "bad", "tedious and stupid, a painful slog of a movie", "great fun indeed"]
+
+
+def _outputs(teacher, tok, folder, cache, hidden=(), attn=(), texts=TEXTS, log=None):
+    return distill.teacher_outputs(teacher, tok, list(texts), None, max_length=32, hidden_layers=list(hidden),
+                                   attention_layers=list(attn), cache_dir=cache, slot={"teacher": str(folder), "role": "t"},
+                                   teacher_sha=distill.teacher_weights_sha(folder), batch_size=3,
+                                   device=torch.device("cpu"), log=log or (lambda m: None))
+
+
+def test_loss_is_zero_when_student_equals_teacher(tmp_path, teacher_dir):
+    """A student holding all of the teacher's layers reproduces the cached logits, hidden states and
+    attention maps token for token (padding included), so every distillation term is ~0; the hard
+    term alone equals the cross-entropy."""
+    from mobilebert_kit.engine import Collator, make_features
+
+    folder = teacher_dir  # fine-tuned: its outputs are far from uniform
+    teacher, tok, _ = load_classifier_folder(folder)
+    student = distill.copy_layers_student(teacher, [0, 1, 2, 3]).eval()
+    out = _outputs(teacher, tok, folder, tmp_path / "c", hidden=[0, 1, 2, 3], attn=[0, 1, 2, 3])
+    labels = [1, 0, 0, 1]
+    feats = make_features(tok, TEXTS, None, labels, 32, extras={"teacher_logits": list(out.logits),
+                                                                "teacher_hidden": out.hidden, "idx": [0, 1, 2, 3]})
+    batch = Collator(tok.pad_token_id, 32, dynamic=True)([feats[i] for i in range(4)])
+    assert batch["teacher_hidden"].shape[:3] == (4, batch["input_ids"].shape[1], 4)
+    cfg = distill.DistillConfig(alpha=1.0, hidden_weight=1.0, attention_weight=1.0)
+    loss = distill.make_loss(cfg, True, True, out.attentions)(student, batch, torch.nn.ModuleDict())
+    assert float(loss) < 1e-6  # float16 rounding of the cached hidden states / maps only
+    # a student with the layers in another order is measurably off on each term
+    other = distill.copy_layers_student(teacher, [3, 2, 1, 0]).eval()
+    for kw in ({"alpha": 1.0}, {"alpha": 1.0, "hidden_weight": 1.0}, {"alpha": 1.0, "attention_weight": 1.0}):
+        c = distill.DistillConfig(**kw)
+        fn = lambda m, c=c: float(distill.make_loss(c, c.hidden_weight > 0, c.attention_weight > 0,  # noqa: E731
+                                                    out.attentions)(m, batch, torch.nn.ModuleDict()))
+        assert fn(other) > 100 * max(fn(student), 1e-9), kw
+    hard = distill.make_loss(distill.DistillConfig(alpha=0.0), False, False, None)(student, batch, None)
+    ce = torch.nn.functional.cross_entropy(student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                                   token_type_ids=batch["token_type_ids"]).logits, batch["labels"])
+    assert float(hard) == pytest.approx(float(ce), rel=1e-5)
+
+
+def test_soft_loss_matches_kl_times_t_squared(tmp_path):
+    folder = make_tiny_classifier(tmp_path / "t", layers=2, hidden=32, seed=2)
+    student, tok, _ = load_classifier_folder(folder)
+    enc = tok(TEXTS, padding=True, return_tensors="pt")
+    teacher_logits = torch.tensor([[2.0, -1.0], [0.5, 0.3], [-3.0, 1.0], [0.0, 0.0]])
+    batch = {**enc, "teacher_logits": teacher_logits, "labels": torch.tensor([1, 0, 0, 1])}
+    T = 3.0
+    loss = distill.make_loss(distill.DistillConfig(alpha=1.0, temperature=T), False, False, None)(student, batch, None)
+    s = student(**enc).logits
+    p_t = torch.softmax(teacher_logits / T, -1)
+    kl = (p_t * (p_t.log() - torch.log_softmax(s / T, -1))).sum(-1).mean() * T * T
+    assert float(loss) == pytest.approx(float(kl), rel=1e-5)
+
+
+def test_cache_hit_stale_and_corrupt(tmp_path):
+    from safetensors import safe_open
+
+    folder = make_tiny_classifier(tmp_path / "t", layers=2, hidden=32, seed=4)
+    teacher, tok, _ = load_classifier_folder(folder)
+    logs: list[str] = []
+    first = _outputs(teacher, tok, folder, tmp_path / "c", hidden=[1], log=logs.append)
+    assert first.status == "built" and Path(first.path).exists()
+    with safe_open(first.path, framework="pt") as f:
+        assert len(f.metadata()["key"]) == 64 and f.metadata()["n"] == "4"
+    again = _outputs(teacher, tok, folder, tmp_path / "c", hidden=[1], log=logs.append)
+    assert again.status == "hit" and again.path == first.path
+    assert (again.logits == first.logits).all() and all((a == b).all() for a, b in zip(again.hidden, first.hidden))
+    assert [h.shape for h in again.hidden] == [(len(tok(t)["input_ids"]), 1, 32) for t in TEXTS]
+
+    # retrain (here: perturb) the teacher in place: same cache slot, new key -> stale, rebuilt, new numbers
+    with torch.no_grad():
+        teacher.classifier.weight.add_(1.0)
+    teacher.save_pretrained(folder)
+    stale = _outputs(teacher, tok, folder, tmp_path / "c", hidden=[1], log=logs.append)
+    assert stale.status == "stale-rebuilt" and stale.path == first.path
+    assert not (stale.logits == first.logits).all()
+    assert any("teacher cache: stale" in m for m in logs)
+    # other texts in the same slot are stale too
+    assert _outputs(teacher, tok, folder, tmp_path / "c", hidden=[1], texts=TEXTS[:3]).status == "stale-rebuilt"
+
+    Path(first.path).write_bytes(b"not a safetensors file")
+    logs.clear()
+    fixed = _outputs(teacher, tok, folder, tmp_path / "c", hidden=[1], log=logs.append)
+    assert fixed.status == "stale-rebuilt" and "unreadable" in logs[0]
+    assert not list((tmp_path / "c").glob(".*tmp"))  # atomic writes leave no temp files
+
+
+# --------------------------------------------------------------------------- the stage end to end
+
+
+def test_help(cli):
+    r = cli("distill", "--help")
+    assert r.exit_code == 0
+    for flag in ("--teacher", "--layers", "--student-config", "--temperature", "--alpha", "--hidden-weight",
+                 "--attention-weight", "--unlabeled", "--resume", "mbk distill --layers 0,2,4 --temperature 3 --alpha 0.5"):
+        assert flag in r.output
+
+
+def test_distill_writes_a_standalone_student(distilled, teacher_dir):
+    out, cache, _ = distilled
+    for name in ("model.safetensors", "config.json", "labels.json", "metrics.json", "manifest.json", "tokenizer.json"):
+        assert (out / name).exists(), name
+    assert not (out.parent / "student.ckpt").exists()  # checkpoints removed after success
+    model, tok, labels = load_classifier_folder(out)
+    assert model.config.num_hidden_layers == 2 and labels == ["neg", "pos"]
+    m = read_json(out / "metrics.json")
+    assert m["student"]["layers"] == 2 and m["teacher"]["layers"] == 4
+    assert m["teacher"]["test"]["accuracy"] > 0.9  # the tiny teacher learned the task...
+    assert m["student"]["test"]["accuracy"] >= 0.9  # ...and so did its student
+    assert m["retention"]["accuracy"] == pytest.approx(m["student"]["test"]["accuracy"] / m["teacher"]["test"]["accuracy"])
+    assert m["student"]["parameters"] < m["teacher"]["parameters"] and m["compression"]["parameters"] > 1
+    assert m["teacher_cache"] == {**m["teacher_cache"], "train": "built", "eval": "built"}
+    manifest = read_json(out / "manifest.json")
+    teacher_manifest = read_json(teacher_dir / "manifest.json")
+    assert manifest["stage"] == "distill" and manifest["data"] == teacher_manifest["data"]  # data from the lineage
+    assert manifest["max_length"] == 32 == teacher_manifest["max_length"]
+    assert manifest["teacher"] == str(teacher_dir)
+    assert manifest["inputs"]["student_init"] == {"method": "layers", "layers": [0, 2]}
+    assert manifest["config"]["temperature"] == 3.0 and manifest["config"]["alpha"] == 0.5
+    # predictions of the saved student match what metrics.json reports
+    from mobilebert_kit.data import DataConfig, load_dataset
+    from mobilebert_kit.metrics import classification_metrics, predict_logits
+
+    test = load_dataset(DataConfig.from_dict(manifest["data"])).splits["test"]
+    logits = predict_logits(model, tok, test.texts, max_length=32)
+    assert classification_metrics(logits, test.labels, 2)["accuracy"] == m["student"]["test"]["accuracy"]
+
+
+def test_second_run_reuses_the_cache(distilled, cli, tmp_path):
+    _, cache, args = distilled
+    files = sorted(cache.iterdir())
+    mtimes = [f.stat().st_mtime_ns for f in files]
+    i = args.index("-o")
+    r = cli(*args[:i], "-o", tmp_path / "s2", *args[i + 2:], "--epochs", "1")
+    assert r.exit_code == 0, r.output
+    m = read_json(tmp_path / "s2" / "metrics.json")
+    assert m["teacher_cache"]["train"] == "hit" and m["teacher_cache"]["eval"] == "hit"
+    assert sorted(cache.iterdir()) == files and [f.stat().st_mtime_ns for f in files] == mtimes
+
+
+def test_fresh_student_with_projection_and_attention_losses(teacher_dir, tmp_path, cli):
+    r = cli("distill", "-t", teacher_dir, "--student-config", "hidden_size=16,num_layers=2,num_heads=1,intermediate_size=32",
+            "--hidden-weight", "1", "--attention-weight", "1", "--layer-map", "1,3", "--cache-dir", tmp_path / "c",
+            "-o", tmp_path / "s", *FAST, "--epochs", "2", "--json")
+    assert r.exit_code == 0, r.output
+    m = json.loads(r.output)
+    assert m["student"]["hidden_size"] == 16 and m["student"]["layers"] == 2
+    assert all(h["train_loss"] > 0 for h in m["history"])
+    assert m["history"][-1]["train_loss"] < m["history"][0]["train_loss"]
+    manifest = read_json(tmp_path / "s" / "manifest.json")
+    assert manifest["layer_map"] == [1, 3] and manifest["inputs"]["student_init"] == {"method": "student_config"}
+    # the projection is a training aid, not part of the student
+    model, _, _ = load_classifier_folder(tmp_path / "s")
+    assert not any("proj" in k for k in model.state_dict())
+
+
+def test_pretrained_student_and_data_overrides(teacher_dir, tmp_path, cli):
+    student = make_tiny_classifier(tmp_path / "base", layers=1, hidden=32, seed=7)
+    r = cli("distill", "-t", teacher_dir, "--student", student, "--max-train-examples", "40", "--alpha", "1",
+            "--cache-dir", tmp_path / "c", "-o", tmp_path / "s", *FAST, "--epochs", "1", "--json")
+    assert r.exit_code == 0, r.output
+    m = json.loads(r.output)
+    assert m["labeled_examples"] == 40 and m["student"]["layers"] == 1
+    manifest = read_json(tmp_path / "s" / "manifest.json")
+    assert manifest["data"]["max_train_examples"] == 40  # the user's option laid over the teacher's data
+    assert manifest["data"]["data"] == read_json(teacher_dir / "manifest.json")["data"]["data"]
+    assert manifest["inputs"]["student_init"]["method"] == "student"
+
+
+def test_unlabeled_text_is_labelled_by_the_teacher(teacher_dir, tmp_path, cli):
+    extra = tmp_path / "raw.txt"
+    extra.write_text("\n".join(["a joyful, wonderful film", "an ugly, boring mess", "", "funny and smart and great"] * 5))
+    r = cli("distill", "-t", teacher_dir, "--unlabeled", extra, "--max-unlabeled", "12", "--cache-dir", tmp_path / "c",
+            "-o", tmp_path / "s", *FAST, "--epochs", "1", "--json")
+    assert r.exit_code == 0, r.output
+    m = json.loads(r.output)
+    assert m["unlabeled_examples"] == 12 and m["train_examples"] == m["labeled_examples"] + 12
+    r = cli("distill", "-t", teacher_dir, "--unlabeled", "builtin", "-o", tmp_path / "s2", *FAST)
+    assert r.exit_code == 1
+    assert "has no built-in unlabeled text; pass --unlabeled FILE" in r.output and not (tmp_path / "s2").exists()
+
+
+def test_resume_without_checkpoint(teacher_dir, tmp_path, cli):
+    r = cli("distill", "-t", teacher_dir, "-o", tmp_path / "s", "--resume", *FAST)
+    assert r.exit_code == 1 and "--resume: no checkpoint found" in r.output
+
+
+# --------------------------------------------------------------------------- bad input: one Error line, nothing written
+
+
+def _bad(cli, tmp_path, *args):
+    r = cli("distill", *args, "-o", tmp_path / "s", "--cache-dir", tmp_path / "c", *FAST)
+    assert r.exit_code != 0
+    assert not (tmp_path / "s").exists() and not list(tmp_path.glob(".s.tmp-*"))
+    lines = [ln for ln in r.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), r.output
+    return lines[0]
+
+
+def test_bad_teacher(cli, tmp_path):
+    assert _bad(cli, tmp_path, "-t", tmp_path / "nope") == (
+        f"Error: model folder {tmp_path / 'nope'} does not exist; run the stage that produces it or pass --model PATH")
+    base = tmp_path / "base"
+    from transformers import BertConfig, BertModel
+
+    BertModel(BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=1,
+                         intermediate_size=16)).save_pretrained(base)
+    assert "holds no sequence-classification head (architectures: ['BertModel'])" in _bad(cli, tmp_path, "-t", base)
+
+
+def test_bad_options(cli, tmp_path, teacher_dir):
+    t = ("-t", teacher_dir)
+    assert _bad(cli, tmp_path, *t, "--layers", "0,4") == "Error: layers 4 out of range: the teacher has 4 layers (0..3)"
+    assert _bad(cli, tmp_path, *t, "--layers", "1,1") == "Error: layers lists teacher layer 1 more than once; got 1,1"
+    assert _bad(cli, tmp_path, *t, "--temperature", "0") == "Error: temperature must be in (0, inf], got 0.0"
+    assert _bad(cli, tmp_path, *t, "--alpha", "1.5") == "Error: alpha must be in [0, 1], got 1.5"
+    assert _bad(cli, tmp_path, *t, "--hidden-weight", "1", "--layer-map", "1,9") == (
+        "Error: layer_map 9 out of range: the teacher has 4 layers (0..3)")
+    assert _bad(cli, tmp_path, *t, "--hidden-weight", "1", "--layer-map", "1") == (
+        "Error: layer_map has 1 entries but the student has 2 layers; give one teacher layer per student layer")
+    r = cli("distill", *t, "--layers", "a,b", "-o", tmp_path / "s")
+    assert r.exit_code == 2 and "expected comma-separated integers like 0,2,4" in r.output
+
+
+def test_student_label_count_and_tokenizer_mismatch(cli, tmp_path, teacher_dir):
+    three = make_tiny_classifier(tmp_path / "three", num_labels=3)
+    assert _bad(cli, tmp_path, "-t", teacher_dir, "--student", three) == (
+        f"Error: student {three} has 3 labels but the teacher has 2 (neg, pos); "
+        "pass a student with 2 labels or a base model")
+    from transformers import AutoTokenizer
+
+    cased = make_tiny_classifier(tmp_path / "cased")
+    AutoTokenizer.from_pretrained(minilm_path(), do_lower_case=False).save_pretrained(cased)
+    msg = _bad(cli, tmp_path, "-t", teacher_dir, "--student", cased, "--hidden-weight", "1")
+    assert msg.startswith(f"Error: the student's tokenizer ({cased}) differs from the teacher's; hidden-state and attention "
+                          "losses compare token by token and need the same tokenizer")
+
+
+def test_data_labels_must_match_teacher(cli, tmp_path, teacher_dir):
+    from conftest import write_sentiment_csv
+
+    other = write_sentiment_csv(tmp_path / "ints.csv", label_kind="int")
+    msg = _bad(cli, tmp_path, "-t", teacher_dir, "--data", other)
+    assert msg.startswith("Error: the data has labels ['0', '1'] but the teacher") and "was trained on ['neg', 'pos']" in msg
+
+
+# --------------------------------------------------------------------------- integration: the real MiniLM teacher
+
+
+@pytest.fixture(scope="session")
+def real_teacher(request, tmp_path_factory) -> Path:
+    """MiniLM-L6 fine-tuned on a few hundred Rotten Tomatoes reviews; shared with the other
+    integration tests when conftest provides it."""
+    try:
+        return request.getfixturevalue("minilm_teacher_dir")
+    except pytest.FixtureLookupError:
+        pass
+    from click.testing import CliRunner
+
+    from mobilebert_kit.cli import main
+
+    out = tmp_path_factory.mktemp("minilm") / "teacher"
+    r = CliRunner().invoke(main, ["finetune", "--model", "minilm-l6", "--max-train-examples", "300", "--max-eval-examples",
+                                  "200", "--epochs", "1", "--lr", "1e-4", "--batch-size", "16", "--max-length", "48",
+                                  "-o", str(out), "-q"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    return out
+
+
+@pytest.mark.integration
+def test_real_minilm_teacher_into_three_layers(real_teacher, cli, tmp_path):
+    r = cli("distill", "-t", real_teacher, "--layers", "0,2,4", "--temperature", "3", "--alpha", "0.5", "--epochs", "1",
+            "--lr", "1e-4", "--batch-size", "16", "--cache-dir", tmp_path / "c", "-o", tmp_path / "s", "-q", "--json")
+    assert r.exit_code == 0, r.output
+    m = json.loads(r.output)
+    t_acc, s_acc = m["teacher"]["test"]["accuracy"], m["student"]["test"]["accuracy"]
+    assert m["student"]["layers"] == 3 and m["teacher"]["layers"] == 6 and m["student"]["hidden_size"] == 384
+    assert 15e6 < m["student"]["parameters"] < m["teacher"]["parameters"] - 5e6  # 3 of 6 layers gone (~5.3M params)
+    assert t_acc > 0.6  # a teacher that learned something from a few hundred reviews
+    assert s_acc > 0.55 and m["test_agreement_with_teacher"] > 0.6  # the student follows it
+    model, _, labels = load_classifier_folder(tmp_path / "s")
+    assert labels == ["rotten", "fresh"] and model.config.num_hidden_layers == 3
+    shutil.rmtree(tmp_path / "c")
