@@ -387,7 +387,9 @@ def load(
         fields = _field_names(cls)
         if spec.takes_data and "data" in fields and _field_is_data_config(cls, "data"):
             own = section.get("data")
-            if own is None or isinstance(own, dict):
+            # Only when there is something to share: a stage whose data is optional (distill) otherwise
+            # inherits the data recorded upstream instead of a default.
+            if (own is None and shared_data) or isinstance(own, dict):
                 section["data"] = {**shared_data, **(own or {})}
                 problems.extend(_missing_data_files(own or {}, f"{s}.data"))
         elif isinstance(section.get("data"), (str, dict)):
