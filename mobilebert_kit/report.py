@@ -156,7 +156,9 @@ def collect(run_dir: Path, cfg: ReportConfig) -> dict:
     cm = _read(comp_dir / "metrics.json")
     if cm is not None:
         steps = cm.get("steps") or []
-        params = next((s.get("params") for s in reversed(steps) if isinstance(s.get("params"), int)), None)
+        params = next(
+            (s.get("params") for s in reversed(steps) if isinstance(s.get("params"), int)), _get(cm, "input", "params")
+        )
         final = cm.get("final") or {}
         size = _get(cm, "size_on_disk", "onnx_bytes") or _get(cm, "size_on_disk", "output_model_bytes")
         comp_json = _read(comp_dir / "compression.json") or {}
@@ -199,7 +201,7 @@ def collect(run_dir: Path, cfg: ReportConfig) -> dict:
                 "kind": "int8" if meta.get("int8") else "fp32",
                 "accuracy": v.get("accuracy"),
                 "macro_f1": v.get("macro_f1"),
-                "params": None,
+                "params": _export_params(meta, rows),
                 "size_bytes": meta.get("size_bytes") or _get(manifest, "formats", fmt, "size_bytes"),
                 "p50_ms": _get(lat, "p50_ms"),
                 "p90_ms": _get(lat, "p90_ms"),
@@ -545,3 +547,9 @@ def run(config: ReportConfig, log=lambda msg: None) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
     log(f"report: {len(data['rows'])} model rows, {len(plots)} plots")
     return run_dir / HTML
+
+
+def _export_params(meta: dict, rows: list[dict]) -> int | None:
+    """An export has the parameters of the model it was exported from (a row of this table when it is one)."""
+    src = _get(meta, "source_model", "path")
+    return next((r["params"] for r in rows if src and _same(src, Path(r["folder"]))), None)
