@@ -377,6 +377,14 @@ def _unpack(tensors: dict, n: int, hidden_layers: list[int], attention_layers: l
     return TeacherOutputs(logits=logits, hidden=hidden, attentions=attn)
 
 
+def _concat(a: TeacherOutputs, b: TeacherOutputs) -> TeacherOutputs:
+    return TeacherOutputs(logits=np.concatenate([a.logits, b.logits]),
+                          hidden=None if a.hidden is None else a.hidden + b.hidden,
+                          attentions=None if a.attentions is None else a.attentions + b.attentions,
+                          status=a.status if a.status == b.status else f"{a.status}+{b.status}",
+                          path=a.path, seconds=a.seconds + b.seconds)
+
+
 # --------------------------------------------------------------------------- loss
 
 
@@ -577,10 +585,15 @@ def run(cfg: DistillConfig, *, overwrite: bool = False, resume: bool = False, qu
         t_cache = time.perf_counter()
         texts = train_split.texts + unlabeled
         pairs = train_split.pairs
-        t_train_out = teacher_outputs(teacher, teacher_tok, texts, pairs, hidden_layers=layer_map if map_hidden else [],
-                                      attention_layers=layer_map if map_attention else [],
-                                      slot={**slot, "role": "train", "unlabeled": cfg.unlabeled,
-                                            "max_unlabeled": cfg.max_unlabeled}, **common)
+        what = {"hidden_layers": layer_map if map_hidden else [], "attention_layers": layer_map if map_attention else []}
+        t_train_out = teacher_outputs(teacher, teacher_tok, train_split.texts, pairs, slot={**slot, "role": "train"},
+                                      **what, **common)
+        cache_files = [t_train_out.path]
+        if unlabeled:  # a cache of its own, so runs with and without it share the training-set cache
+            t_unl_out = teacher_outputs(teacher, teacher_tok, unlabeled, None, slot={**slot, "role": "unlabeled",
+                                                                                      "source": cfg.unlabeled}, **what, **common)
+            t_train_out = _concat(t_train_out, t_unl_out)
+            cache_files.append(t_unl_out.path)
         eval_texts = ds.splits["validation"].texts + ds.splits["test"].texts
         eval_pairs = (ds.splits["validation"].pairs or []) + (ds.splits["test"].pairs or []) if pairs else None
         t_eval_out = teacher_outputs(teacher, teacher_tok, eval_texts, eval_pairs, hidden_layers=[], attention_layers=[],
@@ -646,7 +659,7 @@ def run(cfg: DistillConfig, *, overwrite: bool = False, resume: bool = False, qu
         "train_seconds": result.train_seconds, "steps": result.steps, "parameters": s_params,
         "train_examples": len(train_set), "labeled_examples": n_lab, "unlabeled_examples": len(unlabeled),
         "teacher_cache": {"train": t_train_out.status, "eval": t_eval_out.status, "seconds": cache_seconds,
-                          "files": [t_train_out.path, t_eval_out.path]},
+                          "files": [*cache_files, t_eval_out.path]},
         # end to end: teacher pass + training, per training example seen (what a user waits for)
         "end_to_end_examples_per_second": (len(train_set) * len(result.history)) / max(cache_seconds + result.train_seconds, 1e-9),
         "precision": result.precision, "device": result.device, "world_size": result.world_size,
