@@ -431,7 +431,7 @@ def load(
                         if prod:
                             producers[fld] = prod
                     continue
-                up = next((u for u in ups if u in stages and ORDER.index(u) < ORDER.index(s)), None)
+                up = next((u for u in ups if u in outputs), None)  # an earlier stage of this recipe
                 if up is None:
                     problems.append(
                         f"{s}.{fld} is not set and no earlier stage in this recipe produces it "
@@ -555,8 +555,10 @@ def _cross_checks(stages: list[str], cfgs: dict[str, Any], shared_data: dict) ->
                 p.append(
                     f"package target '{cfg.target}' needs the '{need[cfg.target]}' export: add it to export.formats"
                 )
-    if any(k.startswith("package-") for k in cfgs) and "verify" not in stages:
-        p.append("package only bundles a verified export: add 'verify' to stages before 'package'")
+    if any(k.startswith("package-") for k in cfgs) and "export" in stages and "verify" not in stages:
+        p.append(
+            "package only bundles a verified export, and this recipe exports a new one: add 'verify' to stages before 'package'"
+        )
     return p
 
 
@@ -736,12 +738,12 @@ def _owned(recipe: Recipe, step: Step) -> bool:
 def run_step(
     recipe: Recipe, step: Step, *, quiet: bool, log: Callable[[str], None], overwrite: bool, resume: bool = False
 ) -> Path | None:
-    """Call the stage's ``run`` with what its signature accepts."""
+    """Call the stage's ``run`` with what its signature accepts; ``overwrite``: it may replace its output."""
     mod = stage_module(step.stage)
     fn = mod.run
     params = inspect.signature(fn).parameters
     cfg = step.config
-    may_replace = overwrite or _owned(recipe, step)
+    may_replace = overwrite
     if "overwrite" in _field_names(type(cfg)):
         cfg = dataclasses.replace(cfg, overwrite=may_replace)
     kwargs: dict[str, Any] = {}
@@ -798,6 +800,7 @@ def execute(
             continue
         resume = _can_resume(recipe, step, fp)
         log(f"[{i}/{n}] {step.label}: running ({'resuming from its last checkpoint' if resume else reason}) ...")
+        may_replace = overwrite or _owned(recipe, step)  # decided before this run claims the output
         write_state(
             recipe,
             step,
@@ -811,7 +814,7 @@ def execute(
         )
         t0 = time.perf_counter()
         prefix = f"  {step.label}: "
-        run_step(recipe, step, quiet=quiet, log=lambda m, p=prefix: log(p + m), overwrite=overwrite, resume=resume)
+        run_step(recipe, step, quiet=quiet, log=lambda m, p=prefix: log(p + m), overwrite=may_replace, resume=resume)
         secs = time.perf_counter() - t0
         write_state(
             recipe,
