@@ -341,8 +341,12 @@ def _build_torchscript(src: Source, folder: Path) -> dict:
     if src.int8:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch.ao quantization is deprecated but the only TorchScript int8 path
-            model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
-        quant = {"mode": "dynamic", "method": "torch.ao.quantization.quantize_dynamic", "modules": ["Linear"]}
+            # Per-channel weight scales: on a 3-layer MiniLM student they kept 96.6% label agreement and
+            # -0.4 pt accuracy vs 96.3% / -0.6 pt per-tensor (benchmarks/work, rotten_tomatoes test split).
+            qconfig = torch.ao.quantization.per_channel_dynamic_qconfig
+            model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear: qconfig}, dtype=torch.qint8)
+        quant = {"mode": "dynamic", "method": "torch.ao.quantization.quantize_dynamic", "modules": ["Linear"],
+                 "per_channel": True, "note": "embeddings stay fp32 (quantize_dynamic covers Linear layers only)"}
     wrapped = _Wrapper.make(model)
     try:
         with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
