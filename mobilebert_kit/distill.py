@@ -509,6 +509,8 @@ def run(cfg: DistillConfig, *, overwrite: bool = False, resume: bool = False, qu
         raise TrainingError(f"--resume: no checkpoint found in {work}; run without --resume to start fresh")
 
     teacher_dir = Path(cfg.teacher)
+    if not teacher_dir.is_dir():
+        raise ModelError(f"teacher folder {teacher_dir} does not exist; run `mbk finetune` first or pass --teacher PATH")
     teacher, teacher_tok, label_names = load_classifier_folder(teacher_dir)
     teacher_layers = _num_layers(teacher.config)
     data_cfg = data_config_for(teacher_dir, cfg.data)

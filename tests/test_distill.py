@@ -300,6 +300,32 @@ def test_unlabeled_text_is_labelled_by_the_teacher(teacher_dir, tmp_path, cli):
     assert "has no built-in unlabeled text; pass --unlabeled FILE" in r.output and not (tmp_path / "s2").exists()
 
 
+def test_kill_and_resume_gives_the_same_student(teacher_dir, tmp_path, cli):
+    """kill -9 mid-run, then --resume: the engine's exact resume carries over to distillation
+    (cached teacher outputs ride along with each example, so the resumed batches are identical)."""
+    import os
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    common = ["distill", "-t", str(teacher_dir), "--cache-dir", str(tmp_path / "c"), "--hidden-weight", "1",
+              *FAST, "--epochs", "2", "--checkpoint-every", "3"]
+    r = cli(*common, "-o", tmp_path / "straight")
+    assert r.exit_code == 0, r.output
+    env = {**os.environ, "MBK_KILL_AT_STEP": "11"}
+    p = subprocess.run([sys.executable, "-m", "mobilebert_kit", *common, "-o", str(tmp_path / "resumed")], env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == -9, p.stderr[-2000:]
+    assert not (tmp_path / "resumed").exists() and (tmp_path / "resumed.ckpt" / "checkpoints").is_dir()
+    r = cli(*common, "-o", tmp_path / "resumed", "--resume")
+    assert r.exit_code == 0, r.output
+    assert read_json(tmp_path / "resumed" / "manifest.json")["resumed_from"].endswith("step-00000009")
+    a = load_file(str(tmp_path / "straight" / "model.safetensors"))
+    b = load_file(str(tmp_path / "resumed" / "model.safetensors"))
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
 def test_resume_without_checkpoint(teacher_dir, tmp_path, cli):
     r = cli("distill", "-t", teacher_dir, "-o", tmp_path / "s", "--resume", *FAST)
     assert r.exit_code == 1 and "--resume: no checkpoint found" in r.output
@@ -311,7 +337,7 @@ def test_resume_without_checkpoint(teacher_dir, tmp_path, cli):
 def _bad(cli, tmp_path, *args):
     r = cli("distill", *args, "-o", tmp_path / "s", "--cache-dir", tmp_path / "c", *FAST)
     assert r.exit_code != 0
-    assert not (tmp_path / "s").exists() and not list(tmp_path.glob(".s.tmp-*"))
+    assert not (tmp_path / "s").exists() and not (tmp_path / "s.ckpt").exists() and not list(tmp_path.glob(".s.tmp-*"))
     lines = [ln for ln in r.output.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("Error: "), r.output
     return lines[0]
@@ -319,7 +345,7 @@ def _bad(cli, tmp_path, *args):
 
 def test_bad_teacher(cli, tmp_path):
     assert _bad(cli, tmp_path, "-t", tmp_path / "nope") == (
-        f"Error: model folder {tmp_path / 'nope'} does not exist; run the stage that produces it or pass --model PATH")
+        f"Error: teacher folder {tmp_path / 'nope'} does not exist; run `mbk finetune` first or pass --teacher PATH")
     base = tmp_path / "base"
     from transformers import BertConfig, BertModel
 
