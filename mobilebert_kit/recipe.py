@@ -282,6 +282,15 @@ def _field_names(cls: type) -> set[str]:
     return {f.name for f in dataclasses.fields(cls) if f.init}
 
 
+def _field_default(cls: type, name: str) -> Any:
+    f = next((f for f in dataclasses.fields(cls) if f.name == name), None)
+    if f is None:
+        return None
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else None
+
+
 def _field_is_data_config(cls: type, name: str) -> bool:
     from mobilebert_kit.data import DataConfig
 
@@ -433,10 +442,17 @@ def load(
                     continue
                 up = next((u for u in ups if u in outputs), None)  # an earlier stage of this recipe
                 if up is None:
-                    problems.append(
-                        f"{s}.{fld} is not set and no earlier stage in this recipe produces it "
-                        f"(one of: {', '.join(ups)}); add one to stages or set {s}.{fld}"
-                    )
+                    # Nothing upstream in this recipe: the stage's own default, as its command would use
+                    # (one-stage recipes written by --save-recipe); plan() checks that it exists.
+                    default = _field_default(cls, fld)
+                    if not isinstance(default, str):
+                        problems.append(
+                            f"{s}.{fld} is not set and no earlier stage in this recipe produces it "
+                            f"(one of: {', '.join(ups)}); add one to stages or set {s}.{fld}"
+                        )
+                        continue
+                    sec[fld] = default
+                    inputs[fld] = Path(default)
                     continue
                 sec[fld] = str(outputs[up])
                 inputs[fld] = outputs[up]

@@ -13,7 +13,7 @@ import yaml
 from conftest import make_tiny_classifier, write_sentiment_csv
 
 from mobilebert_kit import recipe as rc
-from mobilebert_kit.errors import ConfigError
+from mobilebert_kit.errors import ArtifactError, ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
@@ -164,10 +164,18 @@ def test_validate_missing_files_and_missing_inputs(tmp_path):
     body = {"stages": ["compress", "export"], "data": {"data": str(tmp_path / "nope.csv")}, "compress": {"int8": True}}
     with pytest.raises(ConfigError) as e:
         rc.load(body, name="x")
-    assert f"data.data: file {tmp_path / 'nope.csv'} does not exist" in e.value.problems
-    assert any(
-        p.startswith("compress.model is not set and no earlier stage in this recipe produces it")
-        for p in e.value.problems
+    assert e.value.problems == [f"data.data: file {tmp_path / 'nope.csv'} does not exist"]
+    # nothing upstream: the stage's own default input (as `mbk compress` would use), checked before running
+    r = rc.load(
+        {"stages": ["compress", "export"], "run_dir": str(tmp_path / "run"), "compress": {"int8": True}}, name="x"
+    )
+    assert r.step("compress").config.model == "artifacts/student"
+    assert r.step("export").config.model == str(tmp_path / "run" / "compressed")
+    with pytest.raises(ArtifactError) as e:
+        rc.plan(r)
+    assert str(e.value) == (
+        "stage 'compress' needs artifacts/student (compress.model), which does not exist; "
+        "check the path or add the stage that produces it"
     )
     body = {"stages": ["export"], "export": {"model": str(tmp_path / "missing_model")}}
     with pytest.raises(ConfigError, match="export.model: .*missing_model does not exist"):
@@ -251,6 +259,21 @@ def test_run_dir_placeholder_and_shared_data_merge(tmp_path):
     # no shared data: distill inherits the teacher's recorded data (None), not a default
     r = rc.load({"stages": ["finetune", "distill"], "finetune": {"data": {"data": "rotten_tomatoes"}}}, name="x")
     assert r.step("distill").config.data is None
+
+
+def test_save_recipe_of_a_later_stage_uses_its_default_input(tmp_path, cli, monkeypatch):
+    from mobilebert_kit.cli.common import write_stage_recipe
+
+    monkeypatch.chdir(tmp_path)
+    write_stage_recipe("d.yaml", "distill", {"output": "artifacts/student", "train": {"epochs": 1}})
+    assert cli("validate", "d.yaml").exit_code == 0
+    res = cli("run", "d.yaml")
+    assert res.exit_code == 1
+    assert res.output == (
+        "Error: stage 'distill' needs artifacts/teacher (distill.teacher), which does not exist; "
+        "check the path or add the stage that produces it\n"
+    )
+    assert not (tmp_path / "artifacts" / "student").exists()
 
 
 def test_save_recipe_from_finetune_loads(tiny, tmp_path, cli):
