@@ -415,6 +415,9 @@ def load(
             if not targets:
                 problems.append("package.target is empty; use android, ios or [android, ios]")
                 continue
+            if len(set(map(str, targets))) != len(targets):
+                problems.append(f"package.target lists a target twice: {targets}")
+                continue
         for target in targets:
             sec = dict(section)
             key = s
@@ -623,7 +626,10 @@ def _referenced_files(d: Any, skip: set[str]) -> dict[str, str]:
 def fingerprint(step: Step) -> str:
     spec = STAGES[step.stage]
     cfg = _config_dict(step.config)
+    from mobilebert_kit import __version__
+
     payload = {
+        "mobilebert_kit": __version__,  # a new release may compute a stage differently
         "stage": step.stage,
         "config": cfg,
         "inputs": {k: input_fingerprint(p) for k, p in sorted(step.inputs.items())},
