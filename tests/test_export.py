@@ -157,3 +157,27 @@ def test_refuses_non_empty_output(cli, tmp_path, tiny_classifier_dir):
     r = cli("export", "-f", "onnx", "--model", tiny_classifier_dir, "-o", tmp_path / "e")
     assert r.exit_code == 1 and "pass --overwrite" in r.output
     assert (tmp_path / "e" / "onnx" / "keep.txt").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_real_minilm_exports_fuse_and_verify(tmp_path, sentiment_csv, cli):
+    """Shipped MiniLM (2 of its 6 layers, 12 heads, hidden 384): fused attention and parity on every format."""
+    from conftest import minilm_path
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from mobilebert_kit.artifacts import write_labels
+
+    m = AutoModelForSequenceClassification.from_pretrained(minilm_path(), num_labels=2)
+    m.bert.encoder.layer = m.bert.encoder.layer[:2]
+    m.config.num_hidden_layers = 2
+    m.save_pretrained(tmp_path / "model")
+    AutoTokenizer.from_pretrained(minilm_path()).save_pretrained(tmp_path / "model")
+    write_labels(tmp_path / "model", ["neg", "pos"])
+    (tmp_path / "model" / "manifest.json").write_text(json.dumps({"data": {"data": str(sentiment_csv)}, "max_length": 64}))
+    assert cli("export", "--model", tmp_path / "model", "-o", tmp_path / "e", "-q").exit_code == 0
+    assert read_json(tmp_path / "e" / "onnx" / META)["fused_ops"]["Attention"] == 2
+    r = cli("verify", "-e", tmp_path / "e")
+    assert r.exit_code == 0, r.output
+    report = read_json(tmp_path / "e" / "verify.json")
+    assert report["formats"]["onnx"]["max_abs_diff"] < 1e-4 and report["formats"]["onnx"]["agreement"] == 1.0
