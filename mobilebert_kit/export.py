@@ -12,6 +12,8 @@ Formats:
   interpreter; ``torch.ao`` dynamic INT8 linear layers when INT8 is requested.
 * ``coreml`` — ``model.mlpackage`` (mlprogram, flexible sequence length, batch 1), int8 weights
   when INT8 is requested.
+* ``executorch`` (optional extra, not part of ``all``) — ``model.pte`` lowered to XNNPACK, batch 1,
+  sequence 2..max_length, fp32.
 
 Every folder holds the model file, tokenizer files, ``labels.json`` and ``model_meta.json``
 (inputs, dtypes, dynamic axes, max length, normalisation settings, labels, sha256 of every file).
@@ -48,8 +50,11 @@ from mobilebert_kit.artifacts import (
 from mobilebert_kit.config import StageConfig, check_range, did_you_mean
 from mobilebert_kit.errors import ConfigError, ExportError, ModelError
 
-FORMATS = ("onnx", "ort", "torchscript", "coreml")
-MODEL_FILES = {"onnx": "model.onnx", "ort": "model.ort", "torchscript": "model.pt", "coreml": "model.mlpackage"}
+FORMATS = ("onnx", "ort", "torchscript", "coreml")  # what `all` means
+OPTIONAL_FORMATS = ("executorch",)  # needs the optional extra: pip install 'mobilebert_kit[executorch]'
+KNOWN_FORMATS = FORMATS + OPTIONAL_FORMATS
+MODEL_FILES = {"onnx": "model.onnx", "ort": "model.ort", "torchscript": "model.pt", "coreml": "model.mlpackage",
+               "executorch": "model.pte"}
 META = "model_meta.json"
 COMPRESSION = "compression.json"
 DEFAULT_MAX_LENGTH = 128
@@ -72,10 +77,11 @@ class ExportConfig(StageConfig):
     def validate(self) -> list[str]:
         p: list[str] = []
         for f in self.formats:
-            if f not in (*FORMATS, "all"):
-                p.append(f"unknown export format '{f}'{did_you_mean(f, FORMATS)}; known formats: {', '.join(FORMATS)}, all")
+            if f not in (*KNOWN_FORMATS, "all"):
+                p.append(f"unknown export format '{f}'{did_you_mean(f, KNOWN_FORMATS)}; "
+                         f"known formats: {', '.join(KNOWN_FORMATS)}, all")
         if not self.formats:
-            p.append(f"no export format given; known formats: {', '.join(FORMATS)}, all")
+            p.append(f"no export format given; known formats: {', '.join(KNOWN_FORMATS)}, all")
         check_range(p, "opset", self.opset, 14, 21)
         check_range(p, "max_length", self.max_length, 2, 8192)
         if self.coreml_precision not in ("fp32", "fp16"):
@@ -86,9 +92,8 @@ class ExportConfig(StageConfig):
 
     @property
     def resolved_formats(self) -> list[str]:
-        if "all" in self.formats:
-            return list(FORMATS)
-        return [f for f in FORMATS if f in self.formats]  # canonical order, no duplicates
+        every = "all" in self.formats
+        return [f for f in KNOWN_FORMATS if f in self.formats or (every and f in FORMATS)]  # canonical order
 
 
 @dataclass
@@ -115,6 +120,8 @@ def run(config: ExportConfig, log=lambda msg: None) -> Path:
         check_output_dir(out / fmt, config.overwrite)
     if "coreml" in formats:
         _require_coremltools()
+    if "executorch" in formats:
+        _require_executorch()
     src = _load_source(Path(config.model), config)
     out.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=".export.tmp-", dir=out))
@@ -136,6 +143,8 @@ def run(config: ExportConfig, log=lambda msg: None) -> Path:
                 extra = _build_torchscript(src, folder)
             elif fmt == "coreml":
                 extra = _build_coreml(src, folder, config)
+            elif fmt == "executorch":
+                extra = _build_executorch(src, folder)
             extra["export_seconds"] = round(time.perf_counter() - t0, 2)
             results[fmt] = _finish_folder(fmt, folder, src, config, extra)
         shutil.rmtree(stage / "_onnx", ignore_errors=True)
@@ -401,6 +410,38 @@ def _build_coreml(src: Source, folder: Path, config: ExportConfig) -> dict:
             "quantization": quant, "batch": 1, "sequence_range": [1, src.max_length]}
 
 
+def _require_executorch():
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import executorch.exir as exir
+        return exir
+    except ImportError as e:
+        raise ExportError("ExecuTorch export needs the optional extra: pip install 'mobilebert_kit[executorch]' "
+                          f"(executorch==1.5.1); or drop --format executorch ({e})") from e
+
+
+def _build_executorch(src: Source, folder: Path) -> dict:
+    """``model.pte`` lowered to the XNNPACK backend; batch 1, sequence length 2..max_length."""
+    import torch
+
+    exir = _require_executorch()
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+
+    wrapped = _Wrapper.make(_traceable(src))
+    seq = torch.export.Dim("sequence", min=2, max=src.max_length)
+    try:
+        with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            program = torch.export.export(wrapped, _example_inputs(src), dynamic_shapes=({1: seq}, {1: seq}, {1: seq}))
+            lowered = exir.to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()]).to_executorch()
+        (folder / "model.pte").write_bytes(lowered.buffer)
+    except Exception as e:  # noqa: BLE001
+        raise ExportError(f"ExecuTorch export of {src.path} failed ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})") from e
+    note = "fp32 weights; INT8 for ExecuTorch (XNNPACK PT2E quantization) is not implemented" if src.int8 else ""
+    return {"backend": "XNNPACK", "batch": 1, "sequence_range": [2, src.max_length], "int8_applied": False, "note": note}
+
+
 # --------------------------------------------------------------------------- metadata
 
 
@@ -428,6 +469,9 @@ def _io_spec(fmt: str, src: Source) -> dict:
     if fmt == "torchscript":
         return {"input_names": names, "output_names": ["logits"], "dtypes": {**dict.fromkeys(names, "int64"), "logits": "float32"},
                 "dynamic_axes": {**{n: {"0": "batch", "1": "sequence"} for n in names}, "logits": {"0": "batch"}}}
+    if fmt == "executorch":
+        return {"input_names": names, "output_names": ["logits"], "dtypes": {**dict.fromkeys(names, "int64"), "logits": "float32"},
+                "dynamic_axes": {n: {"1": "sequence"} for n in names}}
     return {"input_names": names, "output_names": ["logits"], "dtypes": {**dict.fromkeys(names, "int32"), "logits": "float32"},
             "dynamic_axes": {n: {"1": "sequence"} for n in names}}
 
@@ -446,7 +490,7 @@ def _finish_folder(fmt: str, folder: Path, src: Source, config: ExportConfig, ex
         "num_labels": len(src.label_names),
         "vocab_size": int(cfg.vocab_size),
         "pad_token_id": src.tokenizer.pad_token_id,
-        "int8": src.int8,
+        "int8": src.int8 and fmt != "executorch",
         "model_type": getattr(cfg, "model_type", None),
         "hidden_size": cfg.hidden_size,
         "num_layers": cfg.num_hidden_layers,

@@ -42,7 +42,7 @@ from mobilebert_kit.config import StageConfig, check_range
 from mobilebert_kit.data import DataConfig
 from mobilebert_kit.errors import ArtifactError, DataError, VerifyError
 
-FORMATS = ("onnx", "ort", "torchscript", "coreml")
+FORMATS = ("onnx", "ort", "torchscript", "coreml", "executorch")
 META = "model_meta.json"
 REPORT = "verify.json"
 ORT_NODE_VERSION = "1.30.0"
@@ -283,6 +283,14 @@ def _parity_checks(fmt: str, folder: Path, meta: dict, ref: dict, tol: Tolerance
         return checks
     if fmt == "coreml":
         return _coreml_checks(model_path, meta, ref, tol, entry)
+    if fmt == "executorch":
+        try:
+            got = _executorch_logits(model_path, ref)
+        except ImportError:
+            entry["numeric_parity"] = "skipped: executorch is not installed"
+            return [_check("ExecuTorch parity", None, detail="executorch is not installed "
+                                                              "(pip install 'mobilebert_kit[executorch]'); not run")]
+        return _compare("logits", got, ref, tol, entry)
     return [_check("known format", False, fmt, None, f"unknown format {fmt}")]
 
 
@@ -304,6 +312,26 @@ def _torchscript_logits(path: Path, ref: dict, batch_size: int, lite: bool) -> n
             mask = torch.from_numpy(np.asarray(batch["attention_mask"], dtype=np.int64))
             tt = torch.from_numpy(np.asarray(batch.get("token_type_ids", np.zeros_like(ids.numpy())), dtype=np.int64))
             out[idx] = module(ids, mask, tt).float().numpy()
+    return out
+
+
+def _executorch_logits(path: Path, ref: dict) -> np.ndarray:
+    """Run the .pte in the ExecuTorch runtime, one text at a time (the program has batch 1)."""
+    import torch
+
+    try:
+        from executorch.runtime import Runtime
+    except ImportError as e:
+        raise ImportError(str(e)) from e
+    method = Runtime.get().load_program(str(path)).load_method("forward")
+    enc = ref["tokenizer"](list(ref["texts"]), list(ref["pairs"]) if ref["pairs"] else None, truncation=True,
+                           max_length=ref["max_length"])
+    out = np.zeros((len(ref["texts"]), ref["num_labels"]), dtype=np.float32)
+    for i in range(len(ref["texts"])):
+        ids = torch.tensor([enc["input_ids"][i]], dtype=torch.long)
+        mask = torch.tensor([enc["attention_mask"][i]], dtype=torch.long)
+        tt = torch.tensor([enc["token_type_ids"][i]], dtype=torch.long) if "token_type_ids" in enc else torch.zeros_like(ids)
+        out[i] = method.execute([ids, mask, tt])[0].numpy().reshape(-1)
     return out
 
 

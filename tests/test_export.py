@@ -110,7 +110,8 @@ def test_compression_onnx_graph_is_copied(tiny_classifier_dir, tmp_path, cli):
 def test_unknown_format_lists_known(cli, tmp_path):
     r = cli("export", "--format", "tflite", "-o", tmp_path / "e")
     assert r.exit_code == 1
-    assert r.output.strip() == ("Error: unknown export format 'tflite'; known formats: onnx, ort, torchscript, coreml, all")
+    assert r.output.strip() == ("Error: unknown export format 'tflite'; known formats: onnx, ort, torchscript, coreml, "
+                                "executorch, all")
     assert not (tmp_path / "e").exists()
 
 
@@ -181,3 +182,30 @@ def test_real_minilm_exports_fuse_and_verify(tmp_path, sentiment_csv, cli):
     assert r.exit_code == 0, r.output
     report = read_json(tmp_path / "e" / "verify.json")
     assert report["formats"]["onnx"]["max_abs_diff"] < 1e-4 and report["formats"]["onnx"]["agreement"] == 1.0
+
+
+def test_executorch_without_the_extra(cli, tmp_path, tiny_classifier_dir, monkeypatch):
+    monkeypatch.setitem(sys.modules, "executorch", None)
+    monkeypatch.setitem(sys.modules, "executorch.exir", None)
+    r = cli("export", "-f", "executorch", "--model", tiny_classifier_dir, "-o", tmp_path / "e")
+    assert r.exit_code == 1
+    assert r.output.startswith("Error: ExecuTorch export needs the optional extra: pip install 'mobilebert_kit[executorch]'")
+    assert not (tmp_path / "e" / "executorch").exists()
+
+
+def _has_executorch() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("executorch") is not None
+
+
+@pytest.mark.skipif(not _has_executorch(), reason="executorch is an optional extra: pip install 'mobilebert_kit[executorch]'")
+def test_executorch_pte_exports_and_verifies(tiny_classifier_dir, sentiment_csv, tmp_path, cli):
+    r = cli("export", "-f", "executorch", "--model", tiny_classifier_dir, "-o", tmp_path / "e", "-q")
+    assert r.exit_code == 0, r.output
+    meta = read_json(tmp_path / "e" / "executorch" / META)
+    assert meta["backend"] == "XNNPACK" and meta["sequence_range"] == [2, 128]
+    r = cli("verify", "-e", tmp_path / "e", "--data", sentiment_csv)
+    assert r.exit_code == 0, r.output
+    e = read_json(tmp_path / "e" / "verify.json")["formats"]["executorch"]
+    assert e["max_abs_diff"] < 1e-4 and e["agreement"] == 1.0

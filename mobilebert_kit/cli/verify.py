@@ -72,6 +72,8 @@ def command(export_dir, formats, model, data, max_examples, max_abs_diff, min_ag
     if report is not None and (error is None or not quiet):
         lines = []
         for fmt, e in report["formats"].items():
+            if formats and fmt not in formats:
+                continue  # an earlier verification kept in verify.json
             head = f"{'✓' if e['passed'] else '✗'} {fmt} ({'int8' if e['int8'] else 'fp32'})"
             if "agreement" in e:
                 head += (f": max|Δ| {_fmt(e['max_abs_diff'])}, agreement {_fmt(e['agreement'], True)}, "
