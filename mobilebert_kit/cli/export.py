@@ -9,7 +9,8 @@ from mobilebert_kit.cli.common import emit, log
 
 @click.command("export")
 @click.option("--format", "-f", "formats", multiple=True, default=("all",), show_default=True, metavar="FORMAT",
-              help="onnx, ort, torchscript, coreml or all; repeat or comma-separate for several.")
+              help="onnx, ort, torchscript, coreml, executorch (optional extra) or all (= the first four); "
+                   "repeat or comma-separate for several.")
 @click.option("--model", "-m", default="artifacts/compressed", show_default=True, type=click.Path(),
               help="Classifier folder to export (compress/distill/finetune output).")
 @click.option("--max-length", type=int, default=None, help="Longest input (default: what the model was trained with, else 128).")
