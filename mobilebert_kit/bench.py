@@ -24,7 +24,7 @@ from mobilebert_kit.artifacts import folder_size, library_versions, read_json, s
 from mobilebert_kit.config import StageConfig, check_range
 from mobilebert_kit.errors import ArtifactError, ModelError
 
-BENCH_FORMATS = ("onnx", "ort", "torchscript")
+BENCH_FORMATS = ("onnx", "ort", "torchscript", "executorch")
 
 
 @dataclass
@@ -65,12 +65,14 @@ class BenchConfig(StageConfig):
 @dataclass
 class Target:
     name: str
-    runtime: str  # onnxruntime | pytorch | torchscript
+    runtime: str  # onnxruntime | pytorch | torchscript | executorch
     path: Path
     size_bytes: int
     max_length: int
     vocab_size: int
     make: Callable[[int], Callable[[dict], None]]  # threads -> run(batch)
+    max_batch: int | None = None  # programs with a static batch (ExecuTorch: 1)
+    fixed_threads: bool = False  # runtime picks its own thread count (reported as given)
 
 
 def rss_mb() -> float:
@@ -122,6 +124,25 @@ def _torchscript_target(name: str, path: Path, meta: dict) -> Target:
                   int(meta.get("vocab_size") or 30522), make)
 
 
+def _executorch_target(name: str, path: Path, meta: dict) -> Target:
+    import torch
+
+    try:
+        from executorch.runtime import Runtime
+    except ImportError as e:
+        raise ModelError("benchmarking a .pte needs the optional extra: pip install 'mobilebert_kit[executorch]'") from e
+    method = Runtime.get().load_program(str(path)).load_method("forward")
+
+    def make(threads: int):
+        def run(batch: dict) -> None:
+            method.execute([torch.from_numpy(batch[n]) for n in ("input_ids", "attention_mask", "token_type_ids")])
+
+        return run
+
+    return Target(name, "executorch", path, folder_size(path), int(meta.get("max_length") or 512),
+                  int(meta.get("vocab_size") or 30522), make, max_batch=1, fixed_threads=True)
+
+
 def _pytorch_target(name: str, folder: Path) -> Target:
     import torch
 
@@ -159,6 +180,8 @@ def _targets(config: BenchConfig) -> list[tuple[str, Callable[[], Target]]]:
         label = f"{fmt}{' int8' if meta.get('int8') else ' fp32'}"
         if fmt == "torchscript":
             out.append((label, lambda path=path, meta=meta, label=label: _torchscript_target(label, path, meta)))
+        elif fmt == "executorch":
+            out.append((label, lambda path=path, meta=meta, label=label: _executorch_target(label, path, meta)))
         else:
             out.append((label, lambda path=path, meta=meta, label=label: _ort_target(label, path, meta)))
         src = Path((meta.get("source_model") or {}).get("path", ""))
@@ -173,8 +196,10 @@ def _targets(config: BenchConfig) -> list[tuple[str, Callable[[], Target]]]:
             out.append((p.name, lambda p=p: _ort_target(p.name, p, {})))
         elif p.suffix == ".pt":
             out.append((p.name, lambda p=p: _torchscript_target(p.name, p, {})))
+        elif p.suffix == ".pte":
+            out.append((p.name, lambda p=p: _executorch_target(p.name, p, {})))
         else:
-            raise ModelError(f"cannot bench {p}: expected a .onnx, .ort or .pt file or a classifier folder")
+            raise ModelError(f"cannot bench {p}: expected a .onnx, .ort, .pt or .pte file or a classifier folder")
     if config.pytorch and source is not None:
         out.append(("pytorch fp32 (source)", lambda: _pytorch_target("pytorch fp32 (source)", source)))
     if not out:
@@ -235,11 +260,14 @@ def run(config: BenchConfig, log=lambda msg: None) -> Path:
         log(f"loaded {name}: {t.size_bytes / 1e6:.1f} MB on disk, +{memory[t.name]:.0f} MB RSS")
     cases, keys, skipped = [], [], []
     for t in targets:
-        for th in config.threads:
+        for th in config.threads[:1] if t.fixed_threads else config.threads:
             for b in config.batch_sizes:
                 for s in config.seq_lengths:
                     if s > t.max_length:
                         skipped.append(f"{t.name}: seq {s} > max_length {t.max_length}")
+                        continue
+                    if t.max_batch is not None and b > t.max_batch:
+                        skipped.append(f"{t.name}: batch {b} > its static batch {t.max_batch}")
                         continue
                     cases.append((t.name, runners[(t.name, th)], make_inputs(b, s, t.vocab_size, config.seed)))
                     keys.append((t, th, b, s))
@@ -247,9 +275,10 @@ def run(config: BenchConfig, log=lambda msg: None) -> Path:
     times = measure(cases, config.warmup, config.runs, config.rounds)
     rows = []
     for (t, th, b, s), ms in zip(keys, times):
-        rows.append({"model": t.name, "runtime": t.runtime, "path": str(t.path), "threads": th, "batch": b, "seq_len": s,
+        rows.append({"model": t.name, "runtime": t.runtime, "path": str(t.path), "threads": "runtime default" if t.fixed_threads else th,
+                     "batch": b, "seq_len": s,
                      **percentiles(ms), "size_mb": t.size_bytes / 1e6, "memory_mb": memory[t.name]})
-    result = {"rows": rows, "skipped": skipped, "config": config.to_dict(), "peak_rss_mb": peak_rss_mb(),
+    result = {"rows": rows, "skipped": list(dict.fromkeys(skipped)), "config": config.to_dict(), "peak_rss_mb": peak_rss_mb(),
               "cpu_count": os.cpu_count(), "versions": library_versions(),
               "method": "warm-up, then interleaved rounds over all cases; memory = RSS growth on load + first run"}
     with staged_output(config.output, config.overwrite) as tmp:

@@ -53,3 +53,13 @@ def test_bad_options(cli, tmp_path, exported):
     assert r.exit_code == 1 and "runs (2) must be >= rounds (3)" in r.output
     r = cli("bench", "-e", exported, "--seq-lengths", "a,b", "-o", tmp_path / "b")
     assert r.exit_code == 2 and "expected comma-separated integers" in r.output
+
+
+def test_pte_without_executorch(cli, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "executorch.runtime", None)
+    (tmp_path / "m.pte").write_bytes(b"\0")
+    r = cli("bench", "--model", tmp_path / "m.pte", "-o", tmp_path / "b")
+    assert r.exit_code == 1 and "needs the optional extra: pip install 'mobilebert_kit[executorch]'" in r.output
+    assert not (tmp_path / "b").exists()

@@ -18,9 +18,9 @@ def _ints(value: str, name: str) -> list[int]:
 @click.option("--export-dir", "-e", default="artifacts/export", show_default=True, type=click.Path(),
               help="Folder written by `mbk export`.")
 @click.option("--format", "-f", "formats", multiple=True, default=("onnx", "ort"), show_default=True, metavar="FORMAT",
-              help="Exported formats to time: onnx, ort, torchscript (repeatable).")
+              help="Exported formats to time: onnx, ort, torchscript, executorch (repeatable).")
 @click.option("--model", "-m", "models", multiple=True, type=click.Path(),
-              help="Time these .onnx/.ort/.pt files or classifier folders instead of the export dir (repeatable).")
+              help="Time these .onnx/.ort/.pt/.pte files or classifier folders instead of the export dir (repeatable).")
 @click.option("--seq-lengths", default="16,64,128", show_default=True, help="Comma-separated sequence lengths.")
 @click.option("--batch-sizes", default="1", show_default=True, help="Comma-separated batch sizes.")
 @click.option("--threads", default="1,2", show_default=True, help="Comma-separated intra-op thread counts.")
