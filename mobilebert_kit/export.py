@@ -237,8 +237,9 @@ def _build_onnx(src: Source, work: Path, config: ExportConfig) -> tuple[Path, di
                        "quantization": _quant_info(src.compression) if src.int8 else None}
     fp32 = ot.export_onnx(src.path, work / "fp32.onnx", opset=config.opset)
     fusable = getattr(cfg, "model_type", "") in ot.FUSABLE_MODEL_TYPES
-    fused = ot.optimize_onnx(fp32, work / "fused.onnx", num_heads=cfg.num_attention_heads, hidden_size=cfg.hidden_size,
-                             require_attention=fusable)
+    pruned = bool(getattr(cfg, "pruned_heads", None))  # per-layer head counts differ: let the optimizer read them
+    fused = ot.optimize_onnx(fp32, work / "fused.onnx", num_heads=0 if pruned else cfg.num_attention_heads,
+                             hidden_size=0 if pruned else cfg.hidden_size, require_attention=fusable)
     final = work / "model.onnx"
     quant = None
     if src.int8:

@@ -109,7 +109,8 @@ def optimize_onnx(in_path: str | os.PathLike, out_path: str | os.PathLike, num_h
     Args:
         in_path: fp32 ONNX from :func:`export_onnx`.
         out_path: where to write the fused graph (may equal ``in_path``).
-        num_heads, hidden_size: attention shape (from the HF config).
+        num_heads, hidden_size: attention shape (from the HF config); 0 lets the optimizer read them from
+            the graph per layer (needed after head pruning).
         model_type: the optimizer's model type; ``bert`` covers BERT/MiniLM/DistilBERT-like graphs.
         require_attention: raise when no ``Attention`` node was produced.
 
