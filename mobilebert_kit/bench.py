@@ -168,7 +168,7 @@ def _targets(config: BenchConfig) -> list[tuple[str, Callable[[], Target]]]:
     out: list[tuple[str, Callable[[], Target]]] = []
     export_dir = Path(config.export_dir)
     source: Path | None = None
-    for fmt in config.formats if not config.models else []:
+    for fmt in config.formats:  # exported formats and extra models add up
         meta_path = export_dir / fmt / "model_meta.json"
         if not meta_path.exists():
             raise ArtifactError(f"{export_dir / fmt} has no exported {fmt} model ({meta_path.name} missing); "

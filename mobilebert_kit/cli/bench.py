@@ -17,8 +17,9 @@ def _ints(value: str, name: str) -> list[int]:
 @click.command("bench")
 @click.option("--export-dir", "-e", default="artifacts/export", show_default=True, type=click.Path(),
               help="Folder written by `mbk export`.")
-@click.option("--format", "-f", "formats", multiple=True, default=("onnx", "ort"), show_default=True, metavar="FORMAT",
-              help="Exported formats to time: onnx, ort, torchscript, executorch (repeatable).")
+@click.option("--format", "-f", "formats", multiple=True, metavar="FORMAT",
+              help="Exported formats to time: onnx, ort, torchscript, executorch (repeatable). "
+                   "[default: onnx, ort; none when --model is given]")
 @click.option("--model", "-m", "models", multiple=True, type=click.Path(),
               help="Time these .onnx/.ort/.pt/.pte files or classifier folders instead of the export dir (repeatable).")
 @click.option("--seq-lengths", default="16,64,128", show_default=True, help="Comma-separated sequence lengths.")
@@ -47,7 +48,7 @@ def command(export_dir, formats, models, seq_lengths, batch_sizes, threads, warm
     from mobilebert_kit.artifacts import read_json
     from mobilebert_kit.bench import BenchConfig, markdown_table, run
 
-    config = BenchConfig(export_dir=export_dir, formats=list(formats), models=list(models), pytorch=pytorch,
+    config = BenchConfig(export_dir=export_dir, formats=list(formats) if formats or models else ["onnx", "ort"], models=list(models), pytorch=pytorch,
                          seq_lengths=_ints(seq_lengths, "--seq-lengths"), batch_sizes=_ints(batch_sizes, "--batch-sizes"),
                          threads=_ints(threads, "--threads"), warmup=warmup, runs=runs, rounds=rounds, output=output,
                          overwrite=overwrite)
