@@ -238,6 +238,16 @@ def measure(cases: list[tuple[str, Callable[[dict], None], dict]], warmup: int, 
 
 def run(config: BenchConfig, log=lambda msg: None) -> Path:
     """Benchmark; writes ``bench.json`` and ``bench.md`` into ``config.output``; returns that folder."""
+    import torch
+
+    threads = torch.get_num_threads()
+    try:  # timing changes torch's thread count; give the caller its own back
+        return _run(config, log)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(config: BenchConfig, log) -> Path:
     from mobilebert_kit.artifacts import check_output_dir
 
     check_output_dir(config.output, config.overwrite)
