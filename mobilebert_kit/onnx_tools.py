@@ -166,7 +166,11 @@ def session(path: str | os.PathLike, threads: int = 1):
 
 def feeds_for(sess, batch: dict[str, Sequence]) -> dict[str, np.ndarray]:
     """Inputs the graph declares, as int64 arrays (zeros for a declared ``token_type_ids`` the tokenizer lacks)."""
-    names = [i.name for i in sess.get_inputs()]
+    return feeds_for_names([i.name for i in sess.get_inputs()], batch)
+
+
+def feeds_for_names(names: Sequence[str], batch: dict[str, Sequence]) -> dict[str, np.ndarray]:
+    """:func:`feeds_for` given the graph's input names instead of a session."""
     out = {}
     for n in names:
         if n in batch:

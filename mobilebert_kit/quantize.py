@@ -132,6 +132,7 @@ def calibration_feeds(input_names: Sequence[str], tokenizer, texts: Sequence[str
     at ``max_length``): ORT's histogram calibrators (entropy, percentile) stack activations across
     batches and fail on ragged shapes."""
     from mobilebert_kit.metrics import encode
+    from mobilebert_kit.onnx_tools import feeds_for_names
 
     enc = encode(tokenizer, texts, pairs, max_length)
     length = max((len(x) for x in enc["input_ids"]), default=1)
@@ -139,15 +140,7 @@ def calibration_feeds(input_names: Sequence[str], tokenizer, texts: Sequence[str
     for start in range(0, len(texts), batch_size):
         feats = [{k: enc[k][i] for k in enc.keys()} for i in range(start, min(start + batch_size, len(texts)))]
         batch = tokenizer.pad(feats, padding="max_length", max_length=length, return_tensors="np")
-        feed = {}
-        for name in input_names:
-            if name in batch:
-                feed[name] = np.asarray(batch[name], dtype=np.int64)
-            elif name == "token_type_ids":
-                feed[name] = np.zeros_like(np.asarray(batch["input_ids"], dtype=np.int64))
-            else:
-                raise CompressError(f"the ONNX graph wants an input '{name}' the tokenizer does not produce")
-        feeds.append(feed)
+        feeds.append(feeds_for_names(input_names, batch))
     return feeds
 
 
