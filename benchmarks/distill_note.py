@@ -44,6 +44,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--work", default="benchmarks/work/distill_note")
     p.add_argument("--cache-dir", default=None, help="default: <work>/cache")
     p.add_argument("--output", default=str(Path(__file__).parent / "results"))
+    p.add_argument("--reuse", action="store_true", help="take a variant's finished output folder from an earlier run "
+                   "(same teacher) instead of training it again")
     args = p.parse_args(argv)
 
     from mobilebert_kit import distill
@@ -64,10 +66,23 @@ def main(argv: list[str] | None = None) -> dict:
                                      if args.max_train_examples else {})
         if args.max_length:
             section["train"]["max_length"] = args.max_length
-        load0 = os.getloadavg()[0]
-        t0 = time.perf_counter()
-        out = distill.run(distill.DistillConfig.from_dict(section), overwrite=True, quiet=False)
-        wall = time.perf_counter() - t0
+        out = Path(section["output"])
+        reused = args.reuse and (out / "manifest.json").exists()
+        if reused:
+            manifest = read_json(out / "manifest.json")
+            from mobilebert_kit.artifacts import sha256_tree
+
+            same = (manifest["inputs"]["model"]["sha256"] == sha256_tree(teacher)
+                    and all(manifest["config"]["train"][k] == section["train"][k] for k in ("epochs", "lr", "batch_size"))
+                    and all(manifest["config"][k] == v for k, v in overrides.items()))
+            if not same:
+                raise SystemExit(f"{out} was made from another teacher or with other options; run without --reuse")
+            load0, wall = float("nan"), manifest["timings"]["total_seconds"]
+        else:
+            load0 = os.getloadavg()[0]
+            t0 = time.perf_counter()
+            out = distill.run(distill.DistillConfig.from_dict(section), overwrite=True, quiet=False)
+            wall = time.perf_counter() - t0
         m = read_json(out / "metrics.json")
         rows.append({"variant": name, "description": desc, "overrides": overrides,
                      "test_accuracy": m["student"]["test"]["accuracy"], "test_macro_f1": m["student"]["test"]["macro_f1"],
@@ -76,7 +91,8 @@ def main(argv: list[str] | None = None) -> dict:
                      "best_epoch": m["best_epoch"], "train_examples": m["train_examples"],
                      "train_examples_per_second": m["train_examples_per_second"], "train_seconds": m["train_seconds"],
                      "teacher_cache": m["teacher_cache"]["train"], "teacher_cache_seconds": m["teacher_cache"]["seconds"],
-                     "wall_seconds": wall, "load_average_1min": [load0, os.getloadavg()[0]],
+                     "wall_seconds": wall, "reused_earlier_run": reused,
+                     "load_average_1min": [load0, float("nan") if reused else os.getloadavg()[0]],
                      "parameters": m["student"]["parameters"], "size_bytes": m["student"]["size_bytes"]})
         print(json.dumps(rows[-1]), file=sys.stderr)
         teacher_side = m["teacher"]
@@ -119,11 +135,14 @@ def markdown(r: dict) -> str:
         f"{t['size_bytes'] / 1e6:.1f} | {t['train_examples_per_second'] or 0:.1f} | {t['train_seconds'] or 0:.0f} | | |",
     ]
     for v in r["variants"]:
+        load = f"{v['load_average_1min'][0]:.1f}-{v['load_average_1min'][1]:.1f}"
+        if v.get("reused_earlier_run"):
+            load = "(earlier run)"
         lines.append(
             f"| {v['variant']}: {v['description']} | {v['test_accuracy']:.4f} | {v['test_macro_f1']:.4f} | "
             f"{v['retention_accuracy']:.1%} | {v['agreement']:.1%} | {v['parameters']:,} | {v['size_bytes'] / 1e6:.1f} | "
             f"{v['train_examples_per_second']:.1f} | {v['train_seconds']:.0f} | "
-            f"{v['teacher_cache_seconds']:.0f} ({v['teacher_cache']}) | {v['load_average_1min'][0]:.1f}-{v['load_average_1min'][1]:.1f} |")
+            f"{v['teacher_cache_seconds']:.0f} ({v['teacher_cache']}) | {load} |")
     lines += ["", f"Reproduce: `{r['command']}`", ""]
     return "\n".join(lines)
 
