@@ -24,7 +24,7 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "seed004": ("layers 0,2,4, T=3, alpha=0.5 (soft KL*T^2 + hard CE)", {}),
     "hard_only": ("alpha=0: hard labels only (plain fine-tune of the copied layers)", {"alpha": 0.0}),
     "soft_only": ("alpha=1: teacher soft labels only", {"alpha": 1.0}),
-    "unlabeled": ("seed004 + the 1,097 built-in plot summaries labelled by the teacher", {"unlabeled": "builtin"}),
+    "unlabeled": ("seed004 + the built-in plot summaries, labelled by the teacher", {"unlabeled": "builtin"}),
     "hidden": ("seed004 + hidden-state MSE (weight 1, uniform layer map)", {"hidden_weight": 1.0}),
     "attention": ("seed004 + attention-map MSE (weight 1)", {"attention_weight": 1.0}),
     "t1": ("layers 0,2,4, T=1, alpha=0.5", {"temperature": 1.0}),
@@ -44,9 +44,15 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--work", default="benchmarks/work/distill_note")
     p.add_argument("--cache-dir", default=None, help="default: <work>/cache")
     p.add_argument("--output", default=str(Path(__file__).parent / "results"))
+    p.add_argument("--render", metavar="JSON", help="only re-render the Markdown of an earlier results JSON")
     p.add_argument("--reuse", action="store_true", help="take a variant's finished output folder from an earlier run "
                    "(same teacher) instead of training it again")
     args = p.parse_args(argv)
+
+    if args.render:
+        result = json.loads(Path(args.render).read_text())
+        Path(args.render).with_suffix(".md").write_text(markdown(result))
+        return result
 
     from mobilebert_kit import distill
     from mobilebert_kit.artifacts import read_json
@@ -105,7 +111,7 @@ def main(argv: list[str] | None = None) -> dict:
                     "test_macro_f1": teacher_side["test"]["macro_f1"], "parameters": teacher_side["parameters"],
                     "size_bytes": teacher_side["size_bytes"], "train_seconds": t_metrics.get("train_seconds"),
                     "train_examples_per_second": t_metrics.get("train_examples_per_second"),
-                    "test_examples": teacher_side["test"]["n"]},
+                    "test_examples": teacher_side["test"]["n"], "train_examples": t_manifest.get("dataset", {}).get("sizes", {}).get("train")},
         "setup": {"layers": args.layers, "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
                   "max_train_examples": args.max_train_examples, "cpu_count": os.cpu_count()},
         "variants": rows,
@@ -129,9 +135,10 @@ def markdown(r: dict) -> str:
         f"lr {s['lr']}, batch {s['batch_size']}. Test set: {t['test_examples']} reviews (movie-grouped split). "
         f"{s['cpu_count']} CPU cores shared with other jobs (load averages per row).",
         "",
-        "| model / variant | test acc | test macro-F1 | % of teacher acc | agreement | params | size MB | train ex/s | train s | teacher pass s | load |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
-        f"| teacher | {t['test_accuracy']:.4f} | {t['test_macro_f1']:.4f} | 100.0% | | {t['parameters']:,} | "
+        "| model / variant | train rows | test acc | test macro-F1 | % of teacher acc | agreement | params | size MB | "
+        "train ex/s | train s | teacher pass s | load |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        f"| teacher | {t['train_examples'] or 0:,} | {t['test_accuracy']:.4f} | {t['test_macro_f1']:.4f} | 100.0% | | {t['parameters']:,} | "
         f"{t['size_bytes'] / 1e6:.1f} | {t['train_examples_per_second'] or 0:.1f} | {t['train_seconds'] or 0:.0f} | | |",
     ]
     for v in r["variants"]:
@@ -139,11 +146,14 @@ def markdown(r: dict) -> str:
         if v.get("reused_earlier_run"):
             load = "(earlier run)"
         lines.append(
-            f"| {v['variant']}: {v['description']} | {v['test_accuracy']:.4f} | {v['test_macro_f1']:.4f} | "
+            f"| {v['variant']}: {v['description']} | {v['train_examples']:,} | {v['test_accuracy']:.4f} | {v['test_macro_f1']:.4f} | "
             f"{v['retention_accuracy']:.1%} | {v['agreement']:.1%} | {v['parameters']:,} | {v['size_bytes'] / 1e6:.1f} | "
             f"{v['train_examples_per_second']:.1f} | {v['train_seconds']:.0f} | "
             f"{v['teacher_cache_seconds']:.0f} ({v['teacher_cache']}) | {load} |")
-    lines += ["", f"Reproduce: `{r['command']}`", ""]
+    lines += ["", "Agreement: share of test reviews where the student predicts the teacher's label. Train ex/s "
+              "depends on what else ran on the shared cores (load column); compare speeds with "
+              "distill_speed.md, where both sides run back to back in one process.", "",
+              f"Reproduce: `{r['command']}`", ""]
     return "\n".join(lines)
 
 
