@@ -128,11 +128,16 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--alpha", type=float, default=0.5)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--repeats", type=int, default=2, help="runs per side, in ABBA order; medians are compared")
+    p.add_argument("--threads", type=int, default=None, help="torch threads for both sides (default: torch's); 1 keeps "
+                   "the comparison fair when other jobs share the cores")
+    p.add_argument("--tag", default="", help="suffix of the results files: distill_speed-<tag>.json/.md")
     p.add_argument("--output", default=str(Path(__file__).parent / "results"))
     args = p.parse_args(argv)
 
     import torch
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     from mobilebert_kit.data import DataConfig, data_config_for, load_dataset
     from mobilebert_kit.distill import every_other_layer
     from mobilebert_kit.models import load_classifier_folder
@@ -181,8 +186,9 @@ def main(argv: list[str] | None = None) -> dict:
     }
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "distill_speed.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out / "distill_speed.md").write_text(markdown(result))
+    stem = f"distill_speed-{args.tag}" if args.tag else "distill_speed"
+    (out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / f"{stem}.md").write_text(markdown(result))
     print(markdown(result))
     return result
 
