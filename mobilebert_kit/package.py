@@ -305,7 +305,8 @@ def coreml_spec_summary(path: Path) -> dict:
     outputs = {f.name: shape_of(f) for f in spec.description.output}
     summary: dict[str, Any] = {"specification_version": spec.specificationVersion,
                                "model_type": spec.WhichOneof("Type"), "inputs": inputs, "outputs": outputs}
-    # Embedding rows: the largest 2-D constant feeding a gather in the ML program.
+    # Embedding rows: the largest 2-D fixed-shape tensor feeding a gather in the ML program. With
+    # int8 weights the table comes out of a constexpr_* dequantize op rather than a const.
     if spec.WhichOneof("Type") == "mlProgram":
         main = spec.mlProgram.functions.get("main")
         if main is not None:
@@ -313,9 +314,10 @@ def coreml_spec_summary(path: Path) -> dict:
             const_shapes: dict[str, list[int]] = {}
             gathers: list[str] = []
             for op in block.operations:
-                if op.type == "const" and op.outputs:
+                if (op.type == "const" or op.type.startswith("constexpr_")) and op.outputs:
                     dims = op.outputs[0].type.tensorType.dimensions
-                    const_shapes[op.outputs[0].name] = [d.constant.size for d in dims]
+                    if all(d.WhichOneof("dimension") == "constant" for d in dims):
+                        const_shapes[op.outputs[0].name] = [d.constant.size for d in dims]
                 elif op.type == "gather":
                     for arg in op.inputs["x"].arguments:
                         gathers.append(arg.name)

@@ -173,12 +173,18 @@ def test_cli_package_ok(cli, ort_export, tmp_path):
     assert meta["target"] == "android" and meta["model_file"] == "model.ort"
 
 
-def test_ios_bundle_from_coreml_export(tiny_classifier_dir, tmp_path):
+@pytest.mark.parametrize("int8", [False, True], ids=["fp32", "int8"])
+def test_ios_bundle_from_coreml_export(tiny_classifier_dir, tmp_path, int8):
     pytest.importorskip("coremltools")
     from mobilebert_kit.export import ExportConfig
     from mobilebert_kit.export import run as export_run
 
-    export = export_run(ExportConfig(model=str(tiny_classifier_dir), output=str(tmp_path / "export"),
+    model = tiny_classifier_dir
+    if int8:  # int8 weights: the embedding table comes out of a constexpr dequantize op, not a const
+        model = Path(shutil.copytree(tiny_classifier_dir, tmp_path / "int8model"))
+        write_json(model / "compression.json", {"int8": True, "int8_mode": "dynamic", "per_channel": False,
+                                                "weight_type": "qint8", "nodes_excluded": [], "onnx_model": None})
+    export = export_run(ExportConfig(model=str(model), output=str(tmp_path / "export"),
                                      formats=["onnx", "coreml"], max_length=64))
     write_json(export / "verify.json", {"passed": True, "formats": {
         "coreml": {"passed": True, "checked": "spec only on Linux"}, "onnx": {"passed": True}}})
