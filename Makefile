@@ -16,12 +16,12 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check mobilebert_kit tests benchmarks
-	$(BIN)/ruff format --check mobilebert_kit tests benchmarks
+	$(BIN)/ruff check mobilebert_kit tests benchmarks scripts
+	$(BIN)/ruff format --check mobilebert_kit tests benchmarks scripts
 
 format: $(STAMP)
-	$(BIN)/ruff format mobilebert_kit tests benchmarks
-	$(BIN)/ruff check --fix mobilebert_kit tests benchmarks
+	$(BIN)/ruff format mobilebert_kit tests benchmarks scripts
+	$(BIN)/ruff check --fix mobilebert_kit tests benchmarks scripts
 
 demo: $(STAMP)
 	$(BIN)/mbk run recipes/default.yaml

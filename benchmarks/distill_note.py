@@ -45,8 +45,11 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--cache-dir", default=None, help="default: <work>/cache")
     p.add_argument("--output", default=str(Path(__file__).parent / "results"))
     p.add_argument("--render", metavar="JSON", help="only re-render the Markdown of an earlier results JSON")
-    p.add_argument("--reuse", action="store_true", help="take a variant's finished output folder from an earlier run "
-                   "(same teacher) instead of training it again")
+    p.add_argument(
+        "--reuse",
+        action="store_true",
+        help="take a variant's finished output folder from an earlier run (same teacher) instead of training it again",
+    )
     args = p.parse_args(argv)
 
     if args.render:
@@ -64,12 +67,23 @@ def main(argv: list[str] | None = None) -> dict:
     rows = []
     for name in args.variants.split(","):
         desc, overrides = VARIANTS[name]
-        section = {"teacher": str(teacher), "layers": [int(x) for x in args.layers.split(",")],
-                   "cache_dir": args.cache_dir or str(work / "cache"), "output": str(work / name),
-                   "train": {"epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size, "checkpoint_every": 0,
-                             "early_stopping_patience": 0}, **overrides}
-        distill.inherit_from_teacher(section, str(teacher), {"max_train_examples": args.max_train_examples}
-                                     if args.max_train_examples else {})
+        section = {
+            "teacher": str(teacher),
+            "layers": [int(x) for x in args.layers.split(",")],
+            "cache_dir": args.cache_dir or str(work / "cache"),
+            "output": str(work / name),
+            "train": {
+                "epochs": args.epochs,
+                "lr": args.lr,
+                "batch_size": args.batch_size,
+                "checkpoint_every": 0,
+                "early_stopping_patience": 0,
+            },
+            **overrides,
+        }
+        distill.inherit_from_teacher(
+            section, str(teacher), {"max_train_examples": args.max_train_examples} if args.max_train_examples else {}
+        )
         if args.max_length:
             section["train"]["max_length"] = args.max_length
         out = Path(section["output"])
@@ -78,9 +92,11 @@ def main(argv: list[str] | None = None) -> dict:
             manifest = read_json(out / "manifest.json")
             from mobilebert_kit.artifacts import sha256_tree
 
-            same = (manifest["inputs"]["model"]["sha256"] == sha256_tree(teacher)
-                    and all(manifest["config"]["train"][k] == section["train"][k] for k in ("epochs", "lr", "batch_size"))
-                    and all(manifest["config"][k] == v for k, v in overrides.items()))
+            same = (
+                manifest["inputs"]["model"]["sha256"] == sha256_tree(teacher)
+                and all(manifest["config"]["train"][k] == section["train"][k] for k in ("epochs", "lr", "batch_size"))
+                and all(manifest["config"][k] == v for k, v in overrides.items())
+            )
             if not same:
                 raise SystemExit(f"{out} was made from another teacher or with other options; run without --reuse")
             load0, wall = float("nan"), manifest["timings"]["total_seconds"]
@@ -90,30 +106,57 @@ def main(argv: list[str] | None = None) -> dict:
             out = distill.run(distill.DistillConfig.from_dict(section), overwrite=True, quiet=False)
             wall = time.perf_counter() - t0
         m = read_json(out / "metrics.json")
-        rows.append({"variant": name, "description": desc, "overrides": overrides,
-                     "test_accuracy": m["student"]["test"]["accuracy"], "test_macro_f1": m["student"]["test"]["macro_f1"],
-                     "validation_accuracy": m["student"]["validation"]["accuracy"],
-                     "retention_accuracy": m["retention"]["accuracy"], "agreement": m["test_agreement_with_teacher"],
-                     "best_epoch": m["best_epoch"], "train_examples": m["train_examples"],
-                     "train_examples_per_second": m["train_examples_per_second"], "train_seconds": m["train_seconds"],
-                     "teacher_cache": m["teacher_cache"]["train"], "teacher_cache_seconds": m["teacher_cache"]["seconds"],
-                     "wall_seconds": wall, "reused_earlier_run": reused,
-                     "load_average_1min": [load0, float("nan") if reused else os.getloadavg()[0]],
-                     "parameters": m["student"]["parameters"], "size_bytes": m["student"]["size_bytes"]})
+        rows.append(
+            {
+                "variant": name,
+                "description": desc,
+                "overrides": overrides,
+                "test_accuracy": m["student"]["test"]["accuracy"],
+                "test_macro_f1": m["student"]["test"]["macro_f1"],
+                "validation_accuracy": m["student"]["validation"]["accuracy"],
+                "retention_accuracy": m["retention"]["accuracy"],
+                "agreement": m["test_agreement_with_teacher"],
+                "best_epoch": m["best_epoch"],
+                "train_examples": m["train_examples"],
+                "train_examples_per_second": m["train_examples_per_second"],
+                "train_seconds": m["train_seconds"],
+                "teacher_cache": m["teacher_cache"]["train"],
+                "teacher_cache_seconds": m["teacher_cache"]["seconds"],
+                "wall_seconds": wall,
+                "reused_earlier_run": reused,
+                "load_average_1min": [load0, float("nan") if reused else os.getloadavg()[0]],
+                "parameters": m["student"]["parameters"],
+                "size_bytes": m["student"]["size_bytes"],
+            }
+        )
         print(json.dumps(rows[-1]), file=sys.stderr)
         teacher_side = m["teacher"]
     result = {
         "benchmark": "distill_note",
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
-        "teacher": {"path": str(teacher), "model": t_manifest["config"].get("model"), "epochs": t_manifest["config"]["train"]["epochs"],
-                    "max_length": t_manifest.get("max_length"), "test_accuracy": teacher_side["test"]["accuracy"],
-                    "test_macro_f1": teacher_side["test"]["macro_f1"], "parameters": teacher_side["parameters"],
-                    "size_bytes": teacher_side["size_bytes"], "train_seconds": t_metrics.get("train_seconds"),
-                    "train_examples_per_second": t_metrics.get("train_examples_per_second"),
-                    "test_examples": teacher_side["test"]["n"], "train_examples": t_manifest.get("dataset", {}).get("sizes", {}).get("train")},
-        "setup": {"layers": args.layers, "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
-                  "max_train_examples": args.max_train_examples, "cpu_count": os.cpu_count()},
+        "teacher": {
+            "path": str(teacher),
+            "model": t_manifest["config"].get("model"),
+            "epochs": t_manifest["config"]["train"]["epochs"],
+            "max_length": t_manifest.get("max_length"),
+            "test_accuracy": teacher_side["test"]["accuracy"],
+            "test_macro_f1": teacher_side["test"]["macro_f1"],
+            "parameters": teacher_side["parameters"],
+            "size_bytes": teacher_side["size_bytes"],
+            "train_seconds": t_metrics.get("train_seconds"),
+            "train_examples_per_second": t_metrics.get("train_examples_per_second"),
+            "test_examples": teacher_side["test"]["n"],
+            "train_examples": t_manifest.get("dataset", {}).get("sizes", {}).get("train"),
+        },
+        "setup": {
+            "layers": args.layers,
+            "epochs": args.epochs,
+            "lr": args.lr,
+            "batch_size": args.batch_size,
+            "max_train_examples": args.max_train_examples,
+            "cpu_count": os.cpu_count(),
+        },
         "variants": rows,
     }
     out_dir = Path(args.output)
@@ -149,11 +192,17 @@ def markdown(r: dict) -> str:
             f"| {v['variant']}: {v['description']} | {v['train_examples']:,} | {v['test_accuracy']:.4f} | {v['test_macro_f1']:.4f} | "
             f"{v['retention_accuracy']:.1%} | {v['agreement']:.1%} | {v['parameters']:,} | {v['size_bytes'] / 1e6:.1f} | "
             f"{v['train_examples_per_second']:.1f} | {v['train_seconds']:.0f} | "
-            f"{v['teacher_cache_seconds']:.0f} ({v['teacher_cache']}) | {load} |")
-    lines += ["", "Agreement: share of test reviews where the student predicts the teacher's label. Train ex/s "
-              "depends on what else ran on the shared cores (load column); compare speeds with "
-              "distill_speed.md, where both sides run back to back in one process.", "",
-              f"Reproduce: `{r['command']}`", ""]
+            f"{v['teacher_cache_seconds']:.0f} ({v['teacher_cache']}) | {load} |"
+        )
+    lines += [
+        "",
+        "Agreement: share of test reviews where the student predicts the teacher's label. Train ex/s "
+        "depends on what else ran on the shared cores (load column); compare speeds with "
+        "distill_speed.md, where both sides run back to back in one process.",
+        "",
+        f"Reproduce: `{r['command']}`",
+        "",
+    ]
     return "\n".join(lines)
 
 

@@ -47,8 +47,12 @@ def seed_distill(teacher_dir: Path, layers: list[int], train, test, args) -> dic
             out = model(**inputs)
             with torch.no_grad():
                 t_logits = self.teacher(**inputs).logits
-            soft = F.kl_div(F.log_softmax(out.logits / self.T, -1), F.softmax(t_logits / self.T, -1),
-                            reduction="batchmean") * self.T ** 2
+            soft = (
+                F.kl_div(
+                    F.log_softmax(out.logits / self.T, -1), F.softmax(t_logits / self.T, -1), reduction="batchmean"
+                )
+                * self.T**2
+            )
             hard = F.cross_entropy(out.logits, labels)
             loss = self.alpha * soft + (1 - self.alpha) * hard
             return (loss, out) if return_outputs else loss
@@ -65,43 +69,88 @@ def seed_distill(teacher_dir: Path, layers: list[int], train, test, args) -> dic
             return row
 
     with tempfile.TemporaryDirectory() as tmp:
-        targs = TrainingArguments(output_dir=tmp, per_device_train_batch_size=args.batch_size, num_train_epochs=args.epochs,
-                                  learning_rate=args.lr, weight_decay=0.01, warmup_ratio=0.06, max_grad_norm=1.0,
-                                  save_strategy="no", eval_strategy="no", logging_strategy="no", report_to=[],
-                                  use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0, seed=args.seed,
-                                  disable_tqdm=True)
-        trainer = DistillTrainer(model=student, args=targs, train_dataset=Rows(), teacher_model=teacher,
-                                 temperature=args.temperature, alpha=args.alpha)
+        targs = TrainingArguments(
+            output_dir=tmp,
+            per_device_train_batch_size=args.batch_size,
+            num_train_epochs=args.epochs,
+            learning_rate=args.lr,
+            weight_decay=0.01,
+            warmup_ratio=0.06,
+            max_grad_norm=1.0,
+            save_strategy="no",
+            eval_strategy="no",
+            logging_strategy="no",
+            report_to=[],
+            use_cpu=not torch.cuda.is_available(),
+            dataloader_num_workers=0,
+            seed=args.seed,
+            disable_tqdm=True,
+        )
+        trainer = DistillTrainer(
+            model=student,
+            args=targs,
+            train_dataset=Rows(),
+            teacher_model=teacher,
+            temperature=args.temperature,
+            alpha=args.alpha,
+        )
         t0 = time.perf_counter()
         trainer.train()
         seconds = time.perf_counter() - t0
     logits = predict_logits(student, tok, test.texts, max_length=args.max_length)
     m = classification_metrics(logits, test.labels, len(names))
     n = len(train.texts) * args.epochs
-    return {"train_seconds": seconds, "train_examples_per_second": n / seconds,
-            "test_accuracy": m["accuracy"], "test_macro_f1": m["macro_f1"]}
+    return {
+        "train_seconds": seconds,
+        "train_examples_per_second": n / seconds,
+        "test_accuracy": m["accuracy"],
+        "test_macro_f1": m["macro_f1"],
+    }
 
 
 def mbk_distill(teacher_dir: Path, layers: list[int], data: dict, args, work: Path) -> dict:
     from mobilebert_kit import distill
     from mobilebert_kit.artifacts import read_json
 
-    cfg = distill.DistillConfig.from_dict({
-        "teacher": str(teacher_dir), "layers": layers, "temperature": args.temperature, "alpha": args.alpha,
-        "data": data, "cache_dir": str(work / "cache"), "output": str(work / "student"),
-        "train": {"epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size, "max_length": args.max_length,
-                  "seed": args.seed, "early_stopping_patience": 0, "checkpoint_every": 0}})
+    cfg = distill.DistillConfig.from_dict(
+        {
+            "teacher": str(teacher_dir),
+            "layers": layers,
+            "temperature": args.temperature,
+            "alpha": args.alpha,
+            "data": data,
+            "cache_dir": str(work / "cache"),
+            "output": str(work / "student"),
+            "train": {
+                "epochs": args.epochs,
+                "lr": args.lr,
+                "batch_size": args.batch_size,
+                "max_length": args.max_length,
+                "seed": args.seed,
+                "early_stopping_patience": 0,
+                "checkpoint_every": 0,
+            },
+        }
+    )
     t0 = time.perf_counter()
     out = distill.run(cfg, quiet=True)
     wall = time.perf_counter() - t0
     m = read_json(out / "metrics.json")
-    return {"train_seconds": m["train_seconds"], "train_examples_per_second": m["train_examples_per_second"],
-            "teacher_cache_seconds": m["teacher_cache"]["train_seconds"],
-            "teacher_eval_pass_seconds": m["teacher_cache"]["eval_seconds"], "teacher_cache": m["teacher_cache"]["train"],
-            "end_to_end_examples_per_second": m["end_to_end_examples_per_second"], "wall_seconds": wall,
-            "test_accuracy": m["student"]["test"]["accuracy"], "test_macro_f1": m["student"]["test"]["macro_f1"],
-            "teacher_test_accuracy": m["teacher"]["test"]["accuracy"], "teacher_test_macro_f1": m["teacher"]["test"]["macro_f1"],
-            "student_parameters": m["student"]["parameters"], "teacher_parameters": m["teacher"]["parameters"]}
+    return {
+        "train_seconds": m["train_seconds"],
+        "train_examples_per_second": m["train_examples_per_second"],
+        "teacher_cache_seconds": m["teacher_cache"]["train_seconds"],
+        "teacher_eval_pass_seconds": m["teacher_cache"]["eval_seconds"],
+        "teacher_cache": m["teacher_cache"]["train"],
+        "end_to_end_examples_per_second": m["end_to_end_examples_per_second"],
+        "wall_seconds": wall,
+        "test_accuracy": m["student"]["test"]["accuracy"],
+        "test_macro_f1": m["student"]["test"]["macro_f1"],
+        "teacher_test_accuracy": m["teacher"]["test"]["accuracy"],
+        "teacher_test_macro_f1": m["teacher"]["test"]["macro_f1"],
+        "student_parameters": m["student"]["parameters"],
+        "teacher_parameters": m["teacher"]["parameters"],
+    }
 
 
 def _median_run(runs: list[dict], keys: tuple[str, ...]) -> dict:
@@ -128,8 +177,13 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--alpha", type=float, default=0.5)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--repeats", type=int, default=2, help="runs per side, in ABBA order; medians are compared")
-    p.add_argument("--threads", type=int, default=None, help="torch threads for both sides (default: torch's); 1 keeps "
-                   "the comparison fair when other jobs share the cores")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads for both sides (default: torch's); 1 keeps "
+        "the comparison fair when other jobs share the cores",
+    )
     p.add_argument("--tag", default="", help="suffix of the results files: distill_speed-<tag>.json/.md")
     p.add_argument("--output", default=str(Path(__file__).parent / "results"))
     args = p.parse_args(argv)
@@ -144,20 +198,25 @@ def main(argv: list[str] | None = None) -> dict:
 
     teacher_dir = Path(args.teacher)
     teacher, _, _ = load_classifier_folder(teacher_dir)
-    layers = [int(x) for x in args.layers.split(",")] if args.layers else every_other_layer(teacher.config.num_hidden_layers)
+    layers = (
+        [int(x) for x in args.layers.split(",")] if args.layers else every_other_layer(teacher.config.num_hidden_layers)
+    )
     del teacher
     data = data_config_for(teacher_dir).to_dict()
     data.update({"max_train_examples": args.max_train_examples, "max_eval_examples": args.max_eval_examples})
     ds = load_dataset(DataConfig.from_dict(data))
     train, test = ds.splits["train"], ds.splits["test"]
-    print(f"data: {ds.source}: train {len(train)}, test {len(test)}; layers {layers}; epochs {args.epochs}", file=sys.stderr)
+    print(
+        f"data: {ds.source}: train {len(train)}, test {len(test)}; layers {layers}; epochs {args.epochs}",
+        file=sys.stderr,
+    )
 
     # Other jobs share these cores; run the two sides in ABBA order (mbk, seed, seed, mbk, ...) and
     # compare medians, so a load change mid-benchmark hits both sides alike.
     load = [os.getloadavg()[0]]
     runs: dict[str, list[dict]] = {"mbk": [], "seed": []}
     for r in range(args.repeats):
-        for side in (("mbk", "seed") if r % 2 == 0 else ("seed", "mbk")):
+        for side in ("mbk", "seed") if r % 2 == 0 else ("seed", "mbk"):
             if side == "mbk":
                 with tempfile.TemporaryDirectory() as tmp:  # cold cache every time: the teacher pass is counted
                     runs["mbk"].append(mbk_distill(teacher_dir, layers, data, args, Path(tmp)))
@@ -172,13 +231,30 @@ def main(argv: list[str] | None = None) -> dict:
         "benchmark": "distill_speed",
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
-        "setup": {"teacher": str(teacher_dir), "layers": layers, "train_examples": len(train), "test_examples": len(test),
-                  "epochs": args.epochs, "batch_size": args.batch_size, "max_length": args.max_length, "lr": args.lr,
-                  "temperature": args.temperature, "alpha": args.alpha, "seed": args.seed,
-                  "device": "cuda" if torch.cuda.is_available() else "cpu", "torch_threads": torch.get_num_threads(),
-                  "cpu_count": os.cpu_count(), "platform": platform.platform(), "load_average_1min": load, "repeats": args.repeats},
-        "teacher": {"test_accuracy": ours["teacher_test_accuracy"], "test_macro_f1": ours["teacher_test_macro_f1"],
-                    "parameters": ours["teacher_parameters"]},
+        "setup": {
+            "teacher": str(teacher_dir),
+            "layers": layers,
+            "train_examples": len(train),
+            "test_examples": len(test),
+            "epochs": args.epochs,
+            "batch_size": args.batch_size,
+            "max_length": args.max_length,
+            "lr": args.lr,
+            "temperature": args.temperature,
+            "alpha": args.alpha,
+            "seed": args.seed,
+            "device": "cuda" if torch.cuda.is_available() else "cpu",
+            "torch_threads": torch.get_num_threads(),
+            "cpu_count": os.cpu_count(),
+            "platform": platform.platform(),
+            "load_average_1min": load,
+            "repeats": args.repeats,
+        },
+        "teacher": {
+            "test_accuracy": ours["teacher_test_accuracy"],
+            "test_macro_f1": ours["teacher_test_macro_f1"],
+            "parameters": ours["teacher_parameters"],
+        },
         "seed_distill_trainer": seed,
         "mbk_distill": ours,
         "speedup_train": ours["train_examples_per_second"] / seed["train_examples_per_second"],
@@ -195,34 +271,39 @@ def main(argv: list[str] | None = None) -> dict:
 
 def markdown(r: dict) -> str:
     s, o, t, u = r["setup"], r["mbk_distill"], r["teacher"], r["seed_distill_trainer"]
-    return "\n".join([
-        "# Distillation speed: seed-004 DistillTrainer vs mbk distill",
-        "",
-        f"Teacher `{s['teacher']}` ({t['parameters']:,} params) -> layers {s['layers']} "
-        f"({o['student_parameters']:,} params); {s['train_examples']} train / {s['test_examples']} test examples, "
-        f"{s['epochs']} epoch(s), batch {s['batch_size']}, max length {s['max_length']}, lr {s['lr']}, "
-        f"T={s['temperature']}, alpha={s['alpha']}; {s['device']}, {s['torch_threads']} torch threads, "
-        f"{s['cpu_count']} cores shared with other jobs; {s['repeats']} run(s) per side in ABBA order, medians shown "
-        f"(1-min load average before and after each run: {', '.join(f'{x:.1f}' for x in s['load_average_1min'])}).",
-        "",
-        "Per run, train ex/s: seed " + ", ".join(f"{x['train_examples_per_second']:.1f}" for x in u["runs"])
-        + "; mbk " + ", ".join(f"{x['train_examples_per_second']:.1f}" for x in o["runs"]) + ".",
-        "",
-        "| | train ex/s | end-to-end ex/s | test accuracy | test macro-F1 |",
-        "|---|---:|---:|---:|---:|",
-        f"| teacher | | | {t['test_accuracy']:.4f} | {t['test_macro_f1']:.4f} |",
-        f"| seed-004 DistillTrainer (teacher forward every step, padded) | {u['train_examples_per_second']:.1f} | "
-        f"{u['train_examples_per_second']:.1f} | {u['test_accuracy']:.4f} | {u['test_macro_f1']:.4f} |",
-        f"| mbk distill (cached teacher outputs, dynamic padding) | {o['train_examples_per_second']:.1f} | "
-        f"{o['end_to_end_examples_per_second']:.1f} | {o['test_accuracy']:.4f} | {o['test_macro_f1']:.4f} |",
-        "",
-        f"Speed-up: **{r['speedup_train']:.2f}x** on training steps, **{r['speedup_end_to_end']:.2f}x** end to end "
-        f"(mbk's one teacher pass over the training set, {o['teacher_cache_seconds']:.1f} s on a cold cache, counted; "
-        "with more epochs or a warm cache the end-to-end figure moves toward the training one).",
-        "",
-        f"Reproduce: `{r['command']}`",
-        "",
-    ])
+    return "\n".join(
+        [
+            "# Distillation speed: seed-004 DistillTrainer vs mbk distill",
+            "",
+            f"Teacher `{s['teacher']}` ({t['parameters']:,} params) -> layers {s['layers']} "
+            f"({o['student_parameters']:,} params); {s['train_examples']} train / {s['test_examples']} test examples, "
+            f"{s['epochs']} epoch(s), batch {s['batch_size']}, max length {s['max_length']}, lr {s['lr']}, "
+            f"T={s['temperature']}, alpha={s['alpha']}; {s['device']}, {s['torch_threads']} torch threads, "
+            f"{s['cpu_count']} cores shared with other jobs; {s['repeats']} run(s) per side in ABBA order, medians shown "
+            f"(1-min load average before and after each run: {', '.join(f'{x:.1f}' for x in s['load_average_1min'])}).",
+            "",
+            "Per run, train ex/s: seed "
+            + ", ".join(f"{x['train_examples_per_second']:.1f}" for x in u["runs"])
+            + "; mbk "
+            + ", ".join(f"{x['train_examples_per_second']:.1f}" for x in o["runs"])
+            + ".",
+            "",
+            "| | train ex/s | end-to-end ex/s | test accuracy | test macro-F1 |",
+            "|---|---:|---:|---:|---:|",
+            f"| teacher | | | {t['test_accuracy']:.4f} | {t['test_macro_f1']:.4f} |",
+            f"| seed-004 DistillTrainer (teacher forward every step, padded) | {u['train_examples_per_second']:.1f} | "
+            f"{u['train_examples_per_second']:.1f} | {u['test_accuracy']:.4f} | {u['test_macro_f1']:.4f} |",
+            f"| mbk distill (cached teacher outputs, dynamic padding) | {o['train_examples_per_second']:.1f} | "
+            f"{o['end_to_end_examples_per_second']:.1f} | {o['test_accuracy']:.4f} | {o['test_macro_f1']:.4f} |",
+            "",
+            f"Speed-up: **{r['speedup_train']:.2f}x** on training steps, **{r['speedup_end_to_end']:.2f}x** end to end "
+            f"(mbk's one teacher pass over the training set, {o['teacher_cache_seconds']:.1f} s on a cold cache, counted; "
+            "with more epochs or a warm cache the end-to-end figure moves toward the training one).",
+            "",
+            f"Reproduce: `{r['command']}`",
+            "",
+        ]
+    )
 
 
 if __name__ == "__main__":

@@ -36,8 +36,11 @@ SWITCHES = {
     "--num-workers 2": ["--num-workers", "2"],
     "--compile": ["--compile"],
 }
-GPU_SWITCHES = {"--precision fp32 (cuda)": ["--precision", "fp32"], "--precision fp16": ["--precision", "fp16"],
-                "--pin-memory off": ["--no-pin-memory"]}
+GPU_SWITCHES = {
+    "--precision fp32 (cuda)": ["--precision", "fp32"],
+    "--precision fp16": ["--precision", "fp16"],
+    "--pin-memory off": ["--no-pin-memory"],
+}
 # Dense bf16 peak of known GPUs, TFLOP/s, for MFU (model FLOPs utilisation).
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "A10": 125.0, "T4": 65.0}
 
@@ -70,25 +73,67 @@ def baseline(args) -> dict:
             return {**{k: torch.tensor(v[i]) for k, v in self.enc.items()}, "labels": torch.tensor(self.labels[i])}
 
     with tempfile.TemporaryDirectory() as tmp:
-        targs = TrainingArguments(output_dir=tmp, per_device_train_batch_size=args.batch_size, per_device_eval_batch_size=128,
-                                  num_train_epochs=args.epochs, learning_rate=args.lr, weight_decay=0.01, warmup_ratio=0.06,
-                                  eval_strategy="no", save_strategy="no", report_to=[], logging_strategy="no",
-                                  seed=args.seed, use_cpu=args.device == "cpu", disable_tqdm=True,
-                                  bf16=args.device == "cuda" and torch.cuda.is_bf16_supported())
+        targs = TrainingArguments(
+            output_dir=tmp,
+            per_device_train_batch_size=args.batch_size,
+            per_device_eval_batch_size=128,
+            num_train_epochs=args.epochs,
+            learning_rate=args.lr,
+            weight_decay=0.01,
+            warmup_ratio=0.06,
+            eval_strategy="no",
+            save_strategy="no",
+            report_to=[],
+            logging_strategy="no",
+            seed=args.seed,
+            use_cpu=args.device == "cpu",
+            disable_tqdm=True,
+            bf16=args.device == "cuda" and torch.cuda.is_bf16_supported(),
+        )
         trainer = Trainer(model=model, args=targs, train_dataset=Enc(ds.splits["train"]))
         out = trainer.train()
         pred = trainer.predict(Enc(ds.splits["test"]))
     test = classification_metrics(np.asarray(pred.predictions), ds.splits["test"].labels, ds.num_labels)
-    return {"train_examples_per_second": out.metrics["train_samples_per_second"], "train_seconds": out.metrics["train_runtime"],
-            "test": test, "train_examples": len(ds.splits["train"])}
+    return {
+        "train_examples_per_second": out.metrics["train_samples_per_second"],
+        "train_seconds": out.metrics["train_runtime"],
+        "test": test,
+        "train_examples": len(ds.splits["train"]),
+    }
 
 
 def run_mbk(args, flags: list[str], workdir: Path) -> dict:
-    cmd = [sys.executable, "-m", "mobilebert_kit", "finetune", "--model", args.model, "--data", "rotten_tomatoes",
-           "--epochs", str(args.epochs), "--lr", str(args.lr), "--batch-size", str(args.batch_size),
-           "--max-length", str(args.max_length), "--seed", str(args.seed), "--device", args.device,
-           "--checkpoint-every", "0", "--early-stopping-patience", "0", "-o", str(workdir / "out"), "--overwrite",
-           "--json", "-q"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mobilebert_kit",
+        "finetune",
+        "--model",
+        args.model,
+        "--data",
+        "rotten_tomatoes",
+        "--epochs",
+        str(args.epochs),
+        "--lr",
+        str(args.lr),
+        "--batch-size",
+        str(args.batch_size),
+        "--max-length",
+        str(args.max_length),
+        "--seed",
+        str(args.seed),
+        "--device",
+        args.device,
+        "--checkpoint-every",
+        "0",
+        "--early-stopping-patience",
+        "0",
+        "-o",
+        str(workdir / "out"),
+        "--overwrite",
+        "--json",
+        "-q",
+    ]
     if args.train_examples:
         cmd += ["--max-train-examples", str(args.train_examples)]
     # flags given later override the earlier ones (click keeps the last value)
@@ -96,8 +141,13 @@ def run_mbk(args, flags: list[str], workdir: Path) -> dict:
     if r.returncode != 0:
         return {"error": (r.stderr.strip().splitlines() or ["failed"])[-1]}
     m = json.loads(r.stdout)
-    return {"train_examples_per_second": m["train_examples_per_second"], "train_seconds": m["train_seconds"],
-            "test": m["test"], "precision": m["precision"], "steps": m["steps"]}
+    return {
+        "train_examples_per_second": m["train_examples_per_second"],
+        "train_seconds": m["train_seconds"],
+        "test": m["test"],
+        "precision": m["precision"],
+        "steps": m["steps"],
+    }
 
 
 def mfu(result: dict, args) -> float | None:
@@ -150,8 +200,12 @@ def main() -> None:
     results: dict[str, dict] = {}
     t0 = time.time()
     print(f"baseline: HF Trainer, padding='max_length' ({args.max_length}) ...", file=sys.stderr)
-    r = subprocess.run([sys.executable, __file__, "--_baseline", *sys.argv[1:]], capture_output=True, text=True, cwd=ROOT, env=env)
-    results["HF Trainer, padded to max_length"] = json.loads(r.stdout.strip().splitlines()[-1]) if r.returncode == 0 else {"error": r.stderr[-500:]}
+    r = subprocess.run(
+        [sys.executable, __file__, "--_baseline", *sys.argv[1:]], capture_output=True, text=True, cwd=ROOT, env=env
+    )
+    results["HF Trainer, padded to max_length"] = (
+        json.loads(r.stdout.strip().splitlines()[-1]) if r.returncode == 0 else {"error": r.stderr[-500:]}
+    )
     with tempfile.TemporaryDirectory() as tmp:
         for name, flags in variants.items():
             print(f"mbk: {name} ...", file=sys.stderr)
@@ -166,10 +220,16 @@ def main() -> None:
             rows.append({"variant": name, "error": res["error"]})
             continue
         eps = res["train_examples_per_second"]
-        row = {"variant": name, "examples_per_second": eps, "speedup_vs_baseline": eps / base_eps if base_eps else None,
-               "test_accuracy": res["test"]["accuracy"], "test_macro_f1": res["test"]["macro_f1"],
-               "accuracy_delta_pt": 100 * (res["test"]["accuracy"] - base_acc) if base_acc is not None else None,
-               "train_seconds": res["train_seconds"], "precision": res.get("precision", "fp32")}
+        row = {
+            "variant": name,
+            "examples_per_second": eps,
+            "speedup_vs_baseline": eps / base_eps if base_eps else None,
+            "test_accuracy": res["test"]["accuracy"],
+            "test_macro_f1": res["test"]["macro_f1"],
+            "accuracy_delta_pt": 100 * (res["test"]["accuracy"] - base_acc) if base_acc is not None else None,
+            "train_seconds": res["train_seconds"],
+            "precision": res.get("precision", "fp32"),
+        }
         if args.device == "cuda":
             from mobilebert_kit.models import load_pretrained_for_classification, resolve_model
 
@@ -185,11 +245,19 @@ def main() -> None:
     import torch
 
     report = {
-        "benchmark": "finetune_speed", "model": args.model, "train_examples": base.get("train_examples"),
-        "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "max_length": args.max_length,
+        "benchmark": "finetune_speed",
+        "model": args.model,
+        "train_examples": base.get("train_examples"),
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "max_length": args.max_length,
         "device": args.device if args.device == "cpu" else torch.cuda.get_device_name(),
-        "cpu_threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(),
-        "mean_tokens_per_example": tpe, "wall_seconds": time.time() - t0, "rows": rows,
+        "cpu_threads": torch.get_num_threads(),
+        "machine": platform.processor() or platform.machine(),
+        "mean_tokens_per_example": tpe,
+        "wall_seconds": time.time() - t0,
+        "rows": rows,
         "command": " ".join(["python", "benchmarks/finetune_speed.py", *sys.argv[1:]]),
         "date": time.strftime("%Y-%m-%d"),
     }
@@ -201,21 +269,28 @@ def main() -> None:
 
 
 def markdown(rep: dict) -> str:
-    lines = [f"# Fine-tuning speed: HF Trainer baseline vs `mbk finetune` ({rep['date']})", "",
-             f"Model `{rep['model']}`, Rotten Tomatoes, {rep['train_examples']} training rows, {rep['epochs']} epoch(s), "
-             f"batch {rep['batch_size']}, lr {rep['lr']}, max_length {rep['max_length']}, device {rep['device']} "
-             f"({rep['cpu_threads']} threads); mean {rep['mean_tokens_per_example']:.1f} tokens per example. "
-             "Throughput over the training loop only; accuracy on the full test split. Each mbk row is the defaults "
-             "with one switch changed.", "",
-             "| variant | train ex/s | vs baseline | test acc | Δ acc (pt) | macro-F1 |" + (" MFU |" if "mfu" in str(rep["rows"]) else ""),
-             "|---|---:|---:|---:|---:|---:|" + ("---:|" if "mfu" in str(rep["rows"]) else "")]
+    lines = [
+        f"# Fine-tuning speed: HF Trainer baseline vs `mbk finetune` ({rep['date']})",
+        "",
+        f"Model `{rep['model']}`, Rotten Tomatoes, {rep['train_examples']} training rows, {rep['epochs']} epoch(s), "
+        f"batch {rep['batch_size']}, lr {rep['lr']}, max_length {rep['max_length']}, device {rep['device']} "
+        f"({rep['cpu_threads']} threads); mean {rep['mean_tokens_per_example']:.1f} tokens per example. "
+        "Throughput over the training loop only; accuracy on the full test split. Each mbk row is the defaults "
+        "with one switch changed.",
+        "",
+        "| variant | train ex/s | vs baseline | test acc | Δ acc (pt) | macro-F1 |"
+        + (" MFU |" if "mfu" in str(rep["rows"]) else ""),
+        "|---|---:|---:|---:|---:|---:|" + ("---:|" if "mfu" in str(rep["rows"]) else ""),
+    ]
     for r in rep["rows"]:
         if "error" in r:
             lines.append(f"| {r['variant']} | error: {r['error']} | | | | |")
             continue
         mfu_col = f" {r['mfu'] * 100:.1f}% |" if r.get("mfu") is not None else (" |" if "mfu" in r else "")
-        lines.append(f"| {r['variant']} | {r['examples_per_second']:.1f} | {r['speedup_vs_baseline']:.2f}x | "
-                     f"{r['test_accuracy']:.4f} | {r['accuracy_delta_pt']:+.1f} | {r['test_macro_f1']:.4f} |{mfu_col}")
+        lines.append(
+            f"| {r['variant']} | {r['examples_per_second']:.1f} | {r['speedup_vs_baseline']:.2f}x | "
+            f"{r['test_accuracy']:.4f} | {r['accuracy_delta_pt']:+.1f} | {r['test_macro_f1']:.4f} |{mfu_col}"
+        )
     lines += ["", f"Reproduce: `{rep['command']}` (wall time {rep['wall_seconds'] / 60:.1f} min)."]
     return "\n".join(lines) + "\n"
 

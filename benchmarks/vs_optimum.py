@@ -54,8 +54,12 @@ def make_student(out: Path, layers=(0, 2, 4), train_examples: int = 3000, max_le
         m.config.num_hidden_layers = len(layers)
         m.save_pretrained(init)
         AutoTokenizer.from_pretrained(base).save_pretrained(init)
-    cfg = FinetuneConfig(model=str(init), data=DataConfig(max_train_examples=train_examples),
-                         train=TrainConfig(epochs=1, max_length=max_length, lr=1e-4, early_stopping_patience=0), output=str(out))
+    cfg = FinetuneConfig(
+        model=str(init),
+        data=DataConfig(max_train_examples=train_examples),
+        train=TrainConfig(epochs=1, max_length=max_length, lr=1e-4, early_stopping_patience=0),
+        output=str(out),
+    )
     return run(cfg, overwrite=True)
 
 
@@ -81,7 +85,9 @@ def mbk_int8(student: Path, work: Path, given: str | None) -> tuple[Path, str]:
     if comp.exists():
         c = read_json(comp)
         if c.get("onnx_model") and c.get("int8"):
-            return student / c["onnx_model"], f"compression.json onnx_model ({c.get('int8_mode')}, per_channel={c.get('per_channel')})"
+            return student / c[
+                "onnx_model"
+            ], f"compression.json onnx_model ({c.get('int8_mode')}, per_channel={c.get('per_channel')})"
     from transformers import AutoConfig
 
     cfg = AutoConfig.from_pretrained(student)
@@ -118,8 +124,12 @@ def time_interleaved(sessions: dict, inputs: list[dict], rounds: int, warmup: in
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--student", default="artifacts/student", help="fine-tuned student classifier folder")
-    ap.add_argument("--make-student", action="store_true", help="fine-tune a 3-layer MiniLM student into --student if missing")
-    ap.add_argument("--mbk-onnx", default=None, help="mbk INT8 .onnx to compare (default: from compression.json or built here)")
+    ap.add_argument(
+        "--make-student", action="store_true", help="fine-tune a 3-layer MiniLM student into --student if missing"
+    )
+    ap.add_argument(
+        "--mbk-onnx", default=None, help="mbk INT8 .onnx to compare (default: from compression.json or built here)"
+    )
     ap.add_argument("--max-test", type=int, default=None, help="evaluate on a seeded subset of the test split")
     ap.add_argument("--real-texts", type=int, default=200, help="test texts timed at their real token length")
     ap.add_argument("--runs-128", type=int, default=60, help="timed runs per model at seq 128")
@@ -162,31 +172,54 @@ def main() -> None:
     logits = {}
     for name, p in paths.items():
         logits[name] = ot.onnx_predict_logits(ot.session(p, threads=2), tok, test.texts, test.pairs, max_length)
-        acc[name] = {**classification_metrics(logits[name], test.labels, len(labels)),
-                     "agreement_with_pytorch": float((logits[name].argmax(-1) == ref.argmax(-1)).mean())}
+        acc[name] = {
+            **classification_metrics(logits[name], test.labels, len(labels)),
+            "agreement_with_pytorch": float((logits[name].argmax(-1) == ref.argmax(-1)).mean()),
+        }
 
     sessions = {name: ot.session(p, threads=1) for name, p in paths.items()}
     print("latency at seq 128 ...", file=sys.stderr)
-    t128 = time_interleaved(sessions, [fixed_inputs(min(128, max(max_length, 128)))] * (args.runs_128 // args.rounds), args.rounds)
+    t128 = time_interleaved(
+        sessions, [fixed_inputs(min(128, max(max_length, 128)))] * (args.runs_128 // args.rounds), args.rounds
+    )
     rng = np.random.default_rng(0)
     idx = rng.choice(len(test), size=min(args.real_texts, len(test)), replace=False)
-    enc = tok([test.texts[i] for i in idx], [test.pairs[i] for i in idx] if test.pairs else None, truncation=True,
-              max_length=max_length)
+    enc = tok(
+        [test.texts[i] for i in idx],
+        [test.pairs[i] for i in idx] if test.pairs else None,
+        truncation=True,
+        max_length=max_length,
+    )
     real_inputs = [{k: np.asarray([enc[k][j]], dtype=np.int64) for k in enc.keys()} for j in range(len(idx))]
     lengths = [len(x) for x in enc["input_ids"]]
-    print(f"latency at real lengths ({len(real_inputs)} texts, median {int(np.median(lengths))} tokens) ...", file=sys.stderr)
+    print(
+        f"latency at real lengths ({len(real_inputs)} texts, median {int(np.median(lengths))} tokens) ...",
+        file=sys.stderr,
+    )
     treal = time_interleaved(sessions, real_inputs, args.rounds)
 
     def lat(ms):
         a = np.asarray(ms)
-        return {"p50_ms": float(np.median(a)), "p90_ms": float(np.percentile(a, 90)), "mean_ms": float(a.mean()), "runs": len(a)}
+        return {
+            "p50_ms": float(np.median(a)),
+            "p90_ms": float(np.percentile(a, 90)),
+            "mean_ms": float(a.mean()),
+            "runs": len(a),
+        }
 
     rows = {}
     for name, p in paths.items():
-        rows[name] = {"file": str(p), "size_mb": folder_size(p) / 1e6, "ops": {k: v for k, v in ot.op_counts(p).items()
-                                                                               if k in ot.FUSED_OPS},
-                      "latency_seq128": lat(t128[name]), "latency_real": lat(treal[name]), **acc[name]}
-    rows["optimum"]["how"] = "optimum main_export + ORTQuantizer AutoQuantizationConfig.avx2(is_static=False, per_channel=False)"
+        rows[name] = {
+            "file": str(p),
+            "size_mb": folder_size(p) / 1e6,
+            "ops": {k: v for k, v in ot.op_counts(p).items() if k in ot.FUSED_OPS},
+            "latency_seq128": lat(t128[name]),
+            "latency_real": lat(treal[name]),
+            **acc[name],
+        }
+    rows["optimum"]["how"] = (
+        "optimum main_export + ORTQuantizer AutoQuantizationConfig.avx2(is_static=False, per_channel=False)"
+    )
     rows["optimum"]["export_seconds"] = opt_secs
     rows["mbk"]["how"] = mbk_how
     rows["mbk"]["export_seconds"] = mbk_secs
@@ -194,32 +227,54 @@ def main() -> None:
     ratio_real = rows["mbk"]["latency_real"]["p50_ms"] / rows["optimum"]["latency_real"]["p50_ms"]
     acc_ok = rows["mbk"]["accuracy"] >= rows["optimum"]["accuracy"]
     result = {
-        "student": str(student), "student_params": sum(p.numel() for p in model.parameters()), "data": dcfg.data,
-        "test_examples": len(test), "max_length": max_length, "real_length_median_tokens": float(np.median(lengths)),
-        "threads": 1, "batch": 1, "rounds": args.rounds, "pytorch_fp32": acc["pytorch_fp32"], "optimum": rows["optimum"],
-        "mbk": rows["mbk"], "latency_ratio_seq128": ratio128, "latency_ratio_real": ratio_real,
+        "student": str(student),
+        "student_params": sum(p.numel() for p in model.parameters()),
+        "data": dcfg.data,
+        "test_examples": len(test),
+        "max_length": max_length,
+        "real_length_median_tokens": float(np.median(lengths)),
+        "threads": 1,
+        "batch": 1,
+        "rounds": args.rounds,
+        "pytorch_fp32": acc["pytorch_fp32"],
+        "optimum": rows["optimum"],
+        "mbk": rows["mbk"],
+        "latency_ratio_seq128": ratio128,
+        "latency_ratio_real": ratio_real,
         "target": "mbk <= 0.8x Optimum latency at equal or better accuracy",
-        "target_met_seq128": bool(ratio128 <= 0.8 and acc_ok), "target_met_real": bool(ratio_real <= 0.8 and acc_ok),
+        "target_met_seq128": bool(ratio128 <= 0.8 and acc_ok),
+        "target_met_real": bool(ratio_real <= 0.8 and acc_ok),
         "versions": library_versions(),
     }
     res_dir = Path(args.results)
     res_dir.mkdir(parents=True, exist_ok=True)
     (res_dir / "vs_optimum.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
-    md = ["# mbk INT8 ONNX vs Optimum export + ORTQuantizer (avx2 dynamic)", "",
-          f"Student `{student}` ({result['student_params'] / 1e6:.1f}M params), data `{dcfg.data}`, {len(test)} test texts, "
-          f"max_length {max_length}; 1 thread, batch 1, interleaved; real-length median {result['real_length_median_tokens']:.0f} tokens.", "",
-          "| | size MB | p50 ms seq 128 | p50 ms real lengths | accuracy | macro-F1 | agreement w/ PyTorch |",
-          "|---|---:|---:|---:|---:|---:|---:|"]
+    md = [
+        "# mbk INT8 ONNX vs Optimum export + ORTQuantizer (avx2 dynamic)",
+        "",
+        f"Student `{student}` ({result['student_params'] / 1e6:.1f}M params), data `{dcfg.data}`, {len(test)} test texts, "
+        f"max_length {max_length}; 1 thread, batch 1, interleaved; real-length median {result['real_length_median_tokens']:.0f} tokens.",
+        "",
+        "| | size MB | p50 ms seq 128 | p50 ms real lengths | accuracy | macro-F1 | agreement w/ PyTorch |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for name in ("optimum", "mbk"):
         r = rows[name]
-        md.append(f"| {name} | {r['size_mb']:.1f} | {r['latency_seq128']['p50_ms']:.2f} | {r['latency_real']['p50_ms']:.2f} | "
-                  f"{r['accuracy']:.4f} | {r['macro_f1']:.4f} | {r['agreement_with_pytorch']:.2%} |")
-    md += [f"| PyTorch fp32 student | | | | {acc['pytorch_fp32']['accuracy']:.4f} | {acc['pytorch_fp32']['macro_f1']:.4f} | |", "",
-           f"mbk / Optimum latency: **{ratio128:.2f}x** at seq 128, **{ratio_real:.2f}x** at real lengths "
-           f"(target <= 0.8x at equal or better accuracy: seq 128 {'met' if result['target_met_seq128'] else 'NOT met'}, "
-           f"real lengths {'met' if result['target_met_real'] else 'NOT met'}).", "",
-           f"- optimum: {rows['optimum']['how']}; ops {rows['optimum']['ops']}",
-           f"- mbk: {mbk_how}; ops {rows['mbk']['ops']}", ""]
+        md.append(
+            f"| {name} | {r['size_mb']:.1f} | {r['latency_seq128']['p50_ms']:.2f} | {r['latency_real']['p50_ms']:.2f} | "
+            f"{r['accuracy']:.4f} | {r['macro_f1']:.4f} | {r['agreement_with_pytorch']:.2%} |"
+        )
+    md += [
+        f"| PyTorch fp32 student | | | | {acc['pytorch_fp32']['accuracy']:.4f} | {acc['pytorch_fp32']['macro_f1']:.4f} | |",
+        "",
+        f"mbk / Optimum latency: **{ratio128:.2f}x** at seq 128, **{ratio_real:.2f}x** at real lengths "
+        f"(target <= 0.8x at equal or better accuracy: seq 128 {'met' if result['target_met_seq128'] else 'NOT met'}, "
+        f"real lengths {'met' if result['target_met_real'] else 'NOT met'}).",
+        "",
+        f"- optimum: {rows['optimum']['how']}; ops {rows['optimum']['ops']}",
+        f"- mbk: {mbk_how}; ops {rows['mbk']['ops']}",
+        "",
+    ]
     (res_dir / "vs_optimum.md").write_text("\n".join(md))
     print("\n".join(md))
 

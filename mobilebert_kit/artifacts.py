@@ -18,8 +18,9 @@ import platform
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from mobilebert_kit.errors import ArtifactError
 
@@ -27,8 +28,18 @@ MANIFEST = "manifest.json"
 METRICS = "metrics.json"
 LABELS = "labels.json"
 
-_LIBS = ("torch", "transformers", "tokenizers", "accelerate", "optimum", "onnx", "onnxruntime",
-         "coremltools", "numpy", "safetensors")
+_LIBS = (
+    "torch",
+    "transformers",
+    "tokenizers",
+    "accelerate",
+    "optimum",
+    "onnx",
+    "onnxruntime",
+    "coremltools",
+    "numpy",
+    "safetensors",
+)
 
 
 def check_output_dir(path: str | os.PathLike, overwrite: bool) -> Path:
@@ -37,7 +48,9 @@ def check_output_dir(path: str | os.PathLike, overwrite: bool) -> Path:
     if path.exists() and not path.is_dir():
         raise ArtifactError(f"output path {path} exists and is not a folder; remove it or choose another --output")
     if path.is_dir() and any(path.iterdir()) and not overwrite:
-        raise ArtifactError(f"output folder {path} is not empty; pass --overwrite to replace it or choose another --output")
+        raise ArtifactError(
+            f"output folder {path} is not empty; pass --overwrite to replace it or choose another --output"
+        )
     return path
 
 
@@ -148,15 +161,20 @@ def read_json(path: str | os.PathLike) -> Any:
     except FileNotFoundError as e:
         raise ArtifactError(f"{path} is missing; run the stage that produces it first") from e
     except json.JSONDecodeError as e:
-        raise ArtifactError(f"{path} is not valid JSON ({e.msg} at line {e.lineno}); re-run the stage that wrote it") from e
+        raise ArtifactError(
+            f"{path} is not valid JSON ({e.msg} at line {e.lineno}); re-run the stage that wrote it"
+        ) from e
 
 
 def write_labels(folder: str | os.PathLike, label_names: list[str]) -> None:
-    write_json(Path(folder) / LABELS, {
-        "labels": list(label_names),
-        "id2label": {str(i): n for i, n in enumerate(label_names)},
-        "label2id": {n: i for i, n in enumerate(label_names)},
-    })
+    write_json(
+        Path(folder) / LABELS,
+        {
+            "labels": list(label_names),
+            "id2label": {str(i): n for i, n in enumerate(label_names)},
+            "label2id": {n: i for i, n in enumerate(label_names)},
+        },
+    )
 
 
 def read_labels(folder: str | os.PathLike) -> list[str]:
@@ -177,8 +195,16 @@ def input_record(path: str | os.PathLike) -> dict[str, Any]:
     return rec
 
 
-def write_manifest(folder: str | os.PathLike, *, stage: str, config: dict, inputs: dict[str, Any] | None = None,
-                   metrics: dict | None = None, timings: dict | None = None, extra: dict | None = None) -> dict:
+def write_manifest(
+    folder: str | os.PathLike,
+    *,
+    stage: str,
+    config: dict,
+    inputs: dict[str, Any] | None = None,
+    metrics: dict | None = None,
+    timings: dict | None = None,
+    extra: dict | None = None,
+) -> dict:
     """Write ``manifest.json`` describing how this folder was produced; returns it."""
     folder = Path(folder)
     manifest = {
@@ -201,5 +227,7 @@ def write_manifest(folder: str | os.PathLike, *, stage: str, config: dict, input
 def read_manifest(folder: str | os.PathLike) -> dict:
     folder = Path(folder)
     if not folder.is_dir():
-        raise ArtifactError(f"artifact folder {folder} does not exist; run the stage that produces it first or pass its path")
+        raise ArtifactError(
+            f"artifact folder {folder} does not exist; run the stage that produces it first or pass its path"
+        )
     return read_json(folder / MANIFEST)

@@ -102,8 +102,15 @@ def _ort_target(name: str, path: Path, meta: dict) -> Target:
 
         return run
 
-    return Target(name, "onnxruntime", path, folder_size(path), int(meta.get("max_length") or 512),
-                  int(meta.get("vocab_size") or 30522), make)
+    return Target(
+        name,
+        "onnxruntime",
+        path,
+        folder_size(path),
+        int(meta.get("max_length") or 512),
+        int(meta.get("vocab_size") or 30522),
+        make,
+    )
 
 
 def _torchscript_target(name: str, path: Path, meta: dict) -> Target:
@@ -120,8 +127,15 @@ def _torchscript_target(name: str, path: Path, meta: dict) -> Target:
 
         return run
 
-    return Target(name, "torchscript", path, folder_size(path), int(meta.get("max_length") or 512),
-                  int(meta.get("vocab_size") or 30522), make)
+    return Target(
+        name,
+        "torchscript",
+        path,
+        folder_size(path),
+        int(meta.get("max_length") or 512),
+        int(meta.get("vocab_size") or 30522),
+        make,
+    )
 
 
 def _executorch_target(name: str, path: Path, meta: dict) -> Target:
@@ -130,7 +144,9 @@ def _executorch_target(name: str, path: Path, meta: dict) -> Target:
     try:
         from executorch.runtime import Runtime
     except ImportError as e:
-        raise ModelError("benchmarking a .pte needs the optional extra: pip install 'mobilebert_kit[executorch]'") from e
+        raise ModelError(
+            "benchmarking a .pte needs the optional extra: pip install 'mobilebert_kit[executorch]'"
+        ) from e
     method = Runtime.get().load_program(str(path)).load_method("forward")
 
     def make(threads: int):
@@ -139,8 +155,17 @@ def _executorch_target(name: str, path: Path, meta: dict) -> Target:
 
         return run
 
-    return Target(name, "executorch", path, folder_size(path), int(meta.get("max_length") or 512),
-                  int(meta.get("vocab_size") or 30522), make, max_batch=1, fixed_threads=True)
+    return Target(
+        name,
+        "executorch",
+        path,
+        folder_size(path),
+        int(meta.get("max_length") or 512),
+        int(meta.get("vocab_size") or 30522),
+        make,
+        max_batch=1,
+        fixed_threads=True,
+    )
 
 
 def _pytorch_target(name: str, folder: Path) -> Target:
@@ -149,7 +174,9 @@ def _pytorch_target(name: str, folder: Path) -> Target:
     from mobilebert_kit.models import load_classifier_folder
 
     model, _, _ = load_classifier_folder(folder)
-    weights = sum(f.stat().st_size for f in folder.glob("*.safetensors")) or sum(f.stat().st_size for f in folder.glob("*.bin"))
+    weights = sum(f.stat().st_size for f in folder.glob("*.safetensors")) or sum(
+        f.stat().st_size for f in folder.glob("*.bin")
+    )
 
     def make(threads: int):
         def run(batch: dict) -> None:
@@ -160,7 +187,9 @@ def _pytorch_target(name: str, folder: Path) -> Target:
 
         return run
 
-    return Target(name, "pytorch", folder, weights, int(model.config.max_position_embeddings), int(model.config.vocab_size), make)
+    return Target(
+        name, "pytorch", folder, weights, int(model.config.max_position_embeddings), int(model.config.vocab_size), make
+    )
 
 
 def _targets(config: BenchConfig) -> list[tuple[str, Callable[[], Target]]]:
@@ -171,8 +200,10 @@ def _targets(config: BenchConfig) -> list[tuple[str, Callable[[], Target]]]:
     for fmt in config.formats:  # exported formats and extra models add up
         meta_path = export_dir / fmt / "model_meta.json"
         if not meta_path.exists():
-            raise ArtifactError(f"{export_dir / fmt} has no exported {fmt} model ({meta_path.name} missing); "
-                                f"run `mbk export --format {fmt}` first or pass --export-dir")
+            raise ArtifactError(
+                f"{export_dir / fmt} has no exported {fmt} model ({meta_path.name} missing); "
+                f"run `mbk export --format {fmt}` first or pass --export-dir"
+            )
         meta = read_json(meta_path)
         path = export_dir / fmt / meta["model_file"]
         if not path.is_file():
@@ -216,11 +247,19 @@ def make_inputs(batch: int, seq: int, vocab_size: int, seed: int = 0) -> dict[st
 
 def percentiles(times_ms: list[float]) -> dict[str, float]:
     a = np.asarray(times_ms)
-    return {"p50_ms": float(np.percentile(a, 50)), "p90_ms": float(np.percentile(a, 90)), "p99_ms": float(np.percentile(a, 99)),
-            "mean_ms": float(a.mean()), "min_ms": float(a.min()), "runs": int(len(a))}
+    return {
+        "p50_ms": float(np.percentile(a, 50)),
+        "p90_ms": float(np.percentile(a, 90)),
+        "p99_ms": float(np.percentile(a, 99)),
+        "mean_ms": float(a.mean()),
+        "min_ms": float(a.min()),
+        "runs": int(len(a)),
+    }
 
 
-def measure(cases: list[tuple[str, Callable[[dict], None], dict]], warmup: int, runs: int, rounds: int) -> list[list[float]]:
+def measure(
+    cases: list[tuple[str, Callable[[dict], None], dict]], warmup: int, runs: int, rounds: int
+) -> list[list[float]]:
     """Warm up every case, then time them in ``rounds`` interleaved rounds; returns ms per case."""
     for _, fn, batch in cases:
         for _ in range(warmup):
@@ -281,16 +320,34 @@ def _run(config: BenchConfig, log) -> Path:
                         continue
                     cases.append((t.name, runners[(t.name, th)], make_inputs(b, s, t.vocab_size, config.seed)))
                     keys.append((t, th, b, s))
-    log(f"timing {len(cases)} cases × {config.runs} runs ({config.rounds} interleaved rounds, {config.warmup} warm-up) ...")
+    log(
+        f"timing {len(cases)} cases × {config.runs} runs ({config.rounds} interleaved rounds, {config.warmup} warm-up) ..."
+    )
     times = measure(cases, config.warmup, config.runs, config.rounds)
     rows = []
     for (t, th, b, s), ms in zip(keys, times):
-        rows.append({"model": t.name, "runtime": t.runtime, "path": str(t.path), "threads": "runtime default" if t.fixed_threads else th,
-                     "batch": b, "seq_len": s,
-                     **percentiles(ms), "size_mb": t.size_bytes / 1e6, "memory_mb": memory[t.name]})
-    result = {"rows": rows, "skipped": list(dict.fromkeys(skipped)), "config": config.to_dict(), "peak_rss_mb": peak_rss_mb(),
-              "cpu_count": os.cpu_count(), "versions": library_versions(),
-              "method": "warm-up, then interleaved rounds over all cases; memory = RSS growth on load + first run"}
+        rows.append(
+            {
+                "model": t.name,
+                "runtime": t.runtime,
+                "path": str(t.path),
+                "threads": "runtime default" if t.fixed_threads else th,
+                "batch": b,
+                "seq_len": s,
+                **percentiles(ms),
+                "size_mb": t.size_bytes / 1e6,
+                "memory_mb": memory[t.name],
+            }
+        )
+    result = {
+        "rows": rows,
+        "skipped": list(dict.fromkeys(skipped)),
+        "config": config.to_dict(),
+        "peak_rss_mb": peak_rss_mb(),
+        "cpu_count": os.cpu_count(),
+        "versions": library_versions(),
+        "method": "warm-up, then interleaved rounds over all cases; memory = RSS growth on load + first run",
+    }
     with staged_output(config.output, config.overwrite) as tmp:
         write_json(tmp / "bench.json", result)
         (tmp / "bench.md").write_text(markdown_table(rows, result), encoding="utf-8")
@@ -300,13 +357,18 @@ def _run(config: BenchConfig, log) -> Path:
 def markdown_table(rows: list[dict], result: dict | None = None) -> str:
     head = "| model | runtime | threads | batch | seq | p50 ms | p90 ms | p99 ms | size MB | memory MB |\n"
     head += "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n"
-    body = "".join(f"| {r['model']} | {r['runtime']} | {r['threads']} | {r['batch']} | {r['seq_len']} | {r['p50_ms']:.2f} | "
-                   f"{r['p90_ms']:.2f} | {r['p99_ms']:.2f} | {r['size_mb']:.1f} | {r['memory_mb']:.0f} |\n" for r in rows)
+    body = "".join(
+        f"| {r['model']} | {r['runtime']} | {r['threads']} | {r['batch']} | {r['seq_len']} | {r['p50_ms']:.2f} | "
+        f"{r['p90_ms']:.2f} | {r['p99_ms']:.2f} | {r['size_mb']:.1f} | {r['memory_mb']:.0f} |\n"
+        for r in rows
+    )
     foot = ""
     if result:
-        foot = (f"\n{result['method']}. {result['config']['runs']} timed runs per case, peak process RSS "
-                f"{result['peak_rss_mb']:.0f} MB, {result['cpu_count']} CPUs, onnxruntime {result['versions'].get('onnxruntime')}, "
-                f"torch {result['versions'].get('torch')}.\n")
+        foot = (
+            f"\n{result['method']}. {result['config']['runs']} timed runs per case, peak process RSS "
+            f"{result['peak_rss_mb']:.0f} MB, {result['cpu_count']} CPUs, onnxruntime {result['versions'].get('onnxruntime')}, "
+            f"torch {result['versions'].get('torch')}.\n"
+        )
         if result["skipped"]:
             foot += "\nSkipped: " + "; ".join(result["skipped"]) + "\n"
     return "# mbk bench\n\n" + head + body + foot

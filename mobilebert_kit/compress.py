@@ -92,6 +92,7 @@ class CompressConfig(StageConfig):
 
 # --------------------------------------------------------------------------- measuring
 
+
 def _log(progress: Callable[[str], None] | None, msg: str) -> None:
     if progress:
         progress(msg)
@@ -181,6 +182,7 @@ def _ort_latency(path: Path, seq: int, runs: int, vocab: int) -> float | None:
 
 # --------------------------------------------------------------------------- stage
 
+
 def run(config: CompressConfig, progress: Callable[[str], None] | None = None) -> Path:
     """Compress ``config.model`` into ``config.output``; returns the output folder.
 
@@ -200,7 +202,9 @@ def run(config: CompressConfig, progress: Callable[[str], None] | None = None) -
     model_dir = Path(config.model)
     artifacts.check_output_dir(config.output, config.overwrite)
     if not (config.prune or config.prune_heads or config.prune_ffn or config.trim_vocab or config.int8):
-        raise ConfigError("nothing to do: pass at least one of --prune, --prune-heads, --prune-ffn, --trim-vocab, --int8")
+        raise ConfigError(
+            "nothing to do: pass at least one of --prune, --prune-heads, --prune-ffn, --trim-vocab, --int8"
+        )
 
     model, tokenizer, label_names = load_classifier_folder(model_dir)
     override = data_mod.DataConfig(data=config.data) if config.data else None
@@ -208,13 +212,17 @@ def run(config: CompressConfig, progress: Callable[[str], None] | None = None) -
     max_length = config.max_length or data_mod.lineage(model_dir)["max_length"] or 128
     ds = data_mod.load_dataset(data_cfg)
     if ds.label_names != label_names:
-        raise DataError(f"the data's labels {ds.label_names} differ from the model's {label_names}; pass the data it was trained on")
+        raise DataError(
+            f"the data's labels {ds.label_names} differ from the model's {label_names}; pass the data it was trained on"
+        )
     train, val, test = ds.splits["train"], ds.splits["validation"], ds.splits["test"]
     if len(val) == 0:
         raise DataError("the validation split is empty; the accuracy guard needs it")
     if config.int8 and config.static and config.calib_samples > len(train):
-        raise ConfigError(f"--calib-samples {config.calib_samples} is more than the {len(train)} training examples available; "
-                          f"use at most {len(train)}")
+        raise ConfigError(
+            f"--calib-samples {config.calib_samples} is more than the {len(train)} training examples available; "
+            f"use at most {len(train)}"
+        )
     # Fail on impossible structured requests before measuring anything.
     layers, _ = prune._bert_layers(model)
     heads_now = min(layer.attention.self.num_attention_heads for layer in layers)
@@ -239,9 +247,13 @@ def run(config: CompressConfig, progress: Callable[[str], None] | None = None) -
     base_test_logits = predict_logits(model, tokenizer, test.texts, test.pairs, max_length=max_length)
     ref_val, ref_test = base_val_logits.argmax(-1), base_test_logits.argmax(-1)
     metrics: dict = {
-        "input": {"validation": _scores(base_val_logits, val, n, ref_val), "test": _scores(base_test_logits, test, n, ref_test),
-                  "params": count_parameters(model), "size_bytes": _state_size(model),
-                  "latency_ms_pytorch_fp32": _torch_latency(model, seq, config.latency_runs)},
+        "input": {
+            "validation": _scores(base_val_logits, val, n, ref_val),
+            "test": _scores(base_test_logits, test, n, ref_test),
+            "params": count_parameters(model),
+            "size_bytes": _state_size(model),
+            "latency_ms_pytorch_fp32": _torch_latency(model, seq, config.latency_runs),
+        },
         "steps": [],
         "latency_setup": f"batch 1, sequence {seq}, 1 thread, median of {config.latency_runs} runs after 3 warm-up",
         "notes": [],
@@ -255,8 +267,11 @@ def run(config: CompressConfig, progress: Callable[[str], None] | None = None) -
         entry = {"step": name, **scores, "params": count_parameters(model), "size_bytes": _state_size(model), **extra}
         metrics["steps"].append(entry)
         timings[f"evaluate_{name}"] = time.perf_counter() - t
-        _log(progress, f"{name}: validation accuracy {metrics['input']['validation']['accuracy']:.4f} -> "
-                       f"{scores['validation']['accuracy']:.4f}, params {entry['params']:,}")
+        _log(
+            progress,
+            f"{name}: validation accuracy {metrics['input']['validation']['accuracy']:.4f} -> "
+            f"{scores['validation']['accuracy']:.4f}, params {entry['params']:,}",
+        )
 
     if config.prune_heads or config.prune_ffn:
         t = time.perf_counter()
@@ -265,23 +280,44 @@ def run(config: CompressConfig, progress: Callable[[str], None] | None = None) -
         batches = prune.training_batches(model, tokenizer, sub.texts, sub.labels, sub.pairs, max_length)
         record["structured"] = prune.prune_structured(model, config.prune_heads, config.prune_ffn, batches)
         timings["structured"] = time.perf_counter() - t
-        step("structured", {"structured": {k: v for k, v in record["structured"].items() if k != "importance"},
-                            "latency_ms_pytorch_fp32": _torch_latency(model, seq, config.latency_runs)})
+        step(
+            "structured",
+            {
+                "structured": {k: v for k, v in record["structured"].items() if k != "importance"},
+                "latency_ms_pytorch_fp32": _torch_latency(model, seq, config.latency_runs),
+            },
+        )
     if config.recover_epochs:
         t = time.perf_counter()
         teacher = Path(config.teacher or data_mod.lineage(model_dir)["teacher"] or model_dir)
         _log(progress, f"recovery: distilling from {teacher} for {config.recover_epochs} epoch(s)")
         with tempfile.TemporaryDirectory(prefix="mbk-recover-") as work:
-            record["recovery"] = prune.recover(model, tokenizer, teacher, train, val, max_length=max_length,
-                                               epochs=config.recover_epochs, lr=config.recover_lr, workdir=work,
-                                               seed=config.seed, log=progress)
+            record["recovery"] = prune.recover(
+                model,
+                tokenizer,
+                teacher,
+                train,
+                val,
+                max_length=max_length,
+                epochs=config.recover_epochs,
+                lr=config.recover_lr,
+                workdir=work,
+                seed=config.seed,
+                log=progress,
+            )
         timings["recovery"] = time.perf_counter() - t
         step("recovery", {"recovery": record["recovery"]})
     if config.prune:
         record["prune"] = prune.prune_unstructured(model, config.prune, config.prune_scope)
         lat = _torch_latency(model, seq, config.latency_runs)
-        step("unstructured", {"sparsity": record["prune"]["overall_sparsity"], "sparsity_per_layer": record["prune"]["layers"],
-                              "latency_ms_pytorch_fp32": lat})
+        step(
+            "unstructured",
+            {
+                "sparsity": record["prune"]["overall_sparsity"],
+                "sparsity_per_layer": record["prune"]["layers"],
+                "latency_ms_pytorch_fp32": lat,
+            },
+        )
         metrics["notes"].append(prune.DENSE_NOTE)
 
     with artifacts.staged_output(config.output, config.overwrite) as out:
@@ -302,8 +338,20 @@ def run(config: CompressConfig, progress: Callable[[str], None] | None = None) -
         onnx_dir = out / "onnx"
         scratch = Path(tempfile.mkdtemp(prefix="mbk-compress-"))
         try:
-            final_onnx, quant = _onnx_and_int8(config, out, scratch, tokenizer, (train, val, test), max_length, n,
-                                               (ref_val, ref_test), metrics, timings, progress, compressed_val)
+            final_onnx, quant = _onnx_and_int8(
+                config,
+                out,
+                scratch,
+                tokenizer,
+                (train, val, test),
+                max_length,
+                n,
+                (ref_val, ref_test),
+                metrics,
+                timings,
+                progress,
+                compressed_val,
+            )
             if final_onnx is not None:
                 onnx_dir.mkdir(exist_ok=True)
                 shutil.copy2(final_onnx["path"], onnx_dir / "model.onnx")
@@ -311,18 +359,24 @@ def run(config: CompressConfig, progress: Callable[[str], None] | None = None) -
             shutil.rmtree(scratch, ignore_errors=True)
         final = metrics["steps"][-1] if metrics["steps"] else None
         metrics["final"] = final and {k: final[k] for k in ("step", "validation", "test") if k in final}
-        metrics["size_on_disk"] = {"input_model_bytes": _file_size(model_dir, "model.safetensors"),
-                                   "output_model_bytes": _file_size(out, "model.safetensors"),
-                                   "onnx_bytes": (onnx_dir / "model.onnx").stat().st_size if final_onnx else None}
+        metrics["size_on_disk"] = {
+            "input_model_bytes": _file_size(model_dir, "model.safetensors"),
+            "output_model_bytes": _file_size(out, "model.safetensors"),
+            "onnx_bytes": (onnx_dir / "model.onnx").stat().st_size if final_onnx else None,
+        }
         compression = {
             "int8": bool(config.int8 and final_onnx is not None),
             "int8_mode": ("static" if config.static else "dynamic") if config.int8 else None,
-            "per_channel": config.per_channel, "reduce_range": config.reduce_range, "weight_type": config.weight_type,
+            "per_channel": config.per_channel,
+            "reduce_range": config.reduce_range,
+            "weight_type": config.weight_type,
             "calib_method": config.calib_method if config.static else None,
             "calib_samples": config.calib_samples if config.static else None,
             "nodes_excluded": (quant or {}).get("nodes_excluded", []),
             "onnx_model": "onnx/model.onnx" if final_onnx is not None else None,
-            "prune": record["prune"], "structured": record["structured"], "recovery": record["recovery"],
+            "prune": record["prune"],
+            "structured": record["structured"],
+            "recovery": record["recovery"],
             "trim_vocab": record["trim_vocab"],
             "guard": metrics.get("guard"),
         }
@@ -330,11 +384,19 @@ def run(config: CompressConfig, progress: Callable[[str], None] | None = None) -
         timings["total"] = time.perf_counter() - t_start
         metrics["timings_s"] = timings
         artifacts.write_json(out / artifacts.METRICS, metrics)
-        artifacts.write_manifest(out, stage="compress", config=config.to_dict(),
-                                 inputs={"model": artifacts.input_record(model_dir)},
-                                 metrics={"input": metrics["input"]["validation"], "final": (metrics["final"] or {}).get("validation"),
-                                          "guard": metrics.get("guard")},
-                                 timings=timings, extra={"data": data_cfg.to_dict(), "max_length": max_length})
+        artifacts.write_manifest(
+            out,
+            stage="compress",
+            config=config.to_dict(),
+            inputs={"model": artifacts.input_record(model_dir)},
+            metrics={
+                "input": metrics["input"]["validation"],
+                "final": (metrics["final"] or {}).get("validation"),
+                "guard": metrics.get("guard"),
+            },
+            timings=timings,
+            extra={"data": data_cfg.to_dict(), "max_length": max_length},
+        )
     return Path(config.output)
 
 
@@ -343,8 +405,20 @@ def _file_size(folder: Path, name: str) -> int | None:
     return f.stat().st_size if f.exists() else None
 
 
-def _onnx_and_int8(config: CompressConfig, hf_dir: Path, scratch: Path, tokenizer, splits: tuple, max_length: int, n: int,
-                   refs: tuple[np.ndarray, np.ndarray], metrics: dict, timings: dict, progress, compressed_val: dict):
+def _onnx_and_int8(
+    config: CompressConfig,
+    hf_dir: Path,
+    scratch: Path,
+    tokenizer,
+    splits: tuple,
+    max_length: int,
+    n: int,
+    refs: tuple[np.ndarray, np.ndarray],
+    metrics: dict,
+    timings: dict,
+    progress,
+    compressed_val: dict,
+):
     """Export + fuse the compressed model, quantize it when asked, enforce the guard.
 
     Returns ``(final, quant_report)`` where ``final`` is ``{"path": Path}`` or None (no ONNX graph).
@@ -385,28 +459,50 @@ def _onnx_and_int8(config: CompressConfig, hf_dir: Path, scratch: Path, tokenize
     timings["onnx_export"] = time.perf_counter() - t
     vocab = _vocab_size(hf_dir)
     fp32_val = _scores(val_logits(fused), val, n, ref_val)
-    metrics["steps"].append({"step": "onnx_fp32", "validation": fp32_val, "test": test_scores(fused), "fused_ops": fused_ops,
-                             "size_bytes": fused.stat().st_size,
-                             "latency_ms_ort": _ort_latency(fused, max_length, config.latency_runs, vocab)})
+    metrics["steps"].append(
+        {
+            "step": "onnx_fp32",
+            "validation": fp32_val,
+            "test": test_scores(fused),
+            "fused_ops": fused_ops,
+            "size_bytes": fused.stat().st_size,
+            "latency_ms_ort": _ort_latency(fused, max_length, config.latency_runs, vocab),
+        }
+    )
     if not config.int8:
         _guard(config, drop_of(fp32_val), fp32_val, base, metrics, "onnx fp32")
         return {"path": fused}, None
     if drop_of(fp32_val) > config.max_drop:
-        raise CompressError(_fail_msg(config, base, fp32_val, drop_of(fp32_val),
-                                      "before INT8: pruning/trimming alone exceed the bound, INT8 fallback cannot help; "
-                                      "prune less or recover with training"))
+        raise CompressError(
+            _fail_msg(
+                config,
+                base,
+                fp32_val,
+                drop_of(fp32_val),
+                "before INT8: pruning/trimming alone exceed the bound, INT8 fallback cannot help; "
+                "prune less or recover with training",
+            )
+        )
 
     # ---- INT8
     t = time.perf_counter()
     if config.static:
         sess = ot.session(fused)
         calib = train.subset(config.calib_samples, config.seed)
-        feeds = q.calibration_feeds([i.name for i in sess.get_inputs()], tokenizer, calib.texts, calib.pairs, max_length)
-        method: q.Int8Method = q.Int8Static(calibration=feeds, method=config.calib_method, per_channel=config.per_channel,
-                                            reduce_range=config.reduce_range, weight_type=config.weight_type)
+        feeds = q.calibration_feeds(
+            [i.name for i in sess.get_inputs()], tokenizer, calib.texts, calib.pairs, max_length
+        )
+        method: q.Int8Method = q.Int8Static(
+            calibration=feeds,
+            method=config.calib_method,
+            per_channel=config.per_channel,
+            reduce_range=config.reduce_range,
+            weight_type=config.weight_type,
+        )
     else:
-        method = q.Int8Dynamic(per_channel=config.per_channel, reduce_range=config.reduce_range,
-                               weight_type=config.weight_type)
+        method = q.Int8Dynamic(
+            per_channel=config.per_channel, reduce_range=config.reduce_range, weight_type=config.weight_type
+        )
     candidates = q.candidate_nodes(fused, method)
     out_path = scratch / "int8.onnx"
     _log(progress, f"INT8 {method.name}: quantizing {len(candidates)} nodes")
@@ -414,7 +510,10 @@ def _onnx_and_int8(config: CompressConfig, hf_dir: Path, scratch: Path, tokenize
         rep = q.quantize(fused, out_path, method)
     scores = _scores(val_logits(out_path), val, n, ref_val)
     tried = [{"nodes_excluded": [], "validation": scores, "drop": drop_of(scores)}]
-    _log(progress, f"INT8: validation accuracy {scores['accuracy']:.4f} (drop {drop_of(scores):+.4f}, bound {config.max_drop})")
+    _log(
+        progress,
+        f"INT8: validation accuracy {scores['accuracy']:.4f} (drop {drop_of(scores):+.4f}, bound {config.max_drop})",
+    )
     excluded: list[str] = []
     sens = None
     if drop_of(scores) > config.max_drop:
@@ -424,7 +523,10 @@ def _onnx_and_int8(config: CompressConfig, hf_dir: Path, scratch: Path, tokenize
         def sample_logits(p: str) -> np.ndarray:
             return ot.onnx_predict_logits(ot.session(p), tokenizer, sub.texts, sub.pairs, max_length=max_length)
 
-        _log(progress, f"accuracy guard: ranking {len(candidates)} nodes by sensitivity on {len(sub)} validation examples")
+        _log(
+            progress,
+            f"accuracy guard: ranking {len(candidates)} nodes by sensitivity on {len(sub)} validation examples",
+        )
         with _quiet_ort():
             sens = q.sensitivity(fused, method, candidates, sample_logits, ref, scratch, progress=None)
         for node, _err in sens:
@@ -438,20 +540,42 @@ def _onnx_and_int8(config: CompressConfig, hf_dir: Path, scratch: Path, tokenize
                 break
     timings["int8"] = time.perf_counter() - t
     best = min(tried, key=lambda r: (r["drop"], len(r["nodes_excluded"])))
-    metrics["guard_search"] = {"candidates": candidates, "sensitivity_mse": sens and [[k, v] for k, v in sens],
-                               "tried": [{"nodes_excluded": len(r["nodes_excluded"]), "drop": r["drop"],
-                                          "accuracy": r["validation"]["accuracy"]} for r in tried]}
+    metrics["guard_search"] = {
+        "candidates": candidates,
+        "sensitivity_mse": sens and [[k, v] for k, v in sens],
+        "tried": [
+            {"nodes_excluded": len(r["nodes_excluded"]), "drop": r["drop"], "accuracy": r["validation"]["accuracy"]}
+            for r in tried
+        ],
+    }
     if best["drop"] > config.max_drop:
-        raise CompressError(_fail_msg(config, base, best["validation"], best["drop"],
-                                      f"best INT8 configuration kept {len(best['nodes_excluded'])} of {len(candidates)} "
-                                      "quantizable nodes in fp32"))
-    metrics["steps"].append({"step": f"int8_{method.name}", "validation": scores, "test": test_scores(out_path),
-                             "nodes_excluded": excluded, "size_bytes": out_path.stat().st_size, "ops": rep["ops"],
-                             "latency_ms_ort": _ort_latency(out_path, max_length, config.latency_runs, vocab)})
+        raise CompressError(
+            _fail_msg(
+                config,
+                base,
+                best["validation"],
+                best["drop"],
+                f"best INT8 configuration kept {len(best['nodes_excluded'])} of {len(candidates)} "
+                "quantizable nodes in fp32",
+            )
+        )
+    metrics["steps"].append(
+        {
+            "step": f"int8_{method.name}",
+            "validation": scores,
+            "test": test_scores(out_path),
+            "nodes_excluded": excluded,
+            "size_bytes": out_path.stat().st_size,
+            "ops": rep["ops"],
+            "latency_ms_ort": _ort_latency(out_path, max_length, config.latency_runs, vocab),
+        }
+    )
     _guard(config, drop_of(scores), scores, base, metrics, f"onnx int8 {method.name}")
     if config.static:
-        metrics["notes"].append("static QDQ quantizes MatMul/Gemm only: ORT's fused Attention and EmbedLayerNormalization "
-                                "have no QDQ kernels and stay fp32 (the QKV projections and the embedding table)")
+        metrics["notes"].append(
+            "static QDQ quantizes MatMul/Gemm only: ORT's fused Attention and EmbedLayerNormalization "
+            "have no QDQ kernels and stay fp32 (the QKV projections and the embedding table)"
+        )
     return {"path": out_path}, {"nodes_excluded": excluded}
 
 
@@ -462,19 +586,28 @@ def _vocab_size(hf_dir: Path) -> int:
 
 
 def _guard(config: CompressConfig, drop: float, scores: dict, base: dict, metrics: dict, what: str) -> None:
-    metrics["guard"] = {"metric": config.guard_metric, "max_drop": config.max_drop, "drop": drop, "checked": what,
-                        "input_accuracy": base["accuracy"], "final_accuracy": scores["accuracy"],
-                        "agreement_with_input": scores.get("agreement_with_input"), "passed": drop <= config.max_drop}
+    metrics["guard"] = {
+        "metric": config.guard_metric,
+        "max_drop": config.max_drop,
+        "drop": drop,
+        "checked": what,
+        "input_accuracy": base["accuracy"],
+        "final_accuracy": scores["accuracy"],
+        "agreement_with_input": scores.get("agreement_with_input"),
+        "passed": drop <= config.max_drop,
+    }
     if drop > config.max_drop:
         raise CompressError(_fail_msg(config, base, scores, drop, what))
 
 
 def _fail_msg(config: CompressConfig, base: dict, scores: dict, drop: float, what: str) -> str:
     measure = "label disagreement with the input" if config.guard_metric == "agreement" else "validation accuracy drop"
-    return (f"accuracy guard failed: {measure} {drop:.4f} > --max-drop {config.max_drop:g} ({what}); "
-            f"validation accuracy {base['accuracy']:.4f} -> {scores['accuracy']:.4f}, macro-F1 {base['macro_f1']:.4f} -> "
-            f"{scores['macro_f1']:.4f}, agreement {scores.get('agreement_with_input', float('nan')):.4f}. "
-            "Nothing was written; relax --max-drop or compress less")
+    return (
+        f"accuracy guard failed: {measure} {drop:.4f} > --max-drop {config.max_drop:g} ({what}); "
+        f"validation accuracy {base['accuracy']:.4f} -> {scores['accuracy']:.4f}, macro-F1 {base['macro_f1']:.4f} -> "
+        f"{scores['macro_f1']:.4f}, agreement {scores.get('agreement_with_input', float('nan')):.4f}. "
+        "Nothing was written; relax --max-drop or compress less"
+    )
 
 
 __all__ = ["CompressConfig", "run", "COMPRESSION"]

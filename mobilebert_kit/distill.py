@@ -56,7 +56,9 @@ class StudentArch(StageConfig):
         for name in ("hidden_size", "num_layers", "num_heads", "intermediate_size"):
             check_range(p, f"student_config.{name}", getattr(self, name), 1)
         if self.hidden_size and self.num_heads and self.hidden_size % self.num_heads:
-            p.append(f"student_config.hidden_size ({self.hidden_size}) must be divisible by num_heads ({self.num_heads})")
+            p.append(
+                f"student_config.hidden_size ({self.hidden_size}) must be divisible by num_heads ({self.num_heads})"
+            )
         return p
 
 
@@ -85,8 +87,11 @@ class DistillConfig(StageConfig):
         check_range(p, "hidden_weight", self.hidden_weight, 0)
         check_range(p, "attention_weight", self.attention_weight, 0)
         check_range(p, "max_unlabeled", self.max_unlabeled, 1)
-        chosen = [n for n, v in (("layers", self.layers), ("student", self.student),
-                                 ("student_config", self.student_config)) if v is not None]
+        chosen = [
+            n
+            for n, v in (("layers", self.layers), ("student", self.student), ("student_config", self.student_config))
+            if v is not None
+        ]
         if len(chosen) > 1:
             p.append(f"choose one student initialisation: {' or '.join(chosen)}, not both")
         for name, values in (("layers", self.layers), ("layer_map", self.layer_map)):
@@ -98,7 +103,9 @@ class DistillConfig(StageConfig):
                 p.append(f"{name} must be teacher layer indices >= 0; got {','.join(map(str, values))}")
             if name == "layers" and len(set(values)) != len(values):
                 dup = sorted({v for v in values if values.count(v) > 1})
-                p.append(f"layers lists teacher layer {','.join(map(str, dup))} more than once; got {','.join(map(str, values))}")
+                p.append(
+                    f"layers lists teacher layer {','.join(map(str, dup))} more than once; got {','.join(map(str, values))}"
+                )
         if self.layer_map is not None and not (self.hidden_weight or self.attention_weight):
             p.append("layer_map only matters with hidden_weight or attention_weight > 0")
         return p
@@ -106,12 +113,6 @@ class DistillConfig(StageConfig):
     @property
     def init_method(self) -> str:
         return "student" if self.student else "student_config" if self.student_config else "layers"
-
-
-def checkpoint_dir(output: str | Path) -> Path:
-    from mobilebert_kit.finetune import checkpoint_dir as ft_checkpoint_dir
-
-    return ft_checkpoint_dir(output)
 
 
 # --------------------------------------------------------------------------- config helpers for the CLI / recipes
@@ -127,7 +128,9 @@ def inherit_from_teacher(section: dict, teacher: str, data_given: dict) -> dict:
         section["data"] = data_given
     elif data_given:
         if found["data"] is None and Path(teacher).is_dir():  # a missing teacher is reported by run()
-            raise DataError(f"{teacher} records no training data (no manifest.json with a 'data' entry); pass --data explicitly")
+            raise DataError(
+                f"{teacher} records no training data (no manifest.json with a 'data' entry); pass --data explicitly"
+            )
         section["data"] = {**(found["data"] or {}), **data_given}
     train = section.setdefault("train", {})
     if "max_length" not in train and found["max_length"] is not None:
@@ -165,10 +168,12 @@ def copy_layers_student(teacher, layers: list[int]):
     state = {}
     for key in student.state_dict():
         m = _LAYER_KEY.search(key)
-        tkey = key if m is None else key[:m.start(2)] + str(layers[int(m.group(2))]) + key[m.end(2):]
+        tkey = key if m is None else key[: m.start(2)] + str(layers[int(m.group(2))]) + key[m.end(2) :]
         if tkey not in src:
-            raise ModelError(f"cannot copy layers from this teacher ({type(teacher).__name__}): no weight '{tkey}'; "
-                             "use --student PATH or --student-config instead")
+            raise ModelError(
+                f"cannot copy layers from this teacher ({type(teacher).__name__}): no weight '{tkey}'; "
+                "use --student PATH or --student-config instead"
+            )
         state[key] = src[tkey].detach().clone()
     student.load_state_dict(state)
     return student
@@ -202,15 +207,22 @@ def pretrained_student(source: str, label_names: list[str]):
     try:
         config = AutoConfig.from_pretrained(resolved.path)
     except Exception as e:  # noqa: BLE001
-        raise ModelError(f"could not read the student config at {resolved.path} ({str(e).splitlines()[0][:200]})") from e
-    if any(a.endswith("ForSequenceClassification") for a in (config.architectures or [])) and config.num_labels != len(label_names):
-        raise ModelError(f"student {source} has {config.num_labels} labels but the teacher has {len(label_names)} "
-                         f"({', '.join(label_names)}); pass a student with {len(label_names)} labels or a base model")
+        raise ModelError(
+            f"could not read the student config at {resolved.path} ({str(e).splitlines()[0][:200]})"
+        ) from e
+    if any(a.endswith("ForSequenceClassification") for a in (config.architectures or [])) and config.num_labels != len(
+        label_names
+    ):
+        raise ModelError(
+            f"student {source} has {config.num_labels} labels but the teacher has {len(label_names)} "
+            f"({', '.join(label_names)}); pass a student with {len(label_names)} labels or a base model"
+        )
     return load_pretrained_for_classification(resolved, label_names), load_tokenizer(resolved.path), resolved
 
 
 def same_tokenizer(a, b) -> bool:
     """Same vocabulary, normalizer and pre-tokenizer (token ids mean the same thing)."""
+
     def spec(t):
         backend = getattr(t, "backend_tokenizer", None)
         if backend is not None:
@@ -265,9 +277,22 @@ class TeacherOutputs:
     seconds: float = 0.0
 
 
-def teacher_outputs(teacher, tokenizer, texts: list[str], pairs: list[str] | None, *, max_length: int,
-                    hidden_layers: list[int], attention_layers: list[int], cache_dir: Path, slot: dict,
-                    teacher_sha: str, batch_size: int, device, log: Callable[[str], None]) -> TeacherOutputs:
+def teacher_outputs(
+    teacher,
+    tokenizer,
+    texts: list[str],
+    pairs: list[str] | None,
+    *,
+    max_length: int,
+    hidden_layers: list[int],
+    attention_layers: list[int],
+    cache_dir: Path,
+    slot: dict,
+    teacher_sha: str,
+    batch_size: int,
+    device,
+    log: Callable[[str], None],
+) -> TeacherOutputs:
     """The teacher's outputs for ``texts``, from the cache when its key matches, else computed
     once and written atomically. ``slot`` names the cache file (teacher path, role of the data);
     the key stored inside covers everything the outputs depend on."""
@@ -275,11 +300,22 @@ def teacher_outputs(teacher, tokenizer, texts: list[str], pairs: list[str] | Non
     from safetensors.torch import save_file
 
     what = {"logits": True, "hidden_layers": hidden_layers, "attention_layers": attention_layers}
-    key = hashlib.sha256(json.dumps({"format": CACHE_FORMAT, "teacher": teacher_sha, "texts": _texts_sha(texts, pairs),
-                                     "n": len(texts), "max_length": max_length, "what": what},
-                                    sort_keys=True).encode()).hexdigest()
-    name = hashlib.sha256(json.dumps({**slot, "max_length": max_length, "what": what}, sort_keys=True,
-                                     default=str).encode()).hexdigest()[:24]
+    key = hashlib.sha256(
+        json.dumps(
+            {
+                "format": CACHE_FORMAT,
+                "teacher": teacher_sha,
+                "texts": _texts_sha(texts, pairs),
+                "n": len(texts),
+                "max_length": max_length,
+                "what": what,
+            },
+            sort_keys=True,
+        ).encode()
+    ).hexdigest()
+    name = hashlib.sha256(
+        json.dumps({**slot, "max_length": max_length, "what": what}, sort_keys=True, default=str).encode()
+    ).hexdigest()[:24]
     path = Path(cache_dir) / f"{name}.safetensors"
     t0 = time.perf_counter()
     status = "built"
@@ -299,12 +335,23 @@ def teacher_outputs(teacher, tokenizer, texts: list[str], pairs: list[str] | Non
         status = "stale-rebuilt"
     else:
         log(f"teacher cache: computing teacher outputs for {len(texts)} texts -> {path}")
-    tensors = _teacher_pass(teacher, tokenizer, texts, pairs, max_length, hidden_layers, attention_layers, batch_size, device)
+    tensors = _teacher_pass(
+        teacher, tokenizer, texts, pairs, max_length, hidden_layers, attention_layers, batch_size, device
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        save_file(tensors, str(tmp), metadata={"key": key, "format": CACHE_FORMAT, "what": json.dumps(what),
-                                               "teacher_sha256": teacher_sha, "n": str(len(texts))})
+        save_file(
+            tensors,
+            str(tmp),
+            metadata={
+                "key": key,
+                "format": CACHE_FORMAT,
+                "what": json.dumps(what),
+                "teacher_sha256": teacher_sha,
+                "n": str(len(texts)),
+            },
+        )
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -313,7 +360,9 @@ def teacher_outputs(teacher, tokenizer, texts: list[str], pairs: list[str] | Non
     return out
 
 
-def _teacher_pass(model, tokenizer, texts, pairs, max_length, hidden_layers, attention_layers, batch_size, device) -> dict:
+def _teacher_pass(
+    model, tokenizer, texts, pairs, max_length, hidden_layers, attention_layers, batch_size, device
+) -> dict:
     """One inference pass in length-sorted batches; per-token outputs are stored flat (no padding)."""
     import torch
 
@@ -325,17 +374,20 @@ def _teacher_pass(model, tokenizer, texts, pairs, max_length, hidden_layers, att
     n_labels = model.config.num_labels
     logits = torch.zeros((len(texts), n_labels), dtype=torch.float32)
     offsets = np.concatenate([[0], np.cumsum(lengths)])
-    hidden = torch.zeros((int(offsets[-1]), len(hidden_layers), model.config.hidden_size), dtype=torch.float16) \
-        if hidden_layers else None
+    hidden = (
+        torch.zeros((int(offsets[-1]), len(hidden_layers), model.config.hidden_size), dtype=torch.float16)
+        if hidden_layers
+        else None
+    )
     heads = model.config.num_attention_heads
-    a_sizes = len(attention_layers) * heads * lengths ** 2
+    a_sizes = len(attention_layers) * heads * lengths**2
     a_offsets = np.concatenate([[0], np.cumsum(a_sizes)])
     attn = torch.zeros(int(a_offsets[-1]), dtype=torch.float16) if attention_layers else None
     model = model.to(device)
     model.eval()
     with torch.inference_mode():
         for s in range(0, len(order), batch_size):
-            idx = order[s:s + batch_size]
+            idx = order[s : s + batch_size]
             batch = tokenizer.pad([{k: enc[k][i] for k in enc.keys()} for i in idx], return_tensors="pt")
             batch = {k: v.to(device) for k, v in batch.items()}
             out = model(**batch, output_hidden_states=bool(hidden_layers), output_attentions=bool(attention_layers))
@@ -343,11 +395,18 @@ def _teacher_pass(model, tokenizer, texts, pairs, max_length, hidden_layers, att
             for r, i in enumerate(idx):
                 n = int(lengths[i])
                 if hidden is not None:
-                    hidden[offsets[i]:offsets[i + 1]] = torch.stack(
-                        [out.hidden_states[layer + 1][r, :n] for layer in hidden_layers], dim=1).half().cpu()
+                    hidden[offsets[i] : offsets[i + 1]] = (
+                        torch.stack([out.hidden_states[layer + 1][r, :n] for layer in hidden_layers], dim=1)
+                        .half()
+                        .cpu()
+                    )
                 if attn is not None:
-                    attn[a_offsets[i]:a_offsets[i + 1]] = torch.stack(
-                        [out.attentions[layer][r, :, :n, :n] for layer in attention_layers]).half().reshape(-1).cpu()
+                    attn[a_offsets[i] : a_offsets[i + 1]] = (
+                        torch.stack([out.attentions[layer][r, :, :n, :n] for layer in attention_layers])
+                        .half()
+                        .reshape(-1)
+                        .cpu()
+                    )
     tensors = {"logits": logits, "lengths": torch.from_numpy(lengths)}
     if hidden is not None:
         tensors["hidden"] = hidden
@@ -366,23 +425,28 @@ def _unpack(tensors: dict, n: int, hidden_layers: list[int], attention_layers: l
     if hidden_layers:
         flat = tensors["hidden"].numpy()
         offsets = np.concatenate([[0], np.cumsum(lengths)])
-        hidden = [flat[offsets[i]:offsets[i + 1]] for i in range(n)]  # views, no copy
+        hidden = [flat[offsets[i] : offsets[i + 1]] for i in range(n)]  # views, no copy
     if attention_layers:
         heads = int(tensors["attention_heads"][0])
         flat = tensors["attention"]
-        sizes = len(attention_layers) * heads * lengths ** 2
+        sizes = len(attention_layers) * heads * lengths**2
         offsets = np.concatenate([[0], np.cumsum(sizes)])
-        attn = [flat[offsets[i]:offsets[i + 1]].view(len(attention_layers), heads, int(lengths[i]), int(lengths[i]))
-                for i in range(n)]
+        attn = [
+            flat[offsets[i] : offsets[i + 1]].view(len(attention_layers), heads, int(lengths[i]), int(lengths[i]))
+            for i in range(n)
+        ]
     return TeacherOutputs(logits=logits, hidden=hidden, attentions=attn)
 
 
 def _concat(a: TeacherOutputs, b: TeacherOutputs) -> TeacherOutputs:
-    return TeacherOutputs(logits=np.concatenate([a.logits, b.logits]),
-                          hidden=None if a.hidden is None else a.hidden + b.hidden,
-                          attentions=None if a.attentions is None else a.attentions + b.attentions,
-                          status=a.status if a.status == b.status else f"{a.status}+{b.status}",
-                          path=a.path, seconds=a.seconds + b.seconds)
+    return TeacherOutputs(
+        logits=np.concatenate([a.logits, b.logits]),
+        hidden=None if a.hidden is None else a.hidden + b.hidden,
+        attentions=None if a.attentions is None else a.attentions + b.attentions,
+        status=a.status if a.status == b.status else f"{a.status}+{b.status}",
+        path=a.path,
+        seconds=a.seconds + b.seconds,
+    )
 
 
 # --------------------------------------------------------------------------- loss
@@ -402,8 +466,15 @@ def make_loss(cfg: DistillConfig, map_hidden: bool, map_attention: bool, attenti
         loss = logits.new_zeros(())
         if alpha > 0:
             t = batch["teacher_logits"].float()
-            loss = loss + alpha * F.kl_div(F.log_softmax(logits / T, -1), F.log_softmax(t / T, -1),
-                                           reduction="batchmean", log_target=True) * T * T
+            loss = (
+                loss
+                + alpha
+                * F.kl_div(
+                    F.log_softmax(logits / T, -1), F.log_softmax(t / T, -1), reduction="batchmean", log_target=True
+                )
+                * T
+                * T
+            )
         if alpha < 1:
             loss = loss + (1 - alpha) * F.cross_entropy(logits, batch["labels"])
         mask = batch["attention_mask"].float()
@@ -446,8 +517,10 @@ def make_loss(cfg: DistillConfig, map_hidden: bool, map_attention: bool, attenti
 def read_unlabeled(source: str, ds, data: DataConfig) -> list[str]:
     if source == "builtin":
         if not ds.unlabeled:
-            raise DataError(f"the dataset {ds.source} has no built-in unlabeled text; pass --unlabeled FILE "
-                            "(.txt one text per line, or .csv/.tsv/.jsonl with the text column)")
+            raise DataError(
+                f"the dataset {ds.source} has no built-in unlabeled text; pass --unlabeled FILE "
+                "(.txt one text per line, or .csv/.tsv/.jsonl with the text column)"
+            )
         return list(ds.unlabeled)
     path = Path(source).expanduser()
     if not path.is_file():
@@ -461,8 +534,10 @@ def read_unlabeled(source: str, ds, data: DataConfig) -> list[str]:
             with open(path, encoding="utf-8", newline="") as f:
                 reader = csv.DictReader(f, delimiter="\t" if path.suffix == ".tsv" else ",")
                 if data.text_column not in (reader.fieldnames or []):
-                    raise DataError(f"{path} has no column '{data.text_column}'; columns are: {', '.join(reader.fieldnames or [])}; "
-                                    "set --text-column")
+                    raise DataError(
+                        f"{path} has no column '{data.text_column}'; columns are: {', '.join(reader.fieldnames or [])}; "
+                        "set --text-column"
+                    )
                 texts = [r[data.text_column] or "" for r in reader]
         elif path.suffix in (".jsonl", ".json"):
             texts = []
@@ -485,8 +560,14 @@ def read_unlabeled(source: str, ds, data: DataConfig) -> list[str]:
 # --------------------------------------------------------------------------- run
 
 
-def run(cfg: DistillConfig, *, overwrite: bool = False, resume: bool = False, quiet: bool = False,
-        log: Callable[[str], None] | None = None) -> Path:
+def run(
+    cfg: DistillConfig,
+    *,
+    overwrite: bool = False,
+    resume: bool = False,
+    quiet: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> Path:
     """Distill ``cfg.teacher`` into a student; returns the output folder."""
     import random
     import sys
@@ -496,28 +577,28 @@ def run(cfg: DistillConfig, *, overwrite: bool = False, resume: bool = False, qu
     from mobilebert_kit import artifacts
     from mobilebert_kit.data import data_config_for, load_dataset
     from mobilebert_kit.engine import TrainModule, fingerprint, make_features, train
-    from mobilebert_kit.errors import TrainingError
-    from mobilebert_kit.finetune import _data_hash, evaluate_splits
+    from mobilebert_kit.finetune import data_hash, evaluate_splits, training_dirs
     from mobilebert_kit.metrics import classification_metrics
     from mobilebert_kit.models import count_parameters, load_classifier_folder
 
     log = log or (lambda m: None if quiet else print(m, file=sys.stderr))
     t0 = time.perf_counter()
-    out = artifacts.check_output_dir(cfg.output, overwrite)
-    work = checkpoint_dir(out)
-    if resume and not (work / "checkpoints").is_dir():
-        raise TrainingError(f"--resume: no checkpoint found in {work}; run without --resume to start fresh")
+    out, work = training_dirs(cfg.output, overwrite, resume)
 
     teacher_dir = Path(cfg.teacher)
     if not teacher_dir.is_dir():
-        raise ModelError(f"teacher folder {teacher_dir} does not exist; run `mbk finetune` first or pass --teacher PATH")
+        raise ModelError(
+            f"teacher folder {teacher_dir} does not exist; run `mbk finetune` first or pass --teacher PATH"
+        )
     teacher, teacher_tok, label_names = load_classifier_folder(teacher_dir)
     teacher_layers = _num_layers(teacher.config)
     data_cfg = data_config_for(teacher_dir, cfg.data)
     ds = load_dataset(data_cfg)
     if ds.label_names != label_names:
-        raise DataError(f"the data has labels {ds.label_names} but the teacher {teacher_dir} was trained on {label_names}; "
-                        "distill on the teacher's data (omit --data) or fine-tune a teacher on this data first")
+        raise DataError(
+            f"the data has labels {ds.label_names} but the teacher {teacher_dir} was trained on {label_names}; "
+            "distill on the teacher's data (omit --data) or fine-tune a teacher on this data first"
+        )
     log(f"data: {ds.source}: " + ", ".join(f"{k} {len(v)}" for k, v in ds.splits.items()))
 
     # ---------------------------------------------------------------- student
@@ -541,24 +622,31 @@ def run(cfg: DistillConfig, *, overwrite: bool = False, resume: bool = False, qu
     map_hidden, map_attention = cfg.hidden_weight > 0, cfg.attention_weight > 0
     same_tok = student_tok is teacher_tok or same_tokenizer(student_tok, teacher_tok)
     if not same_tok and (map_hidden or map_attention):
-        raise ModelError(f"the student's tokenizer ({cfg.student}) differs from the teacher's; hidden-state and attention "
-                         "losses compare token by token and need the same tokenizer: drop --hidden-weight/--attention-weight "
-                         "(logit distillation works across tokenizers) or pick a student with the teacher's vocabulary")
+        raise ModelError(
+            f"the student's tokenizer ({cfg.student}) differs from the teacher's; hidden-state and attention "
+            "losses compare token by token and need the same tokenizer: drop --hidden-weight/--attention-weight "
+            "(logit distillation works across tokenizers) or pick a student with the teacher's vocabulary"
+        )
     layer_map: list[int] = []
     if map_hidden or map_attention:
         layer_map = list(cfg.layer_map) if cfg.layer_map is not None else uniform_layer_map(s_layers, teacher_layers)
         if len(layer_map) != s_layers:
-            raise ConfigError(f"layer_map has {len(layer_map)} entries but the student has {s_layers} layers; "
-                              "give one teacher layer per student layer")
+            raise ConfigError(
+                f"layer_map has {len(layer_map)} entries but the student has {s_layers} layers; "
+                "give one teacher layer per student layer"
+            )
         bad = [i for i in layer_map if i >= teacher_layers]
         if bad:
-            raise ConfigError(f"layer_map {','.join(map(str, bad))} out of range: the teacher has {teacher_layers} layers "
-                              f"(0..{teacher_layers - 1})")
+            raise ConfigError(
+                f"layer_map {','.join(map(str, bad))} out of range: the teacher has {teacher_layers} layers "
+                f"(0..{teacher_layers - 1})"
+            )
     extra = torch.nn.ModuleDict()
     if map_hidden and student.config.hidden_size != teacher.config.hidden_size:
         # TinyBERT's learned W_h, one per mapped layer; trained with the student, then dropped
         extra["hidden_proj"] = torch.nn.ModuleList(
-            torch.nn.Linear(student.config.hidden_size, teacher.config.hidden_size) for _ in layer_map)
+            torch.nn.Linear(student.config.hidden_size, teacher.config.hidden_size) for _ in layer_map
+        )
     t_load = time.perf_counter()
 
     # ---------------------------------------------------------------- teacher outputs (cached)
@@ -568,8 +656,10 @@ def run(cfg: DistillConfig, *, overwrite: bool = False, resume: bool = False, qu
     if cfg.unlabeled:
         unlabeled = read_unlabeled(cfg.unlabeled, ds, data_cfg)
         if cfg.max_unlabeled and cfg.max_unlabeled < len(unlabeled):
-            unlabeled = [unlabeled[i] for i in sorted(random.Random(data_cfg.split_seed).sample(range(len(unlabeled)),
-                                                                                                   cfg.max_unlabeled))]
+            unlabeled = [
+                unlabeled[i]
+                for i in sorted(random.Random(data_cfg.split_seed).sample(range(len(unlabeled)), cfg.max_unlabeled))
+            ]
         if train_split.pairs:
             raise DataError("--unlabeled supports single-text tasks only; this data has a text pair column")
     cache_dir = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else default_cache_dir()
@@ -581,25 +671,50 @@ def run(cfg: DistillConfig, *, overwrite: bool = False, resume: bool = False, qu
         device = state.device  # this process's GPU under accelerate launch / torchrun
     teacher_sha = teacher_weights_sha(teacher_dir)
     slot = {"teacher": str(teacher_dir.resolve()), "data": data_cfg.to_dict()}
-    common = {"max_length": L, "cache_dir": cache_dir, "teacher_sha": teacher_sha, "batch_size": cfg.train.eval_batch_size,
-              "device": device, "log": log}
+    common = {
+        "max_length": L,
+        "cache_dir": cache_dir,
+        "teacher_sha": teacher_sha,
+        "batch_size": cfg.train.eval_batch_size,
+        "device": device,
+        "log": log,
+    }
     with state.main_process_first():  # one process computes the cache, the others read it
         t_cache = time.perf_counter()
         texts = train_split.texts + unlabeled
         pairs = train_split.pairs
-        what = {"hidden_layers": layer_map if map_hidden else [], "attention_layers": layer_map if map_attention else []}
-        t_train_out = teacher_outputs(teacher, teacher_tok, train_split.texts, pairs, slot={**slot, "role": "train"},
-                                      **what, **common)
+        what = {
+            "hidden_layers": layer_map if map_hidden else [],
+            "attention_layers": layer_map if map_attention else [],
+        }
+        t_train_out = teacher_outputs(
+            teacher, teacher_tok, train_split.texts, pairs, slot={**slot, "role": "train"}, **what, **common
+        )
         cache_files = [t_train_out.path]
         if unlabeled:  # a cache of its own, so runs with and without it share the training-set cache
-            t_unl_out = teacher_outputs(teacher, teacher_tok, unlabeled, None, slot={**slot, "role": "unlabeled",
-                                                                                      "source": cfg.unlabeled}, **what, **common)
+            t_unl_out = teacher_outputs(
+                teacher,
+                teacher_tok,
+                unlabeled,
+                None,
+                slot={**slot, "role": "unlabeled", "source": cfg.unlabeled},
+                **what,
+                **common,
+            )
             t_train_out = _concat(t_train_out, t_unl_out)
             cache_files.append(t_unl_out.path)
         eval_texts = ds.splits["validation"].texts + ds.splits["test"].texts
         eval_pairs = (ds.splits["validation"].pairs or []) + (ds.splits["test"].pairs or []) if pairs else None
-        t_eval_out = teacher_outputs(teacher, teacher_tok, eval_texts, eval_pairs, hidden_layers=[], attention_layers=[],
-                                     slot={**slot, "role": "eval"}, **common)
+        t_eval_out = teacher_outputs(
+            teacher,
+            teacher_tok,
+            eval_texts,
+            eval_pairs,
+            hidden_layers=[],
+            attention_layers=[],
+            slot={**slot, "role": "eval"},
+            **common,
+        )
         cache_seconds = time.perf_counter() - t_cache
     teacher.to("cpu")
 
@@ -612,24 +727,50 @@ def run(cfg: DistillConfig, *, overwrite: bool = False, resume: bool = False, qu
     if map_attention:
         extras["idx"] = list(range(len(texts)))
     train_set = make_features(student_tok, texts, pairs, labels, L, extras=extras)
-    sets = {name: make_features(student_tok, s.texts, s.pairs, s.labels, L) for name, s in ds.splits.items()
-            if name != "train"}
+    sets = {
+        name: make_features(student_tok, s.texts, s.pairs, s.labels, L)
+        for name, s in ds.splits.items()
+        if name != "train"
+    }
     if unlabeled:
         counts = np.bincount(pseudo, minlength=len(label_names))
-        log(f"unlabeled: {len(unlabeled)} texts labelled by the teacher ("
-            + ", ".join(f"{n} {c}" for n, c in zip(label_names, counts.tolist())) + ")")
-    log(f"student: {cfg.init_method}" + (f" {','.join(map(str, layers))}" if layers is not None else "")
+        log(
+            f"unlabeled: {len(unlabeled)} texts labelled by the teacher ("
+            + ", ".join(f"{n} {c}" for n, c in zip(label_names, counts.tolist()))
+            + ")"
+        )
+    log(
+        f"student: {cfg.init_method}"
+        + (f" {','.join(map(str, layers))}" if layers is not None else "")
         + f", {s_layers} layers, hidden {student.config.hidden_size}, {count_parameters(student):,} params; "
-        f"T={cfg.temperature}, alpha={cfg.alpha}" + (f", hidden x{cfg.hidden_weight}" if map_hidden else "")
-        + (f", attention x{cfg.attention_weight}" if map_attention else "") + (f", layer map {layer_map}" if layer_map else ""))
+        f"T={cfg.temperature}, alpha={cfg.alpha}"
+        + (f", hidden x{cfg.hidden_weight}" if map_hidden else "")
+        + (f", attention x{cfg.attention_weight}" if map_attention else "")
+        + (f", layer map {layer_map}" if layer_map else "")
+    )
 
     # ---------------------------------------------------------------- train (the shared engine)
-    run_fp = fingerprint(teacher_sha, data_cfg.to_dict(), ds.summary()["sizes"], len(unlabeled),
-                         {k: v for k, v in cfg.to_dict().items() if k not in ("train", "output", "cache_dir", "data")},
-                         student_source)
-    result = train(TrainModule(student, make_loss(cfg, map_hidden, map_attention, t_train_out.attentions), extra),
-                   train_set, sets["validation"], cfg.train, workdir=work, pad_id=student_tok.pad_token_id or 0,
-                   num_labels=len(label_names), resume=resume, quiet=quiet, run_fingerprint=run_fp, log=log)
+    run_fp = fingerprint(
+        teacher_sha,
+        data_cfg.to_dict(),
+        ds.summary()["sizes"],
+        len(unlabeled),
+        {k: v for k, v in cfg.to_dict().items() if k not in ("train", "output", "cache_dir", "data")},
+        student_source,
+    )
+    result = train(
+        TrainModule(student, make_loss(cfg, map_hidden, map_attention, t_train_out.attentions), extra),
+        train_set,
+        sets["validation"],
+        cfg.train,
+        workdir=work,
+        pad_id=student_tok.pad_token_id or 0,
+        num_labels=len(label_names),
+        resume=resume,
+        quiet=quiet,
+        run_fingerprint=run_fp,
+        log=log,
+    )
     t_train = time.perf_counter()
     if not state.is_main_process:
         state.wait_for_everyone()
@@ -643,36 +784,75 @@ def run(cfg: DistillConfig, *, overwrite: bool = False, resume: bool = False, qu
         teacher_metrics[name] = classification_metrics(logit_rows, ds.splits[name].labels, len(label_names))
     from mobilebert_kit.engine import Collator, predict
 
-    s_test = predict(student, sets["test"], Collator(student_tok.pad_token_id or 0, L, True), cfg.train.eval_batch_size,
-                     next(student.parameters()).device)
-    agreement = float((s_test.argmax(-1) == t_eval_out.logits[n_val:].argmax(-1)).mean()) if len(s_test) else float("nan")
+    s_test = predict(
+        student,
+        sets["test"],
+        Collator(student_tok.pad_token_id or 0, L, True),
+        cfg.train.eval_batch_size,
+        next(student.parameters()).device,
+    )
+    agreement = (
+        float((s_test.argmax(-1) == t_eval_out.logits[n_val:].argmax(-1)).mean()) if len(s_test) else float("nan")
+    )
     t_params, s_params = count_parameters(teacher), count_parameters(student)
-    t_size = sum(f.stat().st_size for f in teacher_dir.glob("*.safetensors")) or sum(f.stat().st_size for f in teacher_dir.glob("*.bin"))
+    t_size = sum(f.stat().st_size for f in teacher_dir.glob("*.safetensors")) or sum(
+        f.stat().st_size for f in teacher_dir.glob("*.bin")
+    )
     metrics = {
         **student_metrics,  # top-level validation/test: the student's (what later stages read)
-        "teacher": {**teacher_metrics, "parameters": t_params, "layers": teacher_layers,
-                    "hidden_size": teacher.config.hidden_size, "size_bytes": t_size},
-        "student": {**student_metrics, "parameters": s_params, "layers": s_layers, "hidden_size": student.config.hidden_size},
-        "retention": {k: _ratio(student_metrics["test"][k], teacher_metrics["test"][k]) for k in ("accuracy", "macro_f1")},
+        "teacher": {
+            **teacher_metrics,
+            "parameters": t_params,
+            "layers": teacher_layers,
+            "hidden_size": teacher.config.hidden_size,
+            "size_bytes": t_size,
+        },
+        "student": {
+            **student_metrics,
+            "parameters": s_params,
+            "layers": s_layers,
+            "hidden_size": student.config.hidden_size,
+        },
+        "retention": {
+            k: _ratio(student_metrics["test"][k], teacher_metrics["test"][k]) for k in ("accuracy", "macro_f1")
+        },
         "test_agreement_with_teacher": agreement,
         "compression": {"parameters": _ratio(t_params, s_params)},
-        "best_epoch": result.best_epoch, "epochs_run": len(result.history), "stopped_early": result.stopped_early,
-        "history": result.history, "train_examples_per_second": result.examples_per_second,
-        "train_seconds": result.train_seconds, "steps": result.steps, "parameters": s_params,
-        "train_examples": len(train_set), "labeled_examples": n_lab, "unlabeled_examples": len(unlabeled),
-        "teacher_cache": {"train": t_train_out.status, "eval": t_eval_out.status, "seconds": cache_seconds,
-                          "train_seconds": t_train_out.seconds, "eval_seconds": t_eval_out.seconds,
-                          "files": [*cache_files, t_eval_out.path]},
+        "best_epoch": result.best_epoch,
+        "epochs_run": len(result.history),
+        "stopped_early": result.stopped_early,
+        "history": result.history,
+        "train_examples_per_second": result.examples_per_second,
+        "train_seconds": result.train_seconds,
+        "steps": result.steps,
+        "parameters": s_params,
+        "train_examples": len(train_set),
+        "labeled_examples": n_lab,
+        "unlabeled_examples": len(unlabeled),
+        "teacher_cache": {
+            "train": t_train_out.status,
+            "eval": t_eval_out.status,
+            "seconds": cache_seconds,
+            "train_seconds": t_train_out.seconds,
+            "eval_seconds": t_eval_out.seconds,
+            "files": [*cache_files, t_eval_out.path],
+        },
         # end to end: the teacher pass over the training text + training, per training example seen (the
         # teacher's pass over validation/test only serves the side-by-side report, as any evaluation would)
         "end_to_end_examples_per_second": (len(train_set) * len(result.history))
         / max(t_train_out.seconds + result.train_seconds, 1e-9),
-        "precision": result.precision, "device": result.device, "world_size": result.world_size,
-        "batch_size": result.batch_size, "grad_accum": result.grad_accum, "notes": result.notes,
+        "precision": result.precision,
+        "device": result.device,
+        "world_size": result.world_size,
+        "batch_size": result.batch_size,
+        "grad_accum": result.grad_accum,
+        "notes": result.notes,
     }
     log("teacher test: accuracy {accuracy:.4f}, macro-F1 {macro_f1:.4f}".format(**teacher_metrics["test"]))
-    log("student test: accuracy {accuracy:.4f}, macro-F1 {macro_f1:.4f}".format(**student_metrics["test"])
-        + f" ({metrics['retention']['accuracy']:.1%} of the teacher's accuracy, {agreement:.1%} agreement)")
+    log(
+        "student test: accuracy {accuracy:.4f}, macro-F1 {macro_f1:.4f}".format(**student_metrics["test"])
+        + f" ({metrics['retention']['accuracy']:.1%} of the teacher's accuracy, {agreement:.1%} agreement)"
+    )
     with artifacts.staged_output(out, overwrite=overwrite) as tmp:
         student.save_pretrained(tmp, safe_serialization=True)
         student_tok.save_pretrained(tmp)
@@ -680,24 +860,52 @@ def run(cfg: DistillConfig, *, overwrite: bool = False, resume: bool = False, qu
         metrics["student"]["size_bytes"] = sum(f.stat().st_size for f in tmp.glob("*.safetensors"))
         metrics["compression"]["size"] = _ratio(t_size, metrics["student"]["size_bytes"])
         artifacts.write_json(tmp / artifacts.METRICS, metrics)
-        timings = {"load_seconds": t_load - t0, "teacher_cache_seconds": cache_seconds,
-                   "train_seconds": t_train - t_load - cache_seconds, "total_seconds": time.perf_counter() - t0}
-        inputs = {"model": artifacts.input_record(teacher_dir),
-                  "student_init": {"method": cfg.init_method, **({"layers": layers} if layers is not None else {}),
-                                   **(student_source or {})},
-                  "data": {"source": ds.source, **_data_hash(data_cfg),
-                           **({"unlabeled": cfg.unlabeled, "unlabeled_count": len(unlabeled)} if unlabeled else {})}}
-        headline = {"test_accuracy": student_metrics["test"]["accuracy"], "test_macro_f1": student_metrics["test"]["macro_f1"],
-                    "teacher_test_accuracy": teacher_metrics["test"]["accuracy"],
-                    "teacher_test_macro_f1": teacher_metrics["test"]["macro_f1"],
-                    "accuracy_retention": metrics["retention"]["accuracy"],
-                    "train_examples_per_second": result.examples_per_second, "parameters": s_params}
+        timings = {
+            "load_seconds": t_load - t0,
+            "teacher_cache_seconds": cache_seconds,
+            "train_seconds": t_train - t_load - cache_seconds,
+            "total_seconds": time.perf_counter() - t0,
+        }
+        inputs = {
+            "model": artifacts.input_record(teacher_dir),
+            "student_init": {
+                "method": cfg.init_method,
+                **({"layers": layers} if layers is not None else {}),
+                **(student_source or {}),
+            },
+            "data": {
+                "source": ds.source,
+                **data_hash(data_cfg),
+                **({"unlabeled": cfg.unlabeled, "unlabeled_count": len(unlabeled)} if unlabeled else {}),
+            },
+        }
+        headline = {
+            "test_accuracy": student_metrics["test"]["accuracy"],
+            "test_macro_f1": student_metrics["test"]["macro_f1"],
+            "teacher_test_accuracy": teacher_metrics["test"]["accuracy"],
+            "teacher_test_macro_f1": teacher_metrics["test"]["macro_f1"],
+            "accuracy_retention": metrics["retention"]["accuracy"],
+            "train_examples_per_second": result.examples_per_second,
+            "parameters": s_params,
+        }
         config = cfg.to_dict()
         config["data"] = data_cfg.to_dict()
-        artifacts.write_manifest(tmp, stage="distill", config=config, inputs=inputs, metrics=headline, timings=timings,
-                                 extra={"data": data_cfg.to_dict(), "max_length": L, "teacher": str(teacher_dir),
-                                        "dataset": ds.summary(), "layer_map": layer_map or None,
-                                        "resumed_from": result.resumed_from})
+        artifacts.write_manifest(
+            tmp,
+            stage="distill",
+            config=config,
+            inputs=inputs,
+            metrics=headline,
+            timings=timings,
+            extra={
+                "data": data_cfg.to_dict(),
+                "max_length": L,
+                "teacher": str(teacher_dir),
+                "dataset": ds.summary(),
+                "layer_map": layer_map or None,
+                "resumed_from": result.resumed_from,
+            },
+        )
     shutil.rmtree(work, ignore_errors=True)
     state.wait_for_everyone()
     return out

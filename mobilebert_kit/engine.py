@@ -22,9 +22,10 @@ import random
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -139,8 +140,9 @@ class Collator:
         return out
 
 
-def batch_order(lengths: list[int], batch_size: int, seed: int, epoch: int, group_by_length: bool,
-                longest_first: bool = False) -> list[list[int]]:
+def batch_order(
+    lengths: list[int], batch_size: int, seed: int, epoch: int, group_by_length: bool, longest_first: bool = False
+) -> list[list[int]]:
     """Deterministic batches for one epoch (same seed + epoch = same batches, which is what
     makes exact resume possible). Length grouping sorts inside mega-batches of 50 batches,
     like HF's LengthGroupedSampler, then shuffles the batch order."""
@@ -148,9 +150,8 @@ def batch_order(lengths: list[int], batch_size: int, seed: int, epoch: int, grou
     perm = rng.permutation(len(lengths)).tolist()
     if group_by_length:
         mega = batch_size * 50
-        perm = [i for s in range(0, len(perm), mega)
-                for i in sorted(perm[s:s + mega], key=lambda j: -lengths[j])]
-    batches = [perm[s:s + batch_size] for s in range(0, len(perm), batch_size)]
+        perm = [i for s in range(0, len(perm), mega) for i in sorted(perm[s : s + mega], key=lambda j: -lengths[j])]
+    batches = [perm[s : s + batch_size] for s in range(0, len(perm), batch_size)]
     order = rng.permutation(len(batches)).tolist()
     batches = [batches[i] for i in order]
     if longest_first and batches:  # surface out-of-memory on the first step, not mid-epoch
@@ -180,15 +181,19 @@ def resolve_precision(requested: str, device_type: str) -> str:
         if requested == "auto":
             return "bf16" if bf16_ok else "fp16"
         if requested == "bf16" and not bf16_ok:
-            raise TrainingError(f"--precision bf16 is not supported by {torch.cuda.get_device_name()}; use --precision fp16 or auto")
+            raise TrainingError(
+                f"--precision bf16 is not supported by {torch.cuda.get_device_name()}; use --precision fp16 or auto"
+            )
         return requested
     if requested == "auto":
         return "fp32"  # bf16 autocast on a CPU without native bf16 is ~20x slower than fp32
     if requested == "fp16":
         raise TrainingError("--precision fp16 needs a CUDA GPU; on CPU use --precision fp32 (or auto)")
     if requested == "bf16" and not cpu_has_native_bf16():
-        raise TrainingError("--precision bf16 on this CPU (no avx512_bf16/amx instructions) runs ~20x slower than fp32; "
-                            "use --precision fp32 (or auto), or train on a GPU")
+        raise TrainingError(
+            "--precision bf16 on this CPU (no avx512_bf16/amx instructions) runs ~20x slower than fp32; "
+            "use --precision fp32 (or auto), or train on a GPU"
+        )
     return requested
 
 
@@ -251,9 +256,13 @@ def fingerprint(*parts: Any) -> str:
 def _rng_state() -> dict:
     import torch
 
-    state = {"python": list(random.getstate()[1]), "python_pos": random.getstate()[2],
-             "numpy": np.random.get_state()[1].tolist(), "numpy_pos": int(np.random.get_state()[2]),
-             "torch": torch.get_rng_state()}
+    state = {
+        "python": list(random.getstate()[1]),
+        "python_pos": random.getstate()[2],
+        "numpy": np.random.get_state()[1].tolist(),
+        "numpy_pos": int(np.random.get_state()[2]),
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -286,7 +295,9 @@ def _save_checkpoint(path: Path, wrapper, optimizer, scheduler, scaler, state: d
     tmp = path.with_name(f".{path.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_file({k: v.detach().cpu().contiguous() for k, v in wrapper.state_dict().items()}, str(tmp / "model.safetensors"))
+    save_file(
+        {k: v.detach().cpu().contiguous() for k, v in wrapper.state_dict().items()}, str(tmp / "model.safetensors")
+    )
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
     if scaler is not None:
@@ -327,7 +338,7 @@ def predict(model, dataset: FeatureDataset, collator: Collator, batch_size: int,
     model.eval()
     with torch.inference_mode():
         for s in range(0, len(order), batch_size):
-            idx = order[s:s + batch_size]
+            idx = order[s : s + batch_size]
             batch = collator([dataset[i] for i in idx])
             inputs = {k: batch[k].to(device) for k in TOKEN_KEYS if k in batch}
             logits = model(**inputs).logits.float().cpu().numpy()
@@ -357,10 +368,21 @@ def freeze_lower_layers(model, n: int) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def train(task: TrainModule, train_set: FeatureDataset, eval_set: FeatureDataset | None, cfg: TrainConfig, *,
-          workdir: Path, pad_id: int, num_labels: int, resume: bool = False, quiet: bool = False,
-          run_fingerprint: str = "", log: Callable[[str], None] | None = None,
-          metric_fn: Callable[[np.ndarray, list[int]], dict] | None = None) -> TrainResult:
+def train(
+    task: TrainModule,
+    train_set: FeatureDataset,
+    eval_set: FeatureDataset | None,
+    cfg: TrainConfig,
+    *,
+    workdir: Path,
+    pad_id: int,
+    num_labels: int,
+    resume: bool = False,
+    quiet: bool = False,
+    run_fingerprint: str = "",
+    log: Callable[[str], None] | None = None,
+    metric_fn: Callable[[np.ndarray, list[int]], dict] | None = None,
+) -> TrainResult:
     """Train ``task`` on ``train_set``, evaluate on ``eval_set`` every epoch and keep the best
     epoch's weights in ``task.model`` (by validation macro-F1). Checkpoints live in ``workdir``.
 
@@ -377,9 +399,22 @@ def train(task: TrainModule, train_set: FeatureDataset, eval_set: FeatureDataset
     notes: list[str] = []
     while True:
         try:
-            result = _train_once(task, train_set, eval_set, cfg, batch_size, grad_accum, workdir=workdir, pad_id=pad_id,
-                                 num_labels=num_labels, resume=resume, quiet=quiet, run_fingerprint=run_fingerprint,
-                                 log=log, metric_fn=metric_fn)
+            result = _train_once(
+                task,
+                train_set,
+                eval_set,
+                cfg,
+                batch_size,
+                grad_accum,
+                workdir=workdir,
+                pad_id=pad_id,
+                num_labels=num_labels,
+                resume=resume,
+                quiet=quiet,
+                run_fingerprint=run_fingerprint,
+                log=log,
+                metric_fn=metric_fn,
+            )
             result.notes = notes + result.notes
             return result
         except RuntimeError as e:
@@ -391,7 +426,9 @@ def train(task: TrainModule, train_set: FeatureDataset, eval_set: FeatureDataset
             task.model.load_state_dict(initial)
             batch_size //= 2
             grad_accum *= 2
-            msg = f"out of memory: retrying with batch_size {batch_size} x grad_accum {grad_accum} (same effective batch)"
+            msg = (
+                f"out of memory: retrying with batch_size {batch_size} x grad_accum {grad_accum} (same effective batch)"
+            )
             notes.append(msg)
             log(msg)
             shutil.rmtree(workdir / "checkpoints", ignore_errors=True)
@@ -418,8 +455,23 @@ def _free_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def _train_once(task, train_set, eval_set, cfg: TrainConfig, batch_size: int, grad_accum: int, *, workdir: Path,
-                pad_id: int, num_labels: int, resume: bool, quiet: bool, run_fingerprint: str, log, metric_fn):
+def _train_once(
+    task,
+    train_set,
+    eval_set,
+    cfg: TrainConfig,
+    batch_size: int,
+    grad_accum: int,
+    *,
+    workdir: Path,
+    pad_id: int,
+    num_labels: int,
+    resume: bool,
+    quiet: bool,
+    run_fingerprint: str,
+    log,
+    metric_fn,
+):
     import torch
     from accelerate import Accelerator
     from accelerate.utils import set_seed
@@ -434,8 +486,9 @@ def _train_once(task, train_set, eval_set, cfg: TrainConfig, batch_size: int, gr
     device_type = "cpu" if want_cpu else "cuda"
     precision = resolve_precision(cfg.precision, device_type)
     mixed = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision]
-    accelerator = Accelerator(cpu=want_cpu, mixed_precision=mixed, gradient_accumulation_steps=grad_accum,
-                              step_scheduler_with_optimizer=False)
+    accelerator = Accelerator(
+        cpu=want_cpu, mixed_precision=mixed, gradient_accumulation_steps=grad_accum, step_scheduler_with_optimizer=False
+    )
     is_main = accelerator.is_main_process
     if not is_main:
         log = lambda m: None  # noqa: E731
@@ -448,7 +501,9 @@ def _train_once(task, train_set, eval_set, cfg: TrainConfig, batch_size: int, gr
     wrapper = _wrapper_module(task)
 
     collator = Collator(pad_id, cfg.max_length, cfg.dynamic_padding)
-    num_workers = cfg.num_workers if cfg.num_workers is not None else (0 if device_type == "cpu" else min(4, os.cpu_count() or 1))
+    num_workers = (
+        cfg.num_workers if cfg.num_workers is not None else (0 if device_type == "cpu" else min(4, os.cpu_count() or 1))
+    )
     pin_memory = cfg.pin_memory if cfg.pin_memory is not None else device_type == "cuda"
 
     world = accelerator.num_processes
@@ -462,21 +517,51 @@ def _train_once(task, train_set, eval_set, cfg: TrainConfig, batch_size: int, gr
     for n, p in wrapper.named_parameters():
         if p.requires_grad:
             (no_decay if p.ndim < 2 or "LayerNorm" in n or n.endswith(".bias") else decay).append(p)
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr,
-                                  fused=device_type == "cuda")
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr,
+        fused=device_type == "cuda",
+    )
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), max(total_steps, 1))
     wrapper, optimizer = accelerator.prepare(wrapper, optimizer)
     scaler = getattr(accelerator, "scaler", None)
     forward = torch.compile(wrapper, dynamic=True, backend=cfg.compile_backend) if cfg.compile else wrapper
 
     # ---------------------------------------------------------------- resume
-    fp = fingerprint(run_fingerprint, {k: v for k, v in cfg.to_dict().items()
-                                       if k not in ("checkpoint_every", "keep_checkpoints", "num_workers", "pin_memory",
-                                                    "auto_batch_size", "compile", "compile_backend")}, batch_size, grad_accum, world)
-    state = {"epoch": 0, "batches_done": 0, "global_step": 0, "history": [], "best_metric": -1.0, "best_epoch": -1,
-             "bad_epochs": 0, "train_seconds": 0.0, "examples_seen": 0, "epoch_loss": 0.0, "epoch_n": 0,
-             "fingerprint": fp}
+    fp = fingerprint(
+        run_fingerprint,
+        {
+            k: v
+            for k, v in cfg.to_dict().items()
+            if k
+            not in (
+                "checkpoint_every",
+                "keep_checkpoints",
+                "num_workers",
+                "pin_memory",
+                "auto_batch_size",
+                "compile",
+                "compile_backend",
+            )
+        },
+        batch_size,
+        grad_accum,
+        world,
+    )
+    state = {
+        "epoch": 0,
+        "batches_done": 0,
+        "global_step": 0,
+        "history": [],
+        "best_metric": -1.0,
+        "best_epoch": -1,
+        "bad_epochs": 0,
+        "train_seconds": 0.0,
+        "examples_seen": 0,
+        "epoch_loss": 0.0,
+        "epoch_n": 0,
+        "fingerprint": fp,
+    }
     resumed_from = None
     workdir.mkdir(parents=True, exist_ok=True)
     if resume:
@@ -485,8 +570,10 @@ def _train_once(task, train_set, eval_set, cfg: TrainConfig, batch_size: int, gr
             raise TrainingError(f"--resume: no checkpoint found in {workdir}; run without --resume to start fresh")
         saved = json.loads((ck / "state.json").read_text())
         if saved.get("fingerprint") != fp:
-            raise TrainingError(f"--resume: the checkpoint in {ck} was made with different data, model or training options; "
-                                "re-run with the same options, or without --resume to start fresh")
+            raise TrainingError(
+                f"--resume: the checkpoint in {ck} was made with different data, model or training options; "
+                "re-run with the same options, or without --resume to start fresh"
+            )
         from safetensors.torch import load_file
 
         accelerator.unwrap_model(wrapper).load_state_dict(load_file(str(ck / "model.safetensors")))
@@ -505,8 +592,15 @@ def _train_once(task, train_set, eval_set, cfg: TrainConfig, batch_size: int, gr
     def checkpoint(tag_state: dict) -> None:
         accelerator.wait_for_everyone()
         if is_main:
-            _save_checkpoint(workdir / "checkpoints" / f"step-{tag_state['global_step']:08d}",
-                             accelerator.unwrap_model(wrapper), optimizer, scheduler, scaler, tag_state, cfg.keep_checkpoints)
+            _save_checkpoint(
+                workdir / "checkpoints" / f"step-{tag_state['global_step']:08d}",
+                accelerator.unwrap_model(wrapper),
+                optimizer,
+                scheduler,
+                scaler,
+                tag_state,
+                cfg.keep_checkpoints,
+            )
         accelerator.wait_for_everyone()
 
     # ---------------------------------------------------------------- loop
@@ -515,25 +609,41 @@ def _train_once(task, train_set, eval_set, cfg: TrainConfig, batch_size: int, gr
     unwrapped_model = accelerator.unwrap_model(wrapper).model
     stopped_early = False
     wrapper.train()
-    log(f"training on {device_type} ({precision}), {len(train_set)} examples, batch {batch_size}x{grad_accum}"
-        f"{f' x{world} processes' if world > 1 else ''}, {trainable:,} trainable params, {total_steps} steps")
+    log(
+        f"training on {device_type} ({precision}), {len(train_set)} examples, batch {batch_size}x{grad_accum}"
+        f"{f' x{world} processes' if world > 1 else ''}, {trainable:,} trainable params, {total_steps} steps"
+    )
     while state["epoch"] < cfg.epochs and not (cfg.max_steps and state["global_step"] >= cfg.max_steps):
         epoch = state["epoch"]
-        batches = batch_order(train_set.lengths, batch_size, cfg.seed, epoch, cfg.group_by_length,
-                              longest_first=cfg.auto_batch_size)
-        loader = torch.utils.data.DataLoader(train_set, batch_sampler=batches, collate_fn=collator,
-                                             num_workers=num_workers, pin_memory=pin_memory,
-                                             persistent_workers=False,
-                                             # its own generator: iterator creation must not draw from the
-                                             # global RNG, or a resumed run's dropout masks would shift
-                                             generator=torch.Generator().manual_seed(cfg.seed + epoch))
+        batches = batch_order(
+            train_set.lengths, batch_size, cfg.seed, epoch, cfg.group_by_length, longest_first=cfg.auto_batch_size
+        )
+        loader = torch.utils.data.DataLoader(
+            train_set,
+            batch_sampler=batches,
+            collate_fn=collator,
+            num_workers=num_workers,
+            pin_memory=pin_memory,
+            persistent_workers=False,
+            # its own generator: iterator creation must not draw from the
+            # global RNG, or a resumed run's dropout masks would shift
+            generator=torch.Generator().manual_seed(cfg.seed + epoch),
+        )
         loader = accelerator.prepare_data_loader(loader, device_placement=True)
         local_batches = len(loader)
         skip = state["batches_done"]
         if skip:
             loader = accelerator.skip_first_batches(loader, skip)
-        bar = tqdm(total=local_batches, initial=skip, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=quiet or not is_main,
-                   file=sys.stderr, dynamic_ncols=True, leave=True, mininterval=1.0)
+        bar = tqdm(
+            total=local_batches,
+            initial=skip,
+            desc=f"epoch {epoch + 1}/{cfg.epochs}",
+            disable=quiet or not is_main,
+            file=sys.stderr,
+            dynamic_ncols=True,
+            leave=True,
+            mininterval=1.0,
+        )
         if state["batches_done"] == 0:
             state["epoch_loss"], state["epoch_n"] = 0.0, 0
         t_epoch = time.perf_counter()
@@ -551,13 +661,18 @@ def _train_once(task, train_set, eval_set, cfg: TrainConfig, batch_size: int, gr
             state["batches_done"] += 1
             lv = float(loss.detach())
             if not math.isfinite(lv):
-                raise TrainingError(f"loss became {lv} at step {state['global_step']}; lower --lr or use --precision fp32")
+                raise TrainingError(
+                    f"loss became {lv} at step {state['global_step']}; lower --lr or use --precision fp32"
+                )
             state["epoch_loss"] += lv
             state["epoch_n"] += 1
             elapsed = time.perf_counter() - t_epoch
             bar.update(1)
-            bar.set_postfix(loss=f"{state['epoch_loss'] / state['epoch_n']:.4f}",
-                            ex_s=f"{epoch_examples / max(elapsed, 1e-9):.1f}", refresh=False)
+            bar.set_postfix(
+                loss=f"{state['epoch_loss'] / state['epoch_n']:.4f}",
+                ex_s=f"{epoch_examples / max(elapsed, 1e-9):.1f}",
+                refresh=False,
+            )
             if accelerator.sync_gradients:
                 scheduler.step()
                 state["global_step"] += 1
@@ -575,9 +690,12 @@ def _train_once(task, train_set, eval_set, cfg: TrainConfig, batch_size: int, gr
         state["examples_seen"] += epoch_examples
 
         # ------------------------------------------------------------ epoch end: eval, best, early stop
-        record: dict[str, Any] = {"epoch": epoch + 1, "step": state["global_step"],
-                                  "train_loss": state["epoch_loss"] / max(state["epoch_n"], 1),
-                                  "examples_per_second": state["examples_seen"] / max(state["train_seconds"], 1e-9)}
+        record: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "step": state["global_step"],
+            "train_loss": state["epoch_loss"] / max(state["epoch_n"], 1),
+            "examples_per_second": state["examples_seen"] / max(state["train_seconds"], 1e-9),
+        }
         if eval_set is not None and len(eval_set):
             logits = predict(unwrapped_model, eval_set, collator, cfg.eval_batch_size, accelerator.device)
             labels = [f["labels"] for f in eval_set.features]
@@ -594,9 +712,13 @@ def _train_once(task, train_set, eval_set, cfg: TrainConfig, batch_size: int, gr
         else:
             state["bad_epochs"] += 1
         state["history"].append(record)
-        log(" | ".join([f"epoch {epoch + 1}", f"loss {record['train_loss']:.4f}"]
-                       + [f"{k} {v:.4f}" for k, v in record.items() if k.startswith("val_")]
-                       + [f"{record['examples_per_second']:.1f} ex/s", "best" if improved else ""]).rstrip(" |"))
+        log(
+            " | ".join(
+                [f"epoch {epoch + 1}", f"loss {record['train_loss']:.4f}"]
+                + [f"{k} {v:.4f}" for k, v in record.items() if k.startswith("val_")]
+                + [f"{record['examples_per_second']:.1f} ex/s", "best" if improved else ""]
+            ).rstrip(" |")
+        )
         state["epoch"] += 1
         state["batches_done"] = 0
         stop = bool(cfg.early_stopping_patience and state["bad_epochs"] >= cfg.early_stopping_patience)
@@ -615,18 +737,29 @@ def _train_once(task, train_set, eval_set, cfg: TrainConfig, batch_size: int, gr
     for p in unwrapped_model.parameters():
         p.requires_grad_(True)
     unwrapped_model.eval()
-    result = TrainResult(best_epoch=state["best_epoch"], best_metric=state["best_metric"], history=state["history"],
-                         train_seconds=state["train_seconds"],
-                         examples_per_second=state["examples_seen"] / max(state["train_seconds"], 1e-9),
-                         steps=state["global_step"], stopped_early=stopped_early, resumed_from=resumed_from,
-                         batch_size=batch_size, grad_accum=grad_accum, precision=precision,
-                         device=str(accelerator.device), world_size=world)
+    result = TrainResult(
+        best_epoch=state["best_epoch"],
+        best_metric=state["best_metric"],
+        history=state["history"],
+        train_seconds=state["train_seconds"],
+        examples_per_second=state["examples_seen"] / max(state["train_seconds"], 1e-9),
+        steps=state["global_step"],
+        stopped_early=stopped_early,
+        resumed_from=resumed_from,
+        batch_size=batch_size,
+        grad_accum=grad_accum,
+        precision=precision,
+        device=str(accelerator.device),
+        world_size=world,
+    )
     with contextlib.suppress(Exception):
         accelerator.free_memory()
     return result
 
 
-def make_features(tokenizer, texts, pairs, labels, max_length: int, extras: dict[str, Any] | None = None) -> FeatureDataset:
+def make_features(
+    tokenizer, texts, pairs, labels, max_length: int, extras: dict[str, Any] | None = None
+) -> FeatureDataset:
     """Tokenize once (no padding) into a FeatureDataset; ``extras`` adds per-example fields
     (e.g. cached teacher logits for distillation)."""
     from mobilebert_kit.metrics import encode

@@ -53,8 +53,13 @@ from mobilebert_kit.errors import ConfigError, ExportError, ModelError
 FORMATS = ("onnx", "ort", "torchscript", "coreml")  # what `all` means
 OPTIONAL_FORMATS = ("executorch",)  # needs the optional extra: pip install 'mobilebert_kit[executorch]'
 KNOWN_FORMATS = FORMATS + OPTIONAL_FORMATS
-MODEL_FILES = {"onnx": "model.onnx", "ort": "model.ort", "torchscript": "model.pt", "coreml": "model.mlpackage",
-               "executorch": "model.pte"}
+MODEL_FILES = {
+    "onnx": "model.onnx",
+    "ort": "model.ort",
+    "torchscript": "model.pt",
+    "coreml": "model.mlpackage",
+    "executorch": "model.pte",
+}
 META = "model_meta.json"
 COMPRESSION = "compression.json"
 DEFAULT_MAX_LENGTH = 128
@@ -78,8 +83,10 @@ class ExportConfig(StageConfig):
         p: list[str] = []
         for f in self.formats:
             if f not in (*KNOWN_FORMATS, "all"):
-                p.append(f"unknown export format '{f}'{did_you_mean(f, KNOWN_FORMATS)}; "
-                         f"known formats: {', '.join(KNOWN_FORMATS)}, all")
+                p.append(
+                    f"unknown export format '{f}'{did_you_mean(f, KNOWN_FORMATS)}; "
+                    f"known formats: {', '.join(KNOWN_FORMATS)}, all"
+                )
         if not self.formats:
             p.append(f"no export format given; known formats: {', '.join(KNOWN_FORMATS)}, all")
         check_range(p, "opset", self.opset, 14, 21)
@@ -161,7 +168,10 @@ def run(config: ExportConfig, log=lambda msg: None) -> Path:
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     _forget_verification(out, formats)
-    summary = {fmt: {"size_bytes": r["size_bytes"], "model_file": r["model_file"], "int8": r["int8"]} for fmt, r in results.items()}
+    summary = {
+        fmt: {"size_bytes": r["size_bytes"], "model_file": r["model_file"], "int8": r["int8"]}
+        for fmt, r in results.items()
+    }
     present = sorted(p.name for p in out.iterdir() if p.is_dir() and (p / META).exists())
     _write_export_manifest(out, config, src, summary, present)
     return out
@@ -198,8 +208,9 @@ def _require_coremltools():
             import coremltools
         return coremltools
     except ImportError as e:
-        raise ExportError("CoreML export needs coremltools; install it with: pip install coremltools==9.0 "
-                          "(or drop --format coreml)") from e
+        raise ExportError(
+            "CoreML export needs coremltools; install it with: pip install coremltools==9.0 (or drop --format coreml)"
+        ) from e
 
 
 def _load_source(path: Path, config: ExportConfig) -> Source:
@@ -228,31 +239,55 @@ def _build_onnx(src: Source, work: Path, config: ExportConfig) -> tuple[Path, di
     if given and (config.int8 is None or config.int8 == bool(src.compression.get("int8"))):
         given_path = src.path / given
         if not given_path.is_file():
-            raise ExportError(f"{src.path / COMPRESSION} names onnx_model '{given}' but {given_path} is missing; "
-                              "re-run `mbk compress`")
+            raise ExportError(
+                f"{src.path / COMPRESSION} names onnx_model '{given}' but {given_path} is missing; "
+                "re-run `mbk compress`"
+            )
         final = work / "model.onnx"
         shutil.copy2(given_path, final)
         counts = ot.op_counts(final)
-        return final, {"onnx_source": f"compression ({given})", "fused_ops": _fused(counts), "opset": _opset(final),
-                       "quantization": _quant_info(src.compression) if src.int8 else None}
+        return final, {
+            "onnx_source": f"compression ({given})",
+            "fused_ops": _fused(counts),
+            "opset": _opset(final),
+            "quantization": _quant_info(src.compression) if src.int8 else None,
+        }
     fp32 = ot.export_onnx(src.path, work / "fp32.onnx", opset=config.opset)
     fusable = getattr(cfg, "model_type", "") in ot.FUSABLE_MODEL_TYPES
     pruned = bool(getattr(cfg, "pruned_heads", None))  # per-layer head counts differ: let the optimizer read them
-    fused = ot.optimize_onnx(fp32, work / "fused.onnx", num_heads=0 if pruned else cfg.num_attention_heads,
-                             hidden_size=0 if pruned else cfg.hidden_size, require_attention=fusable)
+    fused = ot.optimize_onnx(
+        fp32,
+        work / "fused.onnx",
+        num_heads=0 if pruned else cfg.num_attention_heads,
+        hidden_size=0 if pruned else cfg.hidden_size,
+        require_attention=fusable,
+    )
     final = work / "model.onnx"
     quant = None
     if src.int8:
         comp = src.compression
-        quant = {"mode": "dynamic", "per_channel": bool(comp.get("per_channel", False)),
-                 "weight_type": comp.get("weight_type", "qint8"), "nodes_excluded": list(comp.get("nodes_excluded") or [])}
-        ot.quantize_onnx_dynamic(work / "fused.onnx", final, per_channel=quant["per_channel"],
-                                 weight_type=quant["weight_type"], nodes_to_exclude=quant["nodes_excluded"])
+        quant = {
+            "mode": "dynamic",
+            "per_channel": bool(comp.get("per_channel", False)),
+            "weight_type": comp.get("weight_type", "qint8"),
+            "nodes_excluded": list(comp.get("nodes_excluded") or []),
+        }
+        ot.quantize_onnx_dynamic(
+            work / "fused.onnx",
+            final,
+            per_channel=quant["per_channel"],
+            weight_type=quant["weight_type"],
+            nodes_to_exclude=quant["nodes_excluded"],
+        )
     else:
         os.replace(work / "fused.onnx", final)
-    return final, {"onnx_source": "mbk export (torch.onnx.export + ORT transformer fusion)", "fused_ops": fused,
-                   "fused_ops_after_quantization": _fused(ot.op_counts(final)) if src.int8 else None,
-                   "opset": config.opset, "quantization": quant}
+    return final, {
+        "onnx_source": "mbk export (torch.onnx.export + ORT transformer fusion)",
+        "fused_ops": fused,
+        "fused_ops_after_quantization": _fused(ot.op_counts(final)) if src.int8 else None,
+        "opset": config.opset,
+        "quantization": quant,
+    }
 
 
 def _fused(counts: dict[str, int]) -> dict[str, int]:
@@ -283,15 +318,23 @@ def _build_ort(onnx_file: Path, folder: Path) -> dict:
         shutil.copy2(onnx_file, work / "model.onnx")
         with contextlib.redirect_stdout(io.StringIO()) as captured:
             try:
-                convert_onnx_models_to_ort(work / "model.onnx", output_dir=work / "out",
-                                           optimization_styles=[OptimizationStyle.Fixed], target_platform="arm")
+                convert_onnx_models_to_ort(
+                    work / "model.onnx",
+                    output_dir=work / "out",
+                    optimization_styles=[OptimizationStyle.Fixed],
+                    target_platform="arm",
+                )
             except Exception as e:  # noqa: BLE001
-                raise ExportError(f"ORT format conversion failed ({type(e).__name__}: {str(e)[:200]}); "
-                                  f"converter output: {captured.getvalue()[-300:]}") from e
+                raise ExportError(
+                    f"ORT format conversion failed ({type(e).__name__}: {str(e)[:200]}); "
+                    f"converter output: {captured.getvalue()[-300:]}"
+                ) from e
         produced = work / "out" / "model.ort"
         config_file = work / "out" / "model.required_operators.config"
         if not produced.exists():
-            raise ExportError(f"ORT format conversion wrote no model.ort; converter output: {captured.getvalue()[-300:]}")
+            raise ExportError(
+                f"ORT format conversion wrote no model.ort; converter output: {captured.getvalue()[-300:]}"
+            )
         shutil.move(str(produced), folder / "model.ort")
         if config_file.exists():
             shutil.move(str(config_file), folder / "required_operators.config")
@@ -299,10 +342,14 @@ def _build_ort(onnx_file: Path, folder: Path) -> dict:
         shutil.rmtree(work, ignore_errors=True)
     import onnxruntime as ort
 
-    return {"operator_config": "required_operators.config", "ort_format_version_writer": f"onnxruntime {ort.__version__}",
-            "optimization_style": "Fixed", "target_platform": "arm",
-            "note": "build a reduced runtime with --include_ops_by_config required_operators.config; "
-                    "the app's onnxruntime-mobile must read ORT format v6 (>= 1.19)"}
+    return {
+        "operator_config": "required_operators.config",
+        "ort_format_version_writer": f"onnxruntime {ort.__version__}",
+        "optimization_style": "Fixed",
+        "target_platform": "arm",
+        "note": "build a reduced runtime with --include_ops_by_config required_operators.config; "
+        "the app's onnxruntime-mobile must read ORT format v6 (>= 1.19)",
+    }
 
 
 def _traceable(src: Source):
@@ -319,8 +366,13 @@ def _traceable(src: Source):
 
 
 def _example_inputs(src: Source, seq: int = 16):
-    enc = src.tokenizer(["an example sentence for tracing the model"], padding="max_length", truncation=True,
-                        max_length=seq, return_tensors="pt")
+    enc = src.tokenizer(
+        ["an example sentence for tracing the model"],
+        padding="max_length",
+        truncation=True,
+        max_length=seq,
+        return_tensors="pt",
+    )
     import torch
 
     tt = enc.get("token_type_ids", torch.zeros_like(enc["input_ids"]))
@@ -355,8 +407,13 @@ def _build_torchscript(src: Source, folder: Path) -> dict:
             # -0.4 pt accuracy vs 96.3% / -0.6 pt per-tensor (benchmarks/work, rotten_tomatoes test split).
             qconfig = torch.ao.quantization.per_channel_dynamic_qconfig
             model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear: qconfig}, dtype=torch.qint8)
-        quant = {"mode": "dynamic", "method": "torch.ao.quantization.quantize_dynamic", "modules": ["Linear"],
-                 "per_channel": True, "note": "embeddings stay fp32 (quantize_dynamic covers Linear layers only)"}
+        quant = {
+            "mode": "dynamic",
+            "method": "torch.ao.quantization.quantize_dynamic",
+            "modules": ["Linear"],
+            "per_channel": True,
+            "note": "embeddings stay fp32 (quantize_dynamic covers Linear layers only)",
+        }
     wrapped = _Wrapper.make(model)
     try:
         with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
@@ -366,9 +423,16 @@ def _build_torchscript(src: Source, folder: Path) -> dict:
             frozen.save(str(folder / "model.pt"))
             frozen._save_for_lite_interpreter(str(folder / "model.ptl"))
     except Exception as e:  # noqa: BLE001
-        raise ExportError(f"TorchScript export of {src.path} failed ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from e
-    return {"lite_interpreter_file": "model.ptl", "traced": True, "frozen": True, "quantization": quant,
-            "note": "optimize_for_mobile is skipped: this torch build has no XNNPACK rewrite (FACTS.md)"}
+        raise ExportError(
+            f"TorchScript export of {src.path} failed ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
+        ) from e
+    return {
+        "lite_interpreter_file": "model.ptl",
+        "traced": True,
+        "frozen": True,
+        "quantization": quant,
+        "note": "optimize_for_mobile is skipped: this torch build has no XNNPACK rewrite (FACTS.md)",
+    }
 
 
 def _build_coreml(src: Source, folder: Path, config: ExportConfig) -> dict:
@@ -383,14 +447,26 @@ def _build_coreml(src: Source, folder: Path, config: ExportConfig) -> dict:
         warnings.simplefilter("ignore")
         traced = torch.jit.trace(wrapped, _example_inputs(src), check_trace=False)
     seq = ct.RangeDim(lower_bound=1, upper_bound=src.max_length, default=min(64, src.max_length))
-    inputs = [ct.TensorType(name=n, shape=(1, seq), dtype=np.int32) for n in ("input_ids", "attention_mask", "token_type_ids")]
+    inputs = [
+        ct.TensorType(name=n, shape=(1, seq), dtype=np.int32) for n in ("input_ids", "attention_mask", "token_type_ids")
+    ]
     precision = ct.precision.FLOAT32 if config.coreml_precision == "fp32" else ct.precision.FLOAT16
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        with (
+            warnings.catch_warnings(),
+            contextlib.redirect_stdout(io.StringIO()),
+            contextlib.redirect_stderr(io.StringIO()),
+        ):
             warnings.simplefilter("ignore")
-            mlmodel = ct.convert(traced, inputs=inputs, outputs=[ct.TensorType(name="logits")], convert_to="mlprogram",
-                                 compute_precision=precision, minimum_deployment_target=getattr(ct.target, config.coreml_target),
-                                 skip_model_load=sys.platform != "darwin")
+            mlmodel = ct.convert(
+                traced,
+                inputs=inputs,
+                outputs=[ct.TensorType(name="logits")],
+                convert_to="mlprogram",
+                compute_precision=precision,
+                minimum_deployment_target=getattr(ct.target, config.coreml_target),
+                skip_model_load=sys.platform != "darwin",
+            )
             quant = None
             if src.int8:
                 from coremltools.optimize.coreml import (
@@ -401,25 +477,42 @@ def _build_coreml(src: Source, folder: Path, config: ExportConfig) -> dict:
 
                 op_cfg = OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8", granularity="per_channel")
                 mlmodel = linear_quantize_weights(mlmodel, config=OptimizationConfig(global_config=op_cfg))
-                quant = {"mode": "weights", "method": "coremltools linear_quantize_weights", "dtype": "int8",
-                         "granularity": "per_channel"}
+                quant = {
+                    "mode": "weights",
+                    "method": "coremltools linear_quantize_weights",
+                    "dtype": "int8",
+                    "granularity": "per_channel",
+                }
             mlmodel.short_description = f"mobilebert_kit text classifier ({', '.join(src.label_names)})"
             mlmodel.save(str(folder / "model.mlpackage"))
     except Exception as e:  # noqa: BLE001
-        raise ExportError(f"CoreML export of {src.path} failed ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})") from e
-    return {"compute_precision": config.coreml_precision, "minimum_deployment_target": config.coreml_target,
-            "quantization": quant, "batch": 1, "sequence_range": [1, src.max_length]}
+        raise ExportError(
+            f"CoreML export of {src.path} failed ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})"
+        ) from e
+    return {
+        "compute_precision": config.coreml_precision,
+        "minimum_deployment_target": config.coreml_target,
+        "quantization": quant,
+        "batch": 1,
+        "sequence_range": [1, src.max_length],
+    }
 
 
 def _require_executorch():
     try:
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), warnings.catch_warnings():
+        with (
+            contextlib.redirect_stdout(io.StringIO()),
+            contextlib.redirect_stderr(io.StringIO()),
+            warnings.catch_warnings(),
+        ):
             warnings.simplefilter("ignore")
             import executorch.exir as exir
         return exir
     except ImportError as e:
-        raise ExportError("ExecuTorch export needs the optional extra: pip install 'mobilebert_kit[executorch]' "
-                          f"(executorch==1.5.1); or drop --format executorch ({e})") from e
+        raise ExportError(
+            "ExecuTorch export needs the optional extra: pip install 'mobilebert_kit[executorch]' "
+            f"(executorch==1.5.1); or drop --format executorch ({e})"
+        ) from e
 
 
 def _build_executorch(src: Source, folder: Path) -> dict:
@@ -438,9 +531,17 @@ def _build_executorch(src: Source, folder: Path) -> dict:
             lowered = exir.to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()]).to_executorch()
         (folder / "model.pte").write_bytes(lowered.buffer)
     except Exception as e:  # noqa: BLE001
-        raise ExportError(f"ExecuTorch export of {src.path} failed ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})") from e
+        raise ExportError(
+            f"ExecuTorch export of {src.path} failed ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})"
+        ) from e
     note = "fp32 weights; INT8 for ExecuTorch (XNNPACK PT2E quantization) is not implemented" if src.int8 else ""
-    return {"backend": "XNNPACK", "batch": 1, "sequence_range": [2, src.max_length], "int8_applied": False, "note": note}
+    return {
+        "backend": "XNNPACK",
+        "batch": 1,
+        "sequence_range": [2, src.max_length],
+        "int8_applied": False,
+        "note": note,
+    }
 
 
 # --------------------------------------------------------------------------- metadata
@@ -465,16 +566,32 @@ def tokenizer_settings(tokenizer) -> dict:
 def _io_spec(fmt: str, src: Source) -> dict:
     names = ["input_ids", "attention_mask", "token_type_ids"]
     if fmt in ("onnx", "ort"):
-        return {"input_names": names, "output_names": ["logits"], "dtypes": {**dict.fromkeys(names, "int64"), "logits": "float32"},
-                "dynamic_axes": {**{n: {"0": "batch", "1": "sequence"} for n in names}, "logits": {"0": "batch"}}}
+        return {
+            "input_names": names,
+            "output_names": ["logits"],
+            "dtypes": {**dict.fromkeys(names, "int64"), "logits": "float32"},
+            "dynamic_axes": {**{n: {"0": "batch", "1": "sequence"} for n in names}, "logits": {"0": "batch"}},
+        }
     if fmt == "torchscript":
-        return {"input_names": names, "output_names": ["logits"], "dtypes": {**dict.fromkeys(names, "int64"), "logits": "float32"},
-                "dynamic_axes": {**{n: {"0": "batch", "1": "sequence"} for n in names}, "logits": {"0": "batch"}}}
+        return {
+            "input_names": names,
+            "output_names": ["logits"],
+            "dtypes": {**dict.fromkeys(names, "int64"), "logits": "float32"},
+            "dynamic_axes": {**{n: {"0": "batch", "1": "sequence"} for n in names}, "logits": {"0": "batch"}},
+        }
     if fmt == "executorch":
-        return {"input_names": names, "output_names": ["logits"], "dtypes": {**dict.fromkeys(names, "int64"), "logits": "float32"},
-                "dynamic_axes": {n: {"1": "sequence"} for n in names}}
-    return {"input_names": names, "output_names": ["logits"], "dtypes": {**dict.fromkeys(names, "int32"), "logits": "float32"},
-            "dynamic_axes": {n: {"1": "sequence"} for n in names}}
+        return {
+            "input_names": names,
+            "output_names": ["logits"],
+            "dtypes": {**dict.fromkeys(names, "int64"), "logits": "float32"},
+            "dynamic_axes": {n: {"1": "sequence"} for n in names},
+        }
+    return {
+        "input_names": names,
+        "output_names": ["logits"],
+        "dtypes": {**dict.fromkeys(names, "int32"), "logits": "float32"},
+        "dynamic_axes": {n: {"1": "sequence"} for n in names},
+    }
 
 
 def _finish_folder(fmt: str, folder: Path, src: Source, config: ExportConfig, extra: dict) -> dict:
@@ -515,9 +632,13 @@ def _write_export_manifest(out: Path, config: ExportConfig, src: Source, summary
     formats = {k: v for k, v in formats.items() if k in present}
     tmp = Path(tempfile.mkdtemp(prefix=".manifest-", dir=out))
     try:
-        write_manifest(tmp, stage="export", config=config.to_dict(),
-                       inputs={"model": {"path": str(src.path.resolve()), "sha256": src.sha256}},
-                       extra={"formats": formats, "data": lin.get("data"), "max_length": src.max_length})
+        write_manifest(
+            tmp,
+            stage="export",
+            config=config.to_dict(),
+            inputs={"model": {"path": str(src.path.resolve()), "sha256": src.sha256}},
+            extra={"formats": formats, "data": lin.get("data"), "max_length": src.max_length},
+        )
         m = read_json(tmp / MANIFEST)
         m["files"] = {f"{fmt}/{k}": v for fmt in present for k, v in file_hashes(out / fmt).items()}
         write_json(out / MANIFEST, m)

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from mobilebert_kit.config import StageConfig
 from mobilebert_kit.data import DataConfig
@@ -40,23 +40,43 @@ def checkpoint_dir(output: str | Path) -> Path:
     return output.with_name(output.name + ".ckpt")
 
 
-def run(cfg: FinetuneConfig, *, overwrite: bool = False, resume: bool = False, quiet: bool = False,
-        log: Callable[[str], None] | None = None) -> Path:
+def training_dirs(output: str | Path, overwrite: bool, resume: bool) -> tuple[Path, Path]:
+    """(output folder, checkpoint folder) for a training stage; fails before any work when the
+    output is occupied or ``resume`` has nothing to resume from."""
+    from mobilebert_kit import artifacts
+    from mobilebert_kit.errors import TrainingError
+
+    out = artifacts.check_output_dir(output, overwrite)
+    work = checkpoint_dir(out)
+    if resume and not (work / "checkpoints").is_dir():
+        raise TrainingError(f"--resume: no checkpoint found in {work}; run without --resume to start fresh")
+    return out, work
+
+
+def run(
+    cfg: FinetuneConfig,
+    *,
+    overwrite: bool = False,
+    resume: bool = False,
+    quiet: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> Path:
     """Fine-tune ``cfg.model`` on ``cfg.data``; returns the output folder."""
     import sys
 
     from mobilebert_kit import artifacts
     from mobilebert_kit.data import load_dataset
     from mobilebert_kit.engine import TrainModule, fingerprint, make_features, train
-    from mobilebert_kit.errors import TrainingError
-    from mobilebert_kit.models import count_parameters, load_pretrained_for_classification, load_tokenizer, resolve_model
+    from mobilebert_kit.models import (
+        count_parameters,
+        load_pretrained_for_classification,
+        load_tokenizer,
+        resolve_model,
+    )
 
     log = log or (lambda m: None if quiet else print(m, file=sys.stderr))
     t0 = time.perf_counter()
-    out = artifacts.check_output_dir(cfg.output, overwrite)
-    work = checkpoint_dir(out)
-    if resume and not (work / "checkpoints").is_dir():
-        raise TrainingError(f"--resume: no checkpoint found in {work}; run without --resume to start fresh")
+    out, work = training_dirs(cfg.output, overwrite, resume)
 
     resolved = resolve_model(cfg.model)
     ds = load_dataset(cfg.data)
@@ -67,15 +87,27 @@ def run(cfg: FinetuneConfig, *, overwrite: bool = False, resume: bool = False, q
     if n_layers is not None and cfg.train.freeze_layers > n_layers:
         from mobilebert_kit.errors import ConfigError
 
-        raise ConfigError(f"freeze_layers must be in [0, {n_layers}] for {cfg.model} ({n_layers} layers); got {cfg.train.freeze_layers}")
+        raise ConfigError(
+            f"freeze_layers must be in [0, {n_layers}] for {cfg.model} ({n_layers} layers); got {cfg.train.freeze_layers}"
+        )
     t_load = time.perf_counter()
 
     L = cfg.train.max_length
     sets = {name: make_features(tokenizer, s.texts, s.pairs, s.labels, L) for name, s in ds.splits.items()}
     run_fp = fingerprint(resolved.path, cfg.data.to_dict(), ds.summary()["sizes"], cfg.dropout)
-    result = train(TrainModule(model), sets["train"], sets["validation"], cfg.train, workdir=work,
-                   pad_id=tokenizer.pad_token_id or 0, num_labels=ds.num_labels, resume=resume, quiet=quiet,
-                   run_fingerprint=run_fp, log=log)
+    result = train(
+        TrainModule(model),
+        sets["train"],
+        sets["validation"],
+        cfg.train,
+        workdir=work,
+        pad_id=tokenizer.pad_token_id or 0,
+        num_labels=ds.num_labels,
+        resume=resume,
+        quiet=quiet,
+        run_fingerprint=run_fp,
+        log=log,
+    )
     t_train = time.perf_counter()
 
     from accelerate import PartialState
@@ -85,27 +117,58 @@ def run(cfg: FinetuneConfig, *, overwrite: bool = False, resume: bool = False, q
         state.wait_for_everyone()
         return out
     metrics = evaluate_splits(model, sets, cfg.train, tokenizer.pad_token_id or 0, ds.num_labels)
-    metrics.update({
-        "best_epoch": result.best_epoch, "epochs_run": len(result.history), "stopped_early": result.stopped_early,
-        "history": result.history, "train_examples_per_second": result.examples_per_second,
-        "train_seconds": result.train_seconds, "steps": result.steps, "parameters": count_parameters(model),
-        "precision": result.precision, "device": result.device, "world_size": result.world_size,
-        "batch_size": result.batch_size, "grad_accum": result.grad_accum, "notes": result.notes,
-    })
+    metrics.update(
+        {
+            "best_epoch": result.best_epoch,
+            "epochs_run": len(result.history),
+            "stopped_early": result.stopped_early,
+            "history": result.history,
+            "train_examples_per_second": result.examples_per_second,
+            "train_seconds": result.train_seconds,
+            "steps": result.steps,
+            "parameters": count_parameters(model),
+            "precision": result.precision,
+            "device": result.device,
+            "world_size": result.world_size,
+            "batch_size": result.batch_size,
+            "grad_accum": result.grad_accum,
+            "notes": result.notes,
+        }
+    )
     log("test: accuracy {accuracy:.4f}, macro-F1 {macro_f1:.4f}".format(**metrics["test"]))
     with artifacts.staged_output(out, overwrite=overwrite) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         artifacts.write_labels(tmp, ds.label_names)
         artifacts.write_json(tmp / artifacts.METRICS, metrics)
-        timings = {"load_seconds": t_load - t0, "train_seconds": t_train - t_load,
-                   "total_seconds": time.perf_counter() - t0}
-        inputs = {"model": {"source": cfg.model, "path": resolved.path, "kind": resolved.kind,
-                            **({"sha256": artifacts.sha256_tree(resolved.path)} if resolved.kind != "hub" else {})},
-                  "data": {"source": ds.source, **_data_hash(cfg.data)}}
-        artifacts.write_manifest(tmp, stage="finetune", config=cfg.to_dict(), inputs=inputs, metrics=_headline(metrics),
-                                 timings=timings, extra={"data": cfg.data.to_dict(), "max_length": L,
-                                                         "dataset": ds.summary(), "resumed_from": result.resumed_from})
+        timings = {
+            "load_seconds": t_load - t0,
+            "train_seconds": t_train - t_load,
+            "total_seconds": time.perf_counter() - t0,
+        }
+        inputs = {
+            "model": {
+                "source": cfg.model,
+                "path": resolved.path,
+                "kind": resolved.kind,
+                **({"sha256": artifacts.sha256_tree(resolved.path)} if resolved.kind != "hub" else {}),
+            },
+            "data": {"source": ds.source, **data_hash(cfg.data)},
+        }
+        artifacts.write_manifest(
+            tmp,
+            stage="finetune",
+            config=cfg.to_dict(),
+            inputs=inputs,
+            metrics=_headline(metrics),
+            timings=timings,
+            extra={
+                "data": cfg.data.to_dict(),
+                "max_length": L,
+                "dataset": ds.summary(),
+                "resumed_from": result.resumed_from,
+            },
+        )
     shutil.rmtree(work, ignore_errors=True)
     state.wait_for_everyone()
     return out
@@ -128,12 +191,17 @@ def evaluate_splits(model, sets: dict, train_cfg: TrainConfig, pad_id: int, num_
 
 
 def _headline(metrics: dict) -> dict:
-    return {"test_accuracy": metrics["test"]["accuracy"], "test_macro_f1": metrics["test"]["macro_f1"],
-            "validation_accuracy": metrics["validation"]["accuracy"], "validation_macro_f1": metrics["validation"]["macro_f1"],
-            "train_examples_per_second": metrics["train_examples_per_second"], "parameters": metrics["parameters"]}
+    return {
+        "test_accuracy": metrics["test"]["accuracy"],
+        "test_macro_f1": metrics["test"]["macro_f1"],
+        "validation_accuracy": metrics["validation"]["accuracy"],
+        "validation_macro_f1": metrics["validation"]["macro_f1"],
+        "train_examples_per_second": metrics["train_examples_per_second"],
+        "parameters": metrics["parameters"],
+    }
 
 
-def _data_hash(data: DataConfig) -> dict:
+def data_hash(data: DataConfig) -> dict:
     from mobilebert_kit import artifacts
 
     paths = [p for p in (data.data, data.validation_data, data.test_data) if p and Path(p).exists()]

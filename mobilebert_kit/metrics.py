@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -25,12 +25,27 @@ def classification_metrics(logits_or_preds: np.ndarray, labels: Sequence[int], n
 
 def encode(tokenizer, texts: Sequence[str], pairs: Sequence[str] | None, max_length: int) -> dict[str, list[list[int]]]:
     """Tokenize without padding (dynamic padding happens per batch)."""
-    return tokenizer(list(texts), list(pairs) if pairs else None, truncation=True, max_length=max_length,
-                     padding=False, return_attention_mask=True)
+    return tokenizer(
+        list(texts),
+        list(pairs) if pairs else None,
+        truncation=True,
+        max_length=max_length,
+        padding=False,
+        return_attention_mask=True,
+    )
 
 
-def predict_logits(model, tokenizer, texts: Sequence[str], pairs: Sequence[str] | None = None, *, max_length: int = 128,
-                   batch_size: int = 64, device=None, progress: Callable[[int], None] | None = None) -> np.ndarray:
+def predict_logits(
+    model,
+    tokenizer,
+    texts: Sequence[str],
+    pairs: Sequence[str] | None = None,
+    *,
+    max_length: int = 128,
+    batch_size: int = 64,
+    device=None,
+    progress: Callable[[int], None] | None = None,
+) -> np.ndarray:
     """Run a PyTorch classifier over texts in length-sorted batches; returns logits in input order."""
     import torch
 
@@ -42,7 +57,7 @@ def predict_logits(model, tokenizer, texts: Sequence[str], pairs: Sequence[str] 
     model.eval()
     with torch.inference_mode():
         for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
+            idx = order[start : start + batch_size]
             feats = [{k: enc[k][i] for k in enc.keys()} for i in idx]
             batch = tokenizer.pad(feats, return_tensors="pt")
             batch = {k: v.to(device) for k, v in batch.items()}

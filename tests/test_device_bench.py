@@ -26,12 +26,16 @@ R58N12ABCDE            device usb:1-1 product:a52qnsxx model:SM_A525F device:a52
 DEVICES_UNAUTHORIZED = "List of devices attached\nR58N12ABCDE            unauthorized usb:1-1 transport_id:2\n\n"
 DEVICES_OFFLINE = "List of devices attached\nemulator-5554\toffline\n\n"
 DEVICES_NONE = "List of devices attached\n\n"
-DEVICES_TWO = ("List of devices attached\nR58N12ABCDE device usb:1-1 model:SM_A525F transport_id:1\n"
-               "emulator-5554 device product:sdk_gphone64_x86_64 model:sdk_gphone64_x86_64 transport_id:3\n")
+DEVICES_TWO = (
+    "List of devices attached\nR58N12ABCDE device usb:1-1 model:SM_A525F transport_id:1\n"
+    "emulator-5554 device product:sdk_gphone64_x86_64 model:sdk_gphone64_x86_64 transport_id:3\n"
+)
 LOGCAT = f"""--------- beginning of main
 I/MBK_BENCH(12873): {{"warmup":10,"runs":50,"p50_ms":4.12,"p90_ms":5.87,"mean_ms":4.40,"tokens":11,"model_sha256":"{SHA}","ort":"1.22.0","label":"positive"}}
 """
-LOGCAT_THREADTIME = f"""11-24 03:20:01.123 12873 12890 I MBK_BENCH: {{"p50_ms":3.5,"p90_ms":4.0,"model_sha256":"{SHA}"}}"""
+LOGCAT_THREADTIME = (
+    f"""11-24 03:20:01.123 12873 12890 I MBK_BENCH: {{"p50_ms":3.5,"p90_ms":4.0,"model_sha256":"{SHA}"}}"""
+)
 
 
 def test_parse_devices_recorded_output():
@@ -46,7 +50,9 @@ def test_parse_devices_recorded_output():
 def test_pick_device_errors_and_skips():
     with pytest.raises(DeviceError, match=r"^device R58N12ABCDE is unauthorized; unlock the phone, accept"):
         pick_device(parse_devices(DEVICES_UNAUTHORIZED), None)
-    with pytest.raises(DeviceError, match=r"^device emulator-5554 is offline; replug the USB cable or run `adb reconnect`"):
+    with pytest.raises(
+        DeviceError, match=r"^device emulator-5554 is offline; replug the USB cable or run `adb reconnect`"
+    ):
         pick_device(parse_devices(DEVICES_OFFLINE), None)
     with pytest.raises(DeviceSkip, match="no Android device attached"):
         pick_device([], None)
@@ -82,7 +88,7 @@ def _fake_adb(tmp_path: Path, devices: str, logcat: str = LOGCAT) -> Path:
     script.write_text(f"""#!{sys.executable}
 import json, sys
 args = sys.argv[1:]
-with open({str(tmp_path / 'adb_calls.jsonl')!r}, "a") as f:
+with open({str(tmp_path / "adb_calls.jsonl")!r}, "a") as f:
     f.write(json.dumps(args) + "\\n")
 if args[:1] == ["-s"]:
     args = args[2:]
@@ -101,14 +107,16 @@ elif args[:1] == ["logcat"] and "-d" in args:
 
 def test_full_flow_with_recorded_adb_session(bundle, tmp_path):
     adb = _fake_adb(tmp_path, DEVICES_OK)
-    out = run(DeviceBenchConfig(bundle=str(bundle), adb=str(adb), output=str(tmp_path / "bench.json"), runs=50, timeout_s=5))
+    out = run(
+        DeviceBenchConfig(bundle=str(bundle), adb=str(adb), output=str(tmp_path / "bench.json"), runs=50, timeout_s=5)
+    )
     r = read_json(out)
     assert r["device"] == {"serial": "R58N12ABCDE", "model": "SM-A525F", "abi": "arm64-v8a", "sdk": "34"}
     assert (r["p50_ms"], r["p90_ms"], r["model_sha256"]) == (4.12, 5.87, SHA)
     calls = [json.loads(line) for line in (tmp_path / "adb_calls.jsonl").read_text().splitlines()]
     assert any("push" in c and c[-1].endswith("/bundle/model.ort") for c in calls)
     start = next(c for c in calls if "am" in c)
-    assert start[start.index("--es") + 1: start.index("--es") + 3] == ["mode", "bench"]
+    assert start[start.index("--es") + 1 : start.index("--es") + 3] == ["mode", "bench"]
     assert start[start.index("runs") + 1] == "50"
 
 
@@ -126,7 +134,8 @@ def test_cli_skip_without_adb_and_without_device(cli, bundle, tmp_path, monkeypa
     r = cli("device-bench", "--bundle", bundle, "-o", tmp_path / "b.json")
     assert r.exit_code == 0
     assert [line for line in r.output.splitlines() if line.startswith("SKIP:")] == [
-        "SKIP: adb not found ('adb' is not on PATH); install Android platform-tools or `apt-get install adb`"]
+        "SKIP: adb not found ('adb' is not on PATH); install Android platform-tools or `apt-get install adb`"
+    ]
     r = cli("device-bench", "--bundle", bundle, "--require-device")
     assert r.exit_code != 0 and r.output.count("Error:") == 1 and "--require-device is set" in r.output
     _fake_adb(bindir, DEVICES_NONE)
@@ -135,11 +144,20 @@ def test_cli_skip_without_adb_and_without_device(cli, bundle, tmp_path, monkeypa
     assert not (tmp_path / "b.json").exists()
 
 
-@pytest.mark.parametrize("devices, message", [
-    (DEVICES_UNAUTHORIZED, "Error: device R58N12ABCDE is unauthorized; unlock the phone, accept the 'Allow USB debugging' "
-                           "prompt, then retry (or run `adb kill-server` and replug)"),
-    (DEVICES_OFFLINE, "Error: device emulator-5554 is offline; replug the USB cable or run `adb reconnect`, then retry"),
-])
+@pytest.mark.parametrize(
+    "devices, message",
+    [
+        (
+            DEVICES_UNAUTHORIZED,
+            "Error: device R58N12ABCDE is unauthorized; unlock the phone, accept the 'Allow USB debugging' "
+            "prompt, then retry (or run `adb kill-server` and replug)",
+        ),
+        (
+            DEVICES_OFFLINE,
+            "Error: device emulator-5554 is offline; replug the USB cable or run `adb reconnect`, then retry",
+        ),
+    ],
+)
 def test_cli_unauthorized_or_offline_is_one_error_line(cli, bundle, tmp_path, monkeypatch, devices, message):
     bindir = tmp_path / "bin"
     bindir.mkdir()

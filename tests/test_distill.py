@@ -16,8 +16,19 @@ from mobilebert_kit.artifacts import read_json
 from mobilebert_kit.errors import ConfigError
 from mobilebert_kit.models import load_classifier_folder
 
-FAST = ["--epochs", "3", "--lr", "1e-2", "--batch-size", "16", "--checkpoint-every", "0",
-        "--early-stopping-patience", "0", "-q"]
+FAST = [
+    "--epochs",
+    "3",
+    "--lr",
+    "1e-2",
+    "--batch-size",
+    "16",
+    "--checkpoint-every",
+    "0",
+    "--early-stopping-patience",
+    "0",
+    "-q",
+]
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +42,12 @@ def teacher_dir(tmp_path_factory, sentiment_csv) -> Path:
     root = tmp_path_factory.mktemp("distill")
     init = make_tiny_classifier(root / "init", layers=4, hidden=32, heads=2)
     train = TrainConfig(epochs=4, lr=1e-2, batch_size=16, max_length=32, checkpoint_every=0, early_stopping_patience=0)
-    return finetune.run(finetune.FinetuneConfig(model=str(init), data=DataConfig(data=str(sentiment_csv)), train=train,
-                                                output=str(root / "teacher")), quiet=True)
+    return finetune.run(
+        finetune.FinetuneConfig(
+            model=str(init), data=DataConfig(data=str(sentiment_csv)), train=train, output=str(root / "teacher")
+        ),
+        quiet=True,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +58,16 @@ def distilled(teacher_dir, tmp_path_factory):
     from mobilebert_kit.cli import main
 
     root = tmp_path_factory.mktemp("student")
-    args = ["distill", "--teacher", str(teacher_dir), "--cache-dir", str(root / "cache"), "-o", str(root / "student"), *FAST]
+    args = [
+        "distill",
+        "--teacher",
+        str(teacher_dir),
+        "--cache-dir",
+        str(root / "cache"),
+        "-o",
+        str(root / "student"),
+        *FAST,
+    ]
     r = CliRunner().invoke(main, args, catch_exceptions=False)
     assert r.exit_code == 0, r.output
     return root / "student", root / "cache", args
@@ -52,17 +76,20 @@ def distilled(teacher_dir, tmp_path_factory):
 # --------------------------------------------------------------------------- config
 
 
-@pytest.mark.parametrize(("kw", "message"), [
-    ({"temperature": 0}, "temperature must be in (0, inf], got 0"),
-    ({"temperature": -1.5}, "temperature must be in (0, inf], got -1.5"),
-    ({"alpha": 1.5}, "alpha must be in [0, 1], got 1.5"),
-    ({"alpha": -0.1}, "alpha must be in [0, 1], got -0.1"),
-    ({"layers": [0, 2, 2]}, "layers lists teacher layer 2 more than once; got 0,2,2"),
-    ({"layers": [-1, 2]}, "layers must be teacher layer indices >= 0; got -1,2"),
-    ({"layers": [0, 2], "student": "x"}, "choose one student initialisation: layers or student, not both"),
-    ({"hidden_weight": -1}, "hidden_weight must be in [0, inf], got -1"),
-    ({"layer_map": [1, 3]}, "layer_map only matters with hidden_weight or attention_weight > 0"),
-])
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"temperature": 0}, "temperature must be in (0, inf], got 0"),
+        ({"temperature": -1.5}, "temperature must be in (0, inf], got -1.5"),
+        ({"alpha": 1.5}, "alpha must be in [0, 1], got 1.5"),
+        ({"alpha": -0.1}, "alpha must be in [0, 1], got -0.1"),
+        ({"layers": [0, 2, 2]}, "layers lists teacher layer 2 more than once; got 0,2,2"),
+        ({"layers": [-1, 2]}, "layers must be teacher layer indices >= 0; got -1,2"),
+        ({"layers": [0, 2], "student": "x"}, "choose one student initialisation: layers or student, not both"),
+        ({"hidden_weight": -1}, "hidden_weight must be in [0, inf], got -1"),
+        ({"layer_map": [1, 3]}, "layer_map only matters with hidden_weight or attention_weight > 0"),
+    ],
+)
 def test_config_refuses_bad_values(kw, message):
     with pytest.raises(ConfigError) as e:
         distill.DistillConfig(**kw)
@@ -70,12 +97,15 @@ def test_config_refuses_bad_values(kw, message):
 
 
 def test_config_from_dict_and_student_arch():
-    cfg = distill.DistillConfig.from_dict({"layers": "0,2,4", "temperature": "3", "alpha": 0.5,
-                                           "student_config": None, "train": {"epochs": 1}})
+    cfg = distill.DistillConfig.from_dict(
+        {"layers": "0,2,4", "temperature": "3", "alpha": 0.5, "student_config": None, "train": {"epochs": 1}}
+    )
     assert cfg.layers == [0, 2, 4] and cfg.temperature == 3.0 and cfg.init_method == "layers"
     arch = distill.DistillConfig.from_dict({"student_config": {"hidden_size": 64, "num_heads": 4}})
     assert arch.init_method == "student_config" and arch.student_config.hidden_size == 64
-    with pytest.raises(ConfigError, match="unknown key 'student_config.hiden_size' \\(did you mean 'hidden_size'\\?\\)"):
+    with pytest.raises(
+        ConfigError, match="unknown key 'student_config.hiden_size' \\(did you mean 'hidden_size'\\?\\)"
+    ):
         distill.DistillConfig.from_dict({"student_config": {"hiden_size": 64}})
     with pytest.raises(ConfigError, match="hidden_size \\(30\\) must be divisible by num_heads \\(4\\)"):
         distill.StudentArch(hidden_size=30, num_heads=4)
@@ -121,10 +151,21 @@ TEXTS = ["a wonderful, moving film", "bad", "tedious and stupid, a painful slog 
 
 
 def _outputs(teacher, tok, folder, cache, hidden=(), attn=(), texts=TEXTS, log=None):
-    return distill.teacher_outputs(teacher, tok, list(texts), None, max_length=32, hidden_layers=list(hidden),
-                                   attention_layers=list(attn), cache_dir=cache, slot={"teacher": str(folder), "role": "t"},
-                                   teacher_sha=distill.teacher_weights_sha(folder), batch_size=3,
-                                   device=torch.device("cpu"), log=log or (lambda m: None))
+    return distill.teacher_outputs(
+        teacher,
+        tok,
+        list(texts),
+        None,
+        max_length=32,
+        hidden_layers=list(hidden),
+        attention_layers=list(attn),
+        cache_dir=cache,
+        slot={"teacher": str(folder), "role": "t"},
+        teacher_sha=distill.teacher_weights_sha(folder),
+        batch_size=3,
+        device=torch.device("cpu"),
+        log=log or (lambda m: None),
+    )
 
 
 def test_loss_is_zero_when_student_equals_teacher(tmp_path, teacher_dir):
@@ -138,8 +179,14 @@ def test_loss_is_zero_when_student_equals_teacher(tmp_path, teacher_dir):
     student = distill.copy_layers_student(teacher, [0, 1, 2, 3]).eval()
     out = _outputs(teacher, tok, folder, tmp_path / "c", hidden=[0, 1, 2, 3], attn=[0, 1, 2, 3])
     labels = [1, 0, 0, 1]
-    feats = make_features(tok, TEXTS, None, labels, 32, extras={"teacher_logits": list(out.logits),
-                                                                "teacher_hidden": out.hidden, "idx": [0, 1, 2, 3]})
+    feats = make_features(
+        tok,
+        TEXTS,
+        None,
+        labels,
+        32,
+        extras={"teacher_logits": list(out.logits), "teacher_hidden": out.hidden, "idx": [0, 1, 2, 3]},
+    )
     batch = Collator(tok.pad_token_id, 32, dynamic=True)([feats[i] for i in range(4)])
     assert batch["teacher_hidden"].shape[:3] == (4, batch["input_ids"].shape[1], 4)
     cfg = distill.DistillConfig(alpha=1.0, hidden_weight=1.0, attention_weight=1.0)
@@ -149,12 +196,25 @@ def test_loss_is_zero_when_student_equals_teacher(tmp_path, teacher_dir):
     other = distill.copy_layers_student(teacher, [3, 2, 1, 0]).eval()
     for kw in ({"alpha": 1.0}, {"alpha": 1.0, "hidden_weight": 1.0}, {"alpha": 1.0, "attention_weight": 1.0}):
         c = distill.DistillConfig(**kw)
-        fn = lambda m, c=c: float(distill.make_loss(c, c.hidden_weight > 0, c.attention_weight > 0,  # noqa: E731
-                                                    out.attentions)(m, batch, torch.nn.ModuleDict()))
+
+        def fn(m, c=c):
+            return float(
+                distill.make_loss(
+                    c,
+                    c.hidden_weight > 0,
+                    c.attention_weight > 0,
+                    out.attentions,
+                )(m, batch, torch.nn.ModuleDict())
+            )
+
         assert fn(other) > 100 * max(fn(student), 1e-9), kw
     hard = distill.make_loss(distill.DistillConfig(alpha=0.0), False, False, None)(student, batch, None)
-    ce = torch.nn.functional.cross_entropy(student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                                                   token_type_ids=batch["token_type_ids"]).logits, batch["labels"])
+    ce = torch.nn.functional.cross_entropy(
+        student(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], token_type_ids=batch["token_type_ids"]
+        ).logits,
+        batch["labels"],
+    )
     assert float(hard) == pytest.approx(float(ce), rel=1e-5)
 
 
@@ -211,8 +271,18 @@ def test_cache_hit_stale_and_corrupt(tmp_path):
 def test_help(cli):
     r = cli("distill", "--help")
     assert r.exit_code == 0
-    for flag in ("--teacher", "--layers", "--student-config", "--temperature", "--alpha", "--hidden-weight",
-                 "--attention-weight", "--unlabeled", "--resume", "mbk distill --layers 0,2,4 --temperature 3 --alpha 0.5"):
+    for flag in (
+        "--teacher",
+        "--layers",
+        "--student-config",
+        "--temperature",
+        "--alpha",
+        "--hidden-weight",
+        "--attention-weight",
+        "--unlabeled",
+        "--resume",
+        "mbk distill --layers 0,2,4 --temperature 3 --alpha 0.5",
+    ):
         assert flag in r.output
 
 
@@ -227,7 +297,9 @@ def test_distill_writes_a_standalone_student(distilled, teacher_dir):
     assert m["student"]["layers"] == 2 and m["teacher"]["layers"] == 4
     assert m["teacher"]["test"]["accuracy"] > 0.9  # the tiny teacher learned the task...
     assert m["student"]["test"]["accuracy"] >= 0.9  # ...and so did its student
-    assert m["retention"]["accuracy"] == pytest.approx(m["student"]["test"]["accuracy"] / m["teacher"]["test"]["accuracy"])
+    assert m["retention"]["accuracy"] == pytest.approx(
+        m["student"]["test"]["accuracy"] / m["teacher"]["test"]["accuracy"]
+    )
     assert m["student"]["parameters"] < m["teacher"]["parameters"] and m["compression"]["parameters"] > 1
     assert m["teacher_cache"] == {**m["teacher_cache"], "train": "built", "eval": "built"}
     manifest = read_json(out / "manifest.json")
@@ -251,7 +323,7 @@ def test_second_run_reuses_the_cache(distilled, cli, tmp_path):
     files = sorted(cache.iterdir())
     mtimes = [f.stat().st_mtime_ns for f in files]
     i = args.index("-o")
-    r = cli(*args[:i], "-o", tmp_path / "s2", *args[i + 2:], "--epochs", "1")
+    r = cli(*args[:i], "-o", tmp_path / "s2", *args[i + 2 :], "--epochs", "1")
     assert r.exit_code == 0, r.output
     m = read_json(tmp_path / "s2" / "metrics.json")
     assert m["teacher_cache"]["train"] == "hit" and m["teacher_cache"]["eval"] == "hit"
@@ -259,9 +331,27 @@ def test_second_run_reuses_the_cache(distilled, cli, tmp_path):
 
 
 def test_fresh_student_with_projection_and_attention_losses(teacher_dir, tmp_path, cli):
-    r = cli("distill", "-t", teacher_dir, "--student-config", "hidden_size=16,num_layers=2,num_heads=1,intermediate_size=32",
-            "--hidden-weight", "1", "--attention-weight", "1", "--layer-map", "1,3", "--cache-dir", tmp_path / "c",
-            "-o", tmp_path / "s", *FAST, "--epochs", "2", "--json")
+    r = cli(
+        "distill",
+        "-t",
+        teacher_dir,
+        "--student-config",
+        "hidden_size=16,num_layers=2,num_heads=1,intermediate_size=32",
+        "--hidden-weight",
+        "1",
+        "--attention-weight",
+        "1",
+        "--layer-map",
+        "1,3",
+        "--cache-dir",
+        tmp_path / "c",
+        "-o",
+        tmp_path / "s",
+        *FAST,
+        "--epochs",
+        "2",
+        "--json",
+    )
     assert r.exit_code == 0, r.output
     m = json.loads(r.output)
     assert m["student"]["hidden_size"] == 16 and m["student"]["layers"] == 2
@@ -276,8 +366,25 @@ def test_fresh_student_with_projection_and_attention_losses(teacher_dir, tmp_pat
 
 def test_pretrained_student_and_data_overrides(teacher_dir, tmp_path, cli):
     student = make_tiny_classifier(tmp_path / "base", layers=1, hidden=32, seed=7)
-    r = cli("distill", "-t", teacher_dir, "--student", student, "--max-train-examples", "40", "--alpha", "1",
-            "--cache-dir", tmp_path / "c", "-o", tmp_path / "s", *FAST, "--epochs", "1", "--json")
+    r = cli(
+        "distill",
+        "-t",
+        teacher_dir,
+        "--student",
+        student,
+        "--max-train-examples",
+        "40",
+        "--alpha",
+        "1",
+        "--cache-dir",
+        tmp_path / "c",
+        "-o",
+        tmp_path / "s",
+        *FAST,
+        "--epochs",
+        "1",
+        "--json",
+    )
     assert r.exit_code == 0, r.output
     m = json.loads(r.output)
     assert m["labeled_examples"] == 40 and m["student"]["layers"] == 1
@@ -289,9 +396,26 @@ def test_pretrained_student_and_data_overrides(teacher_dir, tmp_path, cli):
 
 def test_unlabeled_text_is_labelled_by_the_teacher(teacher_dir, tmp_path, cli):
     extra = tmp_path / "raw.txt"
-    extra.write_text("\n".join(["a joyful, wonderful film", "an ugly, boring mess", "", "funny and smart and great"] * 5))
-    r = cli("distill", "-t", teacher_dir, "--unlabeled", extra, "--max-unlabeled", "12", "--cache-dir", tmp_path / "c",
-            "-o", tmp_path / "s", *FAST, "--epochs", "1", "--json")
+    extra.write_text(
+        "\n".join(["a joyful, wonderful film", "an ugly, boring mess", "", "funny and smart and great"] * 5)
+    )
+    r = cli(
+        "distill",
+        "-t",
+        teacher_dir,
+        "--unlabeled",
+        extra,
+        "--max-unlabeled",
+        "12",
+        "--cache-dir",
+        tmp_path / "c",
+        "-o",
+        tmp_path / "s",
+        *FAST,
+        "--epochs",
+        "1",
+        "--json",
+    )
     assert r.exit_code == 0, r.output
     m = json.loads(r.output)
     assert m["unlabeled_examples"] == 12 and m["train_examples"] == m["labeled_examples"] + 12
@@ -309,16 +433,41 @@ def test_kill_and_resume_gives_the_same_student(teacher_dir, tmp_path, cli):
 
     from safetensors.torch import load_file
 
-    common = ["distill", "-t", str(teacher_dir), "--cache-dir", str(tmp_path / "c"), "--hidden-weight", "1",
-              *FAST, "--epochs", "2", "--checkpoint-every", "3"]
+    common = [
+        "distill",
+        "-t",
+        str(teacher_dir),
+        "--cache-dir",
+        str(tmp_path / "c"),
+        "--hidden-weight",
+        "1",
+        *FAST,
+        "--epochs",
+        "2",
+        "--checkpoint-every",
+        "3",
+    ]
+
     # every leg in a fresh process: the same thread count and library state for all three
-    run = lambda *extra, env=None: subprocess.run([sys.executable, "-m", "mobilebert_kit", *map(str, common), *map(str, extra)],  # noqa: E731
-                                                  env=env, capture_output=True, text=True, timeout=300)
+    def run(*extra, env=None):
+        return subprocess.run(
+            [sys.executable, "-m", "mobilebert_kit", *map(str, common), *map(str, extra)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
     r = run("-o", tmp_path / "straight")
     assert r.returncode == 0, r.stderr[-2000:]
     env = {**os.environ, "MBK_KILL_AT_STEP": "11"}
-    p = subprocess.run([sys.executable, "-m", "mobilebert_kit", *common, "-o", str(tmp_path / "resumed")], env=env,
-                       capture_output=True, text=True, timeout=300)
+    p = subprocess.run(
+        [sys.executable, "-m", "mobilebert_kit", *common, "-o", str(tmp_path / "resumed")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert p.returncode == -9, p.stderr[-2000:]
     assert not (tmp_path / "resumed").exists() and (tmp_path / "resumed.ckpt" / "checkpoints").is_dir()
     r = run("-o", tmp_path / "resumed", "--resume")
@@ -348,12 +497,14 @@ def _bad(cli, tmp_path, *args):
 
 def test_bad_teacher(cli, tmp_path):
     assert _bad(cli, tmp_path, "-t", tmp_path / "nope") == (
-        f"Error: teacher folder {tmp_path / 'nope'} does not exist; run `mbk finetune` first or pass --teacher PATH")
+        f"Error: teacher folder {tmp_path / 'nope'} does not exist; run `mbk finetune` first or pass --teacher PATH"
+    )
     base = tmp_path / "base"
     from transformers import BertConfig, BertModel
 
-    BertModel(BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=1,
-                         intermediate_size=16)).save_pretrained(base)
+    BertModel(
+        BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=1, intermediate_size=16)
+    ).save_pretrained(base)
     assert "holds no sequence-classification head (architectures: ['BertModel'])" in _bad(cli, tmp_path, "-t", base)
 
 
@@ -364,9 +515,11 @@ def test_bad_options(cli, tmp_path, teacher_dir):
     assert _bad(cli, tmp_path, *t, "--temperature", "0") == "Error: temperature must be in (0, inf], got 0.0"
     assert _bad(cli, tmp_path, *t, "--alpha", "1.5") == "Error: alpha must be in [0, 1], got 1.5"
     assert _bad(cli, tmp_path, *t, "--hidden-weight", "1", "--layer-map", "1,9") == (
-        "Error: layer_map 9 out of range: the teacher has 4 layers (0..3)")
+        "Error: layer_map 9 out of range: the teacher has 4 layers (0..3)"
+    )
     assert _bad(cli, tmp_path, *t, "--hidden-weight", "1", "--layer-map", "1") == (
-        "Error: layer_map has 1 entries but the student has 2 layers; give one teacher layer per student layer")
+        "Error: layer_map has 1 entries but the student has 2 layers; give one teacher layer per student layer"
+    )
     r = cli("distill", *t, "--layers", "a,b", "-o", tmp_path / "s")
     assert r.exit_code == 2 and "expected comma-separated integers like 0,2,4" in r.output
 
@@ -375,14 +528,17 @@ def test_student_label_count_and_tokenizer_mismatch(cli, tmp_path, teacher_dir):
     three = make_tiny_classifier(tmp_path / "three", num_labels=3)
     assert _bad(cli, tmp_path, "-t", teacher_dir, "--student", three) == (
         f"Error: student {three} has 3 labels but the teacher has 2 (neg, pos); "
-        "pass a student with 2 labels or a base model")
+        "pass a student with 2 labels or a base model"
+    )
     from transformers import AutoTokenizer
 
     cased = make_tiny_classifier(tmp_path / "cased")
     AutoTokenizer.from_pretrained(minilm_path(), do_lower_case=False).save_pretrained(cased)
     msg = _bad(cli, tmp_path, "-t", teacher_dir, "--student", cased, "--hidden-weight", "1")
-    assert msg.startswith(f"Error: the student's tokenizer ({cased}) differs from the teacher's; hidden-state and attention "
-                          "losses compare token by token and need the same tokenizer")
+    assert msg.startswith(
+        f"Error: the student's tokenizer ({cased}) differs from the teacher's; hidden-state and attention "
+        "losses compare token by token and need the same tokenizer"
+    )
 
 
 def test_data_labels_must_match_teacher(cli, tmp_path, teacher_dir):
@@ -390,7 +546,10 @@ def test_data_labels_must_match_teacher(cli, tmp_path, teacher_dir):
 
     other = write_sentiment_csv(tmp_path / "ints.csv", label_kind="int")
     msg = _bad(cli, tmp_path, "-t", teacher_dir, "--data", other)
-    assert msg.startswith("Error: the data has labels ['0', '1'] but the teacher") and "was trained on ['neg', 'pos']" in msg
+    assert (
+        msg.startswith("Error: the data has labels ['0', '1'] but the teacher")
+        and "was trained on ['neg', 'pos']" in msg
+    )
 
 
 # --------------------------------------------------------------------------- integration: the real MiniLM teacher
@@ -409,17 +568,59 @@ def real_teacher(request, tmp_path_factory) -> Path:
     from mobilebert_kit.cli import main
 
     out = tmp_path_factory.mktemp("minilm") / "teacher"
-    r = CliRunner().invoke(main, ["finetune", "--model", "minilm-l6", "--max-train-examples", "300", "--max-eval-examples",
-                                  "200", "--epochs", "1", "--lr", "1e-4", "--batch-size", "16", "--max-length", "48",
-                                  "-o", str(out), "-q"], catch_exceptions=False)
+    r = CliRunner().invoke(
+        main,
+        [
+            "finetune",
+            "--model",
+            "minilm-l6",
+            "--max-train-examples",
+            "300",
+            "--max-eval-examples",
+            "200",
+            "--epochs",
+            "1",
+            "--lr",
+            "1e-4",
+            "--batch-size",
+            "16",
+            "--max-length",
+            "48",
+            "-o",
+            str(out),
+            "-q",
+        ],
+        catch_exceptions=False,
+    )
     assert r.exit_code == 0, r.output
     return out
 
 
 @pytest.mark.integration
 def test_real_minilm_teacher_into_three_layers(real_teacher, cli, tmp_path):
-    r = cli("distill", "-t", real_teacher, "--layers", "0,2,4", "--temperature", "3", "--alpha", "0.5", "--epochs", "1",
-            "--lr", "1e-4", "--batch-size", "16", "--cache-dir", tmp_path / "c", "-o", tmp_path / "s", "-q", "--json")
+    r = cli(
+        "distill",
+        "-t",
+        real_teacher,
+        "--layers",
+        "0,2,4",
+        "--temperature",
+        "3",
+        "--alpha",
+        "0.5",
+        "--epochs",
+        "1",
+        "--lr",
+        "1e-4",
+        "--batch-size",
+        "16",
+        "--cache-dir",
+        tmp_path / "c",
+        "-o",
+        tmp_path / "s",
+        "-q",
+        "--json",
+    )
     assert r.exit_code == 0, r.output
     m = json.loads(r.output)
     t_acc, s_acc = m["teacher"]["test"]["accuracy"], m["student"]["test"]["accuracy"]

@@ -4,15 +4,32 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import make_tiny_classifier
-from mobilebert_kit.engine import (Collator, FeatureDataset, TrainConfig, TrainModule, batch_order, default_loss,
-                                   make_features, resolve_precision, train)
+
+from mobilebert_kit.engine import (
+    Collator,
+    FeatureDataset,
+    TrainConfig,
+    TrainModule,
+    batch_order,
+    default_loss,
+    make_features,
+    resolve_precision,
+    train,
+)
 from mobilebert_kit.errors import TrainingError
 from mobilebert_kit.models import load_classifier_folder
 
-TEXTS = ["great movie", "awful film, truly bad", "a wonderful and moving story about love", "boring",
-         "the acting was superb and the script sharp", "dull dull dull", "loved it", "a painful, ugly and long slog"] * 8
+TEXTS = [
+    "great movie",
+    "awful film, truly bad",
+    "a wonderful and moving story about love",
+    "boring",
+    "the acting was superb and the script sharp",
+    "dull dull dull",
+    "loved it",
+    "a painful, ugly and long slog",
+] * 8
 LABELS = [1, 0, 1, 0, 1, 0, 1, 0] * 8
 
 
@@ -23,16 +40,33 @@ def setup(tmp_path, tiny_classifier_dir):
         model, tok, names = load_classifier_folder(tiny_classifier_dir)
         model.config.hidden_dropout_prob = 0.1
         feats = make_features(tok, TEXTS, None, LABELS, 32)
-        cfg = TrainConfig(**{"epochs": 2, "lr": 1e-2, "batch_size": 8, "checkpoint_every": 0, "early_stopping_patience": 0,
-                             **overrides})
+        cfg = TrainConfig(
+            **{
+                "epochs": 2,
+                "lr": 1e-2,
+                "batch_size": 8,
+                "checkpoint_every": 0,
+                "early_stopping_patience": 0,
+                **overrides,
+            }
+        )
         return model, tok, feats, cfg
 
     return make
 
 
 def _train(model, tok, feats, cfg, workdir, loss_fn=None, **kw):
-    return train(TrainModule(model, loss_fn), feats, feats, cfg, workdir=workdir, pad_id=tok.pad_token_id, num_labels=2,
-                 quiet=True, **kw)
+    return train(
+        TrainModule(model, loss_fn),
+        feats,
+        feats,
+        cfg,
+        workdir=workdir,
+        pad_id=tok.pad_token_id,
+        num_labels=2,
+        quiet=True,
+        **kw,
+    )
 
 
 def test_batch_order_deterministic_and_grouped():
@@ -49,8 +83,10 @@ def test_batch_order_deterministic_and_grouped():
 
 
 def test_collator_dynamic_vs_fixed_padding():
-    rows = [{"input_ids": [101, 5, 102], "attention_mask": [1, 1, 1], "labels": 1},
-            {"input_ids": [101, 102], "attention_mask": [1, 1], "labels": 0}]
+    rows = [
+        {"input_ids": [101, 5, 102], "attention_mask": [1, 1, 1], "labels": 1},
+        {"input_ids": [101, 102], "attention_mask": [1, 1], "labels": 0},
+    ]
     dyn = Collator(0, 64, dynamic=True)(rows)
     fixed = Collator(0, 64, dynamic=False)(rows)
     assert dyn["input_ids"].shape == (2, 3) and fixed["input_ids"].shape == (2, 64)

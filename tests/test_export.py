@@ -15,8 +15,9 @@ from mobilebert_kit.export import FORMATS, META
 def tiny_with_manifest(src, folder, data_csv, max_length=64):
     """Copy the read-only tiny classifier and record its training data like finetune would."""
     shutil.copytree(src, folder)
-    (folder / "manifest.json").write_text(json.dumps({"stage": "finetune", "data": {"data": str(data_csv)},
-                                                      "max_length": max_length}))
+    (folder / "manifest.json").write_text(
+        json.dumps({"stage": "finetune", "data": {"data": str(data_csv)}, "max_length": max_length})
+    )
     return folder
 
 
@@ -96,9 +97,18 @@ def test_compression_onnx_graph_is_copied(tiny_classifier_dir, tmp_path, cli):
     ot.export_onnx(model, tmp_path / "fp32.onnx")
     ot.optimize_onnx(tmp_path / "fp32.onnx", tmp_path / "fused.onnx", 2, 32)
     ot.quantize_onnx_dynamic(tmp_path / "fused.onnx", model / "onnx" / "model.onnx")
-    (model / "compression.json").write_text(json.dumps({"int8": True, "int8_mode": "dynamic", "per_channel": False,
-                                                         "weight_type": "qint8", "nodes_excluded": [],
-                                                         "onnx_model": "onnx/model.onnx"}))
+    (model / "compression.json").write_text(
+        json.dumps(
+            {
+                "int8": True,
+                "int8_mode": "dynamic",
+                "per_channel": False,
+                "weight_type": "qint8",
+                "nodes_excluded": [],
+                "onnx_model": "onnx/model.onnx",
+            }
+        )
+    )
     r = cli("export", "-f", "onnx", "-f", "ort", "--model", model, "-o", tmp_path / "e", "-q")
     assert r.exit_code == 0, r.output
     assert sha256_file(tmp_path / "e" / "onnx" / "model.onnx") == sha256_file(model / "onnx" / "model.onnx")
@@ -110,16 +120,18 @@ def test_compression_onnx_graph_is_copied(tiny_classifier_dir, tmp_path, cli):
 def test_unknown_format_lists_known(cli, tmp_path):
     r = cli("export", "--format", "tflite", "-o", tmp_path / "e")
     assert r.exit_code == 1
-    assert r.output.strip() == ("Error: unknown export format 'tflite'; known formats: onnx, ort, torchscript, coreml, "
-                                "executorch, all")
+    assert r.output.strip() == (
+        "Error: unknown export format 'tflite'; known formats: onnx, ort, torchscript, coreml, executorch, all"
+    )
     assert not (tmp_path / "e").exists()
 
 
 def test_model_without_classifier_head(cli, tmp_path):
     from transformers import BertConfig, BertModel
 
-    BertModel(BertConfig(vocab_size=100, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                         intermediate_size=32)).save_pretrained(tmp_path / "base")
+    BertModel(
+        BertConfig(vocab_size=100, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+    ).save_pretrained(tmp_path / "base")
     r = cli("export", "-f", "onnx", "--model", tmp_path / "base", "-o", tmp_path / "e")
     assert r.exit_code == 1
     assert r.output.startswith("Error: ") and "holds no sequence-classification head" in r.output
@@ -175,7 +187,9 @@ def test_real_minilm_exports_fuse_and_verify(tmp_path, sentiment_csv, cli):
     m.save_pretrained(tmp_path / "model")
     AutoTokenizer.from_pretrained(minilm_path()).save_pretrained(tmp_path / "model")
     write_labels(tmp_path / "model", ["neg", "pos"])
-    (tmp_path / "model" / "manifest.json").write_text(json.dumps({"data": {"data": str(sentiment_csv)}, "max_length": 64}))
+    (tmp_path / "model" / "manifest.json").write_text(
+        json.dumps({"data": {"data": str(sentiment_csv)}, "max_length": 64})
+    )
     assert cli("export", "--model", tmp_path / "model", "-o", tmp_path / "e", "-q").exit_code == 0
     assert read_json(tmp_path / "e" / "onnx" / META)["fused_ops"]["Attention"] == 2
     r = cli("verify", "-e", tmp_path / "e")
@@ -189,7 +203,9 @@ def test_executorch_without_the_extra(cli, tmp_path, tiny_classifier_dir, monkey
     monkeypatch.setitem(sys.modules, "executorch.exir", None)
     r = cli("export", "-f", "executorch", "--model", tiny_classifier_dir, "-o", tmp_path / "e")
     assert r.exit_code == 1
-    assert r.output.startswith("Error: ExecuTorch export needs the optional extra: pip install 'mobilebert_kit[executorch]'")
+    assert r.output.startswith(
+        "Error: ExecuTorch export needs the optional extra: pip install 'mobilebert_kit[executorch]'"
+    )
     assert not (tmp_path / "e" / "executorch").exists()
 
 
@@ -199,7 +215,9 @@ def _has_executorch() -> bool:
     return importlib.util.find_spec("executorch") is not None
 
 
-@pytest.mark.skipif(not _has_executorch(), reason="executorch is an optional extra: pip install 'mobilebert_kit[executorch]'")
+@pytest.mark.skipif(
+    not _has_executorch(), reason="executorch is an optional extra: pip install 'mobilebert_kit[executorch]'"
+)
 def test_executorch_pte_exports_and_verifies(tiny_classifier_dir, sentiment_csv, tmp_path, cli):
     r = cli("export", "-f", "executorch", "--model", tiny_classifier_dir, "-o", tmp_path / "e", "-q")
     assert r.exit_code == 0, r.output

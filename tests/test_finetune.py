@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import make_tiny_classifier, write_sentiment_csv
 
 MBK = [sys.executable, "-m", "mobilebert_kit"]
@@ -24,8 +23,12 @@ def tiny4(tmp_path_factory):
 def test_help_lists_commands_and_is_fast():
     out = subprocess.run([*MBK, "--help"], capture_output=True, text=True, check=True)
     assert "finetune" in out.stdout and "Fine-tune a BERT teacher" in out.stdout
-    probe = subprocess.run([sys.executable, "-c", "import sys, mobilebert_kit.cli; print('torch' in sys.modules)"],
-                           capture_output=True, text=True, check=True)
+    probe = subprocess.run(
+        [sys.executable, "-c", "import sys, mobilebert_kit.cli; print('torch' in sys.modules)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert probe.stdout.strip() == "False"  # --help never imports torch
 
 
@@ -37,11 +40,21 @@ def test_finetune_help_has_example(cli):
 def test_finetune_writes_complete_artifact(tiny4, tmp_path, cli):
     model, data = tiny4
     out = tmp_path / "teacher"
-    r = cli("finetune", "--model", model, "--data", data, *FAST, "-o", out, "--json", "--save-recipe", tmp_path / "r.yaml")
+    r = cli(
+        "finetune", "--model", model, "--data", data, *FAST, "-o", out, "--json", "--save-recipe", tmp_path / "r.yaml"
+    )
     assert r.exit_code == 0, r.output
     res = json.loads(r.stdout)
     assert res["test"]["accuracy"] >= 0.9  # the easy task is learnt
-    for f in ("config.json", "model.safetensors", "tokenizer.json", "vocab.txt", "labels.json", "metrics.json", "manifest.json"):
+    for f in (
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "vocab.txt",
+        "labels.json",
+        "metrics.json",
+        "manifest.json",
+    ):
         assert (out / f).exists(), f
     m = json.loads((out / "manifest.json").read_text())
     assert m["stage"] == "finetune" and m["max_length"] == 128 and m["data"]["data"] == str(data)
@@ -57,15 +70,24 @@ def test_finetune_writes_complete_artifact(tiny4, tmp_path, cli):
     assert reloaded.config.id2label == {0: "neg", 1: "pos"}
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--lr", "0"], "Error: train: lr must be in (0, inf], got 0.0"),
-    (["--epochs", "0"], "Error: train: epochs must be in [1, inf], got 0"),
-    (["--freeze-layers", "5"], "Error: freeze_layers must be in [0, 2] for {model} (2 layers); got 5"),
-    (["--precision", "fp16"], "Error: --precision fp16 needs a CUDA GPU; on CPU use --precision fp32 (or auto)"),
-    (["--resume"], "Error: --resume: no checkpoint found in {out}.ckpt; run without --resume to start fresh"),
-    (["--data", "missing.csv"], "Error: data file missing.csv does not exist; check the path or use --data rotten_tomatoes"),
-    (["--data", "rotten_tomatos"], "Error: unknown built-in dataset 'rotten_tomatos' (did you mean 'rotten_tomatoes'?)"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--lr", "0"], "Error: train: lr must be in (0, inf], got 0.0"),
+        (["--epochs", "0"], "Error: train: epochs must be in [1, inf], got 0"),
+        (["--freeze-layers", "5"], "Error: freeze_layers must be in [0, 2] for {model} (2 layers); got 5"),
+        (["--precision", "fp16"], "Error: --precision fp16 needs a CUDA GPU; on CPU use --precision fp32 (or auto)"),
+        (["--resume"], "Error: --resume: no checkpoint found in {out}.ckpt; run without --resume to start fresh"),
+        (
+            ["--data", "missing.csv"],
+            "Error: data file missing.csv does not exist; check the path or use --data rotten_tomatoes",
+        ),
+        (
+            ["--data", "rotten_tomatos"],
+            "Error: unknown built-in dataset 'rotten_tomatos' (did you mean 'rotten_tomatoes'?)",
+        ),
+    ],
+)
 def test_bad_input_one_error_line(tiny4, tmp_path, cli, args, message):
     model, data = tiny4
     out = tmp_path / "o"
@@ -108,12 +130,15 @@ def test_kill9_then_resume_matches_uninterrupted_run(tiny4, tmp_path):
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     full = subprocess.run([*MBK, *args, "-o", str(tmp_path / "a")], capture_output=True, text=True, env=env)
     assert full.returncode == 0, full.stderr
-    killed = subprocess.run([*MBK, *args, "-o", str(tmp_path / "b")], capture_output=True, text=True,
-                            env={**env, "MBK_KILL_AT_STEP": "11"})
+    killed = subprocess.run(
+        [*MBK, *args, "-o", str(tmp_path / "b")], capture_output=True, text=True, env={**env, "MBK_KILL_AT_STEP": "11"}
+    )
     assert killed.returncode == -9
     assert not (tmp_path / "b").exists()  # nothing half-written
     assert (tmp_path / "b.ckpt" / "checkpoints" / "step-00000009" / "state.json").exists()
-    resumed = subprocess.run([*MBK, *args, "-o", str(tmp_path / "b"), "--resume"], capture_output=True, text=True, env=env)
+    resumed = subprocess.run(
+        [*MBK, *args, "-o", str(tmp_path / "b"), "--resume"], capture_output=True, text=True, env=env
+    )
     assert resumed.returncode == 0, resumed.stderr
     a, b = json.loads(full.stdout), json.loads(resumed.stdout)
     assert [h["train_loss"] for h in b["history"]] == pytest.approx([h["train_loss"] for h in a["history"]], rel=1e-6)
@@ -124,22 +149,59 @@ def test_kill9_then_resume_matches_uninterrupted_run(tiny4, tmp_path):
 
 def test_resume_refuses_different_options(tiny4, tmp_path):
     model, data = tiny4
-    args = ["finetune", "--model", str(model), "--data", str(data), *FAST, "--checkpoint-every", "3", "-q", "-o", str(tmp_path / "o")]
+    args = [
+        "finetune",
+        "--model",
+        str(model),
+        "--data",
+        str(data),
+        *FAST,
+        "--checkpoint-every",
+        "3",
+        "-q",
+        "-o",
+        str(tmp_path / "o"),
+    ]
     subprocess.run([*MBK, *args], env={**os.environ, "MBK_KILL_AT_STEP": "4"}, capture_output=True)
     r = subprocess.run([*MBK, *args, "--lr", "5e-3", "--resume"], capture_output=True, text=True)
     assert r.returncode == 1 and "made with different data, model or training options" in r.stderr
     assert "Traceback" not in r.stderr
 
 
-@pytest.mark.skipif(shutil.which("torchrun") is None and not Path(sys.executable).with_name("torchrun").exists(),
-                    reason="torchrun not installed")
+@pytest.mark.skipif(
+    shutil.which("torchrun") is None and not Path(sys.executable).with_name("torchrun").exists(),
+    reason="torchrun not installed",
+)
 def test_data_parallel_two_cpu_processes(tiny4, tmp_path):
     model, data = tiny4
     torchrun = str(Path(sys.executable).with_name("torchrun"))
     out = tmp_path / "ddp"
-    r = subprocess.run([torchrun, "--nproc_per_node", "2", "--master_port", "29533", "-m", "mobilebert_kit", "finetune",
-                        "--model", str(model), "--data", str(data), *FAST, "--batch-size", "8", "-o", str(out), "--json", "-q"],
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            torchrun,
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            "29533",
+            "-m",
+            "mobilebert_kit",
+            "finetune",
+            "--model",
+            str(model),
+            "--data",
+            str(data),
+            *FAST,
+            "--batch-size",
+            "8",
+            "-o",
+            str(out),
+            "--json",
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["world_size"] == 2
@@ -163,8 +225,22 @@ def test_save_recipe_writes_loadable_section(tiny4, tmp_path, cli):
     import yaml
 
     model, data = tiny4
-    cli("finetune", "--model", model, "--data", data, "--max-steps", "1", "--epochs", "1", "-o", tmp_path / "o",
-        "--save-recipe", tmp_path / "r.yaml", "-q")
+    cli(
+        "finetune",
+        "--model",
+        model,
+        "--data",
+        data,
+        "--max-steps",
+        "1",
+        "--epochs",
+        "1",
+        "-o",
+        tmp_path / "o",
+        "--save-recipe",
+        tmp_path / "r.yaml",
+        "-q",
+    )
     text = (tmp_path / "r.yaml").read_text()
     assert text.startswith(f"# Reproduce with: mbk run {tmp_path / 'r.yaml'}")
     recipe = yaml.safe_load(text)

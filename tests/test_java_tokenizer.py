@@ -19,47 +19,147 @@ JAVA_MAIN = ROOT / "android_demo/app/src/main/java/ai/mbk/demo/tokenizer"
 JAVA_TEST = ROOT / "android_demo/app/src/test/java/ai/mbk/demo/tokenizer"
 JUNIT_JARS = [Path("/usr/share/java/junit4.jar"), Path("/usr/share/java/hamcrest-core.jar")]
 
-pytestmark = pytest.mark.skipif(not (shutil.which("javac") and shutil.which("java")),
-                                reason="no JDK (javac/java) on PATH; install default-jdk-headless to run the Java tokenizer parity")
+pytestmark = pytest.mark.skipif(
+    not (shutil.which("javac") and shutil.which("java")),
+    reason="no JDK (javac/java) on PATH; install default-jdk-headless to run the Java tokenizer parity",
+)
 
 NASTY = [
-    "", " ", "\t\n\r ", "hello world", "Hello, World!", "UPPER lower MiXeD",
+    "",
+    " ",
+    "\t\n\r ",
+    "hello world",
+    "Hello, World!",
+    "UPPER lower MiXeD",
     # special tokens written literally, in every position and case
-    "[CLS]", "[SEP] starts", "ends [SEP]", "a[SEP]b", "[CLS][SEP][PAD][MASK][UNK]", "[cls] [Sep] [ MASK ]",
-    "[[CLS]]", "[UNK]nown", "x[MASK]y[PAD]z", "[SEP[SEP]]", "[", "]", "[]", "##", "##ing", "[UNK",
+    "[CLS]",
+    "[SEP] starts",
+    "ends [SEP]",
+    "a[SEP]b",
+    "[CLS][SEP][PAD][MASK][UNK]",
+    "[cls] [Sep] [ MASK ]",
+    "[[CLS]]",
+    "[UNK]nown",
+    "x[MASK]y[PAD]z",
+    "[SEP[SEP]]",
+    "[",
+    "]",
+    "[]",
+    "##",
+    "##ing",
+    "[UNK",
     # accents and case folding
-    "Café naïve résumé Ångström façade coöperate", "ÀÉÎÕÜ àéîõü ÇÑ çñ", "İstanbul ıi İI", "ΣΊΣΥΦΟΣ ὈΔΥΣΣΕΎΣ ςσΣ",
-    "Straße STRASSE ß ẞ", "Tiếng Việt có dấu", "Ǆ ǅ ǆ Ǉ ǈ ǉ", "Ⅻ ⅻ Ⓐ ⓐ", "ﬁ ﬂ ﬀ ﬃ", "Å Å Å", "e\u0301 e\u0300\u0323",
-    "ＡＢＣ！ｆｕｌｌｗｉｄｔｈ", "Ｈｅｌｌｏ，ｗｏｒｌｄ", "ⅰⅱⅲ", "𝐀𝐁𝐂 𝒜 𝔄 𝕬", "Ĳsselmeer ĳ", "Ωmega ohm Ω",
+    "Café naïve résumé Ångström façade coöperate",
+    "ÀÉÎÕÜ àéîõü ÇÑ çñ",
+    "İstanbul ıi İI",
+    "ΣΊΣΥΦΟΣ ὈΔΥΣΣΕΎΣ ςσΣ",
+    "Straße STRASSE ß ẞ",
+    "Tiếng Việt có dấu",
+    "Ǆ ǅ ǆ Ǉ ǈ ǉ",
+    "Ⅻ ⅻ Ⓐ ⓐ",
+    "ﬁ ﬂ ﬀ ﬃ",
+    "Å Å Å",
+    "e\u0301 e\u0300\u0323",
+    "ＡＢＣ！ｆｕｌｌｗｉｄｔｈ",
+    "Ｈｅｌｌｏ，ｗｏｒｌｄ",
+    "ⅰⅱⅲ",
+    "𝐀𝐁𝐂 𝒜 𝔄 𝕬",
+    "Ĳsselmeer ĳ",
+    "Ωmega ohm Ω",
     # CJK, Korean, Japanese, RTL, Indic, Thai
-    "电影很好看", "我爱北京天安门。", "日本語のテキスト、カタカナ。", "한국어 텍스트입니다", "𠀀𠀁 𪜀 𫝀 𬺰 丽",
-    "العربية نص", "עברית טקסט", "हिन्दी पाठ", "ภาษาไทย", "ᄀ ᅡ ᆨ", "mixed中文and英文words",
+    "电影很好看",
+    "我爱北京天安门。",
+    "日本語のテキスト、カタカナ。",
+    "한국어 텍스트입니다",
+    "𠀀𠀁 𪜀 𫝀 𬺰 丽",
+    "العربية نص",
+    "עברית טקסט",
+    "हिन्दी पाठ",
+    "ภาษาไทย",
+    "ᄀ ᅡ ᆨ",
+    "mixed中文and英文words",
     # emoji: plain, ZWJ sequences, skin tones, flags, keycaps, variation selectors
-    "😀", "I ❤️ this movie 😀😃😄!!!", "👨‍👩‍👧‍👦 family", "👍🏽 👍🏿", "🇺🇸🇫🇷 flags", "1️⃣ #️⃣", "🥰🥲🫠🫶 new emoji",
-    "a😀b", "☺︎ ☺️", "🏳️‍🌈",
+    "😀",
+    "I ❤️ this movie 😀😃😄!!!",
+    "👨‍👩‍👧‍👦 family",
+    "👍🏽 👍🏿",
+    "🇺🇸🇫🇷 flags",
+    "1️⃣ #️⃣",
+    "🥰🥲🫠🫶 new emoji",
+    "a😀b",
+    "☺︎ ☺️",
+    "🏳️‍🌈",
     # control and format characters, odd whitespace
-    "x\x00y", "a\x07b\x1bc", "zero\u200bwidth", "soft\u00adhyphen", "bom\ufeffhere", "rtl\u200emark\u200f",
-    "repl\ufffdchar", "tab\tsep\vvt\fff", "nbsp\u00a0thin\u2009ideo\u3000end", "line\u2028para\u2029", "nel\u0085x",
-    "\x1c\x1d\x1e\x1f unit seps", "\u2060word\u2061joiner", "\U000e0041tag\U000e007f", "\ue000private\U000f0000",
-    "\u0378unassigned\U0001fffe", "\u1680ogham space",
+    "x\x00y",
+    "a\x07b\x1bc",
+    "zero\u200bwidth",
+    "soft\u00adhyphen",
+    "bom\ufeffhere",
+    "rtl\u200emark\u200f",
+    "repl\ufffdchar",
+    "tab\tsep\vvt\fff",
+    "nbsp\u00a0thin\u2009ideo\u3000end",
+    "line\u2028para\u2029",
+    "nel\u0085x",
+    "\x1c\x1d\x1e\x1f unit seps",
+    "\u2060word\u2061joiner",
+    "\U000e0041tag\U000e007f",
+    "\ue000private\U000f0000",
+    "\u0378unassigned\U0001fffe",
+    "\u1680ogham space",
     # punctuation, symbols, digits
-    "don't stop-believing... (really?) [yes]!", "$100 & 50% @home #tag ^_^ `~` |pipe| \\slash/",
-    "“smart quotes” ‘single’ «guillemets» — dash – en-dash… ¿¡", "§¶†‡•·° ±×÷ ≤≥≠ ∞ √ ∑", "1,234.56 3.14159 1e-10",
-    "12345678901234567890123456789", "x² x³ ½ ¼ ¾", "<html><b>bold</b></html>", "e-mail: a.b+c@d.co.uk http://x.y/z?q=1&r=2",
-    "C++ C# F# .NET", "¥€£₹₿ prices", "©®™ ℠", "⚽️⚾️ sports", "♠♥♦♣",
+    "don't stop-believing... (really?) [yes]!",
+    "$100 & 50% @home #tag ^_^ `~` |pipe| \\slash/",
+    "“smart quotes” ‘single’ «guillemets» — dash – en-dash… ¿¡",
+    "§¶†‡•·° ±×÷ ≤≥≠ ∞ √ ∑",
+    "1,234.56 3.14159 1e-10",
+    "12345678901234567890123456789",
+    "x² x³ ½ ¼ ¾",
+    "<html><b>bold</b></html>",
+    "e-mail: a.b+c@d.co.uk http://x.y/z?q=1&r=2",
+    "C++ C# F# .NET",
+    "¥€£₹₿ prices",
+    "©®™ ℠",
+    "⚽️⚾️ sports",
+    "♠♥♦♣",
     # very long words and truncation
-    "a" * 99, "a" * 100, "a" * 101, "b" * 250, "supercalifragilisticexpialidocious" * 3, "un" * 50, "un" * 51,
-    "😀" * 100, "😀" * 101, "é" * 101, "antidisestablishmentarianism",
-    " ".join(["word"] * 200), " ".join(["[SEP]"] * 200), "x " * 126, "x " * 127, "x " * 128,
-    "a, " * 100, "中" * 300, "hello\n" * 60,
+    "a" * 99,
+    "a" * 100,
+    "a" * 101,
+    "b" * 250,
+    "supercalifragilisticexpialidocious" * 3,
+    "un" * 50,
+    "un" * 51,
+    "😀" * 100,
+    "😀" * 101,
+    "é" * 101,
+    "antidisestablishmentarianism",
+    " ".join(["word"] * 200),
+    " ".join(["[SEP]"] * 200),
+    "x " * 126,
+    "x " * 127,
+    "x " * 128,
+    "a, " * 100,
+    "中" * 300,
+    "hello\n" * 60,
 ]
 
 
 def _fuzz(n: int, seed: int = 0) -> list[str]:
     """Random strings mixing ASCII, Latin-1, combining marks, CJK, emoji and any code point."""
     rng = random.Random(seed)
-    pools = [(0x20, 0x7E), (0xA0, 0x24F), (0x300, 0x36F), (0x370, 0x3FF), (0x400, 0x4FF), (0x4E00, 0x9FFF),
-             (0x1F300, 0x1FAFF), (0x0, 0x1F), (0x2000, 0x206F), (0x0, 0x10FFFF)]
+    pools = [
+        (0x20, 0x7E),
+        (0xA0, 0x24F),
+        (0x300, 0x36F),
+        (0x370, 0x3FF),
+        (0x400, 0x4FF),
+        (0x4E00, 0x9FFF),
+        (0x1F300, 0x1FAFF),
+        (0x0, 0x1F),
+        (0x2000, 0x206F),
+        (0x0, 0x10FFFF),
+    ]
     out = []
     for _ in range(n):
         chars = []
@@ -83,7 +183,7 @@ KNOWN_JDK_NFD_GAPS = {0x11938}
 def _all_code_points(chunk: int = 4000) -> list[str]:
     """Every Unicode scalar value once, space-separated, in texts of ``chunk`` code points."""
     cps = [cp for cp in range(0x110000) if not 0xD800 <= cp <= 0xDFFF and cp not in KNOWN_JDK_NFD_GAPS]
-    return [" ".join(chr(c) for c in cps[i:i + chunk]) for i in range(0, len(cps), chunk)]
+    return [" ".join(chr(c) for c in cps[i : i + chunk]) for i in range(0, len(cps), chunk)]
 
 
 @pytest.fixture(scope="module")
@@ -95,18 +195,34 @@ def java_classes(tmp_path_factory) -> Path:
     return out
 
 
-def _java_tokenize(classes: Path, vocab: Path, texts: list[str], lower: bool, strip: bool | None, max_length: int,
-                   tmp: Path) -> list[tuple[list[int], list[str]]]:
+def _java_tokenize(
+    classes: Path, vocab: Path, texts: list[str], lower: bool, strip: bool | None, max_length: int, tmp: Path
+) -> list[tuple[list[int], list[str]]]:
     inp = tmp / "texts.hex"
     inp.write_text("\n".join(t.encode("utf-8").hex() for t in texts) + "\n", encoding="ascii")
-    r = subprocess.run(["java", "-Xss8m", "-cp", str(classes), "ai.mbk.demo.tokenizer.TokenizerParityMain", str(vocab),
-                        str(lower).lower(), "null" if strip is None else str(strip).lower(), str(max_length), str(inp)],
-                       capture_output=True, timeout=120)
+    r = subprocess.run(
+        [
+            "java",
+            "-Xss8m",
+            "-cp",
+            str(classes),
+            "ai.mbk.demo.tokenizer.TokenizerParityMain",
+            str(vocab),
+            str(lower).lower(),
+            "null" if strip is None else str(strip).lower(),
+            str(max_length),
+            str(inp),
+        ],
+        capture_output=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr.decode()
     rows = []
     for line in r.stdout.decode("utf-8").split("\n")[: len(texts)]:
         ids, _, words = line.partition("\t")
-        rows.append(([int(x) for x in ids.split(",")], [bytes.fromhex(w).decode("utf-8") for w in words.split(" ") if w]))
+        rows.append(
+            ([int(x) for x in ids.split(",")], [bytes.fromhex(w).decode("utf-8") for w in words.split(" ") if w])
+        )
     assert len(rows) == len(texts)
     return rows
 
@@ -120,12 +236,14 @@ def _compare(tok, java_rows, texts, max_length) -> tuple[int, int, list[str]]:
         n_tokens += len(want)
         if ids != want:
             k = next((i for i, (a, b) in enumerate(zip(ids, want)) if a != b), min(len(ids), len(want)))
-            bad.append(f"ids differ for {text[:60]!r} at {k}: java {ids[k:k + 5]} hf {want[k:k + 5]} "
-                       f"({tok.convert_ids_to_tokens(want[k:k + 5])})")
+            bad.append(
+                f"ids differ for {text[:60]!r} at {k}: java {ids[k : k + 5]} hf {want[k : k + 5]} "
+                f"({tok.convert_ids_to_tokens(want[k : k + 5])})"
+            )
         rust_words = [w for w, _ in backend.pre_tokenizer.pre_tokenize_str(backend.normalizer.normalize_str(text))]
         if words != rust_words:
             k = next((i for i, (a, b) in enumerate(zip(words, rust_words)) if a != b), min(len(words), len(rust_words)))
-            bad.append(f"words differ for {text[:60]!r} at {k}: java {words[k:k + 3]!r} hf {rust_words[k:k + 3]!r}")
+            bad.append(f"words differ for {text[:60]!r} at {k}: java {words[k : k + 3]!r} hf {rust_words[k : k + 3]!r}")
     return len(texts), n_tokens, bad
 
 
@@ -175,10 +293,22 @@ def test_java_matches_hf_for_other_normalization_rules(java_classes, vocab_file,
 def test_junit_suite_passes(tmp_path):
     cp = ":".join(str(p) for p in JUNIT_JARS)
     srcs = [str(p) for p in sorted(JAVA_MAIN.glob("*.java"))] + [str(p) for p in sorted(JAVA_TEST.glob("*.java"))]
-    r = subprocess.run(["javac", "-encoding", "UTF-8", "-cp", cp, "-d", str(tmp_path), *srcs], capture_output=True, text=True)
+    r = subprocess.run(
+        ["javac", "-encoding", "UTF-8", "-cp", cp, "-d", str(tmp_path), *srcs], capture_output=True, text=True
+    )
     assert r.returncode == 0, r.stderr
-    r = subprocess.run(["java", "-cp", f"{tmp_path}:{cp}", "org.junit.runner.JUnitCore", "ai.mbk.demo.tokenizer.WordPieceTokenizerTest"],
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [
+            "java",
+            "-cp",
+            f"{tmp_path}:{cp}",
+            "org.junit.runner.JUnitCore",
+            "ai.mbk.demo.tokenizer.WordPieceTokenizerTest",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 0 and "OK (5 tests)" in r.stdout, r.stdout + r.stderr
 
 
@@ -192,11 +322,22 @@ def test_java_ids_through_packaged_ort_match_pytorch(java_classes, tiny_classifi
     from mobilebert_kit.package import PackageConfig, run
 
     export = build_ort_export(tmp_path_factory.mktemp("export"), tiny_classifier_dir)
-    bundle = run(PackageConfig(target="android", export_dir=str(export), output=str(tmp_path / "pkg" / "android"), make_zip=False))
+    bundle = run(
+        PackageConfig(
+            target="android", export_dir=str(export), output=str(tmp_path / "pkg" / "android"), make_zip=False
+        )
+    )
     meta = read_json(bundle / "model_meta.json")
     texts = NASTY[::2] + _fuzz(30, seed=7)
-    rows = _java_tokenize(java_classes, bundle / "vocab.txt", texts, meta["tokenizer"]["do_lower_case"],
-                          meta["tokenizer"]["strip_accents"], meta["max_length"], tmp_path)
+    rows = _java_tokenize(
+        java_classes,
+        bundle / "vocab.txt",
+        texts,
+        meta["tokenizer"]["do_lower_case"],
+        meta["tokenizer"]["strip_accents"],
+        meta["max_length"],
+        tmp_path,
+    )
     so = ort.SessionOptions()
     so.add_session_config_entry("session.load_model_format", "ORT")
     sess = ort.InferenceSession(str(bundle / "model.ort"), so, providers=["CPUExecutionProvider"])
@@ -214,5 +355,7 @@ def test_java_ids_through_packaged_ort_match_pytorch(java_classes, tiny_classifi
     assert worst < 1e-4, f"max |ort - torch| = {worst}"
     # The golden vectors in the bundle are exactly what the Java tokenizer produces on the device.
     golden = read_json(bundle / "golden.json")["vectors"]
-    g_rows = _java_tokenize(java_classes, bundle / "vocab.txt", [v["text"] for v in golden], True, None, meta["max_length"], tmp_path)
+    g_rows = _java_tokenize(
+        java_classes, bundle / "vocab.txt", [v["text"] for v in golden], True, None, meta["max_length"], tmp_path
+    )
     assert [ids for ids, _ in g_rows] == [v["input_ids"] for v in golden]

@@ -27,8 +27,11 @@ def export_copy(ort_export, tmp_path) -> Path:
 
 
 def _package(export: Path, tmp_path: Path, **kw) -> Path:
-    return run(PackageConfig(target=kw.pop("target", "android"), export_dir=str(export),
-                             output=str(tmp_path / "pkg" / "android"), **kw))
+    return run(
+        PackageConfig(
+            target=kw.pop("target", "android"), export_dir=str(export), output=str(tmp_path / "pkg" / "android"), **kw
+        )
+    )
 
 
 def _assert_nothing_written(tmp_path: Path) -> None:
@@ -43,7 +46,15 @@ def test_android_bundle_contents_hashes_and_golden(ort_export, tiny_classifier_d
 
     out = _package(ort_export, tmp_path, golden_texts=["a wonderful, moving film", "Café 😀 [SEP] 电影", "x " * 300])
     names = {p.name for p in out.iterdir()}
-    assert {"model.ort", "vocab.txt", "tokenizer.json", "labels.json", "model_meta.json", "golden.json", "manifest.json"} <= names
+    assert {
+        "model.ort",
+        "vocab.txt",
+        "tokenizer.json",
+        "labels.json",
+        "model_meta.json",
+        "golden.json",
+        "manifest.json",
+    } <= names
     meta = read_json(out / "model_meta.json")
     # Every other file's sha256 is recorded and correct; the model hash is the exported (verified) one.
     assert meta["files"] == file_hashes(out, exclude=("model_meta.json", "manifest.json"))
@@ -122,7 +133,9 @@ def test_refuses_label_count_mismatch(export_copy, tmp_path):
 
     write_labels(export_copy / "ort", ["neg", "neutral", "pos"])
     write_meta(export_copy / "ort", "ort", "model.ort")
-    with pytest.raises(PackageError, match=r"labels.json lists 3 labels \(neg, neutral, pos\) but the model has 2 outputs"):
+    with pytest.raises(
+        PackageError, match=r"labels.json lists 3 labels \(neg, neutral, pos\) but the model has 2 outputs"
+    ):
         _package(export_copy, tmp_path)
     _assert_nothing_written(tmp_path)
 
@@ -134,7 +147,9 @@ def test_refuses_vocab_not_matching_embedding(export_copy, tmp_path, change, wor
     lines = lines[:change] if change < 0 else lines + [f"[extra{i}]" for i in range(change)]
     vocab.write_text("\n".join(lines) + "\n", encoding="utf-8")
     write_meta(export_copy / "ort", "ort", "model.ort")
-    with pytest.raises(PackageError, match=rf"vocab.txt has {len(lines)} tokens but the model's word embedding has {word} rows"):
+    with pytest.raises(
+        PackageError, match=rf"vocab.txt has {len(lines)} tokens but the model's word embedding has {word} rows"
+    ):
         _package(export_copy, tmp_path)
     _assert_nothing_written(tmp_path)
 
@@ -169,7 +184,7 @@ def test_cli_help_and_errors(cli, export_copy, tmp_path):
 def test_cli_package_ok(cli, ort_export, tmp_path):
     r = cli("package", "--target", "android", "--export-dir", ort_export, "-o", tmp_path / "pkg" / "android", "--json")
     assert r.exit_code == 0, r.output
-    meta = json.loads(r.output[r.output.index("{"):])
+    meta = json.loads(r.output[r.output.index("{") :])
     assert meta["target"] == "android" and meta["model_file"] == "model.ort"
 
 
@@ -182,12 +197,27 @@ def test_ios_bundle_from_coreml_export(tiny_classifier_dir, tmp_path, int8):
     model = tiny_classifier_dir
     if int8:  # int8 weights: the embedding table comes out of a constexpr dequantize op, not a const
         model = Path(shutil.copytree(tiny_classifier_dir, tmp_path / "int8model"))
-        write_json(model / "compression.json", {"int8": True, "int8_mode": "dynamic", "per_channel": False,
-                                                "weight_type": "qint8", "nodes_excluded": [], "onnx_model": None})
-    export = export_run(ExportConfig(model=str(model), output=str(tmp_path / "export"),
-                                     formats=["onnx", "coreml"], max_length=64))
-    write_json(export / "verify.json", {"passed": True, "formats": {
-        "coreml": {"passed": True, "checked": "spec only on Linux"}, "onnx": {"passed": True}}})
+        write_json(
+            model / "compression.json",
+            {
+                "int8": True,
+                "int8_mode": "dynamic",
+                "per_channel": False,
+                "weight_type": "qint8",
+                "nodes_excluded": [],
+                "onnx_model": None,
+            },
+        )
+    export = export_run(
+        ExportConfig(model=str(model), output=str(tmp_path / "export"), formats=["onnx", "coreml"], max_length=64)
+    )
+    write_json(
+        export / "verify.json",
+        {
+            "passed": True,
+            "formats": {"coreml": {"passed": True, "checked": "spec only on Linux"}, "onnx": {"passed": True}},
+        },
+    )
     out = run(PackageConfig(target="ios", export_dir=str(export), output=str(tmp_path / "pkg" / "ios")))
     meta = read_json(out / "model_meta.json")
     assert (out / "model.mlpackage" / "Manifest.json").exists()
@@ -203,9 +233,14 @@ def test_refuses_failed_verify_reports_failed_checks(export_copy, tmp_path):
     # The shape mbk verify writes: per-format entries with named checks.
     v = read_json(export_copy / "verify.json")
     v["passed"] = False
-    v["formats"]["ort"] = {"passed": False, "model_sha256": v["formats"]["ort"]["model_sha256"], "checks": [
-        {"name": "files match sha256 in model_meta.json", "passed": True, "detail": ""},
-        {"name": "max |logit diff|", "passed": False, "detail": "0.2 > 0.001"}]}
+    v["formats"]["ort"] = {
+        "passed": False,
+        "model_sha256": v["formats"]["ort"]["model_sha256"],
+        "checks": [
+            {"name": "files match sha256 in model_meta.json", "passed": True, "detail": ""},
+            {"name": "max |logit diff|", "passed": False, "detail": "0.2 > 0.001"},
+        ],
+    }
     write_json(export_copy / "verify.json", v)
     with pytest.raises(PackageError, match=r"failed `mbk verify` \(max \|logit diff\| \(0.2 > 0.001\)\)"):
         _package(export_copy, tmp_path)

@@ -76,8 +76,9 @@ def test_structured_pruning_shrinks_and_reloads(tiny4, tmp_path):
     (out / "labels.json").write_text((tiny4 / "labels.json").read_text())
     reloaded, tok2, _ = load_classifier_folder(out)
     assert reloaded.config.intermediate_size == 48
-    assert {int(k): sorted(v) for k, v in reloaded.config.pruned_heads.items()} == \
-        {int(k): v for k, v in report["heads_removed"].items()}
+    assert {int(k): sorted(v) for k, v in reloaded.config.pruned_heads.items()} == {
+        int(k): v for k, v in report["heads_removed"].items()
+    }
     assert count_parameters(reloaded) == report["params_after"]
     torch.testing.assert_close(_logits(reloaded, tok2, TEXTS), expected)
 
@@ -120,6 +121,7 @@ def test_trim_vocab_round_trips_in_vocab_text(tiny4, tmp_path):
     assert new_tok.convert_ids_to_tokens(new_tok("great")["input_ids"]) == ["[CLS]", "great", "[SEP]"]
     assert model.config.pad_token_id == new_tok.pad_token_id == 0
     # files a phone tokenizer needs, with the same normalisation
-    assert (tmp_path / "tok" / "vocab.txt").read_text().splitlines() == [new_tok.convert_ids_to_tokens(i)
-                                                                          for i in range(len(new_tok))]
+    assert (tmp_path / "tok" / "vocab.txt").read_text().splitlines() == [
+        new_tok.convert_ids_to_tokens(i) for i in range(len(new_tok))
+    ]
     assert new_tok.tokenize("GREAT Fun") == ["great", "fun"]

@@ -18,7 +18,9 @@ def exported(tiny_classifier_dir, sentiment_csv, tmp_path_factory):
     root = tmp_path_factory.mktemp("verify")
     model = root / "model"
     shutil.copytree(tiny_classifier_dir, model)
-    (model / "manifest.json").write_text(json.dumps({"stage": "finetune", "data": {"data": str(sentiment_csv)}, "max_length": 64}))
+    (model / "manifest.json").write_text(
+        json.dumps({"stage": "finetune", "data": {"data": str(sentiment_csv)}, "max_length": 64})
+    )
     out = run(ExportConfig(model=str(model), output=str(root / "export"), formats=["all"]))
     return model, out
 
@@ -66,7 +68,9 @@ def test_tampered_file_fails(export_copy, cli):
     assert r.exit_code == 1
     err = [line for line in r.output.splitlines() if line.startswith("Error:")]
     assert len(err) == 1
-    assert err[0].startswith("Error: 1 check(s) failed: onnx: files match sha256 in model_meta.json (model.onnx sha256 mismatch")
+    assert err[0].startswith(
+        "Error: 1 check(s) failed: onnx: files match sha256 in model_meta.json (model.onnx sha256 mismatch"
+    )
     assert "re-run `mbk export`" in err[0]
     report = read_json(out / "verify.json")
     assert report["passed"] is False and report["formats"]["torchscript"]["passed"] is True
@@ -98,8 +102,18 @@ def test_int8_verify_uses_int8_tolerances(tiny_classifier_dir, sentiment_csv, tm
     from mobilebert_kit.export import ExportConfig, run
 
     run(ExportConfig(model=str(tiny_classifier_dir), output=str(tmp_path / "e"), formats=["onnx", "coreml"], int8=True))
-    r = cli("verify", "-e", tmp_path / "e", "--data", sentiment_csv, "--no-node", "--int8-min-agreement", "0.5",
-            "--int8-max-accuracy-drop", "0.5")
+    r = cli(
+        "verify",
+        "-e",
+        tmp_path / "e",
+        "--data",
+        sentiment_csv,
+        "--no-node",
+        "--int8-min-agreement",
+        "0.5",
+        "--int8-max-accuracy-drop",
+        "0.5",
+    )
     assert r.exit_code == 0, r.output
     report = read_json(tmp_path / "e" / "verify.json")
     assert report["formats"]["onnx"]["int8"] is True and report["formats"]["onnx"]["max_abs_diff"] > 0
@@ -112,8 +126,10 @@ def _node_ready() -> str | None:
     if not shutil.which("node"):
         return "node is not installed"
     if not (node_cache_dir() / "node_modules" / "onnxruntime-node" / "package.json").exists():
-        return f"onnxruntime-node is not installed in {node_cache_dir()} (npm install onnxruntime-node@1.30.0 " \
-               "--onnxruntime-node-install=skip there; tests stay offline)"
+        return (
+            f"onnxruntime-node is not installed in {node_cache_dir()} (npm install onnxruntime-node@1.30.0 "
+            "--onnxruntime-node-install=skip there; tests stay offline)"
+        )
     return None
 
 

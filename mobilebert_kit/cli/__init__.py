@@ -57,9 +57,13 @@ class LazyGroup(click.Group):
             ctx.exit(e.exit_code)
         except KeyboardInterrupt:
             sub = ctx.invoked_subcommand
-            how = ("run the same command with --resume to continue from the last checkpoint" if sub in ("finetune", "distill")
-                   else "run the same command again: finished stages are reused" if sub == "run"
-                   else "nothing was written; run the same command again")
+            how = (
+                "run the same command with --resume to continue from the last checkpoint"
+                if sub in ("finetune", "distill")
+                else "run the same command again: finished stages are reused"
+                if sub == "run"
+                else "nothing was written; run the same command again"
+            )
             click.echo(f"Error: interrupted; {how}", err=True)
             ctx.exit(130)
 

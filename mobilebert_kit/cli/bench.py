@@ -15,13 +15,31 @@ def _ints(value: str, name: str) -> list[int]:
 
 
 @click.command("bench")
-@click.option("--export-dir", "-e", default="artifacts/export", show_default=True, type=click.Path(),
-              help="Folder written by `mbk export`.")
-@click.option("--format", "-f", "formats", multiple=True, metavar="FORMAT",
-              help="Exported formats to time: onnx, ort, torchscript, executorch (repeatable). "
-                   "[default: onnx, ort; none when --model is given]")
-@click.option("--model", "-m", "models", multiple=True, type=click.Path(),
-              help="Time these .onnx/.ort/.pt/.pte files or classifier folders instead of the export dir (repeatable).")
+@click.option(
+    "--export-dir",
+    "-e",
+    default="artifacts/export",
+    show_default=True,
+    type=click.Path(),
+    help="Folder written by `mbk export`.",
+)
+@click.option(
+    "--format",
+    "-f",
+    "formats",
+    multiple=True,
+    metavar="FORMAT",
+    help="Exported formats to time: onnx, ort, torchscript, executorch (repeatable). "
+    "[default: onnx, ort; none when --model is given]",
+)
+@click.option(
+    "--model",
+    "-m",
+    "models",
+    multiple=True,
+    type=click.Path(),
+    help="Time these .onnx/.ort/.pt/.pte files or classifier folders instead of the export dir (repeatable).",
+)
 @click.option("--seq-lengths", default="16,64,128", show_default=True, help="Comma-separated sequence lengths.")
 @click.option("--batch-sizes", default="1", show_default=True, help="Comma-separated batch sizes.")
 @click.option("--threads", default="1,2", show_default=True, help="Comma-separated intra-op thread counts.")
@@ -29,12 +47,33 @@ def _ints(value: str, name: str) -> list[int]:
 @click.option("--runs", type=int, default=30, show_default=True, help="Timed runs per case.")
 @click.option("--rounds", type=int, default=3, show_default=True, help="Interleaved rounds the runs are split into.")
 @click.option("--pytorch/--no-pytorch", default=True, show_default=True, help="Also time the source PyTorch model.")
-@click.option("--output", "-o", default="artifacts/bench", show_default=True, type=click.Path(), help="Where bench.json/bench.md go.")
+@click.option(
+    "--output",
+    "-o",
+    default="artifacts/bench",
+    show_default=True,
+    type=click.Path(),
+    help="Where bench.json/bench.md go.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty output folder.")
 @click.option("--quiet", "-q", is_flag=True, help="No log lines or table.")
 @click.option("--json", "as_json", is_flag=True, help="Print bench.json on stdout.")
-def command(export_dir, formats, models, seq_lengths, batch_sizes, threads, warmup, runs, rounds, pytorch, output, overwrite,
-            quiet, as_json):
+def command(
+    export_dir,
+    formats,
+    models,
+    seq_lengths,
+    batch_sizes,
+    threads,
+    warmup,
+    runs,
+    rounds,
+    pytorch,
+    output,
+    overwrite,
+    quiet,
+    as_json,
+):
     """Measure latency (p50/p90/p99), size and memory on ONNX Runtime, PyTorch for reference.
 
     \b
@@ -48,10 +87,20 @@ def command(export_dir, formats, models, seq_lengths, batch_sizes, threads, warm
     from mobilebert_kit.artifacts import read_json
     from mobilebert_kit.bench import BenchConfig, markdown_table, run
 
-    config = BenchConfig(export_dir=export_dir, formats=list(formats) if formats or models else ["onnx", "ort"], models=list(models), pytorch=pytorch,
-                         seq_lengths=_ints(seq_lengths, "--seq-lengths"), batch_sizes=_ints(batch_sizes, "--batch-sizes"),
-                         threads=_ints(threads, "--threads"), warmup=warmup, runs=runs, rounds=rounds, output=output,
-                         overwrite=overwrite)
+    config = BenchConfig(
+        export_dir=export_dir,
+        formats=list(formats) if formats or models else ["onnx", "ort"],
+        models=list(models),
+        pytorch=pytorch,
+        seq_lengths=_ints(seq_lengths, "--seq-lengths"),
+        batch_sizes=_ints(batch_sizes, "--batch-sizes"),
+        threads=_ints(threads, "--threads"),
+        warmup=warmup,
+        runs=runs,
+        rounds=rounds,
+        output=output,
+        overwrite=overwrite,
+    )
     out = run(config, log=lambda m: log(m, quiet or as_json))
     result = read_json(Path(out) / "bench.json")
     if not as_json and not quiet:

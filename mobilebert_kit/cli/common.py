@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import click
 
@@ -16,8 +17,9 @@ def output_options(default_output: str) -> Callable:
         f = click.option("--json", "as_json", is_flag=True, help="Print the final metrics as JSON on stdout.")(f)
         f = click.option("--quiet", "-q", is_flag=True, help="No progress bars or log lines.")(f)
         f = click.option("--overwrite", is_flag=True, help="Replace a non-empty output folder.")(f)
-        f = click.option("--output", "-o", default=default_output, show_default=True, type=click.Path(),
-                         help="Output folder.")(f)
+        f = click.option(
+            "--output", "-o", default=default_output, show_default=True, type=click.Path(), help="Output folder."
+        )(f)
         return f
 
     return deco
@@ -54,21 +56,54 @@ def isatty() -> bool:
 # Options default to None so the dataclass defaults stay the single source of truth; only what the
 # user typed is passed to Config.from_dict (which validates and reports every problem at once).
 
-DATA_OPTIONS = ("data", "text_column", "label_column", "text_pair_column", "validation_data", "test_data",
-                "split_seed", "max_train_examples", "max_eval_examples")
-TRAIN_OPTIONS = ("epochs", "lr", "batch_size", "eval_batch_size", "weight_decay", "warmup_ratio", "grad_accum",
-                 "max_length", "dynamic_padding", "group_by_length", "freeze_layers", "precision", "compile",
-                 "gradient_checkpointing", "num_workers", "pin_memory", "auto_batch_size", "seed", "checkpoint_every",
-                 "early_stopping_patience", "max_steps", "device")
+DATA_OPTIONS = (
+    "data",
+    "text_column",
+    "label_column",
+    "text_pair_column",
+    "validation_data",
+    "test_data",
+    "split_seed",
+    "max_train_examples",
+    "max_eval_examples",
+)
+TRAIN_OPTIONS = (
+    "epochs",
+    "lr",
+    "batch_size",
+    "eval_batch_size",
+    "weight_decay",
+    "warmup_ratio",
+    "grad_accum",
+    "max_length",
+    "dynamic_padding",
+    "group_by_length",
+    "freeze_layers",
+    "precision",
+    "compile",
+    "gradient_checkpointing",
+    "num_workers",
+    "pin_memory",
+    "auto_batch_size",
+    "seed",
+    "checkpoint_every",
+    "early_stopping_patience",
+    "max_steps",
+    "device",
+)
 
 
 def data_options(f: Callable) -> Callable:
     opts = [
-        click.option("--data", help="Built-in dataset (rotten_tomatoes) or a .csv/.tsv/.jsonl file or saved datasets folder."),
+        click.option(
+            "--data", help="Built-in dataset (rotten_tomatoes) or a .csv/.tsv/.jsonl file or saved datasets folder."
+        ),
         click.option("--text-column", help="Text column in user files. [default: text]"),
         click.option("--label-column", help="Label column in user files. [default: label]"),
         click.option("--text-pair-column", help="Optional second text column (sentence pairs)."),
-        click.option("--validation-data", type=click.Path(), help="Validation file (else carved from --data, stratified)."),
+        click.option(
+            "--validation-data", type=click.Path(), help="Validation file (else carved from --data, stratified)."
+        ),
         click.option("--test-data", type=click.Path(), help="Test file (else carved from --data, stratified)."),
         click.option("--split-seed", type=int, help="Seed of the train/validation/test split. [default: 42]"),
         click.option("--max-train-examples", type=int, help="Use a seeded subset of the training split."),
@@ -89,20 +124,45 @@ def train_options(f: Callable) -> Callable:
         click.option("--warmup-ratio", type=float, help="[default: 0.06]"),
         click.option("--grad-accum", type=int, help="Gradient accumulation steps. [default: 1]"),
         click.option("--max-length", type=int, help="Truncate to this many tokens. [default: 128]"),
-        click.option("--dynamic-padding/--no-dynamic-padding", default=None, help="Pad each batch to its longest row. [default: on]"),
-        click.option("--group-by-length/--no-group-by-length", default=None, help="Batch rows of similar length together. [default: on]"),
+        click.option(
+            "--dynamic-padding/--no-dynamic-padding",
+            default=None,
+            help="Pad each batch to its longest row. [default: on]",
+        ),
+        click.option(
+            "--group-by-length/--no-group-by-length",
+            default=None,
+            help="Batch rows of similar length together. [default: on]",
+        ),
         click.option("--freeze-layers", type=int, help="Freeze embeddings + the lowest N layers. [default: 0]"),
-        click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
-                     help="auto = bf16/fp16 on CUDA, fp32 on CPU. [default: auto]"),
+        click.option(
+            "--precision",
+            type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+            help="auto = bf16/fp16 on CUDA, fp32 on CPU. [default: auto]",
+        ),
         click.option("--compile/--no-compile", default=None, help="torch.compile the model. [default: off]"),
-        click.option("--gradient-checkpointing/--no-gradient-checkpointing", default=None,
-                     help="Trade compute for activation memory. [default: off]"),
+        click.option(
+            "--gradient-checkpointing/--no-gradient-checkpointing",
+            default=None,
+            help="Trade compute for activation memory. [default: off]",
+        ),
         click.option("--num-workers", type=int, help="DataLoader workers. [default: 0 on CPU, 4 on CUDA]"),
         click.option("--pin-memory/--no-pin-memory", default=None, help="[default: on with CUDA]"),
-        click.option("--auto-batch-size", is_flag=True, default=None, help="Halve the batch on out-of-memory (keeps the effective batch)."),
+        click.option(
+            "--auto-batch-size",
+            is_flag=True,
+            default=None,
+            help="Halve the batch on out-of-memory (keeps the effective batch).",
+        ),
         click.option("--seed", type=int, help="[default: 42]"),
-        click.option("--checkpoint-every", type=int, help="Optimizer steps between checkpoints (0 = epoch ends). [default: 200]"),
-        click.option("--early-stopping-patience", type=int, help="Epochs without validation gain before stopping (0 = off). [default: 2]"),
+        click.option(
+            "--checkpoint-every", type=int, help="Optimizer steps between checkpoints (0 = epoch ends). [default: 200]"
+        ),
+        click.option(
+            "--early-stopping-patience",
+            type=int,
+            help="Epochs without validation gain before stopping (0 = off). [default: 2]",
+        ),
         click.option("--max-steps", type=int, help="Stop after N optimizer steps."),
         click.option("--device", help="auto | cpu | cuda | cuda:N. [default: auto]"),
     ]
@@ -117,8 +177,11 @@ def pick(kwargs: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
 
 
 def save_recipe_option(f: Callable) -> Callable:
-    return click.option("--save-recipe", type=click.Path(dir_okay=False),
-                        help="Also write the recipe (YAML) equivalent of this command to this file.")(f)
+    return click.option(
+        "--save-recipe",
+        type=click.Path(dir_okay=False),
+        help="Also write the recipe (YAML) equivalent of this command to this file.",
+    )(f)
 
 
 def write_stage_recipe(path: str | None, stage: str, section: dict[str, Any]) -> None:

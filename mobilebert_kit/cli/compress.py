@@ -8,42 +8,118 @@ from mobilebert_kit.cli.common import emit, log, output_options
 
 
 @click.command("compress")
-@click.option("--model", "-m", default="artifacts/student", show_default=True, type=click.Path(),
-              help="Classifier folder to compress (student, teacher or any fine-tuned classifier).")
-@click.option("--data", default=None, help="Data to evaluate on (default: what the model was trained on, from its manifest).")
+@click.option(
+    "--model",
+    "-m",
+    default="artifacts/student",
+    show_default=True,
+    type=click.Path(),
+    help="Classifier folder to compress (student, teacher or any fine-tuned classifier).",
+)
+@click.option(
+    "--data", default=None, help="Data to evaluate on (default: what the model was trained on, from its manifest)."
+)
 @click.option("--max-length", type=int, default=None, help="Longest input (default: recorded upstream, else 128).")
-@click.option("--prune", type=float, default=0.0, show_default=True,
-              help="Unstructured L1 sparsity of the encoder Linear weights, [0, 1). Zeros only: no size/speed gain.")
+@click.option(
+    "--prune",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Unstructured L1 sparsity of the encoder Linear weights, [0, 1). Zeros only: no size/speed gain.",
+)
 @click.option("--prune-scope", default="global", show_default=True, help="global or layer (per-Linear) ranking.")
-@click.option("--prune-heads", type=float, default=0.0, show_default=True,
-              help="Fraction of attention heads removed from every layer, least important first.")
-@click.option("--prune-ffn", type=float, default=0.0, show_default=True,
-              help="Fraction of FFN neurons removed from every layer, least important first.")
-@click.option("--importance-samples", type=int, default=256, show_default=True,
-              help="Training examples used to rank heads and neurons.")
-@click.option("--recover-epochs", type=int, default=0, show_default=True,
-              help="Distillation epochs after structured pruning to win accuracy back (0: off).")
-@click.option("--recover-lr", type=float, default=5e-5, show_default=True, help="Learning rate of the recovery training.")
-@click.option("--teacher", default=None, type=click.Path(),
-              help="Recovery teacher (default: the teacher recorded upstream, else the input model).")
+@click.option(
+    "--prune-heads",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Fraction of attention heads removed from every layer, least important first.",
+)
+@click.option(
+    "--prune-ffn",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Fraction of FFN neurons removed from every layer, least important first.",
+)
+@click.option(
+    "--importance-samples",
+    type=int,
+    default=256,
+    show_default=True,
+    help="Training examples used to rank heads and neurons.",
+)
+@click.option(
+    "--recover-epochs",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Distillation epochs after structured pruning to win accuracy back (0: off).",
+)
+@click.option(
+    "--recover-lr", type=float, default=5e-5, show_default=True, help="Learning rate of the recovery training."
+)
+@click.option(
+    "--teacher",
+    default=None,
+    type=click.Path(),
+    help="Recovery teacher (default: the teacher recorded upstream, else the input model).",
+)
 @click.option("--trim-vocab", is_flag=True, help="Keep only the word pieces the training corpus uses.")
 @click.option("--int8", is_flag=True, help="INT8-quantize the ONNX graph (dynamic unless --static).")
 @click.option("--static", is_flag=True, help="Static (calibrated QDQ) INT8 instead of dynamic.")
-@click.option("--calib-samples", type=int, default=128, show_default=True, help="Training examples for static calibration.")
+@click.option(
+    "--calib-samples", type=int, default=128, show_default=True, help="Training examples for static calibration."
+)
 @click.option("--calib-method", default="minmax", show_default=True, help="minmax, entropy or percentile.")
 @click.option("--per-channel", is_flag=True, help="Per-channel weight scales.")
 @click.option("--reduce-range", is_flag=True, help="7-bit weights (for CPUs without VNNI that saturate).")
 @click.option("--weight-type", default="qint8", show_default=True, help="qint8 or quint8.")
-@click.option("--max-drop", type=float, default=0.01, show_default=True,
-              help="Accuracy guard: largest validation drop allowed versus the input model.")
-@click.option("--guard-metric", default="accuracy", show_default=True,
-              help="accuracy (drop in validation accuracy) or agreement (share of predictions that change).")
-@click.option("--latency-runs", type=int, default=20, show_default=True, help="Timed runs per latency number (0: skip).")
+@click.option(
+    "--max-drop",
+    type=float,
+    default=0.01,
+    show_default=True,
+    help="Accuracy guard: largest validation drop allowed versus the input model.",
+)
+@click.option(
+    "--guard-metric",
+    default="accuracy",
+    show_default=True,
+    help="accuracy (drop in validation accuracy) or agreement (share of predictions that change).",
+)
+@click.option(
+    "--latency-runs", type=int, default=20, show_default=True, help="Timed runs per latency number (0: skip)."
+)
 @output_options("artifacts/compressed")
-def command(model, data, max_length, prune, prune_scope, prune_heads, prune_ffn, importance_samples, recover_epochs, recover_lr,
-            teacher, trim_vocab, int8,
-            static, calib_samples, calib_method, per_channel, reduce_range, weight_type, max_drop, guard_metric,
-            latency_runs, output, overwrite, quiet, as_json):
+def command(
+    model,
+    data,
+    max_length,
+    prune,
+    prune_scope,
+    prune_heads,
+    prune_ffn,
+    importance_samples,
+    recover_epochs,
+    recover_lr,
+    teacher,
+    trim_vocab,
+    int8,
+    static,
+    calib_samples,
+    calib_method,
+    per_channel,
+    reduce_range,
+    weight_type,
+    max_drop,
+    guard_metric,
+    latency_runs,
+    output,
+    overwrite,
+    quiet,
+    as_json,
+):
     """Prune, trim and INT8-quantize a classifier, measuring every step, with an accuracy guard.
 
     When INT8 drops validation accuracy by more than --max-drop, the most sensitive nodes fall
@@ -58,25 +134,57 @@ def command(model, data, max_length, prune, prune_scope, prune_heads, prune_ffn,
     from mobilebert_kit.artifacts import read_json
     from mobilebert_kit.compress import CompressConfig, run
 
-    config = CompressConfig(model=model, output=output, overwrite=overwrite, data=data, max_length=max_length, prune=prune,
-                            prune_scope=prune_scope, prune_heads=prune_heads, prune_ffn=prune_ffn,
-                            importance_samples=importance_samples, recover_epochs=recover_epochs,
-                            recover_lr=recover_lr, teacher=teacher, trim_vocab=trim_vocab, int8=int8, static=static,
-                            calib_samples=calib_samples, calib_method=calib_method, per_channel=per_channel,
-                            reduce_range=reduce_range, weight_type=weight_type, max_drop=max_drop,
-                            guard_metric=guard_metric, latency_runs=latency_runs)
+    config = CompressConfig(
+        model=model,
+        output=output,
+        overwrite=overwrite,
+        data=data,
+        max_length=max_length,
+        prune=prune,
+        prune_scope=prune_scope,
+        prune_heads=prune_heads,
+        prune_ffn=prune_ffn,
+        importance_samples=importance_samples,
+        recover_epochs=recover_epochs,
+        recover_lr=recover_lr,
+        teacher=teacher,
+        trim_vocab=trim_vocab,
+        int8=int8,
+        static=static,
+        calib_samples=calib_samples,
+        calib_method=calib_method,
+        per_channel=per_channel,
+        reduce_range=reduce_range,
+        weight_type=weight_type,
+        max_drop=max_drop,
+        guard_metric=guard_metric,
+        latency_runs=latency_runs,
+    )
     out = run(config, progress=lambda m: log(m, quiet or as_json))
     metrics = read_json(out / "metrics.json")
     comp = read_json(out / "compression.json")
     before, final = metrics["input"], metrics.get("final") or {}
-    result = {"output": str(out), "input": before["validation"], "final": final, "guard": metrics.get("guard"),
-              "nodes_excluded": comp["nodes_excluded"], "size_on_disk": metrics["size_on_disk"], "steps": metrics["steps"]}
-    lines = [f"Compressed {model} -> {out}",
-             f"  validation accuracy {before['validation']['accuracy']:.4f} -> {final.get('validation', {}).get('accuracy', float('nan')):.4f}"]
+    result = {
+        "output": str(out),
+        "input": before["validation"],
+        "final": final,
+        "guard": metrics.get("guard"),
+        "nodes_excluded": comp["nodes_excluded"],
+        "size_on_disk": metrics["size_on_disk"],
+        "steps": metrics["steps"],
+    }
+    lines = [
+        f"Compressed {model} -> {out}",
+        f"  validation accuracy {before['validation']['accuracy']:.4f} -> {final.get('validation', {}).get('accuracy', float('nan')):.4f}",
+    ]
     for s in metrics["steps"]:
         size = s.get("size_bytes")
-        lines.append(f"  {s['step']:<14} val acc {s['validation']['accuracy']:.4f}" + (f"  {size / 1e6:8.2f} MB" if size else ""))
+        lines.append(
+            f"  {s['step']:<14} val acc {s['validation']['accuracy']:.4f}" + (f"  {size / 1e6:8.2f} MB" if size else "")
+        )
     if comp["nodes_excluded"]:
-        lines.append(f"  accuracy guard kept {len(comp['nodes_excluded'])} node(s) in fp32: {', '.join(comp['nodes_excluded'])}")
+        lines.append(
+            f"  accuracy guard kept {len(comp['nodes_excluded'])} node(s) in fp32: {', '.join(comp['nodes_excluded'])}"
+        )
     lines.append("Next: mbk export --model " + str(out))
     emit(result, as_json, quiet, "\n".join(lines))

@@ -8,21 +8,33 @@ from mobilebert_kit.cli.common import emit, log
 
 
 @click.command("device-bench")
-@click.option("--bundle", default="artifacts/package/android", show_default=True, type=click.Path(),
-              help="Android bundle written by `mbk package --target android`.")
-@click.option("--apk", default=None, type=click.Path(), help="Demo APK to install [default: android_demo's debug APK if built].")
+@click.option(
+    "--bundle",
+    default="artifacts/package/android",
+    show_default=True,
+    type=click.Path(),
+    help="Android bundle written by `mbk package --target android`.",
+)
+@click.option(
+    "--apk", default=None, type=click.Path(), help="Demo APK to install [default: android_demo's debug APK if built]."
+)
 @click.option("--serial", "-s", default=None, help="adb serial of the phone (when several are attached).")
 @click.option("--warmup", default=10, show_default=True, type=int, help="Untimed runs first.")
 @click.option("--runs", default=50, show_default=True, type=int, help="Timed runs.")
 @click.option("--text", default="a wonderful, moving film with a clever script", show_default=True, help="Input text.")
-@click.option("--output", "-o", default="artifacts/device_bench.json", show_default=True, type=click.Path(),
-              help="Result JSON.")
+@click.option(
+    "--output", "-o", default="artifacts/device_bench.json", show_default=True, type=click.Path(), help="Result JSON."
+)
 @click.option("--no-push", is_flag=True, help="Use the bundle inside the APK instead of pushing this one.")
-@click.option("--timeout", "timeout_s", default=180.0, show_default=True, type=float, help="Seconds to wait for the app.")
+@click.option(
+    "--timeout", "timeout_s", default=180.0, show_default=True, type=float, help="Seconds to wait for the app."
+)
 @click.option("--require-device", is_flag=True, help="Fail (instead of SKIP) when adb or a phone is missing.")
 @click.option("--quiet", "-q", is_flag=True, help="No log lines.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result JSON on stdout.")
-def command(bundle, apk, serial, warmup, runs, text, output, no_push, timeout_s, require_device, quiet, as_json) -> None:
+def command(
+    bundle, apk, serial, warmup, runs, text, output, no_push, timeout_s, require_device, quiet, as_json
+) -> None:
     """Run the Android demo's benchmark mode on a phone over adb; write p50/p90 latency JSON.
 
     Without adb or a phone it prints one SKIP: line and exits 0 (--require-device makes that an error).
@@ -34,8 +46,18 @@ def command(bundle, apk, serial, warmup, runs, text, output, no_push, timeout_s,
     from mobilebert_kit.artifacts import read_json
     from mobilebert_kit.device_bench import DeviceBenchConfig, DeviceSkip, run
 
-    config = DeviceBenchConfig(bundle=bundle, apk=apk, serial=serial, warmup=warmup, runs=runs, text=text, output=output,
-                               require_device=require_device, timeout_s=timeout_s, push_bundle=not no_push)
+    config = DeviceBenchConfig(
+        bundle=bundle,
+        apk=apk,
+        serial=serial,
+        warmup=warmup,
+        runs=runs,
+        text=text,
+        output=output,
+        require_device=require_device,
+        timeout_s=timeout_s,
+        push_bundle=not no_push,
+    )
     log(f"benchmarking {config.bundle} on the attached phone ...", quiet)
     try:
         out = run(config)
@@ -43,5 +65,10 @@ def command(bundle, apk, serial, warmup, runs, text, output, no_push, timeout_s,
         click.echo(f"SKIP: {e}")
         return
     r = read_json(out)
-    emit(r, as_json, quiet, f"{r['device']['model']} ({r['device']['abi']}): p50 {r['p50_ms']:.2f} ms, "
-                            f"p90 {r['p90_ms']:.2f} ms, model {r['model_sha256'][:12]} -> {out}")
+    emit(
+        r,
+        as_json,
+        quiet,
+        f"{r['device']['model']} ({r['device']['abi']}): p50 {r['p50_ms']:.2f} ms, "
+        f"p90 {r['p90_ms']:.2f} ms, model {r['model_sha256'][:12]} -> {out}",
+    )

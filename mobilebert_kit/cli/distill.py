@@ -40,30 +40,70 @@ def _arch(ctx, param, value):
 
 @click.command("distill")
 @click.option("--teacher", "-t", help="Fine-tuned teacher folder. [default: artifacts/teacher]")
-@click.option("--layers", callback=_int_list, help="Copy these teacher layers (0-based), embeddings and head into the "
-              "student. [default: every other layer, e.g. 0,2,4 of 6]")
-@click.option("--student", help="Start from this HF model/folder instead (same tokenizer as the teacher for "
-              "hidden/attention losses).")
-@click.option("--student-config", callback=_arch, help="Fresh random-init student: "
-              "hidden_size=N,num_layers=N,num_heads=N,intermediate_size=N (omitted = teacher's).")
+@click.option(
+    "--layers",
+    callback=_int_list,
+    help="Copy these teacher layers (0-based), embeddings and head into the "
+    "student. [default: every other layer, e.g. 0,2,4 of 6]",
+)
+@click.option(
+    "--student",
+    help="Start from this HF model/folder instead (same tokenizer as the teacher for hidden/attention losses).",
+)
+@click.option(
+    "--student-config",
+    callback=_arch,
+    help="Fresh random-init student: hidden_size=N,num_layers=N,num_heads=N,intermediate_size=N (omitted = teacher's).",
+)
 @click.option("--temperature", "-T", type=float, help="Softmax temperature of the soft loss. [default: 3]")
-@click.option("--alpha", type=float, help="Weight of the soft loss (KL*T^2); 1-alpha weighs hard-label CE. [default: 0.5]")
+@click.option(
+    "--alpha", type=float, help="Weight of the soft loss (KL*T^2); 1-alpha weighs hard-label CE. [default: 0.5]"
+)
 @click.option("--hidden-weight", type=float, help="Weight of the hidden-state MSE loss (0 = off). [default: 0]")
 @click.option("--attention-weight", type=float, help="Weight of the attention-map MSE loss (0 = off). [default: 0]")
-@click.option("--layer-map", callback=_int_list, help="Teacher layer (0-based) each student layer mimics in the "
-              "hidden/attention losses. [default: uniform, last to last]")
-@click.option("--unlabeled", help="Extra raw text the teacher labels for the student: 'builtin' (the dataset's own, "
-              "e.g. Rotten Tomatoes plot summaries) or a .txt/.csv/.tsv/.jsonl file.")
+@click.option(
+    "--layer-map",
+    callback=_int_list,
+    help="Teacher layer (0-based) each student layer mimics in the "
+    "hidden/attention losses. [default: uniform, last to last]",
+)
+@click.option(
+    "--unlabeled",
+    help="Extra raw text the teacher labels for the student: 'builtin' (the dataset's own, "
+    "e.g. Rotten Tomatoes plot summaries) or a .txt/.csv/.tsv/.jsonl file.",
+)
 @click.option("--max-unlabeled", type=int, help="Use a seeded subset of the unlabeled text.")
-@click.option("--cache-dir", type=click.Path(file_okay=False),
-              help="Teacher-output cache. [default: $MBK_CACHE/teacher_cache or ~/.cache/mobilebert_kit/teacher_cache]")
+@click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False),
+    help="Teacher-output cache. [default: $MBK_CACHE/teacher_cache or ~/.cache/mobilebert_kit/teacher_cache]",
+)
 @data_options
 @train_options
 @click.option("--resume", is_flag=True, help="Continue from the last checkpoint in <output>.ckpt/.")
 @save_recipe_option
 @output_options("artifacts/student")
-def command(teacher, layers, student, student_config, temperature, alpha, hidden_weight, attention_weight, layer_map,
-            unlabeled, max_unlabeled, cache_dir, resume, save_recipe, output, overwrite, quiet, as_json, **kwargs):
+def command(
+    teacher,
+    layers,
+    student,
+    student_config,
+    temperature,
+    alpha,
+    hidden_weight,
+    attention_weight,
+    layer_map,
+    unlabeled,
+    max_unlabeled,
+    cache_dir,
+    resume,
+    save_recipe,
+    output,
+    overwrite,
+    quiet,
+    as_json,
+    **kwargs,
+):
     """Distill the fine-tuned teacher into a small student.
 
     Teacher outputs are computed once and cached (keyed by teacher weights, texts and max
@@ -81,13 +121,25 @@ def command(teacher, layers, student, student_config, temperature, alpha, hidden
     from mobilebert_kit import distill
 
     section: dict = {"output": output, "train": pick(kwargs, TRAIN_OPTIONS)}
-    for key, value in (("teacher", teacher), ("layers", layers), ("student", student), ("student_config", student_config),
-                       ("temperature", temperature), ("alpha", alpha), ("hidden_weight", hidden_weight),
-                       ("attention_weight", attention_weight), ("layer_map", layer_map), ("unlabeled", unlabeled),
-                       ("max_unlabeled", max_unlabeled), ("cache_dir", cache_dir)):
+    for key, value in (
+        ("teacher", teacher),
+        ("layers", layers),
+        ("student", student),
+        ("student_config", student_config),
+        ("temperature", temperature),
+        ("alpha", alpha),
+        ("hidden_weight", hidden_weight),
+        ("attention_weight", attention_weight),
+        ("layer_map", layer_map),
+        ("unlabeled", unlabeled),
+        ("max_unlabeled", max_unlabeled),
+        ("cache_dir", cache_dir),
+    ):
         if value is not None:
             section[key] = value
-    distill.inherit_from_teacher(section, section.get("teacher", distill.DistillConfig.teacher), pick(kwargs, DATA_OPTIONS))
+    distill.inherit_from_teacher(
+        section, section.get("teacher", distill.DistillConfig.teacher), pick(kwargs, DATA_OPTIONS)
+    )
     cfg = distill.DistillConfig.from_dict(section)
     write_stage_recipe(save_recipe, "distill", section)
     out = distill.run(cfg, overwrite=overwrite, resume=resume, quiet=quiet or as_json)
@@ -96,8 +148,12 @@ def command(teacher, layers, student, student_config, temperature, alpha, hidden
     if not (out / MANIFEST).exists():  # non-main process of a distributed run
         return
     m = read_json(out / METRICS)
-    emit({"output": str(out), **m}, as_json, quiet,
-         f"student written to {out}: test accuracy {m['student']['test']['accuracy']:.4f} "
-         f"(teacher {m['teacher']['test']['accuracy']:.4f}, {m['retention']['accuracy']:.1%}), "
-         f"macro-F1 {m['student']['test']['macro_f1']:.4f}, {m['student']['parameters']:,} params "
-         f"({m['compression']['parameters']:.1f}x fewer), {m['train_examples_per_second']:.1f} train ex/s")
+    emit(
+        {"output": str(out), **m},
+        as_json,
+        quiet,
+        f"student written to {out}: test accuracy {m['student']['test']['accuracy']:.4f} "
+        f"(teacher {m['teacher']['test']['accuracy']:.4f}, {m['retention']['accuracy']:.1%}), "
+        f"macro-F1 {m['student']['test']['macro_f1']:.4f}, {m['student']['parameters']:,} params "
+        f"({m['compression']['parameters']:.1f}x fewer), {m['train_examples_per_second']:.1f} train ex/s",
+    )

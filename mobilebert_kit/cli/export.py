@@ -8,18 +8,47 @@ from mobilebert_kit.cli.common import emit, log
 
 
 @click.command("export")
-@click.option("--format", "-f", "formats", multiple=True, default=("all",), show_default=True, metavar="FORMAT",
-              help="onnx, ort, torchscript, coreml, executorch (optional extra) or all (= the first four); "
-                   "repeat or comma-separate for several.")
-@click.option("--model", "-m", default="artifacts/compressed", show_default=True, type=click.Path(),
-              help="Classifier folder to export (compress/distill/finetune output).")
-@click.option("--max-length", type=int, default=None, help="Longest input (default: what the model was trained with, else 128).")
-@click.option("--int8/--fp32", "int8", default=None, help="Force INT8 or fp32 (default: what compression.json asks for).")
+@click.option(
+    "--format",
+    "-f",
+    "formats",
+    multiple=True,
+    default=("all",),
+    show_default=True,
+    metavar="FORMAT",
+    help="onnx, ort, torchscript, coreml, executorch (optional extra) or all (= the first four); "
+    "repeat or comma-separate for several.",
+)
+@click.option(
+    "--model",
+    "-m",
+    default="artifacts/compressed",
+    show_default=True,
+    type=click.Path(),
+    help="Classifier folder to export (compress/distill/finetune output).",
+)
+@click.option(
+    "--max-length", type=int, default=None, help="Longest input (default: what the model was trained with, else 128)."
+)
+@click.option(
+    "--int8/--fp32", "int8", default=None, help="Force INT8 or fp32 (default: what compression.json asks for)."
+)
 @click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset.")
-@click.option("--coreml-precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True,
-              help="Compute precision of the CoreML mlprogram.")
-@click.option("--output", "-o", default="artifacts/export", show_default=True, type=click.Path(),
-              help="Export folder; each format goes to <output>/<format>/.")
+@click.option(
+    "--coreml-precision",
+    type=click.Choice(["fp32", "fp16"]),
+    default="fp32",
+    show_default=True,
+    help="Compute precision of the CoreML mlprogram.",
+)
+@click.option(
+    "--output",
+    "-o",
+    default="artifacts/export",
+    show_default=True,
+    type=click.Path(),
+    help="Export folder; each format goes to <output>/<format>/.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace existing format folders.")
 @click.option("--quiet", "-q", is_flag=True, help="No log lines.")
 @click.option("--json", "as_json", is_flag=True, help="Print the per-format summary as JSON.")
@@ -38,15 +67,37 @@ def command(formats, model, max_length, int8, opset, coreml_precision, output, o
     from mobilebert_kit.export import META, ExportConfig, run
 
     names = [f.strip() for item in formats for f in item.split(",") if f.strip()]
-    config = ExportConfig(model=model, output=output, formats=names, opset=opset, max_length=max_length, int8=int8,
-                          coreml_precision=coreml_precision, overwrite=overwrite)
+    config = ExportConfig(
+        model=model,
+        output=output,
+        formats=names,
+        opset=opset,
+        max_length=max_length,
+        int8=int8,
+        coreml_precision=coreml_precision,
+        overwrite=overwrite,
+    )
     out = run(config, log=lambda m: log(m, quiet or as_json))
     result = {}
     for fmt in config.resolved_formats:
         meta = read_json(out / fmt / META)
-        result[fmt] = {"folder": str(out / fmt), "model_file": meta["model_file"], "size_bytes": meta["size_bytes"],
-                       "int8": meta["int8"], "fused_ops": meta.get("fused_ops")}
-    lines = [f"  {fmt:<12} {r['size_bytes'] / 1e6:8.2f} MB  {'int8' if r['int8'] else 'fp32'}  {r['folder']}/{r['model_file']}"
-             for fmt, r in result.items()]
-    emit(result, as_json, quiet, f"Exported {len(result)} format(s) to {out}:\n" + "\n".join(lines) +
-         "\nNext: mbk verify --export-dir " + str(out))
+        result[fmt] = {
+            "folder": str(out / fmt),
+            "model_file": meta["model_file"],
+            "size_bytes": meta["size_bytes"],
+            "int8": meta["int8"],
+            "fused_ops": meta.get("fused_ops"),
+        }
+    lines = [
+        f"  {fmt:<12} {r['size_bytes'] / 1e6:8.2f} MB  {'int8' if r['int8'] else 'fp32'}  {r['folder']}/{r['model_file']}"
+        for fmt, r in result.items()
+    ]
+    emit(
+        result,
+        as_json,
+        quiet,
+        f"Exported {len(result)} format(s) to {out}:\n"
+        + "\n".join(lines)
+        + "\nNext: mbk verify --export-dir "
+        + str(out),
+    )

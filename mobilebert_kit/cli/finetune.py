@@ -2,12 +2,23 @@ from __future__ import annotations
 
 import click
 
-from mobilebert_kit.cli.common import (DATA_OPTIONS, TRAIN_OPTIONS, data_options, emit, output_options, pick,
-                                       save_recipe_option, train_options, write_stage_recipe)
+from mobilebert_kit.cli.common import (
+    DATA_OPTIONS,
+    TRAIN_OPTIONS,
+    data_options,
+    emit,
+    output_options,
+    pick,
+    save_recipe_option,
+    train_options,
+    write_stage_recipe,
+)
 
 
 @click.command("finetune")
-@click.option("--model", "-m", help="Built-in model (minilm-l6, mpnet-base), local HF folder, or hub id. [default: minilm-l6]")
+@click.option(
+    "--model", "-m", help="Built-in model (minilm-l6, mpnet-base), local HF folder, or hub id. [default: minilm-l6]"
+)
 @click.option("--dropout", type=float, help="Override hidden/attention dropout.")
 @data_options
 @train_options
@@ -39,6 +50,10 @@ def command(model, dropout, resume, save_recipe, output, overwrite, quiet, as_js
     if not (out / MANIFEST).exists():  # non-main process of a distributed run
         return
     metrics = read_json(out / METRICS)
-    emit({"output": str(out), **metrics}, as_json, quiet,
-         f"teacher written to {out}: test accuracy {metrics['test']['accuracy']:.4f}, "
-         f"macro-F1 {metrics['test']['macro_f1']:.4f}, {metrics['train_examples_per_second']:.1f} train ex/s")
+    emit(
+        {"output": str(out), **metrics},
+        as_json,
+        quiet,
+        f"teacher written to {out}: test accuracy {metrics['test']['accuracy']:.4f}, "
+        f"macro-F1 {metrics['test']['macro_f1']:.4f}, {metrics['train_examples_per_second']:.1f} train ex/s",
+    )

@@ -9,19 +9,43 @@ from mobilebert_kit.cli.common import emit, log
 
 @click.command("package")
 @click.option("--target", "-t", required=True, help="android (.ort, ONNX Runtime Mobile) or ios (.mlpackage, CoreML).")
-@click.option("--export-dir", default="artifacts/export", show_default=True, type=click.Path(),
-              help="Folder written by `mbk export` (and checked by `mbk verify`).")
-@click.option("--output", "-o", default=None, type=click.Path(), help="Bundle folder [default: artifacts/package/<target>].")
+@click.option(
+    "--export-dir",
+    default="artifacts/export",
+    show_default=True,
+    type=click.Path(),
+    help="Folder written by `mbk export` (and checked by `mbk verify`).",
+)
+@click.option(
+    "--output", "-o", default=None, type=click.Path(), help="Bundle folder [default: artifacts/package/<target>]."
+)
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty bundle folder.")
 @click.option("--no-zip", is_flag=True, help="Do not write <output>.zip beside the folder.")
-@click.option("--install-into", type=click.Path(), default=None,
-              help="Also copy the bundle into an app: android_demo (app/src/main/assets/bundle) or ios_demo (MBKDemo/bundle).")
-@click.option("--golden-text", "golden_texts", multiple=True,
-              help="Text for the on-device self-test (repeatable; default: a built-in nasty set).")
+@click.option(
+    "--install-into",
+    type=click.Path(),
+    default=None,
+    help="Also copy the bundle into an app: android_demo (app/src/main/assets/bundle) or ios_demo (MBKDemo/bundle).",
+)
+@click.option(
+    "--golden-text",
+    "golden_texts",
+    multiple=True,
+    help="Text for the on-device self-test (repeatable; default: a built-in nasty set).",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No log lines.")
 @click.option("--json", "as_json", is_flag=True, help="Print the bundle's model_meta.json on stdout.")
-def command(target: str, export_dir: str, output: str | None, overwrite: bool, no_zip: bool, install_into: str | None,
-            golden_texts: tuple[str, ...], quiet: bool, as_json: bool) -> None:
+def command(
+    target: str,
+    export_dir: str,
+    output: str | None,
+    overwrite: bool,
+    no_zip: bool,
+    install_into: str | None,
+    golden_texts: tuple[str, ...],
+    quiet: bool,
+    as_json: bool,
+) -> None:
     """Bundle a verified model, tokenizer, labels and golden test vectors for a phone.
 
     Refuses exports that failed or never ran `mbk verify`, or that changed since.
@@ -34,8 +58,14 @@ def command(target: str, export_dir: str, output: str | None, overwrite: bool, n
     from mobilebert_kit.artifacts import folder_size, read_json
     from mobilebert_kit.package import PackageConfig, run
 
-    kwargs = {"target": target, "export_dir": export_dir, "output": output, "overwrite": overwrite,
-              "make_zip": not no_zip, "install_into": install_into}
+    kwargs = {
+        "target": target,
+        "export_dir": export_dir,
+        "output": output,
+        "overwrite": overwrite,
+        "make_zip": not no_zip,
+        "install_into": install_into,
+    }
     if golden_texts:
         kwargs["golden_texts"] = list(golden_texts)
     config = PackageConfig(**kwargs)
@@ -43,8 +73,10 @@ def command(target: str, export_dir: str, output: str | None, overwrite: bool, n
     out = run(config)
     meta = read_json(out / "model_meta.json")
     size_mb = folder_size(out) / 1e6
-    summary = (f"{out}: {meta['model_file']} ({meta['num_labels']} labels, {len(meta['files'])} files, {size_mb:.1f} MB, "
-               f"model sha256 {meta['model_sha256'][:12]})")
+    summary = (
+        f"{out}: {meta['model_file']} ({meta['num_labels']} labels, {len(meta['files'])} files, {size_mb:.1f} MB, "
+        f"model sha256 {meta['model_sha256'][:12]})"
+    )
     if config.make_zip:
         summary += f" + {out.name}.zip"
     if config.install_into:

@@ -16,26 +16,76 @@ def _fmt(v, pct=False):
 
 
 @click.command("verify")
-@click.option("--export-dir", "-e", default="artifacts/export", show_default=True, type=click.Path(),
-              help="Folder written by `mbk export`.")
-@click.option("--format", "--formats", "-f", "formats", multiple=True, metavar="FORMAT",
-              help="Only these formats (repeatable; default: every exported one).")
-@click.option("--model", "-m", default=None, type=click.Path(),
-              help="Source PyTorch classifier (default: the one recorded in model_meta.json).")
-@click.option("--data", default=None, help="Data to verify on (default: what the model was trained on); its test split is used.")
+@click.option(
+    "--export-dir",
+    "-e",
+    default="artifacts/export",
+    show_default=True,
+    type=click.Path(),
+    help="Folder written by `mbk export`.",
+)
+@click.option(
+    "--format",
+    "--formats",
+    "-f",
+    "formats",
+    multiple=True,
+    metavar="FORMAT",
+    help="Only these formats (repeatable; default: every exported one).",
+)
+@click.option(
+    "--model",
+    "-m",
+    default=None,
+    type=click.Path(),
+    help="Source PyTorch classifier (default: the one recorded in model_meta.json).",
+)
+@click.option(
+    "--data", default=None, help="Data to verify on (default: what the model was trained on); its test split is used."
+)
 @click.option("--max-examples", type=int, default=None, help="Verify on a seeded subset of the test split.")
-@click.option("--max-abs-diff", type=float, default=1e-3, show_default=True, help="fp32 artifacts: max |logit difference|.")
-@click.option("--min-agreement", type=float, default=0.995, show_default=True, help="fp32 artifacts: min label agreement (0-1).")
-@click.option("--max-accuracy-drop", type=float, default=0.005, show_default=True, help="fp32 artifacts: max accuracy drop (0-1).")
-@click.option("--int8-max-abs-diff", type=float, default=None, help="INT8 artifacts: max |logit difference| (default: not gated).")
-@click.option("--int8-min-agreement", type=float, default=0.97, show_default=True, help="INT8 artifacts: min label agreement.")
-@click.option("--int8-max-accuracy-drop", type=float, default=0.01, show_default=True, help="INT8 artifacts: max accuracy drop.")
-@click.option("--node/--no-node", "node", default=None,
-              help="Also run .onnx/.ort in onnxruntime-node (default: when node is available; --node makes it required).")
+@click.option(
+    "--max-abs-diff", type=float, default=1e-3, show_default=True, help="fp32 artifacts: max |logit difference|."
+)
+@click.option(
+    "--min-agreement", type=float, default=0.995, show_default=True, help="fp32 artifacts: min label agreement (0-1)."
+)
+@click.option(
+    "--max-accuracy-drop", type=float, default=0.005, show_default=True, help="fp32 artifacts: max accuracy drop (0-1)."
+)
+@click.option(
+    "--int8-max-abs-diff", type=float, default=None, help="INT8 artifacts: max |logit difference| (default: not gated)."
+)
+@click.option(
+    "--int8-min-agreement", type=float, default=0.97, show_default=True, help="INT8 artifacts: min label agreement."
+)
+@click.option(
+    "--int8-max-accuracy-drop", type=float, default=0.01, show_default=True, help="INT8 artifacts: max accuracy drop."
+)
+@click.option(
+    "--node/--no-node",
+    "node",
+    default=None,
+    help="Also run .onnx/.ort in onnxruntime-node (default: when node is available; --node makes it required).",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No log lines.")
 @click.option("--json", "as_json", is_flag=True, help="Print verify.json on stdout.")
-def command(export_dir, formats, model, data, max_examples, max_abs_diff, min_agreement, max_accuracy_drop, int8_max_abs_diff,
-            int8_min_agreement, int8_max_accuracy_drop, node, quiet, as_json):
+def command(
+    export_dir,
+    formats,
+    model,
+    data,
+    max_examples,
+    max_abs_diff,
+    min_agreement,
+    max_accuracy_drop,
+    int8_max_abs_diff,
+    int8_min_agreement,
+    int8_max_accuracy_drop,
+    node,
+    quiet,
+    as_json,
+):
     """Check every exported artifact against the PyTorch model it came from.
 
     Per format: sha256 of every file vs model_meta.json, then on the test split max |logit
@@ -54,11 +104,16 @@ def command(export_dir, formats, model, data, max_examples, max_abs_diff, min_ag
     from mobilebert_kit.errors import VerifyError
     from mobilebert_kit.verify import REPORT, Tolerance, VerifyConfig, run
 
-    config = VerifyConfig(export_dir=export_dir, formats=list(formats), model=model,
-                          data=DataConfig(data=data) if data else None, max_examples=max_examples,
-                          fp32=Tolerance(max_abs_diff, min_agreement, max_accuracy_drop),
-                          int8=Tolerance(int8_max_abs_diff, int8_min_agreement, int8_max_accuracy_drop),
-                          node={None: "auto", True: "on", False: "off"}[node])
+    config = VerifyConfig(
+        export_dir=export_dir,
+        formats=list(formats),
+        model=model,
+        data=DataConfig(data=data) if data else None,
+        max_examples=max_examples,
+        fp32=Tolerance(max_abs_diff, min_agreement, max_accuracy_drop),
+        int8=Tolerance(int8_max_abs_diff, int8_min_agreement, int8_max_accuracy_drop),
+        node={None: "auto", True: "on", False: "off"}[node],
+    )
     error = None
     try:
         out = run(config, log=lambda m: log(m, quiet or as_json))
@@ -76,9 +131,11 @@ def command(export_dir, formats, model, data, max_examples, max_abs_diff, min_ag
                 continue  # an earlier verification kept in verify.json
             head = f"{'✓' if e['passed'] else '✗'} {fmt} ({'int8' if e['int8'] else 'fp32'})"
             if "agreement" in e:
-                head += (f": max|Δ| {_fmt(e['max_abs_diff'])}, agreement {_fmt(e['agreement'], True)}, "
-                         f"accuracy {e['accuracy']:.4f} vs PyTorch {e['pytorch_accuracy']:.4f}, "
-                         f"macro-F1 {e['macro_f1']:.4f} vs {e['pytorch_macro_f1']:.4f}")
+                head += (
+                    f": max|Δ| {_fmt(e['max_abs_diff'])}, agreement {_fmt(e['agreement'], True)}, "
+                    f"accuracy {e['accuracy']:.4f} vs PyTorch {e['pytorch_accuracy']:.4f}, "
+                    f"macro-F1 {e['macro_f1']:.4f} vs {e['pytorch_macro_f1']:.4f}"
+                )
             lines.append(head)
             for c in e["checks"]:
                 mark = {True: "✓", False: "✗", None: "–"}[c["passed"]]
