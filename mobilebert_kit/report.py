@@ -39,7 +39,7 @@ class ReportConfig(StageConfig):
 
     run_dir: str = ""  # the run folder (mbk run fills it in)
     title: str | None = None  # default: "mobilebert_kit run: <folder name>"
-    seq_len: int | None = None  # bench sequence length in the table (default: the longest <= 128 that was timed)
+    seq_len: int | None = None  # bench sequence length in the table (default: the one most models were timed at)
     threads: int = 1  # bench thread count in the table
     batch: int = 1
 
@@ -101,8 +101,12 @@ def _pick_case(rows: list[dict], cfg: ReportConfig) -> tuple[int | None, list[di
     if cfg.seq_len is not None:
         seq = cfg.seq_len if cfg.seq_len in seqs else None
     else:
-        fit = [s for s in seqs if s <= 128]
-        seq = fit[-1] if fit else seqs[0]
+        # The length at which the most models were timed (exports are only timed up to their own
+        # max_length), the longest such length up to 128: teacher and exports side by side.
+        def coverage(s: int) -> tuple[int, bool, int]:
+            return len({r.get("model") for r in rows if r.get("seq_len") == s}), s <= 128, s if s <= 128 else -s
+
+        seq = max(seqs, key=coverage)
     return seq, [r for r in rows if r.get("seq_len") == seq]
 
 

@@ -1,0 +1,18 @@
+from mobilebert_kit.report import ReportConfig, _pick_case
+
+
+def _row(model, seq):
+    return {"model": model, "threads": 1, "batch": 1, "seq_len": seq, "p50_ms": 1.0}
+
+
+def test_table_uses_the_length_every_model_was_timed_at():
+    # exports stop at their max_length (64), PyTorch models go on to 128
+    rows = [_row("onnx int8", 32), _row("ort int8", 32), _row("pytorch teacher", 32), _row("pytorch teacher", 128)]
+    seq, case = _pick_case(rows, ReportConfig())
+    assert seq == 32 and {r["model"] for r in case} == {"onnx int8", "ort int8", "pytorch teacher"}
+
+
+def test_table_prefers_the_longest_length_up_to_128_on_ties():
+    rows = [_row(m, s) for m in ("onnx int8", "pytorch teacher") for s in (16, 64, 128, 256)]
+    assert _pick_case(rows, ReportConfig())[0] == 128
+    assert _pick_case(rows, ReportConfig(seq_len=64))[0] == 64
