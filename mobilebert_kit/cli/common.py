@@ -193,3 +193,13 @@ def write_stage_recipe(path: str | None, stage: str, section: dict[str, Any]) ->
     body = yaml.safe_dump({"stages": [stage], stage: section}, sort_keys=False)
     with open(path, "w", encoding="utf-8") as fh:
         fh.write(f"# Reproduce with: mbk run {path}\n{body}")
+
+
+def stage_metrics(out) -> dict | None:
+    """metrics.json of a finished training stage, or None on a non-main process of a distributed
+    run (only the main process writes the artifact, so only it reports)."""
+    from mobilebert_kit.artifacts import MANIFEST, METRICS, read_json
+
+    if not (out / MANIFEST).exists():
+        return None
+    return read_json(out / METRICS)

@@ -10,6 +10,7 @@ from mobilebert_kit.cli.common import (
     output_options,
     pick,
     save_recipe_option,
+    stage_metrics,
     train_options,
     write_stage_recipe,
 )
@@ -143,11 +144,9 @@ def command(
     cfg = distill.DistillConfig.from_dict(section)
     write_stage_recipe(save_recipe, "distill", section)
     out = distill.run(cfg, overwrite=overwrite, resume=resume, quiet=quiet or as_json)
-    from mobilebert_kit.artifacts import MANIFEST, METRICS, read_json
-
-    if not (out / MANIFEST).exists():  # non-main process of a distributed run
+    m = stage_metrics(out)
+    if m is None:
         return
-    m = read_json(out / METRICS)
     emit(
         {"output": str(out), **m},
         as_json,

@@ -10,6 +10,7 @@ from mobilebert_kit.cli.common import (
     output_options,
     pick,
     save_recipe_option,
+    stage_metrics,
     train_options,
     write_stage_recipe,
 )
@@ -45,11 +46,9 @@ def command(model, dropout, resume, save_recipe, output, overwrite, quiet, as_js
     cfg = finetune.FinetuneConfig.from_dict(section)
     write_stage_recipe(save_recipe, "finetune", section)
     out = finetune.run(cfg, overwrite=overwrite, resume=resume, quiet=quiet or as_json)
-    from mobilebert_kit.artifacts import MANIFEST, METRICS, read_json
-
-    if not (out / MANIFEST).exists():  # non-main process of a distributed run
+    metrics = stage_metrics(out)
+    if metrics is None:
         return
-    metrics = read_json(out / METRICS)
     emit(
         {"output": str(out), **metrics},
         as_json,
