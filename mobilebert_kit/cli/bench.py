@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mobilebert_kit.cli.common import emit, log
+from mobilebert_kit.cli.common import emit, log, save_recipe_option, write_stage_recipe
 
 
 def _ints(value: str, name: str) -> list[int]:
@@ -58,7 +58,9 @@ def _ints(value: str, name: str) -> list[int]:
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty output folder.")
 @click.option("--quiet", "-q", is_flag=True, help="No log lines or table.")
 @click.option("--json", "as_json", is_flag=True, help="Print bench.json on stdout.")
+@save_recipe_option
 def command(
+    save_recipe,
     export_dir,
     formats,
     models,
@@ -101,6 +103,7 @@ def command(
         output=output,
         overwrite=overwrite,
     )
+    write_stage_recipe(save_recipe, "bench", {k: v for k, v in config.to_dict().items() if k != "overwrite"})
     out = run(config, log=lambda m: log(m, quiet or as_json))
     result = read_json(Path(out) / "bench.json")
     if not as_json and not quiet:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mobilebert_kit.cli.common import emit, log, output_options
+from mobilebert_kit.cli.common import emit, log, output_options, save_recipe_option, write_stage_recipe
 
 
 @click.command("compress")
@@ -92,7 +92,9 @@ from mobilebert_kit.cli.common import emit, log, output_options
     "--latency-runs", type=int, default=20, show_default=True, help="Timed runs per latency number (0: skip)."
 )
 @output_options("artifacts/compressed")
+@save_recipe_option
 def command(
+    save_recipe,
     model,
     data,
     max_length,
@@ -160,6 +162,7 @@ def command(
         guard_metric=guard_metric,
         latency_runs=latency_runs,
     )
+    write_stage_recipe(save_recipe, "compress", {k: v for k, v in config.to_dict().items() if k != "overwrite"})
     out = run(config, progress=lambda m: log(m, quiet or as_json))
     metrics = read_json(out / "metrics.json")
     comp = read_json(out / "compression.json")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mobilebert_kit.cli.common import emit, log
+from mobilebert_kit.cli.common import emit, log, save_recipe_option, write_stage_recipe
 
 
 @click.command("export")
@@ -52,7 +52,8 @@ from mobilebert_kit.cli.common import emit, log
 @click.option("--overwrite", is_flag=True, help="Replace existing format folders.")
 @click.option("--quiet", "-q", is_flag=True, help="No log lines.")
 @click.option("--json", "as_json", is_flag=True, help="Print the per-format summary as JSON.")
-def command(formats, model, max_length, int8, opset, coreml_precision, output, overwrite, quiet, as_json):
+@save_recipe_option
+def command(save_recipe, formats, model, max_length, int8, opset, coreml_precision, output, overwrite, quiet, as_json):
     """Export a classifier to ONNX / ORT / TorchScript / CoreML folders.
 
     Each format folder is self-contained: model file, tokenizer files, labels.json and
@@ -77,6 +78,7 @@ def command(formats, model, max_length, int8, opset, coreml_precision, output, o
         coreml_precision=coreml_precision,
         overwrite=overwrite,
     )
+    write_stage_recipe(save_recipe, "export", {k: v for k, v in config.to_dict().items() if k != "overwrite"})
     out = run(config, log=lambda m: log(m, quiet or as_json))
     result = {}
     for fmt in config.resolved_formats:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mobilebert_kit.cli.common import emit, log
+from mobilebert_kit.cli.common import emit, log, save_recipe_option, write_stage_recipe
 
 
 @click.command("package")
@@ -35,7 +35,9 @@ from mobilebert_kit.cli.common import emit, log
 )
 @click.option("--quiet", "-q", is_flag=True, help="No log lines.")
 @click.option("--json", "as_json", is_flag=True, help="Print the bundle's model_meta.json on stdout.")
+@save_recipe_option
 def command(
+    save_recipe,
     target: str,
     export_dir: str,
     output: str | None,
@@ -70,6 +72,7 @@ def command(
         kwargs["golden_texts"] = list(golden_texts)
     config = PackageConfig(**kwargs)
     log(f"packaging {config.target} bundle from {config.export_dir} ...", quiet)
+    write_stage_recipe(save_recipe, "package", {k: v for k, v in config.to_dict().items() if k != "overwrite"})
     out = run(config)
     meta = read_json(out / "model_meta.json")
     size_mb = folder_size(out) / 1e6

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mobilebert_kit.cli.common import emit, log
+from mobilebert_kit.cli.common import emit, log, save_recipe_option, write_stage_recipe
 
 
 def _fmt(v, pct=False):
@@ -70,7 +70,9 @@ def _fmt(v, pct=False):
 )
 @click.option("--quiet", "-q", is_flag=True, help="No log lines.")
 @click.option("--json", "as_json", is_flag=True, help="Print verify.json on stdout.")
+@save_recipe_option
 def command(
+    save_recipe,
     export_dir,
     formats,
     model,
@@ -116,6 +118,7 @@ def command(
     )
     error = None
     try:
+        write_stage_recipe(save_recipe, "verify", {k: v for k, v in config.to_dict().items() if k != "overwrite"})
         out = run(config, log=lambda m: log(m, quiet or as_json))
     except VerifyError as e:
         error = e
