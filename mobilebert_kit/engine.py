@@ -333,7 +333,7 @@ def predict(model, dataset: FeatureDataset, collator: Collator, batch_size: int,
     import torch
 
     order = np.argsort(dataset.lengths, kind="stable")
-    out = None
+    out = np.zeros((len(dataset), model.config.num_labels), dtype=np.float32)
     was_training = model.training
     model.eval()
     with torch.inference_mode():
@@ -341,12 +341,9 @@ def predict(model, dataset: FeatureDataset, collator: Collator, batch_size: int,
             idx = order[s : s + batch_size]
             batch = collator([dataset[i] for i in idx])
             inputs = {k: batch[k].to(device) for k in TOKEN_KEYS if k in batch}
-            logits = model(**inputs).logits.float().cpu().numpy()
-            if out is None:
-                out = np.zeros((len(dataset), logits.shape[-1]), dtype=np.float32)
-            out[idx] = logits
+            out[idx] = model(**inputs).logits.float().cpu().numpy()
     model.train(was_training)
-    return out if out is not None else np.zeros((0, 0), dtype=np.float32)
+    return out
 
 
 # --------------------------------------------------------------------------- the loop

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -44,25 +44,11 @@ def predict_logits(
     max_length: int = 128,
     batch_size: int = 64,
     device=None,
-    progress: Callable[[int], None] | None = None,
 ) -> np.ndarray:
-    """Run a PyTorch classifier over texts in length-sorted batches; returns logits in input order."""
-    import torch
+    """Run a PyTorch classifier over texts in length-sorted batches; returns logits in input order.
+    Raw-text front end of :func:`mobilebert_kit.engine.predict`, the one prediction loop."""
+    from mobilebert_kit.engine import Collator, make_features, predict
 
-    device = device or next(model.parameters()).device
-    enc = encode(tokenizer, texts, pairs, max_length)
-    order = np.argsort([len(x) for x in enc["input_ids"]], kind="stable")
-    out = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
-    was_training = model.training
-    model.eval()
-    with torch.inference_mode():
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
-            feats = [{k: enc[k][i] for k in enc.keys()} for i in idx]
-            batch = tokenizer.pad(feats, return_tensors="pt")
-            batch = {k: v.to(device) for k, v in batch.items()}
-            out[idx] = model(**batch).logits.float().cpu().numpy()
-            if progress:
-                progress(len(idx))
-    model.train(was_training)
-    return out
+    features = make_features(tokenizer, texts, pairs, None, max_length)
+    collator = Collator(tokenizer.pad_token_id or 0, max_length, dynamic=True)
+    return predict(model, features, collator, batch_size, device or next(model.parameters()).device)
