@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import bz2
 import csv
+import gzip
 import importlib.util
-import io
 import json
 import logging
 import random
@@ -275,10 +275,7 @@ def _stratified_split(recs: list, cfg: DataConfig, need_val: bool, need_test: bo
         train.extend(items[n_test + n_val :])
     for k, v in carved.items():
         if not v:
-            raise DataError(
-                f"{cfg.data} is too small to carve a {k} split; pass --{k.replace('validation', 'validation')}-data "
-                "or add more rows"
-            )
+            raise DataError(f"{cfg.data} is too small to carve a {k} split; pass --{k}-data or add more rows")
     return train, carved
 
 
@@ -288,13 +285,12 @@ def _read_records(path: Path, cfg: DataConfig) -> list[tuple[str, object, str | 
     if path.is_dir():
         raise DataError(f"{path} is a folder; pass a .csv, .tsv or .jsonl file")
     suffix = "".join(path.suffixes[-2:]) if path.suffix == ".gz" else path.suffix
-    opener = (
-        (lambda p: io.TextIOWrapper(__import__("gzip").open(p), encoding="utf-8"))
-        if path.suffix == ".gz"
-        else (lambda p: open(p, encoding="utf-8", newline=""))
-    )
+    if path.suffix == ".gz":
+        handle = gzip.open(path, "rt", encoding="utf-8")
+    else:
+        handle = open(path, encoding="utf-8", newline="")  # noqa: SIM115 - closed by the with below
     try:
-        with opener(path) as f:
+        with handle as f:
             if suffix.startswith(".jsonl") or suffix.startswith(".json"):
                 rows = []
                 for i, line in enumerate(f, 1):
