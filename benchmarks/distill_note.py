@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     from mobilebert_kit import distill
     from mobilebert_kit.artifacts import read_json
+    from mobilebert_kit.stage import RunContext
 
     teacher = Path(args.teacher)
     t_manifest = read_json(teacher / "manifest.json")
@@ -103,7 +104,7 @@ def main(argv: list[str] | None = None) -> dict:
         else:
             load0 = os.getloadavg()[0]
             t0 = time.perf_counter()
-            out = distill.run(distill.DistillConfig.from_dict(section), overwrite=True, quiet=False)
+            out = distill.run(distill.DistillConfig.from_dict(section), RunContext(overwrite=True)).output
             wall = time.perf_counter() - t0
         m = read_json(out / "metrics.json")
         rows.append(

@@ -111,6 +111,7 @@ def seed_distill(teacher_dir: Path, layers: list[int], train, test, args) -> dic
 def mbk_distill(teacher_dir: Path, layers: list[int], data: dict, args, work: Path) -> dict:
     from mobilebert_kit import distill
     from mobilebert_kit.artifacts import read_json
+    from mobilebert_kit.stage import RunContext
 
     cfg = distill.DistillConfig.from_dict(
         {
@@ -133,7 +134,7 @@ def mbk_distill(teacher_dir: Path, layers: list[int], data: dict, args, work: Pa
         }
     )
     t0 = time.perf_counter()
-    out = distill.run(cfg, quiet=True)
+    out = distill.run(cfg, RunContext(quiet=True)).output
     wall = time.perf_counter() - t0
     m = read_json(out / "metrics.json")
     return {

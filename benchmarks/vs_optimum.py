@@ -45,6 +45,7 @@ def make_student(out: Path, layers=(0, 2, 4), train_examples: int = 3000, max_le
     from mobilebert_kit.engine import TrainConfig
     from mobilebert_kit.finetune import FinetuneConfig, run
     from mobilebert_kit.models import resolve_model
+    from mobilebert_kit.stage import RunContext
 
     base = resolve_model("minilm-l6").path
     init = out.with_name(out.name + ".init")
@@ -60,7 +61,7 @@ def make_student(out: Path, layers=(0, 2, 4), train_examples: int = 3000, max_le
         train=TrainConfig(epochs=1, max_length=max_length, lr=1e-4, early_stopping_patience=0),
         output=str(out),
     )
-    return run(cfg, overwrite=True)
+    return run(cfg, RunContext(overwrite=True)).output
 
 
 def optimum_int8(student: Path, work: Path) -> Path:

@@ -23,6 +23,7 @@ import numpy as np
 from mobilebert_kit.artifacts import folder_size, library_versions, read_json, staged_output, write_json
 from mobilebert_kit.config import StageConfig, check_range
 from mobilebert_kit.errors import ArtifactError, ModelError
+from mobilebert_kit.stage import RunContext, StageResult
 
 BENCH_FORMATS = ("onnx", "ort", "torchscript", "executorch")
 
@@ -41,7 +42,6 @@ class BenchConfig(StageConfig):
     rounds: int = 3
     seed: int = 0
     output: str = "artifacts/bench"
-    overwrite: bool = False
 
     def validate(self) -> list[str]:
         p: list[str] = []
@@ -275,21 +275,23 @@ def measure(
     return times
 
 
-def run(config: BenchConfig, log=lambda msg: None) -> Path:
-    """Benchmark; writes ``bench.json`` and ``bench.md`` into ``config.output``; returns that folder."""
+def run(config: BenchConfig, ctx: RunContext | None = None) -> StageResult:
+    """Benchmark; writes ``bench.json`` and ``bench.md`` into ``config.output``."""
     import torch
 
+    ctx = ctx or RunContext()
     threads = torch.get_num_threads()
     try:  # timing changes torch's thread count; give the caller its own back
-        return _run(config, log)
+        return _run(config, ctx)
     finally:
         torch.set_num_threads(threads)
 
 
-def _run(config: BenchConfig, log) -> Path:
+def _run(config: BenchConfig, ctx: RunContext) -> StageResult:
     from mobilebert_kit.artifacts import check_output_dir
 
-    check_output_dir(config.output, config.overwrite)
+    log = ctx.log
+    check_output_dir(config.output, ctx.overwrite)
     loaders = _targets(config)
     import onnxruntime  # noqa: F401  - import the runtimes first so per-model memory excludes library code
     import torch  # noqa: F401
@@ -348,10 +350,12 @@ def _run(config: BenchConfig, log) -> Path:
         "versions": library_versions(),
         "method": "warm-up, then interleaved rounds over all cases; memory = RSS growth on load + first run",
     }
-    with staged_output(config.output, config.overwrite) as tmp:
+    with staged_output(config.output, ctx.overwrite) as tmp:
         write_json(tmp / "bench.json", result)
         (tmp / "bench.md").write_text(markdown_table(rows, result), encoding="utf-8")
-    return Path(config.output)
+    out = Path(config.output)
+    table = markdown_table(rows).split("\n", 2)[2].rstrip("\n")
+    return StageResult(out, result, [table, f"Wrote {out / 'bench.json'} and {out / 'bench.md'}"])
 
 
 def markdown_table(rows: list[dict], result: dict | None = None) -> str:

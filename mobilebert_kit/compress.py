@@ -31,6 +31,7 @@ import numpy as np
 
 from mobilebert_kit.config import StageConfig, check_choice, check_range
 from mobilebert_kit.errors import CompressError, ConfigError, DataError, ExportError
+from mobilebert_kit.stage import RunContext, StageResult
 
 COMPRESSION = "compression.json"
 GUARD_METRICS = ("accuracy", "agreement")
@@ -43,7 +44,6 @@ class CompressConfig(StageConfig):
 
     model: str = "artifacts/student"
     output: str = "artifacts/compressed"
-    overwrite: bool = False
     data: str | None = None  # default: the data recorded upstream (manifest lineage)
     max_length: int | None = None  # default: recorded upstream, else 128
     prune: float = 0.0  # unstructured L1 sparsity of the encoder Linear weights
@@ -183,8 +183,8 @@ def _ort_latency(path: Path, seq: int, runs: int, vocab: int) -> float | None:
 # --------------------------------------------------------------------------- stage
 
 
-def run(config: CompressConfig, progress: Callable[[str], None] | None = None) -> Path:
-    """Compress ``config.model`` into ``config.output``; returns the output folder.
+def run(config: CompressConfig, ctx: RunContext | None = None) -> StageResult:
+    """Compress ``config.model`` into ``config.output``; the result carries the folder and metrics.
 
     Raises:
         ConfigError / DataError / ModelError: bad input, before any work is written.
@@ -197,10 +197,12 @@ def run(config: CompressConfig, progress: Callable[[str], None] | None = None) -
     from mobilebert_kit.metrics import predict_logits
     from mobilebert_kit.models import count_parameters, load_classifier_folder
 
+    ctx = ctx or RunContext()
+    progress = ctx.log
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     model_dir = Path(config.model)
-    artifacts.check_output_dir(config.output, config.overwrite)
+    artifacts.check_output_dir(config.output, ctx.overwrite)
     if not (config.prune or config.prune_heads or config.prune_ffn or config.trim_vocab or config.int8):
         raise ConfigError(
             "nothing to do: pass at least one of --prune, --prune-heads, --prune-ffn, --trim-vocab, --int8"
@@ -320,7 +322,7 @@ def run(config: CompressConfig, progress: Callable[[str], None] | None = None) -
         )
         metrics["notes"].append(prune.DENSE_NOTE)
 
-    with artifacts.staged_output(config.output, config.overwrite) as out:
+    with artifacts.staged_output(config.output, ctx.overwrite) as out:
         if config.trim_vocab:
             t = time.perf_counter()
             corpus = list(train.texts) + list(train.pairs or [])
@@ -397,7 +399,34 @@ def run(config: CompressConfig, progress: Callable[[str], None] | None = None) -
             timings=timings,
             extra={"data": data_cfg.to_dict(), "max_length": max_length},
         )
-    return Path(config.output)
+    return _result(config, Path(config.output), metrics, compression)
+
+
+def _result(config: CompressConfig, out: Path, metrics: dict, comp: dict) -> StageResult:
+    before, final = metrics["input"], metrics.get("final") or {}
+    headline = {
+        "input": before["validation"],
+        "final": final,
+        "guard": metrics.get("guard"),
+        "nodes_excluded": comp["nodes_excluded"],
+        "size_on_disk": metrics["size_on_disk"],
+        "steps": metrics["steps"],
+    }
+    final_acc = final.get("validation", {}).get("accuracy", float("nan"))
+    lines = [
+        f"Compressed {config.model} -> {out}",
+        f"  validation accuracy {before['validation']['accuracy']:.4f} -> {final_acc:.4f}",
+    ]
+    for s in metrics["steps"]:
+        size = s.get("size_bytes")
+        lines.append(
+            f"  {s['step']:<14} val acc {s['validation']['accuracy']:.4f}" + (f"  {size / 1e6:8.2f} MB" if size else "")
+        )
+    if comp["nodes_excluded"]:
+        kept = comp["nodes_excluded"]
+        lines.append(f"  accuracy guard kept {len(kept)} node(s) in fp32: {', '.join(kept)}")
+    lines.append("Next: mbk export --model " + str(out))
+    return StageResult(out, headline, lines)
 
 
 def _file_size(folder: Path, name: str) -> int | None:

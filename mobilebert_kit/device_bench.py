@@ -24,6 +24,7 @@ from pathlib import Path
 from mobilebert_kit.artifacts import read_json, write_json
 from mobilebert_kit.config import StageConfig
 from mobilebert_kit.errors import DeviceError
+from mobilebert_kit.stage import RunContext, StageResult
 
 APP_ID = "ai.mbk.demo"
 ACTIVITY = f"{APP_ID}/.MainActivity"
@@ -158,19 +159,26 @@ class Adb:
         return r.stdout
 
 
-def run(config: DeviceBenchConfig) -> Path:
-    """Benchmark the bundle on the attached phone; returns the JSON result file.
+def run(config: DeviceBenchConfig, ctx: RunContext | None = None) -> StageResult:
+    """Benchmark the bundle on the attached phone; the result's output is the JSON result file.
 
     Raises:
         DeviceSkip: no adb or no device (the CLI prints ``SKIP:``), unless ``require_device``.
         DeviceError: device unauthorized/offline, app failure, or hash mismatch.
     """
+    (ctx or RunContext()).log(f"benchmarking {config.bundle} on the attached phone ...")
     try:
-        return _run(config)
+        out = _run(config)
     except DeviceSkip as e:
         if config.require_device:
             raise DeviceError(f"{e}; connect a phone with USB debugging enabled (--require-device is set)") from e
         raise
+    r = read_json(out)
+    line = (
+        f"{r['device']['model']} ({r['device']['abi']}): p50 {r['p50_ms']:.2f} ms, "
+        f"p90 {r['p90_ms']:.2f} ms, model {r['model_sha256'][:12]} -> {out}"
+    )
+    return StageResult(out, r, [line])
 
 
 def _run(config: DeviceBenchConfig) -> Path:

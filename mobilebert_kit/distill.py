@@ -37,6 +37,7 @@ from mobilebert_kit.config import StageConfig, check_range
 from mobilebert_kit.data import DataConfig
 from mobilebert_kit.engine import TrainConfig
 from mobilebert_kit.errors import ConfigError, DataError, ModelError
+from mobilebert_kit.stage import RunContext, StageResult
 
 CACHE_FORMAT = "1"
 _LAYER_KEY = re.compile(r"(^|\.)layer\.(\d+)\.")
@@ -560,17 +561,9 @@ def read_unlabeled(source: str, ds, data: DataConfig) -> list[str]:
 # --------------------------------------------------------------------------- run
 
 
-def run(
-    cfg: DistillConfig,
-    *,
-    overwrite: bool = False,
-    resume: bool = False,
-    quiet: bool = False,
-    log: Callable[[str], None] | None = None,
-) -> Path:
-    """Distill ``cfg.teacher`` into a student; returns the output folder."""
+def run(cfg: DistillConfig, ctx: RunContext | None = None) -> StageResult:
+    """Distill ``cfg.teacher`` into a student; the result carries the output folder and metrics."""
     import random
-    import sys
 
     import torch
 
@@ -581,7 +574,8 @@ def run(
     from mobilebert_kit.metrics import classification_metrics
     from mobilebert_kit.models import count_parameters, load_classifier_folder
 
-    log = log or (lambda m: None if quiet else print(m, file=sys.stderr))
+    ctx = ctx or RunContext()
+    log, overwrite, resume, quiet = ctx.log, ctx.overwrite, ctx.resume, ctx.quiet
     t0 = time.perf_counter()
     out, work = training_dirs(cfg.output, overwrite, resume)
 
@@ -774,7 +768,7 @@ def run(
     t_train = time.perf_counter()
     if not state.is_main_process:
         state.wait_for_everyone()
-        return out
+        return StageResult(out, written=False)
 
     # ---------------------------------------------------------------- evaluate side by side, write
     student_metrics = evaluate_splits(student, sets, cfg.train, student_tok.pad_token_id or 0, len(label_names))
@@ -908,7 +902,16 @@ def run(
         )
     shutil.rmtree(work, ignore_errors=True)
     state.wait_for_everyone()
-    return out
+    return StageResult(out, metrics, [_summary_line(out, metrics)])
+
+
+def _summary_line(out: Path, m: dict) -> str:
+    return (
+        f"student written to {out}: test accuracy {m['student']['test']['accuracy']:.4f} "
+        f"(teacher {m['teacher']['test']['accuracy']:.4f}, {m['retention']['accuracy']:.1%}), "
+        f"macro-F1 {m['student']['test']['macro_f1']:.4f}, {m['student']['parameters']:,} params "
+        f"({m['compression']['parameters']:.1f}x fewer), {m['train_examples_per_second']:.1f} train ex/s"
+    )
 
 
 def _ratio(a: float, b: float) -> float:

@@ -49,6 +49,7 @@ from mobilebert_kit.artifacts import (
 )
 from mobilebert_kit.config import StageConfig, check_range, did_you_mean
 from mobilebert_kit.errors import ConfigError, ExportError, ModelError
+from mobilebert_kit.stage import RunContext, StageResult
 
 FORMATS = ("onnx", "ort", "torchscript", "coreml")  # what `all` means
 OPTIONAL_FORMATS = ("executorch",)  # needs the optional extra: pip install 'mobilebert_kit[executorch]'
@@ -77,7 +78,6 @@ class ExportConfig(StageConfig):
     int8: bool | None = None  # default: what compression.json asks for (fp32 without it)
     coreml_precision: str = "fp32"  # fp32 | fp16 compute precision of the mlprogram
     coreml_target: str = "iOS16"
-    overwrite: bool = False
 
     def validate(self) -> list[str]:
         p: list[str] = []
@@ -117,14 +117,16 @@ class Source:
     sha256: str
 
 
-def run(config: ExportConfig, log=lambda msg: None) -> Path:
-    """Export ``config.model`` to every requested format; returns the export folder."""
+def run(config: ExportConfig, ctx: RunContext | None = None) -> StageResult:
+    """Export ``config.model`` to every requested format; the result lists each format's folder."""
+    ctx = ctx or RunContext()
+    log = ctx.log
     formats = config.resolved_formats
     out = Path(config.output)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"output path {out} exists and is not a folder; choose another --output")
     for fmt in formats:  # refuse before any work
-        check_output_dir(out / fmt, config.overwrite)
+        check_output_dir(out / fmt, ctx.overwrite)
     if "coreml" in formats:
         _require_coremltools()
     if "executorch" in formats:
@@ -174,7 +176,26 @@ def run(config: ExportConfig, log=lambda msg: None) -> Path:
     }
     present = sorted(p.name for p in out.iterdir() if p.is_dir() and (p / META).exists())
     _write_export_manifest(out, config, src, summary, present)
-    return out
+    return _result(out, results)
+
+
+def _result(out: Path, results: dict[str, dict]) -> StageResult:
+    formats = {
+        fmt: {
+            "folder": str(out / fmt),
+            "model_file": r["model_file"],
+            "size_bytes": r["size_bytes"],
+            "int8": r["int8"],
+            "fused_ops": r.get("fused_ops"),
+        }
+        for fmt, r in results.items()
+    }
+    lines = [f"Exported {len(formats)} format(s) to {out}:"]
+    for fmt, r in formats.items():
+        precision = "int8" if r["int8"] else "fp32"
+        lines.append(f"  {fmt:<12} {r['size_bytes'] / 1e6:8.2f} MB  {precision}  {r['folder']}/{r['model_file']}")
+    lines.append(f"Next: mbk verify --export-dir {out}")
+    return StageResult(out, {"formats": formats}, lines)
 
 
 def _forget_verification(out: Path, formats: list[str]) -> None:

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mobilebert_kit.config import StageConfig
 from mobilebert_kit.data import DataConfig
 from mobilebert_kit.engine import TrainConfig
+from mobilebert_kit.stage import RunContext, StageResult
 
 
 @dataclass
@@ -53,17 +53,8 @@ def training_dirs(output: str | Path, overwrite: bool, resume: bool) -> tuple[Pa
     return out, work
 
 
-def run(
-    cfg: FinetuneConfig,
-    *,
-    overwrite: bool = False,
-    resume: bool = False,
-    quiet: bool = False,
-    log: Callable[[str], None] | None = None,
-) -> Path:
-    """Fine-tune ``cfg.model`` on ``cfg.data``; returns the output folder."""
-    import sys
-
+def run(cfg: FinetuneConfig, ctx: RunContext | None = None) -> StageResult:
+    """Fine-tune ``cfg.model`` on ``cfg.data``; the result carries the output folder and metrics."""
     from mobilebert_kit import artifacts
     from mobilebert_kit.data import load_dataset
     from mobilebert_kit.engine import TrainModule, fingerprint, make_features, train
@@ -74,7 +65,8 @@ def run(
         resolve_model,
     )
 
-    log = log or (lambda m: None if quiet else print(m, file=sys.stderr))
+    ctx = ctx or RunContext()
+    log, overwrite, resume, quiet = ctx.log, ctx.overwrite, ctx.resume, ctx.quiet
     t0 = time.perf_counter()
     out, work = training_dirs(cfg.output, overwrite, resume)
 
@@ -115,7 +107,7 @@ def run(
     state = PartialState()
     if not state.is_main_process:  # one process writes artifacts
         state.wait_for_everyone()
-        return out
+        return StageResult(out, written=False)
     metrics = evaluate_splits(model, sets, cfg.train, tokenizer.pad_token_id or 0, ds.num_labels)
     metrics.update(
         {
@@ -171,7 +163,14 @@ def run(
         )
     shutil.rmtree(work, ignore_errors=True)
     state.wait_for_everyone()
-    return out
+    return StageResult(out, metrics, [_summary_line(out, metrics)])
+
+
+def _summary_line(out: Path, metrics: dict) -> str:
+    return (
+        f"teacher written to {out}: test accuracy {metrics['test']['accuracy']:.4f}, "
+        f"macro-F1 {metrics['test']['macro_f1']:.4f}, {metrics['train_examples_per_second']:.1f} train ex/s"
+    )
 
 
 def evaluate_splits(model, sets: dict, train_cfg: TrainConfig, pad_id: int, num_labels: int) -> dict:

@@ -50,6 +50,7 @@ from mobilebert_kit.artifacts import (
 )
 from mobilebert_kit.config import StageConfig
 from mobilebert_kit.errors import ArtifactError, PackageError
+from mobilebert_kit.stage import RunContext, StageResult
 
 META = "model_meta.json"
 GOLDEN = "golden.json"
@@ -88,7 +89,6 @@ class PackageConfig(StageConfig):
     target: str = "android"
     export_dir: str = "artifacts/export"
     output: str | None = None  # default: artifacts/package/<target>
-    overwrite: bool = False
     make_zip: bool = True
     install_into: str | None = None  # android_demo/ or ios_demo/: copy the bundle into the app's assets
     golden_texts: list[str] = field(default_factory=lambda: list(DEFAULT_GOLDEN_TEXTS))
@@ -381,19 +381,21 @@ def coreml_spec_summary(path: Path) -> dict:
 # The stage
 
 
-def run(config: PackageConfig) -> Path:
-    """Build the bundle for ``config.target``; returns the bundle folder.
+def run(config: PackageConfig, ctx: RunContext | None = None) -> StageResult:
+    """Build the bundle for ``config.target``; the result carries the bundle folder and its meta.
 
     Raises:
         ArtifactError: the export is missing, incomplete or changed after export/verify.
         PackageError: the export was never verified or failed, or labels/vocab do not match the model.
     """
+    ctx = ctx or RunContext()
+    ctx.log(f"packaging {config.target} bundle from {config.export_dir} ...")
     fmt, model_name = TARGETS[config.target]
     export_dir = Path(config.export_dir)
     out = config.output_path
     from mobilebert_kit.artifacts import check_output_dir
 
-    check_output_dir(out, config.overwrite)
+    check_output_dir(out, ctx.overwrite)
     zip_path = out.with_name(out.name + ".zip")
     install_dir = Path(config.install_into) / INSTALL_SUBDIR[config.target] if config.install_into else None
     if config.install_into and not Path(config.install_into).is_dir():
@@ -474,7 +476,7 @@ def run(config: PackageConfig) -> Path:
     # The zip is written from inside the staged folder; if anything fails afterwards it goes too.
     zip_before = zip_path.exists()
     try:
-        with staged_output(out, overwrite=config.overwrite) as tmp:
+        with staged_output(out, overwrite=ctx.overwrite) as tmp:
             if model.is_dir():
                 shutil.copytree(model, tmp / model_name)
             else:
@@ -537,7 +539,22 @@ def run(config: PackageConfig) -> Path:
         if config.make_zip and not zip_before:
             zip_path.unlink(missing_ok=True)
         raise
-    return out
+    return _result(config, out, bundle_meta)
+
+
+def _result(config: PackageConfig, out: Path, meta: dict) -> StageResult:
+    from mobilebert_kit.artifacts import folder_size
+
+    size_mb = folder_size(out) / 1e6
+    summary = (
+        f"{out}: {meta['model_file']} ({meta['num_labels']} labels, {len(meta['files'])} files, {size_mb:.1f} MB, "
+        f"model sha256 {meta['model_sha256'][:12]})"
+    )
+    if config.make_zip:
+        summary += f" + {out.name}.zip"
+    if config.install_into:
+        summary += f"; installed into {config.install_into}"
+    return StageResult(out, dict(meta), [summary])
 
 
 def _labels(src: Path, meta: dict) -> list[str]:

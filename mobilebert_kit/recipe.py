@@ -30,143 +30,30 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib
-import inspect
 import json
 import os
 import time
 import typing
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mobilebert_kit.config import did_you_mean
 from mobilebert_kit.errors import ArtifactError, ConfigError
+from mobilebert_kit.stage import (
+    ORDER,
+    STAGES,
+    RunContext,
+    StageSpec,
+    config_class,
+    stage_available,
+    stage_module,
+)
 
 STATE_DIR = ".state"
 TOP_LEVEL_KEYS = ("name", "description", "run_dir", "stages", "data")
 DATA_PATH_KEYS = ("data", "validation_data", "test_data")
-
-
-# --------------------------------------------------------------------------- registry
-
-
-@dataclass(frozen=True)
-class StageSpec:
-    """How ``mbk run`` drives one stage.
-
-    Attributes:
-        name: registry name, also the recipe section and the ``stages:`` entry.
-        module: module under ``mobilebert_kit`` with the config class and ``run``.
-        config_class: name of the ``StageConfig`` subclass in that module.
-        subdir: output location under the run folder (``None``: the stage writes no folder).
-        output_key: config field holding the output folder.
-        inputs: config field -> upstream stages that can feed it, nearest first.
-        after: stages whose output this one reads without a config field (hashed for reuse).
-        takes_data: the stage trains or evaluates on a ``DataConfig`` (gets the shared ``data:``).
-    """
-
-    name: str
-    module: str
-    config_class: str
-    subdir: str | None
-    output_key: str | None = "output"
-    inputs: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    after: tuple[str, ...] = ()
-    takes_data: bool = False
-    summary: str = ""
-
-
-MODEL_STAGES = ("compress", "distill", "finetune")  # nearest first: the latest model a stage can take
-
-STAGES: dict[str, StageSpec] = {
-    s.name: s
-    for s in (
-        StageSpec(
-            "finetune", "finetune", "FinetuneConfig", "teacher", takes_data=True, summary="fine-tune the teacher"
-        ),
-        StageSpec(
-            "distill",
-            "distill",
-            "DistillConfig",
-            "student",
-            inputs={"teacher": ("finetune",)},
-            takes_data=True,
-            summary="distill the teacher into the student",
-        ),
-        StageSpec(
-            "compress",
-            "compress",
-            "CompressConfig",
-            "compressed",
-            inputs={"model": ("distill", "finetune")},
-            summary="prune + INT8 with the accuracy guard",
-        ),
-        StageSpec(
-            "export",
-            "export",
-            "ExportConfig",
-            "export",
-            inputs={"model": MODEL_STAGES},
-            summary="export onnx / ort / torchscript / coreml",
-        ),
-        StageSpec(
-            "verify",
-            "verify",
-            "VerifyConfig",
-            None,
-            output_key=None,
-            inputs={"export_dir": ("export",)},
-            summary="parity + integrity of every export",
-        ),
-        StageSpec(
-            "bench",
-            "bench",
-            "BenchConfig",
-            "bench",
-            inputs={"export_dir": ("export",)},
-            summary="latency / size / memory",
-        ),
-        StageSpec(
-            "package",
-            "package",
-            "PackageConfig",
-            "package",
-            inputs={"export_dir": ("export",)},
-            after=("verify",),
-            summary="phone bundle",
-        ),
-        StageSpec("report", "report", "ReportConfig", None, output_key=None, summary="report.html + report.md"),
-    )
-}
-ORDER = tuple(STAGES)
-
-
-def stage_module(name: str):
-    """Import a stage's module, or raise ConfigError saying it is not available."""
-    spec = STAGES[name]
-    try:
-        mod = importlib.import_module(f"mobilebert_kit.{spec.module}")
-    except ModuleNotFoundError as e:
-        if e.name == f"mobilebert_kit.{spec.module}":
-            raise ConfigError(f"stage '{name}' is not available in this version") from e
-        raise
-    if not hasattr(mod, spec.config_class) or not hasattr(mod, "run"):
-        raise ConfigError(f"stage '{name}' is not available in this version")
-    return mod
-
-
-def stage_available(name: str) -> bool:
-    try:
-        stage_module(name)
-        return True
-    except ConfigError:
-        return False
-
-
-def config_class(name: str) -> type:
-    return getattr(stage_module(name), STAGES[name].config_class)
 
 
 # --------------------------------------------------------------------------- loading
@@ -757,28 +644,9 @@ def _owned(recipe: Recipe, step: Step) -> bool:
     return read_state(recipe, step).get("output") == str(step.output)
 
 
-def run_step(
-    recipe: Recipe, step: Step, *, quiet: bool, log: Callable[[str], None], overwrite: bool, resume: bool = False
-) -> Path | None:
-    """Call the stage's ``run`` with what its signature accepts; ``overwrite``: it may replace its output."""
-    mod = stage_module(step.stage)
-    fn = mod.run
-    params = inspect.signature(fn).parameters
-    cfg = step.config
-    may_replace = overwrite
-    if "overwrite" in _field_names(type(cfg)):
-        cfg = dataclasses.replace(cfg, overwrite=may_replace)
-    kwargs: dict[str, Any] = {}
-    if "overwrite" in params:
-        kwargs["overwrite"] = may_replace
-    if "quiet" in params:
-        kwargs["quiet"] = quiet
-    if "resume" in params and resume:
-        kwargs["resume"] = True
-    for name in ("log", "progress"):
-        if name in params:
-            kwargs[name] = log
-    return fn(cfg, **kwargs)
+def run_step(recipe: Recipe, step: Step, ctx: RunContext):
+    """Run one step through the stage contract; ``ctx.overwrite``: it may replace its output."""
+    return stage_module(step.stage).run(step.config, ctx)
 
 
 def _can_resume(recipe: Recipe, step: Step, fp: str) -> bool:
@@ -786,7 +654,7 @@ def _can_resume(recipe: Recipe, step: Step, fp: str) -> bool:
     st = read_state(recipe, step)
     if st.get("status") != "running" or st.get("fingerprint") != fp or step.output is None:
         return False
-    if "resume" not in inspect.signature(stage_module(step.stage).run).parameters:
+    if not STAGES[step.stage].resumable:
         return False
     ckpt = step.output.with_name(step.output.name + ".ckpt") / "checkpoints"
     return ckpt.is_dir() and any(ckpt.iterdir())
@@ -836,7 +704,8 @@ def execute(
         )
         t0 = time.perf_counter()
         prefix = f"  {step.label}: "
-        run_step(recipe, step, quiet=quiet, log=lambda m, p=prefix: log(p + m), overwrite=may_replace, resume=resume)
+        ctx = RunContext(overwrite=may_replace, resume=resume, quiet=quiet, log=lambda m, p=prefix: log(p + m))
+        run_step(recipe, step, ctx)
         secs = time.perf_counter() - t0
         write_state(
             recipe,

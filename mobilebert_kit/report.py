@@ -26,6 +26,7 @@ from typing import Any
 
 from mobilebert_kit.config import StageConfig, check_range
 from mobilebert_kit.errors import ArtifactError
+from mobilebert_kit.stage import RunContext, StageResult
 
 HTML = "report.html"
 MD = "report.md"
@@ -526,8 +527,9 @@ def render_html(data: dict, title: str, plots: dict[str, Path]) -> str:
     return "\n".join(parts)
 
 
-def run(config: ReportConfig, log=lambda msg: None) -> Path:
-    """Write ``report.md``, ``report.html`` and ``report_files/`` into the run folder; returns the HTML path."""
+def run(config: ReportConfig, ctx: RunContext | None = None) -> StageResult:
+    """Write ``report.md``, ``report.html`` and ``report_files/`` into the run folder (the result's output is the HTML)."""
+    log = (ctx or RunContext()).log
     run_dir = Path(config.run_dir)
     if not config.run_dir or not run_dir.is_dir():
         raise ArtifactError(f"run folder {run_dir} does not exist; run `mbk run RECIPE` first or pass the run folder")
@@ -550,7 +552,9 @@ def run(config: ReportConfig, log=lambda msg: None) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     log(f"report: {len(data['rows'])} model rows, {len(plots)} plots")
-    return run_dir / HTML
+    out = run_dir / HTML
+    line = f"report written to {out} and {out.with_name(MD)}" + (f": {data['headline']}" if data["headline"] else "")
+    return StageResult(out, data, [line])
 
 
 def _export_params(meta: dict, rows: list[dict]) -> int | None:

@@ -41,6 +41,7 @@ from mobilebert_kit.artifacts import file_hashes, read_json, sha256_tree, write_
 from mobilebert_kit.config import StageConfig, check_range
 from mobilebert_kit.data import DataConfig
 from mobilebert_kit.errors import ArtifactError, DataError, VerifyError
+from mobilebert_kit.stage import RunContext, StageResult
 
 FORMATS = ("onnx", "ort", "torchscript", "coreml", "executorch")
 META = "model_meta.json"
@@ -104,8 +105,9 @@ def _check(name: str, passed: bool | None, value=None, threshold=None, detail: s
     return {"name": name, "passed": passed, "value": value, "threshold": threshold, "detail": detail}
 
 
-def run(config: VerifyConfig, log=lambda msg: None) -> Path:
+def run(config: VerifyConfig, ctx: RunContext | None = None) -> StageResult:
     """Verify the export folder; writes ``verify.json`` there and raises VerifyError on any breach."""
+    log = (ctx or RunContext()).log
     export_dir = Path(config.export_dir)
     if not export_dir.is_dir():
         raise ArtifactError(f"export folder {export_dir} does not exist; run `mbk export` first or pass --export-dir")
@@ -179,7 +181,7 @@ def run(config: VerifyConfig, log=lambda msg: None) -> Path:
         raise VerifyError(
             f"{len(breaches)} check(s) failed: " + "; ".join(breaches) + f" (details in {export_dir / REPORT})"
         )
-    return export_dir
+    return StageResult(export_dir, report, [f"All checks passed; report: {export_dir / REPORT}"])
 
 
 # --------------------------------------------------------------------------- integrity

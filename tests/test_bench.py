@@ -18,7 +18,7 @@ def exported(tiny_classifier_dir, tmp_path_factory):
             formats=["onnx", "ort"],
             max_length=64,
         )
-    )
+    ).output
 
 
 def test_help(cli):

@@ -109,7 +109,7 @@ def test_full_flow_with_recorded_adb_session(bundle, tmp_path):
     adb = _fake_adb(tmp_path, DEVICES_OK)
     out = run(
         DeviceBenchConfig(bundle=str(bundle), adb=str(adb), output=str(tmp_path / "bench.json"), runs=50, timeout_s=5)
-    )
+    ).output
     r = read_json(out)
     assert r["device"] == {"serial": "R58N12ABCDE", "model": "SM-A525F", "abi": "arm64-v8a", "sdk": "34"}
     assert (r["p50_ms"], r["p90_ms"], r["model_sha256"]) == (4.12, 5.87, SHA)

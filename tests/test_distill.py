@@ -15,6 +15,7 @@ from mobilebert_kit import distill
 from mobilebert_kit.artifacts import read_json
 from mobilebert_kit.errors import ConfigError
 from mobilebert_kit.models import load_classifier_folder
+from mobilebert_kit.stage import RunContext
 
 FAST = [
     "--epochs",
@@ -46,8 +47,8 @@ def teacher_dir(tmp_path_factory, sentiment_csv) -> Path:
         finetune.FinetuneConfig(
             model=str(init), data=DataConfig(data=str(sentiment_csv)), train=train, output=str(root / "teacher")
         ),
-        quiet=True,
-    )
+        RunContext(quiet=True),
+    ).output
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,7 @@ def exported(tiny_classifier_dir, sentiment_csv, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("export")
     model = tiny_with_manifest(tiny_classifier_dir, root / "model", sentiment_csv)
-    out = run(ExportConfig(model=str(model), output=str(root / "export"), formats=["all"]))
+    out = run(ExportConfig(model=str(model), output=str(root / "export"), formats=["all"])).output
     return model, out
 
 

@@ -326,7 +326,7 @@ def test_java_ids_through_packaged_ort_match_pytorch(java_classes, tiny_classifi
         PackageConfig(
             target="android", export_dir=str(export), output=str(tmp_path / "pkg" / "android"), make_zip=False
         )
-    )
+    ).output
     meta = read_json(bundle / "model_meta.json")
     texts = NASTY[::2] + _fuzz(30, seed=7)
     rows = _java_tokenize(

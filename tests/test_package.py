@@ -31,7 +31,7 @@ def _package(export: Path, tmp_path: Path, **kw) -> Path:
         PackageConfig(
             target=kw.pop("target", "android"), export_dir=str(export), output=str(tmp_path / "pkg" / "android"), **kw
         )
-    )
+    ).output
 
 
 def _assert_nothing_written(tmp_path: Path) -> None:
@@ -210,7 +210,7 @@ def test_ios_bundle_from_coreml_export(tiny_classifier_dir, tmp_path, int8):
         )
     export = export_run(
         ExportConfig(model=str(model), output=str(tmp_path / "export"), formats=["onnx", "coreml"], max_length=64)
-    )
+    ).output
     write_json(
         export / "verify.json",
         {
@@ -218,7 +218,7 @@ def test_ios_bundle_from_coreml_export(tiny_classifier_dir, tmp_path, int8):
             "formats": {"coreml": {"passed": True, "checked": "spec only on Linux"}, "onnx": {"passed": True}},
         },
     )
-    out = run(PackageConfig(target="ios", export_dir=str(export), output=str(tmp_path / "pkg" / "ios")))
+    out = run(PackageConfig(target="ios", export_dir=str(export), output=str(tmp_path / "pkg" / "ios"))).output
     meta = read_json(out / "model_meta.json")
     assert (out / "model.mlpackage" / "Manifest.json").exists()
     assert meta["model_file"] == "model.mlpackage" and meta["golden_logits_from"] == "onnx/model.onnx"

@@ -21,7 +21,7 @@ def exported(tiny_classifier_dir, sentiment_csv, tmp_path_factory):
     (model / "manifest.json").write_text(
         json.dumps({"stage": "finetune", "data": {"data": str(sentiment_csv)}, "max_length": 64})
     )
-    out = run(ExportConfig(model=str(model), output=str(root / "export"), formats=["all"]))
+    out = run(ExportConfig(model=str(model), output=str(root / "export"), formats=["all"])).output
     return model, out
 
 

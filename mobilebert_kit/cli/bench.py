@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mobilebert_kit.cli.common import emit, log, save_recipe_option, write_stage_recipe
+from mobilebert_kit.cli.common import emit_result, save_recipe_option, write_stage_recipe
 
 
 def _ints(value: str, name: str) -> list[int]:
@@ -84,10 +84,9 @@ def command(
       mbk bench --seq-lengths 16,64,128 --threads 1,2 --batch-sizes 1,8 --overwrite
       mbk bench --model artifacts/export/onnx/model.onnx --no-pytorch --threads 1
     """
-    from pathlib import Path
 
-    from mobilebert_kit.artifacts import read_json
-    from mobilebert_kit.bench import BenchConfig, markdown_table, run
+    from mobilebert_kit.bench import BenchConfig, run
+    from mobilebert_kit.stage import RunContext
 
     config = BenchConfig(
         export_dir=export_dir,
@@ -101,11 +100,6 @@ def command(
         runs=runs,
         rounds=rounds,
         output=output,
-        overwrite=overwrite,
     )
-    write_stage_recipe(save_recipe, "bench", {k: v for k, v in config.to_dict().items() if k != "overwrite"})
-    out = run(config, log=lambda m: log(m, quiet or as_json))
-    result = read_json(Path(out) / "bench.json")
-    if not as_json and not quiet:
-        click.echo(markdown_table(result["rows"]).split("\n", 2)[2])
-    emit(result, as_json, quiet, f"Wrote {Path(out) / 'bench.json'} and {Path(out) / 'bench.md'}")
+    write_stage_recipe(save_recipe, "bench", config.to_dict())
+    emit_result(run(config, RunContext(overwrite=overwrite, quiet=quiet or as_json)), as_json, quiet)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -33,23 +32,17 @@ def emit(result: dict[str, Any], as_json: bool, quiet: bool, summary: str) -> No
         click.echo(summary)
 
 
+def emit_result(result, as_json: bool, quiet: bool) -> None:
+    """Print a :class:`~mobilebert_kit.stage.StageResult`: its JSON with --json, else its summary
+    lines unless --quiet. A process that wrote nothing (a non-main rank) prints nothing."""
+    if not result.written:
+        return
+    emit(result.to_json(), as_json, quiet, "\n".join(result.summary))
+
+
 def log(msg: str, quiet: bool = False) -> None:
     if not quiet:
         click.echo(msg, err=True)
-
-
-def parse_overrides(pairs: tuple[str, ...]) -> dict[str, str]:
-    out = {}
-    for p in pairs:
-        if "=" not in p:
-            raise click.BadParameter(f"expected KEY=VALUE, got {p!r}")
-        k, v = p.split("=", 1)
-        out[k.strip()] = v
-    return out
-
-
-def isatty() -> bool:
-    return sys.stderr.isatty()
 
 
 # --------------------------------------------------------------------------- data + training options
@@ -193,13 +186,3 @@ def write_stage_recipe(path: str | None, stage: str, section: dict[str, Any]) ->
     body = yaml.safe_dump({"stages": [stage], stage: section}, sort_keys=False)
     with open(path, "w", encoding="utf-8") as fh:
         fh.write(f"# Reproduce with: mbk run {path}\n{body}")
-
-
-def stage_metrics(out) -> dict | None:
-    """metrics.json of a finished training stage, or None on a non-main process of a distributed
-    run (only the main process writes the artifact, so only it reports)."""
-    from mobilebert_kit.artifacts import MANIFEST, METRICS, read_json
-
-    if not (out / MANIFEST).exists():
-        return None
-    return read_json(out / METRICS)

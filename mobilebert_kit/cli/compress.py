@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mobilebert_kit.cli.common import emit, log, output_options, save_recipe_option, write_stage_recipe
+from mobilebert_kit.cli.common import emit_result, output_options, save_recipe_option, write_stage_recipe
 
 
 @click.command("compress")
@@ -133,13 +133,12 @@ def command(
       mbk compress --prune-heads 0.25 --prune-ffn 0.25 --recover-epochs 1 --trim-vocab --int8
       mbk compress --int8 --static --calib-samples 256 --calib-method entropy --per-channel
     """
-    from mobilebert_kit.artifacts import read_json
     from mobilebert_kit.compress import CompressConfig, run
+    from mobilebert_kit.stage import RunContext
 
     config = CompressConfig(
         model=model,
         output=output,
-        overwrite=overwrite,
         data=data,
         max_length=max_length,
         prune=prune,
@@ -162,32 +161,5 @@ def command(
         guard_metric=guard_metric,
         latency_runs=latency_runs,
     )
-    write_stage_recipe(save_recipe, "compress", {k: v for k, v in config.to_dict().items() if k != "overwrite"})
-    out = run(config, progress=lambda m: log(m, quiet or as_json))
-    metrics = read_json(out / "metrics.json")
-    comp = read_json(out / "compression.json")
-    before, final = metrics["input"], metrics.get("final") or {}
-    result = {
-        "output": str(out),
-        "input": before["validation"],
-        "final": final,
-        "guard": metrics.get("guard"),
-        "nodes_excluded": comp["nodes_excluded"],
-        "size_on_disk": metrics["size_on_disk"],
-        "steps": metrics["steps"],
-    }
-    lines = [
-        f"Compressed {model} -> {out}",
-        f"  validation accuracy {before['validation']['accuracy']:.4f} -> {final.get('validation', {}).get('accuracy', float('nan')):.4f}",
-    ]
-    for s in metrics["steps"]:
-        size = s.get("size_bytes")
-        lines.append(
-            f"  {s['step']:<14} val acc {s['validation']['accuracy']:.4f}" + (f"  {size / 1e6:8.2f} MB" if size else "")
-        )
-    if comp["nodes_excluded"]:
-        lines.append(
-            f"  accuracy guard kept {len(comp['nodes_excluded'])} node(s) in fp32: {', '.join(comp['nodes_excluded'])}"
-        )
-    lines.append("Next: mbk export --model " + str(out))
-    emit(result, as_json, quiet, "\n".join(lines))
+    write_stage_recipe(save_recipe, "compress", config.to_dict())
+    emit_result(run(config, RunContext(overwrite=overwrite, quiet=quiet or as_json)), as_json, quiet)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mobilebert_kit.cli.common import emit, log
+from mobilebert_kit.cli.common import emit
 
 
 @click.command("device-bench")
@@ -43,8 +43,8 @@ def command(
     Example:
       mbk package --target android && mbk device-bench --runs 100
     """
-    from mobilebert_kit.artifacts import read_json
     from mobilebert_kit.device_bench import DeviceBenchConfig, DeviceSkip, run
+    from mobilebert_kit.stage import RunContext
 
     config = DeviceBenchConfig(
         bundle=bundle,
@@ -58,17 +58,9 @@ def command(
         timeout_s=timeout_s,
         push_bundle=not no_push,
     )
-    log(f"benchmarking {config.bundle} on the attached phone ...", quiet)
     try:
-        out = run(config)
+        result = run(config, RunContext(quiet=quiet or as_json))
     except DeviceSkip as e:
         click.echo(f"SKIP: {e}")
         return
-    r = read_json(out)
-    emit(
-        r,
-        as_json,
-        quiet,
-        f"{r['device']['model']} ({r['device']['abi']}): p50 {r['p50_ms']:.2f} ms, "
-        f"p90 {r['p90_ms']:.2f} ms, model {r['model_sha256'][:12]} -> {out}",
-    )
+    emit(result.metrics, as_json, quiet, "\n".join(result.summary))

@@ -6,11 +6,10 @@ from mobilebert_kit.cli.common import (
     DATA_OPTIONS,
     TRAIN_OPTIONS,
     data_options,
-    emit,
+    emit_result,
     output_options,
     pick,
     save_recipe_option,
-    stage_metrics,
     train_options,
     write_stage_recipe,
 )
@@ -120,6 +119,7 @@ def command(
       mbk distill --student path/to/small-bert --alpha 1
     """
     from mobilebert_kit import distill
+    from mobilebert_kit.stage import RunContext
 
     section: dict = {"output": output, "train": pick(kwargs, TRAIN_OPTIONS)}
     for key, value in (
@@ -143,16 +143,5 @@ def command(
     )
     cfg = distill.DistillConfig.from_dict(section)
     write_stage_recipe(save_recipe, "distill", section)
-    out = distill.run(cfg, overwrite=overwrite, resume=resume, quiet=quiet or as_json)
-    m = stage_metrics(out)
-    if m is None:
-        return
-    emit(
-        {"output": str(out), **m},
-        as_json,
-        quiet,
-        f"student written to {out}: test accuracy {m['student']['test']['accuracy']:.4f} "
-        f"(teacher {m['teacher']['test']['accuracy']:.4f}, {m['retention']['accuracy']:.1%}), "
-        f"macro-F1 {m['student']['test']['macro_f1']:.4f}, {m['student']['parameters']:,} params "
-        f"({m['compression']['parameters']:.1f}x fewer), {m['train_examples_per_second']:.1f} train ex/s",
-    )
+    ctx = RunContext(overwrite=overwrite, resume=resume, quiet=quiet or as_json)
+    emit_result(distill.run(cfg, ctx), as_json, quiet)

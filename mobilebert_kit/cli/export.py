@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mobilebert_kit.cli.common import emit, log, save_recipe_option, write_stage_recipe
+from mobilebert_kit.cli.common import emit_result, save_recipe_option, write_stage_recipe
 
 
 @click.command("export")
@@ -64,8 +64,8 @@ def command(save_recipe, formats, model, max_length, int8, opset, coreml_precisi
       mbk export --format all
       mbk export -f onnx -f ort --model artifacts/student --output artifacts/export
     """
-    from mobilebert_kit.artifacts import read_json
-    from mobilebert_kit.export import META, ExportConfig, run
+    from mobilebert_kit.export import ExportConfig, run
+    from mobilebert_kit.stage import RunContext
 
     names = [f.strip() for item in formats for f in item.split(",") if f.strip()]
     config = ExportConfig(
@@ -76,30 +76,6 @@ def command(save_recipe, formats, model, max_length, int8, opset, coreml_precisi
         max_length=max_length,
         int8=int8,
         coreml_precision=coreml_precision,
-        overwrite=overwrite,
     )
-    write_stage_recipe(save_recipe, "export", {k: v for k, v in config.to_dict().items() if k != "overwrite"})
-    out = run(config, log=lambda m: log(m, quiet or as_json))
-    result = {}
-    for fmt in config.resolved_formats:
-        meta = read_json(out / fmt / META)
-        result[fmt] = {
-            "folder": str(out / fmt),
-            "model_file": meta["model_file"],
-            "size_bytes": meta["size_bytes"],
-            "int8": meta["int8"],
-            "fused_ops": meta.get("fused_ops"),
-        }
-    lines = [
-        f"  {fmt:<12} {r['size_bytes'] / 1e6:8.2f} MB  {'int8' if r['int8'] else 'fp32'}  {r['folder']}/{r['model_file']}"
-        for fmt, r in result.items()
-    ]
-    emit(
-        result,
-        as_json,
-        quiet,
-        f"Exported {len(result)} format(s) to {out}:\n"
-        + "\n".join(lines)
-        + "\nNext: mbk verify --export-dir "
-        + str(out),
-    )
+    write_stage_recipe(save_recipe, "export", config.to_dict())
+    emit_result(run(config, RunContext(overwrite=overwrite, quiet=quiet or as_json)), as_json, quiet)

@@ -6,11 +6,10 @@ from mobilebert_kit.cli.common import (
     DATA_OPTIONS,
     TRAIN_OPTIONS,
     data_options,
-    emit,
+    emit_result,
     output_options,
     pick,
     save_recipe_option,
-    stage_metrics,
     train_options,
     write_stage_recipe,
 )
@@ -37,6 +36,7 @@ def command(model, dropout, resume, save_recipe, output, overwrite, quiet, as_js
       mbk finetune --resume                          # after a crash or kill -9
     """
     from mobilebert_kit import finetune
+    from mobilebert_kit.stage import RunContext
 
     section = {"output": output, "data": pick(kwargs, DATA_OPTIONS), "train": pick(kwargs, TRAIN_OPTIONS)}
     if model:
@@ -45,14 +45,5 @@ def command(model, dropout, resume, save_recipe, output, overwrite, quiet, as_js
         section["dropout"] = dropout
     cfg = finetune.FinetuneConfig.from_dict(section)
     write_stage_recipe(save_recipe, "finetune", section)
-    out = finetune.run(cfg, overwrite=overwrite, resume=resume, quiet=quiet or as_json)
-    metrics = stage_metrics(out)
-    if metrics is None:
-        return
-    emit(
-        {"output": str(out), **metrics},
-        as_json,
-        quiet,
-        f"teacher written to {out}: test accuracy {metrics['test']['accuracy']:.4f}, "
-        f"macro-F1 {metrics['test']['macro_f1']:.4f}, {metrics['train_examples_per_second']:.1f} train ex/s",
-    )
+    ctx = RunContext(overwrite=overwrite, resume=resume, quiet=quiet or as_json)
+    emit_result(finetune.run(cfg, ctx), as_json, quiet)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mobilebert_kit.cli.common import emit, log, save_recipe_option, write_stage_recipe
+from mobilebert_kit.cli.common import emit_result, save_recipe_option, write_stage_recipe
 
 
 @click.command("package")
@@ -57,31 +57,18 @@ def command(
       mbk package --target android --install-into android_demo
       mbk package --target ios
     """
-    from mobilebert_kit.artifacts import folder_size, read_json
     from mobilebert_kit.package import PackageConfig, run
+    from mobilebert_kit.stage import RunContext
 
     kwargs = {
         "target": target,
         "export_dir": export_dir,
         "output": output,
-        "overwrite": overwrite,
         "make_zip": not no_zip,
         "install_into": install_into,
     }
     if golden_texts:
         kwargs["golden_texts"] = list(golden_texts)
     config = PackageConfig(**kwargs)
-    log(f"packaging {config.target} bundle from {config.export_dir} ...", quiet)
-    write_stage_recipe(save_recipe, "package", {k: v for k, v in config.to_dict().items() if k != "overwrite"})
-    out = run(config)
-    meta = read_json(out / "model_meta.json")
-    size_mb = folder_size(out) / 1e6
-    summary = (
-        f"{out}: {meta['model_file']} ({meta['num_labels']} labels, {len(meta['files'])} files, {size_mb:.1f} MB, "
-        f"model sha256 {meta['model_sha256'][:12]})"
-    )
-    if config.make_zip:
-        summary += f" + {out.name}.zip"
-    if config.install_into:
-        summary += f"; installed into {config.install_into}"
-    emit(meta, as_json, quiet, summary)
+    write_stage_recipe(save_recipe, "package", config.to_dict())
+    emit_result(run(config, RunContext(overwrite=overwrite, quiet=quiet or as_json)), as_json, quiet)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mobilebert_kit.cli.common import emit, log
+from mobilebert_kit.cli.common import emit
 
 
 @click.command("report")
@@ -31,6 +31,7 @@ def command(target, title, seq_len, threads, quiet, as_json):
 
     from mobilebert_kit import report as rp
     from mobilebert_kit.errors import ConfigError
+    from mobilebert_kit.stage import RunContext
 
     if target is None:
         raise ConfigError("pass the run folder (e.g. artifacts/runs/default) or the recipe that made it")
@@ -43,11 +44,5 @@ def command(target, title, seq_len, threads, quiet, as_json):
         run_dir = p
     section = {"run_dir": str(run_dir), "title": title, "seq_len": seq_len, "threads": threads}
     cfg = rp.ReportConfig.from_dict({k: v for k, v in section.items() if v is not None})
-    out = rp.run(cfg, log=lambda m: log(m, quiet or as_json))
-    data = rp.collect(run_dir, cfg)
-    emit(
-        data,
-        as_json,
-        quiet,
-        f"report written to {out} and {out.with_name(rp.MD)}" + (f": {data['headline']}" if data["headline"] else ""),
-    )
+    result = rp.run(cfg, RunContext(quiet=quiet or as_json))
+    emit(result.metrics, as_json, quiet, "\n".join(result.summary))

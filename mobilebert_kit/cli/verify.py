@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mobilebert_kit.cli.common import emit, log, save_recipe_option, write_stage_recipe
+from mobilebert_kit.cli.common import emit_result, log, save_recipe_option, write_stage_recipe
 
 
 def _fmt(v, pct=False):
@@ -104,6 +104,7 @@ def command(
     from mobilebert_kit.artifacts import read_json
     from mobilebert_kit.data import DataConfig
     from mobilebert_kit.errors import VerifyError
+    from mobilebert_kit.stage import RunContext
     from mobilebert_kit.verify import REPORT, Tolerance, VerifyConfig, run
 
     config = VerifyConfig(
@@ -116,16 +117,15 @@ def command(
         int8=Tolerance(int8_max_abs_diff, int8_min_agreement, int8_max_accuracy_drop),
         node={None: "auto", True: "on", False: "off"}[node],
     )
-    error = None
+    error = result = None
     try:
-        write_stage_recipe(save_recipe, "verify", {k: v for k, v in config.to_dict().items() if k != "overwrite"})
-        out = run(config, log=lambda m: log(m, quiet or as_json))
+        write_stage_recipe(save_recipe, "verify", config.to_dict())
+        result = run(config, RunContext(quiet=quiet or as_json))
     except VerifyError as e:
         error = e
-        out = config.export_dir
     from pathlib import Path
 
-    report_path = Path(out) / REPORT
+    report_path = Path(config.export_dir) / REPORT
     report = read_json(report_path) if report_path.exists() else None
     if report is not None and (error is None or not quiet):
         lines = []
@@ -147,4 +147,4 @@ def command(
             log("\n".join(lines), quiet and error is None)
     if error is not None:
         raise error
-    emit(report or {}, as_json, quiet, f"All checks passed; report: {report_path}")
+    emit_result(result, as_json, quiet)
