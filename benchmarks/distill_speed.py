@@ -29,8 +29,9 @@ def seed_distill(teacher_dir: Path, layers: list[int], train, test, args) -> dic
     import torch.nn.functional as F
     from transformers import Trainer, TrainingArguments
 
+    from mobilebert_kit.batching import predict_logits
     from mobilebert_kit.distill import copy_layers_student
-    from mobilebert_kit.metrics import classification_metrics, predict_logits
+    from mobilebert_kit.metrics import classification_metrics
     from mobilebert_kit.models import load_classifier_folder
 
     teacher, tok, names = load_classifier_folder(teacher_dir)

@@ -34,7 +34,8 @@ sys.path.insert(0, str(ROOT))
 
 from mobilebert_kit import onnx_tools as ot  # noqa: E402
 from mobilebert_kit.artifacts import folder_size, library_versions, read_json  # noqa: E402
-from mobilebert_kit.metrics import classification_metrics, predict_logits  # noqa: E402
+from mobilebert_kit.batching import predict_logits  # noqa: E402
+from mobilebert_kit.metrics import classification_metrics  # noqa: E402
 
 
 def make_student(out: Path, layers=(0, 2, 4), train_examples: int = 3000, max_length: int = 64) -> Path:

@@ -194,7 +194,7 @@ def run(config: CompressConfig, ctx: RunContext | None = None) -> StageResult:
 
     from mobilebert_kit import artifacts, prune
     from mobilebert_kit import data as data_mod
-    from mobilebert_kit.metrics import predict_logits
+    from mobilebert_kit.batching import predict_logits
     from mobilebert_kit.models import count_parameters, load_classifier_folder
 
     ctx = ctx or RunContext()

@@ -367,7 +367,7 @@ def _teacher_pass(
     """One inference pass in length-sorted batches; per-token outputs are stored flat (no padding)."""
     import torch
 
-    from mobilebert_kit.metrics import encode
+    from mobilebert_kit.batching import encode
 
     enc = encode(tokenizer, texts, pairs, max_length)
     lengths = np.array([len(x) for x in enc["input_ids"]], dtype=np.int64)
@@ -568,8 +568,9 @@ def run(cfg: DistillConfig, ctx: RunContext | None = None) -> StageResult:
     import torch
 
     from mobilebert_kit import artifacts
+    from mobilebert_kit.batching import make_features
     from mobilebert_kit.data import data_config_for, load_dataset
-    from mobilebert_kit.engine import TrainModule, fingerprint, make_features, train
+    from mobilebert_kit.engine import TrainModule, fingerprint, train
     from mobilebert_kit.finetune import data_hash, evaluate_splits, training_dirs
     from mobilebert_kit.metrics import classification_metrics
     from mobilebert_kit.models import count_parameters, load_classifier_folder
@@ -776,7 +777,7 @@ def run(cfg: DistillConfig, ctx: RunContext | None = None) -> StageResult:
     teacher_metrics = {}
     for name, logit_rows in (("validation", t_eval_out.logits[:n_val]), ("test", t_eval_out.logits[n_val:])):
         teacher_metrics[name] = classification_metrics(logit_rows, ds.splits[name].labels, len(label_names))
-    from mobilebert_kit.engine import Collator, predict
+    from mobilebert_kit.batching import Collator, predict
 
     s_test = predict(
         student,

@@ -29,11 +29,11 @@ from typing import Any
 
 import numpy as np
 
+from mobilebert_kit.batching import TOKEN_KEYS, Collator, FeatureDataset, batch_order, predict
 from mobilebert_kit.config import StageConfig, check_choice, check_range
 from mobilebert_kit.errors import TrainingError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-TOKEN_KEYS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 @dataclass
@@ -90,74 +90,6 @@ class TrainConfig(StageConfig):
 
 
 # --------------------------------------------------------------------------- data
-
-
-class FeatureDataset:
-    """A list of pre-tokenized examples (dicts of lists/arrays); index i also yields ``idx``."""
-
-    def __init__(self, features: list[dict[str, Any]]):
-        self.features = features
-        self.lengths = [len(f["input_ids"]) for f in features]
-
-    def __len__(self) -> int:
-        return len(self.features)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        return self.features[i]
-
-
-class Collator:
-    """Pads token fields to the batch's longest row (or to ``max_length`` when dynamic padding
-    is off). Other fields are stacked; per-token extras (sequence on dim 0) are zero-padded."""
-
-    def __init__(self, pad_id: int, max_length: int, dynamic: bool):
-        self.pad_id, self.max_length, self.dynamic = pad_id, max_length, dynamic
-
-    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
-        import torch
-
-        width = max(len(r["input_ids"]) for r in rows) if self.dynamic else self.max_length
-        out: dict[str, Any] = {}
-        for key in TOKEN_KEYS:
-            if key in rows[0]:
-                pad = self.pad_id if key == "input_ids" else 0
-                out[key] = torch.tensor([list(r[key]) + [pad] * (width - len(r[key])) for r in rows], dtype=torch.long)
-        for key in rows[0]:
-            if key in TOKEN_KEYS:
-                continue
-            values = [r[key] for r in rows]
-            if key in ("labels", "idx"):
-                out[key] = torch.tensor(values, dtype=torch.long)
-                continue
-            arrays = [torch.as_tensor(np.asarray(v)) for v in values]
-            if arrays[0].dim() >= 1 and arrays[0].shape[0] == len(rows[0]["input_ids"]) and arrays[0].dim() > 1:
-                padded = torch.zeros((len(arrays), width, *arrays[0].shape[1:]), dtype=torch.float32)
-                for i, a in enumerate(arrays):
-                    padded[i, : a.shape[0]] = a.float()
-                out[key] = padded
-            else:
-                out[key] = torch.stack([a.float() for a in arrays])
-        return out
-
-
-def batch_order(
-    lengths: list[int], batch_size: int, seed: int, epoch: int, group_by_length: bool, longest_first: bool = False
-) -> list[list[int]]:
-    """Deterministic batches for one epoch (same seed + epoch = same batches, which is what
-    makes exact resume possible). Length grouping sorts inside mega-batches of 50 batches,
-    like HF's LengthGroupedSampler, then shuffles the batch order."""
-    rng = np.random.default_rng([seed, epoch])
-    perm = rng.permutation(len(lengths)).tolist()
-    if group_by_length:
-        mega = batch_size * 50
-        perm = [i for s in range(0, len(perm), mega) for i in sorted(perm[s : s + mega], key=lambda j: -lengths[j])]
-    batches = [perm[s : s + batch_size] for s in range(0, len(perm), batch_size)]
-    order = rng.permutation(len(batches)).tolist()
-    batches = [batches[i] for i in order]
-    if longest_first and batches:  # surface out-of-memory on the first step, not mid-epoch
-        k = max(range(len(batches)), key=lambda b: max(lengths[i] for i in batches[b]))
-        batches.insert(0, batches.pop(k))
-    return batches
 
 
 # --------------------------------------------------------------------------- device / precision
@@ -326,24 +258,6 @@ def load_best(workdir: Path, model) -> None:
 
 
 # --------------------------------------------------------------------------- evaluation
-
-
-def predict(model, dataset: FeatureDataset, collator: Collator, batch_size: int, device) -> np.ndarray:
-    """Logits for every example, computed in length-sorted batches, returned in dataset order."""
-    import torch
-
-    order = np.argsort(dataset.lengths, kind="stable")
-    out = np.zeros((len(dataset), model.config.num_labels), dtype=np.float32)
-    was_training = model.training
-    model.eval()
-    with torch.inference_mode():
-        for s in range(0, len(order), batch_size):
-            idx = order[s : s + batch_size]
-            batch = collator([dataset[i] for i in idx])
-            inputs = {k: batch[k].to(device) for k in TOKEN_KEYS if k in batch}
-            out[idx] = model(**inputs).logits.float().cpu().numpy()
-    model.train(was_training)
-    return out
 
 
 # --------------------------------------------------------------------------- the loop
@@ -752,23 +666,3 @@ def _train_once(
     with contextlib.suppress(Exception):
         accelerator.free_memory()
     return result
-
-
-def make_features(
-    tokenizer, texts, pairs, labels, max_length: int, extras: dict[str, Any] | None = None
-) -> FeatureDataset:
-    """Tokenize once (no padding) into a FeatureDataset; ``extras`` adds per-example fields
-    (e.g. cached teacher logits for distillation)."""
-    from mobilebert_kit.metrics import encode
-
-    enc = encode(tokenizer, texts, pairs, max_length)
-    keys = [k for k in TOKEN_KEYS if k in enc]
-    feats = []
-    for i in range(len(texts)):
-        f = {k: enc[k][i] for k in keys}
-        if labels is not None:
-            f["labels"] = int(labels[i])
-        for name, values in (extras or {}).items():
-            f[name] = values[i]
-        feats.append(f)
-    return FeatureDataset(feats)

@@ -56,8 +56,9 @@ def training_dirs(output: str | Path, overwrite: bool, resume: bool) -> tuple[Pa
 def run(cfg: FinetuneConfig, ctx: RunContext | None = None) -> StageResult:
     """Fine-tune ``cfg.model`` on ``cfg.data``; the result carries the output folder and metrics."""
     from mobilebert_kit import artifacts
+    from mobilebert_kit.batching import make_features
     from mobilebert_kit.data import load_dataset
-    from mobilebert_kit.engine import TrainModule, fingerprint, make_features, train
+    from mobilebert_kit.engine import TrainModule, fingerprint, train
     from mobilebert_kit.models import (
         count_parameters,
         load_pretrained_for_classification,
@@ -174,7 +175,7 @@ def _summary_line(out: Path, metrics: dict) -> str:
 
 
 def evaluate_splits(model, sets: dict, train_cfg: TrainConfig, pad_id: int, num_labels: int) -> dict:
-    from mobilebert_kit.engine import Collator, predict
+    from mobilebert_kit.batching import Collator, predict
     from mobilebert_kit.metrics import classification_metrics
 
     collator = Collator(pad_id, train_cfg.max_length, dynamic=True)

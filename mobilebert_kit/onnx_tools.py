@@ -231,21 +231,6 @@ def feeds_for_names(names: Sequence[str], batch: dict[str, Sequence]) -> dict[st
     return out
 
 
-def padded_batches(
-    tokenizer, texts: Sequence[str], pairs: Sequence[str] | None = None, max_length: int = 128, batch_size: int = 32
-):
-    """Yield ``(indices, {name: int64 array})`` in length-sorted, per-batch padded order
-    (the same tokenization as :func:`mobilebert_kit.metrics.encode`)."""
-    from mobilebert_kit.metrics import encode
-
-    enc = encode(tokenizer, texts, pairs, max_length)
-    order = np.argsort([len(x) for x in enc["input_ids"]], kind="stable")
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        feats = [{k: enc[k][i] for k in enc.keys()} for i in idx]
-        yield idx, dict(tokenizer.pad(feats, return_tensors="np"))
-
-
 def onnx_predict_logits(
     sess,
     tokenizer,
@@ -255,6 +240,8 @@ def onnx_predict_logits(
     batch_size: int = 32,
 ) -> np.ndarray:
     """Logits ``[len(texts), num_labels]`` (float32, input order) from an ORT session."""
+    from mobilebert_kit.batching import padded_batches
+
     out: np.ndarray | None = None
     for idx, batch in padded_batches(tokenizer, texts, pairs, max_length, batch_size):
         logits = sess.run(None, feeds_for(sess, batch))[0]

@@ -301,17 +301,11 @@ def training_batches(
     batch_size: int = 32,
 ):
     """Yield padded, labelled tensor batches (length-sorted) for importance scoring."""
-    import numpy as np
     import torch
 
-    from mobilebert_kit.metrics import encode
+    from mobilebert_kit.batching import padded_batches
 
-    enc = encode(tokenizer, texts, pairs, max_length)
-    order = np.argsort([len(x) for x in enc["input_ids"]], kind="stable")
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        feats = [{k: enc[k][i] for k in enc.keys()} for i in idx]
-        batch = dict(tokenizer.pad(feats, return_tensors="pt"))
+    for idx, batch in padded_batches(tokenizer, texts, pairs, max_length, batch_size, return_tensors="pt"):
         batch["labels"] = torch.tensor([labels[i] for i in idx], dtype=torch.long)
         yield batch
 
@@ -453,9 +447,9 @@ def recover(
     plus CE on labels) and the shared training engine (best epoch by validation macro-F1 is kept).
     The teacher's logits on the training texts are computed once, with the teacher's own tokenizer.
     """
+    from mobilebert_kit.batching import make_features, predict_logits
     from mobilebert_kit.distill import DistillConfig, make_loss
-    from mobilebert_kit.engine import TrainConfig, TrainModule, make_features, train
-    from mobilebert_kit.metrics import predict_logits
+    from mobilebert_kit.engine import TrainConfig, TrainModule, train
     from mobilebert_kit.models import load_classifier_folder
 
     teacher, teacher_tok, teacher_labels = load_classifier_folder(teacher_dir)

@@ -139,7 +139,7 @@ def calibration_feeds(
     """ONNX feeds for calibration, every batch padded to the same length (the longest text, capped
     at ``max_length``): ORT's histogram calibrators (entropy, percentile) stack activations across
     batches and fail on ragged shapes."""
-    from mobilebert_kit.metrics import encode
+    from mobilebert_kit.batching import encode
     from mobilebert_kit.onnx_tools import feeds_for_names
 
     enc = encode(tokenizer, texts, pairs, max_length)

@@ -269,8 +269,9 @@ def _num_labels(source: Path) -> int:
 
 
 def _reference(source: Path, meta: dict, config: VerifyConfig, log) -> dict:
+    from mobilebert_kit.batching import predict_logits
     from mobilebert_kit.data import data_config_for, load_dataset
-    from mobilebert_kit.metrics import classification_metrics, predict_logits
+    from mobilebert_kit.metrics import classification_metrics
     from mobilebert_kit.models import load_classifier_folder
 
     model, tokenizer, label_names = load_classifier_folder(source)
@@ -421,7 +422,7 @@ def _parity_checks(
 def _torchscript_logits(path: Path, ref: dict, batch_size: int, lite: bool) -> np.ndarray:
     import torch
 
-    from mobilebert_kit.onnx_tools import padded_batches
+    from mobilebert_kit.batching import padded_batches
 
     if lite:
         from torch.jit.mobile import _load_for_lite_interpreter
@@ -687,7 +688,8 @@ class NodeRunner:
             if self.mode == "on":
                 return _check(name, False, detail=self.reason)
             return _check(name, None, detail=f"skipped: {self.reason}")
-        from mobilebert_kit.onnx_tools import feeds_for, padded_batches
+        from mobilebert_kit.batching import padded_batches
+        from mobilebert_kit.onnx_tools import feeds_for
 
         n = min(max_examples, len(ref["texts"]))
         pairs = ref["pairs"][:n] if ref["pairs"] else None

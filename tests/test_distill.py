@@ -173,7 +173,7 @@ def test_loss_is_zero_when_student_equals_teacher(tmp_path, teacher_dir):
     """A student holding all of the teacher's layers reproduces the cached logits, hidden states and
     attention maps token for token (padding included), so every distillation term is ~0; the hard
     term alone equals the cross-entropy."""
-    from mobilebert_kit.engine import Collator, make_features
+    from mobilebert_kit.batching import Collator, make_features
 
     folder = teacher_dir  # fine-tuned: its outputs are far from uniform
     teacher, tok, _ = load_classifier_folder(folder)
@@ -311,8 +311,9 @@ def test_distill_writes_a_standalone_student(distilled, teacher_dir):
     assert manifest["inputs"]["student_init"] == {"method": "layers", "layers": [0, 2]}
     assert manifest["config"]["temperature"] == 3.0 and manifest["config"]["alpha"] == 0.5
     # predictions of the saved student match what metrics.json reports
+    from mobilebert_kit.batching import predict_logits
     from mobilebert_kit.data import DataConfig, load_dataset
-    from mobilebert_kit.metrics import classification_metrics, predict_logits
+    from mobilebert_kit.metrics import classification_metrics
 
     test = load_dataset(DataConfig.from_dict(manifest["data"])).splits["test"]
     logits = predict_logits(model, tok, test.texts, max_length=32)

@@ -17,7 +17,7 @@ def fp32_onnx(tiny_classifier_dir, tmp_path_factory):
 
 
 def _torch_logits(folder):
-    from mobilebert_kit.metrics import predict_logits
+    from mobilebert_kit.batching import predict_logits
     from mobilebert_kit.models import load_classifier_folder
 
     model, tok, _ = load_classifier_folder(folder)
