@@ -456,28 +456,17 @@ def _concat(a: TeacherOutputs, b: TeacherOutputs) -> TeacherOutputs:
 def make_loss(cfg: DistillConfig, map_hidden: bool, map_attention: bool, attention_store: list | None):
     """The distillation loss for the engine: ``loss_fn(model, batch, extra)``."""
     import torch
-    import torch.nn.functional as F
+
+    from mobilebert_kit.batching import TOKEN_KEYS
+    from mobilebert_kit.losses import soft_hard_loss
 
     T, alpha = cfg.temperature, cfg.alpha
 
     def loss_fn(model, batch, extra):
-        inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
+        inputs = {k: batch[k] for k in TOKEN_KEYS if k in batch}
         out = model(**inputs, output_hidden_states=map_hidden, output_attentions=map_attention)
         logits = out.logits.float()
-        loss = logits.new_zeros(())
-        if alpha > 0:
-            t = batch["teacher_logits"].float()
-            loss = (
-                loss
-                + alpha
-                * F.kl_div(
-                    F.log_softmax(logits / T, -1), F.log_softmax(t / T, -1), reduction="batchmean", log_target=True
-                )
-                * T
-                * T
-            )
-        if alpha < 1:
-            loss = loss + (1 - alpha) * F.cross_entropy(logits, batch["labels"])
+        loss = soft_hard_loss(logits, batch.get("teacher_logits"), batch.get("labels"), T, alpha)
         mask = batch["attention_mask"].float()
         if map_hidden:
             teacher_h = batch["teacher_hidden"].float()  # [B, W, mapped layers, H_teacher]

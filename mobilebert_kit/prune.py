@@ -23,6 +23,9 @@ from pathlib import Path
 from mobilebert_kit.errors import CompressError, ConfigError
 
 PRUNE_SCOPES = ("global", "layer")
+# Recovery after structured pruning distills like `mbk distill` does by default (T=3, soft/hard 50/50).
+RECOVERY_TEMPERATURE = 3.0
+RECOVERY_ALPHA = 0.5
 DENSE_NOTE = (
     "unstructured pruning stores zeros in dense tensors: the model file, its parameter count and its "
     "latency on dense CPU kernels (PyTorch, ONNX Runtime) do not change; only a sparse format or a "
@@ -443,13 +446,13 @@ def recover(
 ) -> dict:
     """Short knowledge-distillation recovery of a pruned model from ``teacher_dir``.
 
-    Reuses the distillation stage's loss (``distill.make_loss``: KL on temperature-softened logits
-    plus CE on labels) and the shared training engine (best epoch by validation macro-F1 is kept).
+    Uses the distillation loss (:func:`mobilebert_kit.losses.logit_distillation_loss`: KL on
+    temperature-softened logits plus CE on labels, with distill's default T and alpha) and the shared training engine (best epoch by validation macro-F1 is kept).
     The teacher's logits on the training texts are computed once, with the teacher's own tokenizer.
     """
     from mobilebert_kit.batching import make_features, predict_logits
-    from mobilebert_kit.distill import DistillConfig, make_loss
     from mobilebert_kit.engine import TrainConfig, TrainModule, train
+    from mobilebert_kit.losses import logit_distillation_loss
     from mobilebert_kit.models import load_classifier_folder
 
     teacher, teacher_tok, teacher_labels = load_classifier_folder(teacher_dir)
@@ -460,18 +463,15 @@ def recover(
         )
     t_logits = predict_logits(teacher, teacher_tok, train_split.texts, train_split.pairs, max_length=max_length)
     del teacher  # logits are compared text by text, so the teacher's tokenizer may differ from the model's
-    cfg = DistillConfig(
-        teacher=str(teacher_dir),
-        train=TrainConfig(
-            epochs=epochs,
-            lr=lr,
-            max_length=max_length,
-            device="cpu",
-            seed=seed,
-            early_stopping_patience=0,
-            checkpoint_every=0,
-            warmup_ratio=0.1,
-        ),
+    train_cfg = TrainConfig(
+        epochs=epochs,
+        lr=lr,
+        max_length=max_length,
+        device="cpu",
+        seed=seed,
+        early_stopping_patience=0,
+        checkpoint_every=0,
+        warmup_ratio=0.1,
     )
     train_set = make_features(
         tokenizer,
@@ -483,10 +483,10 @@ def recover(
     )
     val_set = make_features(tokenizer, val_split.texts, val_split.pairs, val_split.labels, max_length)
     result = train(
-        TrainModule(model, make_loss(cfg, False, False, None)),
+        TrainModule(model, logit_distillation_loss(RECOVERY_TEMPERATURE, RECOVERY_ALPHA)),
         train_set,
         val_set,
-        cfg.train,
+        train_cfg,
         workdir=Path(workdir),
         pad_id=tokenizer.pad_token_id or 0,
         num_labels=model.config.num_labels,
@@ -498,8 +498,8 @@ def recover(
         "teacher": str(teacher_dir),
         "epochs": epochs,
         "lr": lr,
-        "temperature": cfg.temperature,
-        "alpha": cfg.alpha,
+        "temperature": RECOVERY_TEMPERATURE,
+        "alpha": RECOVERY_ALPHA,
         "best_epoch": result.best_epoch,
         "train_seconds": result.train_seconds,
         "history": [{k: v for k, v in h.items() if isinstance(v, (int, float, str))} for h in result.history],
