@@ -35,7 +35,7 @@ import os
 import time
 import typing
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -207,184 +207,241 @@ def load(
     path = None if isinstance(source, dict) else Path(source)
     raw = dict(source) if isinstance(source, dict) else load_yaml(path)
     problems = apply_overrides(raw, overrides)
+    _check_top_level_keys(raw, problems)
+    rname = _recipe_name(raw, name, path, problems)
+    run_dir = _run_dir(raw, rname, problems)
+    stages = _stage_list(raw.get("stages"), problems)
+    _check_sections(raw, problems)
+    shared_data = _shared_data(raw.get("data"), problems)
+    builder = _StepBuilder(run_dir, stages, shared_data, problems)
+    for s in stages:
+        builder.add_stage(s, raw.get(s) if isinstance(raw.get(s), dict) else {})
+    steps = builder.steps
+    _link_after_inputs(steps)
+    problems.extend(_cross_checks(stages, {st.key: st.config for st in steps}, shared_data))
+    if problems:
+        raise ConfigError(_dedupe(problems))
+    return Recipe(rname, path, run_dir, stages, steps, raw)
 
+
+def _check_top_level_keys(raw: dict, problems: list[str]) -> None:
     for key in raw:
         if key not in TOP_LEVEL_KEYS and key not in STAGES:
             problems.append(
                 f"unknown key '{key}'{did_you_mean(str(key), (*TOP_LEVEL_KEYS, *STAGES))}; "
                 f"top-level keys are {', '.join(TOP_LEVEL_KEYS)} and one section per stage ({', '.join(STAGES)})"
             )
+    if raw.get("description") is not None and not isinstance(raw.get("description"), str):
+        problems.append("description must be a string")
+
+
+def _recipe_name(raw: dict, name: str | None, path: Path | None, problems: list[str]) -> str:
     rname = raw.get("name") if raw.get("name") is not None else (name or (path.stem if path else "recipe"))
     if not isinstance(rname, str) or not rname or "/" in rname or rname.startswith("."):
         problems.append(f"name must be a plain folder name, got {rname!r}")
-        rname = "recipe"
+        return "recipe"
+    return rname
+
+
+def _run_dir(raw: dict, rname: str, problems: list[str]) -> Path:
     run_dir_raw = raw.get("run_dir") if raw.get("run_dir") is not None else f"artifacts/runs/{rname}"
     if not isinstance(run_dir_raw, str) or not run_dir_raw:
         problems.append(f"run_dir must be a folder path, got {run_dir_raw!r}")
         run_dir_raw = f"artifacts/runs/{rname}"
-    run_dir = Path(run_dir_raw)
-    if raw.get("description") is not None and not isinstance(raw.get("description"), str):
-        problems.append("description must be a string")
+    return Path(run_dir_raw)
 
-    # stages: which, in which order
-    stages_raw = raw.get("stages")
-    stages: list[str] = []
+
+def _stage_list(stages_raw: Any, problems: list[str]) -> list[str]:
+    """The ``stages:`` entry as a list of known, available stage names in pipeline order."""
     if stages_raw is None:
         problems.append(f"stages: missing; list the stages to run in order, e.g. stages: [{', '.join(ORDER)}]")
-    elif isinstance(stages_raw, str):
+        return []
+    if isinstance(stages_raw, str):
         stages_raw = [s.strip() for s in stages_raw.split(",") if s.strip()]
-    if stages_raw is not None and not isinstance(stages_raw, list):
+    if not isinstance(stages_raw, list):
         problems.append(f"stages must be a list of stage names, got {stages_raw!r}")
-    elif stages_raw is not None:
-        if not stages_raw:
-            problems.append("stages is empty; list at least one stage")
-        for s in stages_raw:
-            if not isinstance(s, str) or s not in STAGES:
-                problems.append(f"unknown stage '{s}'{did_you_mean(str(s), STAGES)}; known stages: {', '.join(STAGES)}")
-            elif s in stages:
-                problems.append(f"stage '{s}' is listed twice in stages")
-            elif not stage_available(s):
-                problems.append(f"stage '{s}' is not available in this version")
-            else:
-                stages.append(s)
-        for a, b in zip(stages, stages[1:]):
-            if ORDER.index(b) < ORDER.index(a):
-                problems.append(f"stage '{b}' must come before '{a}' (stages run in the order {' -> '.join(ORDER)})")
+        return []
+    if not stages_raw:
+        problems.append("stages is empty; list at least one stage")
+    stages: list[str] = []
+    for s in stages_raw:
+        if not isinstance(s, str) or s not in STAGES:
+            problems.append(f"unknown stage '{s}'{did_you_mean(str(s), STAGES)}; known stages: {', '.join(STAGES)}")
+        elif s in stages:
+            problems.append(f"stage '{s}' is listed twice in stages")
+        elif not stage_available(s):
+            problems.append(f"stage '{s}' is not available in this version")
+        else:
+            stages.append(s)
+    for a, b in zip(stages, stages[1:]):
+        if ORDER.index(b) < ORDER.index(a):
+            problems.append(f"stage '{b}' must come before '{a}' (stages run in the order {' -> '.join(ORDER)})")
+    return stages
 
+
+def _check_sections(raw: dict, problems: list[str]) -> None:
     for s in STAGES:
         if raw.get(s) is not None and not isinstance(raw.get(s), dict):
             problems.append(f"section '{s}' must be a mapping of {s} settings, got {raw.get(s)!r}")
 
-    # shared data
-    shared_data: dict = {}
-    if raw.get("data") is not None:
-        if not isinstance(raw["data"], dict):
-            problems.append(
-                f"data must be a mapping (data: {{data: rotten_tomatoes, max_train_examples: 200}}), got {raw['data']!r}"
-            )
-        else:
-            from mobilebert_kit.data import DataConfig
 
-            try:
-                DataConfig.from_dict(raw["data"], section="data")
-                shared_data = dict(raw["data"])
-            except ConfigError as e:
-                problems.extend(e.problems)
-            problems.extend(_missing_data_files(raw["data"], "data"))
+def _shared_data(data: Any, problems: list[str]) -> dict:
+    """The top-level ``data:`` section, shared by every stage that trains or evaluates."""
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        problems.append(
+            f"data must be a mapping (data: {{data: rotten_tomatoes, max_train_examples: 200}}), got {data!r}"
+        )
+        return {}
+    from mobilebert_kit.data import DataConfig
 
-    rd = str(run_dir)
-    steps: list[Step] = []
-    outputs: dict[str, Path] = {}  # stage name -> its output in this recipe (whether it runs or not)
-    for s in stages:
-        spec = STAGES[s]
-        cls = config_class(s)
-        section = raw.get(s) if isinstance(raw.get(s), dict) else {}
-        section = _substitute(dict(section), rd)
-        fields = _field_names(cls)
-        if spec.takes_data and "data" in fields and _field_is_data_config(cls, "data"):
-            own = section.get("data")
-            # Only when there is something to share: a stage whose data is optional (distill) otherwise
-            # inherits the data recorded upstream instead of a default.
-            if (own is None and shared_data) or isinstance(own, dict):
-                section["data"] = {**shared_data, **(own or {})}
-                problems.extend(_missing_data_files(own or {}, f"{s}.data"))
-        elif isinstance(section.get("data"), (str, dict)):
-            problems.extend(
-                _missing_data_files(
-                    section["data"] if isinstance(section["data"], dict) else {"data": section["data"]},
-                    s if isinstance(section["data"], str) else f"{s}.data",
-                )
-            )
-        targets: list[str | None] = [None]
-        if s == "package":
-            t = section.get("target", "android")
-            targets = [x.strip() for x in t.split(",")] if isinstance(t, str) else t if isinstance(t, list) else [t]
-            if not targets:
-                problems.append("package.target is empty; use android, ios or [android, ios]")
-                continue
-            if len(set(map(str, targets))) != len(targets):
-                problems.append(f"package.target lists a target twice: {targets}")
-                continue
+    shared: dict = {}
+    try:
+        DataConfig.from_dict(data, section="data")
+        shared = dict(data)
+    except ConfigError as e:
+        problems.extend(e.problems)
+    problems.extend(_missing_data_files(data, "data"))
+    return shared
+
+
+def _package_targets(section: dict, problems: list[str]) -> list[str | None]:
+    """``package.target`` as a list (one step per target); ``[]`` after reporting a problem."""
+    t = section.get("target", "android")
+    targets = [x.strip() for x in t.split(",")] if isinstance(t, str) else t if isinstance(t, list) else [t]
+    if not targets:
+        problems.append("package.target is empty; use android, ios or [android, ios]")
+        return []
+    if len(set(map(str, targets))) != len(targets):
+        problems.append(f"package.target lists a target twice: {targets}")
+        return []
+    return targets
+
+
+@dataclass
+class _StepBuilder:
+    """Turns recipe sections into :class:`Step` objects, wiring each stage's inputs to earlier outputs."""
+
+    run_dir: Path
+    stages: list[str]
+    shared_data: dict
+    problems: list[str]
+    steps: list[Step] = field(default_factory=list)
+    outputs: dict[str, Path | None] = field(default_factory=dict)  # step key -> its output
+
+    def add_stage(self, s: str, section: dict) -> None:
+        section = self._with_data(s, _substitute(dict(section), str(self.run_dir)))
+        targets = _package_targets(section, self.problems) if s == "package" else [None]
         for target in targets:
             sec = dict(section)
             key = s
             if s == "package":
                 sec["target"] = target
                 key = f"package-{target}"
-            inputs: dict[str, Path] = {}
-            producers: dict[str, str] = {}
-            for fld, ups in spec.inputs.items():
-                if fld not in fields:
-                    continue
-                if sec.get(fld) is not None:  # set by the recipe: use as is
-                    if (
-                        isinstance(sec[fld], str)
-                        and _looks_local(sec[fld])
-                        and not Path(sec[fld]).expanduser().exists()
-                        and not any(str(outputs.get(u)) == sec[fld] for u in ups)
-                    ):
-                        problems.append(f"{s}.{fld}: {sec[fld]} does not exist")
-                    if isinstance(sec[fld], str):
-                        inputs[fld] = Path(sec[fld])
-                        prod = next((u for u in ups if u in outputs and str(outputs[u]) == sec[fld]), None)
-                        if prod:
-                            producers[fld] = prod
-                    continue
-                up = next((u for u in ups if u in outputs), None)  # an earlier stage of this recipe
-                if up is None:
-                    # Nothing upstream in this recipe: the stage's own default, as its command would use
-                    # (one-stage recipes written by --save-recipe); plan() checks that it exists.
-                    default = _field_default(cls, fld)
-                    if not isinstance(default, str):
-                        problems.append(
-                            f"{s}.{fld} is not set and no earlier stage in this recipe produces it "
-                            f"(one of: {', '.join(ups)}); add one to stages or set {s}.{fld}"
-                        )
-                        continue
-                    sec[fld] = default
-                    inputs[fld] = Path(default)
-                    continue
-                sec[fld] = str(outputs[up])
-                inputs[fld] = outputs[up]
+            self._add_step(s, key, sec, target)
+
+    def _with_data(self, s: str, section: dict) -> dict:
+        """Merge the shared ``data:`` into a stage that trains or evaluates; check data files exist."""
+        cls = config_class(s)
+        if STAGES[s].takes_data and "data" in _field_names(cls) and _field_is_data_config(cls, "data"):
+            own = section.get("data")
+            # Only when there is something to share: a stage whose data is optional (distill) otherwise
+            # inherits the data recorded upstream instead of a default.
+            if (own is None and self.shared_data) or isinstance(own, dict):
+                section["data"] = {**self.shared_data, **(own or {})}
+                self.problems.extend(_missing_data_files(own or {}, f"{s}.data"))
+        elif isinstance(section.get("data"), (str, dict)):
+            data = section["data"]
+            where = s if isinstance(data, str) else f"{s}.data"
+            self.problems.extend(_missing_data_files(data if isinstance(data, dict) else {"data": data}, where))
+        return section
+
+    def _add_step(self, s: str, key: str, sec: dict, target: str | None) -> None:
+        spec, cls = STAGES[s], config_class(s)
+        inputs, producers = self._wire_inputs(s, sec)
+        for up in spec.after:
+            if up in self.stages:
+                producers[f"after:{up}"] = up
+        out = self._default_output(s, sec, target)
+        try:
+            cfg = cls.from_dict(sec, section=s)
+        except ConfigError as e:
+            self.problems.extend(e.problems)
+            cfg = None
+        if s == "verify" and cfg is not None:
+            out = Path(cfg.export_dir) / "verify.json"
+        if s == "report":
+            out = self.run_dir / "report.html"
+        self.outputs[key] = out
+        if cfg is not None:
+            self.steps.append(Step(s, key, cfg, out, inputs, producers))
+        self.problems.extend(_missing_model_paths(s, sec, spec, str(self.run_dir)))
+
+    def _wire_inputs(self, s: str, sec: dict) -> tuple[dict[str, Path], dict[str, str]]:
+        """Point each input field at the nearest earlier output (or check the path the recipe set)."""
+        spec, cls = STAGES[s], config_class(s)
+        fields = _field_names(cls)
+        inputs: dict[str, Path] = {}
+        producers: dict[str, str] = {}
+        for fld, ups in spec.inputs.items():
+            if fld not in fields:
+                continue
+            if sec.get(fld) is not None:  # set by the recipe: use as is
+                self._check_given_input(s, fld, sec[fld], ups, inputs, producers)
+                continue
+            up = next((u for u in ups if u in self.outputs), None)  # an earlier stage of this recipe
+            if up is not None:
+                sec[fld] = str(self.outputs[up])
+                inputs[fld] = self.outputs[up]
                 producers[fld] = up
-            for up in spec.after:
-                if up in stages:
-                    producers[f"after:{up}"] = up
-            out: Path | None = None
-            if spec.output_key and spec.output_key in fields:
-                if sec.get(spec.output_key) is None:
-                    sub = run_dir / spec.subdir
-                    sec[spec.output_key] = str(sub / target if s == "package" else sub)
-                out = Path(sec[spec.output_key])
-            if s == "report" and "run_dir" in fields:
-                sec.setdefault("run_dir", rd)
-            if "overwrite" in fields:
-                sec.pop("overwrite", None)
-            try:
-                cfg = cls.from_dict(sec, section=s)
-            except ConfigError as e:
-                problems.extend(e.problems)
-                cfg = None
-            if s == "verify" and cfg is not None:
-                out = Path(cfg.export_dir) / "verify.json"
-            if s == "report":
-                out = run_dir / "report.html"
-            outputs[key] = out
-            if cfg is not None:
-                steps.append(Step(s, key, cfg, out, inputs, producers))
-            problems.extend(_missing_model_paths(s, sec, spec, rd))
-    # verify/after inputs resolve to files of the upstream step
+                continue
+            # Nothing upstream in this recipe: the stage's own default, as its command would use
+            # (one-stage recipes written by --save-recipe); plan() checks that it exists.
+            default = _field_default(cls, fld)
+            if not isinstance(default, str):
+                self.problems.append(
+                    f"{s}.{fld} is not set and no earlier stage in this recipe produces it "
+                    f"(one of: {', '.join(ups)}); add one to stages or set {s}.{fld}"
+                )
+                continue
+            sec[fld] = default
+            inputs[fld] = Path(default)
+        return inputs, producers
+
+    def _check_given_input(self, s: str, fld: str, value: Any, ups: tuple[str, ...], inputs: dict, producers: dict):
+        made_here = any(str(self.outputs.get(u)) == value for u in ups)
+        if isinstance(value, str) and _looks_local(value) and not Path(value).expanduser().exists() and not made_here:
+            self.problems.append(f"{s}.{fld}: {value} does not exist")
+        if isinstance(value, str):
+            inputs[fld] = Path(value)
+            prod = next((u for u in ups if u in self.outputs and str(self.outputs[u]) == value), None)
+            if prod:
+                producers[fld] = prod
+
+    def _default_output(self, s: str, sec: dict, target: str | None) -> Path | None:
+        """The step's output folder; an unset one goes under the run folder. Sets ``report.run_dir``."""
+        spec = STAGES[s]
+        fields = _field_names(config_class(s))
+        out: Path | None = None
+        if spec.output_key and spec.output_key in fields:
+            if sec.get(spec.output_key) is None:
+                sub = self.run_dir / spec.subdir
+                sec[spec.output_key] = str(sub / target if s == "package" else sub)
+            out = Path(sec[spec.output_key])
+        if s == "report" and "run_dir" in fields:
+            sec.setdefault("run_dir", str(self.run_dir))
+        return out
+
+
+def _link_after_inputs(steps: list[Step]) -> None:
+    """``after:`` inputs (read without a config field, e.g. package reads verify.json) resolve to files."""
     for st in steps:
         for k, up in list(st.producers.items()):
             if k.startswith("after:"):
                 upstep = next((x for x in steps if x.stage == up), None)
                 if upstep is not None and upstep.output is not None:
                     st.inputs[k] = upstep.output
-
-    problems.extend(_cross_checks(stages, {st.key: st.config for st in steps}, shared_data))
-    if problems:
-        raise ConfigError(_dedupe(problems))
-    return Recipe(rname, path, run_dir, stages, steps, raw)
 
 
 def _dedupe(items: list[str]) -> list[str]:
@@ -660,6 +717,32 @@ def _can_resume(recipe: Recipe, step: Step, fp: str) -> bool:
     return ckpt.is_dir() and any(ckpt.iterdir())
 
 
+def plan_json(recipe: Recipe, items: list[PlanItem]) -> dict:
+    rows = [
+        {"step": it.step.key, "action": it.action, "reason": it.reason, "output": str(it.step.output or "") or None}
+        for it in items
+    ]
+    return {"recipe": recipe.name, "run_dir": str(recipe.run_dir), "plan": rows}
+
+
+def plan_lines(recipe: Recipe, items: list[PlanItem]) -> list[str]:
+    width = max(len(it.step.label) for it in items)
+    lines = [f"Plan for {recipe.name} (run folder {recipe.run_dir}):"]
+    lines += [f"  {i}. {it.step.label:<{width}}  {it.action:<5}  {it.reason}" for i, it in enumerate(items, 1)]
+    return lines
+
+
+def run_summary(recipe: Recipe, records: list[dict]) -> str:
+    ran = [x["step"] for x in records if x["action"] == "run"]
+    reused = [x["step"] for x in records if x["action"] == "reuse"]
+    report = recipe.run_dir / "report.html"
+    tail = f"; report: {report}" if any(x["step"] == "report" and x["action"] == "run" for x in records) else ""
+    return (
+        f"{recipe.name}: ran {len(ran)} stage(s){' (' + ', '.join(ran) + ')' if ran else ''}, reused {len(reused)}"
+        f"{' (' + ', '.join(reused) + ')' if reused else ''}; outputs in {recipe.run_dir}{tail}"
+    )
+
+
 def execute(
     recipe: Recipe,
     *,
@@ -674,54 +757,35 @@ def execute(
     items = plan(recipe, start, until)  # fails before any work when an input is missing
     records: list[dict] = []
     n = sum(1 for it in items if it.action != "skip")
-    i = 0
     recipe.run_dir.mkdir(parents=True, exist_ok=True)
+    i = 0
     for it in items:
-        step = it.step
         if it.action == "skip":
-            records.append({"step": step.key, "action": "skip", "reason": it.reason})
+            records.append({"step": it.step.key, "action": "skip", "reason": it.reason})
             continue
         i += 1
-        fp = fingerprint(step)
-        reason = reuse_reason(recipe, step, fp)
-        if reason is None:
-            log(f"[{i}/{n}] {step.label}: reused (unchanged) -> {step.output}")
-            records.append({"step": step.key, "action": "reuse", "reason": "unchanged", "output": str(step.output)})
-            continue
-        resume = _can_resume(recipe, step, fp)
-        log(f"[{i}/{n}] {step.label}: running ({'resuming from its last checkpoint' if resume else reason}) ...")
-        may_replace = overwrite or _owned(recipe, step)  # decided before this run claims the output
-        write_state(
-            recipe,
-            step,
-            {
-                "status": "running",
-                "fingerprint": fp,
-                "config": _config_dict(step.config),
-                "output": str(step.output) if step.output else None,
-                "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            },
-        )
-        t0 = time.perf_counter()
-        prefix = f"  {step.label}: "
-        ctx = RunContext(overwrite=may_replace, resume=resume, quiet=quiet, log=lambda m, p=prefix: log(p + m))
-        run_step(recipe, step, ctx)
-        secs = time.perf_counter() - t0
-        write_state(
-            recipe,
-            step,
-            {
-                "status": "done",
-                "fingerprint": fp,
-                "config": _config_dict(step.config),
-                "output": str(step.output) if step.output else None,
-                "output_fingerprint": output_fingerprint(step),
-                "seconds": round(secs, 2),
-                "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            },
-        )
-        log(f"[{i}/{n}] {step.label}: done in {secs:.1f} s -> {step.output}")
-        records.append(
-            {"step": step.key, "action": "run", "reason": reason, "seconds": round(secs, 2), "output": str(step.output)}
-        )
+        records.append(_execute_step(recipe, it.step, f"[{i}/{n}] {it.step.label}", quiet, overwrite, log))
     return records
+
+
+def _execute_step(recipe: Recipe, step: Step, label: str, quiet: bool, overwrite: bool, log) -> dict:
+    """Reuse the step when unchanged, else run it, recording its state before and after."""
+    fp = fingerprint(step)
+    reason = reuse_reason(recipe, step, fp)
+    if reason is None:
+        log(f"{label}: reused (unchanged) -> {step.output}")
+        return {"step": step.key, "action": "reuse", "reason": "unchanged", "output": str(step.output)}
+    resume = _can_resume(recipe, step, fp)
+    log(f"{label}: running ({'resuming from its last checkpoint' if resume else reason}) ...")
+    may_replace = overwrite or _owned(recipe, step)  # decided before this run claims the output
+    state = {"fingerprint": fp, "config": _config_dict(step.config), "output": str(step.output or "") or None}
+    write_state(recipe, step, {"status": "running", **state, "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    t0 = time.perf_counter()
+    prefix = f"  {step.label}: "
+    ctx = RunContext(overwrite=may_replace, resume=resume, quiet=quiet, log=lambda m: log(prefix + m))
+    run_step(recipe, step, ctx)
+    secs = time.perf_counter() - t0
+    done = {"output_fingerprint": output_fingerprint(step), "seconds": round(secs, 2)}
+    write_state(recipe, step, {"status": "done", **state, **done, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    log(f"{label}: done in {secs:.1f} s -> {step.output}")
+    return {"step": step.key, "action": "run", "reason": reason, "seconds": round(secs, 2), "output": str(step.output)}

@@ -42,36 +42,10 @@ def command(recipe_file, overrides, dry_run, start, until, overwrite, quiet, as_
 
     r = rc.load(recipe_file, list(overrides))
     if dry_run:
-        items = rc.plan(r, start, until)
-        result = {
-            "recipe": r.name,
-            "run_dir": str(r.run_dir),
-            "plan": [
-                {
-                    "step": it.step.key,
-                    "action": it.action,
-                    "reason": it.reason,
-                    "output": str(it.step.output) if it.step.output else None,
-                }
-                for it in items
-            ],
-        }
-        width = max(len(it.step.label) for it in items)
-        lines = [f"Plan for {r.name} (run folder {r.run_dir}):"]
-        lines += [f"  {i}. {it.step.label:<{width}}  {it.action:<5}  {it.reason}" for i, it in enumerate(items, 1)]
-        emit(result, as_json, False, "\n".join(lines))
+        plan = rc.plan(r, start, until)
+        emit(rc.plan_json(r, plan), as_json, False, "\n".join(rc.plan_lines(r, plan)))
         return
     records = rc.execute(
         r, start=start, until=until, quiet=quiet or as_json, overwrite=overwrite, log=lambda m: log(m, quiet or as_json)
     )
-    ran = [x["step"] for x in records if x["action"] == "run"]
-    reused = [x["step"] for x in records if x["action"] == "reuse"]
-    report = r.run_dir / "report.html"
-    tail = f"; report: {report}" if any(x["step"] == "report" and x["action"] == "run" for x in records) else ""
-    emit(
-        {"recipe": r.name, "run_dir": str(r.run_dir), "steps": records},
-        as_json,
-        quiet,
-        f"{r.name}: ran {len(ran)} stage(s){' (' + ', '.join(ran) + ')' if ran else ''}, reused {len(reused)}"
-        f"{' (' + ', '.join(reused) + ')' if reused else ''}; outputs in {r.run_dir}{tail}",
-    )
+    emit({"recipe": r.name, "run_dir": str(r.run_dir), "steps": records}, as_json, quiet, rc.run_summary(r, records))
