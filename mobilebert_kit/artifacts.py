@@ -222,12 +222,3 @@ def write_manifest(
         manifest.update(extra)
     write_json(folder / MANIFEST, manifest)
     return manifest
-
-
-def read_manifest(folder: str | os.PathLike) -> dict:
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise ArtifactError(
-            f"artifact folder {folder} does not exist; run the stage that produces it first or pass its path"
-        )
-    return read_json(folder / MANIFEST)

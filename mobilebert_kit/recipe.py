@@ -528,7 +528,7 @@ def _cross_checks(stages: list[str], cfgs: dict[str, Any], shared_data: dict) ->
 # --------------------------------------------------------------------------- fingerprints and state
 
 
-def _config_dict(cfg: Any) -> dict:
+def config_dict(cfg: Any) -> dict:
     d = cfg.to_dict() if hasattr(cfg, "to_dict") else dataclasses.asdict(cfg)
     d.pop("overwrite", None)
     return d
@@ -569,7 +569,7 @@ def _referenced_files(d: Any, skip: set[str]) -> dict[str, str]:
 
 def fingerprint(step: Step) -> str:
     spec = STAGES[step.stage]
-    cfg = _config_dict(step.config)
+    cfg = config_dict(step.config)
     from mobilebert_kit import __version__
 
     payload = {
@@ -614,7 +614,7 @@ def reuse_reason(recipe: Recipe, step: Step, fp: str) -> str | None:
     if not st or st.get("status") != "done":
         return "not run yet" if not st else "did not finish last time"
     if st.get("fingerprint") != fp:
-        changed = "config changed" if st.get("config") != _config_dict(step.config) else "input changed"
+        changed = "config changed" if st.get("config") != config_dict(step.config) else "input changed"
         return changed
     if step.output is not None and not step.output.exists():
         return f"output {step.output} is missing"
@@ -778,7 +778,7 @@ def _execute_step(recipe: Recipe, step: Step, label: str, quiet: bool, overwrite
     resume = _can_resume(recipe, step, fp)
     log(f"{label}: running ({'resuming from its last checkpoint' if resume else reason}) ...")
     may_replace = overwrite or _owned(recipe, step)  # decided before this run claims the output
-    state = {"fingerprint": fp, "config": _config_dict(step.config), "output": str(step.output or "") or None}
+    state = {"fingerprint": fp, "config": config_dict(step.config), "output": str(step.output or "") or None}
     write_state(recipe, step, {"status": "running", **state, "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
     t0 = time.perf_counter()
     prefix = f"  {step.label}: "

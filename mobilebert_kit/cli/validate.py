@@ -32,7 +32,7 @@ def command(recipe_file, overrides, quiet, as_json):
         "recipe": r.name,
         "run_dir": str(r.run_dir),
         "stages": r.stages,
-        "steps": {s.key: rc._config_dict(s.config) for s in r.steps},
+        "steps": {s.key: rc.config_dict(s.config) for s in r.steps},
     }
     emit(
         result,
