@@ -530,7 +530,6 @@ def _cross_checks(stages: list[str], cfgs: dict[str, Any], shared_data: dict) ->
 
 def config_dict(cfg: Any) -> dict:
     d = cfg.to_dict() if hasattr(cfg, "to_dict") else dataclasses.asdict(cfg)
-    d.pop("overwrite", None)
     return d
 
 

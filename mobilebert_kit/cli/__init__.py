@@ -46,26 +46,95 @@ class LazyGroup(click.Group):
                 formatter.write_dl(rows)
 
     def invoke(self, ctx: click.Context):
+        """The one error boundary: every failure ends as one ``Error:`` line on its own line."""
         from mobilebert_kit.errors import MbkError
 
+        stderr = sys.stderr
+        tracker = sys.stderr = _LineTracker(stderr)
         try:
             return super().invoke(ctx)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
         except MbkError as e:
-            if ctx.obj and ctx.obj.get("debug"):
-                raise
-            click.echo(f"Error: {e}", err=True)
-            ctx.exit(e.exit_code)
-        except KeyboardInterrupt:
-            sub = ctx.invoked_subcommand
-            how = (
-                "run the same command with --resume to continue from the last checkpoint"
-                if sub in ("finetune", "distill")
-                else "run the same command again: finished stages are reused"
-                if sub == "run"
-                else "nothing was written; run the same command again"
-            )
-            click.echo(f"Error: interrupted; {how}", err=True)
-            ctx.exit(130)
+            self._fail(ctx, tracker, str(e), e.exit_code, e)
+        except KeyboardInterrupt as e:
+            self._fail(ctx, tracker, f"interrupted; {_after_interrupt(ctx.invoked_subcommand)}", 130, e)
+        except OSError as e:
+            self._fail(ctx, tracker, _os_error_message(e), 1, e)
+        except Exception as e:  # noqa: BLE001 - the edge: anything unexpected is reported, never a bare traceback
+            log = _write_crash_log(e)
+            msg = f"internal error ({type(e).__name__}: {_first_line(e)}); please report it with the log at {log}"
+            self._fail(ctx, tracker, msg, 1, e)
+        finally:
+            sys.stderr = stderr
+
+    @staticmethod
+    def _fail(ctx: click.Context, tracker: _LineTracker, message: str, code: int, error: BaseException):
+        if ctx.obj and ctx.obj.get("debug"):
+            raise error
+        if not tracker.at_line_start:  # a progress bar was mid-line: Error: starts a line of its own
+            tracker.write("\n")
+        tracker.write(f"Error: {message}\n")
+        tracker.flush()
+        ctx.exit(code)
+
+
+class _LineTracker:
+    """stderr proxy that remembers whether the last character written ended a line."""
+
+    def __init__(self, stream):
+        self._stream = stream
+        self.at_line_start = True
+
+    def write(self, text: str) -> int:
+        if text:
+            self.at_line_start = text.endswith("\n")
+        return self._stream.write(text)
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
+def _after_interrupt(sub: str | None) -> str:
+    if sub in ("finetune", "distill"):
+        return "run the same command with --resume to continue from the last checkpoint"
+    if sub == "run":
+        return "run the same command again: finished stages are reused"
+    return "nothing was written; run the same command again"
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0][:300] if text else "no message"
+
+
+def _os_error_message(e: OSError) -> str:
+    import errno
+
+    where = f" writing {e.filename}" if getattr(e, "filename", None) else ""
+    if e.errno == errno.ENOSPC:
+        return f"out of disk space{where}; free some space (or choose another --output) and run again"
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"permission denied{where}; choose a folder you can write to"
+    return f"{e.strerror or _first_line(e)}{where}"
+
+
+def _write_crash_log(e: BaseException) -> str:
+    """Write the traceback where the user can attach it to a report; returns the path."""
+    import tempfile
+    import time
+    import traceback
+
+    folder = os.path.join(tempfile.gettempdir(), "mbk-logs")
+    try:
+        os.makedirs(folder, exist_ok=True)
+        path = os.path.join(folder, f"mbk-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log")
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(f"mbk {__version__}: {' '.join(sys.argv)}\n")
+            traceback.print_exception(type(e), e, e.__traceback__, file=f)
+        return path
+    except OSError:
+        return "(the log could not be written; run again with --debug)"
 
 
 def _module_exists(mod: str) -> bool:
