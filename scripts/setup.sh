@@ -11,14 +11,17 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV"
   "$VENV/bin/python" -m pip install -q --upgrade pip
 fi
-PIP=("$VENV/bin/python" -m pip install -q)
+PIP=("$VENV/bin/python" -m pip install -qq)  # -qq: errors only (no per-package index warnings)
 
 # torch: keep whatever works (a GPU user's CUDA build); otherwise take the CPU wheel, never a
 # multi-GB CUDA download on a machine without a GPU.
 if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
   if command -v nvidia-smi >/dev/null 2>&1; then
     "${PIP[@]}" "torch==2.13.0"
-  elif ! "${PIP[@]}" --no-index "torch==2.13.0" 2>/dev/null; then
+  # The CPU build first, as this machine's own pip configuration provides it (a local wheel folder or
+  # index: torch's dependencies then come from the usual index, quietly); only if that finds none,
+  # the PyTorch CPU index.
+  elif ! "${PIP[@]}" "torch==2.13.0+cpu" >/dev/null 2>&1; then
     "${PIP[@]}" "torch==2.13.0" --index-url "${TORCH_INDEX_URL:-https://download.pytorch.org/whl/cpu}"
   fi
 fi
