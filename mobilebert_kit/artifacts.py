@@ -42,27 +42,97 @@ _LIBS = (
 )
 
 
-def check_output_dir(path: str | os.PathLike, overwrite: bool) -> Path:
-    """Fail early when ``path`` exists and is non-empty and ``overwrite`` is not set."""
+# A folder holding one of these at its top level was written by mbk (a stage output or an export);
+# --overwrite replaces only such folders, never a user's folder that happens to be named as output.
+MBK_MARKERS = (MANIFEST, "model_meta.json", "bench.json")
+
+
+def is_mbk_output(path: str | os.PathLike) -> bool:
+    path = Path(path)
+    return any((path / m).is_file() for m in MBK_MARKERS)
+
+
+def check_output_dir(
+    path: str | os.PathLike, overwrite: bool, inputs: tuple[str | os.PathLike | None, ...] = ()
+) -> Path:
+    """Fail early when ``path`` may not be written: it exists and is non-empty without ``overwrite``,
+    or ``overwrite`` would replace a folder mbk did not write, or one that holds this command's ``inputs``."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise ArtifactError(f"output path {path} exists and is not a folder; remove it or choose another --output")
-    if path.is_dir() and any(path.iterdir()) and not overwrite:
+    if not (path.is_dir() and any(path.iterdir())):
+        return path
+    if not overwrite:
         raise ArtifactError(
             f"output folder {path} is not empty; pass --overwrite to replace it or choose another --output"
+        )
+    if not is_mbk_output(path):
+        raise ArtifactError(
+            f"--overwrite refused: {path} was not written by mbk (no {MANIFEST}), so replacing it could delete "
+            "your files; choose another --output"
+        )
+    held = [str(p) for p in inputs if p and _is_within(Path(p), path)]
+    if held:
+        raise ArtifactError(
+            f"--overwrite refused: {path} holds this command's input {held[0]}; move it out or choose another --output"
         )
     return path
 
 
+def _is_within(child: Path, folder: Path) -> bool:
+    try:
+        child.resolve().relative_to(folder.resolve())
+        return True
+    except (ValueError, OSError):
+        return False
+
+
+def clean_stale_temp(path: str | os.PathLike) -> list[Path]:
+    """Remove temp/old siblings of ``path`` left by a run that was killed (its process is gone)."""
+    path = Path(path)
+    removed = []
+    if not path.parent.is_dir():
+        return removed
+    for p in path.parent.glob(f".{path.name}.*-*"):
+        kind, _, rest = p.name[len(path.name) + 2 :].partition("-")
+        pid = rest.split("-", 1)[0]
+        if kind in ("tmp", "old") and pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _public_mode(folder: Path) -> None:
+    """mkdtemp makes 0700 folders; artifacts get the permissions of any folder the user creates."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(folder, 0o777 & ~umask)
+
+
 @contextlib.contextmanager
-def staged_output(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+def staged_output(
+    path: str | os.PathLike, overwrite: bool = False, inputs: tuple[str | os.PathLike | None, ...] = ()
+) -> Iterator[Path]:
     """Yield a temp folder next to ``path``; on success it atomically replaces ``path``.
 
-    On any exception the temp folder is removed and ``path`` is left untouched.
+    On any exception the temp folder is removed and ``path`` is left untouched. Temp folders of
+    earlier runs of the same output that were killed are removed first.
     """
-    path = check_output_dir(path, overwrite)
+    path = check_output_dir(path, overwrite, inputs)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    clean_stale_temp(path)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-{os.getpid()}-", dir=path.parent))
+    _public_mode(tmp)
     try:
         yield tmp
         if path.exists():

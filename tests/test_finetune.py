@@ -118,8 +118,15 @@ def test_non_empty_output_refused_then_overwritten(tiny4, tmp_path, cli):
     r = cli("finetune", "--model", model, "--data", data, "-o", out, "--max-steps", "1")
     assert r.exit_code == 1 and f"Error: output folder {out} is not empty; pass --overwrite" in r.output
     assert (out / "keep.txt").exists()
+    # --overwrite replaces only what mbk wrote: a folder holding a user's file is refused, untouched
     r = cli("finetune", "--model", model, "--data", data, "-o", out, "--max-steps", "1", "--epochs", "1", "--overwrite")
-    assert r.exit_code == 0 and not (out / "keep.txt").exists() and (out / "manifest.json").exists()
+    assert r.exit_code == 1 and f"Error: --overwrite refused: {out} was not written by mbk" in r.output
+    assert (out / "keep.txt").exists()
+    (out / "keep.txt").unlink()
+    r = cli("finetune", "--model", model, "--data", data, "-o", out, "--max-steps", "1", "--epochs", "1")
+    assert r.exit_code == 0 and (out / "manifest.json").exists()
+    r = cli("finetune", "--model", model, "--data", data, "-o", out, "--max-steps", "1", "--epochs", "1", "--overwrite")
+    assert r.exit_code == 0 and (out / "manifest.json").exists()
 
 
 def test_kill9_then_resume_matches_uninterrupted_run(tiny4, tmp_path):
