@@ -619,7 +619,22 @@ def reuse_reason(recipe: Recipe, step: Step, fp: str) -> str | None:
         return f"output {step.output} is missing"
     if st.get("output_fingerprint") != output_fingerprint(step):
         return f"output {step.output} was changed outside this run"
+    damaged = _damaged_files(step.output)
+    if damaged:
+        return f"output {step.output} was changed outside this run ({damaged[0]} differs from its manifest)"
     return None
+
+
+def _damaged_files(output: Path | None) -> list[str]:
+    """Files of a reused output whose content no longer matches the sha256 its manifest recorded."""
+    from mobilebert_kit.artifacts import MANIFEST, read_json, sha256_file
+
+    if output is None or not (output / MANIFEST).is_file():
+        return []
+    files = read_json(output / MANIFEST).get("files") or {}
+    return [
+        name for name, digest in files.items() if not (output / name).is_file() or sha256_file(output / name) != digest
+    ]
 
 
 # --------------------------------------------------------------------------- planning and running

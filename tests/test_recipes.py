@@ -334,10 +334,18 @@ def test_run_reuses_unchanged_stage_and_reruns_on_edit(tiny, tmp_path, cli):
     res = cli("run", str(p), "--dry-run", "finetune.train.epochs=2")
     assert "finetune  run    config changed" in res.output
     # the output was replaced behind the run's back (e.g. `mbk finetune --overwrite` into it): not reused
-    m = json.loads(manifest.read_text())
+    original = manifest.read_text()
+    m = json.loads(original)
     manifest.write_text(json.dumps({**m, "created": "another run"}))
     res = cli("run", str(p), "--dry-run")
     assert "was changed outside this run" in res.output
+    manifest.write_text(original)
+    assert "finetune  reuse  unchanged" in cli("run", str(p), "--dry-run").output
+    # a reused output is re-hashed: corrupted weights behind an intact manifest are not reused
+    weights = run_dir / "teacher" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-10])
+    res = cli("run", str(p), "--dry-run")
+    assert "was changed outside this run (model.safetensors differs from its manifest)" in res.output
 
 
 def test_interrupted_run_continues_where_it_stopped(tiny, tmp_path, cli):
