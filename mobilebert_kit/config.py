@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from collections.abc import Iterable
@@ -162,12 +163,15 @@ def check_range(
     """Append a problem when ``value`` is outside [lo, hi] (or the open variants)."""
     if value is None:
         return
+    if isinstance(value, float) and not math.isfinite(value):
+        problems.append(f"{name} must be a finite number, got {value}")
+        return
     bad = (lo is not None and (value <= lo if lo_open else value < lo)) or (
         hi is not None and (value >= hi if hi_open else value > hi)
     )
     if bad:
-        left = "(" if lo_open else "["
-        right = ")" if hi_open else "]"
+        left = "(" if lo_open or lo is None else "["
+        right = ")" if hi_open or hi is None else "]"
         lo_s = "-inf" if lo is None else f"{lo:g}"
         hi_s = "inf" if hi is None else f"{hi:g}"
         problems.append(f"{name} must be in {left}{lo_s}, {hi_s}{right}, got {value}")

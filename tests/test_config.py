@@ -19,8 +19,8 @@ def test_range_problems_collected():
     with pytest.raises(ConfigError) as e:
         TrainConfig.from_dict({"lr": 0, "epochs": 0, "precision": "fp8", "grad_accum": 0})
     probs = e.value.problems
-    assert any(p.startswith("lr must be in (0, inf]") for p in probs)
-    assert any(p.startswith("epochs must be in [1, inf]") for p in probs)
+    assert any(p.startswith("lr must be in (0, inf)") for p in probs)
+    assert any(p.startswith("epochs must be in [1, inf)") for p in probs)
     assert any("precision must be one of auto, fp32, bf16, fp16; got 'fp8'" in p for p in probs)
     assert any(p.startswith("grad_accum") for p in probs)
 
@@ -38,3 +38,17 @@ def test_nested_sections_validated():
     cfg = FinetuneConfig.from_dict({"data": {"data": "x.csv"}, "train": {"epochs": 1}})
     assert isinstance(cfg.data, DataConfig) and cfg.data.data == "x.csv" and cfg.train.epochs == 1
     assert FinetuneConfig.from_dict(cfg.to_dict()) == cfg
+
+
+@pytest.mark.parametrize("key", ["lr", "weight_decay", "warmup_ratio", "max_grad_norm"])
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_non_finite_numbers_are_refused(key, value):
+    with pytest.raises(ConfigError, match=rf"^{key} must be a finite number, got {value.replace('+', '')}$"):
+        TrainConfig.from_dict({key: value})
+
+
+def test_tolerances_refuse_nan():
+    from mobilebert_kit.verify import Tolerance
+
+    with pytest.raises(ConfigError, match="max_abs_diff must be a finite number, got nan"):
+        Tolerance(max_abs_diff=float("nan"))

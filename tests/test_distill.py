@@ -80,14 +80,14 @@ def distilled(teacher_dir, tmp_path_factory):
 @pytest.mark.parametrize(
     ("kw", "message"),
     [
-        ({"temperature": 0}, "temperature must be in (0, inf], got 0"),
-        ({"temperature": -1.5}, "temperature must be in (0, inf], got -1.5"),
+        ({"temperature": 0}, "temperature must be in (0, inf), got 0"),
+        ({"temperature": -1.5}, "temperature must be in (0, inf), got -1.5"),
         ({"alpha": 1.5}, "alpha must be in [0, 1], got 1.5"),
         ({"alpha": -0.1}, "alpha must be in [0, 1], got -0.1"),
         ({"layers": [0, 2, 2]}, "layers lists teacher layer 2 more than once; got 0,2,2"),
         ({"layers": [-1, 2]}, "layers must be teacher layer indices >= 0; got -1,2"),
         ({"layers": [0, 2], "student": "x"}, "choose one student initialisation: layers or student, not both"),
-        ({"hidden_weight": -1}, "hidden_weight must be in [0, inf], got -1"),
+        ({"hidden_weight": -1}, "hidden_weight must be in [0, inf), got -1"),
         ({"layer_map": [1, 3]}, "layer_map only matters with hidden_weight or attention_weight > 0"),
     ],
 )
@@ -514,7 +514,7 @@ def test_bad_options(cli, tmp_path, teacher_dir):
     t = ("-t", teacher_dir)
     assert _bad(cli, tmp_path, *t, "--layers", "0,4") == "Error: layers 4 out of range: the teacher has 4 layers (0..3)"
     assert _bad(cli, tmp_path, *t, "--layers", "1,1") == "Error: layers lists teacher layer 1 more than once; got 1,1"
-    assert _bad(cli, tmp_path, *t, "--temperature", "0") == "Error: temperature must be in (0, inf], got 0.0"
+    assert _bad(cli, tmp_path, *t, "--temperature", "0") == "Error: temperature must be in (0, inf), got 0.0"
     assert _bad(cli, tmp_path, *t, "--alpha", "1.5") == "Error: alpha must be in [0, 1], got 1.5"
     assert _bad(cli, tmp_path, *t, "--hidden-weight", "1", "--layer-map", "1,9") == (
         "Error: layer_map 9 out of range: the teacher has 4 layers (0..3)"

@@ -73,8 +73,8 @@ def test_finetune_writes_complete_artifact(tiny4, tmp_path, cli):
 @pytest.mark.parametrize(
     "args,message",
     [
-        (["--lr", "0"], "Error: train: lr must be in (0, inf], got 0.0"),
-        (["--epochs", "0"], "Error: train: epochs must be in [1, inf], got 0"),
+        (["--lr", "0"], "Error: train: lr must be in (0, inf), got 0.0"),
+        (["--epochs", "0"], "Error: train: epochs must be in [1, inf), got 0"),
         (["--freeze-layers", "5"], "Error: freeze_layers must be in [0, 2] for {model} (2 layers); got 5"),
         (["--precision", "fp16"], "Error: --precision fp16 needs a CUDA GPU; on CPU use --precision fp32 (or auto)"),
         (["--resume"], "Error: --resume: no checkpoint found in {out}.ckpt; run without --resume to start fresh"),

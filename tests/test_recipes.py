@@ -136,7 +136,7 @@ def test_validate_reports_every_problem_at_once(tmp_path, cli):
         "unknown key 'finetune.modle' (did you mean 'model'?)",
         "finetune.train.epochs: expected an integer, got 'two'",
         "compress: max_drop must be in [0, 1], got 3.0",
-        "verify: batch_size must be in [1, inf], got 0",
+        "verify: batch_size must be in [1, inf), got 0",
         "unknown key 'packge'",
         "package target 'android' needs the 'ort' export: add it to export.formats",
     ):
