@@ -27,6 +27,9 @@ from mobilebert_kit.errors import ArtifactError
 MANIFEST = "manifest.json"
 METRICS = "metrics.json"
 LABELS = "labels.json"
+META = "model_meta.json"  # one export format folder (or phone bundle) described: inputs, labels, file hashes
+VERIFY = "verify.json"  # mbk verify's report, next to the format folders of an export
+COMPRESSION = "compression.json"  # what mbk compress did (int8, its ONNX graph) for export to follow
 
 _LIBS = (
     "torch",
