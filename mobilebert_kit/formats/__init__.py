@@ -130,6 +130,7 @@ class ExportFormat:
     model_file = ""  # inside <export>/<name>/
     in_all = True  # part of `--format all`
     benchable = False  # `mbk bench --format NAME` can time it
+    bench_default = False  # timed by `mbk bench` when no format is given
     file_suffixes: tuple[str, ...] = ()  # model files `mbk bench --model FILE` recognises
     package_target: str | None = None  # phone target bundled from this format (android, ios)
     demo_app: str | None = None  # the demo app folder `mbk package --install-into` expects

@@ -51,6 +51,7 @@ class Onnx(ExportFormat):
     name = "onnx"
     model_file = "model.onnx"
     benchable = True
+    bench_default = True
     file_suffixes = (".onnx",)
     headline_rank = 1
 
