@@ -144,6 +144,14 @@ def write_json(path: str | os.PathLike, data: Any) -> None:
     os.replace(tmp, path)
 
 
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Write a text file atomically (a temp file beside it, renamed into place)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
 def _json_default(o: Any) -> Any:
     if isinstance(o, Path):
         return str(o)
