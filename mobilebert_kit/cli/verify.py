@@ -57,23 +57,7 @@ def _fmt(v, pct=False):
 @click.option("--quiet", "-q", is_flag=True, help="No log lines.")
 @click.option("--json", "as_json", is_flag=True, help="Print verify.json on stdout.")
 @save_recipe_option
-def command(
-    save_recipe,
-    export_dir,
-    formats,
-    model,
-    data,
-    max_examples,
-    max_abs_diff,
-    min_agreement,
-    max_accuracy_drop,
-    int8_max_abs_diff,
-    int8_min_agreement,
-    int8_max_accuracy_drop,
-    node,
-    quiet,
-    as_json,
-):
+def command(save_recipe, formats, node, quiet, as_json, **options):
     """Check every exported artifact against the PyTorch model it came from.
 
     Per format: sha256 of every file vs model_meta.json, then on the test split max |logit
@@ -89,26 +73,9 @@ def command(
     """
     from mobilebert_kit.errors import VerifyError
     from mobilebert_kit.stage import RunContext
-    from mobilebert_kit.verify import VerifyConfig, run
+    from mobilebert_kit.verify import run
 
-    def given(**values):
-        return {k: v for k, v in values.items() if v is not None}
-
-    section = given(
-        export_dir=export_dir,
-        formats=list(formats) or None,
-        model=model,
-        data={"data": data} if data else None,
-        max_examples=max_examples,
-        fp32=given(max_abs_diff=max_abs_diff, min_agreement=min_agreement, max_accuracy_drop=max_accuracy_drop),
-        int8=given(
-            max_abs_diff=int8_max_abs_diff,
-            min_agreement=int8_min_agreement,
-            max_accuracy_drop=int8_max_accuracy_drop,
-        ),
-        node={None: None, True: "on", False: "off"}[node],
-    )
-    config = VerifyConfig.from_dict(section)
+    config = _config(formats, node, options)
     error = result = None
     try:
         write_stage_recipe(save_recipe, "verify", config.to_dict())
@@ -121,6 +88,32 @@ def command(
     if error is not None:
         raise error
     emit_result(result, as_json, quiet)
+
+
+def _config(formats: tuple[str, ...], node: bool | None, o: dict):
+    """A VerifyConfig of the options the user set (the dataclasses hold the defaults)."""
+    from mobilebert_kit.verify import VerifyConfig
+
+    def given(**values):
+        return {k: v for k, v in values.items() if v is not None}
+
+    section = given(
+        export_dir=o["export_dir"],
+        formats=list(formats) or None,
+        model=o["model"],
+        data={"data": o["data"]} if o["data"] else None,
+        max_examples=o["max_examples"],
+        fp32=given(
+            max_abs_diff=o["max_abs_diff"], min_agreement=o["min_agreement"], max_accuracy_drop=o["max_accuracy_drop"]
+        ),
+        int8=given(
+            max_abs_diff=o["int8_max_abs_diff"],
+            min_agreement=o["int8_min_agreement"],
+            max_accuracy_drop=o["int8_max_accuracy_drop"],
+        ),
+        node={None: None, True: "on", False: "off"}[node],
+    )
+    return VerifyConfig.from_dict(section)
 
 
 def _read_report(export_dir: str) -> dict | None:
