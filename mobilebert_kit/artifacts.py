@@ -27,6 +27,9 @@ from mobilebert_kit.errors import ArtifactError
 MANIFEST = "manifest.json"
 METRICS = "metrics.json"
 LABELS = "labels.json"
+META = "model_meta.json"  # one export format folder (or phone bundle) described: inputs, labels, file hashes
+VERIFY = "verify.json"  # mbk verify's report, next to the format folders of an export
+COMPRESSION = "compression.json"  # what mbk compress did (int8, its ONNX graph) for export to follow
 
 _LIBS = (
     "torch",
@@ -208,6 +211,14 @@ def write_json(path: str | os.PathLike, data: Any) -> None:
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(data, f, indent=2, sort_keys=False, default=_json_default)
         f.write("\n")
+    os.replace(tmp, path)
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Write a text file atomically (a temp file beside it, renamed into place)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
 
 

@@ -20,18 +20,29 @@ from pathlib import Path
 
 import numpy as np
 
-from mobilebert_kit.artifacts import folder_size, library_versions, read_json, staged_output, write_json
+from mobilebert_kit import formats as registry
+from mobilebert_kit.artifacts import (
+    META,
+    check_output_dir,
+    folder_size,
+    library_versions,
+    read_json,
+    staged_output,
+    write_json,
+)
 from mobilebert_kit.config import StageConfig, check_range
 from mobilebert_kit.errors import ArtifactError, ModelError
 from mobilebert_kit.stage import RunContext, StageResult
 
-BENCH_FORMATS = ("onnx", "ort", "torchscript", "executorch")
+
+def _default_formats() -> list[str]:
+    return [f.name for f in registry.every(benchable=True, bench_default=True)]
 
 
 @dataclass
 class BenchConfig(StageConfig):
     export_dir: str = "artifacts/export"
-    formats: list[str] = field(default_factory=lambda: ["onnx", "ort"])  # exported formats to time
+    formats: list[str] = field(default_factory=_default_formats)  # exported formats to time
     models: list[str] = field(default_factory=list)  # extra .onnx/.ort/.pt files or HF classifier folders
     pytorch: bool = True  # also time the source PyTorch model (reference)
     seq_lengths: list[int] = field(default_factory=lambda: [16, 64, 128])
@@ -45,9 +56,10 @@ class BenchConfig(StageConfig):
 
     def validate(self) -> list[str]:
         p: list[str] = []
+        known = [f.name for f in registry.every(benchable=True)]
         for f in self.formats:
-            if f not in BENCH_FORMATS:
-                p.append(f"unknown bench format '{f}'; known: {', '.join(BENCH_FORMATS)}")
+            if f not in known:
+                p.append(f"unknown bench format '{f}'; known: {', '.join(known)}")
         for name in ("seq_lengths", "batch_sizes", "threads"):
             vals = getattr(self, name)
             if not vals:
@@ -91,80 +103,19 @@ def peak_rss_mb() -> float:
     return kb / 1e3 if os.uname().sysname == "Linux" else kb / 1e6
 
 
-def _ort_target(name: str, path: Path, meta: dict) -> Target:
-    from mobilebert_kit.onnx_tools import feeds_for, session
-
-    def make(threads: int):
-        sess = session(path, threads=threads)
-
-        def run(batch: dict) -> None:
-            sess.run(None, feeds_for(sess, batch))
-
-        return run
-
+def _format_target(fmt, name: str, path: Path, meta: dict) -> Target:
+    """A bench target for an artifact of a registered format (its runner makes the timed calls)."""
+    runner = fmt.load(path, meta)
     return Target(
         name,
-        "onnxruntime",
+        runner.runtime,
         path,
         folder_size(path),
         int(meta.get("max_length") or 512),
         int(meta.get("vocab_size") or 30522),
-        make,
-    )
-
-
-def _torchscript_target(name: str, path: Path, meta: dict) -> Target:
-    import torch
-
-    module = torch.jit.load(str(path))
-
-    def make(threads: int):
-        def run(batch: dict) -> None:
-            if torch.get_num_threads() != threads:
-                torch.set_num_threads(threads)
-            with torch.no_grad():
-                module(*(torch.from_numpy(batch[n]) for n in ("input_ids", "attention_mask", "token_type_ids")))
-
-        return run
-
-    return Target(
-        name,
-        "torchscript",
-        path,
-        folder_size(path),
-        int(meta.get("max_length") or 512),
-        int(meta.get("vocab_size") or 30522),
-        make,
-    )
-
-
-def _executorch_target(name: str, path: Path, meta: dict) -> Target:
-    import torch
-
-    try:
-        from executorch.runtime import Runtime
-    except ImportError as e:
-        raise ModelError(
-            "benchmarking a .pte needs the optional extra: pip install 'mobilebert_kit[executorch]'"
-        ) from e
-    method = Runtime.get().load_program(str(path)).load_method("forward")
-
-    def make(threads: int):
-        def run(batch: dict) -> None:
-            method.execute([torch.from_numpy(batch[n]) for n in ("input_ids", "attention_mask", "token_type_ids")])
-
-        return run
-
-    return Target(
-        name,
-        "executorch",
-        path,
-        folder_size(path),
-        int(meta.get("max_length") or 512),
-        int(meta.get("vocab_size") or 30522),
-        make,
-        max_batch=1,
-        fixed_threads=True,
+        runner.timed_call,
+        max_batch=runner.static_batch,
+        fixed_threads=runner.fixed_threads,
     )
 
 
@@ -192,50 +143,55 @@ def _pytorch_target(name: str, folder: Path) -> Target:
     )
 
 
-def _targets(config: BenchConfig) -> list[tuple[str, Callable[[], Target]]]:
+Loader = tuple[str, Callable[[], Target]]
+
+
+def _targets(config: BenchConfig) -> list[Loader]:
     """(name, loader) pairs; loaders run lazily so memory is measured per model."""
-    out: list[tuple[str, Callable[[], Target]]] = []
-    export_dir = Path(config.export_dir)
-    source: Path | None = None
-    for fmt in config.formats:  # exported formats and extra models add up
-        meta_path = export_dir / fmt / "model_meta.json"
-        if not meta_path.exists():
-            raise ArtifactError(
-                f"{export_dir / fmt} has no exported {fmt} model ({meta_path.name} missing); "
-                f"run `mbk export --format {fmt}` first or pass --export-dir"
-            )
-        meta = read_json(meta_path)
-        path = export_dir / fmt / meta["model_file"]
-        if not path.is_file():
-            raise ArtifactError(f"model file {path} is missing; re-run `mbk export --format {fmt}`")
-        label = f"{fmt}{' int8' if meta.get('int8') else ' fp32'}"
-        if fmt == "torchscript":
-            out.append((label, lambda path=path, meta=meta, label=label: _torchscript_target(label, path, meta)))
-        elif fmt == "executorch":
-            out.append((label, lambda path=path, meta=meta, label=label: _executorch_target(label, path, meta)))
-        else:
-            out.append((label, lambda path=path, meta=meta, label=label: _ort_target(label, path, meta)))
-        src = Path((meta.get("source_model") or {}).get("path", ""))
-        source = source or (src if (src / "config.json").exists() else None)
-    for m in config.models:
-        p = Path(m)
-        if not p.exists():
-            raise ArtifactError(f"model file {p} does not exist; check the path")
-        if p.is_dir():
-            out.append((f"pytorch {p.name}", lambda p=p: _pytorch_target(f"pytorch {p.name}", p)))
-        elif p.suffix in (".onnx", ".ort"):
-            out.append((p.name, lambda p=p: _ort_target(p.name, p, {})))
-        elif p.suffix == ".pt":
-            out.append((p.name, lambda p=p: _torchscript_target(p.name, p, {})))
-        elif p.suffix == ".pte":
-            out.append((p.name, lambda p=p: _executorch_target(p.name, p, {})))
-        else:
-            raise ModelError(f"cannot bench {p}: expected a .onnx, .ort, .pt or .pte file or a classifier folder")
+    out, source = _exported_targets(Path(config.export_dir), config.formats)
+    out += [_file_target(Path(m)) for m in config.models]  # exported formats and extra models add up
     if config.pytorch and source is not None:
         out.append(("pytorch fp32 (source)", lambda: _pytorch_target("pytorch fp32 (source)", source)))
     if not out:
         raise ArtifactError("nothing to benchmark: export a model first (`mbk export`) or pass --model FILE")
     return out
+
+
+def _exported_targets(export_dir: Path, names: list[str]) -> tuple[list[Loader], Path | None]:
+    """Loaders of the exported formats ``names``, and the PyTorch model they were exported from."""
+    out: list[Loader] = []
+    source: Path | None = None
+    for name in names:
+        meta_path = export_dir / name / META
+        if not meta_path.exists():
+            raise ArtifactError(
+                f"{export_dir / name} has no exported {name} model ({meta_path.name} missing); "
+                f"run `mbk export --format {name}` first or pass --export-dir"
+            )
+        meta = read_json(meta_path)
+        path = export_dir / name / meta["model_file"]
+        if not path.is_file():
+            raise ArtifactError(f"model file {path} is missing; re-run `mbk export --format {name}`")
+        label = f"{name}{' int8' if meta.get('int8') else ' fp32'}"
+        fmt = registry.get(name)
+        out.append((label, lambda fmt=fmt, path=path, meta=meta, label=label: _format_target(fmt, label, path, meta)))
+        src = Path((meta.get("source_model") or {}).get("path", ""))
+        source = source or (src if (src / "config.json").exists() else None)
+    return out, source
+
+
+def _file_target(p: Path) -> Loader:
+    """A loader for ``--model``: a classifier folder (PyTorch) or a model file of a benchable format."""
+    if not p.exists():
+        raise ArtifactError(f"model file {p} does not exist; check the path")
+    if p.is_dir():
+        return f"pytorch {p.name}", lambda: _pytorch_target(f"pytorch {p.name}", p)
+    fmt = registry.for_file(p)
+    if fmt is None:
+        suffixes = [s for f in registry.every(benchable=True) for s in f.file_suffixes]
+        listed = ", ".join(suffixes[:-1]) + f" or {suffixes[-1]}" if len(suffixes) > 1 else "".join(suffixes)
+        raise ModelError(f"cannot bench {p}: expected a {listed} file or a classifier folder")
+    return p.name, lambda: _format_target(fmt, p.name, p, {})
 
 
 def make_inputs(batch: int, seq: int, vocab_size: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -288,59 +244,18 @@ def run(config: BenchConfig, ctx: RunContext | None = None) -> StageResult:
 
 
 def _run(config: BenchConfig, ctx: RunContext) -> StageResult:
-    from mobilebert_kit.artifacts import check_output_dir
-
-    log = ctx.log
     check_output_dir(config.output, ctx.overwrite)
     loaders = _targets(config)
     import onnxruntime  # noqa: F401  - import the runtimes first so per-model memory excludes library code
     import torch  # noqa: F401
 
-    targets: list[Target] = []
-    runners: dict[tuple[str, int], Callable] = {}
-    memory: dict[str, float] = {}
-    for name, load in loaders:
-        gc.collect()
-        before = rss_mb()
-        t = load()
-        for th in config.threads:
-            runners[(t.name, th)] = t.make(th)
-            runners[(t.name, th)](make_inputs(1, min(16, t.max_length), t.vocab_size))  # first run allocates arenas
-        memory[t.name] = max(0.0, rss_mb() - before)
-        targets.append(t)
-        log(f"loaded {name}: {t.size_bytes / 1e6:.1f} MB on disk, +{memory[t.name]:.0f} MB RSS")
-    cases, keys, skipped = [], [], []
-    for t in targets:
-        for th in config.threads[:1] if t.fixed_threads else config.threads:
-            for b in config.batch_sizes:
-                for s in config.seq_lengths:
-                    if s > t.max_length:
-                        skipped.append(f"{t.name}: seq {s} > max_length {t.max_length}")
-                        continue
-                    if t.max_batch is not None and b > t.max_batch:
-                        skipped.append(f"{t.name}: batch {b} > its static batch {t.max_batch}")
-                        continue
-                    cases.append((t.name, runners[(t.name, th)], make_inputs(b, s, t.vocab_size, config.seed)))
-                    keys.append((t, th, b, s))
-    log(
+    targets, runners, memory = _load_targets(loaders, config.threads, ctx.log)
+    cases, keys, skipped = _cases(targets, runners, config)
+    ctx.log(
         f"timing {len(cases)} cases × {config.runs} runs ({config.rounds} interleaved rounds, {config.warmup} warm-up) ..."
     )
     times = measure(cases, config.warmup, config.runs, config.rounds)
-    rows = []
-    for (t, th, b, s), ms in zip(keys, times):
-        rows.append(
-            {
-                "model": t.name,
-                "runtime": t.runtime,
-                "path": str(t.path),
-                "threads": "runtime default" if t.fixed_threads else th,
-                "batch": b,
-                "seq_len": s,
-                **percentiles(ms),
-                "size_mb": t.size_bytes / 1e6,
-                "memory_mb": memory[t.name],
-            }
-        )
+    rows = [_row(t, th, b, s, ms, memory[t.name]) for (t, th, b, s), ms in zip(keys, times)]
     result = {
         "rows": rows,
         "skipped": list(dict.fromkeys(skipped)),
@@ -356,6 +271,55 @@ def _run(config: BenchConfig, ctx: RunContext) -> StageResult:
     out = Path(config.output)
     table = markdown_table(rows).split("\n", 2)[2].rstrip("\n")
     return StageResult(out, result, [table, f"Wrote {out / 'bench.json'} and {out / 'bench.md'}"])
+
+
+def _load_targets(loaders: list[Loader], threads: list[int], log) -> tuple[list[Target], dict, dict[str, float]]:
+    """Load every model with a runner per thread count; memory = RSS growth over load + first run."""
+    targets: list[Target] = []
+    runners: dict[tuple[str, int], Callable] = {}
+    memory: dict[str, float] = {}
+    for name, load in loaders:
+        gc.collect()
+        before = rss_mb()
+        t = load()
+        for th in threads:
+            runners[(t.name, th)] = t.make(th)
+            runners[(t.name, th)](make_inputs(1, min(16, t.max_length), t.vocab_size))  # first run allocates arenas
+        memory[t.name] = max(0.0, rss_mb() - before)
+        targets.append(t)
+        log(f"loaded {name}: {t.size_bytes / 1e6:.1f} MB on disk, +{memory[t.name]:.0f} MB RSS")
+    return targets, runners, memory
+
+
+def _cases(targets: list[Target], runners: dict, config: BenchConfig) -> tuple[list, list, list[str]]:
+    """Every (model, threads, batch, seq) case a model can run, and why the others are skipped."""
+    cases, keys, skipped = [], [], []
+    for t in targets:
+        for th in config.threads[:1] if t.fixed_threads else config.threads:
+            for b in config.batch_sizes:
+                for s in config.seq_lengths:
+                    if s > t.max_length:
+                        skipped.append(f"{t.name}: seq {s} > max_length {t.max_length}")
+                    elif t.max_batch is not None and b > t.max_batch:
+                        skipped.append(f"{t.name}: batch {b} > its static batch {t.max_batch}")
+                    else:
+                        cases.append((t.name, runners[(t.name, th)], make_inputs(b, s, t.vocab_size, config.seed)))
+                        keys.append((t, th, b, s))
+    return cases, keys, skipped
+
+
+def _row(t: Target, threads: int, batch: int, seq: int, ms: list[float], memory_mb: float) -> dict:
+    return {
+        "model": t.name,
+        "runtime": t.runtime,
+        "path": str(t.path),
+        "threads": "runtime default" if t.fixed_threads else threads,
+        "batch": batch,
+        "seq_len": seq,
+        **percentiles(ms),
+        "size_mb": t.size_bytes / 1e6,
+        "memory_mb": memory_mb,
+    }
 
 
 def markdown_table(rows: list[dict], result: dict | None = None) -> str:

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from mobilebert_kit.artifacts import read_json, write_json
+from mobilebert_kit.artifacts import META, read_json, write_json
 from mobilebert_kit.config import StageConfig
 from mobilebert_kit.errors import DeviceError
 from mobilebert_kit.stage import RunContext, StageResult
@@ -183,9 +183,31 @@ def run(config: DeviceBenchConfig, ctx: RunContext | None = None) -> StageResult
 
 def _run(config: DeviceBenchConfig) -> Path:
     bundle = Path(config.bundle)
-    meta = read_json(bundle / "model_meta.json")
+    meta = read_json(bundle / META)
     if meta.get("target") != "android":
         raise DeviceError(f"{bundle} is a '{meta.get('target')}' bundle; run `mbk package --target android` first")
+    adb, dev = _connect(config)
+    device = {
+        "serial": dev.serial,
+        "model": adb("shell", "getprop", "ro.product.model").strip() or dev.props.get("model", "unknown"),
+        "abi": adb("shell", "getprop", "ro.product.cpu.abi").strip(),
+        "sdk": adb("shell", "getprop", "ro.build.version.sdk").strip(),
+    }
+    _install_app(adb, config)
+    extras = ["--ei", "warmup", str(config.warmup), "--ei", "runs", str(config.runs), "--es", "text", config.text]
+    if config.push_bundle:
+        extras += _push_bundle(adb, bundle)
+    result = _bench_on_device(adb, extras, config.timeout_s)
+    if result["model_sha256"] != meta["model_sha256"]:
+        raise DeviceError(
+            f"the phone ran a model with sha256 {result['model_sha256'][:12]}, not this bundle's "
+            f"{meta['model_sha256'][:12]}; re-run with the bundle pushed (default) or reinstall the app"
+        )
+    return _write_result(config, bundle, device, result)
+
+
+def _connect(config: DeviceBenchConfig) -> tuple[Adb, Device]:
+    """adb bound to the one usable device (DeviceSkip without adb or a device)."""
     adb_path = shutil.which(config.adb)
     if adb_path is None:
         raise DeviceSkip(
@@ -193,11 +215,11 @@ def _run(config: DeviceBenchConfig) -> Path:
         )
     devices = parse_devices(Adb(adb_path, timeout=30)("devices", "-l"))
     dev = pick_device(devices, config.serial)
-    adb = Adb(adb_path, dev.serial, timeout=config.timeout_s)
-    model = adb("shell", "getprop", "ro.product.model").strip() or dev.props.get("model", "unknown")
-    abi = adb("shell", "getprop", "ro.product.cpu.abi").strip()
-    sdk = adb("shell", "getprop", "ro.build.version.sdk").strip()
+    return Adb(adb_path, dev.serial, timeout=config.timeout_s), dev
 
+
+def _install_app(adb: Adb, config: DeviceBenchConfig) -> None:
+    """Install the demo APK when built; otherwise the app must already be on the phone."""
     apk = Path(config.apk or DEFAULT_APK)
     if apk.exists():
         adb("install", "-r", "-g", str(apk))
@@ -208,36 +230,39 @@ def _run(config: DeviceBenchConfig) -> Path:
             f"the demo app ({APP_ID}) is not installed and {apk} is not built; build it with "
             "`cd android_demo && ./gradlew assembleDebug` or install it from Android Studio"
         )
-    extras = ["--ei", "warmup", str(config.warmup), "--ei", "runs", str(config.runs), "--es", "text", config.text]
-    if config.push_bundle:
-        adb("shell", "mkdir", "-p", DEVICE_BUNDLE_DIR)
-        for f in sorted(bundle.iterdir()):
-            if f.is_file():
-                adb("push", str(f), f"{DEVICE_BUNDLE_DIR}/{f.name}")
-        extras += ["--es", "bundle_dir", DEVICE_BUNDLE_DIR]
+
+
+def _push_bundle(adb: Adb, bundle: Path) -> list[str]:
+    """Copy the bundle to the app's files dir; returns the intent extras pointing the app at it."""
+    adb("shell", "mkdir", "-p", DEVICE_BUNDLE_DIR)
+    for f in sorted(bundle.iterdir()):
+        if f.is_file():
+            adb("push", str(f), f"{DEVICE_BUNDLE_DIR}/{f.name}")
+    return ["--es", "bundle_dir", DEVICE_BUNDLE_DIR]
+
+
+def _bench_on_device(adb: Adb, extras: list[str], timeout_s: float) -> dict:
+    """Start the app in benchmark mode and wait for its MBK_BENCH logcat line."""
     adb("logcat", "-c", check=False)
     adb("shell", "am", "start", "-W", "-S", "-n", ACTIVITY, "--es", "mode", "bench", *extras)
-    deadline = time.monotonic() + config.timeout_s
+    deadline = time.monotonic() + timeout_s
     while True:
         logcat = adb("logcat", "-d", "-v", "brief", "-s", f"{BENCH_TAG}:I")
         try:
-            result = parse_bench_line(logcat)
-            break
+            return parse_bench_line(logcat)
         except DeviceError:
             if time.monotonic() > deadline:
                 raise
             time.sleep(1.0)
-    if result["model_sha256"] != meta["model_sha256"]:
-        raise DeviceError(
-            f"the phone ran a model with sha256 {result['model_sha256'][:12]}, not this bundle's "
-            f"{meta['model_sha256'][:12]}; re-run with the bundle pushed (default) or reinstall the app"
-        )
+
+
+def _write_result(config: DeviceBenchConfig, bundle: Path, device: dict, result: dict) -> Path:
     out = Path(config.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_json(
         out,
         {
-            "device": {"serial": dev.serial, "model": model, "abi": abi, "sdk": sdk},
+            "device": device,
             "p50_ms": result["p50_ms"],
             "p90_ms": result["p90_ms"],
             "model_sha256": result["model_sha256"],

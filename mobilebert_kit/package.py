@@ -37,11 +37,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mobilebert_kit import formats as registry
 from mobilebert_kit.artifacts import (
     LABELS,
+    MANIFEST,
+    META,
+    VERIFY,
+    check_output_dir,
     file_hashes,
+    folder_size,
     library_versions,
     read_json,
+    read_labels,
     sha256_tree,
     staged_output,
     write_json,
@@ -49,22 +56,12 @@ from mobilebert_kit.artifacts import (
     write_manifest,
 )
 from mobilebert_kit.config import StageConfig
-from mobilebert_kit.errors import ArtifactError, PackageError
+from mobilebert_kit.errors import ArtifactError, ConfigError, PackageError
+from mobilebert_kit.formats import BundleFacts, ExportFormat
 from mobilebert_kit.stage import RunContext, StageResult
 
-META = "model_meta.json"
 GOLDEN = "golden.json"
-VERIFY = "verify.json"
 BUNDLE_VERSION = 1
-
-# target -> (export format folder, model file name inside the bundle)
-TARGETS: dict[str, tuple[str, str]] = {"android": ("ort", "model.ort"), "ios": ("coreml", "model.mlpackage")}
-
-# The Android demo pins this onnxruntime-android release (android_demo/app/build.gradle). ORT format
-# v6 is what onnxruntime 1.16+ writes and reads; 1.32 still writes v6. A .ort with a newer format
-# version than the pinned runtime reads is refused, rather than failing on the phone.
-ANDROID_ORT_VERSION = "1.22.0"
-ANDROID_MAX_ORT_FORMAT = 6
 
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
@@ -79,7 +76,18 @@ DEFAULT_GOLDEN_TEXTS = [
     " ".join(["long"] * 600),
 ]
 
-INSTALL_SUBDIR = {"android": Path("app/src/main/assets/bundle"), "ios": Path("MBKDemo/bundle")}
+
+def targets() -> list[str]:
+    """The phone targets some registered format is packaged for (android, ios)."""
+    return [f.package_target for f in registry.every() if f.package_target]
+
+
+def target_format(target: str) -> str:
+    """The registered export format a phone ``target`` is bundled from (android -> ort, ios -> coreml)."""
+    fmt = registry.for_target(target)
+    if fmt is None:
+        raise ConfigError(f"--target '{target}' is not supported; use one of: {', '.join(targets())}")
+    return fmt.name
 
 
 @dataclass
@@ -96,8 +104,8 @@ class PackageConfig(StageConfig):
 
     def validate(self) -> list[str]:
         problems = []
-        if self.target not in TARGETS:
-            problems.append(f"--target '{self.target}' is not supported; use one of: {', '.join(TARGETS)}")
+        if self.target not in targets():
+            problems.append(f"--target '{self.target}' is not supported; use one of: {', '.join(targets())}")
         if not self.golden_texts:
             problems.append("golden_texts is empty; the on-device self-test needs at least one text")
         if not self.golden_atol > 0:
@@ -145,21 +153,23 @@ def load_export(export_dir: Path, fmt: str) -> tuple[Path, dict]:
     return src, meta
 
 
-def model_path(src: Path, meta: dict, fmt: str) -> Path:
+def model_path(src: Path, meta: dict, fmt: ExportFormat) -> Path:
     name = meta.get("model_file")
     if name:
         p = src / name
     else:
-        suffix = ".ort" if fmt == "ort" else ".mlpackage"
+        suffix = Path(fmt.model_file).suffix
         found = sorted(src.glob(f"*{suffix}"))
         if len(found) != 1:
             raise ArtifactError(
                 f"{src / META} names no 'model_file' and {src} holds {len(found)} *{suffix} files; "
-                f"re-run `mbk export --format {fmt}`"
+                f"re-run `mbk export --format {fmt.name}`"
             )
         p = found[0]
     if not p.exists():
-        raise ArtifactError(f"model file {p} named in {src / META} does not exist; re-run `mbk export --format {fmt}`")
+        raise ArtifactError(
+            f"model file {p} named in {src / META} does not exist; re-run `mbk export --format {fmt.name}`"
+        )
     return p
 
 
@@ -259,126 +269,20 @@ def tokenizer_rules(src: Path, meta: dict, tokenizer) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------
-# Model introspection
-
-
-def ort_format_version(path: Path) -> int | None:
-    from onnxruntime.tools.ort_format_model.ort_flatbuffers_py.fbs import InferenceSession
-
-    buf = path.read_bytes()
-    try:
-        v = InferenceSession.InferenceSession.GetRootAs(buf, 0).OrtVersion()
-        return int(v.decode() if isinstance(v, bytes) else v)
-    except Exception:  # noqa: BLE001 - unreadable header: report as unknown, loading will tell more
-        return None
-
-
-class _OrtModel:
-    """What the bundle needs from a .ort/.onnx: inputs, fixed length, labels, vocab rows, logits."""
-
-    def __init__(self, path: Path):
-        import onnxruntime as ort
-
-        self.path = path
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = 1
-        so.log_severity_level = 4  # the vocab probe triggers an expected Gather error; keep it off stderr
-        if path.suffix == ".ort":
-            so.add_session_config_entry("session.load_model_format", "ORT")
-        try:
-            self.sess = ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
-        except Exception as e:  # noqa: BLE001
-            raise ArtifactError(
-                f"ONNX Runtime could not load {path} ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
-                "re-run `mbk export`"
-            ) from e
-        self.input_names = [i.name for i in self.sess.get_inputs()]
-        if "input_ids" not in self.input_names:
-            raise PackageError(
-                f"{path} has no 'input_ids' input (inputs: {', '.join(self.input_names)}); "
-                "it is not a BERT classifier export"
-            )
-        seq = self.sess.get_inputs()[self.input_names.index("input_ids")].shape
-        self.fixed_length = seq[1] if len(seq) > 1 and isinstance(seq[1], int) else None
-        self.output_names = [o.name for o in self.sess.get_outputs()]
-
-    def logits(self, ids: list[int], pad_id: int) -> list[float]:
-        import numpy as np
-
-        n = self.fixed_length or len(ids)
-        arr = np.full((1, n), pad_id, dtype=np.int64)
-        arr[0, : len(ids)] = ids
-        mask = np.zeros((1, n), dtype=np.int64)
-        mask[0, : len(ids)] = 1
-        feeds = {"input_ids": arr, "attention_mask": mask, "token_type_ids": np.zeros_like(arr)}
-        out = self.sess.run([self.output_names[0]], {k: v for k, v in feeds.items() if k in self.input_names})[0]
-        return [float(x) for x in np.asarray(out).reshape(-1)]
-
-    def embedding_rows_ok(self, vocab_size: int, pad_id: int) -> tuple[bool, bool]:
-        """(id vocab_size-1 runs, id vocab_size is rejected): both True iff the embedding has exactly vocab_size rows."""
-
-        def runs(i: int) -> bool:
-            try:
-                self.logits([i, i], pad_id)
-                return True
-            except Exception:  # noqa: BLE001 - ORT raises on out-of-range Gather indices
-                return False
-
-        return runs(vocab_size - 1), not runs(vocab_size)
-
-
-def coreml_spec_summary(path: Path) -> dict:
-    """Inspect an .mlpackage on Linux (no prediction): inputs, outputs, label count, embedding rows."""
-    import coremltools as ct
-
-    try:
-        mlmodel = ct.models.MLModel(str(path), skip_model_load=True)
-        spec = mlmodel.get_spec()
-    except Exception as e:  # noqa: BLE001
-        raise ArtifactError(
-            f"coremltools could not read {path} ({type(e).__name__}: {str(e)[:200]}); "
-            "re-run `mbk export --format coreml`"
-        ) from e
-
-    def shape_of(feature) -> dict:
-        t = feature.type.multiArrayType
-        info: dict[str, Any] = {"shape": list(t.shape)}
-        if t.HasField("shapeRange"):
-            info["ranges"] = [[r.lowerBound, r.upperBound] for r in t.shapeRange.sizeRanges]
-        return info
-
-    inputs = {f.name: shape_of(f) for f in spec.description.input}
-    outputs = {f.name: shape_of(f) for f in spec.description.output}
-    summary: dict[str, Any] = {
-        "specification_version": spec.specificationVersion,
-        "model_type": spec.WhichOneof("Type"),
-        "inputs": inputs,
-        "outputs": outputs,
-    }
-    # Embedding rows: the largest 2-D fixed-shape tensor feeding a gather in the ML program. With
-    # int8 weights the table comes out of a constexpr_* dequantize op rather than a const.
-    if spec.WhichOneof("Type") == "mlProgram":
-        main = spec.mlProgram.functions.get("main")
-        if main is not None:
-            block = main.block_specializations[main.opset]
-            const_shapes: dict[str, list[int]] = {}
-            gathers: list[str] = []
-            for op in block.operations:
-                if (op.type == "const" or op.type.startswith("constexpr_")) and op.outputs:
-                    dims = op.outputs[0].type.tensorType.dimensions
-                    if all(d.WhichOneof("dimension") == "constant" for d in dims):
-                        const_shapes[op.outputs[0].name] = [d.constant.size for d in dims]
-                elif op.type == "gather":
-                    for arg in op.inputs["x"].arguments:
-                        gathers.append(arg.name)
-            rows = [const_shapes[n][0] for n in gathers if n in const_shapes and len(const_shapes[n]) == 2]
-            if rows:
-                summary["embedding_rows"] = max(rows)
-    return summary
-
-
-# ----------------------------------------------------------------------------------------------
 # The stage
+
+
+@dataclass
+class _Inputs:
+    """What the bundle takes from the export folder besides the model."""
+
+    vocab: list[str]
+    tokenizer: Any
+    rules: dict
+    labels: list[str]
+    max_length: int
+    special_ids: dict[str, int]
+    pad_id: int
 
 
 def run(config: PackageConfig, ctx: RunContext | None = None) -> StageResult:
@@ -390,161 +294,152 @@ def run(config: PackageConfig, ctx: RunContext | None = None) -> StageResult:
     """
     ctx = ctx or RunContext()
     ctx.log(f"packaging {config.target} bundle from {config.export_dir} ...")
-    fmt, model_name = TARGETS[config.target]
+    fmt = registry.get(target_format(config.target))
     export_dir = Path(config.export_dir)
     out = config.output_path
-    from mobilebert_kit.artifacts import check_output_dir
-
     check_output_dir(out, ctx.overwrite)
-    zip_path = out.with_name(out.name + ".zip")
-    install_dir = Path(config.install_into) / INSTALL_SUBDIR[config.target] if config.install_into else None
-    if config.install_into and not Path(config.install_into).is_dir():
-        raise PackageError(
-            f"--install-into {config.install_into} is not a folder; pass the app folder "
-            f"({'android_demo' if config.target == 'android' else 'ios_demo'})"
-        )
-
-    src, meta = load_export(export_dir, fmt)
+    install_dir = _install_dir(config, fmt)
+    src, meta = load_export(export_dir, fmt.name)
     model = model_path(src, meta, fmt)
-    verify = check_verified(export_dir, src, meta, fmt, model)
-    vocab = read_vocab(src)
+    verify = check_verified(export_dir, src, meta, fmt.name, model)
+    inputs = _read_inputs(src, meta)
+    facts = fmt.bundle_facts(model, export_dir, inputs.vocab, inputs.special_ids, inputs.pad_id)
+    _check_label_count(facts, inputs.labels)
+    golden = _golden(inputs, facts.runtime, config.golden_texts, config.golden_atol, facts.fixed_length)
+    bundle_meta = _bundle_meta(config, fmt, export_dir, src, meta, inputs, facts, verify)
+    _write_bundle(config, out, install_dir, model, src, inputs.labels, golden, bundle_meta, ctx.overwrite)
+    return _result(config, out, bundle_meta)
 
+
+def _install_dir(config: PackageConfig, fmt: ExportFormat) -> Path | None:
+    if not config.install_into:
+        return None
+    if not Path(config.install_into).is_dir():
+        raise PackageError(
+            f"--install-into {config.install_into} is not a folder; pass the app folder ({fmt.demo_app})"
+        )
+    return Path(config.install_into) / str(fmt.app_bundle_dir)
+
+
+def _read_inputs(src: Path, meta: dict) -> _Inputs:
     from mobilebert_kit.models import load_tokenizer
 
+    vocab = read_vocab(src)
     tokenizer = load_tokenizer(str(src))
     rules = tokenizer_rules(src, meta, tokenizer)
     labels = _labels(src, meta)
-    max_length = int(meta.get("max_length") or 128)
     special_ids = {t: vocab.index(t) for t in SPECIAL_TOKENS if t in vocab}
-    pad_id = special_ids.get("[PAD]", 0)
+    max_length = int(meta.get("max_length") or 128)
+    return _Inputs(vocab, tokenizer, rules, labels, max_length, special_ids, special_ids.get("[PAD]", 0))
 
-    # Model facts: input names, label count, embedding rows; and the runtime that computes golden logits.
-    runtime: _OrtModel
-    model_facts: dict[str, Any] = {}
-    if fmt == "ort":
-        version = ort_format_version(model)
-        if version is not None and version > ANDROID_MAX_ORT_FORMAT:
-            raise PackageError(
-                f"{model} is ORT format v{version}; onnxruntime-android {ANDROID_ORT_VERSION} (pinned in "
-                f"android_demo) reads up to v{ANDROID_MAX_ORT_FORMAT}. Raise the pin in "
-                "android_demo/app/build.gradle and ANDROID_ORT_VERSION together"
-            )
-        model_facts["ort_format_version"] = version
-        model_facts["onnxruntime_android"] = ANDROID_ORT_VERSION
-        runtime = _OrtModel(model)
-        input_names = runtime.input_names
-        num_outputs = len(runtime.logits([special_ids["[CLS]"], special_ids["[SEP]"]], pad_id))
-        first_ok, past_end_rejected = runtime.embedding_rows_ok(len(vocab), pad_id)
-        if not (first_ok and past_end_rejected):
-            more = "more" if first_ok else "fewer"
-            raise PackageError(
-                f"vocab.txt has {len(vocab)} tokens but the model's word embedding has {more} rows; "
-                "the vocab does not belong to this model. Re-export with the model's own tokenizer"
-            )
-        embedding_rows = len(vocab)
-    else:
-        spec = coreml_spec_summary(model)
-        model_facts["coreml_spec"] = spec
-        input_names = list(spec["inputs"])
-        out_shape = next(iter(spec["outputs"].values()))["shape"] if spec["outputs"] else []
-        num_outputs = int(out_shape[-1]) if out_shape else len(labels)
-        embedding_rows = spec.get("embedding_rows", len(vocab))
-        if embedding_rows != len(vocab):
-            raise PackageError(
-                f"vocab.txt has {len(vocab)} tokens but the model's word embedding has {embedding_rows} rows; "
-                "the vocab does not belong to this model. Re-export with the model's own tokenizer"
-            )
-        runtime, model_facts["golden_logits_from"] = _reference_runtime_for_ios(export_dir)
-        if "input_ids" not in input_names:
-            raise PackageError(
-                f"{model} has no 'input_ids' input (inputs: {', '.join(input_names)}); "
-                "it is not a BERT classifier export"
-            )
-        fixed = spec["inputs"]["input_ids"]
-        model_facts["fixed_length"] = fixed["shape"][1] if "ranges" not in fixed and len(fixed["shape"]) > 1 else None
-    if num_outputs != len(labels):
+
+def _check_label_count(facts: BundleFacts, labels: list[str]) -> None:
+    if facts.num_outputs is not None and facts.num_outputs != len(labels):
         raise PackageError(
-            f"labels.json lists {len(labels)} labels ({', '.join(labels)}) but the model has {num_outputs} "
+            f"labels.json lists {len(labels)} labels ({', '.join(labels)}) but the model has {facts.num_outputs} "
             "outputs; fix the labels or re-export the right model"
         )
 
-    fixed_length = model_facts.get("fixed_length", getattr(runtime, "fixed_length", None))
-    golden = _golden(
-        tokenizer, runtime, config.golden_texts, max_length, pad_id, labels, config.golden_atol, fixed_length
-    )
 
-    # The zip is written from inside the staged folder; if anything fails afterwards it goes too.
+def _bundle_meta(
+    config: PackageConfig,
+    fmt: ExportFormat,
+    export_dir: Path,
+    src: Path,
+    meta: dict,
+    inputs: _Inputs,
+    facts: BundleFacts,
+    verify: dict,
+) -> dict:
+    """model_meta.json of the bundle (the model hash and file hashes are added once the files are in place)."""
+    return {
+        "bundle_version": BUNDLE_VERSION,
+        "target": config.target,
+        "format": fmt.name,
+        "model_file": fmt.model_file,
+        "model_sha256": None,
+        "input_names": facts.input_names,
+        "output_name": meta.get("output_names", ["logits"])[0] if meta.get("output_names") else "logits",
+        "max_length": inputs.max_length,
+        "fixed_length": facts.fixed_length,
+        "tokenizer": {
+            **inputs.rules,
+            "vocab_file": "vocab.txt",
+            "vocab_size": len(inputs.vocab),
+            "special_tokens": inputs.special_ids,
+            "embedding_rows": facts.embedding_rows,
+        },
+        "labels": inputs.labels,
+        "num_labels": len(inputs.labels),
+        "golden_file": GOLDEN,
+        "golden_atol": config.golden_atol,
+        "verify": verify,
+        "source": {"export_dir": str(export_dir), "format_dir": str(src), "export_meta_files": meta.get("files")},
+        **facts.facts,
+        "versions": library_versions(),
+    }
+
+
+def _write_bundle(
+    config: PackageConfig,
+    out: Path,
+    install_dir: Path | None,
+    model: Path,
+    src: Path,
+    labels: list[str],
+    golden: dict,
+    bundle_meta: dict,
+    overwrite: bool,
+) -> None:
+    """Write the bundle (and its zip, and the app's copy) atomically; the zip goes too if anything fails."""
+    zip_path = out.with_name(out.name + ".zip")
     zip_before = zip_path.exists()
     try:
-        with staged_output(out, overwrite=ctx.overwrite) as tmp:
-            if model.is_dir():
-                shutil.copytree(model, tmp / model_name)
-            else:
-                shutil.copy2(model, tmp / model_name)
-            for name in TOKENIZER_FILES:
-                if (src / name).exists():
-                    shutil.copy2(src / name, tmp / name)
+        with staged_output(out, overwrite=overwrite) as tmp:
+            _copy_model_and_tokenizer(model, src, tmp / bundle_meta["model_file"], tmp)
             write_labels(tmp, labels)
             write_json(tmp / GOLDEN, golden)
-            bundle_meta = {
-                "bundle_version": BUNDLE_VERSION,
-                "target": config.target,
-                "format": fmt,
-                "model_file": model_name,
-                "model_sha256": sha256_tree(tmp / model_name),
-                "input_names": input_names,
-                "output_name": meta.get("output_names", ["logits"])[0] if meta.get("output_names") else "logits",
-                "max_length": max_length,
-                "fixed_length": fixed_length,
-                "tokenizer": {
-                    **rules,
-                    "vocab_file": "vocab.txt",
-                    "vocab_size": len(vocab),
-                    "special_tokens": special_ids,
-                    "embedding_rows": embedding_rows,
-                },
-                "labels": labels,
-                "num_labels": len(labels),
-                "golden_file": GOLDEN,
-                "golden_atol": config.golden_atol,
-                "verify": verify,
-                "source": {
-                    "export_dir": str(export_dir),
-                    "format_dir": str(src),
-                    "export_meta_files": meta.get("files"),
-                },
-                **model_facts,
-                "versions": library_versions(),
-            }
-            bundle_meta["files"] = file_hashes(tmp, exclude=(META, "manifest.json"))
+            bundle_meta["model_sha256"] = sha256_tree(tmp / bundle_meta["model_file"])
+            bundle_meta["files"] = file_hashes(tmp, exclude=(META, MANIFEST))
             write_json(tmp / META, bundle_meta)
             write_manifest(
                 tmp,
                 stage="package",
-                config=_jsonable(config),
+                config=dataclasses.asdict(config),
                 inputs={"export": {"path": str(src), "sha256": sha256_tree(src)}},
                 metrics={"golden_texts": len(golden["vectors"])},
             )
             if config.make_zip:
                 _zip(tmp, zip_path, arcroot=out.name)
             if install_dir is not None:
-                # Replace the app's bundle folder atomically too (it is git-ignored).
-                with staged_output(install_dir, overwrite=True) as inst:
-                    for f in sorted(tmp.rglob("*")):
-                        if f.is_file():
-                            dest = inst / f.relative_to(tmp)
-                            dest.parent.mkdir(parents=True, exist_ok=True)
-                            shutil.copy2(f, dest)
+                _install(tmp, install_dir)
     except BaseException:
         if config.make_zip and not zip_before:
             zip_path.unlink(missing_ok=True)
         raise
-    return _result(config, out, bundle_meta)
+
+
+def _copy_model_and_tokenizer(model: Path, src: Path, dest: Path, folder: Path) -> None:
+    if model.is_dir():
+        shutil.copytree(model, dest)
+    else:
+        shutil.copy2(model, dest)
+    for name in TOKENIZER_FILES:
+        if (src / name).exists():
+            shutil.copy2(src / name, folder / name)
+
+
+def _install(bundle: Path, install_dir: Path) -> None:
+    """Replace the app's bundle folder atomically too (it is git-ignored)."""
+    with staged_output(install_dir, overwrite=True) as inst:
+        for f in sorted(bundle.rglob("*")):
+            if f.is_file():
+                dest = inst / f.relative_to(bundle)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(f, dest)
 
 
 def _result(config: PackageConfig, out: Path, meta: dict) -> StageResult:
-    from mobilebert_kit.artifacts import folder_size
-
     size_mb = folder_size(out) / 1e6
     summary = (
         f"{out}: {meta['model_file']} ({meta['num_labels']} labels, {len(meta['files'])} files, {size_mb:.1f} MB, "
@@ -559,8 +454,6 @@ def _result(config: PackageConfig, out: Path, meta: dict) -> StageResult:
 
 def _labels(src: Path, meta: dict) -> list[str]:
     if (src / LABELS).exists():
-        from mobilebert_kit.artifacts import read_labels
-
         labels = read_labels(src)
     elif isinstance(meta.get("labels"), list):
         labels = [str(x) for x in meta["labels"]]
@@ -574,48 +467,18 @@ def _labels(src: Path, meta: dict) -> list[str]:
     return labels
 
 
-def _reference_runtime_for_ios(export_dir: Path) -> tuple[_OrtModel, str]:
-    """CoreML cannot predict on Linux: golden logits come from the sibling ORT/ONNX export of the same model.
-
-    Verify has already proven the CoreML model matches PyTorch within its tolerance, and the ONNX
-    export within its own, so these logits are what the iPhone must reproduce (within golden_atol).
-    """
-    for fmt, pattern in (("onnx", "*.onnx"), ("ort", "*.ort")):
-        folder = export_dir / fmt
-        if folder.is_dir():
-            meta = read_json(folder / META) if (folder / META).exists() else {}
-            try:
-                path = model_path(folder, meta, fmt) if meta.get("model_file") else sorted(folder.glob(pattern))[0]
-            except (ArtifactError, IndexError):
-                continue
-            return _OrtModel(path), f"{fmt}/{path.name}"
-    raise PackageError(
-        f"CoreML cannot run on this machine, so golden logits come from the ONNX export, but {export_dir} "
-        "has no onnx/ or ort/ folder; run `mbk export --format onnx,coreml` first"
-    )
-
-
-def _golden(
-    tokenizer,
-    runtime: _OrtModel,
-    texts: list[str],
-    max_length: int,
-    pad_id: int,
-    labels: list[str],
-    atol: float,
-    fixed_length: int | None,
-) -> dict:
+def _golden(inputs: _Inputs, runtime, texts: list[str], atol: float, fixed_length: int | None) -> dict:
     vectors = []
     for text in texts:
-        enc = tokenizer(text, truncation=True, max_length=max_length)
+        enc = inputs.tokenizer(text, truncation=True, max_length=inputs.max_length)
         ids = [int(i) for i in enc["input_ids"]]
-        logits = runtime.logits(ids, pad_id)
+        logits = runtime.logits(ids, inputs.pad_id)
         best = max(range(len(logits)), key=logits.__getitem__)
-        vectors.append({"text": text, "input_ids": ids, "logits": logits, "label": labels[best]})
+        vectors.append({"text": text, "input_ids": ids, "logits": logits, "label": inputs.labels[best]})
     return {
-        "max_length": max_length,
+        "max_length": inputs.max_length,
         "fixed_length": fixed_length,
-        "pad_id": pad_id,
+        "pad_id": inputs.pad_id,
         "atol": atol,
         "note": "input_ids are unpadded; pad with pad_id (attention_mask 0) to fixed_length when it is set",
         "vectors": vectors,
@@ -636,15 +499,11 @@ def _zip(folder: Path, zip_path: Path, arcroot: str) -> None:
         raise
 
 
-def _jsonable(config: PackageConfig) -> dict:
-    return dataclasses.asdict(config)
-
-
 def verify_bundle(folder: str | os.PathLike) -> list[str]:
     """Re-check a bundle's recorded hashes; returns the problems (empty when intact)."""
     folder = Path(folder)
     meta = read_json(folder / META)
-    actual = file_hashes(folder, exclude=(META, "manifest.json"))
+    actual = file_hashes(folder, exclude=(META, MANIFEST))
     problems = [f"{f}: missing" for f in sorted(set(meta["files"]) - set(actual))]
     problems += [f"{f}: sha256 differs" for f in sorted(meta["files"]) if f in actual and actual[f] != meta["files"][f]]
     problems += [f"{f}: not recorded" for f in sorted(set(actual) - set(meta["files"]))]

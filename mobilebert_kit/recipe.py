@@ -512,7 +512,9 @@ def _cross_checks(stages: list[str], cfgs: dict[str, Any], shared_data: dict) ->
                     p.append(
                         f"verify.formats has '{f}' but export.formats ({', '.join(sorted(formats))}) does not make it"
                     )
-        need = {"android": "ort", "ios": "coreml"}
+        from mobilebert_kit.package import target_format, targets
+
+        need = {t: target_format(t) for t in targets()}
         for key, cfg in cfgs.items():
             if key.startswith("package-") and need.get(cfg.target) and need[cfg.target] not in formats:
                 p.append(

@@ -17,13 +17,13 @@ from __future__ import annotations
 import base64
 import html
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mobilebert_kit import formats as registry
+from mobilebert_kit.artifacts import COMPRESSION, META, METRICS, VERIFY, staged_output, write_text
 from mobilebert_kit.config import StageConfig, check_range
 from mobilebert_kit.errors import ArtifactError
 from mobilebert_kit.stage import RunContext, StageResult
@@ -31,7 +31,6 @@ from mobilebert_kit.stage import RunContext, StageResult
 HTML = "report.html"
 MD = "report.md"
 FILES = "report_files"
-EXPORT_FORMATS = ("onnx", "ort", "torchscript", "coreml")
 
 
 @dataclass
@@ -119,7 +118,7 @@ def _latency(rows: list[dict], *, path: Path | None = None, model: str | None = 
 
 
 def _params_of(folder: Path) -> int | None:
-    m = _read(folder / "metrics.json")
+    m = _read(folder / METRICS)
     for keys in (("parameters",), ("params",)):
         v = _get(m, *keys)
         if isinstance(v, int):
@@ -130,20 +129,44 @@ def _params_of(folder: Path) -> int | None:
 def collect(run_dir: Path, cfg: ReportConfig) -> dict:
     """Everything the report shows, as plain data (also handy for tests and --json)."""
     seq, case = _pick_case(_bench_rows(run_dir), cfg)
+    notes: list[str] = []
+    rows, curves = _pytorch_rows(run_dir, case)
+    rows += _compressed_rows(run_dir / "compressed", case, notes)
+    ver = _read(run_dir / "export" / VERIFY) or {}
+    rows += _export_rows(run_dir / "export", ver, case, rows)
+    # PyTorch reference timing of the exported source (bench's "pytorch fp32 (source)"), when nothing else matched it.
+    src = _latency(case, model="pytorch fp32 (source)")
+    if src is not None and not any(_same(src.get("path"), Path(r["folder"])) for r in rows):
+        notes.append(f"bench timed the exported source model in PyTorch fp32: p50 {src['p50_ms']:.2f} ms")
+    return {
+        "run_dir": str(run_dir),
+        "seq_len": seq,
+        "threads": cfg.threads,
+        "batch": cfg.batch,
+        "rows": rows,
+        "curves": curves,
+        "packages": _packages(run_dir / "package"),
+        "stages": _stages(run_dir / ".state"),
+        "notes": notes,
+        "verify_passed": ver.get("passed") if ver else None,
+        "headline": _headline(rows),
+    }
+
+
+def _pytorch_rows(run_dir: Path, case: list[dict]) -> tuple[list[dict], dict[str, list[dict]]]:
+    """The teacher and student rows, and their training curves."""
     rows: list[dict] = []
     curves: dict[str, list[dict]] = {}
-    notes: list[str] = []
-
-    for name, sub, kind in (("teacher", "teacher", "PyTorch fp32"), ("student", "student", "PyTorch fp32")):
-        folder = run_dir / sub
-        m = _read(folder / "metrics.json")
+    for name in ("teacher", "student"):
+        folder = run_dir / name
+        m = _read(folder / METRICS)
         if m is None:
             continue
         lat = _latency(case, path=folder)
         rows.append(
             {
                 "name": name,
-                "kind": kind,
+                "kind": "PyTorch fp32",
                 "accuracy": _get(m, "test", "accuracy"),
                 "macro_f1": _get(m, "test", "macro_f1"),
                 "params": _params_of(folder),
@@ -156,109 +179,99 @@ def collect(run_dir: Path, cfg: ReportConfig) -> dict:
         )
         if isinstance(m.get("history"), list) and m["history"]:
             curves[name] = m["history"]
+    return rows, curves
 
-    comp_dir = run_dir / "compressed"
-    cm = _read(comp_dir / "metrics.json")
-    if cm is not None:
-        steps = cm.get("steps") or []
-        params = next(
-            (s.get("params") for s in reversed(steps) if isinstance(s.get("params"), int)), _get(cm, "input", "params")
-        )
-        final = cm.get("final") or {}
-        size = _get(cm, "size_on_disk", "onnx_bytes") or _get(cm, "size_on_disk", "output_model_bytes")
-        comp_json = _read(comp_dir / "compression.json") or {}
-        kind = "ONNX int8" if comp_json.get("int8") else "pruned fp32"
-        lat = _latency(case, path=comp_dir)
-        rows.append(
-            {
-                "name": "compressed",
-                "kind": f"{kind} ({final.get('step') or 'input'})",
-                "accuracy": _get(final, "test", "accuracy"),
-                "macro_f1": _get(final, "test", "macro_f1"),
-                "params": params,
-                "size_bytes": size,
-                "p50_ms": _get(lat, "p50_ms"),
-                "p90_ms": _get(lat, "p90_ms"),
-                "parity": _guard_text(cm.get("guard")),
-                "folder": str(comp_dir),
-            }
-        )
-        if lat is not None and lat.get("runtime") == "pytorch":  # bench timed the fp32 weights, not the int8 graph
-            rows[-1]["p50_ms"] = rows[-1]["p90_ms"] = None
-            notes.append(
-                f"bench timed the compressed model's PyTorch fp32 weights (the export source): p50 {lat['p50_ms']:.2f} ms, "
-                f"p90 {lat['p90_ms']:.2f} ms"
-            )
 
-    export_dir = run_dir / "export"
-    ver = _read(export_dir / "verify.json") or {}
+def _compressed_rows(comp_dir: Path, case: list[dict], notes: list[str]) -> list[dict]:
+    cm = _read(comp_dir / METRICS)
+    if cm is None:
+        return []
+    steps = cm.get("steps") or []
+    params = next(
+        (s.get("params") for s in reversed(steps) if isinstance(s.get("params"), int)), _get(cm, "input", "params")
+    )
+    final = cm.get("final") or {}
+    size = _get(cm, "size_on_disk", "onnx_bytes") or _get(cm, "size_on_disk", "output_model_bytes")
+    kind = "ONNX int8" if (_read(comp_dir / COMPRESSION) or {}).get("int8") else "pruned fp32"
+    lat = _latency(case, path=comp_dir)
+    row = {
+        "name": "compressed",
+        "kind": f"{kind} ({final.get('step') or 'input'})",
+        "accuracy": _get(final, "test", "accuracy"),
+        "macro_f1": _get(final, "test", "macro_f1"),
+        "params": params,
+        "size_bytes": size,
+        "p50_ms": _get(lat, "p50_ms"),
+        "p90_ms": _get(lat, "p90_ms"),
+        "parity": _guard_text(cm.get("guard")),
+        "folder": str(comp_dir),
+    }
+    if lat is not None and lat.get("runtime") == "pytorch":  # bench timed the fp32 weights, not the int8 graph
+        row["p50_ms"] = row["p90_ms"] = None
+        notes.append(
+            f"bench timed the compressed model's PyTorch fp32 weights (the export source): p50 {lat['p50_ms']:.2f} ms, "
+            f"p90 {lat['p90_ms']:.2f} ms"
+        )
+    return [row]
+
+
+def _export_rows(export_dir: Path, ver: dict, case: list[dict], earlier: list[dict]) -> list[dict]:
+    """One row per exported format (every registered one present), with verify's parity."""
     manifest = _read(export_dir / "manifest.json") or {}
-    for fmt in EXPORT_FORMATS:
-        meta = _read(export_dir / fmt / "model_meta.json")
+    rows = []
+    for name in registry.names():
+        meta = _read(export_dir / name / META)
         if meta is None:
             continue
-        v = _get(ver, "formats", fmt) or {}
-        label = f"{fmt}{' int8' if meta.get('int8') else ' fp32'}"
-        lat = _latency(case, model=label) or _latency(case, path=export_dir / fmt / str(meta.get("model_file", "")))
+        v = _get(ver, "formats", name) or {}
+        label = f"{name}{' int8' if meta.get('int8') else ' fp32'}"
+        lat = _latency(case, model=label) or _latency(case, path=export_dir / name / str(meta.get("model_file", "")))
         rows.append(
             {
-                "name": f"export: {fmt}",
+                "name": f"export: {name}",
                 "kind": "int8" if meta.get("int8") else "fp32",
                 "accuracy": v.get("accuracy"),
                 "macro_f1": v.get("macro_f1"),
-                "params": _export_params(meta, rows),
-                "size_bytes": meta.get("size_bytes") or _get(manifest, "formats", fmt, "size_bytes"),
+                "params": _export_params(meta, earlier),
+                "size_bytes": meta.get("size_bytes") or _get(manifest, "formats", name, "size_bytes"),
                 "p50_ms": _get(lat, "p50_ms"),
                 "p90_ms": _get(lat, "p90_ms"),
                 "parity": _parity_text(v),
-                "folder": str(export_dir / fmt),
+                "folder": str(export_dir / name),
             }
         )
+    return rows
 
-    # PyTorch reference timing of the exported source (bench's "pytorch fp32 (source)"), when nothing else matched it.
-    src = _latency(case, model="pytorch fp32 (source)")
-    if src is not None and not any(_same(src.get("path"), Path(r["folder"])) for r in rows):
-        notes.append(f"bench timed the exported source model in PyTorch fp32: p50 {src['p50_ms']:.2f} ms")
 
+def _packages(pkg_root: Path) -> list[dict]:
+    if not pkg_root.is_dir():
+        return []
     packages = []
-    pkg_root = run_dir / "package"
-    if pkg_root.is_dir():
-        for d in sorted(p for p in pkg_root.iterdir() if p.is_dir()):
-            z = d.with_name(d.name + ".zip")
-            packages.append(
-                {
-                    "target": d.name,
-                    "folder": str(d),
-                    "size_bytes": _size(d),
-                    "zip": str(z) if z.exists() else None,
-                    "zip_bytes": _size(z) if z.exists() else None,
-                }
-            )
+    for d in sorted(p for p in pkg_root.iterdir() if p.is_dir()):
+        z = d.with_name(d.name + ".zip")
+        packages.append(
+            {
+                "target": d.name,
+                "folder": str(d),
+                "size_bytes": _size(d),
+                "zip": str(z) if z.exists() else None,
+                "zip_bytes": _size(z) if z.exists() else None,
+            }
+        )
+    return packages
 
+
+def _stages(state_dir: Path) -> list[dict]:
+    if not state_dir.is_dir():
+        return []
     stages = []
-    state_dir = run_dir / ".state"
-    if state_dir.is_dir():
-        for f in sorted(state_dir.glob("*.json"), key=lambda p: p.stat().st_mtime):
-            s = _read(f) or {}
-            if f.stem == "report":
-                continue
+    for f in sorted(state_dir.glob("*.json"), key=lambda p: p.stat().st_mtime):
+        s = _read(f) or {}
+        if f.stem != "report":
             stages.append(
                 {"step": f.stem, "status": s.get("status"), "seconds": s.get("seconds"), "finished": s.get("finished")}
             )
-
-    return {
-        "run_dir": str(run_dir),
-        "seq_len": seq,
-        "threads": cfg.threads,
-        "batch": cfg.batch,
-        "rows": rows,
-        "curves": curves,
-        "packages": packages,
-        "stages": stages,
-        "notes": notes,
-        "verify_passed": ver.get("passed") if ver else None,
-        "headline": _headline(rows),
-    }
+    return stages
 
 
 def _guard_text(guard: Any) -> str:
@@ -293,8 +306,10 @@ def _headline(rows: list[dict]) -> str | None:
     teacher = next((r for r in rows if r["name"] == "teacher"), None)
     if teacher is None or not teacher.get("accuracy"):
         return None
+    ranked = sorted((f for f in registry.every() if f.headline_rank is not None), key=lambda f: f.headline_rank)
     best = next(
-        (r for name in ("export: ort", "export: onnx") for r in rows if r["name"] == name and r.get("accuracy")), None
+        (r for f in ranked for r in rows if r["name"] == f"export: {f.name}" and r.get("accuracy")),
+        None,
     )
     if best is None:
         return None
@@ -321,6 +336,12 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     return front
 
 
+SCATTERS = (
+    ("accuracy_vs_latency", "p50_ms", "p50 latency (ms)", 1.0),
+    ("accuracy_vs_size", "size_bytes", "size on disk (MB)", 1e-6),
+)
+
+
 def _plots(data: dict, folder: Path) -> dict[str, Path]:
     import matplotlib
 
@@ -329,67 +350,69 @@ def _plots(data: dict, folder: Path) -> dict[str, Path]:
 
     out: dict[str, Path] = {}
     rows = [r for r in data["rows"] if isinstance(r.get("accuracy"), (int, float))]
-    for key, xkey, xlabel, scale in (
-        ("accuracy_vs_latency", "p50_ms", "p50 latency (ms)", 1.0),
-        ("accuracy_vs_size", "size_bytes", "size on disk (MB)", 1e-6),
-    ):
+    for key, xkey, xlabel, scale in SCATTERS:
         pts = [(r[xkey] * scale, r["accuracy"], r["name"]) for r in rows if isinstance(r.get(xkey), (int, float))]
-        if not pts:
-            continue
-        fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=100)
-        front = set(pareto_front([(x, y) for x, y, _ in pts]))
-        for i, (x, y, name) in enumerate(pts):
-            ax.scatter(
-                [x],
-                [y],
-                s=60 if i in front else 35,
-                marker="o" if i in front else "x",
-                color="tab:red" if i in front else "tab:gray",
-                zorder=3,
-            )
-            ax.annotate(name, (x, y), textcoords="offset points", xytext=(5, 4 + 9 * (i % 3)), fontsize=8)
-        fpts = sorted((pts[i][0], pts[i][1]) for i in front)
-        if len(fpts) > 1:
-            ax.step(
-                [p[0] for p in fpts],
-                [p[1] for p in fpts],
-                where="post",
-                color="tab:red",
-                alpha=0.6,
-                label="Pareto front",
-            )
-            ax.legend(loc="lower right", fontsize=8)
-        ax.set_xlabel(
-            xlabel + ("" if key.endswith("size") else f" — seq {data['seq_len']}, {data['threads']} thread(s)")
-        )
-        ax.set_ylabel("test accuracy")
-        ax.set_title(key.replace("_", " "))
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        out[key] = folder / f"{key}.png"
-        fig.savefig(out[key])
-        plt.close(fig)
+        if pts:
+            if not key.endswith("size"):
+                xlabel += f" — seq {data['seq_len']}, {data['threads']} thread(s)"
+            out[key] = _save(plt, _scatter(plt, pts, key, xlabel), folder / f"{key}.png")
     if data["curves"]:
-        fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.6), dpi=100)
-        for name, hist in data["curves"].items():
-            ep = [h.get("epoch", i + 1) for i, h in enumerate(hist)]
-            if any("train_loss" in h for h in hist):
-                a1.plot(ep, [h.get("train_loss") for h in hist], marker="o", label=name)
-            for k in ("val_accuracy", "val_macro_f1"):
-                if any(k in h for h in hist):
-                    a2.plot(ep, [h.get(k) for h in hist], marker="o", label=f"{name} {k[4:]}")
-        a1.set_title("training loss")
-        a2.set_title("validation")
-        for a in (a1, a2):
-            a.set_xlabel("epoch")
-            a.grid(alpha=0.3)
-            if a.get_legend_handles_labels()[0]:
-                a.legend(fontsize=8)
-        fig.tight_layout()
-        out["training_curves"] = folder / "training_curves.png"
-        fig.savefig(out["training_curves"])
-        plt.close(fig)
+        out["training_curves"] = _save(plt, _curves(plt, data["curves"]), folder / "training_curves.png")
     return out
+
+
+def _save(plt, fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _scatter(plt, pts: list[tuple[float, float, str]], key: str, xlabel: str):
+    """Accuracy against x, the Pareto front in red."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=100)
+    front = set(pareto_front([(x, y) for x, y, _ in pts]))
+    for i, (x, y, name) in enumerate(pts):
+        on_front = i in front
+        ax.scatter(
+            [x],
+            [y],
+            s=60 if on_front else 35,
+            marker="o" if on_front else "x",
+            color="tab:red" if on_front else "tab:gray",
+            zorder=3,
+        )
+        ax.annotate(name, (x, y), textcoords="offset points", xytext=(5, 4 + 9 * (i % 3)), fontsize=8)
+    fpts = sorted((pts[i][0], pts[i][1]) for i in front)
+    if len(fpts) > 1:
+        xs, ys = [p[0] for p in fpts], [p[1] for p in fpts]
+        ax.step(xs, ys, where="post", color="tab:red", alpha=0.6, label="Pareto front")
+        ax.legend(loc="lower right", fontsize=8)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("test accuracy")
+    ax.set_title(key.replace("_", " "))
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def _curves(plt, curves: dict[str, list[dict]]):
+    """Training loss and validation metrics per epoch, one line per trained model."""
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.6), dpi=100)
+    for name, hist in curves.items():
+        ep = [h.get("epoch", i + 1) for i, h in enumerate(hist)]
+        if any("train_loss" in h for h in hist):
+            a1.plot(ep, [h.get("train_loss") for h in hist], marker="o", label=name)
+        for k in ("val_accuracy", "val_macro_f1"):
+            if any(k in h for h in hist):
+                a2.plot(ep, [h.get(k) for h in hist], marker="o", label=f"{name} {k[4:]}")
+    a1.set_title("training loss")
+    a2.set_title("validation")
+    for a in (a1, a2):
+        a.set_xlabel("epoch")
+        a.grid(alpha=0.3)
+        if a.get_legend_handles_labels()[0]:
+            a.legend(fontsize=8)
+    return fig
 
 
 # --------------------------------------------------------------------------- rendering
@@ -430,12 +453,7 @@ def render_markdown(data: dict, title: str, plots: dict[str, Path]) -> str:
     lines = [f"# {title}", ""]
     if data["headline"]:
         lines += [f"**{data['headline']}**", ""]
-    lat = (
-        f"Latency: bench, batch {data['batch']}, sequence {data['seq_len']}, {data['threads']} thread(s)."
-        if data["seq_len"]
-        else "Latency: no bench results in this run."
-    )
-    lines += [lat, "", "| " + " | ".join(c for c, _, _ in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += [_latency_line(data), "", "| " + " | ".join(c for c, _, _ in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in _table_cells(data)]
     if not data["rows"]:
         lines.append("| (no stage outputs found) |" + " |" * (len(COLUMNS) - 1))
@@ -444,11 +462,7 @@ def render_markdown(data: dict, title: str, plots: dict[str, Path]) -> str:
         lines.append(f"- {n}")
     if data["notes"]:
         lines.append("")
-    for key, title_ in (
-        ("training_curves", "Training curves"),
-        ("accuracy_vs_latency", "Accuracy vs latency"),
-        ("accuracy_vs_size", "Accuracy vs size"),
-    ):
+    for key, title_ in PLOTS:
         if key in plots:
             lines += [f"## {title_}", "", f"![{title_}]({FILES}/{plots[key].name})", ""]
     if data["packages"]:
@@ -470,6 +484,25 @@ def render_markdown(data: dict, title: str, plots: dict[str, Path]) -> str:
     return "\n".join(lines) + "\n"
 
 
+PLOTS = (
+    ("training_curves", "Training curves"),
+    ("accuracy_vs_latency", "Accuracy vs latency"),
+    ("accuracy_vs_size", "Accuracy vs size"),
+)
+STYLE = (
+    "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
+    "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
+    "td:first-child,td:nth-child(2),td:last-child,th{text-align:left}th{background:#f3f3f3}"
+    "img{max-width:100%;border:1px solid #eee}"
+)
+
+
+def _latency_line(data: dict) -> str:
+    if not data["seq_len"]:
+        return "Latency: no bench results in this run."
+    return f"Latency: bench, batch {data['batch']}, sequence {data['seq_len']}, {data['threads']} thread(s)."
+
+
 def render_html(data: dict, title: str, plots: dict[str, Path]) -> str:
     e = html.escape
     head = "".join(f"<th>{e(c)}</th>" for c, _, _ in COLUMNS)
@@ -477,54 +510,48 @@ def render_html(data: dict, title: str, plots: dict[str, Path]) -> str:
     if not data["rows"]:
         body = f"<tr><td colspan='{len(COLUMNS)}'>(no stage outputs found)</td></tr>"
     parts = [
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{e(title)}</title><style>"
-        "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
-        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
-        "td:first-child,td:nth-child(2),td:last-child,th{text-align:left}th{background:#f3f3f3}"
-        "img{max-width:100%;border:1px solid #eee}</style></head><body>",
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{e(title)}</title><style>{STYLE}</style></head><body>",
         f"<h1>{e(title)}</h1>",
     ]
     if data["headline"]:
         parts.append(f"<p><strong>{e(data['headline'])}</strong></p>")
-    lat = (
-        f"Latency: bench, batch {data['batch']}, sequence {data['seq_len']}, {data['threads']} thread(s)."
-        if data["seq_len"]
-        else "Latency: no bench results in this run."
-    )
-    parts.append(f"<p>{e(lat)}</p>")
+    parts.append(f"<p>{e(_latency_line(data))}</p>")
     parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
     if data["notes"]:
         parts.append("<ul>" + "".join(f"<li>{e(n)}</li>" for n in data["notes"]) + "</ul>")
-    for key, title_ in (
-        ("training_curves", "Training curves"),
-        ("accuracy_vs_latency", "Accuracy vs latency"),
-        ("accuracy_vs_size", "Accuracy vs size"),
-    ):
-        if key in plots:
-            b64 = base64.b64encode(plots[key].read_bytes()).decode("ascii")
-            parts.append(f"<h2>{title_}</h2><img alt='{title_}' src='data:image/png;base64,{b64}'>")
-    if data["packages"]:
-        parts.append(
-            "<h2>Packages</h2><ul>"
-            + "".join(
-                f"<li>{e(p['target'])}: {e(p['folder'])} ({_fmt(p['size_bytes'], 'mb')})</li>" for p in data["packages"]
-            )
-            + "</ul>"
-        )
-    if data["stages"]:
-        parts.append(
-            "<h2>Stages</h2><table><tr><th>step</th><th>status</th><th>seconds</th></tr>"
-            + "".join(
-                f"<tr><td>{e(s['step'])}</td><td>{e(str(s['status']))}</td><td>{s['seconds'] if s['seconds'] is not None else '—'}</td></tr>"
-                for s in data["stages"]
-            )
-            + "</table>"
-        )
+    parts += _html_plots(plots) + _html_packages_and_stages(data)
     parts.append(
         f"<p><em>Written by mbk report on {time.strftime('%Y-%m-%d %H:%M:%S')} from {e(data['run_dir'])}.</em></p>"
     )
     parts.append("</body></html>\n")
     return "\n".join(parts)
+
+
+def _html_plots(plots: dict[str, Path]) -> list[str]:
+    parts = []
+    for key, title_ in PLOTS:
+        if key in plots:
+            b64 = base64.b64encode(plots[key].read_bytes()).decode("ascii")
+            parts.append(f"<h2>{title_}</h2><img alt='{title_}' src='data:image/png;base64,{b64}'>")
+    return parts
+
+
+def _html_packages_and_stages(data: dict) -> list[str]:
+    e = html.escape
+    parts = []
+    if data["packages"]:
+        items = "".join(
+            f"<li>{e(p['target'])}: {e(p['folder'])} ({_fmt(p['size_bytes'], 'mb')})</li>" for p in data["packages"]
+        )
+        parts.append(f"<h2>Packages</h2><ul>{items}</ul>")
+    if data["stages"]:
+        rows = "".join(
+            f"<tr><td>{e(s['step'])}</td><td>{e(str(s['status']))}</td>"
+            f"<td>{s['seconds'] if s['seconds'] is not None else '—'}</td></tr>"
+            for s in data["stages"]
+        )
+        parts.append(f"<h2>Stages</h2><table><tr><th>step</th><th>status</th><th>seconds</th></tr>{rows}</table>")
+    return parts
 
 
 def run(config: ReportConfig, ctx: RunContext | None = None) -> StageResult:
@@ -535,22 +562,13 @@ def run(config: ReportConfig, ctx: RunContext | None = None) -> StageResult:
         raise ArtifactError(f"run folder {run_dir} does not exist; run `mbk run RECIPE` first or pass the run folder")
     data = collect(run_dir, config)
     title = config.title or f"mobilebert_kit run: {run_dir.resolve().name}"
-    tmp = Path(tempfile.mkdtemp(prefix=".report.tmp-", dir=run_dir))
-    try:
-        (tmp / FILES).mkdir()
-        plots = _plots(data, tmp / FILES)
-        (tmp / MD).write_text(render_markdown(data, title, plots), encoding="utf-8")
-        (tmp / HTML).write_text(render_html(data, title, plots), encoding="utf-8")
-        # Move into place: the plots first, the pages last, so a page never points at missing plots.
-        old = run_dir / f".{FILES}.old-{os.getpid()}"
-        if (run_dir / FILES).exists():
-            os.replace(run_dir / FILES, old)
-        os.replace(tmp / FILES, run_dir / FILES)
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(tmp / MD, run_dir / MD)
-        os.replace(tmp / HTML, run_dir / HTML)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    # The plots first, the pages last, so a page never points at missing plots.
+    with staged_output(run_dir / FILES, overwrite=True) as files:
+        plots = _plots(data, files)
+        md = render_markdown(data, title, plots)
+        page = render_html(data, title, plots)
+    write_text(run_dir / MD, md)
+    write_text(run_dir / HTML, page)
     log(f"report: {len(data['rows'])} model rows, {len(plots)} plots")
     out = run_dir / HTML
     line = f"report written to {out} and {out.with_name(MD)}" + (f": {data['headline']}" if data["headline"] else "")

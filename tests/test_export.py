@@ -8,8 +8,10 @@ import sys
 
 import pytest
 
-from mobilebert_kit.artifacts import file_hashes, read_json, sha256_file
-from mobilebert_kit.export import FORMATS, META
+from mobilebert_kit.artifacts import META, file_hashes, read_json, sha256_file
+from mobilebert_kit.formats import every
+
+FORMATS = [f.name for f in every(in_all=True)]
 
 
 def tiny_with_manifest(src, folder, data_csv, max_length=64):
@@ -90,13 +92,14 @@ def test_int8_export(tiny_classifier_dir, tmp_path, cli):
 
 def test_compression_onnx_graph_is_copied(tiny_classifier_dir, tmp_path, cli):
     from mobilebert_kit import onnx_tools as ot
+    from mobilebert_kit.quantize import Int8Dynamic, quantize
 
     model = tmp_path / "compressed"
     shutil.copytree(tiny_classifier_dir, model)
     (model / "onnx").mkdir()
     ot.export_onnx(model, tmp_path / "fp32.onnx")
     ot.optimize_onnx(tmp_path / "fp32.onnx", tmp_path / "fused.onnx", 2, 32)
-    ot.quantize_onnx_dynamic(tmp_path / "fused.onnx", model / "onnx" / "model.onnx")
+    quantize(tmp_path / "fused.onnx", model / "onnx" / "model.onnx", Int8Dynamic())
     (model / "compression.json").write_text(
         json.dumps(
             {
@@ -152,13 +155,13 @@ def test_coreml_without_coremltools(cli, tmp_path, tiny_classifier_dir, monkeypa
 
 
 def test_failure_leaves_nothing_half_written(cli, tmp_path, tiny_classifier_dir, monkeypatch):
-    import mobilebert_kit.export as ex
+    from mobilebert_kit import formats
     from mobilebert_kit.errors import ExportError
 
     def boom(*a, **k):
         raise ExportError("TorchScript export failed (simulated)")
 
-    monkeypatch.setattr(ex, "_build_torchscript", boom)
+    monkeypatch.setattr(formats.get("torchscript"), "export", boom)
     r = cli("export", "-f", "onnx", "-f", "torchscript", "--model", tiny_classifier_dir, "-o", tmp_path / "e")
     assert r.exit_code == 1 and "simulated" in r.output
     assert [p.name for p in (tmp_path / "e").iterdir()] == []  # onnx was built, but never moved into place

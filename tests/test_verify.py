@@ -7,8 +7,10 @@ import shutil
 
 import pytest
 
-from mobilebert_kit.artifacts import file_hashes, read_json
-from mobilebert_kit.export import FORMATS, META
+from mobilebert_kit.artifacts import META, file_hashes, read_json
+from mobilebert_kit.formats import every
+
+FORMATS = [f.name for f in every(in_all=True)]
 
 
 @pytest.fixture(scope="module")

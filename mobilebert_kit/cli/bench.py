@@ -7,7 +7,9 @@ import click
 from mobilebert_kit.cli.common import emit_result, save_recipe_option, write_stage_recipe
 
 
-def _ints(value: str, name: str) -> list[int]:
+def _ints(value: str | None, name: str) -> list[int] | None:
+    if value is None:
+        return None
     try:
         return [int(v) for v in value.split(",") if v.strip()]
     except ValueError as e:
@@ -18,10 +20,8 @@ def _ints(value: str, name: str) -> list[int]:
 @click.option(
     "--export-dir",
     "-e",
-    default="artifacts/export",
-    show_default=True,
     type=click.Path(),
-    help="Folder written by `mbk export`.",
+    help="Folder written by `mbk export`. [default: artifacts/export]",
 )
 @click.option(
     "--format",
@@ -40,21 +40,14 @@ def _ints(value: str, name: str) -> list[int]:
     type=click.Path(),
     help="Time these .onnx/.ort/.pt/.pte files or classifier folders instead of the export dir (repeatable).",
 )
-@click.option("--seq-lengths", default="16,64,128", show_default=True, help="Comma-separated sequence lengths.")
-@click.option("--batch-sizes", default="1", show_default=True, help="Comma-separated batch sizes.")
-@click.option("--threads", default="1,2", show_default=True, help="Comma-separated intra-op thread counts.")
-@click.option("--warmup", type=int, default=5, show_default=True, help="Warm-up runs per case.")
-@click.option("--runs", type=int, default=30, show_default=True, help="Timed runs per case.")
-@click.option("--rounds", type=int, default=3, show_default=True, help="Interleaved rounds the runs are split into.")
-@click.option("--pytorch/--no-pytorch", default=True, show_default=True, help="Also time the source PyTorch model.")
-@click.option(
-    "--output",
-    "-o",
-    default="artifacts/bench",
-    show_default=True,
-    type=click.Path(),
-    help="Where bench.json/bench.md go.",
-)
+@click.option("--seq-lengths", help="Comma-separated sequence lengths. [default: 16,64,128]")
+@click.option("--batch-sizes", help="Comma-separated batch sizes. [default: 1]")
+@click.option("--threads", help="Comma-separated intra-op thread counts. [default: 1,2]")
+@click.option("--warmup", type=int, help="Warm-up runs per case. [default: 5]")
+@click.option("--runs", type=int, help="Timed runs per case. [default: 30]")
+@click.option("--rounds", type=int, help="Interleaved rounds the runs are split into. [default: 3]")
+@click.option("--pytorch/--no-pytorch", default=None, help="Also time the source PyTorch model. [default: pytorch]")
+@click.option("--output", "-o", type=click.Path(), help="Where bench.json/bench.md go. [default: artifacts/bench]")
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty output folder.")
 @click.option("--quiet", "-q", is_flag=True, help="No log lines or table.")
 @click.option("--json", "as_json", is_flag=True, help="Print bench.json on stdout.")
@@ -88,18 +81,19 @@ def command(
     from mobilebert_kit.bench import BenchConfig, run
     from mobilebert_kit.stage import RunContext
 
-    config = BenchConfig(
-        export_dir=export_dir,
-        formats=list(formats) if formats or models else ["onnx", "ort"],
-        models=list(models),
-        pytorch=pytorch,
-        seq_lengths=_ints(seq_lengths, "--seq-lengths"),
-        batch_sizes=_ints(batch_sizes, "--batch-sizes"),
-        threads=_ints(threads, "--threads"),
-        warmup=warmup,
-        runs=runs,
-        rounds=rounds,
-        output=output,
-    )
+    section = {
+        "export_dir": export_dir,
+        "formats": list(formats) if formats else ([] if models else None),
+        "models": list(models) or None,
+        "pytorch": pytorch,
+        "seq_lengths": _ints(seq_lengths, "--seq-lengths"),
+        "batch_sizes": _ints(batch_sizes, "--batch-sizes"),
+        "threads": _ints(threads, "--threads"),
+        "warmup": warmup,
+        "runs": runs,
+        "rounds": rounds,
+        "output": output,
+    }
+    config = BenchConfig.from_dict({k: v for k, v in section.items() if v is not None})
     write_stage_recipe(save_recipe, "bench", config.to_dict())
     emit_result(run(config, RunContext(overwrite=overwrite, quiet=quiet or as_json)), as_json, quiet)

@@ -10,25 +10,19 @@ from mobilebert_kit.cli.common import emit
 @click.command("device-bench")
 @click.option(
     "--bundle",
-    default="artifacts/package/android",
-    show_default=True,
     type=click.Path(),
-    help="Android bundle written by `mbk package --target android`.",
+    help="Android bundle written by `mbk package --target android`. [default: artifacts/package/android]",
 )
 @click.option(
     "--apk", default=None, type=click.Path(), help="Demo APK to install [default: android_demo's debug APK if built]."
 )
 @click.option("--serial", "-s", default=None, help="adb serial of the phone (when several are attached).")
-@click.option("--warmup", default=10, show_default=True, type=int, help="Untimed runs first.")
-@click.option("--runs", default=50, show_default=True, type=int, help="Timed runs.")
-@click.option("--text", default="a wonderful, moving film with a clever script", show_default=True, help="Input text.")
-@click.option(
-    "--output", "-o", default="artifacts/device_bench.json", show_default=True, type=click.Path(), help="Result JSON."
-)
+@click.option("--warmup", type=int, help="Untimed runs first. [default: 10]")
+@click.option("--runs", type=int, help="Timed runs. [default: 50]")
+@click.option("--text", help="Input text. [default: a wonderful, moving film with a clever script]")
+@click.option("--output", "-o", type=click.Path(), help="Result JSON. [default: artifacts/device_bench.json]")
 @click.option("--no-push", is_flag=True, help="Use the bundle inside the APK instead of pushing this one.")
-@click.option(
-    "--timeout", "timeout_s", default=180.0, show_default=True, type=float, help="Seconds to wait for the app."
-)
+@click.option("--timeout", "timeout_s", type=float, help="Seconds to wait for the app. [default: 180]")
 @click.option("--require-device", is_flag=True, help="Fail (instead of SKIP) when adb or a phone is missing.")
 @click.option("--quiet", "-q", is_flag=True, help="No log lines.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result JSON on stdout.")
@@ -46,18 +40,19 @@ def command(
     from mobilebert_kit.device_bench import DeviceBenchConfig, DeviceSkip, run
     from mobilebert_kit.stage import RunContext
 
-    config = DeviceBenchConfig(
-        bundle=bundle,
-        apk=apk,
-        serial=serial,
-        warmup=warmup,
-        runs=runs,
-        text=text,
-        output=output,
-        require_device=require_device,
-        timeout_s=timeout_s,
-        push_bundle=not no_push,
-    )
+    section = {
+        "bundle": bundle,
+        "apk": apk,
+        "serial": serial,
+        "warmup": warmup,
+        "runs": runs,
+        "text": text,
+        "output": output,
+        "require_device": require_device or None,
+        "timeout_s": timeout_s,
+        "push_bundle": False if no_push else None,
+    }
+    config = DeviceBenchConfig.from_dict({k: v for k, v in section.items() if v is not None})
     try:
         result = run(config, RunContext(quiet=quiet or as_json))
     except DeviceSkip as e:

@@ -13,19 +13,15 @@ from mobilebert_kit.cli.common import emit_result, save_recipe_option, write_sta
     "-f",
     "formats",
     multiple=True,
-    default=("all",),
-    show_default=True,
     metavar="FORMAT",
     help="onnx, ort, torchscript, coreml, executorch (optional extra) or all (= the first four); "
-    "repeat or comma-separate for several.",
+    "repeat or comma-separate for several. [default: all]",
 )
 @click.option(
     "--model",
     "-m",
-    default="artifacts/compressed",
-    show_default=True,
     type=click.Path(),
-    help="Classifier folder to export (compress/distill/finetune output).",
+    help="Classifier folder to export (compress/distill/finetune output). [default: artifacts/compressed]",
 )
 @click.option(
     "--max-length", type=int, default=None, help="Longest input (default: what the model was trained with, else 128)."
@@ -33,21 +29,17 @@ from mobilebert_kit.cli.common import emit_result, save_recipe_option, write_sta
 @click.option(
     "--int8/--fp32", "int8", default=None, help="Force INT8 or fp32 (default: what compression.json asks for)."
 )
-@click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset.")
+@click.option("--opset", type=int, help="ONNX opset. [default: 17]")
 @click.option(
     "--coreml-precision",
     type=click.Choice(["fp32", "fp16"]),
-    default="fp32",
-    show_default=True,
-    help="Compute precision of the CoreML mlprogram.",
+    help="Compute precision of the CoreML mlprogram. [default: fp32]",
 )
 @click.option(
     "--output",
     "-o",
-    default="artifacts/export",
-    show_default=True,
     type=click.Path(),
-    help="Export folder; each format goes to <output>/<format>/.",
+    help="Export folder; each format goes to <output>/<format>/. [default: artifacts/export]",
 )
 @click.option("--overwrite", is_flag=True, help="Replace existing format folders.")
 @click.option("--quiet", "-q", is_flag=True, help="No log lines.")
@@ -68,14 +60,15 @@ def command(save_recipe, formats, model, max_length, int8, opset, coreml_precisi
     from mobilebert_kit.stage import RunContext
 
     names = [f.strip() for item in formats for f in item.split(",") if f.strip()]
-    config = ExportConfig(
-        model=model,
-        output=output,
-        formats=names,
-        opset=opset,
-        max_length=max_length,
-        int8=int8,
-        coreml_precision=coreml_precision,
-    )
+    section = {
+        "model": model,
+        "output": output,
+        "formats": names if formats else None,
+        "opset": opset,
+        "max_length": max_length,
+        "int8": int8,
+        "coreml_precision": coreml_precision,
+    }
+    config = ExportConfig.from_dict({k: v for k, v in section.items() if v is not None})
     write_stage_recipe(save_recipe, "export", config.to_dict())
     emit_result(run(config, RunContext(overwrite=overwrite, quiet=quiet or as_json)), as_json, quiet)

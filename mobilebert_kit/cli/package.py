@@ -11,10 +11,8 @@ from mobilebert_kit.cli.common import emit_result, save_recipe_option, write_sta
 @click.option("--target", "-t", required=True, help="android (.ort, ONNX Runtime Mobile) or ios (.mlpackage, CoreML).")
 @click.option(
     "--export-dir",
-    default="artifacts/export",
-    show_default=True,
     type=click.Path(),
-    help="Folder written by `mbk export` (and checked by `mbk verify`).",
+    help="Folder written by `mbk export` (and checked by `mbk verify`). [default: artifacts/export]",
 )
 @click.option(
     "--output", "-o", default=None, type=click.Path(), help="Bundle folder [default: artifacts/package/<target>]."
@@ -39,7 +37,7 @@ from mobilebert_kit.cli.common import emit_result, save_recipe_option, write_sta
 def command(
     save_recipe,
     target: str,
-    export_dir: str,
+    export_dir: str | None,
     output: str | None,
     overwrite: bool,
     no_zip: bool,
@@ -60,15 +58,14 @@ def command(
     from mobilebert_kit.package import PackageConfig, run
     from mobilebert_kit.stage import RunContext
 
-    kwargs = {
+    section = {
         "target": target,
         "export_dir": export_dir,
         "output": output,
-        "make_zip": not no_zip,
+        "make_zip": False if no_zip else None,
         "install_into": install_into,
+        "golden_texts": list(golden_texts) or None,
     }
-    if golden_texts:
-        kwargs["golden_texts"] = list(golden_texts)
-    config = PackageConfig(**kwargs)
+    config = PackageConfig.from_dict({k: v for k, v in section.items() if v is not None})
     write_stage_recipe(save_recipe, "package", config.to_dict())
     emit_result(run(config, RunContext(overwrite=overwrite, quiet=quiet or as_json)), as_json, quiet)

@@ -19,10 +19,8 @@ def _fmt(v, pct=False):
 @click.option(
     "--export-dir",
     "-e",
-    default="artifacts/export",
-    show_default=True,
     type=click.Path(),
-    help="Folder written by `mbk export`.",
+    help="Folder written by `mbk export`. [default: artifacts/export]",
 )
 @click.option(
     "--format",
@@ -44,24 +42,12 @@ def _fmt(v, pct=False):
     "--data", default=None, help="Data to verify on (default: what the model was trained on); its test split is used."
 )
 @click.option("--max-examples", type=int, default=None, help="Verify on a seeded subset of the test split.")
-@click.option(
-    "--max-abs-diff", type=float, default=1e-3, show_default=True, help="fp32 artifacts: max |logit difference|."
-)
-@click.option(
-    "--min-agreement", type=float, default=0.995, show_default=True, help="fp32 artifacts: min label agreement (0-1)."
-)
-@click.option(
-    "--max-accuracy-drop", type=float, default=0.005, show_default=True, help="fp32 artifacts: max accuracy drop (0-1)."
-)
-@click.option(
-    "--int8-max-abs-diff", type=float, default=None, help="INT8 artifacts: max |logit difference| (default: not gated)."
-)
-@click.option(
-    "--int8-min-agreement", type=float, default=0.97, show_default=True, help="INT8 artifacts: min label agreement."
-)
-@click.option(
-    "--int8-max-accuracy-drop", type=float, default=0.01, show_default=True, help="INT8 artifacts: max accuracy drop."
-)
+@click.option("--max-abs-diff", type=float, help="fp32 artifacts: max |logit difference|. [default: 0.001]")
+@click.option("--min-agreement", type=float, help="fp32 artifacts: min label agreement (0-1). [default: 0.995]")
+@click.option("--max-accuracy-drop", type=float, help="fp32 artifacts: max accuracy drop (0-1). [default: 0.005]")
+@click.option("--int8-max-abs-diff", type=float, help="INT8 artifacts: max |logit difference| (default: not gated).")
+@click.option("--int8-min-agreement", type=float, help="INT8 artifacts: min label agreement. [default: 0.97]")
+@click.option("--int8-max-accuracy-drop", type=float, help="INT8 artifacts: max accuracy drop. [default: 0.01]")
 @click.option(
     "--node/--no-node",
     "node",
@@ -71,23 +57,7 @@ def _fmt(v, pct=False):
 @click.option("--quiet", "-q", is_flag=True, help="No log lines.")
 @click.option("--json", "as_json", is_flag=True, help="Print verify.json on stdout.")
 @save_recipe_option
-def command(
-    save_recipe,
-    export_dir,
-    formats,
-    model,
-    data,
-    max_examples,
-    max_abs_diff,
-    min_agreement,
-    max_accuracy_drop,
-    int8_max_abs_diff,
-    int8_min_agreement,
-    int8_max_accuracy_drop,
-    node,
-    quiet,
-    as_json,
-):
+def command(save_recipe, formats, node, quiet, as_json, **options):
     """Check every exported artifact against the PyTorch model it came from.
 
     Per format: sha256 of every file vs model_meta.json, then on the test split max |logit
@@ -101,50 +71,75 @@ def command(
       mbk verify --export-dir artifacts/export --format onnx --min-agreement 0.999
       mbk verify --data reviews.csv --int8-min-agreement 0.95 --no-node
     """
-    from mobilebert_kit.artifacts import read_json
-    from mobilebert_kit.data import DataConfig
     from mobilebert_kit.errors import VerifyError
     from mobilebert_kit.stage import RunContext
-    from mobilebert_kit.verify import REPORT, Tolerance, VerifyConfig, run
+    from mobilebert_kit.verify import run
 
-    config = VerifyConfig(
-        export_dir=export_dir,
-        formats=list(formats),
-        model=model,
-        data=DataConfig(data=data) if data else None,
-        max_examples=max_examples,
-        fp32=Tolerance(max_abs_diff, min_agreement, max_accuracy_drop),
-        int8=Tolerance(int8_max_abs_diff, int8_min_agreement, int8_max_accuracy_drop),
-        node={None: "auto", True: "on", False: "off"}[node],
-    )
+    config = _config(formats, node, options)
     error = result = None
     try:
         write_stage_recipe(save_recipe, "verify", config.to_dict())
         result = run(config, RunContext(quiet=quiet or as_json))
     except VerifyError as e:
         error = e
-    from pathlib import Path
-
-    report_path = Path(config.export_dir) / REPORT
-    report = read_json(report_path) if report_path.exists() else None
-    if report is not None and (error is None or not quiet):
-        lines = []
-        for fmt, e in report["formats"].items():
-            if formats and fmt not in formats:
-                continue  # an earlier verification kept in verify.json
-            head = f"{'✓' if e['passed'] else '✗'} {fmt} ({'int8' if e['int8'] else 'fp32'})"
-            if "agreement" in e:
-                head += (
-                    f": max|Δ| {_fmt(e['max_abs_diff'])}, agreement {_fmt(e['agreement'], True)}, "
-                    f"accuracy {e['accuracy']:.4f} vs PyTorch {e['pytorch_accuracy']:.4f}, "
-                    f"macro-F1 {e['macro_f1']:.4f} vs {e['pytorch_macro_f1']:.4f}"
-                )
-            lines.append(head)
-            for c in e["checks"]:
-                mark = {True: "✓", False: "✗", None: "–"}[c["passed"]]
-                lines.append(f"    {mark} {c['name']}" + (f": {c['detail']}" if c["detail"] else ""))
-        if not as_json:
-            log("\n".join(lines), quiet and error is None)
+    report = _read_report(config.export_dir)
+    if report is not None and (error is None or not quiet) and not as_json:
+        log("\n".join(_report_lines(report, formats)), quiet and error is None)
     if error is not None:
         raise error
     emit_result(result, as_json, quiet)
+
+
+def _config(formats: tuple[str, ...], node: bool | None, o: dict):
+    """A VerifyConfig of the options the user set (the dataclasses hold the defaults)."""
+    from mobilebert_kit.verify import VerifyConfig
+
+    def given(**values):
+        return {k: v for k, v in values.items() if v is not None}
+
+    section = given(
+        export_dir=o["export_dir"],
+        formats=list(formats) or None,
+        model=o["model"],
+        data={"data": o["data"]} if o["data"] else None,
+        max_examples=o["max_examples"],
+        fp32=given(
+            max_abs_diff=o["max_abs_diff"], min_agreement=o["min_agreement"], max_accuracy_drop=o["max_accuracy_drop"]
+        ),
+        int8=given(
+            max_abs_diff=o["int8_max_abs_diff"],
+            min_agreement=o["int8_min_agreement"],
+            max_accuracy_drop=o["int8_max_accuracy_drop"],
+        ),
+        node={None: None, True: "on", False: "off"}[node],
+    )
+    return VerifyConfig.from_dict(section)
+
+
+def _read_report(export_dir: str) -> dict | None:
+    from pathlib import Path
+
+    from mobilebert_kit.artifacts import VERIFY, read_json
+
+    path = Path(export_dir) / VERIFY
+    return read_json(path) if path.exists() else None
+
+
+def _report_lines(report: dict, formats: tuple[str, ...]) -> list[str]:
+    """✓/✗ per format (with its parity numbers) and per check."""
+    lines = []
+    for fmt, e in report["formats"].items():
+        if formats and fmt not in formats:
+            continue  # an earlier verification kept in verify.json
+        head = f"{'✓' if e['passed'] else '✗'} {fmt} ({'int8' if e['int8'] else 'fp32'})"
+        if "agreement" in e:
+            head += (
+                f": max|Δ| {_fmt(e['max_abs_diff'])}, agreement {_fmt(e['agreement'], True)}, "
+                f"accuracy {e['accuracy']:.4f} vs PyTorch {e['pytorch_accuracy']:.4f}, "
+                f"macro-F1 {e['macro_f1']:.4f} vs {e['pytorch_macro_f1']:.4f}"
+            )
+        lines.append(head)
+        for c in e["checks"]:
+            mark = {True: "✓", False: "✗", None: "–"}[c["passed"]]
+            lines.append(f"    {mark} {c['name']}" + (f": {c['detail']}" if c["detail"] else ""))
+    return lines
