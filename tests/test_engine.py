@@ -96,7 +96,7 @@ def test_precision_resolution_on_cpu():
     assert resolve_precision("fp32", "cpu") == "fp32"
     with pytest.raises(TrainingError, match="fp16 needs a CUDA GPU"):
         resolve_precision("fp16", "cpu")
-    from mobilebert_kit.engine import cpu_has_native_bf16
+    from mobilebert_kit.devices import cpu_has_native_bf16
 
     if not cpu_has_native_bf16():
         with pytest.raises(TrainingError, match="bf16 on this CPU .* ~20x slower"):
