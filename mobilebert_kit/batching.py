@@ -131,7 +131,13 @@ def padded_batches(
     return_tensors: str = "np",
 ) -> Iterator[tuple[np.ndarray, dict[str, Any]]]:
     """Yield ``(indices, {name: array})`` in length-sorted, per-batch padded order."""
-    enc = encode(tokenizer, texts, pairs, max_length)
+    yield from pad_encoded(tokenizer, encode(tokenizer, texts, pairs, max_length), batch_size, return_tensors)
+
+
+def pad_encoded(
+    tokenizer, enc: dict[str, list[list[int]]], batch_size: int, return_tensors: str = "np"
+) -> Iterator[tuple[np.ndarray, dict[str, Any]]]:
+    """:func:`padded_batches` of an :func:`encode` result (for callers that need the lengths first)."""
     for idx in length_sorted([len(x) for x in enc["input_ids"]], batch_size):
         feats = [{k: enc[k][i] for k in enc.keys()} for i in idx]
         yield idx, dict(tokenizer.pad(feats, return_tensors=return_tensors))

@@ -26,72 +26,22 @@ def did_you_mean(name: str, candidates: Iterable[str]) -> str:
 
 
 def _coerce(value: Any, annotation: Any, where: str, problems: list[str]) -> Any:
-    """Coerce a YAML/CLI value to the annotated type, or record a problem."""
+    """Coerce a YAML/CLI value to the annotated type, or record a problem (and keep the value)."""
     origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
     if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        non_none = [a for a in args if a is not type(None)]
-        if len(non_none) == 1:
-            return _coerce(value, non_none[0], where, problems)
-        for a in non_none:  # first type that accepts the value without complaint
-            trial: list[str] = []
-            out = _coerce(value, a, where, trial)
-            if not trial:
-                return out
-        problems.append(
-            f"{where}: {value!r} is not one of {', '.join(getattr(a, '__name__', str(a)) for a in non_none)}"
-        )
-        return value
+        return _coerce_union(value, typing.get_args(annotation), where, problems)
     if origin in (list, tuple):
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        if not isinstance(value, (list, tuple)):
-            problems.append(f"{where}: expected a list, got {value!r}")
-            return value
-        item = args[0] if args else Any
-        out = [_coerce(v, item, f"{where}[{i}]", problems) for i, v in enumerate(value)]
-        return tuple(out) if origin is tuple else out
+        return _coerce_sequence(value, origin, typing.get_args(annotation), where, problems)
     if origin is dict or annotation is dict:
         if not isinstance(value, dict):
             problems.append(f"{where}: expected a mapping, got {value!r}")
         return value
-    if annotation is bool:
-        if isinstance(value, bool):
+    if annotation in _SCALARS:
+        out, problem = _SCALARS[annotation](value)
+        if problem:
+            problems.append(f"{where}: {problem}, got {value!r}")
             return value
-        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on", "false", "no", "0", "off"):
-            return value.lower() in ("true", "yes", "1", "on")
-        problems.append(f"{where}: expected true/false, got {value!r}")
-        return value
-    if annotation is int:
-        if isinstance(value, bool):
-            problems.append(f"{where}: expected an integer, got {value!r}")
-            return value
-        if isinstance(value, int):
-            return value
-        try:
-            f = float(value)
-            if f.is_integer():
-                return int(f)
-        except (TypeError, ValueError):
-            pass
-        problems.append(f"{where}: expected an integer, got {value!r}")
-        return value
-    if annotation is float:
-        if isinstance(value, bool):
-            problems.append(f"{where}: expected a number, got {value!r}")
-            return value
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            problems.append(f"{where}: expected a number, got {value!r}")
-            return value
-    if annotation is str:
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value)
-        problems.append(f"{where}: expected a string, got {value!r}")
-        return value
+        return out
     if dataclasses.is_dataclass(annotation) and isinstance(annotation, type):
         if isinstance(value, annotation):
             return value
@@ -100,6 +50,76 @@ def _coerce(value: Any, annotation: Any, where: str, problems: list[str]) -> Any
             return value
         return _from_dict(annotation, value, where, problems)
     return value
+
+
+def _coerce_union(value: Any, args: tuple, where: str, problems: list[str]) -> Any:
+    if value is None and type(None) in args:
+        return None
+    non_none = [a for a in args if a is not type(None)]
+    if len(non_none) == 1:
+        return _coerce(value, non_none[0], where, problems)
+    for a in non_none:  # first type that accepts the value without complaint
+        trial: list[str] = []
+        out = _coerce(value, a, where, trial)
+        if not trial:
+            return out
+    problems.append(f"{where}: {value!r} is not one of {', '.join(getattr(a, '__name__', str(a)) for a in non_none)}")
+    return value
+
+
+def _coerce_sequence(value: Any, origin: type, args: tuple, where: str, problems: list[str]) -> Any:
+    if isinstance(value, str):  # "0,2,4" from the command line
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    if not isinstance(value, (list, tuple)):
+        problems.append(f"{where}: expected a list, got {value!r}")
+        return value
+    item = args[0] if args else Any
+    out = [_coerce(v, item, f"{where}[{i}]", problems) for i, v in enumerate(value)]
+    return tuple(out) if origin is tuple else out
+
+
+# scalar coercers: value -> (coerced value, problem or None)
+_TRUE, _FALSE = ("true", "yes", "1", "on"), ("false", "no", "0", "off")
+
+
+def _to_bool(value: Any) -> tuple[Any, str | None]:
+    if isinstance(value, bool):
+        return value, None
+    if isinstance(value, str) and value.lower() in _TRUE + _FALSE:
+        return value.lower() in _TRUE, None
+    return value, "expected true/false"
+
+
+def _to_int(value: Any) -> tuple[Any, str | None]:
+    if isinstance(value, bool):
+        return value, "expected an integer"
+    if isinstance(value, int):
+        return value, None
+    try:
+        f = float(value)
+        if f.is_integer():
+            return int(f), None
+    except (TypeError, ValueError):
+        pass
+    return value, "expected an integer"
+
+
+def _to_float(value: Any) -> tuple[Any, str | None]:
+    if isinstance(value, bool):
+        return value, "expected a number"
+    try:
+        return float(value), None
+    except (TypeError, ValueError):
+        return value, "expected a number"
+
+
+def _to_str(value: Any) -> tuple[Any, str | None]:
+    if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        return str(value), None
+    return value, "expected a string"
+
+
+_SCALARS = {bool: _to_bool, int: _to_int, float: _to_float, str: _to_str}
 
 
 def _from_dict(cls: type, data: dict, prefix: str, problems: list[str]) -> Any:
@@ -146,9 +166,6 @@ class StageConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
-
-    def replace(self: T, **changes: Any) -> T:
-        return dataclasses.replace(self, **changes)
 
 
 def check_range(

@@ -208,31 +208,25 @@ def _user_dataset(cfg: DataConfig) -> TextDataset:
                 f"{split} data has labels not seen in training: {', '.join(unseen[:5])}; "
                 "add examples of them to the training file or remove them"
             )
-
-    def to_split(recs):
-        return Split(
-            [r[0] for r in recs],
-            [label_names.index(str(r[1])) for r in recs],
-            [r[2] for r in recs] if cfg.text_pair_column else None,
-        )
-
-    notes = []
     if "validation" in extra and "test" in extra:
-        splits = {
-            "train": to_split(raw_train),
-            "validation": to_split(extra["validation"]),
-            "test": to_split(extra["test"]),
-        }
+        recs, notes = {"train": raw_train, **extra}, []
     else:
         # Seeded stratified split of what is missing.
         train_recs, carved = _stratified_split(
             raw_train, cfg, need_val="validation" not in extra, need_test="test" not in extra
         )
-        splits = {"train": to_split(train_recs)}
-        for s in ("validation", "test"):
-            splits[s] = to_split(extra[s] if s in extra else carved[s])
-        notes.append(f"split {main.name} into train/{'/'.join(carved)} (stratified, seed {cfg.split_seed})")
+        recs = {"train": train_recs, **{s: extra[s] if s in extra else carved[s] for s in ("validation", "test")}}
+        notes = [f"split {main.name} into train/{'/'.join(carved)} (stratified, seed {cfg.split_seed})"]
+    splits = {name: _to_split(recs[name], label_names, cfg) for name in SPLITS}
     return TextDataset(splits, label_names, str(main), notes=notes)
+
+
+def _to_split(recs: list, label_names: list[str], cfg: DataConfig) -> Split:
+    return Split(
+        [r[0] for r in recs],
+        [label_names.index(str(r[1])) for r in recs],
+        [r[2] for r in recs] if cfg.text_pair_column else None,
+    )
 
 
 def _label_names(labels: list, where: Path) -> list[str]:
@@ -279,68 +273,117 @@ def _stratified_split(recs: list, cfg: DataConfig, need_val: bool, need_test: bo
     return train, carved
 
 
-def _read_records(path: Path, cfg: DataConfig) -> list[tuple[str, object, str | None]]:
-    if not path.exists():
-        raise DataError(f"data file {path} does not exist; check the path")
-    if path.is_dir():
-        raise DataError(f"{path} is a folder; pass a .csv, .tsv or .jsonl file")
+def read_rows(path: Path) -> tuple[list[dict], list[str]]:
+    """The rows (dicts) and column names of a .csv / .tsv / .jsonl file, optionally gzipped.
+
+    Raises:
+        DataError: unsupported file type, a line that is not a JSON object, or text that is not UTF-8.
+    """
     suffix = "".join(path.suffixes[-2:]) if path.suffix == ".gz" else path.suffix
+    is_json = suffix.startswith(".jsonl") or suffix.startswith(".json")
+    if not (is_json or suffix.startswith(".csv") or suffix.startswith(".tsv")):
+        raise DataError(f"{path}: unsupported file type '{path.suffix}'; use .csv, .tsv or .jsonl")
     if path.suffix == ".gz":
         handle = gzip.open(path, "rt", encoding="utf-8")
     else:
         handle = open(path, encoding="utf-8", newline="")  # noqa: SIM115 - closed by the with below
     try:
         with handle as f:
-            if suffix.startswith(".jsonl") or suffix.startswith(".json"):
-                rows = []
-                for i, line in enumerate(f, 1):
-                    if line.strip():
-                        try:
-                            rows.append(json.loads(line))
-                        except json.JSONDecodeError as e:
-                            raise DataError(
-                                f"{path} line {i} is not valid JSON ({e.msg}); JSONL needs one object per line"
-                            ) from e
-                columns = sorted({k for r in rows for k in r}) if rows else []
-            elif suffix.startswith(".csv") or suffix.startswith(".tsv"):
-                reader = csv.DictReader(f, delimiter="\t" if suffix.startswith(".tsv") else ",")
-                rows = list(reader)
-                columns = reader.fieldnames or []
-            else:
-                raise DataError(f"{path}: unsupported file type '{path.suffix}'; use .csv, .tsv or .jsonl")
+            if is_json:
+                rows = _json_lines(f, path)
+                return rows, sorted({k for r in rows for k in r})
+            reader = csv.DictReader(f, delimiter="\t" if suffix.startswith(".tsv") else ",")
+            return list(reader), list(reader.fieldnames or [])
     except UnicodeDecodeError as e:
         raise DataError(f"{path} is not UTF-8 text; re-save it as UTF-8") from e
-    if not rows:
-        raise DataError(f"{path} is empty; it needs a header and at least one row")
-    needed = [cfg.text_column, cfg.label_column] + ([cfg.text_pair_column] if cfg.text_pair_column else [])
-    for col, flag in zip(needed, ["--text-column", "--label-column", "--text-pair-column"]):
+
+
+def _json_lines(lines, path: Path) -> list[dict]:
+    rows = []
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path} line {i} is not valid JSON ({e.msg}); JSONL needs one object per line") from e
+        if not isinstance(row, dict):
+            raise DataError(f"{path} line {i} is not a JSON object; JSONL needs one object per line")
+        rows.append(row)
+    return rows
+
+
+def _require_columns(path: Path, columns: list[str], needed: list[tuple[str, str]]) -> None:
+    """Each ``(column, cli flag)`` in ``needed`` must be among ``columns``."""
+    for col, flag in needed:
         if col not in columns:
             raise DataError(
                 f"{path} has no column '{col}'{did_you_mean(col, columns)}; columns are: {', '.join(map(str, columns))}; "
                 f"set {flag}"
             )
-    out = []
-    empty = 0
-    for r in rows:
-        text = r.get(cfg.text_column)
-        label = r.get(cfg.label_column)
-        pair = r.get(cfg.text_pair_column) if cfg.text_pair_column else None
-        if text is None or not str(text).strip() or label is None or str(label).strip() == "":
-            empty += 1
-            continue
-        label = (
-            label
-            if isinstance(label, str)
-            else (int(label) if isinstance(label, (int, float)) and float(label).is_integer() else label)
-        )
-        out.append((str(text).strip(), str(label).strip(), None if pair is None else str(pair)))
+
+
+def _read_records(path: Path, cfg: DataConfig) -> list[tuple[str, object, str | None]]:
+    """``(text, label, pair)`` rows of a labelled user file; rows missing text or label are dropped."""
+    if not path.exists():
+        raise DataError(f"data file {path} does not exist; check the path")
+    if path.is_dir():
+        raise DataError(f"{path} is a folder; pass a .csv, .tsv or .jsonl file")
+    rows, columns = read_rows(path)
+    if not rows:
+        raise DataError(f"{path} is empty; it needs a header and at least one row")
+    needed = [(cfg.text_column, "--text-column"), (cfg.label_column, "--label-column")]
+    if cfg.text_pair_column:
+        needed.append((cfg.text_pair_column, "--text-pair-column"))
+    _require_columns(path, columns, needed)
+    out = [rec for rec in (_record(r, cfg) for r in rows) if rec is not None]
     if not out:
         raise DataError(
             f"{path}: every row has an empty '{cfg.text_column}' or '{cfg.label_column}'; nothing to train on"
         )
-    if empty:
-        log.warning("%s: dropped %d rows with empty text or label", path, empty)
+    if len(out) < len(rows):
+        log.warning("%s: dropped %d rows with empty text or label", path, len(rows) - len(out))
     return out
+
+
+def _record(row: dict, cfg: DataConfig) -> tuple[str, str, str | None] | None:
+    text, label = row.get(cfg.text_column), row.get(cfg.label_column)
+    pair = row.get(cfg.text_pair_column) if cfg.text_pair_column else None
+    if text is None or not str(text).strip() or label is None or str(label).strip() == "":
+        return None
+    if not isinstance(label, str) and isinstance(label, (int, float)) and float(label).is_integer():
+        label = int(label)  # JSON 1.0 / true -> "1"
+    return str(text).strip(), str(label).strip(), None if pair is None else str(pair)
+
+
+def read_unlabeled(source: str, ds: TextDataset, data: DataConfig) -> list[str]:
+    """Raw text for the teacher to label: ``builtin`` (the dataset's own) or a .txt file (one text
+    per line) or a .csv / .tsv / .jsonl file with ``data.text_column``. Empty texts are dropped."""
+    if source == "builtin":
+        if not ds.unlabeled:
+            raise DataError(
+                f"the dataset {ds.source} has no built-in unlabeled text; pass --unlabeled FILE "
+                "(.txt one text per line, or .csv/.tsv/.jsonl with the text column)"
+            )
+        return list(ds.unlabeled)
+    path = Path(source).expanduser()
+    if not path.is_file():
+        raise DataError(f"unlabeled text file {source} does not exist; pass a .txt/.csv/.tsv/.jsonl file or 'builtin'")
+    if path.suffix in (".txt", ""):
+        try:
+            texts = path.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError as e:
+            raise DataError(f"{path} is not UTF-8 text; re-save it as UTF-8") from e
+    elif path.suffix in (".csv", ".tsv", ".jsonl", ".json"):
+        rows, columns = read_rows(path)
+        _require_columns(path, columns, [(data.text_column, "--text-column")])
+        texts = [str(r.get(data.text_column) or "") for r in rows]
+    else:
+        raise DataError(f"{path}: unsupported unlabeled file type '{path.suffix}'; use .txt, .csv, .tsv or .jsonl")
+    texts = [t.strip() for t in texts if t and t.strip()]
+    if not texts:
+        raise DataError(f"unlabeled text file {path} holds no text")
+    return texts
 
 
 def _datasets_folder(path: Path, cfg: DataConfig) -> TextDataset:

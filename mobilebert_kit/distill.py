@@ -20,13 +20,10 @@ metrics.json (teacher and student side by side), manifest.json.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import re
 import shutil
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,11 +32,13 @@ import numpy as np
 
 from mobilebert_kit.config import StageConfig, check_range
 from mobilebert_kit.data import DataConfig
+from mobilebert_kit.devices import select_device
 from mobilebert_kit.engine import TrainConfig
 from mobilebert_kit.errors import ConfigError, DataError, ModelError
 from mobilebert_kit.stage import RunContext, StageResult
+from mobilebert_kit.teacher_cache import TeacherOutputs, default_cache_dir, teacher_outputs, teacher_weights_sha
+from mobilebert_kit.training.stages import data_hash, evaluate_splits, training_dirs, training_history, training_setup
 
-CACHE_FORMAT = "1"
 _LAYER_KEY = re.compile(r"(^|\.)layer\.(\d+)\.")
 
 
@@ -241,658 +240,479 @@ def _num_layers(config) -> int:
     return int(n)
 
 
-# --------------------------------------------------------------------------- teacher cache
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("MBK_CACHE", Path.home() / ".cache" / "mobilebert_kit")) / "teacher_cache"
-
-
-def teacher_weights_sha(folder: str | Path) -> str:
-    from mobilebert_kit.artifacts import sha256_file
-
-    folder = Path(folder)
-    h = hashlib.sha256()
-    for f in sorted(folder.iterdir()):
-        if f.is_file() and (f.suffix in (".safetensors", ".bin") or f.name == "config.json"):
-            h.update(f.name.encode())
-            h.update(sha256_file(f).encode())
-    return h.hexdigest()
-
-
-def _texts_sha(texts: list[str], pairs: list[str] | None) -> str:
-    h = hashlib.sha256()
-    for i, t in enumerate(texts):
-        h.update(t.encode())
-        h.update(b"\x1e" + (pairs[i].encode() if pairs else b"") + b"\x1f")
-    return h.hexdigest()
-
-
-@dataclass
-class TeacherOutputs:
-    logits: np.ndarray  # [N, C] float32
-    hidden: list[np.ndarray] | None = None  # per example [seq, mapped layers, hidden] float16
-    attentions: list[Any] | None = None  # per example torch float16 [mapped layers, heads, seq, seq]
-    status: str = "built"  # built | hit | stale-rebuilt
-    path: str = ""
-    seconds: float = 0.0
-
-
-def teacher_outputs(
-    teacher,
-    tokenizer,
-    texts: list[str],
-    pairs: list[str] | None,
-    *,
-    max_length: int,
-    hidden_layers: list[int],
-    attention_layers: list[int],
-    cache_dir: Path,
-    slot: dict,
-    teacher_sha: str,
-    batch_size: int,
-    device,
-    log: Callable[[str], None],
-) -> TeacherOutputs:
-    """The teacher's outputs for ``texts``, from the cache when its key matches, else computed
-    once and written atomically. ``slot`` names the cache file (teacher path, role of the data);
-    the key stored inside covers everything the outputs depend on."""
-    from safetensors import safe_open
-    from safetensors.torch import save_file
-
-    what = {"logits": True, "hidden_layers": hidden_layers, "attention_layers": attention_layers}
-    key = hashlib.sha256(
-        json.dumps(
-            {
-                "format": CACHE_FORMAT,
-                "teacher": teacher_sha,
-                "texts": _texts_sha(texts, pairs),
-                "n": len(texts),
-                "max_length": max_length,
-                "what": what,
-            },
-            sort_keys=True,
-        ).encode()
-    ).hexdigest()
-    name = hashlib.sha256(
-        json.dumps({**slot, "max_length": max_length, "what": what}, sort_keys=True, default=str).encode()
-    ).hexdigest()[:24]
-    path = Path(cache_dir) / f"{name}.safetensors"
-    t0 = time.perf_counter()
-    status = "built"
-    if path.exists():
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                stored = (f.metadata() or {}).get("key")
-                if stored == key:
-                    tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no items()
-                    out = _unpack(tensors, len(texts), hidden_layers, attention_layers)
-                    out.status, out.path, out.seconds = "hit", str(path), time.perf_counter() - t0
-                    log(f"teacher cache: hit {path} ({len(texts)} texts)")
-                    return out
-            log(f"teacher cache: stale {path} (teacher weights, texts or max length changed), rebuilding")
-        except Exception as e:  # noqa: BLE001 - a corrupt cache file is rebuilt, never trusted
-            log(f"teacher cache: unreadable {path} ({type(e).__name__}), rebuilding")
-        status = "stale-rebuilt"
-    else:
-        log(f"teacher cache: computing teacher outputs for {len(texts)} texts -> {path}")
-    tensors = _teacher_pass(
-        teacher, tokenizer, texts, pairs, max_length, hidden_layers, attention_layers, batch_size, device
-    )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        save_file(
-            tensors,
-            str(tmp),
-            metadata={
-                "key": key,
-                "format": CACHE_FORMAT,
-                "what": json.dumps(what),
-                "teacher_sha256": teacher_sha,
-                "n": str(len(texts)),
-            },
-        )
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    out = _unpack(tensors, len(texts), hidden_layers, attention_layers)
-    out.status, out.path, out.seconds = status, str(path), time.perf_counter() - t0
-    return out
-
-
-def _teacher_pass(
-    model, tokenizer, texts, pairs, max_length, hidden_layers, attention_layers, batch_size, device
-) -> dict:
-    """One inference pass in length-sorted batches; per-token outputs are stored flat (no padding)."""
-    import torch
-
-    from mobilebert_kit.batching import encode
-
-    enc = encode(tokenizer, texts, pairs, max_length)
-    lengths = np.array([len(x) for x in enc["input_ids"]], dtype=np.int64)
-    order = np.argsort(lengths, kind="stable")
-    n_labels = model.config.num_labels
-    logits = torch.zeros((len(texts), n_labels), dtype=torch.float32)
-    offsets = np.concatenate([[0], np.cumsum(lengths)])
-    hidden = (
-        torch.zeros((int(offsets[-1]), len(hidden_layers), model.config.hidden_size), dtype=torch.float16)
-        if hidden_layers
-        else None
-    )
-    heads = model.config.num_attention_heads
-    a_sizes = len(attention_layers) * heads * lengths**2
-    a_offsets = np.concatenate([[0], np.cumsum(a_sizes)])
-    attn = torch.zeros(int(a_offsets[-1]), dtype=torch.float16) if attention_layers else None
-    model = model.to(device)
-    model.eval()
-    with torch.inference_mode():
-        for s in range(0, len(order), batch_size):
-            idx = order[s : s + batch_size]
-            batch = tokenizer.pad([{k: enc[k][i] for k in enc.keys()} for i in idx], return_tensors="pt")
-            batch = {k: v.to(device) for k, v in batch.items()}
-            out = model(**batch, output_hidden_states=bool(hidden_layers), output_attentions=bool(attention_layers))
-            logits[idx] = out.logits.float().cpu()
-            for r, i in enumerate(idx):
-                n = int(lengths[i])
-                if hidden is not None:
-                    hidden[offsets[i] : offsets[i + 1]] = (
-                        torch.stack([out.hidden_states[layer + 1][r, :n] for layer in hidden_layers], dim=1)
-                        .half()
-                        .cpu()
-                    )
-                if attn is not None:
-                    attn[a_offsets[i] : a_offsets[i + 1]] = (
-                        torch.stack([out.attentions[layer][r, :, :n, :n] for layer in attention_layers])
-                        .half()
-                        .reshape(-1)
-                        .cpu()
-                    )
-    tensors = {"logits": logits, "lengths": torch.from_numpy(lengths)}
-    if hidden is not None:
-        tensors["hidden"] = hidden
-    if attn is not None:
-        tensors["attention"] = attn
-        tensors["attention_heads"] = torch.tensor([heads], dtype=torch.int64)
-    return tensors
-
-
-def _unpack(tensors: dict, n: int, hidden_layers: list[int], attention_layers: list[int]) -> TeacherOutputs:
-    logits = tensors["logits"].numpy()
-    lengths = tensors["lengths"].numpy()
-    if logits.shape[0] != n or lengths.shape[0] != n:
-        raise ValueError(f"cache holds {logits.shape[0]} rows, expected {n}")
-    hidden = attn = None
-    if hidden_layers:
-        flat = tensors["hidden"].numpy()
-        offsets = np.concatenate([[0], np.cumsum(lengths)])
-        hidden = [flat[offsets[i] : offsets[i + 1]] for i in range(n)]  # views, no copy
-    if attention_layers:
-        heads = int(tensors["attention_heads"][0])
-        flat = tensors["attention"]
-        sizes = len(attention_layers) * heads * lengths**2
-        offsets = np.concatenate([[0], np.cumsum(sizes)])
-        attn = [
-            flat[offsets[i] : offsets[i + 1]].view(len(attention_layers), heads, int(lengths[i]), int(lengths[i]))
-            for i in range(n)
-        ]
-    return TeacherOutputs(logits=logits, hidden=hidden, attentions=attn)
-
-
-def _concat(a: TeacherOutputs, b: TeacherOutputs) -> TeacherOutputs:
-    return TeacherOutputs(
-        logits=np.concatenate([a.logits, b.logits]),
-        hidden=None if a.hidden is None else a.hidden + b.hidden,
-        attentions=None if a.attentions is None else a.attentions + b.attentions,
-        status=a.status if a.status == b.status else f"{a.status}+{b.status}",
-        path=a.path,
-        seconds=a.seconds + b.seconds,
-    )
-
-
 # --------------------------------------------------------------------------- loss
 
 
 def make_loss(cfg: DistillConfig, map_hidden: bool, map_attention: bool, attention_store: list | None):
-    """The distillation loss for the engine: ``loss_fn(model, batch, extra)``."""
-    import torch
-
+    """The distillation loss for the engine: ``loss_fn(model, batch, extra)``: soft + hard loss on
+    the cached teacher logits, plus the weighted hidden-state / attention-map losses when on."""
     from mobilebert_kit.batching import TOKEN_KEYS
-    from mobilebert_kit.losses import soft_hard_loss
-
-    T, alpha = cfg.temperature, cfg.alpha
+    from mobilebert_kit.losses import attention_map_loss, hidden_state_loss, soft_hard_loss
 
     def loss_fn(model, batch, extra):
         inputs = {k: batch[k] for k in TOKEN_KEYS if k in batch}
         out = model(**inputs, output_hidden_states=map_hidden, output_attentions=map_attention)
         logits = out.logits.float()
-        loss = soft_hard_loss(logits, batch.get("teacher_logits"), batch.get("labels"), T, alpha)
+        loss = soft_hard_loss(logits, batch.get("teacher_logits"), batch.get("labels"), cfg.temperature, cfg.alpha)
         mask = batch["attention_mask"].float()
         if map_hidden:
-            teacher_h = batch["teacher_hidden"].float()  # [B, W, mapped layers, H_teacher]
-            projs = extra["hidden_proj"] if "hidden_proj" in extra else None
-            total = 0.0
-            for j in range(teacher_h.shape[2]):
-                h = out.hidden_states[j + 1].float()
-                if projs is not None:
-                    h = projs[j](h)
-                err = ((h - teacher_h[:, :, j]) ** 2).mean(-1)
-                total = total + (err * mask).sum() / mask.sum().clamp(min=1)
-            loss = loss + cfg.hidden_weight * total / teacher_h.shape[2]
+            projections = extra["hidden_proj"] if "hidden_proj" in extra else None
+            loss = loss + hidden_state_loss(
+                out.hidden_states, batch["teacher_hidden"], mask, cfg.hidden_weight, projections
+            )
         if map_attention:
-            width = inputs["input_ids"].shape[1]
             rows = [attention_store[i] for i in batch["idx"].tolist()]
-            teacher_a = torch.zeros((len(rows), *rows[0].shape[:2], width, width), dtype=torch.float32)
-            for b, a in enumerate(rows):
-                n = a.shape[-1]
-                teacher_a[b, :, :, :n, :n] = a.float()
-            teacher_a = teacher_a.to(logits.device)
-            pair_mask = (mask[:, :, None] * mask[:, None, :])[:, None]  # [B, 1, W, W]
-            total = 0.0
-            for j in range(teacher_a.shape[1]):
-                s_att, t_att = out.attentions[j].float(), teacher_a[:, j]
-                if s_att.shape[1] != t_att.shape[1]:  # different head counts: compare head-averaged maps
-                    s_att, t_att = s_att.mean(1, keepdim=True), t_att.mean(1, keepdim=True)
-                err = ((s_att - t_att) ** 2 * pair_mask).sum() / (pair_mask.sum() * s_att.shape[1]).clamp(min=1)
-                total = total + err
-            loss = loss + cfg.attention_weight * total / teacher_a.shape[1]
+            loss = loss + attention_map_loss(out.attentions, rows, mask, cfg.attention_weight)
         return loss
 
     return loss_fn
 
 
-# --------------------------------------------------------------------------- unlabeled text
+# --------------------------------------------------------------------------- run: the steps
 
 
-def read_unlabeled(source: str, ds, data: DataConfig) -> list[str]:
-    if source == "builtin":
-        if not ds.unlabeled:
-            raise DataError(
-                f"the dataset {ds.source} has no built-in unlabeled text; pass --unlabeled FILE "
-                "(.txt one text per line, or .csv/.tsv/.jsonl with the text column)"
-            )
-        return list(ds.unlabeled)
-    path = Path(source).expanduser()
-    if not path.is_file():
-        raise DataError(f"unlabeled text file {source} does not exist; pass a .txt/.csv/.tsv/.jsonl file or 'builtin'")
-    try:
-        if path.suffix in (".txt", ""):
-            texts = path.read_text(encoding="utf-8").splitlines()
-        elif path.suffix in (".csv", ".tsv"):
-            import csv
+@dataclass
+class _Teacher:
+    folder: Path
+    model: Any
+    tokenizer: Any
+    label_names: list[str]
+    layers: int
+    sha: str  # of its weights: keys the teacher cache and resume
 
-            with open(path, encoding="utf-8", newline="") as f:
-                reader = csv.DictReader(f, delimiter="\t" if path.suffix == ".tsv" else ",")
-                if data.text_column not in (reader.fieldnames or []):
-                    raise DataError(
-                        f"{path} has no column '{data.text_column}'; columns are: {', '.join(reader.fieldnames or [])}; "
-                        "set --text-column"
-                    )
-                texts = [r[data.text_column] or "" for r in reader]
-        elif path.suffix in (".jsonl", ".json"):
-            texts = []
-            for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-                if line.strip():
-                    try:
-                        texts.append(str(json.loads(line).get(data.text_column) or ""))
-                    except (json.JSONDecodeError, AttributeError) as e:
-                        raise DataError(f"{path} line {i} is not a JSON object; JSONL needs one object per line") from e
-        else:
-            raise DataError(f"{path}: unsupported unlabeled file type '{path.suffix}'; use .txt, .csv, .tsv or .jsonl")
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path} is not UTF-8 text; re-save it as UTF-8") from e
-    texts = [t.strip() for t in texts if t and t.strip()]
-    if not texts:
-        raise DataError(f"unlabeled text file {path} holds no text")
-    return texts
+    @property
+    def size_bytes(self) -> int:
+        return sum(f.stat().st_size for f in self.folder.glob("*.safetensors")) or sum(
+            f.stat().st_size for f in self.folder.glob("*.bin")
+        )
 
 
-# --------------------------------------------------------------------------- run
+@dataclass
+class _Student:
+    model: Any
+    tokenizer: Any
+    source: dict | None  # the pretrained model it started from (init_method "student")
+    layers: list[int] | None  # the teacher layers it copies (init_method "layers")
+    layer_map: list[int]  # teacher layer each student layer mimics (intermediate losses only)
+    map_hidden: bool
+    map_attention: bool
+    extra: Any  # trainable modules besides the model (hidden-state projections)
+
+    @property
+    def pad_id(self) -> int:
+        return self.tokenizer.pad_token_id or 0
+
+
+@dataclass
+class _Job:
+    """What one distillation run works from, once loaded."""
+
+    cfg: DistillConfig
+    teacher: _Teacher
+    student: _Student
+    ds: Any  # data.TextDataset
+    data_cfg: DataConfig
+    unlabeled: list[str]
+
+
+@dataclass
+class _Cached:
+    train: TeacherOutputs  # the training text, then the unlabeled text
+    eval: TeacherOutputs  # validation, then test
+    files: list[str]
+    seconds: float
 
 
 def run(cfg: DistillConfig, ctx: RunContext | None = None) -> StageResult:
     """Distill ``cfg.teacher`` into a student; the result carries the output folder and metrics."""
-    import random
-
-    import torch
-
-    from mobilebert_kit import artifacts
-    from mobilebert_kit.batching import make_features
-    from mobilebert_kit.data import data_config_for, load_dataset
-    from mobilebert_kit.engine import TrainModule, fingerprint, train
-    from mobilebert_kit.finetune import data_hash, evaluate_splits, training_dirs
-    from mobilebert_kit.metrics import classification_metrics
-    from mobilebert_kit.models import count_parameters, load_classifier_folder
-
     ctx = ctx or RunContext()
-    log, overwrite, resume, quiet = ctx.log, ctx.overwrite, ctx.resume, ctx.quiet
     t0 = time.perf_counter()
-    out, work = training_dirs(cfg.output, overwrite, resume)
+    out, work = training_dirs(cfg.output, ctx.overwrite, ctx.resume)
+    teacher, data_cfg, ds = _load_teacher_and_data(cfg, ctx.log)
+    student = _build_student(cfg, teacher)
+    t_load = time.perf_counter()
+    job = _Job(cfg, teacher, student, ds, data_cfg, _unlabeled_texts(cfg, ds, data_cfg))
+    device, state = _compute_device(cfg.train.device)
+    with state.main_process_first():  # one process computes the cache, the others read it
+        cached = _teacher_outputs(job, device, ctx.log)
+    teacher.model.to("cpu")
+    train_set, sets = _student_features(job, cached.train, ctx.log)
+    ctx.log(_student_line(cfg, student))
+    result = _train_student(job, train_set, sets["validation"], cached.train.attentions, work, ctx)
+    t_train = time.perf_counter()
+    if not state.is_main_process:
+        state.wait_for_everyone()
+        return StageResult(out, written=False)
+    metrics = _metrics(job, sets, cached, result, len(train_set))
+    _log_results(metrics, ctx.log)
+    timings = {
+        "load_seconds": t_load - t0,
+        "teacher_cache_seconds": cached.seconds,
+        "train_seconds": t_train - t_load - cached.seconds,
+    }
+    _write(out, job, metrics, result, timings, t0, ctx.overwrite)
+    shutil.rmtree(work, ignore_errors=True)
+    state.wait_for_everyone()
+    return StageResult(out, metrics, [_summary_line(out, metrics)])
 
-    teacher_dir = Path(cfg.teacher)
-    if not teacher_dir.is_dir():
-        raise ModelError(
-            f"teacher folder {teacher_dir} does not exist; run `mbk finetune` first or pass --teacher PATH"
-        )
-    teacher, teacher_tok, label_names = load_classifier_folder(teacher_dir)
-    teacher_layers = _num_layers(teacher.config)
-    data_cfg = data_config_for(teacher_dir, cfg.data)
+
+def _load_teacher_and_data(cfg: DistillConfig, log):
+    """The teacher folder's model, tokenizer and labels, and the data it was trained on (or ``cfg.data``)."""
+    from mobilebert_kit.data import data_config_for, load_dataset
+    from mobilebert_kit.models import load_classifier_folder
+
+    folder = Path(cfg.teacher)
+    if not folder.is_dir():
+        raise ModelError(f"teacher folder {folder} does not exist; run `mbk finetune` first or pass --teacher PATH")
+    model, tokenizer, label_names = load_classifier_folder(folder)
+    teacher = _Teacher(folder, model, tokenizer, label_names, _num_layers(model.config), teacher_weights_sha(folder))
+    data_cfg = data_config_for(folder, cfg.data)
     ds = load_dataset(data_cfg)
     if ds.label_names != label_names:
         raise DataError(
-            f"the data has labels {ds.label_names} but the teacher {teacher_dir} was trained on {label_names}; "
+            f"the data has labels {ds.label_names} but the teacher {folder} was trained on {label_names}; "
             "distill on the teacher's data (omit --data) or fine-tune a teacher on this data first"
         )
     log(f"data: {ds.source}: " + ", ".join(f"{k} {len(v)}" for k, v in ds.splits.items()))
+    return teacher, data_cfg, ds
 
-    # ---------------------------------------------------------------- student
-    student_tok, student_source = teacher_tok, None
-    if cfg.init_method == "student":
-        student, student_tok, resolved = pretrained_student(cfg.student, label_names)
-        student_source = {"source": cfg.student, "path": resolved.path, "kind": resolved.kind}
-        layers = None
-    elif cfg.init_method == "student_config":
-        torch.manual_seed(cfg.train.seed)
-        student = fresh_student(teacher, cfg.student_config)
-        layers = None
-    else:
-        layers = list(cfg.layers) if cfg.layers is not None else every_other_layer(teacher_layers)
-        student = copy_layers_student(teacher, layers)
-    student.config.id2label = dict(enumerate(label_names))
-    student.config.label2id = {n: i for i, n in enumerate(label_names)}
-    if student.config.num_labels != len(label_names):
-        raise ModelError(f"the student has {student.config.num_labels} labels but the teacher has {len(label_names)}")
-    s_layers = _num_layers(student.config)
+
+def _build_student(cfg: DistillConfig, teacher: _Teacher) -> _Student:
+    """The student (copied layers, a pretrained model or a fresh architecture) with the teacher's
+    labels, its layer map and, when widths differ, TinyBERT's hidden-state projections."""
+    import torch
+
+    model, tokenizer, source, layers = _init_student(cfg, teacher)
+    names = teacher.label_names
+    model.config.id2label = dict(enumerate(names))
+    model.config.label2id = {n: i for i, n in enumerate(names)}
+    if model.config.num_labels != len(names):
+        raise ModelError(f"the student has {model.config.num_labels} labels but the teacher has {len(names)}")
     map_hidden, map_attention = cfg.hidden_weight > 0, cfg.attention_weight > 0
-    same_tok = student_tok is teacher_tok or same_tokenizer(student_tok, teacher_tok)
-    if not same_tok and (map_hidden or map_attention):
+    if (map_hidden or map_attention) and not (
+        tokenizer is teacher.tokenizer or same_tokenizer(tokenizer, teacher.tokenizer)
+    ):
         raise ModelError(
             f"the student's tokenizer ({cfg.student}) differs from the teacher's; hidden-state and attention "
             "losses compare token by token and need the same tokenizer: drop --hidden-weight/--attention-weight "
             "(logit distillation works across tokenizers) or pick a student with the teacher's vocabulary"
         )
-    layer_map: list[int] = []
-    if map_hidden or map_attention:
-        layer_map = list(cfg.layer_map) if cfg.layer_map is not None else uniform_layer_map(s_layers, teacher_layers)
-        if len(layer_map) != s_layers:
-            raise ConfigError(
-                f"layer_map has {len(layer_map)} entries but the student has {s_layers} layers; "
-                "give one teacher layer per student layer"
-            )
-        bad = [i for i in layer_map if i >= teacher_layers]
-        if bad:
-            raise ConfigError(
-                f"layer_map {','.join(map(str, bad))} out of range: the teacher has {teacher_layers} layers "
-                f"(0..{teacher_layers - 1})"
-            )
+    layer_map = _layer_map(cfg, _num_layers(model.config), teacher.layers) if map_hidden or map_attention else []
     extra = torch.nn.ModuleDict()
-    if map_hidden and student.config.hidden_size != teacher.config.hidden_size:
+    if map_hidden and model.config.hidden_size != teacher.model.config.hidden_size:
         # TinyBERT's learned W_h, one per mapped layer; trained with the student, then dropped
         extra["hidden_proj"] = torch.nn.ModuleList(
-            torch.nn.Linear(student.config.hidden_size, teacher.config.hidden_size) for _ in layer_map
+            torch.nn.Linear(model.config.hidden_size, teacher.model.config.hidden_size) for _ in layer_map
         )
-    t_load = time.perf_counter()
+    return _Student(model, tokenizer, source, layers, layer_map, map_hidden, map_attention, extra)
 
-    # ---------------------------------------------------------------- teacher outputs (cached)
-    L = cfg.train.max_length
-    train_split = ds.splits["train"]
-    unlabeled: list[str] = []
-    if cfg.unlabeled:
-        unlabeled = read_unlabeled(cfg.unlabeled, ds, data_cfg)
-        if cfg.max_unlabeled and cfg.max_unlabeled < len(unlabeled):
-            unlabeled = [
-                unlabeled[i]
-                for i in sorted(random.Random(data_cfg.split_seed).sample(range(len(unlabeled)), cfg.max_unlabeled))
-            ]
-        if train_split.pairs:
-            raise DataError("--unlabeled supports single-text tasks only; this data has a text pair column")
-    cache_dir = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else default_cache_dir()
+
+def _init_student(cfg: DistillConfig, teacher: _Teacher):
+    """(model, tokenizer, pretrained source or None, copied teacher layers or None)."""
+    import torch
+
+    if cfg.init_method == "student":
+        model, tokenizer, resolved = pretrained_student(cfg.student, teacher.label_names)
+        return model, tokenizer, {"source": cfg.student, "path": resolved.path, "kind": resolved.kind}, None
+    if cfg.init_method == "student_config":
+        torch.manual_seed(cfg.train.seed)
+        return fresh_student(teacher.model, cfg.student_config), teacher.tokenizer, None, None
+    layers = list(cfg.layers) if cfg.layers is not None else every_other_layer(teacher.layers)
+    return copy_layers_student(teacher.model, layers), teacher.tokenizer, None, layers
+
+
+def _layer_map(cfg: DistillConfig, student_layers: int, teacher_layers: int) -> list[int]:
+    layer_map = list(cfg.layer_map) if cfg.layer_map is not None else uniform_layer_map(student_layers, teacher_layers)
+    if len(layer_map) != student_layers:
+        raise ConfigError(
+            f"layer_map has {len(layer_map)} entries but the student has {student_layers} layers; "
+            "give one teacher layer per student layer"
+        )
+    bad = [i for i in layer_map if i >= teacher_layers]
+    if bad:
+        raise ConfigError(
+            f"layer_map {','.join(map(str, bad))} out of range: the teacher has {teacher_layers} layers "
+            f"(0..{teacher_layers - 1})"
+        )
+    return layer_map
+
+
+def _unlabeled_texts(cfg: DistillConfig, ds, data_cfg: DataConfig) -> list[str]:
+    """The extra text the teacher labels (``cfg.unlabeled``), a seeded subset of it if asked."""
+    import random
+
+    from mobilebert_kit.data import read_unlabeled
+
+    if not cfg.unlabeled:
+        return []
+    unlabeled = read_unlabeled(cfg.unlabeled, ds, data_cfg)
+    if cfg.max_unlabeled and cfg.max_unlabeled < len(unlabeled):
+        keep = sorted(random.Random(data_cfg.split_seed).sample(range(len(unlabeled)), cfg.max_unlabeled))
+        unlabeled = [unlabeled[i] for i in keep]
+    if ds.splits["train"].pairs:
+        raise DataError("--unlabeled supports single-text tasks only; this data has a text pair column")
+    return unlabeled
+
+
+def _compute_device(requested: str):
+    """(device for the teacher pass, accelerate's PartialState): the choice the engine makes."""
     from accelerate import PartialState
 
-    device = _device(cfg.train.device)
+    device = select_device(requested)
     state = PartialState(cpu=device.type == "cpu")  # the same choice the engine's Accelerator makes
-    if device.type == "cuda" and cfg.train.device == "auto":
+    if device.type == "cuda" and requested == "auto":
         device = state.device  # this process's GPU under accelerate launch / torchrun
-    teacher_sha = teacher_weights_sha(teacher_dir)
-    slot = {"teacher": str(teacher_dir.resolve()), "data": data_cfg.to_dict()}
+    return device, state
+
+
+def _teacher_outputs(job: _Job, device, log) -> _Cached:
+    """The teacher's outputs on the training text (with what the intermediate losses need), the
+    unlabeled text (a cache of its own, so runs with and without it share the training-set
+    cache) and validation + test (logits only, for the side-by-side report)."""
+    cfg, teacher, student, ds, unlabeled = job.cfg, job.teacher, job.student, job.ds, job.unlabeled
+    t0 = time.perf_counter()
+    slot = {"teacher": str(teacher.folder.resolve()), "data": job.data_cfg.to_dict()}
     common = {
-        "max_length": L,
-        "cache_dir": cache_dir,
-        "teacher_sha": teacher_sha,
+        "max_length": cfg.train.max_length,
+        "cache_dir": Path(cfg.cache_dir).expanduser() if cfg.cache_dir else default_cache_dir(),
+        "teacher_sha": teacher.sha,
         "batch_size": cfg.train.eval_batch_size,
         "device": device,
         "log": log,
     }
-    with state.main_process_first():  # one process computes the cache, the others read it
-        t_cache = time.perf_counter()
-        texts = train_split.texts + unlabeled
-        pairs = train_split.pairs
-        what = {
-            "hidden_layers": layer_map if map_hidden else [],
-            "attention_layers": layer_map if map_attention else [],
-        }
-        t_train_out = teacher_outputs(
-            teacher, teacher_tok, train_split.texts, pairs, slot={**slot, "role": "train"}, **what, **common
-        )
-        cache_files = [t_train_out.path]
-        if unlabeled:  # a cache of its own, so runs with and without it share the training-set cache
-            t_unl_out = teacher_outputs(
-                teacher,
-                teacher_tok,
-                unlabeled,
-                None,
-                slot={**slot, "role": "unlabeled", "source": cfg.unlabeled},
-                **what,
-                **common,
-            )
-            t_train_out = _concat(t_train_out, t_unl_out)
-            cache_files.append(t_unl_out.path)
-        eval_texts = ds.splits["validation"].texts + ds.splits["test"].texts
-        eval_pairs = (ds.splits["validation"].pairs or []) + (ds.splits["test"].pairs or []) if pairs else None
-        t_eval_out = teacher_outputs(
-            teacher,
-            teacher_tok,
-            eval_texts,
-            eval_pairs,
-            hidden_layers=[],
-            attention_layers=[],
-            slot={**slot, "role": "eval"},
-            **common,
-        )
-        cache_seconds = time.perf_counter() - t_cache
-    teacher.to("cpu")
+    what = {
+        "hidden_layers": student.layer_map if student.map_hidden else [],
+        "attention_layers": student.layer_map if student.map_attention else [],
+    }
+    train_split, model, tok = ds.splits["train"], teacher.model, teacher.tokenizer
+    train = teacher_outputs(
+        model, tok, train_split.texts, train_split.pairs, slot={**slot, "role": "train"}, **what, **common
+    )
+    files = [train.path]
+    if unlabeled:
+        unl_slot = {**slot, "role": "unlabeled", "source": cfg.unlabeled}
+        extra = teacher_outputs(model, tok, unlabeled, None, slot=unl_slot, **what, **common)
+        train, files = train + extra, [*files, extra.path]
+    val, test = ds.splits["validation"], ds.splits["test"]
+    pairs = (val.pairs or []) + (test.pairs or []) if train_split.pairs else None
+    no_layers = {"hidden_layers": [], "attention_layers": []}
+    evals = teacher_outputs(
+        model, tok, val.texts + test.texts, pairs, slot={**slot, "role": "eval"}, **no_layers, **common
+    )
+    return _Cached(train, evals, files, time.perf_counter() - t0)
 
-    n_lab = len(train_split)
-    pseudo = t_train_out.logits[n_lab:].argmax(-1).tolist()  # the teacher labels the extra text
-    labels = list(train_split.labels) + pseudo
-    extras: dict[str, Any] = {"teacher_logits": list(t_train_out.logits)}
-    if map_hidden:
-        extras["teacher_hidden"] = t_train_out.hidden
-    if map_attention:
+
+def _student_features(job: _Job, teacher_train: TeacherOutputs, log):
+    """The training set (labelled + teacher-labelled text, with the cached teacher outputs
+    attached to each example) and the evaluation sets, in the student's tokenization."""
+    from mobilebert_kit.batching import make_features
+
+    student, ds, unlabeled = job.student, job.ds, job.unlabeled
+    train_split, L = ds.splits["train"], job.cfg.train.max_length
+    pseudo = teacher_train.logits[len(train_split) :].argmax(-1).tolist()  # the teacher labels the extra text
+    extras: dict[str, Any] = {"teacher_logits": list(teacher_train.logits)}
+    if student.map_hidden:
+        extras["teacher_hidden"] = teacher_train.hidden
+    texts = train_split.texts + unlabeled
+    if student.map_attention:
         extras["idx"] = list(range(len(texts)))
-    train_set = make_features(student_tok, texts, pairs, labels, L, extras=extras)
+    labels = list(train_split.labels) + pseudo
+    train_set = make_features(student.tokenizer, texts, train_split.pairs, labels, L, extras=extras)
     sets = {
-        name: make_features(student_tok, s.texts, s.pairs, s.labels, L)
+        name: make_features(student.tokenizer, s.texts, s.pairs, s.labels, L)
         for name, s in ds.splits.items()
         if name != "train"
     }
     if unlabeled:
-        counts = np.bincount(pseudo, minlength=len(label_names))
+        counts = np.bincount(pseudo, minlength=len(ds.label_names))
         log(
             f"unlabeled: {len(unlabeled)} texts labelled by the teacher ("
-            + ", ".join(f"{n} {c}" for n, c in zip(label_names, counts.tolist()))
+            + ", ".join(f"{n} {c}" for n, c in zip(ds.label_names, counts.tolist()))
             + ")"
         )
-    log(
+    return train_set, sets
+
+
+def _student_line(cfg: DistillConfig, student: _Student) -> str:
+    from mobilebert_kit.models import count_parameters
+
+    config = student.model.config
+    return (
         f"student: {cfg.init_method}"
-        + (f" {','.join(map(str, layers))}" if layers is not None else "")
-        + f", {s_layers} layers, hidden {student.config.hidden_size}, {count_parameters(student):,} params; "
+        + (f" {','.join(map(str, student.layers))}" if student.layers is not None else "")
+        + f", {_num_layers(config)} layers, hidden {config.hidden_size}, {count_parameters(student.model):,} params; "
         f"T={cfg.temperature}, alpha={cfg.alpha}"
-        + (f", hidden x{cfg.hidden_weight}" if map_hidden else "")
-        + (f", attention x{cfg.attention_weight}" if map_attention else "")
-        + (f", layer map {layer_map}" if layer_map else "")
+        + (f", hidden x{cfg.hidden_weight}" if student.map_hidden else "")
+        + (f", attention x{cfg.attention_weight}" if student.map_attention else "")
+        + (f", layer map {student.layer_map}" if student.layer_map else "")
     )
 
-    # ---------------------------------------------------------------- train (the shared engine)
+
+def _train_student(job: _Job, train_set, eval_set, attention_store, work: Path, ctx: RunContext):
+    """The shared engine with the distillation loss; resume is keyed by teacher, data and options."""
+    from mobilebert_kit.engine import TrainModule, fingerprint, train
+
+    cfg, student = job.cfg, job.student
     run_fp = fingerprint(
-        teacher_sha,
-        data_cfg.to_dict(),
-        ds.summary()["sizes"],
-        len(unlabeled),
+        job.teacher.sha,
+        job.data_cfg.to_dict(),
+        job.ds.summary()["sizes"],
+        len(job.unlabeled),
         {k: v for k, v in cfg.to_dict().items() if k not in ("train", "output", "cache_dir", "data")},
-        student_source,
+        student.source,
     )
-    result = train(
-        TrainModule(student, make_loss(cfg, map_hidden, map_attention, t_train_out.attentions), extra),
+    loss = make_loss(cfg, student.map_hidden, student.map_attention, attention_store)
+    return train(
+        TrainModule(student.model, loss, student.extra),
         train_set,
-        sets["validation"],
+        eval_set,
         cfg.train,
         workdir=work,
-        pad_id=student_tok.pad_token_id or 0,
-        num_labels=len(label_names),
-        resume=resume,
-        quiet=quiet,
+        pad_id=student.pad_id,
+        num_labels=len(job.teacher.label_names),
+        resume=ctx.resume,
+        quiet=ctx.quiet,
         run_fingerprint=run_fp,
-        log=log,
+        log=ctx.log,
     )
-    t_train = time.perf_counter()
-    if not state.is_main_process:
-        state.wait_for_everyone()
-        return StageResult(out, written=False)
 
-    # ---------------------------------------------------------------- evaluate side by side, write
-    student_metrics = evaluate_splits(student, sets, cfg.train, student_tok.pad_token_id or 0, len(label_names))
-    n_val = len(ds.splits["validation"])
-    teacher_metrics = {}
-    for name, logit_rows in (("validation", t_eval_out.logits[:n_val]), ("test", t_eval_out.logits[n_val:])):
-        teacher_metrics[name] = classification_metrics(logit_rows, ds.splits[name].labels, len(label_names))
+
+def _metrics(job: _Job, sets: dict, cached: _Cached, result, train_examples: int) -> dict:
+    """Teacher and student side by side (top-level validation/test are the student's: what later
+    stages read), then how training and the teacher cache went."""
     from mobilebert_kit.batching import Collator, predict
+    from mobilebert_kit.metrics import classification_metrics
+    from mobilebert_kit.models import count_parameters
 
-    s_test = predict(
-        student,
-        sets["test"],
-        Collator(student_tok.pad_token_id or 0, L, True),
-        cfg.train.eval_batch_size,
-        next(student.parameters()).device,
-    )
-    agreement = (
-        float((s_test.argmax(-1) == t_eval_out.logits[n_val:].argmax(-1)).mean()) if len(s_test) else float("nan")
-    )
-    t_params, s_params = count_parameters(teacher), count_parameters(student)
-    t_size = sum(f.stat().st_size for f in teacher_dir.glob("*.safetensors")) or sum(
-        f.stat().st_size for f in teacher_dir.glob("*.bin")
-    )
-    metrics = {
-        **student_metrics,  # top-level validation/test: the student's (what later stages read)
+    teacher, student, ds, n_labels = job.teacher, job.student, job.ds, len(job.teacher.label_names)
+    student_metrics = evaluate_splits(student.model, sets, job.cfg.train, student.pad_id, n_labels)
+    n_val = len(ds.splits["validation"])
+    t_logits = {"validation": cached.eval.logits[:n_val], "test": cached.eval.logits[n_val:]}
+    teacher_metrics = {
+        name: classification_metrics(rows, ds.splits[name].labels, n_labels) for name, rows in t_logits.items()
+    }
+    collator = Collator(student.pad_id, job.cfg.train.max_length, True)
+    device = next(student.model.parameters()).device
+    s_test = predict(student.model, sets["test"], collator, job.cfg.train.eval_batch_size, device)
+    agreement = float((s_test.argmax(-1) == t_logits["test"].argmax(-1)).mean()) if len(s_test) else float("nan")
+    t_params, s_params = count_parameters(teacher.model), count_parameters(student.model)
+    return {
+        **student_metrics,
         "teacher": {
             **teacher_metrics,
             "parameters": t_params,
-            "layers": teacher_layers,
-            "hidden_size": teacher.config.hidden_size,
-            "size_bytes": t_size,
+            "layers": teacher.layers,
+            "hidden_size": teacher.model.config.hidden_size,
+            "size_bytes": teacher.size_bytes,
         },
         "student": {
             **student_metrics,
             "parameters": s_params,
-            "layers": s_layers,
-            "hidden_size": student.config.hidden_size,
+            "layers": _num_layers(student.model.config),
+            "hidden_size": student.model.config.hidden_size,
         },
         "retention": {
             k: _ratio(student_metrics["test"][k], teacher_metrics["test"][k]) for k in ("accuracy", "macro_f1")
         },
         "test_agreement_with_teacher": agreement,
         "compression": {"parameters": _ratio(t_params, s_params)},
-        "best_epoch": result.best_epoch,
-        "epochs_run": len(result.history),
-        "stopped_early": result.stopped_early,
-        "history": result.history,
-        "train_examples_per_second": result.examples_per_second,
-        "train_seconds": result.train_seconds,
-        "steps": result.steps,
+        **training_history(result),
         "parameters": s_params,
-        "train_examples": len(train_set),
-        "labeled_examples": n_lab,
-        "unlabeled_examples": len(unlabeled),
+        **_data_and_cache_numbers(job, cached, result, train_examples),
+        **training_setup(result),
+    }
+
+
+def _data_and_cache_numbers(job: _Job, cached: _Cached, result, train_examples: int) -> dict:
+    return {
+        "train_examples": train_examples,
+        "labeled_examples": len(job.ds.splits["train"]),
+        "unlabeled_examples": len(job.unlabeled),
         "teacher_cache": {
-            "train": t_train_out.status,
-            "eval": t_eval_out.status,
-            "seconds": cache_seconds,
-            "train_seconds": t_train_out.seconds,
-            "eval_seconds": t_eval_out.seconds,
-            "files": [*cache_files, t_eval_out.path],
+            "train": cached.train.status,
+            "eval": cached.eval.status,
+            "seconds": cached.seconds,
+            "train_seconds": cached.train.seconds,
+            "eval_seconds": cached.eval.seconds,
+            "files": [*cached.files, cached.eval.path],
         },
         # end to end: the teacher pass over the training text + training, per training example seen (the
         # teacher's pass over validation/test only serves the side-by-side report, as any evaluation would)
-        "end_to_end_examples_per_second": (len(train_set) * len(result.history))
-        / max(t_train_out.seconds + result.train_seconds, 1e-9),
-        "precision": result.precision,
-        "device": result.device,
-        "world_size": result.world_size,
-        "batch_size": result.batch_size,
-        "grad_accum": result.grad_accum,
-        "notes": result.notes,
+        "end_to_end_examples_per_second": (train_examples * len(result.history))
+        / max(cached.train.seconds + result.train_seconds, 1e-9),
     }
-    log("teacher test: accuracy {accuracy:.4f}, macro-F1 {macro_f1:.4f}".format(**teacher_metrics["test"]))
+
+
+def _log_results(metrics: dict, log) -> None:
+    log("teacher test: accuracy {accuracy:.4f}, macro-F1 {macro_f1:.4f}".format(**metrics["teacher"]["test"]))
     log(
-        "student test: accuracy {accuracy:.4f}, macro-F1 {macro_f1:.4f}".format(**student_metrics["test"])
-        + f" ({metrics['retention']['accuracy']:.1%} of the teacher's accuracy, {agreement:.1%} agreement)"
+        "student test: accuracy {accuracy:.4f}, macro-F1 {macro_f1:.4f}".format(**metrics["student"]["test"])
+        + f" ({metrics['retention']['accuracy']:.1%} of the teacher's accuracy, "
+        f"{metrics['test_agreement_with_teacher']:.1%} agreement)"
     )
+
+
+def _write(out: Path, job: _Job, metrics: dict, result, timings: dict, t0: float, overwrite: bool) -> None:
+    """The student folder: model, tokenizer, labels, metrics.json (with sizes) and manifest.json."""
+    from mobilebert_kit import artifacts
+
+    cfg, student = job.cfg, job.student
     with artifacts.staged_output(out, overwrite=overwrite) as tmp:
-        student.save_pretrained(tmp, safe_serialization=True)
-        student_tok.save_pretrained(tmp)
-        artifacts.write_labels(tmp, label_names)
+        student.model.save_pretrained(tmp, safe_serialization=True)
+        student.tokenizer.save_pretrained(tmp)
+        artifacts.write_labels(tmp, job.teacher.label_names)
         metrics["student"]["size_bytes"] = sum(f.stat().st_size for f in tmp.glob("*.safetensors"))
-        metrics["compression"]["size"] = _ratio(t_size, metrics["student"]["size_bytes"])
+        metrics["compression"]["size"] = _ratio(job.teacher.size_bytes, metrics["student"]["size_bytes"])
         artifacts.write_json(tmp / artifacts.METRICS, metrics)
-        timings = {
-            "load_seconds": t_load - t0,
-            "teacher_cache_seconds": cache_seconds,
-            "train_seconds": t_train - t_load - cache_seconds,
-            "total_seconds": time.perf_counter() - t0,
-        }
-        inputs = {
-            "model": artifacts.input_record(teacher_dir),
-            "student_init": {
-                "method": cfg.init_method,
-                **({"layers": layers} if layers is not None else {}),
-                **(student_source or {}),
-            },
-            "data": {
-                "source": ds.source,
-                **data_hash(data_cfg),
-                **({"unlabeled": cfg.unlabeled, "unlabeled_count": len(unlabeled)} if unlabeled else {}),
-            },
-        }
-        headline = {
-            "test_accuracy": student_metrics["test"]["accuracy"],
-            "test_macro_f1": student_metrics["test"]["macro_f1"],
-            "teacher_test_accuracy": teacher_metrics["test"]["accuracy"],
-            "teacher_test_macro_f1": teacher_metrics["test"]["macro_f1"],
-            "accuracy_retention": metrics["retention"]["accuracy"],
-            "train_examples_per_second": result.examples_per_second,
-            "parameters": s_params,
-        }
         config = cfg.to_dict()
-        config["data"] = data_cfg.to_dict()
+        config["data"] = job.data_cfg.to_dict()
         artifacts.write_manifest(
             tmp,
             stage="distill",
             config=config,
-            inputs=inputs,
-            metrics=headline,
-            timings=timings,
+            inputs=_manifest_inputs(job),
+            metrics=_headline(metrics, result),
+            timings={**timings, "total_seconds": time.perf_counter() - t0},
             extra={
-                "data": data_cfg.to_dict(),
-                "max_length": L,
-                "teacher": str(teacher_dir),
-                "dataset": ds.summary(),
-                "layer_map": layer_map or None,
+                "data": job.data_cfg.to_dict(),
+                "max_length": cfg.train.max_length,
+                "teacher": str(job.teacher.folder),
+                "dataset": job.ds.summary(),
+                "layer_map": student.layer_map or None,
                 "resumed_from": result.resumed_from,
             },
         )
-    shutil.rmtree(work, ignore_errors=True)
-    state.wait_for_everyone()
-    return StageResult(out, metrics, [_summary_line(out, metrics)])
+
+
+def _manifest_inputs(job: _Job) -> dict:
+    from mobilebert_kit import artifacts
+
+    student = job.student
+    return {
+        "model": artifacts.input_record(job.teacher.folder),
+        "student_init": {
+            "method": job.cfg.init_method,
+            **({"layers": student.layers} if student.layers is not None else {}),
+            **(student.source or {}),
+        },
+        "data": {
+            "source": job.ds.source,
+            **data_hash(job.data_cfg),
+            **({"unlabeled": job.cfg.unlabeled, "unlabeled_count": len(job.unlabeled)} if job.unlabeled else {}),
+        },
+    }
+
+
+def _headline(metrics: dict, result) -> dict:
+    return {
+        "test_accuracy": metrics["student"]["test"]["accuracy"],
+        "test_macro_f1": metrics["student"]["test"]["macro_f1"],
+        "teacher_test_accuracy": metrics["teacher"]["test"]["accuracy"],
+        "teacher_test_macro_f1": metrics["teacher"]["test"]["macro_f1"],
+        "accuracy_retention": metrics["retention"]["accuracy"],
+        "train_examples_per_second": result.examples_per_second,
+        "parameters": metrics["parameters"],
+    }
 
 
 def _summary_line(out: Path, m: dict) -> str:
@@ -906,15 +726,3 @@ def _summary_line(out: Path, m: dict) -> str:
 
 def _ratio(a: float, b: float) -> float:
     return float(a) / float(b) if b else float("nan")
-
-
-def _device(requested: str):
-    import torch
-
-    if requested == "cpu" or (requested == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        from mobilebert_kit.errors import TrainingError
-
-        raise TrainingError(f"device '{requested}' requested but no CUDA GPU is visible; use --device cpu (or auto)")
-    return torch.device("cuda" if requested == "auto" else requested)

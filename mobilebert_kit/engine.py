@@ -9,6 +9,10 @@ embeddings + the lowest N layers, DataLoader workers / pin_memory, automatic bat
 out-of-memory, evaluation every epoch with best-epoch selection and early stopping, crash-safe
 checkpoints (model, optimizer, scheduler, scaler, RNG, data position) with exact resume, and
 data-parallel training under ``accelerate launch`` / ``torchrun`` (one process writes).
+
+The parts live in :mod:`mobilebert_kit.training`: the :class:`~.state.TrainState`, the
+:class:`~.checkpoint.Checkpointer` and the hooks (progress, mid-epoch checkpoints, fault
+injection, evaluation / best epoch / early stopping); this module puts them together.
 """
 
 from __future__ import annotations
@@ -17,11 +21,7 @@ import contextlib
 import hashlib
 import json
 import math
-import os
-import random
 import shutil
-import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,9 +31,37 @@ import numpy as np
 
 from mobilebert_kit.batching import TOKEN_KEYS, Collator, FeatureDataset, batch_order, predict
 from mobilebert_kit.config import StageConfig, check_choice, check_range
+from mobilebert_kit.devices import resolve_precision, select_device
 from mobilebert_kit.errors import TrainingError
+from mobilebert_kit.training.checkpoint import BEST, Checkpointer, latest_checkpoint, load_best
+from mobilebert_kit.training.hooks import Evaluation, FaultInjection, Hooks, PeriodicCheckpoint, ProgressBar
+from mobilebert_kit.training.state import TrainState
+
+__all__ = [
+    "PRECISIONS",
+    "TrainConfig",
+    "TrainModule",
+    "TrainResult",
+    "default_loss",
+    "fingerprint",
+    "freeze_lower_layers",
+    "latest_checkpoint",
+    "load_best",
+    "resolve_precision",
+    "train",
+]
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# options that change how fast a run goes, not what it computes: resume accepts a change of these
+RESUME_NEUTRAL = (
+    "checkpoint_every",
+    "keep_checkpoints",
+    "num_workers",
+    "pin_memory",
+    "auto_batch_size",
+    "compile",
+    "compile_backend",
+)
 
 
 @dataclass
@@ -89,49 +117,6 @@ class TrainConfig(StageConfig):
         return p
 
 
-# --------------------------------------------------------------------------- data
-
-
-# --------------------------------------------------------------------------- device / precision
-
-
-def cpu_has_native_bf16() -> bool:
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def resolve_precision(requested: str, device_type: str) -> str:
-    """Map ``auto`` to what is fast on this device; refuse what the device can't do well."""
-    import torch
-
-    if device_type == "cuda":
-        bf16_ok = torch.cuda.is_bf16_supported()
-        if requested == "auto":
-            return "bf16" if bf16_ok else "fp16"
-        if requested == "bf16" and not bf16_ok:
-            raise TrainingError(
-                f"--precision bf16 is not supported by {torch.cuda.get_device_name()}; use --precision fp16 or auto"
-            )
-        return requested
-    if requested == "auto":
-        return "fp32"  # bf16 autocast on a CPU without native bf16 is ~20x slower than fp32
-    if requested == "fp16":
-        raise TrainingError("--precision fp16 needs a CUDA GPU; on CPU use --precision fp32 (or auto)")
-    if requested == "bf16" and not cpu_has_native_bf16():
-        raise TrainingError(
-            "--precision bf16 on this CPU (no avx512_bf16/amx instructions) runs ~20x slower than fp32; "
-            "use --precision fp32 (or auto), or train on a GPU"
-        )
-    return requested
-
-
-# --------------------------------------------------------------------------- results
-
-
 @dataclass
 class TrainResult:
     best_epoch: int
@@ -178,89 +163,15 @@ def _wrapper_module(task: TrainModule):
     return Wrapper()
 
 
-# --------------------------------------------------------------------------- checkpoints
-
-
 def fingerprint(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _rng_state() -> dict:
-    import torch
-
-    state = {
-        "python": list(random.getstate()[1]),
-        "python_pos": random.getstate()[2],
-        "numpy": np.random.get_state()[1].tolist(),
-        "numpy_pos": int(np.random.get_state()[2]),
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    import torch
-
-    random.setstate((3, tuple(state["python"]), state["python_pos"]))
-    np.random.set_state(("MT19937", np.array(state["numpy"], dtype=np.uint32), state["numpy_pos"], 0, 0.0))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def latest_checkpoint(workdir: Path) -> Path | None:
-    ckdir = workdir / "checkpoints"
-    if not ckdir.is_dir():
-        return None
-    done = sorted(p for p in ckdir.iterdir() if p.name.startswith("step-") and (p / "state.json").exists())
-    return done[-1] if done else None
-
-
-def _save_checkpoint(path: Path, wrapper, optimizer, scheduler, scaler, state: dict, keep: int) -> None:
-    """Write to a temp dir and rename, so a kill -9 mid-write never corrupts the last checkpoint.
-    (accelerate's save_state writes in place; that's why this is ours.)"""
-    import torch
-    from safetensors.torch import save_file
-
-    tmp = path.with_name(f".{path.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file(
-        {k: v.detach().cpu().contiguous() for k, v in wrapper.state_dict().items()}, str(tmp / "model.safetensors")
-    )
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-    if scaler is not None:
-        torch.save(scaler.state_dict(), tmp / "scaler.pt")
-    torch.save(_rng_state(), tmp / "rng.pt")
-    (tmp / "state.json").write_text(json.dumps(state, indent=2))
-    shutil.rmtree(path, ignore_errors=True)
-    os.replace(tmp, path)
-    old = sorted(p for p in path.parent.iterdir() if p.name.startswith("step-"))[:-keep]
-    for p in old:
-        shutil.rmtree(p, ignore_errors=True)
-
-
-def _save_best(workdir: Path, model) -> None:
-    from safetensors.torch import save_file
-
-    tmp = workdir / ".best.safetensors.tmp"
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp))
-    os.replace(tmp, workdir / "best.safetensors")
-
-
-def load_best(workdir: Path, model) -> None:
-    from safetensors.torch import load_file
-
-    model.load_state_dict(load_file(str(workdir / "best.safetensors")))
-
-
-# --------------------------------------------------------------------------- evaluation
-
-
-# --------------------------------------------------------------------------- the loop
+def resume_fingerprint(run_fingerprint: str, cfg: TrainConfig, batch_size: int, grad_accum: int, world: int) -> str:
+    """What a checkpoint must have been made with to be resumed: the caller's data/model
+    fingerprint, every option that changes the computation, the batch layout and process count."""
+    options = {k: v for k, v in cfg.to_dict().items() if k not in RESUME_NEUTRAL}
+    return fingerprint(run_fingerprint, options, batch_size, grad_accum, world)
 
 
 def freeze_lower_layers(model, n: int) -> int:
@@ -277,6 +188,20 @@ def freeze_lower_layers(model, n: int) -> int:
         for p in layer.parameters():
             p.requires_grad_(False)
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+@dataclass
+class _Options:
+    """How :func:`train` was called (everything but the model, the data and the config)."""
+
+    workdir: Path
+    pad_id: int
+    num_labels: int
+    resume: bool
+    quiet: bool
+    run_fingerprint: str
+    log: Callable[[str], None]
+    metric_fn: Callable[[np.ndarray, list[int]], dict] | None
 
 
 def train(
@@ -302,7 +227,8 @@ def train(
     """
     from accelerate.utils.memory import should_reduce_batch_size
 
-    log = log or (lambda m: None if quiet else print(m, file=sys.stderr))
+    log = log or (lambda m: None if quiet else _stderr(m))
+    opts = _Options(workdir, pad_id, num_labels, resume, quiet, run_fingerprint, log, metric_fn)
     batch_size, grad_accum = cfg.batch_size, cfg.grad_accum
     initial = None
     if cfg.auto_batch_size:
@@ -310,22 +236,7 @@ def train(
     notes: list[str] = []
     while True:
         try:
-            result = _train_once(
-                task,
-                train_set,
-                eval_set,
-                cfg,
-                batch_size,
-                grad_accum,
-                workdir=workdir,
-                pad_id=pad_id,
-                num_labels=num_labels,
-                resume=resume,
-                quiet=quiet,
-                run_fingerprint=run_fingerprint,
-                log=log,
-                metric_fn=metric_fn,
-            )
+            result = _train_once(task, train_set, eval_set, cfg, batch_size, grad_accum, opts)
             result.notes = notes + result.notes
             return result
         except RuntimeError as e:
@@ -343,17 +254,13 @@ def train(
             notes.append(msg)
             log(msg)
             shutil.rmtree(workdir / "checkpoints", ignore_errors=True)
-            resume = False
+            opts.resume = False
 
 
-def _fault_injection(step: int) -> None:
-    """Test hook: ``MBK_KILL_AT_STEP=N`` SIGKILLs this process right after optimizer step N,
-    which is how the resume tests reproduce a ``kill -9`` at an exact point."""
-    at = os.environ.get("MBK_KILL_AT_STEP")
-    if at and int(at) == step:
-        import signal
+def _stderr(msg: str) -> None:
+    import sys
 
-        os.kill(os.getpid(), signal.SIGKILL)
+    print(msg, file=sys.stderr)
 
 
 def _free_memory() -> None:
@@ -366,303 +273,242 @@ def _free_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def _train_once(
-    task,
-    train_set,
-    eval_set,
-    cfg: TrainConfig,
-    batch_size: int,
-    grad_accum: int,
-    *,
-    workdir: Path,
-    pad_id: int,
-    num_labels: int,
-    resume: bool,
-    quiet: bool,
-    run_fingerprint: str,
-    log,
-    metric_fn,
-):
+# --------------------------------------------------------------------------- one attempt
+
+
+@dataclass
+class _Run:
+    """What one training attempt is built from (see :func:`_setup`)."""
+
+    accelerator: Any
+    wrapper: Any  # model + extra modules + loss, prepared by accelerate
+    forward: Any  # the wrapper, or its torch.compile'd version
+    optimizer: Any
+    scheduler: Any
+    collator: Collator
+    device_type: str
+    precision: str
+    total_steps: int
+    trainable: int
+    log: Callable[[str], None]
+
+    @property
+    def world(self) -> int:
+        return self.accelerator.num_processes
+
+    @property
+    def is_main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    @property
+    def model(self):
+        return self.accelerator.unwrap_model(self.wrapper).model
+
+
+def _train_once(task, train_set, eval_set, cfg: TrainConfig, batch_size: int, grad_accum: int, opts: _Options):
+    """One training attempt at a fixed batch layout: set up, start or resume, run the epochs."""
+    run = _setup(task, cfg, batch_size, grad_accum, len(train_set), opts)
+    scaler = getattr(run.accelerator, "scaler", None)
+    ckpt = Checkpointer(
+        opts.workdir, cfg.keep_checkpoints, run.accelerator, run.wrapper, run.optimizer, run.scheduler, scaler
+    )
+    fp = resume_fingerprint(opts.run_fingerprint, cfg, batch_size, grad_accum, run.world)
+    state, resumed_from = ckpt.start(fp, opts.resume, run.log)
+    hooks = Hooks(
+        [
+            ProgressBar(cfg.epochs, disable=opts.quiet or not run.is_main),
+            PeriodicCheckpoint(ckpt, cfg.checkpoint_every),
+            FaultInjection(),
+            _evaluation(run, eval_set, cfg, opts),
+        ]
+    )
+    run.wrapper.train()
+    run.log(
+        f"training on {run.device_type} ({run.precision}), {len(train_set)} examples, batch {batch_size}x{grad_accum}"
+        f"{f' x{run.world} processes' if run.world > 1 else ''}, {run.trainable:,} trainable params, "
+        f"{run.total_steps} steps"
+    )
+    stopped_early = False
+    while not stopped_early and not state.finished(cfg.epochs, cfg.max_steps):
+        _train_epoch(run, state, train_set, cfg, batch_size, hooks)
+        stopped_early = hooks.on_epoch_end(state)
+        ckpt.save(state)
+    _finish(run, cfg, opts.workdir)
+    return TrainResult(
+        best_epoch=state.best_epoch,
+        best_metric=state.best_metric,
+        history=state.history,
+        train_seconds=state.train_seconds,
+        examples_per_second=state.examples_per_second,
+        steps=state.global_step,
+        stopped_early=stopped_early,
+        resumed_from=resumed_from,
+        batch_size=batch_size,
+        grad_accum=grad_accum,
+        precision=run.precision,
+        device=str(run.accelerator.device),
+        world_size=run.world,
+    )
+
+
+def _setup(task: TrainModule, cfg: TrainConfig, batch_size: int, grad_accum: int, n_train: int, opts: _Options) -> _Run:
+    """Accelerator, seeded model (checkpointing, frozen layers), optimizer and schedule."""
     import torch
     from accelerate import Accelerator
     from accelerate.utils import set_seed
     from transformers import get_linear_schedule_with_warmup
 
-    from mobilebert_kit.metrics import classification_metrics
-
-    metric_fn = metric_fn or (lambda logits, labels: classification_metrics(logits, labels, num_labels))
-    want_cpu = cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available())
-    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
-        raise TrainingError(f"device '{cfg.device}' requested but no CUDA GPU is visible; use --device cpu (or auto)")
-    device_type = "cpu" if want_cpu else "cuda"
+    device_type = select_device(cfg.device).type
     precision = resolve_precision(cfg.precision, device_type)
-    mixed = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision]
     accelerator = Accelerator(
-        cpu=want_cpu, mixed_precision=mixed, gradient_accumulation_steps=grad_accum, step_scheduler_with_optimizer=False
+        cpu=device_type == "cpu",
+        mixed_precision={"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision],
+        gradient_accumulation_steps=grad_accum,
+        step_scheduler_with_optimizer=False,
     )
-    is_main = accelerator.is_main_process
-    if not is_main:
-        log = lambda m: None  # noqa: E731
     set_seed(cfg.seed)
-
-    model = task.model
     if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    trainable = freeze_lower_layers(model, cfg.freeze_layers)
+        task.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    trainable = freeze_lower_layers(task.model, cfg.freeze_layers)
     wrapper = _wrapper_module(task)
-
-    collator = Collator(pad_id, cfg.max_length, cfg.dynamic_padding)
-    num_workers = (
-        cfg.num_workers if cfg.num_workers is not None else (0 if device_type == "cpu" else min(4, os.cpu_count() or 1))
-    )
-    pin_memory = cfg.pin_memory if cfg.pin_memory is not None else device_type == "cuda"
-
-    world = accelerator.num_processes
-    batches_per_epoch = math.ceil(len(train_set) / batch_size)
-    steps_per_epoch = math.ceil(math.ceil(batches_per_epoch / world) / grad_accum)
-    total_steps = steps_per_epoch * cfg.epochs
+    batches_per_process = math.ceil(math.ceil(n_train / batch_size) / accelerator.num_processes)
+    total_steps = math.ceil(batches_per_process / grad_accum) * cfg.epochs
     if cfg.max_steps:
         total_steps = min(total_steps, cfg.max_steps)
+    optimizer = _optimizer(wrapper, cfg, device_type)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), max(total_steps, 1))
+    wrapper, optimizer = accelerator.prepare(wrapper, optimizer)
+    forward = torch.compile(wrapper, dynamic=True, backend=cfg.compile_backend) if cfg.compile else wrapper
+    collator = Collator(opts.pad_id, cfg.max_length, cfg.dynamic_padding)
+    log = opts.log if accelerator.is_main_process else (lambda m: None)
+    return _Run(
+        accelerator,
+        wrapper,
+        forward,
+        optimizer,
+        scheduler,
+        collator,
+        device_type,
+        precision,
+        total_steps,
+        trainable,
+        log,
+    )
+
+
+def _optimizer(wrapper, cfg: TrainConfig, device_type: str):
+    """AdamW with weight decay on matrices only (not on biases, LayerNorm or other vectors)."""
+    import torch
 
     decay, no_decay = [], []
     for n, p in wrapper.named_parameters():
         if p.requires_grad:
             (no_decay if p.ndim < 2 or "LayerNorm" in n or n.endswith(".bias") else decay).append(p)
-    optimizer = torch.optim.AdamW(
+    return torch.optim.AdamW(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=cfg.lr,
         fused=device_type == "cuda",
     )
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), max(total_steps, 1))
-    wrapper, optimizer = accelerator.prepare(wrapper, optimizer)
-    scaler = getattr(accelerator, "scaler", None)
-    forward = torch.compile(wrapper, dynamic=True, backend=cfg.compile_backend) if cfg.compile else wrapper
 
-    # ---------------------------------------------------------------- resume
-    fp = fingerprint(
-        run_fingerprint,
-        {
-            k: v
-            for k, v in cfg.to_dict().items()
-            if k
-            not in (
-                "checkpoint_every",
-                "keep_checkpoints",
-                "num_workers",
-                "pin_memory",
-                "auto_batch_size",
-                "compile",
-                "compile_backend",
-            )
-        },
-        batch_size,
-        grad_accum,
-        world,
+
+def _evaluation(run: _Run, eval_set, cfg: TrainConfig, opts: _Options) -> Evaluation:
+    """The epoch-end hook: validation metrics (macro-F1 picks the best epoch), early stopping."""
+    from mobilebert_kit.metrics import classification_metrics
+
+    metric_fn = opts.metric_fn or (lambda logits, labels: classification_metrics(logits, labels, opts.num_labels))
+
+    def evaluate() -> dict | None:
+        if eval_set is None or not len(eval_set):
+            return None
+        logits = predict(run.model, eval_set, run.collator, cfg.eval_batch_size, run.accelerator.device)
+        return metric_fn(logits, [f["labels"] for f in eval_set.features])
+
+    return Evaluation(
+        evaluate,
+        run.model,
+        opts.workdir,
+        epochs=cfg.epochs,
+        patience=cfg.early_stopping_patience,
+        writer=run.is_main,
+        log=run.log,
     )
-    state = {
-        "epoch": 0,
-        "batches_done": 0,
-        "global_step": 0,
-        "history": [],
-        "best_metric": -1.0,
-        "best_epoch": -1,
-        "bad_epochs": 0,
-        "train_seconds": 0.0,
-        "examples_seen": 0,
-        "epoch_loss": 0.0,
-        "epoch_n": 0,
-        "fingerprint": fp,
-    }
-    resumed_from = None
-    workdir.mkdir(parents=True, exist_ok=True)
-    if resume:
-        ck = latest_checkpoint(workdir)
-        if ck is None:
-            raise TrainingError(f"--resume: no checkpoint found in {workdir}; run without --resume to start fresh")
-        saved = json.loads((ck / "state.json").read_text())
-        if saved.get("fingerprint") != fp:
-            raise TrainingError(
-                f"--resume: the checkpoint in {ck} was made with different data, model or training options; "
-                "re-run with the same options, or without --resume to start fresh"
-            )
-        from safetensors.torch import load_file
 
-        accelerator.unwrap_model(wrapper).load_state_dict(load_file(str(ck / "model.safetensors")))
-        optimizer.load_state_dict(torch.load(ck / "optimizer.pt", weights_only=True))
-        scheduler.load_state_dict(torch.load(ck / "scheduler.pt", weights_only=True))
-        if scaler is not None and (ck / "scaler.pt").exists():
-            scaler.load_state_dict(torch.load(ck / "scaler.pt", weights_only=True))
-        _set_rng_state(torch.load(ck / "rng.pt", weights_only=True))
-        state = saved
-        resumed_from = str(ck)
-        log(f"resuming from {ck.name}: epoch {state['epoch'] + 1}, step {state['global_step']}")
-    elif latest_checkpoint(workdir) is not None and is_main:
-        shutil.rmtree(workdir / "checkpoints", ignore_errors=True)  # a fresh start discards stale checkpoints
-    accelerator.wait_for_everyone()
 
-    def checkpoint(tag_state: dict) -> None:
-        accelerator.wait_for_everyone()
-        if is_main:
-            _save_checkpoint(
-                workdir / "checkpoints" / f"step-{tag_state['global_step']:08d}",
-                accelerator.unwrap_model(wrapper),
-                optimizer,
-                scheduler,
-                scaler,
-                tag_state,
-                cfg.keep_checkpoints,
-            )
-        accelerator.wait_for_everyone()
+def _train_epoch(run: _Run, state: TrainState, train_set, cfg: TrainConfig, batch_size: int, hooks: Hooks) -> None:
+    """The running epoch's remaining batches (all of them, unless resuming mid-epoch)."""
+    loader = _epoch_loader(run, train_set, cfg, batch_size, state.epoch)
+    batches, skip = len(loader), state.batches_done
+    if skip:
+        loader = run.accelerator.skip_first_batches(loader, skip)
+    hooks.on_epoch_start(state, batches, skip)
+    state.start_epoch()
+    for batch in loader:
+        loss = _step(run, batch, cfg.max_grad_norm)
+        state.add_batch(_finite(loss, state), batch["input_ids"].shape[0] * run.world)
+        hooks.on_batch_end(state)
+        if run.accelerator.sync_gradients:
+            run.scheduler.step()
+            state.global_step += 1
+            hooks.on_step_end(state)
+            if cfg.max_steps and state.global_step >= cfg.max_steps:
+                break
+    state.flush_timing()
 
-    # ---------------------------------------------------------------- loop
-    from tqdm.auto import tqdm
 
-    unwrapped_model = accelerator.unwrap_model(wrapper).model
-    stopped_early = False
-    wrapper.train()
-    log(
-        f"training on {device_type} ({precision}), {len(train_set)} examples, batch {batch_size}x{grad_accum}"
-        f"{f' x{world} processes' if world > 1 else ''}, {trainable:,} trainable params, {total_steps} steps"
+def _epoch_loader(run: _Run, train_set, cfg: TrainConfig, batch_size: int, epoch: int):
+    """This epoch's batches, deterministic in (seed, epoch), which is what makes exact resume possible."""
+    import os
+
+    import torch
+
+    batches = batch_order(
+        train_set.lengths, batch_size, cfg.seed, epoch, cfg.group_by_length, longest_first=cfg.auto_batch_size
     )
-    while state["epoch"] < cfg.epochs and not (cfg.max_steps and state["global_step"] >= cfg.max_steps):
-        epoch = state["epoch"]
-        batches = batch_order(
-            train_set.lengths, batch_size, cfg.seed, epoch, cfg.group_by_length, longest_first=cfg.auto_batch_size
-        )
-        loader = torch.utils.data.DataLoader(
-            train_set,
-            batch_sampler=batches,
-            collate_fn=collator,
-            num_workers=num_workers,
-            pin_memory=pin_memory,
-            persistent_workers=False,
-            # its own generator: iterator creation must not draw from the
-            # global RNG, or a resumed run's dropout masks would shift
-            generator=torch.Generator().manual_seed(cfg.seed + epoch),
-        )
-        loader = accelerator.prepare_data_loader(loader, device_placement=True)
-        local_batches = len(loader)
-        skip = state["batches_done"]
-        if skip:
-            loader = accelerator.skip_first_batches(loader, skip)
-        bar = tqdm(
-            total=local_batches,
-            initial=skip,
-            desc=f"epoch {epoch + 1}/{cfg.epochs}",
-            disable=quiet or not is_main,
-            file=sys.stderr,
-            dynamic_ncols=True,
-            leave=True,
-            mininterval=1.0,
-        )
-        if state["batches_done"] == 0:
-            state["epoch_loss"], state["epoch_n"] = 0.0, 0
-        t_epoch = time.perf_counter()
-        epoch_examples = 0
-        for batch in loader:
-            with accelerator.accumulate(wrapper):
-                loss = forward(batch)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and cfg.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(wrapper.parameters(), cfg.max_grad_norm)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-            n_ex = batch["input_ids"].shape[0] * world
-            epoch_examples += n_ex
-            state["batches_done"] += 1
-            lv = float(loss.detach())
-            if not math.isfinite(lv):
-                raise TrainingError(
-                    f"loss became {lv} at step {state['global_step']}; lower --lr or use --precision fp32"
-                )
-            state["epoch_loss"] += lv
-            state["epoch_n"] += 1
-            elapsed = time.perf_counter() - t_epoch
-            bar.update(1)
-            bar.set_postfix(
-                loss=f"{state['epoch_loss'] / state['epoch_n']:.4f}",
-                ex_s=f"{epoch_examples / max(elapsed, 1e-9):.1f}",
-                refresh=False,
-            )
-            if accelerator.sync_gradients:
-                scheduler.step()
-                state["global_step"] += 1
-                at_end = state["batches_done"] >= local_batches
-                if cfg.checkpoint_every and state["global_step"] % cfg.checkpoint_every == 0 and not at_end:
-                    state["train_seconds"] += time.perf_counter() - t_epoch
-                    state["examples_seen"] += epoch_examples
-                    t_epoch, epoch_examples = time.perf_counter(), 0
-                    checkpoint(state)
-                _fault_injection(state["global_step"])
-                if cfg.max_steps and state["global_step"] >= cfg.max_steps:
-                    break
-        bar.close()
-        state["train_seconds"] += time.perf_counter() - t_epoch
-        state["examples_seen"] += epoch_examples
+    auto_workers = 0 if run.device_type == "cpu" else min(4, os.cpu_count() or 1)
+    loader = torch.utils.data.DataLoader(
+        train_set,
+        batch_sampler=batches,
+        collate_fn=run.collator,
+        num_workers=cfg.num_workers if cfg.num_workers is not None else auto_workers,
+        pin_memory=cfg.pin_memory if cfg.pin_memory is not None else run.device_type == "cuda",
+        persistent_workers=False,
+        # its own generator: iterator creation must not draw from the
+        # global RNG, or a resumed run's dropout masks would shift
+        generator=torch.Generator().manual_seed(cfg.seed + epoch),
+    )
+    return run.accelerator.prepare_data_loader(loader, device_placement=True)
 
-        # ------------------------------------------------------------ epoch end: eval, best, early stop
-        record: dict[str, Any] = {
-            "epoch": epoch + 1,
-            "step": state["global_step"],
-            "train_loss": state["epoch_loss"] / max(state["epoch_n"], 1),
-            "examples_per_second": state["examples_seen"] / max(state["train_seconds"], 1e-9),
-        }
-        if eval_set is not None and len(eval_set):
-            logits = predict(unwrapped_model, eval_set, collator, cfg.eval_batch_size, accelerator.device)
-            labels = [f["labels"] for f in eval_set.features]
-            m = metric_fn(logits, labels)
-            record.update({f"val_{k}": v for k, v in m.items() if k != "n"})
-            metric = m["macro_f1"]
-        else:
-            metric = -record["train_loss"]
-        improved = metric > state["best_metric"] + 1e-9
-        if improved:
-            state["best_metric"], state["best_epoch"], state["bad_epochs"] = metric, epoch + 1, 0
-            if is_main:
-                _save_best(workdir, unwrapped_model)
-        else:
-            state["bad_epochs"] += 1
-        state["history"].append(record)
-        log(
-            " | ".join(
-                [f"epoch {epoch + 1}", f"loss {record['train_loss']:.4f}"]
-                + [f"{k} {v:.4f}" for k, v in record.items() if k.startswith("val_")]
-                + [f"{record['examples_per_second']:.1f} ex/s", "best" if improved else ""]
-            ).rstrip(" |")
-        )
-        state["epoch"] += 1
-        state["batches_done"] = 0
-        stop = bool(cfg.early_stopping_patience and state["bad_epochs"] >= cfg.early_stopping_patience)
-        if stop and state["epoch"] < cfg.epochs:
-            stopped_early = True
-            log(f"early stopping: no validation macro-F1 gain for {state['bad_epochs']} epochs")
-        checkpoint(state)
-        if stopped_early:
-            break
 
-    accelerator.wait_for_everyone()
-    if (workdir / "best.safetensors").exists():
-        load_best(workdir, unwrapped_model)
+def _step(run: _Run, batch, max_grad_norm: float):
+    """Forward, backward and (at accumulation boundaries) clip + optimizer step; returns the loss."""
+    accelerator = run.accelerator
+    with accelerator.accumulate(run.wrapper):
+        loss = run.forward(batch)
+        accelerator.backward(loss)
+        if accelerator.sync_gradients and max_grad_norm > 0:
+            accelerator.clip_grad_norm_(run.wrapper.parameters(), max_grad_norm)
+        run.optimizer.step()
+        run.optimizer.zero_grad(set_to_none=True)
+    return loss
+
+
+def _finite(loss, state: TrainState) -> float:
+    value = float(loss.detach())
+    if not math.isfinite(value):
+        raise TrainingError(f"loss became {value} at step {state.global_step}; lower --lr or use --precision fp32")
+    return value
+
+
+def _finish(run: _Run, cfg: TrainConfig, workdir: Path) -> None:
+    """Leave the model as callers expect it: best epoch's weights, all trainable, in eval mode."""
+    run.accelerator.wait_for_everyone()
+    model = run.model
+    if (workdir / BEST).exists():
+        load_best(workdir, model)
     if cfg.gradient_checkpointing:
-        unwrapped_model.gradient_checkpointing_disable()
-    for p in unwrapped_model.parameters():
+        model.gradient_checkpointing_disable()
+    for p in model.parameters():
         p.requires_grad_(True)
-    unwrapped_model.eval()
-    result = TrainResult(
-        best_epoch=state["best_epoch"],
-        best_metric=state["best_metric"],
-        history=state["history"],
-        train_seconds=state["train_seconds"],
-        examples_per_second=state["examples_seen"] / max(state["train_seconds"], 1e-9),
-        steps=state["global_step"],
-        stopped_early=stopped_early,
-        resumed_from=resumed_from,
-        batch_size=batch_size,
-        grad_accum=grad_accum,
-        precision=precision,
-        device=str(accelerator.device),
-        world_size=world,
-    )
+    model.eval()
     with contextlib.suppress(Exception):
-        accelerator.free_memory()
-    return result
+        run.accelerator.free_memory()

@@ -12,11 +12,20 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from mobilebert_kit.config import StageConfig
 from mobilebert_kit.data import DataConfig
 from mobilebert_kit.engine import TrainConfig
 from mobilebert_kit.stage import RunContext, StageResult
+from mobilebert_kit.training.stages import (
+    data_hash,
+    evaluate_splits,
+    model_input,
+    training_dirs,
+    training_history,
+    training_setup,
+)
 
 
 @dataclass
@@ -35,41 +44,49 @@ class FinetuneConfig(StageConfig):
         return p
 
 
-def checkpoint_dir(output: str | Path) -> Path:
-    output = Path(output)
-    return output.with_name(output.name + ".ckpt")
+@dataclass
+class _Loaded:
+    """The model and data a fine-tuning run starts from."""
 
+    resolved: Any  # models.ResolvedModel
+    dataset: Any  # data.TextDataset
+    tokenizer: Any
+    model: Any
 
-def training_dirs(output: str | Path, overwrite: bool, resume: bool) -> tuple[Path, Path]:
-    """(output folder, checkpoint folder) for a training stage; fails before any work when the
-    output is occupied or ``resume`` has nothing to resume from."""
-    from mobilebert_kit import artifacts
-    from mobilebert_kit.errors import TrainingError
-
-    out = artifacts.check_output_dir(output, overwrite)
-    work = checkpoint_dir(out)
-    if resume and not (work / "checkpoints").is_dir():
-        raise TrainingError(f"--resume: no checkpoint found in {work}; run without --resume to start fresh")
-    return out, work
+    @property
+    def pad_id(self) -> int:
+        return self.tokenizer.pad_token_id or 0
 
 
 def run(cfg: FinetuneConfig, ctx: RunContext | None = None) -> StageResult:
     """Fine-tune ``cfg.model`` on ``cfg.data``; the result carries the output folder and metrics."""
-    from mobilebert_kit import artifacts
-    from mobilebert_kit.batching import make_features
-    from mobilebert_kit.data import load_dataset
-    from mobilebert_kit.engine import TrainModule, fingerprint, train
-    from mobilebert_kit.models import (
-        count_parameters,
-        load_pretrained_for_classification,
-        load_tokenizer,
-        resolve_model,
-    )
+    from accelerate import PartialState
 
     ctx = ctx or RunContext()
-    log, overwrite, resume, quiet = ctx.log, ctx.overwrite, ctx.resume, ctx.quiet
     t0 = time.perf_counter()
-    out, work = training_dirs(cfg.output, overwrite, resume)
+    out, work = training_dirs(cfg.output, ctx.overwrite, ctx.resume)
+    loaded = _load(cfg, ctx.log)
+    t_load = time.perf_counter()
+    sets, result = _train(cfg, loaded, work, ctx)
+    t_train = time.perf_counter()
+    state = PartialState()
+    if not state.is_main_process:  # one process writes artifacts
+        state.wait_for_everyone()
+        return StageResult(out, written=False)
+    metrics = _metrics(cfg, loaded, sets, result)
+    ctx.log("test: accuracy {accuracy:.4f}, macro-F1 {macro_f1:.4f}".format(**metrics["test"]))
+    timings = {"load_seconds": t_load - t0, "train_seconds": t_train - t_load}
+    _write(out, cfg, loaded, metrics, result, timings, t0, ctx.overwrite)
+    shutil.rmtree(work, ignore_errors=True)
+    state.wait_for_everyone()
+    return StageResult(out, metrics, [_summary_line(out, metrics)])
+
+
+def _load(cfg: FinetuneConfig, log) -> _Loaded:
+    """The data, the tokenizer and the pretrained model with a fresh classification head."""
+    from mobilebert_kit.data import load_dataset
+    from mobilebert_kit.errors import ConfigError
+    from mobilebert_kit.models import load_pretrained_for_classification, load_tokenizer, resolve_model
 
     resolved = resolve_model(cfg.model)
     ds = load_dataset(cfg.data)
@@ -78,74 +95,60 @@ def run(cfg: FinetuneConfig, ctx: RunContext | None = None) -> StageResult:
     model = load_pretrained_for_classification(resolved, ds.label_names, cfg.dropout)
     n_layers = getattr(model.config, "num_hidden_layers", None)
     if n_layers is not None and cfg.train.freeze_layers > n_layers:
-        from mobilebert_kit.errors import ConfigError
-
         raise ConfigError(
             f"freeze_layers must be in [0, {n_layers}] for {cfg.model} ({n_layers} layers); got {cfg.train.freeze_layers}"
         )
-    t_load = time.perf_counter()
+    return _Loaded(resolved, ds, tokenizer, model)
 
-    L = cfg.train.max_length
-    sets = {name: make_features(tokenizer, s.texts, s.pairs, s.labels, L) for name, s in ds.splits.items()}
-    run_fp = fingerprint(resolved.path, cfg.data.to_dict(), ds.summary()["sizes"], cfg.dropout)
+
+def _train(cfg: FinetuneConfig, loaded: _Loaded, work: Path, ctx: RunContext):
+    """Tokenize every split and train on the shared engine; returns (feature sets, TrainResult)."""
+    from mobilebert_kit.batching import make_features
+    from mobilebert_kit.engine import TrainModule, fingerprint, train
+
+    ds, L = loaded.dataset, cfg.train.max_length
+    sets = {name: make_features(loaded.tokenizer, s.texts, s.pairs, s.labels, L) for name, s in ds.splits.items()}
+    run_fp = fingerprint(loaded.resolved.path, cfg.data.to_dict(), ds.summary()["sizes"], cfg.dropout)
     result = train(
-        TrainModule(model),
+        TrainModule(loaded.model),
         sets["train"],
         sets["validation"],
         cfg.train,
         workdir=work,
-        pad_id=tokenizer.pad_token_id or 0,
+        pad_id=loaded.pad_id,
         num_labels=ds.num_labels,
-        resume=resume,
-        quiet=quiet,
+        resume=ctx.resume,
+        quiet=ctx.quiet,
         run_fingerprint=run_fp,
-        log=log,
+        log=ctx.log,
     )
-    t_train = time.perf_counter()
+    return sets, result
 
-    from accelerate import PartialState
 
-    state = PartialState()
-    if not state.is_main_process:  # one process writes artifacts
-        state.wait_for_everyone()
-        return StageResult(out, written=False)
-    metrics = evaluate_splits(model, sets, cfg.train, tokenizer.pad_token_id or 0, ds.num_labels)
-    metrics.update(
-        {
-            "best_epoch": result.best_epoch,
-            "epochs_run": len(result.history),
-            "stopped_early": result.stopped_early,
-            "history": result.history,
-            "train_examples_per_second": result.examples_per_second,
-            "train_seconds": result.train_seconds,
-            "steps": result.steps,
-            "parameters": count_parameters(model),
-            "precision": result.precision,
-            "device": result.device,
-            "world_size": result.world_size,
-            "batch_size": result.batch_size,
-            "grad_accum": result.grad_accum,
-            "notes": result.notes,
-        }
-    )
-    log("test: accuracy {accuracy:.4f}, macro-F1 {macro_f1:.4f}".format(**metrics["test"]))
+def _metrics(cfg: FinetuneConfig, loaded: _Loaded, sets: dict, result) -> dict:
+    from mobilebert_kit.models import count_parameters
+
+    metrics = evaluate_splits(loaded.model, sets, cfg.train, loaded.pad_id, loaded.dataset.num_labels)
+    return {
+        **metrics,
+        **training_history(result),
+        "parameters": count_parameters(loaded.model),
+        **training_setup(result),
+    }
+
+
+def _write(out: Path, cfg, loaded: _Loaded, metrics: dict, result, timings: dict, t0: float, overwrite: bool) -> None:
+    """The teacher folder: model, tokenizer, labels, metrics.json and manifest.json."""
+    from mobilebert_kit import artifacts
+
+    ds = loaded.dataset
     with artifacts.staged_output(out, overwrite=overwrite) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
+        loaded.model.save_pretrained(tmp, safe_serialization=True)
+        loaded.tokenizer.save_pretrained(tmp)
         artifacts.write_labels(tmp, ds.label_names)
         artifacts.write_json(tmp / artifacts.METRICS, metrics)
-        timings = {
-            "load_seconds": t_load - t0,
-            "train_seconds": t_train - t_load,
-            "total_seconds": time.perf_counter() - t0,
-        }
         inputs = {
-            "model": {
-                "source": cfg.model,
-                "path": resolved.path,
-                "kind": resolved.kind,
-                **({"sha256": artifacts.sha256_tree(resolved.path)} if resolved.kind != "hub" else {}),
-            },
+            "model": model_input(cfg.model, loaded.resolved),
             "data": {"source": ds.source, **data_hash(cfg.data)},
         }
         artifacts.write_manifest(
@@ -154,17 +157,14 @@ def run(cfg: FinetuneConfig, ctx: RunContext | None = None) -> StageResult:
             config=cfg.to_dict(),
             inputs=inputs,
             metrics=_headline(metrics),
-            timings=timings,
+            timings={**timings, "total_seconds": time.perf_counter() - t0},
             extra={
                 "data": cfg.data.to_dict(),
-                "max_length": L,
+                "max_length": cfg.train.max_length,
                 "dataset": ds.summary(),
                 "resumed_from": result.resumed_from,
             },
         )
-    shutil.rmtree(work, ignore_errors=True)
-    state.wait_for_everyone()
-    return StageResult(out, metrics, [_summary_line(out, metrics)])
 
 
 def _summary_line(out: Path, metrics: dict) -> str:
@@ -172,22 +172,6 @@ def _summary_line(out: Path, metrics: dict) -> str:
         f"teacher written to {out}: test accuracy {metrics['test']['accuracy']:.4f}, "
         f"macro-F1 {metrics['test']['macro_f1']:.4f}, {metrics['train_examples_per_second']:.1f} train ex/s"
     )
-
-
-def evaluate_splits(model, sets: dict, train_cfg: TrainConfig, pad_id: int, num_labels: int) -> dict:
-    from mobilebert_kit.batching import Collator, predict
-    from mobilebert_kit.metrics import classification_metrics
-
-    collator = Collator(pad_id, train_cfg.max_length, dynamic=True)
-    device = next(model.parameters()).device
-    out = {}
-    for name in ("validation", "test"):
-        t = time.perf_counter()
-        logits = predict(model, sets[name], collator, train_cfg.eval_batch_size, device)
-        m = classification_metrics(logits, [f["labels"] for f in sets[name].features], num_labels)
-        m["eval_seconds"] = time.perf_counter() - t
-        out[name] = m
-    return out
 
 
 def _headline(metrics: dict) -> dict:
@@ -199,10 +183,3 @@ def _headline(metrics: dict) -> dict:
         "train_examples_per_second": metrics["train_examples_per_second"],
         "parameters": metrics["parameters"],
     }
-
-
-def data_hash(data: DataConfig) -> dict:
-    from mobilebert_kit import artifacts
-
-    paths = [p for p in (data.data, data.validation_data, data.test_data) if p and Path(p).exists()]
-    return {"sha256": {p: artifacts.sha256_tree(p) for p in paths}} if paths else {}

@@ -38,3 +38,53 @@ def logit_distillation_loss(temperature: float, alpha: float):
         return soft_hard_loss(logits, batch["teacher_logits"], batch.get("labels"), temperature, alpha)
 
     return loss_fn
+
+
+def hidden_state_loss(student_hidden, teacher_hidden, mask, weight: float, projections=None):
+    """``weight`` x TinyBERT's hidden-state MSE, averaged over the mapped layers and the real (unpadded) tokens.
+
+    Args:
+        student_hidden: the student's ``hidden_states`` (embeddings first, as transformers returns them).
+        teacher_hidden: ``[batch, width, mapped layers, teacher hidden]``: student layer ``j``
+            mimics ``teacher_hidden[:, :, j]``.
+        mask: ``[batch, width]`` float attention mask.
+        projections: one ``Linear(student hidden -> teacher hidden)`` per mapped layer when the
+            widths differ, else ``None``.
+    """
+    teacher_hidden = teacher_hidden.float()
+    total = 0.0
+    for j in range(teacher_hidden.shape[2]):
+        h = student_hidden[j + 1].float()
+        if projections is not None:
+            h = projections[j](h)
+        err = ((h - teacher_hidden[:, :, j]) ** 2).mean(-1)
+        total = total + (err * mask).sum() / mask.sum().clamp(min=1)
+    return weight * total / teacher_hidden.shape[2]
+
+
+def attention_map_loss(student_attentions, teacher_rows: list, mask, weight: float):
+    """``weight`` x attention-map MSE over real token pairs, averaged over the mapped layers.
+
+    Args:
+        student_attentions: the student's ``attentions`` (one ``[batch, heads, W, W]`` per layer).
+        teacher_rows: per example, the cached teacher maps ``[mapped layers, heads, n, n]``.
+        mask: ``[batch, W]`` float attention mask.
+
+    Different head counts compare head-averaged maps.
+    """
+    import torch
+
+    width = mask.shape[1]
+    teacher = torch.zeros((len(teacher_rows), *teacher_rows[0].shape[:2], width, width), dtype=torch.float32)
+    for b, a in enumerate(teacher_rows):
+        n = a.shape[-1]
+        teacher[b, :, :, :n, :n] = a.float()
+    teacher = teacher.to(mask.device)
+    pair_mask = (mask[:, :, None] * mask[:, None, :])[:, None]  # [B, 1, W, W]
+    total = 0.0
+    for j in range(teacher.shape[1]):
+        s_att, t_att = student_attentions[j].float(), teacher[:, j]
+        if s_att.shape[1] != t_att.shape[1]:  # different head counts: compare head-averaged maps
+            s_att, t_att = s_att.mean(1, keepdim=True), t_att.mean(1, keepdim=True)
+        total = total + ((s_att - t_att) ** 2 * pair_mask).sum() / (pair_mask.sum() * s_att.shape[1]).clamp(min=1)
+    return weight * total / teacher.shape[1]

@@ -96,7 +96,7 @@ def test_precision_resolution_on_cpu():
     assert resolve_precision("fp32", "cpu") == "fp32"
     with pytest.raises(TrainingError, match="fp16 needs a CUDA GPU"):
         resolve_precision("fp16", "cpu")
-    from mobilebert_kit.engine import cpu_has_native_bf16
+    from mobilebert_kit.devices import cpu_has_native_bf16
 
     if not cpu_has_native_bf16():
         with pytest.raises(TrainingError, match="bf16 on this CPU .* ~20x slower"):
@@ -209,3 +209,54 @@ def test_feature_dataset_lengths(tiny_classifier_dir):
 
 def test_tiny_dir_is_untouched(tiny_classifier_dir):
     assert (Path(tiny_classifier_dir) / "labels.json").exists() and make_tiny_classifier
+
+
+def test_train_state_round_trips_with_the_state_json_keys():
+    import json
+
+    from mobilebert_kit.training.state import TrainState
+
+    s = TrainState(fingerprint="abc")
+    s.start_epoch()
+    s.add_batch(0.5, 8)
+    s.add_batch(0.25, 8)
+    saved = json.loads(json.dumps(s.to_dict()))
+    assert list(saved) == [
+        "epoch",
+        "batches_done",
+        "global_step",
+        "history",
+        "best_metric",
+        "best_epoch",
+        "bad_epochs",
+        "train_seconds",
+        "examples_seen",
+        "epoch_loss",
+        "epoch_n",
+        "fingerprint",
+    ]
+    back = TrainState.from_dict(saved)
+    assert back == s and back.mean_loss == 0.375 and back.batches_done == 2
+
+
+def test_evaluation_hook_keeps_best_epoch_and_stops_early(tmp_path):
+    from mobilebert_kit.training.hooks import Evaluation
+    from mobilebert_kit.training.state import TrainState
+
+    scores = iter([0.5, 0.7, float("nan"), 0.6])
+    logs: list[str] = []
+    hook = Evaluation(
+        lambda: {"macro_f1": next(scores), "n": 3},
+        None,
+        tmp_path,
+        epochs=5,
+        patience=2,
+        writer=False,
+        log=logs.append,
+    )
+    state = TrainState()
+    stops = [hook.on_epoch_end(state) for _ in range(4)]
+    assert stops == [False, False, False, True]  # a NaN epoch never counts as a gain
+    assert (state.best_epoch, state.best_metric, state.epoch, state.bad_epochs) == (2, 0.7, 4, 2)
+    assert all("val_n" not in r for r in state.history) and logs[1].endswith("| best")
+    assert logs[-1] == "early stopping: no validation macro-F1 gain for 2 epochs"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from typing import Any
@@ -46,8 +47,9 @@ def log(msg: str, quiet: bool = False) -> None:
 
 
 # --------------------------------------------------------------------------- data + training options
-# Options default to None so the dataclass defaults stay the single source of truth; only what the
-# user typed is passed to Config.from_dict (which validates and reports every problem at once).
+# Options default to None so the dataclass defaults stay the single source of truth (help texts
+# read them with default_of); only what the user typed is passed to Config.from_dict (which
+# validates and reports every problem at once).
 
 DATA_OPTIONS = (
     "data",
@@ -87,18 +89,23 @@ TRAIN_OPTIONS = (
 
 
 def data_options(f: Callable) -> Callable:
+    from mobilebert_kit.data import DataConfig
+
+    def d(name: str) -> str:
+        return default_of(DataConfig, name)
+
     opts = [
         click.option(
             "--data", help="Built-in dataset (rotten_tomatoes) or a .csv/.tsv/.jsonl file or saved datasets folder."
         ),
-        click.option("--text-column", help="Text column in user files. [default: text]"),
-        click.option("--label-column", help="Label column in user files. [default: label]"),
+        click.option("--text-column", help=f"Text column in user files. {d('text_column')}"),
+        click.option("--label-column", help=f"Label column in user files. {d('label_column')}"),
         click.option("--text-pair-column", help="Optional second text column (sentence pairs)."),
         click.option(
             "--validation-data", type=click.Path(), help="Validation file (else carved from --data, stratified)."
         ),
         click.option("--test-data", type=click.Path(), help="Test file (else carved from --data, stratified)."),
-        click.option("--split-seed", type=int, help="Seed of the train/validation/test split. [default: 42]"),
+        click.option("--split-seed", type=int, help=f"Seed of the train/validation/test split. {d('split_seed')}"),
         click.option("--max-train-examples", type=int, help="Use a seeded subset of the training split."),
         click.option("--max-eval-examples", type=int, help="Use a seeded subset of validation/test."),
     ]
@@ -108,36 +115,43 @@ def data_options(f: Callable) -> Callable:
 
 
 def train_options(f: Callable) -> Callable:
+    from mobilebert_kit.engine import TrainConfig
+
+    def d(name: str) -> str:
+        return default_of(TrainConfig, name)
+
     opts = [
-        click.option("--epochs", type=int, help="Training epochs. [default: 3]"),
-        click.option("--lr", type=float, help="Peak learning rate (linear warm-up and decay). [default: 5e-5]"),
-        click.option("--batch-size", type=int, help="Examples per step per process. [default: 32]"),
-        click.option("--eval-batch-size", type=int, help="[default: 128]"),
-        click.option("--weight-decay", type=float, help="[default: 0.01]"),
-        click.option("--warmup-ratio", type=float, help="[default: 0.06]"),
-        click.option("--grad-accum", type=int, help="Gradient accumulation steps. [default: 1]"),
-        click.option("--max-length", type=int, help="Truncate to this many tokens. [default: 128]"),
+        click.option("--epochs", type=int, help=f"Training epochs. {d('epochs')}"),
+        click.option("--lr", type=float, help=f"Peak learning rate (linear warm-up and decay). {d('lr')}"),
+        click.option("--batch-size", type=int, help=f"Examples per step per process. {d('batch_size')}"),
+        click.option("--eval-batch-size", type=int, help=d("eval_batch_size")),
+        click.option("--weight-decay", type=float, help=d("weight_decay")),
+        click.option("--warmup-ratio", type=float, help=d("warmup_ratio")),
+        click.option("--grad-accum", type=int, help=f"Gradient accumulation steps. {d('grad_accum')}"),
+        click.option("--max-length", type=int, help=f"Truncate to this many tokens. {d('max_length')}"),
         click.option(
             "--dynamic-padding/--no-dynamic-padding",
             default=None,
-            help="Pad each batch to its longest row. [default: on]",
+            help=f"Pad each batch to its longest row. {d('dynamic_padding')}",
         ),
         click.option(
             "--group-by-length/--no-group-by-length",
             default=None,
-            help="Batch rows of similar length together. [default: on]",
+            help=f"Batch rows of similar length together. {d('group_by_length')}",
         ),
-        click.option("--freeze-layers", type=int, help="Freeze embeddings + the lowest N layers. [default: 0]"),
+        click.option(
+            "--freeze-layers", type=int, help=f"Freeze embeddings + the lowest N layers. {d('freeze_layers')}"
+        ),
         click.option(
             "--precision",
             type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
-            help="auto = bf16/fp16 on CUDA, fp32 on CPU. [default: auto]",
+            help=f"auto = bf16/fp16 on CUDA, fp32 on CPU. {d('precision')}",
         ),
-        click.option("--compile/--no-compile", default=None, help="torch.compile the model. [default: off]"),
+        click.option("--compile/--no-compile", default=None, help=f"torch.compile the model. {d('compile')}"),
         click.option(
             "--gradient-checkpointing/--no-gradient-checkpointing",
             default=None,
-            help="Trade compute for activation memory. [default: off]",
+            help=f"Trade compute for activation memory. {d('gradient_checkpointing')}",
         ),
         click.option("--num-workers", type=int, help="DataLoader workers. [default: 0 on CPU, 4 on CUDA]"),
         click.option("--pin-memory/--no-pin-memory", default=None, help="[default: on with CUDA]"),
@@ -147,21 +161,31 @@ def train_options(f: Callable) -> Callable:
             default=None,
             help="Halve the batch on out-of-memory (keeps the effective batch).",
         ),
-        click.option("--seed", type=int, help="[default: 42]"),
+        click.option("--seed", type=int, help=d("seed")),
         click.option(
-            "--checkpoint-every", type=int, help="Optimizer steps between checkpoints (0 = epoch ends). [default: 200]"
+            "--checkpoint-every",
+            type=int,
+            help=f"Optimizer steps between checkpoints (0 = epoch ends). {d('checkpoint_every')}",
         ),
         click.option(
             "--early-stopping-patience",
             type=int,
-            help="Epochs without validation gain before stopping (0 = off). [default: 2]",
+            help=f"Epochs without validation gain before stopping (0 = off). {d('early_stopping_patience')}",
         ),
         click.option("--max-steps", type=int, help="Stop after N optimizer steps."),
-        click.option("--device", help="auto | cpu | cuda | cuda:N. [default: auto]"),
+        click.option("--device", help=f"auto | cpu | cuda | cuda:N. {d('device')}"),
     ]
     for o in reversed(opts):
         f = o(f)
     return f
+
+
+def default_of(config_class: type, name: str) -> str:
+    """``[default: X]`` for a help text, read from the config dataclass (where defaults live)."""
+    value = next(f.default for f in dataclasses.fields(config_class) if f.name == name)
+    if isinstance(value, bool):
+        value = "on" if value else "off"
+    return f"[default: {value}]"
 
 
 def pick(kwargs: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:

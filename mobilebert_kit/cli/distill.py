@@ -6,6 +6,7 @@ from mobilebert_kit.cli.common import (
     DATA_OPTIONS,
     TRAIN_OPTIONS,
     data_options,
+    default_of,
     emit_result,
     output_options,
     pick,
@@ -13,8 +14,27 @@ from mobilebert_kit.cli.common import (
     train_options,
     write_stage_recipe,
 )
+from mobilebert_kit.distill import DistillConfig
 
 ARCH_KEYS = ("hidden_size", "num_layers", "num_heads", "intermediate_size")
+DISTILL_OPTIONS = (  # DistillConfig fields set by this command's own options, in recipe order
+    "teacher",
+    "layers",
+    "student",
+    "student_config",
+    "temperature",
+    "alpha",
+    "hidden_weight",
+    "attention_weight",
+    "layer_map",
+    "unlabeled",
+    "max_unlabeled",
+    "cache_dir",
+)
+
+
+def _d(name: str) -> str:
+    return default_of(DistillConfig, name)
 
 
 def _int_list(ctx, param, value):
@@ -39,7 +59,7 @@ def _arch(ctx, param, value):
 
 
 @click.command("distill")
-@click.option("--teacher", "-t", help="Fine-tuned teacher folder. [default: artifacts/teacher]")
+@click.option("--teacher", "-t", help=f"Fine-tuned teacher folder. {_d('teacher')}")
 @click.option(
     "--layers",
     callback=_int_list,
@@ -55,12 +75,16 @@ def _arch(ctx, param, value):
     callback=_arch,
     help="Fresh random-init student: hidden_size=N,num_layers=N,num_heads=N,intermediate_size=N (omitted = teacher's).",
 )
-@click.option("--temperature", "-T", type=float, help="Softmax temperature of the soft loss. [default: 3]")
+@click.option("--temperature", "-T", type=float, help=f"Softmax temperature of the soft loss. {_d('temperature')}")
 @click.option(
-    "--alpha", type=float, help="Weight of the soft loss (KL*T^2); 1-alpha weighs hard-label CE. [default: 0.5]"
+    "--alpha", type=float, help=f"Weight of the soft loss (KL*T^2); 1-alpha weighs hard-label CE. {_d('alpha')}"
 )
-@click.option("--hidden-weight", type=float, help="Weight of the hidden-state MSE loss (0 = off). [default: 0]")
-@click.option("--attention-weight", type=float, help="Weight of the attention-map MSE loss (0 = off). [default: 0]")
+@click.option(
+    "--hidden-weight", type=float, help=f"Weight of the hidden-state MSE loss (0 = off). {_d('hidden_weight')}"
+)
+@click.option(
+    "--attention-weight", type=float, help=f"Weight of the attention-map MSE loss (0 = off). {_d('attention_weight')}"
+)
 @click.option(
     "--layer-map",
     callback=_int_list,
@@ -83,27 +107,7 @@ def _arch(ctx, param, value):
 @click.option("--resume", is_flag=True, help="Continue from the last checkpoint in <output>.ckpt/.")
 @save_recipe_option
 @output_options("artifacts/student")
-def command(
-    teacher,
-    layers,
-    student,
-    student_config,
-    temperature,
-    alpha,
-    hidden_weight,
-    attention_weight,
-    layer_map,
-    unlabeled,
-    max_unlabeled,
-    cache_dir,
-    resume,
-    save_recipe,
-    output,
-    overwrite,
-    quiet,
-    as_json,
-    **kwargs,
-):
+def command(resume, save_recipe, output, overwrite, quiet, as_json, **kwargs):
     """Distill the fine-tuned teacher into a small student.
 
     Teacher outputs are computed once and cached (keyed by teacher weights, texts and max
@@ -118,30 +122,12 @@ def command(
       mbk distill --student-config hidden_size=256,num_layers=4,num_heads=4 --lr 1e-4
       mbk distill --student path/to/small-bert --alpha 1
     """
-    from mobilebert_kit import distill
+    from mobilebert_kit.distill import inherit_from_teacher, run
     from mobilebert_kit.stage import RunContext
 
-    section: dict = {"output": output, "train": pick(kwargs, TRAIN_OPTIONS)}
-    for key, value in (
-        ("teacher", teacher),
-        ("layers", layers),
-        ("student", student),
-        ("student_config", student_config),
-        ("temperature", temperature),
-        ("alpha", alpha),
-        ("hidden_weight", hidden_weight),
-        ("attention_weight", attention_weight),
-        ("layer_map", layer_map),
-        ("unlabeled", unlabeled),
-        ("max_unlabeled", max_unlabeled),
-        ("cache_dir", cache_dir),
-    ):
-        if value is not None:
-            section[key] = value
-    distill.inherit_from_teacher(
-        section, section.get("teacher", distill.DistillConfig.teacher), pick(kwargs, DATA_OPTIONS)
-    )
-    cfg = distill.DistillConfig.from_dict(section)
+    section: dict = {"output": output, "train": pick(kwargs, TRAIN_OPTIONS), **pick(kwargs, DISTILL_OPTIONS)}
+    inherit_from_teacher(section, section.get("teacher", DistillConfig.teacher), pick(kwargs, DATA_OPTIONS))
+    cfg = DistillConfig.from_dict(section)
     write_stage_recipe(save_recipe, "distill", section)
     ctx = RunContext(overwrite=overwrite, resume=resume, quiet=quiet or as_json)
-    emit_result(distill.run(cfg, ctx), as_json, quiet)
+    emit_result(run(cfg, ctx), as_json, quiet)

@@ -6,6 +6,7 @@ from mobilebert_kit.cli.common import (
     DATA_OPTIONS,
     TRAIN_OPTIONS,
     data_options,
+    default_of,
     emit_result,
     output_options,
     pick,
@@ -13,11 +14,14 @@ from mobilebert_kit.cli.common import (
     train_options,
     write_stage_recipe,
 )
+from mobilebert_kit.finetune import FinetuneConfig
 
 
 @click.command("finetune")
 @click.option(
-    "--model", "-m", help="Built-in model (minilm-l6, mpnet-base), local HF folder, or hub id. [default: minilm-l6]"
+    "--model",
+    "-m",
+    help=f"Built-in model (minilm-l6, mpnet-base), local HF folder, or hub id. {default_of(FinetuneConfig, 'model')}",
 )
 @click.option("--dropout", type=float, help="Override hidden/attention dropout.")
 @data_options
@@ -35,7 +39,7 @@ def command(model, dropout, resume, save_recipe, output, overwrite, quiet, as_js
       mbk finetune --freeze-layers 3 --precision auto --grad-accum 2
       mbk finetune --resume                          # after a crash or kill -9
     """
-    from mobilebert_kit import finetune
+    from mobilebert_kit.finetune import run
     from mobilebert_kit.stage import RunContext
 
     section = {"output": output, "data": pick(kwargs, DATA_OPTIONS), "train": pick(kwargs, TRAIN_OPTIONS)}
@@ -43,7 +47,7 @@ def command(model, dropout, resume, save_recipe, output, overwrite, quiet, as_js
         section["model"] = model
     if dropout is not None:
         section["dropout"] = dropout
-    cfg = finetune.FinetuneConfig.from_dict(section)
+    cfg = FinetuneConfig.from_dict(section)
     write_stage_recipe(save_recipe, "finetune", section)
     ctx = RunContext(overwrite=overwrite, resume=resume, quiet=quiet or as_json)
-    emit_result(finetune.run(cfg, ctx), as_json, quiet)
+    emit_result(run(cfg, ctx), as_json, quiet)

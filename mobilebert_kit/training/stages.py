@@ -1,0 +1,90 @@
+"""What the training stages (``finetune``, ``distill``) share around the engine: their output and
+checkpoint folders, the per-split evaluation, the data hash for the manifest and the training
+numbers every metrics.json carries. Neutral ground, so no stage imports another."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+
+def checkpoint_dir(output: str | Path) -> Path:
+    """Where a training stage keeps its checkpoints until it succeeds: ``<output>.ckpt``."""
+    output = Path(output)
+    return output.with_name(output.name + ".ckpt")
+
+
+def training_dirs(output: str | Path, overwrite: bool, resume: bool) -> tuple[Path, Path]:
+    """(output folder, checkpoint folder) for a training stage; fails before any work when the
+    output is occupied or ``resume`` has nothing to resume from."""
+    from mobilebert_kit import artifacts
+    from mobilebert_kit.errors import TrainingError
+
+    out = artifacts.check_output_dir(output, overwrite)
+    work = checkpoint_dir(out)
+    if resume and not (work / "checkpoints").is_dir():
+        raise TrainingError(f"--resume: no checkpoint found in {work}; run without --resume to start fresh")
+    return out, work
+
+
+def evaluate_splits(model, sets: dict, train_cfg, pad_id: int, num_labels: int) -> dict:
+    """Accuracy / macro-F1 (and eval time) of ``model`` on the validation and test feature sets."""
+    from mobilebert_kit.batching import Collator, predict
+    from mobilebert_kit.metrics import classification_metrics
+
+    collator = Collator(pad_id, train_cfg.max_length, dynamic=True)
+    device = next(model.parameters()).device
+    out = {}
+    for name in ("validation", "test"):
+        t = time.perf_counter()
+        logits = predict(model, sets[name], collator, train_cfg.eval_batch_size, device)
+        m = classification_metrics(logits, [f["labels"] for f in sets[name].features], num_labels)
+        m["eval_seconds"] = time.perf_counter() - t
+        out[name] = m
+    return out
+
+
+def data_hash(data) -> dict:
+    """``{"sha256": {path: digest}}`` of the user's data files (nothing for built-in data)."""
+    from mobilebert_kit import artifacts
+
+    paths = [p for p in (data.data, data.validation_data, data.test_data) if p and Path(p).exists()]
+    return {"sha256": {p: artifacts.sha256_tree(p) for p in paths}} if paths else {}
+
+
+def training_history(result) -> dict[str, Any]:
+    """How training went (a :class:`~mobilebert_kit.engine.TrainResult`), for metrics.json."""
+    return {
+        "best_epoch": result.best_epoch,
+        "epochs_run": len(result.history),
+        "stopped_early": result.stopped_early,
+        "history": result.history,
+        "train_examples_per_second": result.examples_per_second,
+        "train_seconds": result.train_seconds,
+        "steps": result.steps,
+    }
+
+
+def training_setup(result) -> dict[str, Any]:
+    """Where and how it trained (precision, device, processes, batch layout, notes), for metrics.json."""
+    return {
+        "precision": result.precision,
+        "device": result.device,
+        "world_size": result.world_size,
+        "batch_size": result.batch_size,
+        "grad_accum": result.grad_accum,
+        "notes": result.notes,
+    }
+
+
+def model_input(source: str, resolved) -> dict[str, Any]:
+    """The manifest's record of a model the stage started from (a built-in, a folder or a hub id)."""
+    from mobilebert_kit import artifacts
+
+    return {
+        "source": source,
+        "path": resolved.path,
+        "kind": resolved.kind,
+        **({"sha256": artifacts.sha256_tree(resolved.path)} if resolved.kind != "hub" else {}),
+    }
