@@ -411,11 +411,11 @@ def _init_student(cfg: DistillConfig, teacher: _Teacher):
     """(model, tokenizer, pretrained source or None, copied teacher layers or None)."""
     import torch
 
+    torch.manual_seed(cfg.train.seed)  # a new head / fresh student / projections: same seed, same model
     if cfg.init_method == "student":
         model, tokenizer, resolved = pretrained_student(cfg.student, teacher.label_names)
         return model, tokenizer, {"source": cfg.student, "path": resolved.path, "kind": resolved.kind}, None
     if cfg.init_method == "student_config":
-        torch.manual_seed(cfg.train.seed)
         return fresh_student(teacher.model, cfg.student_config), teacher.tokenizer, None, None
     layers = list(cfg.layers) if cfg.layers is not None else every_other_layer(teacher.layers)
     return copy_layers_student(teacher.model, layers), teacher.tokenizer, None, layers

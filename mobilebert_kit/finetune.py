@@ -92,7 +92,7 @@ def _load(cfg: FinetuneConfig, log) -> _Loaded:
     ds = load_dataset(cfg.data)
     log(f"data: {ds.source}: " + ", ".join(f"{k} {len(v)}" for k, v in ds.splits.items()))
     tokenizer = load_tokenizer(resolved.path)
-    model = load_pretrained_for_classification(resolved, ds.label_names, cfg.dropout)
+    model = load_pretrained_for_classification(resolved, ds.label_names, cfg.dropout, seed=cfg.train.seed)
     n_layers = getattr(model.config, "num_hidden_layers", None)
     if n_layers is not None and cfg.train.freeze_layers > n_layers:
         raise ConfigError(

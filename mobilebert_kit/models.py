@@ -142,8 +142,14 @@ def load_tokenizer(path: str):
         ) from e
 
 
-def load_pretrained_for_classification(model: ResolvedModel, label_names: list[str], dropout: float | None = None):
-    """Load a base or classifier checkpoint with a head sized for ``label_names``."""
+def load_pretrained_for_classification(
+    model: ResolvedModel, label_names: list[str], dropout: float | None = None, seed: int | None = None
+):
+    """Load a base or classifier checkpoint with a head sized for ``label_names``.
+
+    ``seed`` seeds the random initialisation of a new head, so the same seed gives the same model.
+    """
+    import torch
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     quiet_transformers()
@@ -158,6 +164,8 @@ def load_pretrained_for_classification(model: ResolvedModel, label_names: list[s
         for attr in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
             if hasattr(config, attr):
                 setattr(config, attr, dropout)
+    if seed is not None:
+        torch.manual_seed(seed)
     try:
         return AutoModelForSequenceClassification.from_pretrained(
             model.path,

@@ -256,3 +256,24 @@ def test_save_recipe_writes_loadable_section(tiny4, tmp_path, cli):
 
     cfg = FinetuneConfig.from_dict(recipe["finetune"])
     assert cfg.train.max_steps == 1 and cfg.data.data == str(data)
+
+
+def test_same_seed_same_model(tiny4, tmp_path, cli):
+    """The new classification head is initialised from --seed too: two runs give identical weights."""
+    from transformers import BertModel
+
+    from mobilebert_kit.artifacts import sha256_file
+
+    classifier, data = tiny4
+    base = tmp_path / "base"  # a base model: finetune must initialise a new head
+    BertModel.from_pretrained(classifier).save_pretrained(base)
+    for f in ("vocab.txt", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.json"):
+        if (classifier / f).exists():
+            (base / f).write_bytes((classifier / f).read_bytes())
+    digests = []
+    for name, seed in (("a", "7"), ("b", "7"), ("c", "8")):
+        r = cli("finetune", "--model", base, "--data", data, "-o", tmp_path / name, "--max-steps", "2", "--epochs", "1",
+                "--seed", seed, "-q")  # fmt: skip
+        assert r.exit_code == 0, r.output
+        digests.append(sha256_file(tmp_path / name / "model.safetensors"))
+    assert digests[0] == digests[1] and digests[0] != digests[2]
