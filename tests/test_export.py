@@ -90,13 +90,14 @@ def test_int8_export(tiny_classifier_dir, tmp_path, cli):
 
 def test_compression_onnx_graph_is_copied(tiny_classifier_dir, tmp_path, cli):
     from mobilebert_kit import onnx_tools as ot
+    from mobilebert_kit.quantize import Int8Dynamic, quantize
 
     model = tmp_path / "compressed"
     shutil.copytree(tiny_classifier_dir, model)
     (model / "onnx").mkdir()
     ot.export_onnx(model, tmp_path / "fp32.onnx")
     ot.optimize_onnx(tmp_path / "fp32.onnx", tmp_path / "fused.onnx", 2, 32)
-    ot.quantize_onnx_dynamic(tmp_path / "fused.onnx", model / "onnx" / "model.onnx")
+    quantize(tmp_path / "fused.onnx", model / "onnx" / "model.onnx", Int8Dynamic())
     (model / "compression.json").write_text(
         json.dumps(
             {
