@@ -232,8 +232,8 @@ def _measure_input(work, config: CompressConfig, t_start: float) -> None:
     """Score, size and time the uncompressed model: the reference of every step and of the guard."""
     import torch
 
-    from mobilebert_kit.compression import measure
     from mobilebert_kit.compression.guard import Guard
+    from mobilebert_kit.compression.measure import state_size
     from mobilebert_kit.models import count_parameters
 
     torch.manual_seed(config.seed)
@@ -244,7 +244,7 @@ def _measure_input(work, config: CompressConfig, t_start: float) -> None:
         "input": {
             **{s: work.scores(x, s) for s, x in logits.items()},
             "params": count_parameters(work.model),
-            "size_bytes": measure.state_size(work.model),
+            "size_bytes": state_size(work.model),
             "latency_ms_pytorch_fp32": work.torch_latency(),
         },
         "steps": [],

@@ -477,7 +477,8 @@ def recover(
     """Short knowledge-distillation recovery of a pruned model from ``teacher_dir``.
 
     Uses the distillation loss (:func:`mobilebert_kit.losses.logit_distillation_loss`: KL on
-    temperature-softened logits plus CE on labels, with distill's default T and alpha) and the shared training engine (best epoch by validation macro-F1 is kept).
+    temperature-softened logits plus CE on labels, with distill's default T and alpha) and the
+    shared training engine (best epoch by validation macro-F1 is kept).
     The teacher's logits on the training texts are computed once, with the teacher's own tokenizer.
     """
     from mobilebert_kit.batching import make_features
@@ -495,13 +496,9 @@ def recover(
         checkpoint_every=0,
         warmup_ratio=0.1,
     )
+    s = train_split
     train_set = make_features(
-        tokenizer,
-        train_split.texts,
-        train_split.pairs,
-        train_split.labels,
-        max_length,
-        extras={"teacher_logits": list(t_logits)},
+        tokenizer, s.texts, s.pairs, s.labels, max_length, extras={"teacher_logits": list(t_logits)}
     )
     val_set = make_features(tokenizer, val_split.texts, val_split.pairs, val_split.labels, max_length)
     result = train(

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
 
-from mobilebert_kit.compression import measure
+from mobilebert_kit.compression.measure import ort_latency, score_logits, state_size, torch_latency
 from mobilebert_kit.config import StageConfig
 
 
@@ -97,7 +97,7 @@ class Work:
 
     def scores(self, logits, split: str) -> dict:
         """Metrics of ``logits`` on ``split`` plus agreement with the input model's labels."""
-        return measure.scores(logits, self.splits[split], self.num_labels, self.refs.get(split))
+        return score_logits(logits, self.splits[split], self.num_labels, self.refs.get(split))
 
     def torch_logits(self, split: str) -> Any:
         """Logits of the PyTorch model as it is now on ``split``."""
@@ -121,10 +121,10 @@ class Work:
         return self.scores(self.onnx_logits(path, self.splits[split]), split)
 
     def torch_latency(self) -> float | None:
-        return measure.torch_latency(self.model, self.max_length, self.latency_runs)
+        return torch_latency(self.model, self.max_length, self.latency_runs)
 
     def ort_latency(self, path: Path) -> float | None:
-        return measure.ort_latency(path, self.max_length, self.latency_runs, self.model.config.vocab_size)
+        return ort_latency(path, self.max_length, self.latency_runs, self.model.config.vocab_size)
 
     def note(self, text: str) -> None:
         self.metrics["notes"].append(text)
@@ -140,7 +140,7 @@ class Work:
         t = time.perf_counter()
         scores = self.evaluate()
         params = count_parameters(self.model)
-        entry = {"step": label, **scores, "params": params, "size_bytes": measure.state_size(self.model), **extra}
+        entry = {"step": label, **scores, "params": params, "size_bytes": state_size(self.model), **extra}
         self.metrics["steps"].append(entry)
         self.timings[f"evaluate_{label}"] = time.perf_counter() - t
         self.log(

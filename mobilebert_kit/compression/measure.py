@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 
-def scores(logits: np.ndarray, split, num_labels: int, ref_preds: np.ndarray | None = None) -> dict:
+def score_logits(logits: np.ndarray, split, num_labels: int, ref_preds: np.ndarray | None = None) -> dict:
     """Classification metrics of ``logits`` on ``split``; with ``ref_preds``, also the share of
     predictions equal to them (``agreement_with_input``)."""
     from mobilebert_kit.metrics import classification_metrics
