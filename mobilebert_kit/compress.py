@@ -257,17 +257,25 @@ def _measure_input(work, config: CompressConfig, t_start: float) -> None:
 
 
 def _run_steps(plan: list, kind: str, work) -> None:
-    """Apply the plan's steps of ``kind`` in order; a PyTorch step is then measured and recorded."""
-    for step in (s for s in plan if s.kind == kind):
-        t = time.perf_counter()
-        outcome = step.apply(work)
-        if kind != "pytorch":
+    """Apply the plan's steps of ``kind`` in order (an ONNX step records itself)."""
+    for step in plan:
+        if step.kind != kind:
             continue
-        if step.timed:
-            work.timings[step.label] = time.perf_counter() - t
-        if step.record:
-            work.records[step.record] = outcome.report
-        work.measure_step(step.label, outcome.entry)
+        if kind == "pytorch":
+            _apply_pytorch_step(step, work)
+        else:
+            step.apply(work)
+
+
+def _apply_pytorch_step(step, work) -> None:
+    """Apply a step to the PyTorch model, then time, record and measure it."""
+    t = time.perf_counter()
+    outcome = step.apply(work)
+    if step.timed:
+        work.timings[step.label] = time.perf_counter() - t
+    if step.record:
+        work.records[step.record] = outcome.report
+    work.measure_step(step.label, outcome.entry)
 
 
 def _save_model(work) -> None:

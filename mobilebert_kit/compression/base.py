@@ -66,7 +66,7 @@ class Work:
     seed: int = 0
     latency_runs: int = 20
     teacher: str | None = None
-    log: Callable[[str], None] = print
+    log: Callable[[str], None] = lambda msg: None
     guard: Any = None  # compression.guard.Guard, set once the input is measured
     out: Path | None = None  # the staged output folder
     scratch: Path | None = None  # temp folder, removed at the end of the run
