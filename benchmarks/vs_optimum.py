@@ -36,6 +36,7 @@ from mobilebert_kit import onnx_tools as ot  # noqa: E402
 from mobilebert_kit.artifacts import folder_size, library_versions, read_json  # noqa: E402
 from mobilebert_kit.batching import predict_logits  # noqa: E402
 from mobilebert_kit.metrics import classification_metrics  # noqa: E402
+from mobilebert_kit.quantize import Int8Dynamic, quantize  # noqa: E402
 
 
 def make_student(out: Path, layers=(0, 2, 4), train_examples: int = 3000, max_length: int = 64) -> Path:
@@ -95,7 +96,7 @@ def mbk_int8(student: Path, work: Path, given: str | None) -> tuple[Path, str]:
     cfg = AutoConfig.from_pretrained(student)
     ot.export_onnx(student, work / "mbk_fp32.onnx")
     fused = ot.optimize_onnx(work / "mbk_fp32.onnx", work / "mbk_fused.onnx", cfg.num_attention_heads, cfg.hidden_size)
-    ot.quantize_onnx_dynamic(work / "mbk_fused.onnx", work / "mbk_int8.onnx", per_channel=False, weight_type="qint8")
+    quantize(work / "mbk_fused.onnx", work / "mbk_int8.onnx", Int8Dynamic(per_channel=False, weight_type="qint8"))
     return work / "mbk_int8.onnx", f"mbk recipe: export + ORT fusion {fused} + dynamic qint8 per-tensor"
 
 

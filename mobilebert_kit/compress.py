@@ -2,9 +2,12 @@
 one measured (accuracy / macro-F1 on validation and test, parameters, size on disk, latency), with
 an accuracy guard that refuses to hand over a broken model.
 
-Order: structured pruning (heads, FFN neurons: the tensors shrink) -> unstructured L1 pruning
-(zeros only, reported as such) -> vocabulary trimming -> fp32 ONNX export + ORT fusion -> INT8 on
-the fused graph. The guard compares the final graph with the *uncompressed input* on the
+The work is an ordered list of steps, each a method from :mod:`mobilebert_kit.compression`
+(``steps: [{method: prune_ffn, fraction: 0.25}, {method: int8_dynamic}]`` in a recipe). The flags
+(``--prune-heads``, ``--prune``, ``--int8``...) are shorthands that build the list in the order
+structured pruning (heads, FFN neurons: the tensors shrink) -> recovery training -> unstructured L1
+pruning (zeros only, reported as such) -> vocabulary trimming; then the fp32 ONNX export + ORT
+fusion, then INT8 on the fused graph. The guard compares the final graph with the *uncompressed input* on the
 validation split; when INT8 breaks it, the most sensitive nodes fall back to fp32 one by one
 (ranked by the logit error each causes alone) until it holds, or the stage fails with the best
 configuration it found.
@@ -16,36 +19,51 @@ model, ``onnx/model.onnx`` (the final graph that passed the guard), ``compressio
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
 import shutil
-import statistics
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-import numpy as np
-
+from mobilebert_kit.compression.guard import GUARD_METRICS
 from mobilebert_kit.config import StageConfig, check_choice, check_range
 from mobilebert_kit.errors import CompressError, ConfigError, DataError, ExportError
 from mobilebert_kit.stage import RunContext, StageResult
 
 COMPRESSION = "compression.json"
-GUARD_METRICS = ("accuracy", "agreement")
-INT8_MODES = ("dynamic", "static")
+# The flag-style fields that build the step list when ``steps`` is empty.
+SHORTHAND = (
+    "prune",
+    "prune_scope",
+    "prune_heads",
+    "prune_ffn",
+    "importance_samples",
+    "recover_epochs",
+    "recover_lr",
+    "trim_vocab",
+    "int8",
+    "static",
+    "calib_samples",
+    "calib_method",
+    "per_channel",
+    "reduce_range",
+    "weight_type",
+)
 
 
 @dataclass
 class CompressConfig(StageConfig):
-    """What to compress and how far; all fractions are of what each layer has."""
+    """What to compress and how far; all fractions are of what each layer has.
+
+    ``steps`` lists the methods in order (see :mod:`mobilebert_kit.compression`); when it is empty,
+    the shorthand fields below build it (:meth:`plan`).
+    """
 
     model: str = "artifacts/student"
     output: str = "artifacts/compressed"
     data: str | None = None  # default: the data recorded upstream (manifest lineage)
     max_length: int | None = None  # default: recorded upstream, else 128
+    steps: list[dict] = field(default_factory=list)
     prune: float = 0.0  # unstructured L1 sparsity of the encoder Linear weights
     prune_scope: str = "global"
     prune_heads: float = 0.0
@@ -87,97 +105,58 @@ class CompressConfig(StageConfig):
         check_range(p, "max_length", self.max_length, 8, 512)
         if self.static and not self.int8:
             p.append("--static is an INT8 mode: pass --int8 --static")
+        if self.steps:
+            p.extend(self._steps_problems())
         return p
 
+    def _steps_problems(self) -> list[str]:
+        from mobilebert_kit.compression import plan_problems
 
-# --------------------------------------------------------------------------- measuring
+        defaults = {f.name: f.default for f in fields(self)}
+        mixed = [name for name in SHORTHAND if getattr(self, name) != defaults[name]]
+        p = plan_problems(self.steps)
+        if mixed:
+            p.append(f"steps replaces the shorthand options; drop {', '.join(mixed)} or write them as steps")
+        return p
 
+    def plan(self) -> list:
+        """The steps to run, in order: ``steps``, else the ones the shorthand fields ask for.
 
-def _log(progress: Callable[[str], None] | None, msg: str) -> None:
-    if progress:
-        progress(msg)
+        Raises:
+            ConfigError: there is nothing to do.
+        """
+        from mobilebert_kit.compression import build_plan
 
-
-@contextlib.contextmanager
-def _quiet_ort():
-    """ORT's quantizer prints calibration chatter on stdout and warns per tensor; keep stdout clean
-    for ``--json`` and the log readable."""
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            yield
-    finally:
-        root.setLevel(level)
-
-
-def _scores(logits: np.ndarray, split, num_labels: int, ref_preds: np.ndarray | None = None) -> dict:
-    from mobilebert_kit.metrics import classification_metrics
-
-    out = classification_metrics(logits, split.labels, num_labels)
-    if ref_preds is not None:
-        out["agreement_with_input"] = float((logits.argmax(-1) == ref_preds).mean()) if len(ref_preds) else float("nan")
-    return out
+        steps = self.steps or shorthand_steps(self)
+        if not steps:
+            raise ConfigError(
+                "nothing to do: pass at least one of --prune, --prune-heads, --prune-ffn, --trim-vocab, --int8"
+            )
+        return build_plan(steps)
 
 
-def _state_size(model) -> int:
-    """Bytes of the model saved as safetensors (what ``save_pretrained`` writes)."""
-    from safetensors.torch import save_file
-
-    with tempfile.TemporaryDirectory(prefix="mbk-size-") as d:
-        f = Path(d) / "m.safetensors"
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(f))
-        return f.stat().st_size
-
-
-def _torch_latency(model, seq: int, runs: int) -> float | None:
-    import torch
-
-    if runs <= 0:
-        return None
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    vocab = model.config.vocab_size
-    ids = torch.randint(min(1000, vocab - 1), vocab, (1, seq), generator=torch.Generator().manual_seed(0))
-    ids[0, 0] = 0  # any id exists; values do not matter for dense kernels
-    ids = ids.clamp(max=vocab - 1)
-    mask = torch.ones_like(ids)
-    times = []
-    try:
-        with torch.inference_mode():
-            for i in range(runs + 3):
-                t = time.perf_counter()
-                model(input_ids=ids, attention_mask=mask)
-                if i >= 3:
-                    times.append((time.perf_counter() - t) * 1000)
-    finally:
-        torch.set_num_threads(threads)
-    return statistics.median(times)
-
-
-def _ort_latency(path: Path, seq: int, runs: int, vocab: int) -> float | None:
-    from mobilebert_kit.onnx_tools import session
-
-    if runs <= 0:
-        return None
-    sess = session(path, threads=1)
-    rng = np.random.default_rng(0)
-    feeds = {}
-    for i in sess.get_inputs():
-        if i.name == "input_ids":
-            feeds[i.name] = rng.integers(0, vocab, (1, seq), dtype=np.int64)
-        elif i.name == "attention_mask":
-            feeds[i.name] = np.ones((1, seq), dtype=np.int64)
-        else:
-            feeds[i.name] = np.zeros((1, seq), dtype=np.int64)
-    times = []
-    for k in range(runs + 3):
-        t = time.perf_counter()
-        sess.run(None, feeds)
-        if k >= 3:
-            times.append((time.perf_counter() - t) * 1000)
-    return statistics.median(times)
+def shorthand_steps(c: CompressConfig) -> list[dict]:
+    """The step list the flags build, in ``mbk compress``'s order (recovery alone compresses nothing)."""
+    if not (c.prune or c.prune_heads or c.prune_ffn or c.trim_vocab or c.int8):
+        return []
+    steps: list[dict] = []
+    if c.prune_heads:
+        steps.append({"method": "prune_heads", "fraction": c.prune_heads, "importance_samples": c.importance_samples})
+    if c.prune_ffn:
+        steps.append({"method": "prune_ffn", "fraction": c.prune_ffn, "importance_samples": c.importance_samples})
+    if c.recover_epochs:
+        steps.append({"method": "recover", "epochs": c.recover_epochs, "lr": c.recover_lr})
+    if c.prune:
+        steps.append({"method": "prune", "fraction": c.prune, "scope": c.prune_scope})
+    if c.trim_vocab:
+        steps.append({"method": "trim_vocab"})
+    if c.int8:
+        int8 = {"method": "int8_static" if c.static else "int8_dynamic", "per_channel": c.per_channel}
+        int8 |= {"reduce_range": c.reduce_range, "weight_type": c.weight_type}
+        if c.static:
+            int8 |= {"calib_samples": c.calib_samples, "calib_method": c.calib_method}
+        steps.append(int8)
+    return steps
 
 
 # --------------------------------------------------------------------------- stage
@@ -190,24 +169,38 @@ def run(config: CompressConfig, ctx: RunContext | None = None) -> StageResult:
         ConfigError / DataError / ModelError: bad input, before any work is written.
         CompressError: the accuracy guard could not be met (message carries the best numbers).
     """
-    import torch
-
-    from mobilebert_kit import artifacts, prune
-    from mobilebert_kit import data as data_mod
-    from mobilebert_kit.batching import predict_logits
-    from mobilebert_kit.models import count_parameters, load_classifier_folder
+    from mobilebert_kit import artifacts
 
     ctx = ctx or RunContext()
-    progress = ctx.log
     t_start = time.perf_counter()
-    timings: dict[str, float] = {}
-    model_dir = Path(config.model)
     artifacts.check_output_dir(config.output, ctx.overwrite)
-    if not (config.prune or config.prune_heads or config.prune_ffn or config.trim_vocab or config.int8):
-        raise ConfigError(
-            "nothing to do: pass at least one of --prune, --prune-heads, --prune-ffn, --trim-vocab, --int8"
-        )
+    plan = config.plan()
+    work = _load(config, ctx)
+    for step in plan:
+        step.preflight(work)
+    _measure_input(work, config, t_start)
+    with (
+        artifacts.staged_output(config.output, ctx.overwrite) as out,
+        tempfile.TemporaryDirectory(prefix="mbk-compress-") as scratch,
+    ):
+        work.out, work.scratch = out, Path(scratch)
+        _run_steps(plan, "pytorch", work)
+        _save_model(work)
+        _export_fp32(work, needs_graph=any(s.kind == "onnx" for s in plan))
+        _run_steps(plan, "onnx", work)
+        work.metrics["guard"] = work.guard.check(work.graph_scores, work.graph_label)
+        compression = _write_outputs(config, plan, work, t_start)
+    return _result(config, Path(config.output), work.metrics, compression)
 
+
+def _load(config: CompressConfig, ctx: RunContext):
+    """The model, its data and the shared step state; refuses mismatched or unusable data."""
+    from mobilebert_kit import data as data_mod
+    from mobilebert_kit import prune
+    from mobilebert_kit.compression.base import Work
+    from mobilebert_kit.models import load_classifier_folder
+
+    model_dir = Path(config.model)
     model, tokenizer, label_names = load_classifier_folder(model_dir)
     override = data_mod.DataConfig(data=config.data) if config.data else None
     data_cfg = data_mod.data_config_for(model_dir, override)
@@ -217,189 +210,185 @@ def run(config: CompressConfig, ctx: RunContext | None = None) -> StageResult:
         raise DataError(
             f"the data's labels {ds.label_names} differ from the model's {label_names}; pass the data it was trained on"
         )
-    train, val, test = ds.splits["train"], ds.splits["validation"], ds.splits["test"]
-    if len(val) == 0:
+    if len(ds.splits["validation"]) == 0:
         raise DataError("the validation split is empty; the accuracy guard needs it")
-    if config.int8 and config.static and config.calib_samples > len(train):
-        raise ConfigError(
-            f"--calib-samples {config.calib_samples} is more than the {len(train)} training examples available; "
-            f"use at most {len(train)}"
-        )
-    # Fail on impossible structured requests before measuring anything.
-    layers, _ = prune._bert_layers(model)
-    heads_now = min(layer.attention.self.num_attention_heads for layer in layers)
-    if config.prune_heads:
-        prune.count_to_remove(config.prune_heads, heads_now, "attention head", "--prune-heads")
-    if config.prune_ffn:
-        prune.count_to_remove(config.prune_ffn, layers[0].intermediate.dense.out_features, "FFN neuron", "--prune-ffn")
-    if config.trim_vocab:
-        prune._normalizer_settings(tokenizer)
+    prune.bert_layers(model)  # BERT-family classifiers only: refuse others before any work
+    return Work(
+        model=model,
+        tokenizer=tokenizer,
+        label_names=label_names,
+        model_dir=model_dir,
+        data_config=data_cfg,
+        splits=ds.splits,
+        max_length=max_length,
+        seed=config.seed,
+        latency_runs=config.latency_runs,
+        teacher=config.teacher,
+        log=ctx.log,
+    )
+
+
+def _measure_input(work, config: CompressConfig, t_start: float) -> None:
+    """Score, size and time the uncompressed model: the reference of every step and of the guard."""
+    import torch
+
+    from mobilebert_kit.compression.guard import Guard
+    from mobilebert_kit.compression.measure import state_size
+    from mobilebert_kit.models import count_parameters
+
     torch.manual_seed(config.seed)
-    n = len(label_names)
-    seq = max_length
-
-    def evaluate(m, tok) -> dict:
-        lv = predict_logits(m, tok, val.texts, val.pairs, max_length=max_length)
-        lt = predict_logits(m, tok, test.texts, test.pairs, max_length=max_length)
-        return {"validation": _scores(lv, val, n, ref_val), "test": _scores(lt, test, n, ref_test)}
-
-    _log(progress, f"evaluating the input model on {len(val)} validation + {len(test)} test examples")
-    ref_val = ref_test = None
-    base_val_logits = predict_logits(model, tokenizer, val.texts, val.pairs, max_length=max_length)
-    base_test_logits = predict_logits(model, tokenizer, test.texts, test.pairs, max_length=max_length)
-    ref_val, ref_test = base_val_logits.argmax(-1), base_test_logits.argmax(-1)
-    metrics: dict = {
+    work.log(f"evaluating the input model on {len(work.val)} validation + {len(work.test)} test examples")
+    logits = {s: work.torch_logits(s) for s in ("validation", "test")}
+    work.refs = {s: x.argmax(-1) for s, x in logits.items()}
+    work.metrics = {
         "input": {
-            "validation": _scores(base_val_logits, val, n, ref_val),
-            "test": _scores(base_test_logits, test, n, ref_test),
-            "params": count_parameters(model),
-            "size_bytes": _state_size(model),
-            "latency_ms_pytorch_fp32": _torch_latency(model, seq, config.latency_runs),
+            **{s: work.scores(x, s) for s, x in logits.items()},
+            "params": count_parameters(work.model),
+            "size_bytes": state_size(work.model),
+            "latency_ms_pytorch_fp32": work.torch_latency(),
         },
         "steps": [],
-        "latency_setup": f"batch 1, sequence {seq}, 1 thread, median of {config.latency_runs} runs after 3 warm-up",
+        "latency_setup": f"batch 1, sequence {work.max_length}, 1 thread, median of {config.latency_runs} runs "
+        "after 3 warm-up",
         "notes": [],
     }
-    timings["evaluate_input"] = time.perf_counter() - t_start
-    record = {"prune": None, "structured": None, "recovery": None, "trim_vocab": None}
+    work.timings["evaluate_input"] = time.perf_counter() - t_start
+    work.guard = Guard(config.guard_metric, config.max_drop, config.guard_samples, work.metrics["input"]["validation"])
 
-    def step(name: str, extra: dict) -> None:
-        t = time.perf_counter()
-        scores = evaluate(model, tokenizer)
-        entry = {"step": name, **scores, "params": count_parameters(model), "size_bytes": _state_size(model), **extra}
-        metrics["steps"].append(entry)
-        timings[f"evaluate_{name}"] = time.perf_counter() - t
-        _log(
-            progress,
-            f"{name}: validation accuracy {metrics['input']['validation']['accuracy']:.4f} -> "
-            f"{scores['validation']['accuracy']:.4f}, params {entry['params']:,}",
-        )
 
-    if config.prune_heads or config.prune_ffn:
-        t = time.perf_counter()
-        sub = train.subset(config.importance_samples, config.seed)
-        _log(progress, f"structured pruning: measuring head/neuron importance on {len(sub)} training examples")
-        batches = prune.training_batches(model, tokenizer, sub.texts, sub.labels, sub.pairs, max_length)
-        record["structured"] = prune.prune_structured(model, config.prune_heads, config.prune_ffn, batches)
-        timings["structured"] = time.perf_counter() - t
-        step(
-            "structured",
-            {
-                "structured": {k: v for k, v in record["structured"].items() if k != "importance"},
-                "latency_ms_pytorch_fp32": _torch_latency(model, seq, config.latency_runs),
-            },
-        )
-    if config.recover_epochs:
-        t = time.perf_counter()
-        teacher = Path(config.teacher or data_mod.lineage(model_dir)["teacher"] or model_dir)
-        _log(progress, f"recovery: distilling from {teacher} for {config.recover_epochs} epoch(s)")
-        with tempfile.TemporaryDirectory(prefix="mbk-recover-") as work:
-            record["recovery"] = prune.recover(
-                model,
-                tokenizer,
-                teacher,
-                train,
-                val,
-                max_length=max_length,
-                epochs=config.recover_epochs,
-                lr=config.recover_lr,
-                workdir=work,
-                seed=config.seed,
-                log=progress,
-            )
-        timings["recovery"] = time.perf_counter() - t
-        step("recovery", {"recovery": record["recovery"]})
-    if config.prune:
-        record["prune"] = prune.prune_unstructured(model, config.prune, config.prune_scope)
-        lat = _torch_latency(model, seq, config.latency_runs)
-        step(
-            "unstructured",
-            {
-                "sparsity": record["prune"]["overall_sparsity"],
-                "sparsity_per_layer": record["prune"]["layers"],
-                "latency_ms_pytorch_fp32": lat,
-            },
-        )
-        metrics["notes"].append(prune.DENSE_NOTE)
+def _run_steps(plan: list, kind: str, work) -> None:
+    """Apply the plan's steps of ``kind`` in order (an ONNX step records itself)."""
+    for step in plan:
+        if step.kind != kind:
+            continue
+        if kind == "pytorch":
+            _apply_pytorch_step(step, work)
+        else:
+            step.apply(work)
 
-    with artifacts.staged_output(config.output, ctx.overwrite) as out:
-        if config.trim_vocab:
-            t = time.perf_counter()
-            corpus = list(train.texts) + list(train.pairs or [])
-            _log(progress, f"trimming the vocabulary to the pieces of {len(train)} training examples")
-            tokenizer, record["trim_vocab"] = prune.trim_vocabulary(model, tokenizer, corpus, out, eval_texts=val.texts)
-            timings["trim_vocab"] = time.perf_counter() - t
-            step("trim_vocab", {"trim_vocab": record["trim_vocab"]})
-        model.config.architectures = [type(model).__name__]
-        model.save_pretrained(out)
-        tokenizer.save_pretrained(out)
-        artifacts.write_labels(out, label_names)
-        compressed_val = metrics["steps"][-1]["validation"] if metrics["steps"] else metrics["input"]["validation"]
 
-        # ---- ONNX fp32 (fused), then INT8 with the guard
-        onnx_dir = out / "onnx"
-        scratch = Path(tempfile.mkdtemp(prefix="mbk-compress-"))
-        try:
-            final_onnx, quant = _onnx_and_int8(
-                config,
-                out,
-                scratch,
-                tokenizer,
-                (train, val, test),
-                max_length,
-                n,
-                (ref_val, ref_test),
-                metrics,
-                timings,
-                progress,
-                compressed_val,
-            )
-            if final_onnx is not None:
-                onnx_dir.mkdir(exist_ok=True)
-                shutil.copy2(final_onnx["path"], onnx_dir / "model.onnx")
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
-        final = metrics["steps"][-1] if metrics["steps"] else None
-        metrics["final"] = final and {k: final[k] for k in ("step", "validation", "test") if k in final}
-        metrics["size_on_disk"] = {
-            "input_model_bytes": _file_size(model_dir, "model.safetensors"),
-            "output_model_bytes": _file_size(out, "model.safetensors"),
-            "onnx_bytes": (onnx_dir / "model.onnx").stat().st_size if final_onnx else None,
+def _apply_pytorch_step(step, work) -> None:
+    """Apply a step to the PyTorch model, then time, record and measure it."""
+    t = time.perf_counter()
+    outcome = step.apply(work)
+    if step.timed:
+        work.timings[step.label] = time.perf_counter() - t
+    if step.record:
+        work.records[step.record] = outcome.report
+    work.measure_step(step.label, outcome.entry)
+
+
+def _save_model(work) -> None:
+    from mobilebert_kit import artifacts
+
+    work.model.config.architectures = [type(work.model).__name__]
+    work.model.save_pretrained(work.out)
+    work.tokenizer.save_pretrained(work.out)
+    artifacts.write_labels(work.out, work.label_names)
+
+
+def _export_fp32(work, needs_graph: bool) -> None:
+    """Export + fuse the compressed model (the graph the ONNX steps start from) and score it.
+
+    Without a graph (the export failed) and with no ONNX step asked for, the guard checks the
+    PyTorch model instead.
+    """
+    from mobilebert_kit import onnx_tools as ot
+
+    t = time.perf_counter()
+    work.log("exporting the compressed model to ONNX and fusing it (ORT transformer optimizer)")
+    fused = work.scratch / "fused.onnx"
+    try:
+        with ot.quiet_ort():
+            raw = ot.export_onnx(work.out, work.scratch / "raw.onnx")
+            # num_heads/hidden_size 0: let the optimizer read them per layer (pruned heads differ from the config)
+            fused_ops = ot.optimize_onnx(raw, fused, num_heads=0, hidden_size=0)
+    except ExportError as e:
+        if needs_graph:
+            raise CompressError(f"INT8 needs the ONNX graph, and exporting it failed: {e}") from e
+        work.note(f"no ONNX graph: {e}")
+        work.graph_scores, work.graph_label = work.last_validation(), "pytorch fp32 (no ONNX graph)"
+        return
+    work.timings["onnx_export"] = time.perf_counter() - t
+    scores = work.onnx_scores(fused)
+    work.metrics["steps"].append(
+        {
+            "step": "onnx_fp32",
+            "validation": scores,
+            "test": work.onnx_scores(fused, "test"),
+            "fused_ops": fused_ops,
+            "size_bytes": fused.stat().st_size,
+            "latency_ms_ort": work.ort_latency(fused),
         }
-        compression = {
-            "int8": bool(config.int8 and final_onnx is not None),
-            "int8_mode": ("static" if config.static else "dynamic") if config.int8 else None,
+    )
+    work.graph, work.graph_scores, work.graph_label = fused, scores, "onnx fp32"
+
+
+def _write_outputs(config: CompressConfig, plan: list, work, t_start: float) -> dict:
+    """``onnx/model.onnx``, ``compression.json``, ``metrics.json`` and the manifest; returns the
+    compression record."""
+    from mobilebert_kit import artifacts
+
+    out, metrics = work.out, work.metrics
+    onnx_file = out / "onnx" / "model.onnx"
+    if work.graph is not None:
+        onnx_file.parent.mkdir(exist_ok=True)
+        shutil.copy2(work.graph, onnx_file)
+    final = metrics["steps"][-1] if metrics["steps"] else None
+    metrics["final"] = final and {k: final[k] for k in ("step", "validation", "test") if k in final}
+    metrics["size_on_disk"] = {
+        "input_model_bytes": _file_size(work.model_dir, "model.safetensors"),
+        "output_model_bytes": _file_size(out, "model.safetensors"),
+        "onnx_bytes": onnx_file.stat().st_size if work.graph is not None else None,
+    }
+    compression = _compression_record(config, plan, work)
+    artifacts.write_json(out / COMPRESSION, compression)
+    work.timings["total"] = time.perf_counter() - t_start
+    metrics["timings_s"] = work.timings
+    artifacts.write_json(out / artifacts.METRICS, metrics)
+    artifacts.write_manifest(
+        out,
+        stage="compress",
+        config=config.to_dict(),
+        inputs={"model": artifacts.input_record(work.model_dir)},
+        metrics={
+            "input": metrics["input"]["validation"],
+            "final": (metrics["final"] or {}).get("validation"),
+            "guard": metrics.get("guard"),
+        },
+        timings=work.timings,
+        extra={"data": work.data_config.to_dict(), "max_length": work.max_length},
+    )
+    return compression
+
+
+def _compression_record(config: CompressConfig, plan: list, work) -> dict:
+    """``compression.json``: the INT8 settings export reads, then every method's report."""
+    from mobilebert_kit.compression import record_keys
+    from mobilebert_kit.compression.int8 import Int8Step
+
+    int8 = next((s for s in plan if isinstance(s, Int8Step)), None)
+    settings = (
+        int8.settings()
+        if int8
+        else {
+            "int8_mode": None,
             "per_channel": config.per_channel,
             "reduce_range": config.reduce_range,
             "weight_type": config.weight_type,
-            "calib_method": config.calib_method if config.static else None,
-            "calib_samples": config.calib_samples if config.static else None,
-            "nodes_excluded": (quant or {}).get("nodes_excluded", []),
-            "onnx_model": "onnx/model.onnx" if final_onnx is not None else None,
-            "prune": record["prune"],
-            "structured": record["structured"],
-            "recovery": record["recovery"],
-            "trim_vocab": record["trim_vocab"],
-            "guard": metrics.get("guard"),
+            "calib_method": None,
+            "calib_samples": None,
         }
-        artifacts.write_json(out / COMPRESSION, compression)
-        timings["total"] = time.perf_counter() - t_start
-        metrics["timings_s"] = timings
-        artifacts.write_json(out / artifacts.METRICS, metrics)
-        artifacts.write_manifest(
-            out,
-            stage="compress",
-            config=config.to_dict(),
-            inputs={"model": artifacts.input_record(model_dir)},
-            metrics={
-                "input": metrics["input"]["validation"],
-                "final": (metrics["final"] or {}).get("validation"),
-                "guard": metrics.get("guard"),
-            },
-            timings=timings,
-            extra={"data": data_cfg.to_dict(), "max_length": max_length},
-        )
-    return _result(config, Path(config.output), metrics, compression)
+    )
+    return {
+        "int8": int8 is not None,
+        **settings,
+        "nodes_excluded": work.nodes_excluded,
+        "onnx_model": "onnx/model.onnx" if work.graph is not None else None,
+        **{key: work.records.get(key) for key in record_keys()},
+        **{key: v for key, v in work.records.items() if key not in record_keys()},
+        "guard": work.metrics.get("guard"),
+    }
 
 
 def _result(config: CompressConfig, out: Path, metrics: dict, comp: dict) -> StageResult:
@@ -434,209 +423,4 @@ def _file_size(folder: Path, name: str) -> int | None:
     return f.stat().st_size if f.exists() else None
 
 
-def _onnx_and_int8(
-    config: CompressConfig,
-    hf_dir: Path,
-    scratch: Path,
-    tokenizer,
-    splits: tuple,
-    max_length: int,
-    n: int,
-    refs: tuple[np.ndarray, np.ndarray],
-    metrics: dict,
-    timings: dict,
-    progress,
-    compressed_val: dict,
-):
-    """Export + fuse the compressed model, quantize it when asked, enforce the guard.
-
-    Returns ``(final, quant_report)`` where ``final`` is ``{"path": Path}`` or None (no ONNX graph).
-    """
-    from mobilebert_kit import onnx_tools as ot
-    from mobilebert_kit import quantize as q
-
-    base = metrics["input"]["validation"]
-    train, val, test = splits
-    ref_val, ref_test = refs
-
-    def drop_of(scores: dict) -> float:
-        if config.guard_metric == "agreement":
-            return 1.0 - scores["agreement_with_input"]
-        return base["accuracy"] - scores["accuracy"]
-
-    def val_logits(path) -> np.ndarray:
-        return ot.onnx_predict_logits(ot.session(path), tokenizer, val.texts, val.pairs, max_length=max_length)
-
-    def test_scores(path) -> dict:
-        logits = ot.onnx_predict_logits(ot.session(path), tokenizer, test.texts, test.pairs, max_length=max_length)
-        return _scores(logits, test, n, ref_test)
-
-    t = time.perf_counter()
-    _log(progress, "exporting the compressed model to ONNX and fusing it (ORT transformer optimizer)")
-    try:
-        with _quiet_ort():
-            raw = ot.export_onnx(hf_dir, scratch / "raw.onnx")
-            # num_heads/hidden_size 0: let the optimizer read them per layer (pruned heads differ from the config)
-            fused_ops = ot.optimize_onnx(raw, scratch / "fused.onnx", num_heads=0, hidden_size=0)
-    except ExportError as e:
-        if config.int8:
-            raise CompressError(f"INT8 needs the ONNX graph, and exporting it failed: {e}") from e
-        metrics["notes"].append(f"no ONNX graph: {e}")
-        _guard(config, drop_of(compressed_val), compressed_val, base, metrics, "pytorch fp32 (no ONNX graph)")
-        return None, None
-    fused = scratch / "fused.onnx"
-    timings["onnx_export"] = time.perf_counter() - t
-    vocab = _vocab_size(hf_dir)
-    fp32_val = _scores(val_logits(fused), val, n, ref_val)
-    metrics["steps"].append(
-        {
-            "step": "onnx_fp32",
-            "validation": fp32_val,
-            "test": test_scores(fused),
-            "fused_ops": fused_ops,
-            "size_bytes": fused.stat().st_size,
-            "latency_ms_ort": _ort_latency(fused, max_length, config.latency_runs, vocab),
-        }
-    )
-    if not config.int8:
-        _guard(config, drop_of(fp32_val), fp32_val, base, metrics, "onnx fp32")
-        return {"path": fused}, None
-    if drop_of(fp32_val) > config.max_drop:
-        raise CompressError(
-            _fail_msg(
-                config,
-                base,
-                fp32_val,
-                drop_of(fp32_val),
-                "before INT8: pruning/trimming alone exceed the bound, INT8 fallback cannot help; "
-                "prune less or recover with training",
-            )
-        )
-
-    # ---- INT8
-    t = time.perf_counter()
-    if config.static:
-        sess = ot.session(fused)
-        calib = train.subset(config.calib_samples, config.seed)
-        feeds = q.calibration_feeds(
-            [i.name for i in sess.get_inputs()], tokenizer, calib.texts, calib.pairs, max_length
-        )
-        method: q.Int8Method = q.Int8Static(
-            calibration=feeds,
-            method=config.calib_method,
-            per_channel=config.per_channel,
-            reduce_range=config.reduce_range,
-            weight_type=config.weight_type,
-        )
-    else:
-        method = q.Int8Dynamic(
-            per_channel=config.per_channel, reduce_range=config.reduce_range, weight_type=config.weight_type
-        )
-    candidates = q.candidate_nodes(fused, method)
-    out_path = scratch / "int8.onnx"
-    _log(progress, f"INT8 {method.name}: quantizing {len(candidates)} nodes")
-    with _quiet_ort():
-        rep = q.quantize(fused, out_path, method)
-    scores = _scores(val_logits(out_path), val, n, ref_val)
-    tried = [{"nodes_excluded": [], "validation": scores, "drop": drop_of(scores)}]
-    _log(
-        progress,
-        f"INT8: validation accuracy {scores['accuracy']:.4f} (drop {drop_of(scores):+.4f}, bound {config.max_drop})",
-    )
-    excluded: list[str] = []
-    sens = None
-    if drop_of(scores) > config.max_drop:
-        sub = val.subset(config.guard_samples, config.seed)
-        ref = ot.onnx_predict_logits(ot.session(fused), tokenizer, sub.texts, sub.pairs, max_length=max_length)
-
-        def sample_logits(p: str) -> np.ndarray:
-            return ot.onnx_predict_logits(ot.session(p), tokenizer, sub.texts, sub.pairs, max_length=max_length)
-
-        _log(
-            progress,
-            f"accuracy guard: ranking {len(candidates)} nodes by sensitivity on {len(sub)} validation examples",
-        )
-        with _quiet_ort():
-            sens = q.sensitivity(fused, method, candidates, sample_logits, ref, scratch, progress=None)
-        for node, _err in sens:
-            excluded.append(node)
-            with _quiet_ort():
-                rep = q.quantize(fused, out_path, method, nodes_to_exclude=excluded)
-            scores = _scores(val_logits(out_path), val, n, ref_val)
-            tried.append({"nodes_excluded": list(excluded), "validation": scores, "drop": drop_of(scores)})
-            _log(progress, f"accuracy guard: {len(excluded)} node(s) fp32 (+{node}): drop {drop_of(scores):+.4f}")
-            if drop_of(scores) <= config.max_drop:
-                break
-    timings["int8"] = time.perf_counter() - t
-    best = min(tried, key=lambda r: (r["drop"], len(r["nodes_excluded"])))
-    metrics["guard_search"] = {
-        "candidates": candidates,
-        "sensitivity_mse": sens and [[k, v] for k, v in sens],
-        "tried": [
-            {"nodes_excluded": len(r["nodes_excluded"]), "drop": r["drop"], "accuracy": r["validation"]["accuracy"]}
-            for r in tried
-        ],
-    }
-    if best["drop"] > config.max_drop:
-        raise CompressError(
-            _fail_msg(
-                config,
-                base,
-                best["validation"],
-                best["drop"],
-                f"best INT8 configuration kept {len(best['nodes_excluded'])} of {len(candidates)} "
-                "quantizable nodes in fp32",
-            )
-        )
-    metrics["steps"].append(
-        {
-            "step": f"int8_{method.name}",
-            "validation": scores,
-            "test": test_scores(out_path),
-            "nodes_excluded": excluded,
-            "size_bytes": out_path.stat().st_size,
-            "ops": rep["ops"],
-            "latency_ms_ort": _ort_latency(out_path, max_length, config.latency_runs, vocab),
-        }
-    )
-    _guard(config, drop_of(scores), scores, base, metrics, f"onnx int8 {method.name}")
-    if config.static:
-        metrics["notes"].append(
-            "static QDQ quantizes MatMul/Gemm only: ORT's fused Attention and EmbedLayerNormalization "
-            "have no QDQ kernels and stay fp32 (the QKV projections and the embedding table)"
-        )
-    return {"path": out_path}, {"nodes_excluded": excluded}
-
-
-def _vocab_size(hf_dir: Path) -> int:
-    import json
-
-    return int(json.loads((hf_dir / "config.json").read_text())["vocab_size"])
-
-
-def _guard(config: CompressConfig, drop: float, scores: dict, base: dict, metrics: dict, what: str) -> None:
-    metrics["guard"] = {
-        "metric": config.guard_metric,
-        "max_drop": config.max_drop,
-        "drop": drop,
-        "checked": what,
-        "input_accuracy": base["accuracy"],
-        "final_accuracy": scores["accuracy"],
-        "agreement_with_input": scores.get("agreement_with_input"),
-        "passed": drop <= config.max_drop,
-    }
-    if drop > config.max_drop:
-        raise CompressError(_fail_msg(config, base, scores, drop, what))
-
-
-def _fail_msg(config: CompressConfig, base: dict, scores: dict, drop: float, what: str) -> str:
-    measure = "label disagreement with the input" if config.guard_metric == "agreement" else "validation accuracy drop"
-    return (
-        f"accuracy guard failed: {measure} {drop:.4f} > --max-drop {config.max_drop:g} ({what}); "
-        f"validation accuracy {base['accuracy']:.4f} -> {scores['accuracy']:.4f}, macro-F1 {base['macro_f1']:.4f} -> "
-        f"{scores['macro_f1']:.4f}, agreement {scores.get('agreement_with_input', float('nan')):.4f}. "
-        "Nothing was written; relax --max-drop or compress less"
-    )
-
-
-__all__ = ["CompressConfig", "run", "COMPRESSION"]
+__all__ = ["CompressConfig", "run", "COMPRESSION", "shorthand_steps"]

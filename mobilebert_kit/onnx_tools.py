@@ -8,12 +8,16 @@
 * :func:`session` / :func:`onnx_predict_logits` — run a ``.onnx`` or ``.ort`` file on CPU with the
   same tokenization and dynamic padding as :func:`mobilebert_kit.metrics.predict_logits`.
 
-Note for quantizing a fused graph: ``quantize_dynamic`` needs
-``extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT}`` (FACTS.md).
+* :func:`quiet_ort` — keeps ORT's quantizer and optimizer chatter off stdout and the root log.
+
+INT8 lives in :mod:`mobilebert_kit.quantize`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import os
 import warnings
 from collections import Counter
@@ -66,20 +70,43 @@ def export_onnx(model_dir: str | os.PathLike, out_path: str | os.PathLike, opset
         ModelError: the folder holds no classifier.
         ExportError: the exporter failed (the message names the folder and the cause).
     """
-    import torch
-
     from mobilebert_kit.models import load_classifier_folder
 
     out_path = Path(out_path)
     model, tokenizer, _ = load_classifier_folder(model_dir)
     model.config.return_dict = True
+    names = _graph_input_names(model)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        _trace_to_onnx(model, names, _dummy_inputs(tokenizer, names), out_path, opset)
+    except Exception as e:  # noqa: BLE001 - wrap exporter failures with context
+        out_path.unlink(missing_ok=True)
+        raise ExportError(
+            f"ONNX export of {model_dir} failed ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}); "
+            "check that the model is a standard transformers classifier (transformers==4.57.6)"
+        ) from e
+    return out_path
+
+
+def _graph_input_names(model) -> list[str]:
     names = [n for n in INPUT_NAMES if n in _forward_args(model)]
     if "token_type_ids" in names and getattr(model.config, "type_vocab_size", 2) < 1:
         names.remove("token_type_ids")
+    return names
+
+
+def _dummy_inputs(tokenizer, names: list[str]) -> tuple:
+    import torch
+
     dummy = tokenizer(
         ["a short example sentence", "another one"], padding="max_length", max_length=16, return_tensors="pt"
     )
-    args = tuple(dummy[n] if n in dummy else torch.zeros_like(dummy["input_ids"]) for n in names)
+    return tuple(dummy[n] if n in dummy else torch.zeros_like(dummy["input_ids"]) for n in names)
+
+
+def _trace_to_onnx(model, names: list[str], args: tuple, out_path: Path, opset: int) -> None:
+    """TorchScript-based export of ``model``'s logits with positional inputs ``names``."""
+    import torch
 
     class _Logits(torch.nn.Module):  # positional inputs, logits only (no dict outputs in the graph)
         def __init__(self, inner):
@@ -89,28 +116,19 @@ def export_onnx(model_dir: str | os.PathLike, out_path: str | os.PathLike, opset
         def forward(self, *inputs):
             return self.inner(**dict(zip(names, inputs))).logits
 
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with torch.inference_mode(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # TracerWarnings about constant masks are expected
-            torch.onnx.export(
-                _Logits(model).eval(),
-                args,
-                str(out_path),
-                input_names=names,
-                output_names=list(OUTPUT_NAMES),
-                dynamic_axes={n: DYNAMIC_AXES[n] for n in [*names, "logits"]},
-                opset_version=opset,
-                do_constant_folding=True,
-                dynamo=False,
-            )
-    except Exception as e:  # noqa: BLE001 - wrap exporter failures with context
-        out_path.unlink(missing_ok=True)
-        raise ExportError(
-            f"ONNX export of {model_dir} failed ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}); "
-            "check that the model is a standard transformers classifier (transformers==4.57.6)"
-        ) from e
-    return out_path
+    with torch.inference_mode(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TracerWarnings about constant masks are expected
+        torch.onnx.export(
+            _Logits(model).eval(),
+            args,
+            str(out_path),
+            input_names=names,
+            output_names=list(OUTPUT_NAMES),
+            dynamic_axes={n: DYNAMIC_AXES[n] for n in [*names, "logits"]},
+            opset_version=opset,
+            do_constant_folding=True,
+            dynamo=False,
+        )
 
 
 def _forward_args(model) -> set[str]:
@@ -156,22 +174,9 @@ def optimize_onnx(
     Raises:
         ExportError: the optimizer failed, or attention did not fuse although ``require_attention``.
     """
-    from onnxruntime.transformers import optimizer
-    from onnxruntime.transformers.fusion_options import FusionOptions
-
     in_path, out_path = Path(in_path), Path(out_path)
     try:
-        opts = FusionOptions(model_type)
-        m = optimizer.optimize_model(
-            str(in_path),
-            model_type=model_type,
-            num_heads=num_heads,
-            hidden_size=hidden_size,
-            optimization_options=opts,
-            opt_level=0,
-        )
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        m.save_model_to_file(str(out_path))
+        _fuse(in_path, out_path, num_heads, hidden_size, model_type)
     except Exception as e:  # noqa: BLE001
         raise ExportError(
             f"ORT transformer optimization of {in_path} failed ({type(e).__name__}: {str(e)[:200]})"
@@ -184,6 +189,22 @@ def optimize_onnx(
             "the graph was probably exported with the dynamo exporter or from an unsupported architecture"
         )
     return fused
+
+
+def _fuse(in_path: Path, out_path: Path, num_heads: int, hidden_size: int, model_type: str) -> None:
+    from onnxruntime.transformers import optimizer
+    from onnxruntime.transformers.fusion_options import FusionOptions
+
+    m = optimizer.optimize_model(
+        str(in_path),
+        model_type=model_type,
+        num_heads=num_heads,
+        hidden_size=hidden_size,
+        optimization_options=FusionOptions(model_type),
+        opt_level=0,
+    )
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    m.save_model_to_file(str(out_path))
 
 
 def _top_ops(counts: dict[str, int], n: int = 8) -> str:
@@ -251,6 +272,20 @@ def onnx_predict_logits(
     return out if out is not None else np.zeros((0, 0), dtype=np.float32)
 
 
+@contextlib.contextmanager
+def quiet_ort():
+    """ORT's quantizer prints calibration chatter on stdout and warns per tensor (and its optimizer
+    logs on the root logger); keep stdout clean for ``--json`` and the log readable."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        root.setLevel(level)
+
+
 def quantize_onnx_dynamic(
     in_path: str | os.PathLike,
     out_path: str | os.PathLike,
@@ -258,36 +293,18 @@ def quantize_onnx_dynamic(
     weight_type: str = "qint8",
     nodes_to_exclude: Sequence[str] = (),
 ) -> Path:
-    """Dynamic INT8 quantization (weights int8, activations quantized at run time) of a fused or plain graph.
+    """Transitional alias of :func:`mobilebert_kit.quantize.quantize` with :class:`~mobilebert_kit.quantize.Int8Dynamic`
+    for export.py until it calls ``quantize`` itself; delete it then (no other caller is left).
 
     Raises:
         ExportError: ``weight_type`` is unknown or ORT's quantizer failed.
     """
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from mobilebert_kit.errors import CompressError, ConfigError
+    from mobilebert_kit.quantize import Int8Dynamic, quantize
 
-    types = {"qint8": QuantType.QInt8, "quint8": QuantType.QUInt8}
-    if weight_type not in types:
-        raise ExportError(f"weight_type must be one of {', '.join(types)}; got '{weight_type}'")
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    import logging
-
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)  # quantize_dynamic logs a generic "consider pre-processing" warning on root
     try:
-        quantize_dynamic(
-            str(in_path),
-            str(out_path),
-            per_channel=per_channel,
-            weight_type=types[weight_type],
-            nodes_to_exclude=list(nodes_to_exclude),
-            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-        )
-    except Exception as e:  # noqa: BLE001
-        out_path.unlink(missing_ok=True)
-        raise ExportError(f"dynamic INT8 quantization of {in_path} failed ({type(e).__name__}: {str(e)[:200]})") from e
-    finally:
-        root.setLevel(level)
-    return out_path
+        method = Int8Dynamic(per_channel=per_channel, weight_type=weight_type, op_types_to_quantize=None)
+        quantize(in_path, out_path, method, nodes_to_exclude=nodes_to_exclude)
+    except (CompressError, ConfigError) as e:
+        raise ExportError(str(e)) from e
+    return Path(out_path)

@@ -40,7 +40,7 @@ def encoder_linears(model) -> list[tuple[str, object]]:
     """``(qualified name, nn.Linear)`` for every Linear inside the encoder (attention, FFN), in order."""
     import torch
 
-    encoder = _bert_layers(model)[1]
+    encoder = bert_layers(model)[1]
     prefix = encoder
     return [
         (f"{prefix}.{name}", mod)
@@ -56,7 +56,7 @@ def _get(model, dotted: str):
     return obj
 
 
-def _bert_layers(model):
+def bert_layers(model):
     """The encoder's layer list and its attribute path; fails clearly for non-BERT layouts."""
     base = getattr(model, "base_model_prefix", "bert")
     try:
@@ -141,59 +141,66 @@ def taylor_importance(model, batches: Iterable[dict]) -> tuple[list[list[float]]
     Returns:
         ``(heads[layer][head], neurons[layer][neuron])`` as nested lists of floats.
     """
-    import torch
-
-    layers, _ = _bert_layers(model)
-    n_layers = len(layers)
-    head_imp = [None] * n_layers
-    ffn_imp = [None] * n_layers
+    layers, _ = bert_layers(model)
+    head_imp: list = [None] * len(layers)
+    ffn_imp: list = [None] * len(layers)
     handles = []
-
-    def hook(kind: str, i: int, layer):
-        def fwd(_mod, inputs):
-            act = inputs[0]
-            if not act.requires_grad:
-                return
-
-            def bwd(grad):
-                prod = (act.detach() * grad).float()  # [B, T, D]
-                if kind == "head":
-                    att = layer.attention.self
-                    per = prod.view(prod.shape[0], prod.shape[1], att.num_attention_heads, att.attention_head_size)
-                    score = per.sum(dim=(1, 3)).abs().sum(0)
-                    store = head_imp
-                else:
-                    score = prod.sum(dim=1).abs().sum(0)
-                    store = ffn_imp
-                store[i] = score if store[i] is None else store[i] + score
-
-            act.register_hook(bwd)
-
-        return fwd
-
     for i, layer in enumerate(layers):
-        handles.append(layer.attention.output.dense.register_forward_pre_hook(hook("head", i, layer)))
-        handles.append(layer.output.dense.register_forward_pre_hook(hook("ffn", i, layer)))
-    was_training = model.training
-    model.eval()  # no dropout: importance of the deterministic network
-    seen = 0
+        handles.append(layer.attention.output.dense.register_forward_pre_hook(_importance_hook(head_imp, i, layer)))
+        handles.append(layer.output.dense.register_forward_pre_hook(_importance_hook(ffn_imp, i, None)))
     try:
-        with torch.enable_grad():
-            for batch in batches:
-                out = model(**batch)
-                out.loss.backward()
-                seen += 1
+        seen = _backward_all(model, batches)
     finally:
         for h in handles:
             h.remove()
-        model.zero_grad(set_to_none=True)
-        model.train(was_training)
     if seen == 0 or any(x is None for x in head_imp + ffn_imp):
         raise CompressError(
             "no training batch reached the encoder, so head/neuron importance could not be measured; "
             "check that the training split is not empty"
         )
     return [h.tolist() for h in head_imp], [f.tolist() for f in ffn_imp]
+
+
+def _importance_hook(store: list, i: int, layer):
+    """Forward pre-hook accumulating ``|sum(activation * grad)|`` into ``store[i]``: per head of
+    ``layer``'s attention when ``layer`` is given, else per FFN neuron."""
+
+    def fwd(_mod, inputs):
+        act = inputs[0]
+        if not act.requires_grad:
+            return
+
+        def bwd(grad):
+            prod = (act.detach() * grad).float()  # [B, T, D]
+            if layer is not None:
+                att = layer.attention.self
+                per = prod.view(prod.shape[0], prod.shape[1], att.num_attention_heads, att.attention_head_size)
+                score = per.sum(dim=(1, 3)).abs().sum(0)
+            else:
+                score = prod.sum(dim=1).abs().sum(0)
+            store[i] = score if store[i] is None else store[i] + score
+
+        act.register_hook(bwd)
+
+    return fwd
+
+
+def _backward_all(model, batches: Iterable[dict]) -> int:
+    """Forward + backward every batch in eval mode (no dropout); returns how many ran."""
+    import torch
+
+    was_training = model.training
+    model.eval()  # no dropout: importance of the deterministic network
+    seen = 0
+    try:
+        with torch.enable_grad():
+            for batch in batches:
+                model(**batch).loss.backward()
+                seen += 1
+    finally:
+        model.zero_grad(set_to_none=True)
+        model.train(was_training)
+    return seen
 
 
 def count_to_remove(fraction: float, total: int, what: str, flag: str) -> int:
@@ -239,18 +246,16 @@ def prune_structured(
     Returns:
         Report with the removed heads per layer, the new shapes and parameter counts.
     """
-    from transformers.pytorch_utils import prune_linear_layer
-
     from mobilebert_kit.models import count_parameters
 
-    layers, _ = _bert_layers(model)
+    layers, _ = bert_layers(model)
     cfg = model.config
     if cfg.pruned_heads:
-        n_heads = [layer.attention.self.num_attention_heads for layer in layers]
+        n_heads = min(layer.attention.self.num_attention_heads for layer in layers)
     else:
-        n_heads = [cfg.num_attention_heads] * len(layers)
+        n_heads = cfg.num_attention_heads
     n_ffn = layers[0].intermediate.dense.out_features
-    k_heads = count_to_remove(heads_fraction, min(n_heads), "attention head", "--prune-heads") if heads_fraction else 0
+    k_heads = count_to_remove(heads_fraction, n_heads, "attention head", "--prune-heads") if heads_fraction else 0
     k_ffn = count_to_remove(ffn_fraction, n_ffn, "FFN neuron", "--prune-ffn") if ffn_fraction else 0
     before = count_parameters(model)
     report: dict = {
@@ -263,24 +268,9 @@ def prune_structured(
         report.update(params_after=before, heads_removed={}, ffn_removed_per_layer=0)
         return report
     head_imp, ffn_imp = importance if importance is not None else taylor_importance(model, batches or [])
-
-    to_prune: dict[int, list[int]] = {}
-    if k_heads:
-        already = {int(k): set(v) for k, v in (cfg.pruned_heads or {}).items()}
-        for i in range(len(layers)):
-            # current head j of layer i maps to an original head index: skip already-pruned ones
-            original = [h for h in range(cfg.num_attention_heads) if h not in already.get(i, set())]
-            order = sorted(range(len(head_imp[i])), key=lambda j: head_imp[i][j])[:k_heads]
-            to_prune[i] = sorted(original[j] for j in order)
-        model.prune_heads(to_prune)
+    to_prune = _remove_heads(model, head_imp, k_heads) if k_heads else {}
     if k_ffn:
-        import torch
-
-        for i, layer in enumerate(layers):
-            scores = torch.tensor(ffn_imp[i])
-            keep = torch.sort(torch.argsort(scores, descending=True)[: n_ffn - k_ffn]).values
-            layer.intermediate.dense = prune_linear_layer(layer.intermediate.dense, keep, dim=0)
-            layer.output.dense = prune_linear_layer(layer.output.dense, keep, dim=1)
+        _remove_neurons(layers, ffn_imp, n_ffn - k_ffn)
         cfg.intermediate_size = n_ffn - k_ffn
     after = count_parameters(model)
     report.update(
@@ -292,6 +282,32 @@ def prune_structured(
         params_removed=before - after,
     )
     return report
+
+
+def _remove_heads(model, head_imp: list[list[float]], k: int) -> dict[int, list[int]]:
+    """Prune the ``k`` least important heads of every layer; returns them as original head indices."""
+    cfg = model.config
+    already = {int(i): set(v) for i, v in (cfg.pruned_heads or {}).items()}
+    to_prune: dict[int, list[int]] = {}
+    for i in range(len(head_imp)):
+        # current head j of layer i maps to an original head index: skip already-pruned ones
+        original = [h for h in range(cfg.num_attention_heads) if h not in already.get(i, set())]
+        order = sorted(range(len(head_imp[i])), key=lambda j: head_imp[i][j])[:k]
+        to_prune[i] = sorted(original[j] for j in order)
+    model.prune_heads(to_prune)
+    return to_prune
+
+
+def _remove_neurons(layers, ffn_imp: list[list[float]], keep_count: int) -> None:
+    """Keep the ``keep_count`` most important FFN neurons of every layer (in their original order)."""
+    import torch
+    from transformers.pytorch_utils import prune_linear_layer
+
+    for i, layer in enumerate(layers):
+        scores = torch.tensor(ffn_imp[i])
+        keep = torch.sort(torch.argsort(scores, descending=True)[:keep_count]).values
+        layer.intermediate.dense = prune_linear_layer(layer.intermediate.dense, keep, dim=0)
+        layer.output.dense = prune_linear_layer(layer.output.dense, keep, dim=1)
 
 
 def training_batches(
@@ -316,7 +332,7 @@ def training_batches(
 # --------------------------------------------------------------------------- vocabulary
 
 
-def _normalizer_settings(tokenizer) -> dict:
+def normalizer_settings(tokenizer) -> dict:
     import json
 
     backend = getattr(tokenizer, "backend_tokenizer", None)
@@ -360,31 +376,51 @@ def trim_vocabulary(
         ``(new_tokenizer, report)``; the report has vocab sizes, bytes and parameters saved, and the
         share of ``eval_texts`` tokens the kept vocabulary covers.
     """
-    import torch
+    settings = normalizer_settings(tokenizer)
+    vocab = tokenizer.get_vocab()
+    emb = model.get_input_embeddings()
+    if emb.num_embeddings < len(vocab):
+        raise CompressError(
+            f"the tokenizer has {len(vocab)} tokens but the embedding table only {emb.num_embeddings} rows"
+        )
+    # ascending: [PAD]=0 stays 0, relative order is preserved
+    keep = sorted(_piece_ids(tokenizer, corpus) | set(tokenizer.all_special_ids))
+    id_to_token = {i: t for t, i in vocab.items()}
+    new_tok = _write_wordpiece(tokenizer, [id_to_token[i] for i in keep], Path(out_dir), settings)
+    _slice_embeddings(model, emb, keep)
+    covered, total = _coverage(tokenizer, eval_texts, set(keep))
+    saved_rows = emb.num_embeddings - len(keep)
+    report = {
+        "vocab_before": len(vocab),
+        "vocab_after": len(keep),
+        "kept_fraction": len(keep) / len(vocab),
+        "embedding_params_saved": saved_rows * emb.embedding_dim,
+        "bytes_saved_fp32": saved_rows * emb.weight.element_size() * emb.embedding_dim,
+        "eval_token_coverage": (covered / total) if total else None,
+        "eval_tokens": total,
+        "note": "coverage = share of validation word pieces (original tokenizer) still in the vocabulary; "
+        "words built from uncovered pieces re-split into kept pieces or [UNK]",
+    }
+    return new_tok, report
+
+
+def _piece_ids(tokenizer, texts: Sequence[str], chunk: int = 512) -> set[int]:
+    used: set[int] = set()
+    for start in range(0, len(texts), chunk):
+        for ids in tokenizer(list(texts[start : start + chunk]), add_special_tokens=False)["input_ids"]:
+            used.update(ids)
+    return used
+
+
+def _write_wordpiece(tokenizer, tokens: list[str], out_dir: Path, settings: dict):
+    """Write ``tokens`` as ``vocab.txt`` in ``out_dir`` and build a fast BERT tokenizer on it with
+    ``tokenizer``'s special tokens and ``settings`` (its normalisation)."""
     from transformers import BertTokenizerFast
 
-    settings = _normalizer_settings(tokenizer)
-    vocab = tokenizer.get_vocab()
-    old_size = len(vocab)
-    emb = model.get_input_embeddings()
-    if emb.num_embeddings < old_size:
-        raise CompressError(
-            f"the tokenizer has {old_size} tokens but the embedding table only {emb.num_embeddings} rows"
-        )
-    used: set[int] = set()
-    for start in range(0, len(corpus), 512):
-        for ids in tokenizer(list(corpus[start : start + 512]), add_special_tokens=False)["input_ids"]:
-            used.update(ids)
-    specials = set(tokenizer.all_special_ids)
-    keep = sorted(used | specials)  # ascending: [PAD]=0 stays 0, relative order is preserved
-    id_to_token = {i: t for t, i in vocab.items()}
-    new_tokens = [id_to_token[i] for i in keep]
-
-    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     vocab_file = out_dir / "vocab.txt"
-    vocab_file.write_text("".join(t + "\n" for t in new_tokens), encoding="utf-8")
-    new_tok = BertTokenizerFast(
+    vocab_file.write_text("".join(t + "\n" for t in tokens), encoding="utf-8")
+    return BertTokenizerFast(
         vocab_file=str(vocab_file),
         unk_token=tokenizer.unk_token,
         sep_token=tokenizer.sep_token,
@@ -395,10 +431,14 @@ def trim_vocabulary(
         **settings,
     )
 
-    index = torch.tensor(keep, dtype=torch.long)
+
+def _slice_embeddings(model, emb, keep: list[int]) -> None:
+    """Replace the word embeddings by the rows ``keep`` (in order); fix vocab size and pad id."""
+    import torch
+
     new_emb = torch.nn.Embedding(len(keep), emb.embedding_dim, padding_idx=None)
     with torch.no_grad():
-        new_emb.weight.copy_(emb.weight[index])
+        new_emb.weight.copy_(emb.weight[torch.tensor(keep, dtype=torch.long)])
     pad_old = model.config.pad_token_id
     new_pad = keep.index(pad_old) if pad_old is not None and pad_old in keep else None
     new_emb.padding_idx = new_pad
@@ -406,25 +446,15 @@ def trim_vocabulary(
     model.config.vocab_size = len(keep)
     model.config.pad_token_id = new_pad
 
+
+def _coverage(tokenizer, texts: Sequence[str], kept: set[int]) -> tuple[int, int]:
+    """``(covered, total)`` word pieces of ``texts`` (original tokenizer) whose id is in ``kept``."""
     covered = total = 0
-    if eval_texts:
-        kept = set(keep)
-        for ids in tokenizer(list(eval_texts), add_special_tokens=False)["input_ids"]:
+    if texts:
+        for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]:
             total += len(ids)
             covered += sum(1 for i in ids if i in kept)
-    bytes_per = emb.weight.element_size() * emb.embedding_dim
-    report = {
-        "vocab_before": old_size,
-        "vocab_after": len(keep),
-        "kept_fraction": len(keep) / old_size,
-        "embedding_params_saved": (emb.num_embeddings - len(keep)) * emb.embedding_dim,
-        "bytes_saved_fp32": (emb.num_embeddings - len(keep)) * bytes_per,
-        "eval_token_coverage": (covered / total) if total else None,
-        "eval_tokens": total,
-        "note": "coverage = share of validation word pieces (original tokenizer) still in the vocabulary; "
-        "words built from uncovered pieces re-split into kept pieces or [UNK]",
-    }
-    return new_tok, report
+    return covered, total
 
 
 # --------------------------------------------------------------------------- recovery
@@ -447,22 +477,15 @@ def recover(
     """Short knowledge-distillation recovery of a pruned model from ``teacher_dir``.
 
     Uses the distillation loss (:func:`mobilebert_kit.losses.logit_distillation_loss`: KL on
-    temperature-softened logits plus CE on labels, with distill's default T and alpha) and the shared training engine (best epoch by validation macro-F1 is kept).
+    temperature-softened logits plus CE on labels, with distill's default T and alpha) and the
+    shared training engine (best epoch by validation macro-F1 is kept).
     The teacher's logits on the training texts are computed once, with the teacher's own tokenizer.
     """
-    from mobilebert_kit.batching import make_features, predict_logits
+    from mobilebert_kit.batching import make_features
     from mobilebert_kit.engine import TrainConfig, TrainModule, train
     from mobilebert_kit.losses import logit_distillation_loss
-    from mobilebert_kit.models import load_classifier_folder
 
-    teacher, teacher_tok, teacher_labels = load_classifier_folder(teacher_dir)
-    if teacher.config.num_labels != model.config.num_labels:
-        raise CompressError(
-            f"the recovery teacher {teacher_dir} has {teacher.config.num_labels} labels, the model "
-            f"{model.config.num_labels}; pass --teacher with the model's teacher"
-        )
-    t_logits = predict_logits(teacher, teacher_tok, train_split.texts, train_split.pairs, max_length=max_length)
-    del teacher  # logits are compared text by text, so the teacher's tokenizer may differ from the model's
+    t_logits = _teacher_logits(model, teacher_dir, train_split, max_length)
     train_cfg = TrainConfig(
         epochs=epochs,
         lr=lr,
@@ -473,13 +496,9 @@ def recover(
         checkpoint_every=0,
         warmup_ratio=0.1,
     )
+    s = train_split
     train_set = make_features(
-        tokenizer,
-        train_split.texts,
-        train_split.pairs,
-        train_split.labels,
-        max_length,
-        extras={"teacher_logits": list(t_logits)},
+        tokenizer, s.texts, s.pairs, s.labels, max_length, extras={"teacher_logits": list(t_logits)}
     )
     val_set = make_features(tokenizer, val_split.texts, val_split.pairs, val_split.labels, max_length)
     result = train(
@@ -504,3 +523,18 @@ def recover(
         "train_seconds": result.train_seconds,
         "history": [{k: v for k, v in h.items() if isinstance(v, (int, float, str))} for h in result.history],
     }
+
+
+def _teacher_logits(model, teacher_dir, train_split, max_length: int):
+    """The teacher's logits on the training texts, with the teacher's own tokenizer (logits are
+    compared text by text, so it may differ from the model's); the teacher is dropped afterwards."""
+    from mobilebert_kit.batching import predict_logits
+    from mobilebert_kit.models import load_classifier_folder
+
+    teacher, teacher_tok, _ = load_classifier_folder(teacher_dir)
+    if teacher.config.num_labels != model.config.num_labels:
+        raise CompressError(
+            f"the recovery teacher {teacher_dir} has {teacher.config.num_labels} labels, the model "
+            f"{model.config.num_labels}; pass --teacher with the model's teacher"
+        )
+    return predict_logits(teacher, teacher_tok, train_split.texts, train_split.pairs, max_length=max_length)

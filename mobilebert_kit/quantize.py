@@ -6,6 +6,9 @@ One verb, one config per method::
     quantize("model.onnx", "int8.onnx", Int8Static(calibration=feeds, method="entropy"))
 
 Names follow ORT / Optimum: ``per_channel``, ``reduce_range``, ``weight_type``, ``nodes_to_exclude``.
+This is the one INT8 implementation: ``mbk compress`` (with its accuracy guard) and ``mbk export``
+both call :func:`quantize`.
+
 Pitfalls handled here (FACTS.md): ``quantize_dynamic`` on a fused graph needs
 ``DefaultTensorType=FLOAT``; static calibration needs typed tensors (see :func:`_prepared`); static QDQ
 cannot quantize ORT's fused ``Attention``/``EmbedLayerNormalization`` (no QDQ kernels), so those
@@ -19,6 +22,7 @@ guard holds.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -36,14 +40,59 @@ DYNAMIC_OPS = ("MatMul", "Attention", "EmbedLayerNormalization", "Gather")
 STATIC_OPS = ("MatMul", "Gemm", "Gather")
 
 
+class _Workspace:
+    """Temp files a static method reuses between :func:`quantize` calls (the typed graph, the
+    calibration ranges). They live while the method is open (``with method:``, or one
+    :func:`quantize` call) and are deleted when the outermost user closes it: nothing is leaked."""
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.dir: Path | None = None
+        self.files: dict[str, str] = {}
+
+    def open(self) -> None:
+        if self.depth == 0:
+            self.dir = Path(tempfile.mkdtemp(prefix="mbk-int8-"))
+        self.depth += 1
+
+    def close(self) -> None:
+        self.depth -= 1
+        if self.depth == 0:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self.dir = None
+            self.files.clear()
+
+    def path(self, key: str, name: str) -> tuple[str, bool]:
+        """``(file path for key, whether it already exists)``: a new name inside the open folder when new."""
+        if key not in self.files:
+            self.files[key] = str(self.dir / f"{len(self.files)}-{name}")
+            return self.files[key], False
+        return self.files[key], True
+
+
+class _Method:
+    """Both methods can be opened (``with method: ...``) so repeated calls share their work."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+
 @dataclass(frozen=True)
-class Int8Dynamic:
-    """Weights INT8 offline, activations quantized at run time (no calibration data needed)."""
+class Int8Dynamic(_Method):
+    """Weights INT8 offline, activations quantized at run time (no calibration data needed).
+
+    ``op_types_to_quantize``: the op types turned into INT8 (default :data:`DYNAMIC_OPS`; ``None``:
+    every type ORT's dynamic quantizer knows). Both give the same graph for a fused BERT graph.
+    """
 
     per_channel: bool = False
     reduce_range: bool = False
     weight_type: str = "qint8"
     nodes_to_exclude: tuple[str, ...] = ()
+    op_types_to_quantize: tuple[str, ...] | None = DYNAMIC_OPS
 
     name = "dynamic"
 
@@ -55,11 +104,12 @@ class Int8Dynamic:
 
 
 @dataclass(frozen=True)
-class Int8Static:
+class Int8Static(_Method):
     """Weights and activations INT8 (QDQ), activation ranges calibrated on ``calibration`` feeds.
 
     ``calibration`` is a list of ONNX input dicts (``{"input_ids": int64 [B, T], ...}``); the method
-    refuses to be built without it, before any work starts.
+    refuses to be built without it, before any work starts. Open it (``with method:``) around several
+    :func:`quantize` calls on the same graph to calibrate once; its temp files go when it closes.
     """
 
     calibration: Sequence[dict] | None = None
@@ -70,7 +120,7 @@ class Int8Static:
     activation_type: str = "quint8"  # U8S8: the fast path of ORT's x86 CPU kernels
     percentile: float = 99.999
     nodes_to_exclude: tuple[str, ...] = ()
-    _cache: dict = field(default_factory=dict, compare=False, repr=False)
+    _workspace: _Workspace = field(default_factory=_Workspace, init=False, compare=False, repr=False)
 
     name = "static"
 
@@ -87,6 +137,13 @@ class Int8Static:
         check_range(problems, "percentile", self.percentile, 90, 100, hi_open=False)
         if problems:
             raise ConfigError(problems)
+
+    def __enter__(self):
+        self._workspace.open()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._workspace.close()
 
 
 Int8Method = Int8Dynamic | Int8Static
@@ -162,7 +219,7 @@ def candidate_nodes(path_or_model, method: Int8Method) -> list[str]:
         for t in m.graph.initializer
         if len(t.dims) >= 2 and t.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)
     }
-    ops = DYNAMIC_OPS if isinstance(method, Int8Dynamic) else STATIC_OPS
+    ops = _op_types(method)
     out = []
     for node in m.graph.node:
         if node.op_type in ops and any(i in weights for i in node.input):
@@ -173,6 +230,16 @@ def candidate_nodes(path_or_model, method: Int8Method) -> list[str]:
                 )
             out.append(node.name)
     return out
+
+
+def _op_types(method: Int8Method) -> tuple[str, ...]:
+    if isinstance(method, Int8Static):
+        return STATIC_OPS
+    if method.op_types_to_quantize is None:
+        from onnxruntime.quantization.registry import IntegerOpsRegistry
+
+        return tuple(IntegerOpsRegistry)
+    return tuple(method.op_types_to_quantize)
 
 
 def quantize(
@@ -191,66 +258,30 @@ def quantize(
         nodes_to_exclude: node names kept fp32 (added to ``method.nodes_to_exclude``).
         nodes_to_quantize: restrict quantization to these nodes (sensitivity analysis).
 
+    Returns:
+        ``{"mode", "nodes_excluded", "size_bytes", "ops"}``.
+
     Raises:
         CompressError: ORT's quantizer failed (message names the graph and the cause).
     """
-    import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_dynamic, quantize_static
+    from mobilebert_kit.onnx_tools import op_counts, quiet_ort
 
     in_path, out_path = Path(in_path), Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     exclude = sorted(set(method.nodes_to_exclude) | set(nodes_to_exclude))
+    only = list(nodes_to_quantize) if nodes_to_quantize else None
     try:
-        if isinstance(method, Int8Dynamic):
-            quantize_dynamic(
-                str(in_path),
-                str(out_path),
-                op_types_to_quantize=list(DYNAMIC_OPS),
-                per_channel=method.per_channel,
-                reduce_range=method.reduce_range,
-                weight_type=_qtype(method.weight_type),
-                nodes_to_exclude=exclude,
-                nodes_to_quantize=list(nodes_to_quantize) if nodes_to_quantize else None,
-                extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-            )
-        else:
-            calib = {
-                "minmax": CalibrationMethod.MinMax,
-                "entropy": CalibrationMethod.Entropy,
-                "percentile": CalibrationMethod.Percentile,
-            }[method.method]
-            prepared = _prepared(in_path, method)
-            # Calibration runs once per (graph, method); later calls (sensitivity, fallback) reuse the ranges.
-            cache = method._cache.setdefault(
-                "calib:" + str(in_path), str(Path(tempfile.mkdtemp(prefix="mbk-calib-")) / "ranges.json")
-            )
-            extra = {"DefaultTensorType": onnx.TensorProto.FLOAT}
-            if method.method == "percentile":
-                extra["CalibPercentile"] = method.percentile
-            quantize_static(
-                prepared,
-                str(out_path),
-                calibration_data_reader=_FeedReader(method.calibration),
-                quant_format=QuantFormat.QDQ,
-                op_types_to_quantize=list(STATIC_OPS),
-                per_channel=method.per_channel,
-                reduce_range=method.reduce_range,
-                activation_type=_qtype(method.activation_type),
-                weight_type=_qtype(method.weight_type),
-                nodes_to_exclude=exclude,
-                nodes_to_quantize=list(nodes_to_quantize) if nodes_to_quantize else None,
-                calibrate_method=calib,
-                extra_options=extra,
-                calibration_cache_path=cache,
-            )
+        with method, quiet_ort():
+            if isinstance(method, Int8Dynamic):
+                _quantize_dynamic(in_path, out_path, method, exclude, only)
+            else:
+                _quantize_static(in_path, out_path, method, exclude, only)
     except (ConfigError, CompressError):
         raise
     except Exception as e:  # noqa: BLE001 - wrap ORT failures with context
         out_path.unlink(missing_ok=True)
         first = str(e).splitlines()[0][:200] if str(e) else ""
         raise CompressError(f"{method.name} INT8 quantization of {in_path} failed ({type(e).__name__}: {first})") from e
-    from mobilebert_kit.onnx_tools import op_counts
-
     return {
         "mode": method.name,
         "nodes_excluded": exclude,
@@ -259,8 +290,59 @@ def quantize(
     }
 
 
+def _quantize_dynamic(in_path: Path, out_path: Path, method: Int8Dynamic, exclude: list, only: list | None) -> None:
+    import onnx
+    from onnxruntime.quantization import quantize_dynamic
+
+    ops = method.op_types_to_quantize
+    quantize_dynamic(
+        str(in_path),
+        str(out_path),
+        op_types_to_quantize=list(ops) if ops is not None else None,
+        per_channel=method.per_channel,
+        reduce_range=method.reduce_range,
+        weight_type=_qtype(method.weight_type),
+        nodes_to_exclude=exclude,
+        nodes_to_quantize=only,
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+    )
+
+
+def _quantize_static(in_path: Path, out_path: Path, method: Int8Static, exclude: list, only: list | None) -> None:
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
+
+    calib = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }[method.method]
+    prepared = _prepared(in_path, method)
+    # Calibration runs once per (graph, open method); later calls (sensitivity, fallback) reuse the ranges.
+    cache, _ = method._workspace.path("calib:" + str(in_path), "ranges.json")
+    extra = {"DefaultTensorType": onnx.TensorProto.FLOAT}
+    if method.method == "percentile":
+        extra["CalibPercentile"] = method.percentile
+    quantize_static(
+        prepared,
+        str(out_path),
+        calibration_data_reader=_FeedReader(method.calibration),
+        quant_format=QuantFormat.QDQ,
+        op_types_to_quantize=list(STATIC_OPS),
+        per_channel=method.per_channel,
+        reduce_range=method.reduce_range,
+        activation_type=_qtype(method.activation_type),
+        weight_type=_qtype(method.weight_type),
+        nodes_to_exclude=exclude,
+        nodes_to_quantize=only,
+        calibrate_method=calib,
+        extra_options=extra,
+        calibration_cache_path=cache,
+    )
+
+
 def _prepared(in_path: Path, method: Int8Static) -> str:
-    """Type/shape-annotate the graph once for static quantization.
+    """Type/shape-annotate the graph once per open method for static quantization.
 
     The calibrator and the QDQ quantizer only touch tensors whose type is known. ONNX's own shape
     inference stops at ORT's fused contrib ops (Attention, SkipLayerNormalization...), and
@@ -268,24 +350,21 @@ def _prepared(in_path: Path, method: Int8Static) -> str:
     leaves every tensor after the first fused op untyped and unquantized. ORT's symbolic shape
     inference with ``auto_merge`` does type the fused graph.
     """
-    key = "pre:" + str(in_path)
-    if key not in method._cache:
-        import onnx
-        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+    out, done = method._workspace.path("pre:" + str(in_path), "typed.onnx")
+    if done:
+        return out
+    import onnx
+    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
 
-        out = Path(tempfile.mkdtemp(prefix="mbk-preq-")) / "model.onnx"
-        try:
-            typed = SymbolicShapeInference.infer_shapes(
-                onnx.load(str(in_path)), auto_merge=True, guess_output_rank=True
-            )
-        except Exception as e:  # noqa: BLE001
-            raise CompressError(
-                f"shape inference on {in_path} failed before static quantization "
-                f"({type(e).__name__}: {str(e)[:200]}); use dynamic INT8"
-            ) from e
-        onnx.save(typed, str(out))
-        method._cache[key] = str(out)
-    return method._cache[key]
+    try:
+        typed = SymbolicShapeInference.infer_shapes(onnx.load(str(in_path)), auto_merge=True, guess_output_rank=True)
+    except Exception as e:  # noqa: BLE001
+        raise CompressError(
+            f"shape inference on {in_path} failed before static quantization "
+            f"({type(e).__name__}: {str(e)[:200]}); use dynamic INT8"
+        ) from e
+    onnx.save(typed, out)
+    return out
 
 
 def sensitivity(
@@ -304,11 +383,12 @@ def sensitivity(
     """
     out = []
     tmp = Path(workdir) / "sensitivity.onnx"
-    for i, node in enumerate(candidates):
-        quantize(in_path, tmp, method, nodes_to_quantize=[node])
-        err = float(np.mean((logits_of(str(tmp)) - reference) ** 2))
-        out.append((node, err))
-        if progress:
-            progress(f"sensitivity {i + 1}/{len(candidates)}: {node} mse={err:.3g}")
+    with method:  # a static method calibrates once for all candidates
+        for i, node in enumerate(candidates):
+            quantize(in_path, tmp, method, nodes_to_quantize=[node])
+            err = float(np.mean((logits_of(str(tmp)) - reference) ** 2))
+            out.append((node, err))
+            if progress:
+                progress(f"sensitivity {i + 1}/{len(candidates)}: {node} mse={err:.3g}")
     tmp.unlink(missing_ok=True)
     return sorted(out, key=lambda kv: -kv[1])

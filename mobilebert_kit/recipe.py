@@ -482,7 +482,7 @@ def _cross_checks(stages: list[str], cfgs: dict[str, Any], shared_data: dict) ->
     p: list[str] = []
     comp = cfgs.get("compress")
     if comp is not None:
-        if not (comp.prune or comp.prune_heads or comp.prune_ffn or comp.trim_vocab or comp.int8):
+        if not (comp.steps or comp.prune or comp.prune_heads or comp.prune_ffn or comp.trim_vocab or comp.int8):
             p.append("compress has nothing to do: set at least one of prune, prune_heads, prune_ffn, trim_vocab, int8")
         if getattr(comp, "static", False):
             n_train = shared_data.get("max_train_examples")

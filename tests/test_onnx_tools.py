@@ -7,6 +7,7 @@ import pytest
 
 from mobilebert_kit import onnx_tools as ot
 from mobilebert_kit.errors import ExportError, ModelError
+from mobilebert_kit.quantize import Int8Dynamic, quantize
 
 TEXTS = ["a wonderful film", "a dull, boring mess that never ends and never ends", "ok", "great fun!"]
 
@@ -44,7 +45,8 @@ def test_optimize_fuses_attention(fp32_onnx, tiny_classifier_dir, tmp_path):
     ref, tok = _torch_logits(tiny_classifier_dir)
     got = ot.onnx_predict_logits(ot.session(tmp_path / "opt.onnx", threads=2), tok, TEXTS, max_length=64)
     assert np.abs(ref - got).max() < 1e-4
-    q = ot.quantize_onnx_dynamic(tmp_path / "opt.onnx", tmp_path / "int8.onnx")
+    q = tmp_path / "int8.onnx"
+    quantize(tmp_path / "opt.onnx", q, Int8Dynamic())
     counts = ot.op_counts(q)
     assert counts.get("DynamicQuantizeLinear", 0) + counts.get("MatMulInteger", 0) > 0
     assert q.stat().st_size < (tmp_path / "opt.onnx").stat().st_size

@@ -95,3 +95,27 @@ def test_methods_refuse_bad_settings():
         q.Int8Static(calibration=[{}], method="kl")
     with pytest.raises(ConfigError, match="weight_type must be one of qint8, quint8; got 'int4'"):
         q.Int8Dynamic(weight_type="int4")
+
+
+def _int8_temp_dirs() -> set[str]:
+    import tempfile
+    from pathlib import Path
+
+    return {p.name for p in Path(tempfile.gettempdir()).glob("mbk-int8-*")}
+
+
+def test_static_leaves_no_temp_dirs(fused, tmp_path):
+    """The typed graph and calibration ranges live while the method is open, then go."""
+    src, tok, _ = fused
+    before = _int8_temp_dirs()
+    sess = ot.session(src)
+    feeds = q.calibration_feeds([i.name for i in sess.get_inputs()], tok, TEXTS, None, 32, batch_size=4)
+    method = q.Int8Static(calibration=feeds)
+    q.quantize(src, tmp_path / "a.onnx", method)  # one call: its own workspace, removed at the end
+    assert _int8_temp_dirs() == before
+    with method:  # open: calibrate once, reuse for every call
+        q.quantize(src, tmp_path / "b.onnx", method)
+        assert len(_int8_temp_dirs() - before) == 1
+        q.quantize(src, tmp_path / "c.onnx", method, nodes_to_exclude=q.candidate_nodes(src, method)[:1])
+    assert _int8_temp_dirs() == before
+    assert (tmp_path / "b.onnx").read_bytes() == (tmp_path / "a.onnx").read_bytes()

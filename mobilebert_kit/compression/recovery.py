@@ -1,0 +1,51 @@
+"""``recover``: a short knowledge-distillation run that wins back accuracy after pruning."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+from mobilebert_kit.compression.base import Method, Outcome, Work
+from mobilebert_kit.config import check_range
+
+
+@dataclass
+class Recover(Method):
+    """Distil the model from ``teacher`` for ``epochs`` at learning rate ``lr``; the teacher defaults
+    to the stage's ``teacher``, else the teacher recorded upstream, else the input model."""
+
+    epochs: int = 1
+    lr: float = 5e-5
+    teacher: str | None = None
+
+    name: ClassVar[str] = "recover"
+    label: ClassVar[str] = "recovery"
+    record: ClassVar[str | None] = "recovery"
+
+    def validate(self) -> list[str]:
+        p: list[str] = []
+        check_range(p, "epochs", self.epochs, 1)
+        check_range(p, "lr", self.lr, 0, lo_open=True)
+        return p
+
+    def apply(self, work: Work) -> Outcome:
+        from mobilebert_kit import prune
+        from mobilebert_kit.data import lineage
+
+        teacher = Path(self.teacher or work.teacher or lineage(work.model_dir)["teacher"] or work.model_dir)
+        work.log(f"recovery: distilling from {teacher} for {self.epochs} epoch(s)")
+        report = prune.recover(
+            work.model,
+            work.tokenizer,
+            teacher,
+            work.train,
+            work.val,
+            max_length=work.max_length,
+            epochs=self.epochs,
+            lr=self.lr,
+            workdir=work.scratch / "recover",
+            seed=work.seed,
+            log=work.log,
+        )
+        return Outcome(report, {"recovery": report})
