@@ -47,7 +47,7 @@ _LIBS = (
 
 # A folder holding one of these at its top level was written by mbk (a stage output or an export);
 # --overwrite replaces only such folders, never a user's folder that happens to be named as output.
-MBK_MARKERS = (MANIFEST, "model_meta.json", "bench.json")
+MBK_MARKERS = (MANIFEST, META, "bench.json")
 
 
 def is_mbk_output(path: str | os.PathLike) -> bool:

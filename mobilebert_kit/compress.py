@@ -30,7 +30,6 @@ from mobilebert_kit.config import StageConfig, check_choice, check_range
 from mobilebert_kit.errors import CompressError, ConfigError, DataError, ExportError
 from mobilebert_kit.stage import RunContext, StageResult
 
-COMPRESSION = "compression.json"
 # The flag-style fields that build the step list when ``steps`` is empty.
 SHORTHAND = (
     "prune",
@@ -342,7 +341,7 @@ def _write_outputs(config: CompressConfig, plan: list, work, t_start: float) -> 
         "onnx_bytes": onnx_file.stat().st_size if work.graph is not None else None,
     }
     compression = _compression_record(config, plan, work)
-    artifacts.write_json(out / COMPRESSION, compression)
+    artifacts.write_json(out / artifacts.COMPRESSION, compression)
     work.timings["total"] = time.perf_counter() - t_start
     metrics["timings_s"] = work.timings
     artifacts.write_json(out / artifacts.METRICS, metrics)
@@ -423,4 +422,4 @@ def _file_size(folder: Path, name: str) -> int | None:
     return f.stat().st_size if f.exists() else None
 
 
-__all__ = ["CompressConfig", "run", "COMPRESSION", "shorthand_steps"]
+__all__ = ["CompressConfig", "run", "shorthand_steps"]

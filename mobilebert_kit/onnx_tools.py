@@ -284,27 +284,3 @@ def quiet_ort():
             yield
     finally:
         root.setLevel(level)
-
-
-def quantize_onnx_dynamic(
-    in_path: str | os.PathLike,
-    out_path: str | os.PathLike,
-    per_channel: bool = False,
-    weight_type: str = "qint8",
-    nodes_to_exclude: Sequence[str] = (),
-) -> Path:
-    """Transitional alias of :func:`mobilebert_kit.quantize.quantize` with :class:`~mobilebert_kit.quantize.Int8Dynamic`
-    for export.py until it calls ``quantize`` itself; delete it then (no other caller is left).
-
-    Raises:
-        ExportError: ``weight_type`` is unknown or ORT's quantizer failed.
-    """
-    from mobilebert_kit.errors import CompressError, ConfigError
-    from mobilebert_kit.quantize import Int8Dynamic, quantize
-
-    try:
-        method = Int8Dynamic(per_channel=per_channel, weight_type=weight_type, op_types_to_quantize=None)
-        quantize(in_path, out_path, method, nodes_to_exclude=nodes_to_exclude)
-    except (CompressError, ConfigError) as e:
-        raise ExportError(str(e)) from e
-    return Path(out_path)
