@@ -56,10 +56,14 @@ def is_mbk_output(path: str | os.PathLike) -> bool:
 
 
 def check_output_dir(
-    path: str | os.PathLike, overwrite: bool, inputs: tuple[str | os.PathLike | None, ...] = ()
+    path: str | os.PathLike,
+    overwrite: bool,
+    inputs: tuple[str | os.PathLike | None, ...] = (),
+    owned: bool = False,
 ) -> Path:
     """Fail early when ``path`` may not be written: it exists and is non-empty without ``overwrite``,
-    or ``overwrite`` would replace a folder mbk did not write, or one that holds this command's ``inputs``."""
+    or ``overwrite`` would replace a folder mbk did not write, or one that holds this command's ``inputs``.
+    ``owned``: the caller names a folder only mbk writes (e.g. a report's plots), without a marker file."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise ArtifactError(f"output path {path} exists and is not a folder; remove it or choose another --output")
@@ -69,7 +73,7 @@ def check_output_dir(
         raise ArtifactError(
             f"output folder {path} is not empty; pass --overwrite to replace it or choose another --output"
         )
-    if not is_mbk_output(path):
+    if not owned and not is_mbk_output(path):
         raise ArtifactError(
             f"--overwrite refused: {path} was not written by mbk (no {MANIFEST}), so replacing it could delete "
             "your files; choose another --output"
@@ -124,14 +128,17 @@ def _public_mode(folder: Path) -> None:
 
 @contextlib.contextmanager
 def staged_output(
-    path: str | os.PathLike, overwrite: bool = False, inputs: tuple[str | os.PathLike | None, ...] = ()
+    path: str | os.PathLike,
+    overwrite: bool = False,
+    inputs: tuple[str | os.PathLike | None, ...] = (),
+    owned: bool = False,
 ) -> Iterator[Path]:
     """Yield a temp folder next to ``path``; on success it atomically replaces ``path``.
 
     On any exception the temp folder is removed and ``path`` is left untouched. Temp folders of
     earlier runs of the same output that were killed are removed first.
     """
-    path = check_output_dir(path, overwrite, inputs)
+    path = check_output_dir(path, overwrite, inputs, owned)
     path.parent.mkdir(parents=True, exist_ok=True)
     clean_stale_temp(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-{os.getpid()}-", dir=path.parent))

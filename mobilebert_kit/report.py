@@ -563,7 +563,7 @@ def run(config: ReportConfig, ctx: RunContext | None = None) -> StageResult:
     data = collect(run_dir, config)
     title = config.title or f"mobilebert_kit run: {run_dir.resolve().name}"
     # The plots first, the pages last, so a page never points at missing plots.
-    with staged_output(run_dir / FILES, overwrite=True) as files:
+    with staged_output(run_dir / FILES, overwrite=True, owned=True) as files:
         plots = _plots(data, files)
         md = render_markdown(data, title, plots)
         page = render_html(data, title, plots)
