@@ -183,13 +183,49 @@ def _has_safetensors(path: str) -> bool:
 
 
 def _load_failure(model: ResolvedModel, e: Exception) -> str:
-    first = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
     if model.kind == "hub":
+        first = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
         return (
             f"could not download '{model.source}' from the Hugging Face hub ({first}); check the id and the network, "
             f"or use a local folder or a built-in model: {', '.join(BUILTIN_MODELS)}"
         )
-    return f"could not load model from {model.path} ({first})"
+    return explain_load_error(Path(model.path), e)
+
+
+def explain_load_error(folder: Path, e: Exception) -> str:
+    """One line saying what is wrong with a model folder that failed to load, and the fix."""
+    import json
+
+    first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+    text = " ".join(f"{type(x).__name__}: {x}" for x in _chain(e))  # transformers hides the cause in __context__
+    if "Weights only load failed" in text or "weights_only" in text:
+        return (
+            f"unsafe pickle weights refused in {folder} (torch.load(weights_only=True) found code, not only "
+            "tensors); convert the model to safetensors: model.save_pretrained(folder, safe_serialization=True)"
+        )
+    if isinstance(e, json.JSONDecodeError) or (isinstance(e, OSError) and "config.json" in text):
+        return f"{folder / 'config.json'} is not a valid model config ({first}); restore it or re-run the stage that wrote it"
+    if "safetensor" in text.lower() or "HeaderTooLarge" in text or "MetadataIncompleteBuffer" in text:
+        return f"the weights in {folder} are damaged ({first}); re-run the stage that wrote them"
+    return f"could not load the model in {folder} ({type(e).__name__}: {first})"
+
+
+def _chain(e: BaseException | None) -> list[BaseException]:
+    seen: list[BaseException] = []
+    while e is not None and e not in seen:
+        seen.append(e)
+        e = e.__cause__ or e.__context__
+    return seen
+
+
+def _guarded(folder: Path, load):
+    """Call ``load()``; any failure becomes one ModelError naming the folder, the cause and the fix."""
+    try:
+        return load()
+    except ModelError:
+        raise
+    except Exception as e:  # noqa: BLE001 - third-party loaders raise anything; the user gets one line
+        raise ModelError(explain_load_error(folder, e)) from e
 
 
 def load_classifier_folder(path: str | os.PathLike):
@@ -206,15 +242,16 @@ def load_classifier_folder(path: str | os.PathLike):
         raise ModelError(f"model folder {path} does not exist; run the stage that produces it or pass --model PATH")
     if not (path / "config.json").exists():
         raise ModelError(f"{path} is not a Hugging Face model folder (no config.json)")
-    config = AutoConfig.from_pretrained(path)
+    config = _guarded(path, lambda: AutoConfig.from_pretrained(path))
     archs = config.architectures or []
     if not any(a.endswith(CLASSIFIER_ARCH_SUFFIX) for a in archs):
         raise ModelError(
             f"{path} holds no sequence-classification head (architectures: {archs or 'none'}); "
             "fine-tune it first with `mbk finetune`"
         )
-    model = AutoModelForSequenceClassification.from_pretrained(path, use_safetensors=_has_safetensors(path) or None)
-    tokenizer = load_tokenizer(str(path))
+    safe = _has_safetensors(str(path)) or None
+    model = _guarded(path, lambda: AutoModelForSequenceClassification.from_pretrained(path, use_safetensors=safe))
+    tokenizer = _guarded(path, lambda: load_tokenizer(str(path)))
     label_file = path / "labels.json"
     if label_file.exists():
         from mobilebert_kit.artifacts import read_labels

@@ -554,12 +554,24 @@ def _html_packages_and_stages(data: dict) -> list[str]:
     return parts
 
 
+def _is_run_folder(run_dir: Path) -> bool:
+    """A recipe's run folder: its reuse state, or at least one stage output with a manifest."""
+    from mobilebert_kit.artifacts import is_mbk_output
+
+    return (run_dir / ".state").is_dir() or any(p.is_dir() and is_mbk_output(p) for p in run_dir.iterdir())
+
+
 def run(config: ReportConfig, ctx: RunContext | None = None) -> StageResult:
     """Write ``report.md``, ``report.html`` and ``report_files/`` into the run folder (the result's output is the HTML)."""
     log = (ctx or RunContext()).log
     run_dir = Path(config.run_dir)
     if not config.run_dir or not run_dir.is_dir():
         raise ArtifactError(f"run folder {run_dir} does not exist; run `mbk run RECIPE` first or pass the run folder")
+    if not _is_run_folder(run_dir):
+        raise ArtifactError(
+            f"{run_dir} is not an mbk run folder (no .state/ and no stage output in it); "
+            "pass the run folder of a recipe, e.g. artifacts/runs/default"
+        )
     data = collect(run_dir, config)
     title = config.title or f"mobilebert_kit run: {run_dir.resolve().name}"
     # The plots first, the pages last, so a page never points at missing plots.

@@ -16,3 +16,13 @@ def test_table_prefers_the_longest_length_up_to_128_on_ties():
     rows = [_row(m, s) for m in ("onnx int8", "pytorch teacher") for s in (16, 64, 128, 256)]
     assert _pick_case(rows, ReportConfig())[0] == 128
     assert _pick_case(rows, ReportConfig(seq_len=64))[0] == 64
+
+
+def test_report_refuses_an_unrelated_folder(cli, tmp_path):
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "todo.txt").write_text("buy milk")
+    r = cli("report", folder)
+    assert r.exit_code == 1 and r.output.count("Error:") == 1
+    assert f"Error: {folder} is not an mbk run folder (no .state/ and no stage output in it)" in r.output
+    assert sorted(p.name for p in folder.iterdir()) == ["todo.txt"]
