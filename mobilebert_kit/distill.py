@@ -37,7 +37,14 @@ from mobilebert_kit.engine import TrainConfig
 from mobilebert_kit.errors import ConfigError, DataError, ModelError
 from mobilebert_kit.stage import RunContext, StageResult
 from mobilebert_kit.teacher_cache import TeacherOutputs, default_cache_dir, teacher_outputs, teacher_weights_sha
-from mobilebert_kit.training.stages import data_hash, evaluate_splits, training_dirs, training_history, training_setup
+from mobilebert_kit.training.stages import (
+    check_fits_model,
+    data_hash,
+    evaluate_splits,
+    training_dirs,
+    training_history,
+    training_setup,
+)
 
 _LAYER_KEY = re.compile(r"(^|\.)layer\.(\d+)\.")
 
@@ -330,6 +337,7 @@ def run(cfg: DistillConfig, ctx: RunContext | None = None) -> StageResult:
     out, work = training_dirs(cfg.output, ctx.overwrite, ctx.resume)
     teacher, data_cfg, ds = _load_teacher_and_data(cfg, ctx.log)
     student = _build_student(cfg, teacher)
+    check_fits_model(student.model, cfg.train, "the student")
     t_load = time.perf_counter()
     job = _Job(cfg, teacher, student, ds, data_cfg, _unlabeled_texts(cfg, ds, data_cfg))
     device, state = _compute_device(cfg.train.device)

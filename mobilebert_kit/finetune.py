@@ -19,6 +19,7 @@ from mobilebert_kit.data import DataConfig
 from mobilebert_kit.engine import TrainConfig
 from mobilebert_kit.stage import RunContext, StageResult
 from mobilebert_kit.training.stages import (
+    check_fits_model,
     data_hash,
     evaluate_splits,
     model_input,
@@ -85,7 +86,6 @@ def run(cfg: FinetuneConfig, ctx: RunContext | None = None) -> StageResult:
 def _load(cfg: FinetuneConfig, log) -> _Loaded:
     """The data, the tokenizer and the pretrained model with a fresh classification head."""
     from mobilebert_kit.data import load_dataset
-    from mobilebert_kit.errors import ConfigError
     from mobilebert_kit.models import load_pretrained_for_classification, load_tokenizer, resolve_model
 
     resolved = resolve_model(cfg.model)
@@ -93,11 +93,7 @@ def _load(cfg: FinetuneConfig, log) -> _Loaded:
     log(f"data: {ds.source}: " + ", ".join(f"{k} {len(v)}" for k, v in ds.splits.items()))
     tokenizer = load_tokenizer(resolved.path)
     model = load_pretrained_for_classification(resolved, ds.label_names, cfg.dropout, seed=cfg.train.seed)
-    n_layers = getattr(model.config, "num_hidden_layers", None)
-    if n_layers is not None and cfg.train.freeze_layers > n_layers:
-        raise ConfigError(
-            f"freeze_layers must be in [0, {n_layers}] for {cfg.model} ({n_layers} layers); got {cfg.train.freeze_layers}"
-        )
+    check_fits_model(model, cfg.train, cfg.model)
     return _Loaded(resolved, ds, tokenizer, model)
 
 

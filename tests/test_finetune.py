@@ -76,6 +76,11 @@ def test_finetune_writes_complete_artifact(tiny4, tmp_path, cli):
         (["--lr", "0"], "Error: train: lr must be in (0, inf), got 0.0"),
         (["--epochs", "0"], "Error: train: epochs must be in [1, inf), got 0"),
         (["--freeze-layers", "5"], "Error: freeze_layers must be in [0, 2] for {model} (2 layers); got 5"),
+        (
+            ["--max-length", "600"],  # the tiny model has 128 positions; 8192 is only the config's sanity bound
+            "Error: max_length 600 is more than {model} can take (128 positions); use --max-length 128 or less",
+        ),
+        (["--lr", "nan"], "Error: train: lr must be a finite number, got nan"),
         (["--precision", "fp16"], "Error: --precision fp16 needs a CUDA GPU; on CPU use --precision fp32 (or auto)"),
         (["--resume"], "Error: --resume: no checkpoint found in {out}.ckpt; run without --resume to start fresh"),
         (

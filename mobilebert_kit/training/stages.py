@@ -88,3 +88,35 @@ def model_input(source: str, resolved) -> dict[str, Any]:
         "kind": resolved.kind,
         **({"sha256": artifacts.sha256_tree(resolved.path)} if resolved.kind != "hub" else {}),
     }
+
+
+def check_fits_model(model, train_cfg, name: str) -> None:
+    """Refuse training options the model cannot take, before any work: a ``max_length`` beyond its
+    position embeddings (indexing past them crashes mid-run) or more ``freeze_layers`` than it has."""
+    from mobilebert_kit.errors import ConfigError
+
+    problems = []
+    usable = usable_positions(model.config)
+    if usable is not None and train_cfg.max_length > usable:
+        problems.append(
+            f"max_length {train_cfg.max_length} is more than {name} can take ({usable} positions); "
+            f"use --max-length {usable} or less"
+        )
+    n_layers = getattr(model.config, "num_hidden_layers", None)
+    if n_layers is not None and train_cfg.freeze_layers > n_layers:
+        problems.append(
+            f"freeze_layers must be in [0, {n_layers}] for {name} ({n_layers} layers); got {train_cfg.freeze_layers}"
+        )
+    if problems:
+        raise ConfigError(problems)
+
+
+def usable_positions(config) -> int | None:
+    """How many tokens the model can take. RoBERTa-style models (MPNet too) start position ids at
+    padding_idx + 1, so two of their max_position_embeddings are never used by text."""
+    positions = getattr(config, "max_position_embeddings", None)
+    if positions is None:
+        return None
+    if getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert", "mpnet"):
+        return positions - (getattr(config, "pad_token_id", 1) or 0) - 1
+    return positions
