@@ -40,7 +40,9 @@ from mobilebert_kit.teacher_cache import TeacherOutputs, default_cache_dir, teac
 from mobilebert_kit.training.stages import (
     check_fits_model,
     data_hash,
+    data_inputs,
     evaluate_splits,
+    may_replace,
     training_dirs,
     training_history,
     training_setup,
@@ -334,7 +336,8 @@ def run(cfg: DistillConfig, ctx: RunContext | None = None) -> StageResult:
     """Distill ``cfg.teacher`` into a student; the result carries the output folder and metrics."""
     ctx = ctx or RunContext()
     t0 = time.perf_counter()
-    out, work = training_dirs(cfg.output, ctx.overwrite, ctx.resume)
+    inputs = (cfg.teacher, *(data_inputs(cfg.data) if cfg.data else ()))
+    out, work = training_dirs(cfg.output, ctx.overwrite, ctx.resume, inputs)
     teacher, data_cfg, ds = _load_teacher_and_data(cfg, ctx.log)
     student = _build_student(cfg, teacher)
     check_fits_model(student.model, cfg.train, "the student")
@@ -358,7 +361,7 @@ def run(cfg: DistillConfig, ctx: RunContext | None = None) -> StageResult:
         "teacher_cache_seconds": cached.seconds,
         "train_seconds": t_train - t_load - cached.seconds,
     }
-    _write(out, job, metrics, result, timings, t0, ctx.overwrite)
+    _write(out, job, metrics, result, timings, t0, may_replace(out, ctx.overwrite, ctx.resume))
     shutil.rmtree(work, ignore_errors=True)
     state.wait_for_everyone()
     return StageResult(out, metrics, [_summary_line(out, metrics)])
@@ -665,7 +668,7 @@ def _write(out: Path, job: _Job, metrics: dict, result, timings: dict, t0: float
     from mobilebert_kit import artifacts
 
     cfg, student = job.cfg, job.student
-    with artifacts.staged_output(out, overwrite=overwrite) as tmp:
+    with artifacts.staged_output(out, overwrite=overwrite, inputs=(job.cfg.teacher,)) as tmp:
         student.model.save_pretrained(tmp, safe_serialization=True)
         student.tokenizer.save_pretrained(tmp)
         artifacts.write_labels(tmp, job.teacher.label_names)

@@ -21,7 +21,9 @@ from mobilebert_kit.stage import RunContext, StageResult
 from mobilebert_kit.training.stages import (
     check_fits_model,
     data_hash,
+    data_inputs,
     evaluate_splits,
+    may_replace,
     model_input,
     training_dirs,
     training_history,
@@ -65,7 +67,8 @@ def run(cfg: FinetuneConfig, ctx: RunContext | None = None) -> StageResult:
 
     ctx = ctx or RunContext()
     t0 = time.perf_counter()
-    out, work = training_dirs(cfg.output, ctx.overwrite, ctx.resume)
+    inputs = (*data_inputs(cfg.data), cfg.model)
+    out, work = training_dirs(cfg.output, ctx.overwrite, ctx.resume, inputs)
     loaded = _load(cfg, ctx.log)
     t_load = time.perf_counter()
     sets, result = _train(cfg, loaded, work, ctx)
@@ -77,7 +80,7 @@ def run(cfg: FinetuneConfig, ctx: RunContext | None = None) -> StageResult:
     metrics = _metrics(cfg, loaded, sets, result)
     ctx.log("test: accuracy {accuracy:.4f}, macro-F1 {macro_f1:.4f}".format(**metrics["test"]))
     timings = {"load_seconds": t_load - t0, "train_seconds": t_train - t_load}
-    _write(out, cfg, loaded, metrics, result, timings, t0, ctx.overwrite)
+    _write(out, cfg, loaded, metrics, result, timings, t0, may_replace(out, ctx.overwrite, ctx.resume))
     shutil.rmtree(work, ignore_errors=True)
     state.wait_for_everyone()
     return StageResult(out, metrics, [_summary_line(out, metrics)])
@@ -138,7 +141,7 @@ def _write(out: Path, cfg, loaded: _Loaded, metrics: dict, result, timings: dict
     from mobilebert_kit import artifacts
 
     ds = loaded.dataset
-    with artifacts.staged_output(out, overwrite=overwrite) as tmp:
+    with artifacts.staged_output(out, overwrite=overwrite, inputs=(*data_inputs(cfg.data), cfg.model)) as tmp:
         loaded.model.save_pretrained(tmp, safe_serialization=True)
         loaded.tokenizer.save_pretrained(tmp)
         artifacts.write_labels(tmp, ds.label_names)

@@ -159,6 +159,44 @@ def test_kill9_then_resume_matches_uninterrupted_run(tiny4, tmp_path):
     assert manifest["resumed_from"].endswith("step-00000009")
 
 
+def test_resume_skips_a_damaged_checkpoint_and_after_a_kill_during_the_final_save(tiny4, tmp_path):
+    """The newest checkpoint is truncated: --resume warns, takes the one before it, and still ends
+    bit-exactly where an uninterrupted run ends. The output already written by a run killed during its
+    final save does not block --resume. With every checkpoint damaged, one clear error."""
+    model, data = tiny4
+    args = ["finetune", "--model", str(model), "--data", str(data), *FAST, "--checkpoint-every", "3", "--json", "-q"]
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    full = subprocess.run([*MBK, *args, "-o", str(tmp_path / "a")], capture_output=True, text=True, env=env)
+    assert full.returncode == 0, full.stderr
+    kill = {**env, "MBK_KILL_AT_STEP": "11"}
+    assert subprocess.run([*MBK, *args, "-o", str(tmp_path / "b")], capture_output=True, env=kill).returncode == -9
+    ckdir = tmp_path / "b.ckpt" / "checkpoints"
+    assert sorted(p.name for p in ckdir.iterdir()) == ["step-00000008", "step-00000009"]  # epoch end, every 3
+    weights = ckdir / "step-00000009" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])
+    shutil.copytree(tmp_path / "a", tmp_path / "b")  # as if killed after the result was renamed into place
+    resumed = subprocess.run(
+        [*MBK, *args, "-o", str(tmp_path / "b"), "--resume"], capture_output=True, text=True, env=env
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert "warning: checkpoint step-00000009 is damaged (model.safetensors does not match its recorded sha256)" in (
+        resumed.stderr
+    )
+    a, b = json.loads(full.stdout), json.loads(resumed.stdout)
+    assert [h["train_loss"] for h in b["history"]] == pytest.approx([h["train_loss"] for h in a["history"]], rel=1e-6)
+    assert json.loads((tmp_path / "b" / "manifest.json").read_text())["resumed_from"].endswith("step-00000008")
+    assert not (tmp_path / "b.ckpt").exists()
+    # every checkpoint damaged
+    assert subprocess.run([*MBK, *args, "-o", str(tmp_path / "c")], capture_output=True, env=kill).returncode == -9
+    for ck in (tmp_path / "c.ckpt" / "checkpoints").iterdir():
+        (ck / "optimizer.pt").write_bytes(b"")
+    r = subprocess.run([*MBK, *args, "-o", str(tmp_path / "c"), "--resume"], capture_output=True, text=True, env=env)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert (
+        "Error: --resume: every checkpoint in" in r.stderr and "is damaged (step-00000009, step-00000008)" in r.stderr
+    )
+
+
 def test_resume_refuses_different_options(tiny4, tmp_path):
     model, data = tiny4
     args = [

@@ -13,6 +13,7 @@ import json
 import os
 import random
 import shutil
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -50,13 +51,40 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def latest_checkpoint(workdir: Path) -> Path | None:
-    """The newest complete checkpoint under ``workdir/checkpoints`` (one with its state.json)."""
+HASHES = "hashes.json"  # sha256 of every file of a checkpoint, written last but one (state.json last)
+
+
+def checkpoints(workdir: Path) -> list[Path]:
+    """Complete checkpoints under ``workdir/checkpoints`` (those with a state.json), newest first."""
     ckdir = workdir / "checkpoints"
     if not ckdir.is_dir():
-        return None
-    done = sorted(p for p in ckdir.iterdir() if p.name.startswith("step-") and (p / "state.json").exists())
-    return done[-1] if done else None
+        return []
+    done = [p for p in ckdir.iterdir() if p.name.startswith("step-") and (p / "state.json").exists()]
+    return sorted(done, reverse=True)
+
+
+def latest_checkpoint(workdir: Path) -> Path | None:
+    """The newest complete checkpoint under ``workdir/checkpoints``."""
+    found = checkpoints(workdir)
+    return found[0] if found else None
+
+
+def damage(ck: Path) -> str | None:
+    """Why checkpoint ``ck`` cannot be trusted (a file missing, changed or truncated), or None."""
+    from mobilebert_kit.artifacts import sha256_file
+
+    try:
+        json.loads((ck / "state.json").read_text())
+        # checkpoints of mbk versions before hashes.json: the state must parse, the rest is trusted
+        expected = json.loads((ck / HASHES).read_text()) if (ck / HASHES).exists() else {}
+    except (OSError, ValueError) as e:
+        return f"{e.__class__.__name__} reading its state"
+    for name, digest in expected.items():
+        if not (ck / name).is_file():
+            return f"{name} is missing"
+        if sha256_file(ck / name) != digest:
+            return f"{name} does not match its recorded sha256"
+    return None
 
 
 def save_weights(module, path: Path) -> None:
@@ -96,28 +124,46 @@ class Checkpointer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         resumed_from = None
         if resume:
-            state, ck = self.restore(fingerprint)
+            state, ck = self.restore(fingerprint, log)
             resumed_from = str(ck)
             log(f"resuming from {ck.name}: epoch {state.epoch + 1}, step {state.global_step}")
         else:
             state = TrainState(fingerprint=fingerprint)
-            if latest_checkpoint(self.workdir) is not None and self.accelerator.is_main_process:
-                shutil.rmtree(self.folder, ignore_errors=True)  # a fresh start discards stale checkpoints
+            stale = latest_checkpoint(self.workdir)
+            if stale is not None and self.accelerator.is_main_process:
+                log(
+                    f"note: starting fresh; discarding an earlier interrupted run's checkpoints in {self.folder} "
+                    f"(latest {stale.name}); next time use --resume to continue such a run"
+                )
+                shutil.rmtree(self.folder, ignore_errors=True)
         self.accelerator.wait_for_everyone()
         return state, resumed_from
 
-    def restore(self, fingerprint: str) -> tuple[TrainState, Path]:
-        """Load the latest checkpoint into the model, optimizer, scheduler, scaler and RNGs.
+    def restore(self, fingerprint: str, log: Callable[[str], None] = print) -> tuple[TrainState, Path]:
+        """Load the newest intact checkpoint into the model, optimizer, scheduler, scaler and RNGs;
+        a damaged newer one (hash mismatch, truncated file) is skipped with a warning.
 
         Raises:
-            TrainingError: no checkpoint, or one made with different data, model or options.
+            TrainingError: no checkpoint, none intact, or one made with different data, model or options.
         """
+        found = checkpoints(self.workdir)
+        if not found:
+            raise TrainingError(f"--resume: no checkpoint found in {self.workdir}; run without --resume to start fresh")
+        for ck in found:
+            why = damage(ck)
+            if why is None:
+                return self._load(ck, fingerprint), ck
+            # a warning, printed even with --quiet: the run resumes from further back than the user expects
+            print(f"warning: checkpoint {ck.name} is damaged ({why}); trying the one before it", file=sys.stderr)
+        raise TrainingError(
+            f"--resume: every checkpoint in {self.folder} is damaged ({', '.join(p.name for p in found)}); "
+            "run without --resume to start fresh"
+        )
+
+    def _load(self, ck: Path, fingerprint: str) -> TrainState:
         import torch
         from safetensors.torch import load_file
 
-        ck = latest_checkpoint(self.workdir)
-        if ck is None:
-            raise TrainingError(f"--resume: no checkpoint found in {self.workdir}; run without --resume to start fresh")
         saved = json.loads((ck / "state.json").read_text())
         if saved.get("fingerprint") != fingerprint:
             raise TrainingError(
@@ -130,7 +176,7 @@ class Checkpointer:
         if self.scaler is not None and (ck / "scaler.pt").exists():
             self.scaler.load_state_dict(torch.load(ck / "scaler.pt", weights_only=True))
         set_rng_state(torch.load(ck / "rng.pt", weights_only=True))
-        return TrainState.from_dict(saved), ck
+        return TrainState.from_dict(saved)
 
     def save(self, state: TrainState) -> None:
         """Checkpoint ``state`` as ``step-<global_step>`` (all processes call this; the main one writes)."""
@@ -143,6 +189,8 @@ class Checkpointer:
     def _write(self, path: Path, state: TrainState) -> None:
         import torch
 
+        from mobilebert_kit.artifacts import sha256_file
+
         tmp = path.with_name(f".{path.name}.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
@@ -153,6 +201,8 @@ class Checkpointer:
             torch.save(self.scaler.state_dict(), tmp / "scaler.pt")
         torch.save(rng_state(), tmp / "rng.pt")
         (tmp / "state.json").write_text(json.dumps(state.to_dict(), indent=2))
+        hashes = {f.name: sha256_file(f) for f in sorted(tmp.iterdir()) if f.is_file()}
+        (tmp / HASHES).write_text(json.dumps(hashes, indent=2))
         shutil.rmtree(path, ignore_errors=True)
         os.replace(tmp, path)
 

@@ -15,17 +15,31 @@ def checkpoint_dir(output: str | Path) -> Path:
     return output.with_name(output.name + ".ckpt")
 
 
-def training_dirs(output: str | Path, overwrite: bool, resume: bool) -> tuple[Path, Path]:
+def training_dirs(output: str | Path, overwrite: bool, resume: bool, inputs: tuple = ()) -> tuple[Path, Path]:
     """(output folder, checkpoint folder) for a training stage; fails before any work when the
     output is occupied or ``resume`` has nothing to resume from."""
     from mobilebert_kit import artifacts
     from mobilebert_kit.errors import TrainingError
 
-    out = artifacts.check_output_dir(output, overwrite)
+    out = Path(output)
     work = checkpoint_dir(out)
     if resume and not (work / "checkpoints").is_dir():
         raise TrainingError(f"--resume: no checkpoint found in {work}; run without --resume to start fresh")
+    artifacts.check_output_dir(out, may_replace(out, overwrite, resume), inputs)
     return out, work
+
+
+def data_inputs(data) -> tuple:
+    """The user files a DataConfig reads (an output folder must never hold them when replaced)."""
+    return tuple(p for p in (data.data, data.validation_data, data.test_data) if p and Path(p).exists())
+
+
+def may_replace(out: Path, overwrite: bool, resume: bool) -> bool:
+    """Whether the stage may replace ``out``: with --overwrite, or when resuming a run that was killed
+    while saving its result (the output is already mbk's own, the checkpoints are still there)."""
+    from mobilebert_kit import artifacts
+
+    return overwrite or (resume and artifacts.is_mbk_output(out))
 
 
 def evaluate_splits(model, sets: dict, train_cfg, pad_id: int, num_labels: int) -> dict:
