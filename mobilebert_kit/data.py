@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mobilebert_kit.config import StageConfig, check_range, did_you_mean
-from mobilebert_kit.errors import DataError
+from mobilebert_kit.errors import DataError, warn
 
 log = logging.getLogger(__name__)
 
@@ -221,6 +221,34 @@ def _user_dataset(cfg: DataConfig) -> TextDataset:
     return TextDataset(splits, label_names, str(main), notes=notes)
 
 
+def warn_about_splits(ds: TextDataset, cfg: DataConfig) -> None:
+    """Leakage and tiny splits in a user's data: results a careful user would not trust.
+    Called once, by the stage where the user chooses the data (finetune), not by every stage."""
+    if cfg.data in BUILTIN_DATASETS:
+        return
+    splits = ds.splits
+    same = [
+        flag
+        for flag, p in (("--validation-data", cfg.validation_data), ("--test-data", cfg.test_data))
+        if p and Path(p).expanduser().resolve() == Path(cfg.data).expanduser().resolve()
+    ]
+    if same:
+        warn(f"{' and '.join(same)} is the training file itself: evaluation on it says nothing about new text")
+    train = set(splits["train"].texts)
+    for name in ("validation", "test"):
+        texts = splits[name].texts
+        overlap = sum(t in train for t in texts)
+        if overlap and not same:
+            warn(f"{overlap} of {len(texts)} {name} texts also appear in the training data; its accuracy is optimistic")
+    sizes = {name: len(s.texts) for name, s in splits.items()}
+    if sizes["train"] < 100 or min(sizes["validation"], sizes["test"]) < 50:
+        smallest = min(sizes["validation"], sizes["test"]) or 1
+        warn(
+            f"small splits after cleaning (train {sizes['train']}, validation {sizes['validation']}, "
+            f"test {sizes['test']}): one example is {100 / smallest:.1f} pt of accuracy, so differences are mostly noise"
+        )
+
+
 def _to_split(recs: list, label_names: list[str], cfg: DataConfig) -> Split:
     return Split(
         [r[0] for r in recs],
@@ -280,9 +308,9 @@ def read_rows(path: Path) -> tuple[list[dict], list[str]]:
         DataError: unsupported file type, a line that is not a JSON object, or text that is not UTF-8.
     """
     suffix = "".join(path.suffixes[-2:]) if path.suffix == ".gz" else path.suffix
-    is_json = suffix.startswith(".jsonl") or suffix.startswith(".json")
-    if not (is_json or suffix.startswith(".csv") or suffix.startswith(".tsv")):
-        raise DataError(f"{path}: unsupported file type '{path.suffix}'; use .csv, .tsv or .jsonl")
+    is_json = suffix.startswith(".jsonl")
+    if not (suffix.startswith(".json") or suffix.startswith(".csv") or suffix.startswith(".tsv")):
+        raise DataError(f"{path}: unsupported file type '{path.suffix}'; use .csv, .tsv, .jsonl or .json")
     if path.suffix == ".gz":
         handle = gzip.open(path, "rt", encoding="utf-8")
     else:
@@ -292,10 +320,42 @@ def read_rows(path: Path) -> tuple[list[dict], list[str]]:
             if is_json:
                 rows = _json_lines(f, path)
                 return rows, sorted({k for r in rows for k in r})
-            reader = csv.DictReader(f, delimiter="\t" if suffix.startswith(".tsv") else ",")
-            return list(reader), list(reader.fieldnames or [])
+            if suffix.startswith(".json") and not suffix.startswith(".jsonl"):
+                rows = _json_array(f, path)
+                return rows, sorted({k for r in rows for k in r})
+            return _csv_rows(f, path, "\t" if suffix.startswith(".tsv") else ",")
     except UnicodeDecodeError as e:
         raise DataError(f"{path} is not UTF-8 text; re-save it as UTF-8") from e
+
+
+def _csv_rows(f, path: Path, delimiter: str) -> tuple[list[dict], list[str]]:
+    """Rows of a CSV/TSV file; a row with more fields than the header is an error, not a silent shift."""
+    csv.field_size_limit(1 << 30)  # the default 131,072 characters refuses long reviews JSONL takes
+    reader = csv.DictReader(f, delimiter=delimiter)
+    rows = []
+    try:
+        for row in reader:
+            if None in row:
+                sep = "tab" if delimiter == "\t" else "comma"
+                raise DataError(
+                    f"{path} line {reader.line_num} has more fields than the header ({len(reader.fieldnames or [])}); "
+                    f'a text with an unquoted {sep}? Quote such texts ("...") or use .jsonl'
+                )
+            rows.append(row)
+    except csv.Error as e:
+        raise DataError(f"{path} line {reader.line_num} is not valid CSV ({e}); fix the quoting or use .jsonl") from e
+    return rows, list(reader.fieldnames or [])
+
+
+def _json_array(f, path: Path) -> list[dict]:
+    """A .json file holding one array of objects (a JSONL file is one object per line)."""
+    try:
+        data = json.load(f)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path} is not valid JSON ({e.msg} at line {e.lineno}); fix it or use .jsonl") from e
+    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+        raise DataError(f'{path} must hold a JSON array of objects ([{{"text": ..., "label": ...}}, ...])')
+    return data
 
 
 def _json_lines(lines, path: Path) -> list[dict]:
@@ -336,21 +396,28 @@ def _read_records(path: Path, cfg: DataConfig) -> list[tuple[str, object, str | 
     if cfg.text_pair_column:
         needed.append((cfg.text_pair_column, "--text-pair-column"))
     _require_columns(path, columns, needed)
-    out = [rec for rec in (_record(r, cfg) for r in rows) if rec is not None]
+    out = [rec for rec in (_record(r, cfg, f"{path} row {i}") for i, r in enumerate(rows, 1)) if rec is not None]
     if not out:
         raise DataError(
             f"{path}: every row has an empty '{cfg.text_column}' or '{cfg.label_column}'; nothing to train on"
         )
     if len(out) < len(rows):
-        log.warning("%s: dropped %d rows with empty text or label", path, len(rows) - len(out))
+        warn(f"{path}: {len(rows) - len(out)} of {len(rows)} rows have an empty text or label and were dropped")
     return out
 
 
-def _record(row: dict, cfg: DataConfig) -> tuple[str, str, str | None] | None:
+def _record(row: dict, cfg: DataConfig, where: str) -> tuple[str, str, str | None] | None:
     text, label = row.get(cfg.text_column), row.get(cfg.label_column)
     pair = row.get(cfg.text_pair_column) if cfg.text_pair_column else None
     if text is None or not str(text).strip() or label is None or str(label).strip() == "":
         return None
+    for what, value in (("text", text), ("label", label)):
+        if isinstance(value, (list, dict)):
+            kind = "array" if isinstance(value, list) else "object"
+            allowed = "strings or integers" if what == "label" else "strings"
+            raise DataError(f"{where}: the {what} is a JSON {kind}; {what}s must be {allowed}")
+    if any(ord(c) < 32 for c in str(label)):
+        raise DataError(f"{where}: the label {str(label)!r} contains a control character (NUL?); clean the file")
     if not isinstance(label, str) and isinstance(label, (int, float)) and float(label).is_integer():
         label = int(label)  # JSON 1.0 / true -> "1"
     return str(text).strip(), str(label).strip(), None if pair is None else str(pair)

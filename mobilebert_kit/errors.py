@@ -59,3 +59,10 @@ class PackageError(MbkError):
 
 class DeviceError(MbkError):
     """An attached device could not be used."""
+
+
+def warn(message: str) -> None:
+    """A warning a careful user would want even with --quiet: one ``warning: ...`` line on stderr."""
+    import sys
+
+    print(f"warning: {message}", file=sys.stderr, flush=True)

@@ -28,6 +28,7 @@ from mobilebert_kit.training.stages import (
     training_dirs,
     training_history,
     training_setup,
+    warn_if_unknown_tokens,
 )
 
 
@@ -88,13 +89,15 @@ def run(cfg: FinetuneConfig, ctx: RunContext | None = None) -> StageResult:
 
 def _load(cfg: FinetuneConfig, log) -> _Loaded:
     """The data, the tokenizer and the pretrained model with a fresh classification head."""
-    from mobilebert_kit.data import load_dataset
+    from mobilebert_kit.data import load_dataset, warn_about_splits
     from mobilebert_kit.models import load_pretrained_for_classification, load_tokenizer, resolve_model
 
     resolved = resolve_model(cfg.model)
     ds = load_dataset(cfg.data)
+    warn_about_splits(ds, cfg.data)
     log(f"data: {ds.source}: " + ", ".join(f"{k} {len(v)}" for k, v in ds.splits.items()))
     tokenizer = load_tokenizer(resolved.path)
+    warn_if_unknown_tokens(tokenizer, ds.splits["train"].texts, cfg.model)
     model = load_pretrained_for_classification(resolved, ds.label_names, cfg.dropout, seed=cfg.train.seed)
     check_fits_model(model, cfg.train, cfg.model)
     return _Loaded(resolved, ds, tokenizer, model)

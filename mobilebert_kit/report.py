@@ -555,10 +555,11 @@ def _html_packages_and_stages(data: dict) -> list[str]:
 
 
 def _is_run_folder(run_dir: Path) -> bool:
-    """A recipe's run folder: its reuse state, or at least one stage output with a manifest."""
-    from mobilebert_kit.artifacts import is_mbk_output
+    """A recipe's run folder: its reuse state, or a stage's output folder (teacher/, student/, export/ ...)."""
+    from mobilebert_kit.stage import STAGES
 
-    return (run_dir / ".state").is_dir() or any(p.is_dir() and is_mbk_output(p) for p in run_dir.iterdir())
+    subdirs = {s.subdir for s in STAGES.values() if s.subdir}
+    return (run_dir / ".state").is_dir() or any((run_dir / d).is_dir() for d in subdirs)
 
 
 def run(config: ReportConfig, ctx: RunContext | None = None) -> StageResult:
@@ -569,7 +570,7 @@ def run(config: ReportConfig, ctx: RunContext | None = None) -> StageResult:
         raise ArtifactError(f"run folder {run_dir} does not exist; run `mbk run RECIPE` first or pass the run folder")
     if not _is_run_folder(run_dir):
         raise ArtifactError(
-            f"{run_dir} is not an mbk run folder (no .state/ and no stage output in it); "
+            f"{run_dir} is not an mbk run folder (no .state/ and no stage output folder in it); "
             "pass the run folder of a recipe, e.g. artifacts/runs/default"
         )
     data = collect(run_dir, config)

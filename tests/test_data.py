@@ -3,7 +3,7 @@ import json
 import pytest
 from conftest import write_jsonl, write_sentiment_csv
 
-from mobilebert_kit.data import DataConfig, load_dataset
+from mobilebert_kit.data import DataConfig, load_dataset, warn_about_splits
 from mobilebert_kit.errors import DataError
 
 
@@ -107,14 +107,18 @@ def test_unknown_builtin_and_unseen_eval_label(tmp_path):
         load_dataset(DataConfig(data=str(tr), validation_data=str(va), test_data=str(va)))
 
 
-def test_empty_rows_dropped_with_warning(tmp_path, caplog):
+def test_empty_rows_dropped_with_warning(tmp_path, capsys):
     p = tmp_path / "d.csv"
     write_sentiment_csv(p, n=60)
     with open(p, "a") as f:
         f.write(",pos\n   ,neg\n")
-    ds = load_dataset(DataConfig(data=str(p)))
+    cfg = DataConfig(data=str(p))
+    ds = load_dataset(cfg)
     assert sum(len(s) for s in ds.splits.values()) == 60
-    assert "dropped 2 rows with empty text or label" in caplog.text
+    warn_about_splits(ds, cfg)
+    err = capsys.readouterr().err
+    assert f"warning: {p}: 2 of 62 rows have an empty text or label and were dropped" in err
+    assert "warning: small splits after cleaning (train 48, validation 6, test 6): one example is 16.7 pt" in err
 
 
 def test_invalid_jsonl_line(tmp_path):

@@ -355,7 +355,7 @@ def test_fresh_student_with_projection_and_attention_losses(teacher_dir, tmp_pat
         "--json",
     )
     assert r.exit_code == 0, r.output
-    m = json.loads(r.output)
+    m = json.loads(r.stdout)
     assert m["student"]["hidden_size"] == 16 and m["student"]["layers"] == 2
     assert all(h["train_loss"] > 0 for h in m["history"])
     assert m["history"][-1]["train_loss"] < m["history"][0]["train_loss"]
@@ -388,7 +388,7 @@ def test_pretrained_student_and_data_overrides(teacher_dir, tmp_path, cli):
         "--json",
     )
     assert r.exit_code == 0, r.output
-    m = json.loads(r.output)
+    m = json.loads(r.stdout)
     assert m["labeled_examples"] == 40 and m["student"]["layers"] == 1
     manifest = read_json(tmp_path / "s" / "manifest.json")
     assert manifest["data"]["max_train_examples"] == 40  # the user's option laid over the teacher's data
@@ -419,7 +419,7 @@ def test_unlabeled_text_is_labelled_by_the_teacher(teacher_dir, tmp_path, cli):
         "--json",
     )
     assert r.exit_code == 0, r.output
-    m = json.loads(r.output)
+    m = json.loads(r.stdout)
     assert m["unlabeled_examples"] == 12 and m["train_examples"] == m["labeled_examples"] + 12
     r = cli("distill", "-t", teacher_dir, "--unlabeled", "builtin", "-o", tmp_path / "s2", *FAST)
     assert r.exit_code == 1
@@ -624,7 +624,7 @@ def test_real_minilm_teacher_into_three_layers(real_teacher, cli, tmp_path):
         "--json",
     )
     assert r.exit_code == 0, r.output
-    m = json.loads(r.output)
+    m = json.loads(r.stdout)
     t_acc, s_acc = m["teacher"]["test"]["accuracy"], m["student"]["test"]["accuracy"]
     assert m["student"]["layers"] == 3 and m["teacher"]["layers"] == 6 and m["student"]["hidden_size"] == 384
     assert 15e6 < m["student"]["parameters"] < m["teacher"]["parameters"] - 5e6  # 3 of 6 layers gone (~5.3M params)

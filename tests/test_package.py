@@ -184,7 +184,7 @@ def test_cli_help_and_errors(cli, export_copy, tmp_path):
 def test_cli_package_ok(cli, ort_export, tmp_path):
     r = cli("package", "--target", "android", "--export-dir", ort_export, "-o", tmp_path / "pkg" / "android", "--json")
     assert r.exit_code == 0, r.output
-    meta = json.loads(r.output[r.output.index("{") :])
+    meta = json.loads(r.stdout[r.stdout.index("{") :])
     assert meta["target"] == "android" and meta["model_file"] == "model.ort"
 
 

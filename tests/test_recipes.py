@@ -328,7 +328,7 @@ def test_run_reuses_unchanged_stage_and_reruns_on_edit(tiny, tmp_path, cli):
     mtime = manifest.stat().st_mtime_ns
     res = cli("run", str(p), "--json")
     assert res.exit_code == 0
-    steps = json.loads(res.output)["steps"]
+    steps = json.loads(res.stdout)["steps"]
     assert steps == [{"step": "finetune", "action": "reuse", "reason": "unchanged", "output": str(run_dir / "teacher")}]
     assert manifest.stat().st_mtime_ns == mtime
     res = cli("run", str(p), "--dry-run", "finetune.train.epochs=2")
@@ -367,7 +367,7 @@ def test_interrupted_run_continues_where_it_stopped(tiny, tmp_path, cli):
     mtime = (run_dir / "teacher" / "manifest.json").stat().st_mtime_ns
     res = cli("run", str(p), "distill.layers=[0]", "--json", "-q")
     assert res.exit_code == 0, res.output
-    steps = {s["step"]: s["action"] for s in json.loads(res.output)["steps"]}
+    steps = {s["step"]: s["action"] for s in json.loads(res.stdout)["steps"]}
     assert steps == {"finetune": "reuse", "distill": "run"}
     assert (run_dir / "teacher" / "manifest.json").stat().st_mtime_ns == mtime
     assert state(run_dir, "finetune") == teacher_state
@@ -393,7 +393,7 @@ def test_from_until_and_missing_upstream(tiny, tmp_path, cli):
     assert res.exit_code == 1 and "stage 'export' is not in this recipe's stages" in res.output
     res = cli("run", str(p), "--until", "finetune", "--json", "-q")
     assert res.exit_code == 0
-    assert [(s["step"], s["action"]) for s in json.loads(res.output)["steps"]] == [
+    assert [(s["step"], s["action"]) for s in json.loads(res.stdout)["steps"]] == [
         ("finetune", "run"),
         ("distill", "skip"),
     ]
@@ -443,7 +443,7 @@ def test_tiny_pipeline_end_to_end_with_report(tiny, tmp_path, cli):
     assert (run_dir / "report_files" / "accuracy_vs_latency.png").stat().st_size > 1000
     assert not [f for f in os.listdir(run_dir) if f.startswith(".") and f != ".state"]  # no temp leftovers
     res = cli("run", str(p), "--json", "-q")
-    actions = {s["step"]: s["action"] for s in json.loads(res.output)["steps"]}
+    actions = {s["step"]: s["action"] for s in json.loads(res.stdout)["steps"]}
     assert actions == {
         "finetune": "reuse",
         "distill": "reuse",
@@ -460,7 +460,7 @@ def test_tiny_pipeline_end_to_end_with_report(tiny, tmp_path, cli):
     assert all(" run " in ln for ln in lines[4:])
     # mbk report on its own, from the run folder or the recipe
     res = cli("report", str(p), "--json")
-    data = json.loads(res.output)
+    data = json.loads(res.stdout)
     assert [r["name"] for r in data["rows"]] == ["teacher", "student", "compressed", "export: onnx", "export: ort"]
     assert data["seq_len"] == 16 and data["rows"][-1]["p50_ms"] > 0
 
@@ -511,7 +511,7 @@ def test_smoke_recipe_end_to_end(tmp_path, cli, monkeypatch):
     verify = json.loads((run_dir / "export" / "verify.json").read_text())
     assert verify["passed"] and set(verify["formats"]) == {"onnx", "ort"}
     assert (run_dir / "package" / "android.zip").is_file()
-    data = json.loads(cli("report", str(run_dir), "--json", "-q").output)
+    data = json.loads(cli("report", str(run_dir), "--json", "-q").stdout)
     rows = {r["name"]: r for r in data["rows"]}
     assert set(rows) == {"teacher", "student", "compressed", "export: onnx", "export: ort"}
     assert rows["student"]["params"] < rows["teacher"]["params"]

@@ -24,5 +24,5 @@ def test_report_refuses_an_unrelated_folder(cli, tmp_path):
     (folder / "todo.txt").write_text("buy milk")
     r = cli("report", folder)
     assert r.exit_code == 1 and r.output.count("Error:") == 1
-    assert f"Error: {folder} is not an mbk run folder (no .state/ and no stage output in it)" in r.output
+    assert f"Error: {folder} is not an mbk run folder (no .state/ and no stage output folder in it)" in r.output
     assert sorted(p.name for p in folder.iterdir()) == ["todo.txt"]

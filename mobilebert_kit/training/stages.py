@@ -56,7 +56,43 @@ def evaluate_splits(model, sets: dict, train_cfg, pad_id: int, num_labels: int) 
         m = classification_metrics(logits, [f["labels"] for f in sets[name].features], num_labels)
         m["eval_seconds"] = time.perf_counter() - t
         out[name] = m
+        if name == "validation":
+            warn_if_degenerate(logits)
     return out
+
+
+def warn_if_degenerate(logits, share: float = 0.95) -> None:
+    """A model that predicts one class for (nearly) everything learned nothing useful: say so."""
+    import numpy as np
+
+    preds = np.asarray(logits).argmax(-1)
+    if len(preds) < 20:
+        return
+    top = np.bincount(preds).max() / len(preds)
+    if top >= share:
+        from mobilebert_kit.errors import warn
+
+        warn(
+            f"the model predicts one class for {top:.0%} of the validation examples: it has learned little "
+            "(too few steps, too high a learning rate, or labels the text does not explain); check before shipping it"
+        )
+
+
+def warn_if_unknown_tokens(tokenizer, texts, name: str, limit: float = 0.1) -> None:
+    """Most of a text mapping to [UNK] means the model's vocabulary cannot represent it (another script)."""
+    unk = tokenizer.unk_token_id
+    if unk is None or not texts:
+        return
+    ids = tokenizer(list(texts[:500]), add_special_tokens=False, truncation=True, max_length=128)["input_ids"]
+    total = sum(len(x) for x in ids)
+    rate = sum(x.count(unk) for x in ids) / total if total else 0.0
+    if rate > limit:
+        from mobilebert_kit.errors import warn
+
+        warn(
+            f"{rate:.0%} of the training text's tokens are unknown ({tokenizer.unk_token}) to {name}'s vocabulary "
+            "(another language or script?); the model cannot learn from them: choose a model whose vocabulary covers it"
+        )
 
 
 def data_hash(data) -> dict:
