@@ -28,6 +28,7 @@ from pathlib import Path
 from mobilebert_kit.compression.guard import GUARD_METRICS
 from mobilebert_kit.config import StageConfig, check_choice, check_range
 from mobilebert_kit.errors import CompressError, ConfigError, DataError, ExportError
+from mobilebert_kit.quantize import INT8_MIN_AGREEMENT
 from mobilebert_kit.stage import RunContext, StageResult
 
 # The flag-style fields that build the step list when ``steps`` is empty.
@@ -82,6 +83,8 @@ class CompressConfig(StageConfig):
     max_drop: float = 0.01
     guard_metric: str = "accuracy"  # accuracy: drop in validation accuracy; agreement: 1 - label agreement
     guard_samples: int = 128  # validation examples used to rank node sensitivity
+    # INT8 label agreement with its fp32 graph that verify will require, checked at its 95% lower bound
+    min_agreement: float = INT8_MIN_AGREEMENT
     latency_runs: int = 20
     seed: int = 0
 
@@ -100,6 +103,7 @@ class CompressConfig(StageConfig):
         check_choice(p, "guard_metric", self.guard_metric, GUARD_METRICS)
         check_range(p, "max_drop", self.max_drop, 0, 1)
         check_range(p, "guard_samples", self.guard_samples, 1)
+        check_range(p, "min_agreement", self.min_agreement, 0, 1)
         check_range(p, "latency_runs", self.latency_runs, 0)
         check_range(p, "max_length", self.max_length, 8, 512)
         if self.static and not self.int8:
@@ -252,7 +256,8 @@ def _measure_input(work, config: CompressConfig, t_start: float) -> None:
         "notes": [],
     }
     work.timings["evaluate_input"] = time.perf_counter() - t_start
-    work.guard = Guard(config.guard_metric, config.max_drop, config.guard_samples, work.metrics["input"]["validation"])
+    base = work.metrics["input"]["validation"]
+    work.guard = Guard(config.guard_metric, config.max_drop, config.guard_samples, base, config.min_agreement)
 
 
 def _run_steps(plan: list, kind: str, work) -> None:

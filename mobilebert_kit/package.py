@@ -49,6 +49,7 @@ from mobilebert_kit.artifacts import (
     library_versions,
     read_json,
     read_labels,
+    sha256_file,
     sha256_tree,
     staged_output,
     write_json,
@@ -507,4 +508,10 @@ def verify_bundle(folder: str | os.PathLike) -> list[str]:
     problems = [f"{f}: missing" for f in sorted(set(meta["files"]) - set(actual))]
     problems += [f"{f}: sha256 differs" for f in sorted(meta["files"]) if f in actual and actual[f] != meta["files"][f]]
     problems += [f"{f}: not recorded" for f in sorted(set(actual) - set(meta["files"]))]
+    # model_meta.json cannot hold its own hash: the manifest, written after it, records it
+    recorded = (read_json(folder / MANIFEST).get("files") or {}).get(META) if (folder / MANIFEST).exists() else None
+    if recorded is None:
+        problems.append(f"{META}: its sha256 is not recorded in {MANIFEST}")
+    elif sha256_file(folder / META) != recorded:
+        problems.append(f"{META}: sha256 differs from {MANIFEST} (edited after packaging?)")
     return problems

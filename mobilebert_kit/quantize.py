@@ -34,6 +34,9 @@ from mobilebert_kit.config import check_choice, check_range
 from mobilebert_kit.errors import CompressError, ConfigError
 
 WEIGHT_TYPES = ("qint8", "quint8")
+# Label agreement an INT8 graph must keep with its fp32 graph: what `mbk verify` requires of an INT8
+# export and what compress's guard checks (at its lower confidence bound) before handing one over.
+INT8_MIN_AGREEMENT = 0.97
 CALIB_METHODS = ("minmax", "entropy", "percentile")
 # Op types each mode can turn into INT8 (ORT registries; Gemm/QDQ-only ops listed where they apply).
 DYNAMIC_OPS = ("MatMul", "Attention", "EmbedLayerNormalization", "Gather")

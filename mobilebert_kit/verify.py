@@ -40,6 +40,7 @@ from mobilebert_kit.artifacts import LABELS, META, VERIFY, file_hashes, read_jso
 from mobilebert_kit.config import StageConfig, check_range
 from mobilebert_kit.data import DataConfig
 from mobilebert_kit.errors import ArtifactError, DataError, VerifyError
+from mobilebert_kit.quantize import INT8_MIN_AGREEMENT
 from mobilebert_kit.stage import RunContext, StageResult
 
 ORT_NODE_VERSION = "1.30.0"
@@ -68,7 +69,7 @@ class Int8Tolerance(Tolerance):
     Its own class so a partial ``int8:`` recipe section starts from these defaults, not fp32's."""
 
     max_abs_diff: float | None = None
-    min_agreement: float = 0.97
+    min_agreement: float = INT8_MIN_AGREEMENT  # the same number compress's guard promises
     max_accuracy_drop: float | None = 0.01
 
 

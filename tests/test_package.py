@@ -245,3 +245,12 @@ def test_refuses_failed_verify_reports_failed_checks(export_copy, tmp_path):
     with pytest.raises(PackageError, match=r"failed `mbk verify` \(max \|logit diff\| \(0.2 > 0.001\)\)"):
         _package(export_copy, tmp_path)
     _assert_nothing_written(tmp_path)
+
+
+def test_an_edited_model_meta_is_caught(ort_export, tmp_path):
+    """model_meta.json cannot hold its own hash; the manifest records it, so an edited max_length shows."""
+    out = _package(ort_export, tmp_path, make_zip=False)
+    assert verify_bundle(out) == []
+    meta = read_json(out / "model_meta.json")
+    write_json(out / "model_meta.json", {**meta, "max_length": meta["max_length"] * 4})
+    assert verify_bundle(out) == ["model_meta.json: sha256 differs from manifest.json (edited after packaging?)"]

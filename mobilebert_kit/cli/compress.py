@@ -68,6 +68,12 @@ OPTIONS = [
         help="accuracy (drop in validation accuracy) or agreement (share of predictions that change). "
         "[default: accuracy]",
     ),
+    click.option(
+        "--min-agreement",
+        type=float,
+        help="INT8 guard: label agreement with the fp32 graph that verify will require, checked at its "
+        "95% lower bound on validation. [default: 0.97]",
+    ),
     click.option("--latency-runs", type=int, help="Timed runs per latency number (0: skip). [default: 20]"),
 ]
 
@@ -85,8 +91,9 @@ def _options(f):
 def command(save_recipe, overwrite, quiet, as_json, **options):
     """Prune, trim and INT8-quantize a classifier, measuring every step, with an accuracy guard.
 
-    When INT8 drops validation accuracy by more than --max-drop, the most sensitive nodes fall
-    back to fp32 until it does not; if nothing works the command fails and writes nothing.
+    When INT8 drops validation accuracy by more than --max-drop, or its labels agree with the fp32
+    graph less than verify will require (--min-agreement), the most sensitive nodes fall back to
+    fp32 until both hold; if nothing works the command fails and writes nothing.
     A recipe's compress section can list the steps instead (steps: [{method: prune_ffn,
     fraction: 0.25}, {method: int8_dynamic}]); these flags build that list.
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from mobilebert_kit.errors import CompressError
@@ -18,6 +19,23 @@ class Guard:
     max_drop: float
     samples: int
     base: dict
+    min_agreement: float | None = None  # INT8 vs its fp32 graph, at the 95% lower bound (verify's promise)
+
+    def fidelity(self, agree: float, n: int) -> tuple[float, bool]:
+        """(lower 95% Wilson bound of the INT8 graph's label agreement with its fp32 graph over ``n``
+        validation examples, whether it clears ``min_agreement``). On the same data distribution
+        verify's test-split agreement then clears it too, unless that split is much smaller."""
+        low = wilson_lower(agree, n)
+        if self.min_agreement is None:
+            return low, True
+        if not self.resolves(n):  # too few examples to bound anything: the observed value decides
+            return low, agree >= self.min_agreement
+        return low, low >= self.min_agreement
+
+    def resolves(self, n: int) -> bool:
+        """Whether ``n`` validation examples can bound agreement at ``min_agreement`` at all (even 100%
+        agreement on few examples leaves a wide interval)."""
+        return self.min_agreement is None or wilson_lower(1.0, n) >= self.min_agreement
 
     def drop(self, scores: dict) -> float:
         if self.metric == "agreement":
@@ -41,6 +59,9 @@ class Guard:
             "input_accuracy": self.base["accuracy"],
             "final_accuracy": scores["accuracy"],
             "agreement_with_input": scores.get("agreement_with_input"),
+            "agreement_with_fp32": scores.get("agreement_with_fp32"),
+            "agreement_with_fp32_low95": scores.get("agreement_with_fp32_low95"),
+            "min_agreement": self.min_agreement,
             "passed": True,
         }
 
@@ -54,3 +75,12 @@ class Guard:
             f"{scores.get('agreement_with_input', float('nan')):.4f}. "
             "Nothing was written; relax --max-drop or compress less"
         )
+
+
+def wilson_lower(p: float, n: int, z: float = 1.96) -> float:
+    """Lower end of the Wilson score interval of a proportion ``p`` observed on ``n`` examples."""
+    if n == 0:
+        return 0.0
+    centre = p + z * z / (2 * n)
+    spread = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return (centre - spread) / (1 + z * z / n)

@@ -148,28 +148,52 @@ class _FallbackSearch:
         self.excluded: list[str] = []
         self.tried: list[dict] = []
         self.sensitivity: list | None = None
+        # what verify compares an INT8 export with: the fp32 model's labels
+        self.fp32_labels = work.onnx_logits(self.fp32, work.val).argmax(-1)
 
     def run(self) -> None:
         guard, log = self.work.guard, self.work.log
         log(f"INT8 {self.method.name}: quantizing {len(self.candidates)} nodes")
         self._attempt()
-        log(f"INT8: validation accuracy {self.scores['accuracy']:.4f} (drop {self.drop:+.4f}, bound {guard.max_drop})")
-        if self.drop <= guard.max_drop:
+        log(f"INT8: validation accuracy {self.scores['accuracy']:.4f} (drop {self.drop:+.4f}, bound {guard.max_drop}); "
+            f"{self._fidelity_text()}")  # fmt: skip
+        if self.ok:
             return
         for node, _err in self._ranking():
             self.excluded.append(node)
             self._attempt()
-            log(f"accuracy guard: {len(self.excluded)} node(s) fp32 (+{node}): drop {self.drop:+.4f}")
-            if self.drop <= guard.max_drop:
+            log(f"accuracy guard: {len(self.excluded)} node(s) fp32 (+{node}): drop {self.drop:+.4f}; "
+                f"{self._fidelity_text()}")  # fmt: skip
+            if self.ok:
                 break
 
     def _attempt(self) -> None:
         from mobilebert_kit import quantize as q
 
+        work = self.work
         self.report = q.quantize(self.fp32, self.out, self.method, nodes_to_exclude=self.excluded)
-        self.scores = self.work.onnx_scores(self.out)
-        self.drop = self.work.guard.drop(self.scores)
-        self.tried.append({"nodes_excluded": list(self.excluded), "validation": self.scores, "drop": self.drop})
+        logits = work.onnx_logits(self.out, work.val)
+        self.scores = work.scores(logits, "validation")
+        self.drop = work.guard.drop(self.scores)
+        agree = float((logits.argmax(-1) == self.fp32_labels).mean())
+        low, fid_ok = work.guard.fidelity(agree, len(self.fp32_labels))
+        self.scores.update({"agreement_with_fp32": agree, "agreement_with_fp32_low95": low})
+        self.ok = self.drop <= work.guard.max_drop and fid_ok
+        self.tried.append(
+            {"nodes_excluded": list(self.excluded), "validation": self.scores, "drop": self.drop, "ok": self.ok}
+        )
+
+    def _fidelity_text(self) -> str:
+        s, n = self.scores, len(self.fp32_labels)
+        if not self.work.guard.resolves(n):
+            return (
+                f"agreement with fp32 {s['agreement_with_fp32']:.2%} (observed: {n} validation examples are too few "
+                f"to bound it at {self.work.guard.min_agreement:.0%} with 95% confidence)"
+            )
+        return (
+            f"agreement with fp32 {s['agreement_with_fp32']:.2%} (95% low {s['agreement_with_fp32_low95']:.2%}, "
+            f"verify needs {self.work.guard.min_agreement:.0%})"
+        )
 
     def _ranking(self) -> list[tuple[str, float]]:
         from mobilebert_kit import quantize as q
@@ -196,16 +220,20 @@ class _FallbackSearch:
         }
 
     def refuse_if_failed(self) -> None:
+        passed = [r for r in self.tried if r["ok"]]
+        if passed:
+            return
         best = min(self.tried, key=lambda r: (r["drop"], len(r["nodes_excluded"])))
+        kept = f"best INT8 configuration kept {len(best['nodes_excluded'])} of {len(self.candidates)} quantizable nodes in fp32"
         if best["drop"] > self.work.guard.max_drop:
-            raise CompressError(
-                self.work.guard.failure(
-                    best["validation"],
-                    best["drop"],
-                    f"best INT8 configuration kept {len(best['nodes_excluded'])} of {len(self.candidates)} "
-                    "quantizable nodes in fp32",
-                )
-            )
+            raise CompressError(self.work.guard.failure(best["validation"], best["drop"], kept))
+        v = best["validation"]
+        raise CompressError(
+            f"accuracy guard failed: the INT8 graph agrees with its fp32 graph on {v['agreement_with_fp32']:.2%} of "
+            f"validation labels (95% lower bound {v['agreement_with_fp32_low95']:.2%}), below the "
+            f"{self.work.guard.min_agreement:.0%} that mbk verify requires ({kept}). Nothing was written; "
+            "lower --min-agreement (and verify's --int8-min-agreement) or skip INT8"
+        )
 
     def record(self) -> None:
         """Append the INT8 step to ``metrics.json`` and make its graph the current one."""

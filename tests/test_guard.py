@@ -1,0 +1,30 @@
+"""The INT8 guard's promise to verify: agreement with the fp32 graph, judged at its lower 95% bound."""
+
+from __future__ import annotations
+
+import pytest
+
+from mobilebert_kit.compression.guard import Guard, wilson_lower
+
+
+def test_wilson_lower_bound():
+    assert wilson_lower(0.972, 1279) == pytest.approx(0.9614, abs=5e-4)  # the default run's case
+    assert wilson_lower(1.0, 16) == pytest.approx(0.8064, abs=5e-4)
+    assert wilson_lower(0.5, 0) == 0.0
+
+
+def test_guard_passes_only_what_verify_will_pass():
+    g = Guard("accuracy", 0.01, 128, {"accuracy": 0.8}, min_agreement=0.97)
+    assert g.fidelity(0.972, 1279)[1] is False  # 97.2% observed, lower bound 96.1%: verify may well fail
+    assert g.fidelity(0.985, 1279)[1] is True
+    # 16 examples cannot bound anything at 97%: the observed agreement decides, and it says so
+    assert not g.resolves(16) and g.fidelity(1.0, 16)[1] is True and g.fidelity(0.9375, 16)[1] is False
+    assert Guard("accuracy", 0.01, 128, {"accuracy": 0.8}).fidelity(0.5, 10)[1] is True  # no promise asked
+
+
+def test_verify_and_compress_share_one_number():
+    from mobilebert_kit.compress import CompressConfig
+    from mobilebert_kit.quantize import INT8_MIN_AGREEMENT
+    from mobilebert_kit.verify import Int8Tolerance
+
+    assert CompressConfig(int8=True).min_agreement == Int8Tolerance().min_agreement == INT8_MIN_AGREEMENT
