@@ -9,7 +9,7 @@ VENV=${VENV:-.venv}
 
 if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV"
-  "$VENV/bin/python" -m pip install -q --upgrade pip
+  "$VENV/bin/python" -m pip install -qq --upgrade pip
 fi
 PIP=("$VENV/bin/python" -m pip install -qq)  # -qq: errors only (no per-package index warnings)
 
