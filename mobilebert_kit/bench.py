@@ -31,7 +31,7 @@ from mobilebert_kit.artifacts import (
     write_json,
 )
 from mobilebert_kit.config import StageConfig, check_range
-from mobilebert_kit.errors import ArtifactError, ModelError
+from mobilebert_kit.errors import ArtifactError, ConfigError, ModelError
 from mobilebert_kit.stage import RunContext, StageResult
 
 
@@ -251,6 +251,12 @@ def _run(config: BenchConfig, ctx: RunContext) -> StageResult:
 
     targets, runners, memory = _load_targets(loaders, config.threads, ctx.log)
     cases, keys, skipped = _cases(targets, runners, config)
+    if not cases:
+        raise ConfigError(
+            "nothing to time: every case was skipped ("
+            + "; ".join(dict.fromkeys(skipped))
+            + "); choose --seq-lengths / --batch-sizes the models can take"
+        )
     ctx.log(
         f"timing {len(cases)} cases × {config.runs} runs ({config.rounds} interleaved rounds, {config.warmup} warm-up) ..."
     )

@@ -319,7 +319,13 @@ def _install_dir(config: PackageConfig, fmt: ExportFormat) -> Path | None:
         raise PackageError(
             f"--install-into {config.install_into} is not a folder; pass the app folder ({fmt.demo_app})"
         )
-    return Path(config.install_into) / str(fmt.app_bundle_dir)
+    app = Path(config.install_into)
+    if fmt.app_marker and not (app / fmt.app_marker).is_file():
+        raise PackageError(
+            f"--install-into {app} does not look like the {config.target} app (no {fmt.app_marker}); "
+            f"pass the app folder ({fmt.demo_app})"
+        )
+    return app / str(fmt.app_bundle_dir)
 
 
 def _read_inputs(src: Path, meta: dict) -> _Inputs:

@@ -86,3 +86,10 @@ def test_pte_without_executorch(cli, tmp_path, monkeypatch):
     r = cli("bench", "--model", tmp_path / "m.pte", "-o", tmp_path / "b")
     assert r.exit_code == 1 and "needs the optional extra: pip install 'mobilebert_kit[executorch]'" in r.output
     assert not (tmp_path / "b").exists()
+
+
+def test_only_impossible_lengths_is_an_error_not_an_empty_result(cli, tmp_path, exported):
+    r = cli("bench", "-e", exported, "--seq-lengths", "512", "-o", tmp_path / "b")
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert "Error: nothing to time: every case was skipped (" in r.output and "seq 512 > max_length 64" in r.output
+    assert not (tmp_path / "b").exists()

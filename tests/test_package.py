@@ -87,6 +87,13 @@ def test_android_bundle_contents_hashes_and_golden(ort_export, tiny_classifier_d
 def test_install_into_android_demo(ort_export, tmp_path):
     app = tmp_path / "android_demo"
     app.mkdir()
+    with pytest.raises(
+        PackageError, match=r"does not look like the android app \(no app/src/main/AndroidManifest.xml\)"
+    ):
+        _package(ort_export, tmp_path, install_into=str(app), make_zip=False)
+    assert list(app.iterdir()) == [] and not (tmp_path / "pkg" / "android").exists()
+    (app / "app/src/main").mkdir(parents=True)
+    (app / "app/src/main/AndroidManifest.xml").write_text("<manifest/>")
     _package(ort_export, tmp_path, install_into=str(app), make_zip=False)
     bundle = app / "app/src/main/assets/bundle"
     assert (bundle / "model.ort").exists() and (bundle / "golden.json").exists()

@@ -66,6 +66,7 @@ class CoreML(ExportFormat):
     package_target = "ios"
     demo_app = "ios_demo"
     app_bundle_dir = "MBKDemo/bundle"
+    app_marker = "MBKDemo/ContentView.swift"
     input_dtype = "int32"
     dynamic_batch = False
 

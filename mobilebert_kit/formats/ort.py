@@ -31,6 +31,7 @@ class Ort(Onnx):
     package_target = "android"
     demo_app = "android_demo"
     app_bundle_dir = "app/src/main/assets/bundle"
+    app_marker = "app/src/main/AndroidManifest.xml"
     headline_rank = 0
 
     def export(self, src: Source, folder: Path, build: Build) -> dict:
