@@ -197,12 +197,15 @@ def test_guard_refuses_a_broken_model_and_writes_nothing(cli, trained, tmp_path)
     err = r.stderr.strip().splitlines()[-1]
     assert err.startswith("Error: accuracy guard failed: validation accuracy drop") and "Nothing was written" in err
     m = re.search(
-        r"drop (\d\.\d{4}) > --max-drop 0.01 \(onnx fp32\); validation accuracy (\d\.\d{4}) -> (\d\.\d{4})", err
+        r"drop (\d\.\d{4}) > --max-drop 0.01 \(onnx fp32; 95% CI (-?\d\.\d{4}) … \d\.\d{4}: a real drop\); "
+        r"validation accuracy (\d\.\d{4}) -> (\d\.\d{4})",
+        err,
     )
     assert (
         m
         and float(m.group(1)) > 0.01
-        and float(m.group(2)) - float(m.group(3)) == pytest.approx(float(m.group(1)), abs=1e-3)
+        and float(m.group(2)) > 0.01  # refused because even the interval's low end is over the bound
+        and float(m.group(3)) - float(m.group(4)) == pytest.approx(float(m.group(1)), abs=1e-3)
     )
     assert not out.exists() and not list(tmp_path.glob(".c.tmp-*"))
 

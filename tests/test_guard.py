@@ -28,3 +28,24 @@ def test_verify_and_compress_share_one_number():
     from mobilebert_kit.verify import Int8Tolerance
 
     assert CompressConfig(int8=True).min_agreement == Int8Tolerance().min_agreement == INT8_MIN_AGREEMENT
+
+
+def test_accuracy_drop_interval_is_paired_and_knows_its_resolution():
+    from mobilebert_kit.compression.guard import paired_drop_interval
+
+    assert paired_drop_interval(0, 0, 500) == (0.0, 0.0)  # nothing changed: no uncertainty
+    g = Guard("accuracy", 0.01, 128, {"accuracy": 0.8, "macro_f1": 0.79}, min_agreement=0.97)
+    # issue 12's case: 80 validation examples, one net flipped example = 1.25 pt over the 1-pt bound
+    small = {"accuracy": 0.7875, "n": 80, "discordant": [2, 1]}
+    lo, hi = g.interval(small)
+    assert lo < 0 < hi and not g.refuses(small)
+    assert "too few to resolve --max-drop 0.01: only a drop that is real at 95% is refused" in g.describe(small)
+    # the same net loss on the default run's 1,279 examples, with many more changed predictions: still noise
+    assert not g.refuses({"accuracy": 0.7875, "n": 1279, "discordant": [30, 14]})
+    # a real drop: 40 lost, 5 gained on 1,279 (-2.7 pt): refused, and the message says it is real
+    big = {"accuracy": 0.773, "macro_f1": 0.77, "agreement_with_input": 0.96, "n": 1279, "discordant": [40, 5]}
+    assert g.interval(big)[0] > 0.01 and g.refuses(big)
+    with pytest.raises(
+        Exception, match=r"accuracy guard failed: .* \(int8; 95% CI 0\.01\d\d … 0\.0\d\d\d: a real drop\)"
+    ):
+        g.check(big, "int8")

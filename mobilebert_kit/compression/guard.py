@@ -42,6 +42,31 @@ class Guard:
             return 1.0 - scores["agreement_with_input"]
         return self.base["accuracy"] - scores["accuracy"]
 
+    def interval(self, scores: dict) -> tuple[float, float]:
+        """95% interval of the drop. Accuracy: paired bootstrap over the same validation examples
+        (only the discordant ones move it); agreement: Wilson interval of the disagreement."""
+        n = int(scores.get("n") or 0)
+        if self.metric == "agreement":
+            dis = 1.0 - scores["agreement_with_input"]
+            return wilson_lower(dis, n), 1.0 - wilson_lower(1.0 - dis, n)
+        if "discordant" not in scores or n == 0:
+            d = self.drop(scores)
+            return d, d
+        return paired_drop_interval(*scores["discordant"], n)
+
+    def refuses(self, scores: dict) -> bool:
+        """Refuse only a drop that is real: its whole 95% interval lies above ``max_drop``."""
+        return self.interval(scores)[0] > self.max_drop
+
+    def describe(self, scores: dict) -> str:
+        """ "drop +0.47 pt (95% CI -0.2 … +1.1) on 1279 examples", plus a word when n cannot resolve the bound."""
+        lo, hi = self.interval(scores)
+        n = int(scores.get("n") or 0)
+        text = f"drop {100 * self.drop(scores):+.2f} pt (95% CI {100 * lo:+.1f} … {100 * hi:+.1f}) on {n} examples"
+        if (hi - lo) / 2 > self.max_drop:
+            text += f"; too few to resolve --max-drop {self.max_drop:g}: only a drop that is real at 95% is refused"
+        return text
+
     def check(self, scores: dict, what: str) -> dict:
         """The guard's record for ``metrics.json`` when ``scores`` (of ``what``) pass.
 
@@ -49,12 +74,14 @@ class Guard:
             CompressError: the drop is over the bound (the message carries the numbers).
         """
         drop = self.drop(scores)
-        if drop > self.max_drop:
+        if self.refuses(scores):
             raise CompressError(self.failure(scores, drop, what))
         return {
             "metric": self.metric,
             "max_drop": self.max_drop,
             "drop": drop,
+            "drop_ci95": list(self.interval(scores)),
+            "summary": self.describe(scores),
             "checked": what,
             "input_accuracy": self.base["accuracy"],
             "final_accuracy": scores["accuracy"],
@@ -69,7 +96,8 @@ class Guard:
         base = self.base
         measure = "label disagreement with the input" if self.metric == "agreement" else "validation accuracy drop"
         return (
-            f"accuracy guard failed: {measure} {drop:.4f} > --max-drop {self.max_drop:g} ({what}); "
+            f"accuracy guard failed: {measure} {drop:.4f} > --max-drop {self.max_drop:g} ({what}; 95% CI "
+            f"{self.interval(scores)[0]:.4f} … {self.interval(scores)[1]:.4f}: a real drop); "
             f"validation accuracy {base['accuracy']:.4f} -> {scores['accuracy']:.4f}, macro-F1 "
             f"{base['macro_f1']:.4f} -> {scores['macro_f1']:.4f}, agreement "
             f"{scores.get('agreement_with_input', float('nan')):.4f}. "
@@ -84,3 +112,17 @@ def wilson_lower(p: float, n: int, z: float = 1.96) -> float:
     centre = p + z * z / (2 * n)
     spread = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
     return (centre - spread) / (1 + z * z / n)
+
+
+def paired_drop_interval(worse: int, better: int, n: int, draws: int = 4000, seed: int = 0) -> tuple[float, float]:
+    """95% percentile-bootstrap interval of an accuracy drop measured on the same ``n`` examples,
+    ``worse`` of which the compressed model gets wrong and the input right, ``better`` the reverse.
+    Resampling examples is resampling these three kinds (worse, better, unchanged)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    p = np.array([worse, better, n - worse - better], dtype=float) / n
+    counts = rng.multinomial(n, p, size=draws)
+    drops = (counts[:, 0] - counts[:, 1]) / n
+    lo, hi = np.percentile(drops, [2.5, 97.5])
+    return float(lo), float(hi)

@@ -125,7 +125,7 @@ class Int8StaticStep(Int8Step):
 
 def _refuse_if_fp32_fails(work: Work) -> None:
     drop = work.guard.drop(work.graph_scores)
-    if drop > work.guard.max_drop:
+    if work.guard.refuses(work.graph_scores):
         raise CompressError(
             work.guard.failure(
                 work.graph_scores,
@@ -155,8 +155,8 @@ class _FallbackSearch:
         guard, log = self.work.guard, self.work.log
         log(f"INT8 {self.method.name}: quantizing {len(self.candidates)} nodes")
         self._attempt()
-        log(f"INT8: validation accuracy {self.scores['accuracy']:.4f} (drop {self.drop:+.4f}, bound {guard.max_drop}); "
-            f"{self._fidelity_text()}")  # fmt: skip
+        log(f"INT8: validation accuracy {self.scores['accuracy']:.4f} ({guard.describe(self.scores)}, "
+            f"bound {guard.max_drop}); {self._fidelity_text()}")  # fmt: skip
         if self.ok:
             return
         for node, _err in self._ranking():
@@ -178,7 +178,7 @@ class _FallbackSearch:
         agree = float((logits.argmax(-1) == self.fp32_labels).mean())
         low, fid_ok = work.guard.fidelity(agree, len(self.fp32_labels))
         self.scores.update({"agreement_with_fp32": agree, "agreement_with_fp32_low95": low})
-        self.ok = self.drop <= work.guard.max_drop and fid_ok
+        self.ok = not work.guard.refuses(self.scores) and fid_ok
         self.tried.append(
             {"nodes_excluded": list(self.excluded), "validation": self.scores, "drop": self.drop, "ok": self.ok}
         )
@@ -225,7 +225,7 @@ class _FallbackSearch:
             return
         best = min(self.tried, key=lambda r: (r["drop"], len(r["nodes_excluded"])))
         kept = f"best INT8 configuration kept {len(best['nodes_excluded'])} of {len(self.candidates)} quantizable nodes in fp32"
-        if best["drop"] > self.work.guard.max_drop:
+        if self.work.guard.refuses(best["validation"]):
             raise CompressError(self.work.guard.failure(best["validation"], best["drop"], kept))
         v = best["validation"]
         raise CompressError(

@@ -18,7 +18,11 @@ def score_logits(logits: np.ndarray, split, num_labels: int, ref_preds: np.ndarr
 
     out = classification_metrics(logits, split.labels, num_labels)
     if ref_preds is not None:
-        out["agreement_with_input"] = float((logits.argmax(-1) == ref_preds).mean()) if len(ref_preds) else float("nan")
+        preds, labels = logits.argmax(-1), np.asarray(split.labels)
+        out["agreement_with_input"] = float((preds == ref_preds).mean()) if len(ref_preds) else float("nan")
+        # paired over the same examples: right before and wrong now, and the other way round
+        was_right, is_right = ref_preds == labels, preds == labels
+        out["discordant"] = [int((was_right & ~is_right).sum()), int((~was_right & is_right).sum())]
     return out
 
 
