@@ -361,7 +361,7 @@ def run(cfg: DistillConfig, ctx: RunContext | None = None) -> StageResult:
         "teacher_cache_seconds": cached.seconds,
         "train_seconds": t_train - t_load - cached.seconds,
     }
-    _write(out, job, metrics, result, timings, t0, may_replace(out, ctx.overwrite, ctx.resume))
+    _write(out, job, metrics, result, timings, t0, may_replace(out, ctx.overwrite, ctx.resume), inputs)
     shutil.rmtree(work, ignore_errors=True)
     state.wait_for_everyone()
     return StageResult(out, metrics, [_summary_line(out, metrics)])
@@ -663,12 +663,14 @@ def _log_results(metrics: dict, log) -> None:
     )
 
 
-def _write(out: Path, job: _Job, metrics: dict, result, timings: dict, t0: float, overwrite: bool) -> None:
+def _write(
+    out: Path, job: _Job, metrics: dict, result, timings: dict, t0: float, overwrite: bool, inputs: tuple
+) -> None:
     """The student folder: model, tokenizer, labels, metrics.json (with sizes) and manifest.json."""
     from mobilebert_kit import artifacts
 
     cfg, student = job.cfg, job.student
-    with artifacts.staged_output(out, overwrite=overwrite, inputs=(job.cfg.teacher,)) as tmp:
+    with artifacts.staged_output(out, overwrite=overwrite, inputs=inputs) as tmp:
         student.model.save_pretrained(tmp, safe_serialization=True)
         student.tokenizer.save_pretrained(tmp)
         artifacts.write_labels(tmp, job.teacher.label_names)

@@ -81,7 +81,7 @@ def run(cfg: FinetuneConfig, ctx: RunContext | None = None) -> StageResult:
     metrics = _metrics(cfg, loaded, sets, result)
     ctx.log("test: accuracy {accuracy:.4f}, macro-F1 {macro_f1:.4f}".format(**metrics["test"]))
     timings = {"load_seconds": t_load - t0, "train_seconds": t_train - t_load}
-    _write(out, cfg, loaded, metrics, result, timings, t0, may_replace(out, ctx.overwrite, ctx.resume))
+    _write(out, cfg, loaded, metrics, result, timings, t0, may_replace(out, ctx.overwrite, ctx.resume), inputs)
     shutil.rmtree(work, ignore_errors=True)
     state.wait_for_everyone()
     return StageResult(out, metrics, [_summary_line(out, metrics)])
@@ -139,12 +139,14 @@ def _metrics(cfg: FinetuneConfig, loaded: _Loaded, sets: dict, result) -> dict:
     }
 
 
-def _write(out: Path, cfg, loaded: _Loaded, metrics: dict, result, timings: dict, t0: float, overwrite: bool) -> None:
+def _write(
+    out: Path, cfg, loaded: _Loaded, metrics: dict, result, timings: dict, t0: float, overwrite: bool, inputs: tuple
+) -> None:
     """The teacher folder: model, tokenizer, labels, metrics.json and manifest.json."""
     from mobilebert_kit import artifacts
 
     ds = loaded.dataset
-    with artifacts.staged_output(out, overwrite=overwrite, inputs=(*data_inputs(cfg.data), cfg.model)) as tmp:
+    with artifacts.staged_output(out, overwrite=overwrite, inputs=inputs) as tmp:
         loaded.model.save_pretrained(tmp, safe_serialization=True)
         loaded.tokenizer.save_pretrained(tmp)
         artifacts.write_labels(tmp, ds.label_names)
