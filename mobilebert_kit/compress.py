@@ -314,7 +314,8 @@ def _export_fp32(work, needs_graph: bool) -> None:
         work.graph_scores, work.graph_label = work.last_validation(), "pytorch fp32 (no ONNX graph)"
         return
     work.timings["onnx_export"] = time.perf_counter() - t
-    scores = work.onnx_scores(fused)
+    logits = work.onnx_logits(fused, work.val)
+    scores = work.scores(logits, "validation")
     work.metrics["steps"].append(
         {
             "step": "onnx_fp32",
@@ -326,6 +327,7 @@ def _export_fp32(work, needs_graph: bool) -> None:
         }
     )
     work.graph, work.graph_scores, work.graph_label = fused, scores, "onnx fp32"
+    work.graph_labels = logits.argmax(-1)
 
 
 def _write_outputs(config: CompressConfig, plan: list, work, t_start: float) -> dict:

@@ -76,6 +76,7 @@ class Work:
     refs: dict = field(default_factory=dict)  # split -> the input model's predicted labels
     graph: Path | None = None  # the current ONNX graph (fp32 fused, then INT8)
     graph_scores: dict | None = None  # its validation scores (what the guard checks)
+    graph_labels: Any = None  # its predicted validation labels (what INT8 must agree with)
     graph_label: str = ""  # how the guard names it
     nodes_excluded: list = field(default_factory=list)
 

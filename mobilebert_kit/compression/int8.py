@@ -148,8 +148,8 @@ class _FallbackSearch:
         self.excluded: list[str] = []
         self.tried: list[dict] = []
         self.sensitivity: list | None = None
-        # what verify compares an INT8 export with: the fp32 model's labels
-        self.fp32_labels = work.onnx_logits(self.fp32, work.val).argmax(-1)
+        # what verify compares an INT8 export with: the fp32 graph's labels (scored when it was exported)
+        self.fp32_labels = work.graph_labels
 
     def run(self) -> None:
         guard, log = self.work.guard, self.work.log
@@ -175,7 +175,8 @@ class _FallbackSearch:
         logits = work.onnx_logits(self.out, work.val)
         self.scores = work.scores(logits, "validation")
         self.drop = work.guard.drop(self.scores)
-        agree = float((logits.argmax(-1) == self.fp32_labels).mean())
+        self.labels = logits.argmax(-1)
+        agree = float((self.labels == self.fp32_labels).mean())
         low, fid_ok = work.guard.fidelity(agree, len(self.fp32_labels))
         self.scores.update({"agreement_with_fp32": agree, "agreement_with_fp32_low95": low})
         self.ok = not work.guard.refuses(self.scores) and fid_ok
@@ -250,4 +251,5 @@ class _FallbackSearch:
             }
         )
         work.graph, work.graph_scores, work.graph_label = self.out, self.scores, f"onnx int8 {self.method.name}"
+        work.graph_labels = self.labels
         work.nodes_excluded = self.excluded
