@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +41,7 @@ from mobilebert_kit.training.stages import (
     data_hash,
     data_inputs,
     evaluate_splits,
+    finish_checkpoints,
     may_replace,
     training_dirs,
     training_history,
@@ -362,7 +362,7 @@ def run(cfg: DistillConfig, ctx: RunContext | None = None) -> StageResult:
         "train_seconds": t_train - t_load - cached.seconds,
     }
     _write(out, job, metrics, result, timings, t0, may_replace(out, ctx.overwrite, ctx.resume), inputs)
-    shutil.rmtree(work, ignore_errors=True)
+    finish_checkpoints(work, cfg.train.retain_checkpoints, ctx.log)
     state.wait_for_everyone()
     return StageResult(out, metrics, [_summary_line(out, metrics)])
 

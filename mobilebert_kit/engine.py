@@ -56,6 +56,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 RESUME_NEUTRAL = (
     "checkpoint_every",
     "keep_checkpoints",
+    "retain_checkpoints",
     "num_workers",
     "pin_memory",
     "auto_batch_size",
@@ -89,7 +90,8 @@ class TrainConfig(StageConfig):
     auto_batch_size: bool = False  # halve the batch (doubling grad_accum) on out-of-memory
     seed: int = 42
     checkpoint_every: int = 200  # optimizer steps between checkpoints (0 = only at epoch ends)
-    keep_checkpoints: int = 2
+    keep_checkpoints: int = 2  # rolling checkpoints kept during the run
+    retain_checkpoints: bool = False  # keep <output>.ckpt after success (CLI --keep-checkpoints)
     early_stopping_patience: int = 2  # epochs without validation macro-F1 gain (0 = off)
     max_steps: int | None = None  # stop after this many optimizer steps (smoke runs, benchmarks)
     device: str = "auto"  # auto | cpu | cuda | cuda:N

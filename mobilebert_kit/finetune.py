@@ -8,7 +8,6 @@ Checkpoints live beside it in ``<output>.ckpt/`` until the run succeeds, so a cr
 
 from __future__ import annotations
 
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ from mobilebert_kit.training.stages import (
     data_hash,
     data_inputs,
     evaluate_splits,
+    finish_checkpoints,
     may_replace,
     model_input,
     training_dirs,
@@ -82,7 +82,7 @@ def run(cfg: FinetuneConfig, ctx: RunContext | None = None) -> StageResult:
     ctx.log("test: accuracy {accuracy:.4f}, macro-F1 {macro_f1:.4f}".format(**metrics["test"]))
     timings = {"load_seconds": t_load - t0, "train_seconds": t_train - t_load}
     _write(out, cfg, loaded, metrics, result, timings, t0, may_replace(out, ctx.overwrite, ctx.resume), inputs)
-    shutil.rmtree(work, ignore_errors=True)
+    finish_checkpoints(work, cfg.train.retain_checkpoints, ctx.log)
     state.wait_for_everyone()
     return StageResult(out, metrics, [_summary_line(out, metrics)])
 

@@ -320,3 +320,12 @@ def test_same_seed_same_model(tiny4, tmp_path, cli):
         assert r.exit_code == 0, r.output
         digests.append(sha256_file(tmp_path / name / "model.safetensors"))
     assert digests[0] == digests[1] and digests[0] != digests[2]
+
+
+def test_keep_checkpoints_keeps_the_ckpt_folder_and_says_where(tiny4, tmp_path, cli):
+    model, data = tiny4
+    r = cli("finetune", "--model", model, "--data", data, *FAST, "-o", tmp_path / "k", "--keep-checkpoints")
+    assert r.exit_code == 0, r.output
+    kept = tmp_path / "k.ckpt" / "checkpoints"
+    assert kept.is_dir() and any(kept.iterdir())
+    assert f"checkpoints kept in {tmp_path / 'k.ckpt'}" in r.output

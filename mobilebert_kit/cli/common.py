@@ -82,6 +82,7 @@ TRAIN_OPTIONS = (
     "auto_batch_size",
     "seed",
     "checkpoint_every",
+    "retain_checkpoints",
     "early_stopping_patience",
     "max_steps",
     "device",
@@ -166,6 +167,13 @@ def train_options(f: Callable) -> Callable:
             "--checkpoint-every",
             type=int,
             help=f"Optimizer steps between checkpoints (0 = epoch ends). {d('checkpoint_every')}",
+        ),
+        click.option(
+            "--keep-checkpoints",
+            "retain_checkpoints",
+            is_flag=True,
+            default=None,
+            help="Keep <output>.ckpt/ after a successful run (removed by default).",
         ),
         click.option(
             "--early-stopping-patience",

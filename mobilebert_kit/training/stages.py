@@ -29,6 +29,17 @@ def training_dirs(output: str | Path, overwrite: bool, resume: bool, inputs: tup
     return out, work
 
 
+def finish_checkpoints(work: Path, keep: bool, log) -> None:
+    """After a successful save: remove ``<output>.ckpt`` (it can hold hundreds of MB), or keep it and
+    say where (``--keep-checkpoints``)."""
+    import shutil
+
+    if keep and work.is_dir():
+        log(f"checkpoints kept in {work} (--keep-checkpoints); delete the folder when no longer needed")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def data_inputs(data) -> tuple:
     """The user files a DataConfig reads (an output folder must never hold them when replaced)."""
     return tuple(p for p in (data.data, data.validation_data, data.test_data) if p and Path(p).exists())
