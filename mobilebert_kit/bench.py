@@ -42,7 +42,7 @@ def _default_formats() -> list[str]:
 @dataclass
 class BenchConfig(StageConfig):
     export_dir: str = "artifacts/export"
-    formats: list[str] = field(default_factory=_default_formats)  # exported formats to time
+    formats: list[str] | None = None  # exported formats to time (None: the default ones that were exported)
     models: list[str] = field(default_factory=list)  # extra .onnx/.ort/.pt files or HF classifier folders
     pytorch: bool = True  # also time the source PyTorch model (reference)
     seq_lengths: list[int] = field(default_factory=lambda: [16, 64, 128])
@@ -57,7 +57,7 @@ class BenchConfig(StageConfig):
     def validate(self) -> list[str]:
         p: list[str] = []
         known = [f.name for f in registry.every(benchable=True)]
-        for f in self.formats:
+        for f in self.formats or []:
             if f not in known:
                 p.append(f"unknown bench format '{f}'; known: {', '.join(known)}")
         for name in ("seq_lengths", "batch_sizes", "threads"):
@@ -69,7 +69,7 @@ class BenchConfig(StageConfig):
         check_range(p, "warmup", self.warmup, 0)
         check_range(p, "runs", self.runs, 1)
         check_range(p, "rounds", self.rounds, 1)
-        if self.runs < self.rounds:
+        if 1 <= self.runs < self.rounds:
             p.append(f"runs ({self.runs}) must be >= rounds ({self.rounds})")
         return p
 
@@ -148,13 +148,30 @@ Loader = tuple[str, Callable[[], Target]]
 
 def _targets(config: BenchConfig) -> list[Loader]:
     """(name, loader) pairs; loaders run lazily so memory is measured per model."""
-    out, source = _exported_targets(Path(config.export_dir), config.formats)
+    export_dir = Path(config.export_dir)
+    names = config.formats if config.formats is not None else _exported_defaults(export_dir, config.models)
+    out, source = _exported_targets(export_dir, names)
     out += [_file_target(Path(m)) for m in config.models]  # exported formats and extra models add up
     if config.pytorch and source is not None:
         out.append(("pytorch fp32 (source)", lambda: _pytorch_target("pytorch fp32 (source)", source)))
     if not out:
         raise ArtifactError("nothing to benchmark: export a model first (`mbk export`) or pass --model FILE")
     return out
+
+
+def _exported_defaults(export_dir: Path, models: list[str]) -> list[str]:
+    """The default bench formats present in ``export_dir`` (an export of only ``onnx`` benches that)."""
+    present = [n for n in _default_formats() if (export_dir / n / META).exists()]
+    if not present and not models:
+        if not export_dir.is_dir():
+            raise ArtifactError(
+                f"export folder {export_dir} does not exist; run `mbk export` first or pass --export-dir"
+            )
+        raise ArtifactError(
+            f"{export_dir} holds none of the formats bench times by default ({', '.join(_default_formats())}); "
+            "run `mbk export`, pass --format, or pass --model FILE"
+        )
+    return present
 
 
 def _exported_targets(export_dir: Path, names: list[str]) -> tuple[list[Loader], Path | None]:

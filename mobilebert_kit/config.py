@@ -122,6 +122,19 @@ def _to_str(value: Any) -> tuple[Any, str | None]:
 _SCALARS = {bool: _to_bool, int: _to_int, float: _to_float, str: _to_str}
 
 
+def _suggest(key: str, cls: type, hints: dict, prefix: str) -> str:
+    """Did-you-mean over this level's keys and those one section down (``finetune.epochs`` is
+    ``finetune.train.epochs``)."""
+    paths = {f.name: f.name for f in dataclasses.fields(cls) if f.init}
+    for f in dataclasses.fields(cls):
+        for sub in (hints[f.name], *typing.get_args(hints[f.name])):
+            if dataclasses.is_dataclass(sub):
+                for g in dataclasses.fields(sub):
+                    paths.setdefault(g.name, f"{f.name}.{g.name}")
+    match = difflib.get_close_matches(key, list(paths), n=1, cutoff=0.6)
+    return f" (did you mean '{prefix + '.' if prefix else ''}{paths[match[0]]}'?)" if match else ""
+
+
 def _from_dict(cls: type, data: dict, prefix: str, problems: list[str]) -> Any:
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
@@ -129,7 +142,7 @@ def _from_dict(cls: type, data: dict, prefix: str, problems: list[str]) -> Any:
     for key, value in data.items():
         where = f"{prefix}.{key}" if prefix else key
         if key not in fields:
-            problems.append(f"unknown key '{where}'{did_you_mean(key, fields)}")
+            problems.append(f"unknown key '{where}'{_suggest(key, cls, hints, prefix)}")
             continue
         kwargs[key] = _coerce(value, hints[key], where, problems)
     if problems:

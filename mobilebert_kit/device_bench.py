@@ -183,6 +183,10 @@ def run(config: DeviceBenchConfig, ctx: RunContext | None = None) -> StageResult
 
 def _run(config: DeviceBenchConfig) -> Path:
     bundle = Path(config.bundle)
+    if not (bundle / META).is_file():
+        raise DeviceError(
+            f"{bundle} is not a packaged bundle (no {META}); run `mbk package --target android` first or pass --bundle"
+        )
     meta = read_json(bundle / META)
     if meta.get("target") != "android":
         raise DeviceError(f"{bundle} is a '{meta.get('target')}' bundle; run `mbk package --target android` first")

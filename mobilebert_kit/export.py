@@ -26,6 +26,7 @@ from mobilebert_kit.artifacts import (
     check_output_dir,
     file_hashes,
     folder_size,
+    is_mbk_output,
     library_versions,
     read_json,
     sha256_tree,
@@ -95,6 +96,12 @@ def _check_outputs(out: Path, chosen: list[ExportFormat], overwrite: bool) -> Pa
     """Refuse before any work: the output is a file, or a format folder would be replaced without --overwrite."""
     if out.exists() and not out.is_dir():
         raise ConfigError(f"output path {out} exists and is not a folder; choose another --output")
+    mine = {*registry.names(), MANIFEST, VERIFY}  # what an export folder holds (an interrupted one: no manifest yet)
+    if out.is_dir() and not is_mbk_output(out) and any(p.name not in mine and p.name[0] != "." for p in out.iterdir()):
+        raise ConfigError(
+            f"output folder {out} holds files mbk did not write (no {MANIFEST}); the export would mix its format "
+            "folders and manifest into them: choose a new --output"
+        )
     for fmt in chosen:
         check_output_dir(out / fmt.name, overwrite)
     return out

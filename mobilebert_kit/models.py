@@ -205,6 +205,11 @@ def explain_load_error(folder: Path, e: Exception) -> str:
         )
     if isinstance(e, json.JSONDecodeError) or (isinstance(e, OSError) and "config.json" in text):
         return f"{folder / 'config.json'} is not a valid model config ({first}); restore it or re-run the stage that wrote it"
+    if "Unable to load weights from pytorch checkpoint" in text:
+        return (
+            f"the pickle weights in {folder} cannot be read (damaged, or not a PyTorch checkpoint); re-run the stage "
+            "that wrote them, or give a folder with model.safetensors"
+        )
     if "safetensor" in text.lower() or "HeaderTooLarge" in text or "MetadataIncompleteBuffer" in text:
         return f"the weights in {folder} are damaged ({first}); re-run the stage that wrote them"
     return f"could not load the model in {folder} ({type(e).__name__}: {first})"

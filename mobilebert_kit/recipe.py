@@ -65,7 +65,8 @@ def load_yaml(path: str | os.PathLike) -> dict:
 
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"recipe {path} does not exist" + ("" if path.suffix else "; pass a .yaml file"))
+        hint = "check the path (the shipped recipes are in recipes/, e.g. recipes/default.yaml)"
+        raise ConfigError(f"recipe {path} does not exist; " + (hint if path.suffix else "pass a .yaml file"))
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
@@ -500,7 +501,7 @@ def _cross_checks(stages: list[str], cfgs: dict[str, Any], shared_data: dict) ->
     if formats is not None:
         bench = cfgs.get("bench")
         if bench is not None and not bench.models:
-            for f in bench.formats:
+            for f in bench.formats or []:
                 if f not in formats:
                     p.append(
                         f"bench.formats has '{f}' but export.formats ({', '.join(sorted(formats))}) does not make it"

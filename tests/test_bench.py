@@ -68,7 +68,13 @@ def test_missing_file(cli, tmp_path):
     assert r.output.strip() == f"Error: model file {tmp_path / 'missing.onnx'} does not exist; check the path"
     assert not (tmp_path / "b").exists()
     r = cli("bench", "-e", tmp_path / "noexport", "-o", tmp_path / "b")
-    assert r.exit_code == 1 and "run `mbk export --format onnx` first" in r.output
+    assert r.exit_code == 1
+    assert f"Error: export folder {tmp_path / 'noexport'} does not exist; run `mbk export` first" in r.output
+    (tmp_path / "e" / "onnx").mkdir(parents=True)  # a folder that holds no exported default format
+    r = cli("bench", "-e", tmp_path / "e", "-o", tmp_path / "b")
+    assert r.exit_code == 1 and "holds none of the formats bench times by default (onnx, ort)" in r.output
+    r = cli("bench", "-e", tmp_path / "e", "-f", "ort", "-o", tmp_path / "b")  # asked for: named
+    assert r.exit_code == 1 and "run `mbk export --format ort` first" in r.output
 
 
 def test_bad_options(cli, tmp_path, exported):

@@ -11,7 +11,7 @@ def test_unknown_keys_reported_with_did_you_mean_and_all_at_once():
         FinetuneConfig.from_dict({"modle": "x", "train": {"epochz": 2, "lr": -1}})
     msg = str(e.value)
     assert "unknown key 'modle' (did you mean 'model'?)" in msg
-    assert "unknown key 'train.epochz' (did you mean 'epochs'?)" in msg
+    assert "unknown key 'train.epochz' (did you mean 'train.epochs'?)" in msg
     assert len(e.value.problems) == 2  # unknown keys stop before range checks
 
 

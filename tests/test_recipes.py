@@ -133,7 +133,7 @@ def test_validate_reports_every_problem_at_once(tmp_path, cli):
     assert out.startswith("Error: ") and "problems:" in out.splitlines()[0]
     for expected in (
         "unknown stage 'distil' (did you mean 'distill'?)",
-        "unknown key 'finetune.modle' (did you mean 'model'?)",
+        "unknown key 'finetune.modle' (did you mean 'finetune.model'?)",
         "finetune.train.epochs: expected an integer, got 'two'",
         "compress: max_drop must be in [0, 1], got 3.0",
         "verify: batch_size must be in [1, inf), got 0",
@@ -194,7 +194,10 @@ def test_validate_stage_order_duplicates_sections_and_yaml_errors(tmp_path, cli)
     res = cli("validate", str(bad))
     assert res.exit_code == 1 and res.output.startswith(f"Error: recipe {bad} is not valid YAML at line")
     res = cli("validate", str(tmp_path / "absent.yaml"))
-    assert res.exit_code == 1 and res.output == f"Error: recipe {tmp_path / 'absent.yaml'} does not exist\n"
+    assert res.exit_code == 1 and res.output == (
+        f"Error: recipe {tmp_path / 'absent.yaml'} does not exist; check the path (the shipped recipes are in "
+        "recipes/, e.g. recipes/default.yaml)\n"
+    )
     with pytest.raises(ConfigError, match="stages: missing"):
         rc.load({"finetune": {}}, name="x")
 
