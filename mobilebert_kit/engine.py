@@ -32,7 +32,7 @@ import numpy as np
 from mobilebert_kit.batching import TOKEN_KEYS, Collator, FeatureDataset, batch_order, predict
 from mobilebert_kit.config import StageConfig, check_choice, check_range
 from mobilebert_kit.devices import resolve_precision, select_device
-from mobilebert_kit.errors import TrainingError
+from mobilebert_kit.errors import Interrupted, TrainingError
 from mobilebert_kit.training.checkpoint import BEST, Checkpointer, latest_checkpoint, load_best
 from mobilebert_kit.training.hooks import Evaluation, FaultInjection, Hooks, PeriodicCheckpoint, ProgressBar
 from mobilebert_kit.training.state import TrainState
@@ -307,6 +307,16 @@ class _Run:
         return self.accelerator.unwrap_model(self.wrapper).model
 
 
+def _after_interrupt(workdir: Path) -> str:
+    """What to do after Ctrl-C during training: resume only when there is a checkpoint to resume from."""
+    from mobilebert_kit.training.checkpoint import latest_checkpoint
+
+    ck = latest_checkpoint(workdir)
+    if ck is None:
+        return "no checkpoint was written yet; run the same command again (without --resume)"
+    return f"run the same command with --resume to continue from checkpoint {ck.name} in {workdir}"
+
+
 def _train_once(task, train_set, eval_set, cfg: TrainConfig, batch_size: int, grad_accum: int, opts: _Options):
     """One training attempt at a fixed batch layout: set up, start or resume, run the epochs."""
     run = _setup(task, cfg, batch_size, grad_accum, len(train_set), opts)
@@ -331,10 +341,13 @@ def _train_once(task, train_set, eval_set, cfg: TrainConfig, batch_size: int, gr
         f"{run.total_steps} steps"
     )
     stopped_early = False
-    while not stopped_early and not state.finished(cfg.epochs, cfg.max_steps):
-        _train_epoch(run, state, train_set, cfg, batch_size, hooks)
-        stopped_early = hooks.on_epoch_end(state)
-        ckpt.save(state)
+    try:
+        while not stopped_early and not state.finished(cfg.epochs, cfg.max_steps):
+            _train_epoch(run, state, train_set, cfg, batch_size, hooks)
+            stopped_early = hooks.on_epoch_end(state)
+            ckpt.save(state)
+    except KeyboardInterrupt as e:
+        raise Interrupted(_after_interrupt(opts.workdir)) from e
     _finish(run, cfg, opts.workdir)
     return TrainResult(
         best_epoch=state.best_epoch,

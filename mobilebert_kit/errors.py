@@ -13,6 +13,14 @@ class MbkError(Exception):
     exit_code = 1
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C inside a stage that knows what the user should do next (``hint``)."""
+
+    def __init__(self, hint: str):
+        super().__init__(hint)
+        self.hint = hint
+
+
 class ConfigError(MbkError):
     """A configuration value, flag or recipe key is invalid."""
 

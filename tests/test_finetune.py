@@ -329,3 +329,17 @@ def test_keep_checkpoints_keeps_the_ckpt_folder_and_says_where(tiny4, tmp_path, 
     kept = tmp_path / "k.ckpt" / "checkpoints"
     assert kept.is_dir() and any(kept.iterdir())
     assert f"checkpoints kept in {tmp_path / 'k.ckpt'}" in r.output
+
+
+def test_ctrl_c_says_whether_there_is_a_checkpoint_to_resume(tiny4, tmp_path):
+    model, data = tiny4
+    args = [*MBK, "finetune", "--model", str(model), "--data", str(data), *FAST, "--checkpoint-every", "3", "-q"]
+    for step, out, hint in (
+        (2, tmp_path / "a", "no checkpoint was written yet; run the same command again (without --resume)"),
+        (4, tmp_path / "b", f"run the same command with --resume to continue from checkpoint step-00000003 in {tmp_path / 'b.ckpt'}"),
+    ):  # fmt: skip
+        env = {**os.environ, "MBK_INTERRUPT_AT_STEP": str(step)}
+        r = subprocess.run([*args, "-o", str(out)], capture_output=True, text=True, env=env)
+        assert r.returncode == 130 and "Traceback" not in r.stderr
+        assert r.stderr.splitlines()[-1] == f"Error: interrupted; {hint}"
+        assert not out.exists()

@@ -58,7 +58,8 @@ class LazyGroup(click.Group):
         except MbkError as e:
             self._fail(ctx, tracker, str(e), e.exit_code, e)
         except KeyboardInterrupt as e:
-            self._fail(ctx, tracker, f"interrupted; {_after_interrupt(ctx.invoked_subcommand)}", 130, e)
+            hint = getattr(e, "hint", None) or _after_interrupt(ctx.invoked_subcommand)
+            self._fail(ctx, tracker, f"interrupted; {hint}", 130, e)
         except OSError as e:
             self._fail(ctx, tracker, _os_error_message(e), 1, e)
         except Exception as e:  # noqa: BLE001 - the edge: anything unexpected is reported, never a bare traceback
@@ -97,7 +98,7 @@ class _LineTracker:
 
 def _after_interrupt(sub: str | None) -> str:
     if sub in ("finetune", "distill"):
-        return "run the same command with --resume to continue from the last checkpoint"
+        return "run the same command again (with --resume if <output>.ckpt/ holds a checkpoint)"
     if sub == "run":
         return "run the same command again: finished stages are reused"
     return "nothing was written; run the same command again"

@@ -108,15 +108,16 @@ class PeriodicCheckpoint(Hook):
 
 
 class FaultInjection(Hook):
-    """Test hook: ``MBK_KILL_AT_STEP=N`` SIGKILLs this process right after optimizer step N,
-    which is how the resume tests reproduce a ``kill -9`` at an exact point."""
+    """Test hook: ``MBK_KILL_AT_STEP=N`` SIGKILLs (``MBK_INTERRUPT_AT_STEP=N``: SIGINTs, as Ctrl-C does)
+    this process right after optimizer step N: how the resume tests reproduce a kill at an exact point."""
 
     def on_step_end(self, state: TrainState) -> None:
-        at = os.environ.get("MBK_KILL_AT_STEP")
-        if at and int(at) == state.global_step:
-            import signal
+        import signal
 
-            os.kill(os.getpid(), signal.SIGKILL)
+        for var, sig in (("MBK_KILL_AT_STEP", signal.SIGKILL), ("MBK_INTERRUPT_AT_STEP", signal.SIGINT)):
+            at = os.environ.get(var)
+            if at and int(at) == state.global_step:
+                os.kill(os.getpid(), sig)
 
 
 class Evaluation(Hook):
