@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.mbk-setup-stamp
 
-.PHONY: setup test lint format demo smoke bench clean
+.PHONY: setup test test-slow reliability lint format demo smoke bench clean
 
 $(STAMP): pyproject.toml scripts/setup.sh
 	bash scripts/setup.sh
@@ -14,6 +14,12 @@ setup: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+test-slow: $(STAMP)  # the slow tier: full-data runs, the reliability campaign, emulation (~20+ min)
+	$(BIN)/python -m pytest -q -m slow
+
+reliability: $(STAMP)  # kill -9 / Ctrl-C at random moments + damaged checkpoints, resumed bit-identically
+	$(BIN)/python -m pytest -q -m slow tests/test_reliability.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check mobilebert_kit tests benchmarks scripts
