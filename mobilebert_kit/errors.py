@@ -53,6 +53,10 @@ class CompressError(MbkError):
     """Pruning or quantization failed or could not meet the accuracy guard."""
 
 
+class TuneError(MbkError):
+    """No compression plan of a tune run passed the accuracy guard."""
+
+
 class ExportError(MbkError):
     """A model could not be exported to the requested format."""
 

@@ -101,7 +101,7 @@ class StageSpec:
     summary: str = ""
 
 
-MODEL_STAGES = ("compress", "distill", "finetune")  # nearest first: the latest model a stage can take
+MODEL_STAGES = ("tune", "compress", "distill", "finetune")  # nearest first: the latest model a stage can take
 
 STAGES: dict[str, StageSpec] = {
     s.name: s
@@ -132,6 +132,14 @@ STAGES: dict[str, StageSpec] = {
             "compressed",
             inputs={"model": ("distill", "finetune")},
             summary="prune + INT8 with the accuracy guard",
+        ),
+        StageSpec(
+            "tune",
+            "tune",
+            "TuneConfig",
+            "tuned",
+            inputs={"model": ("distill", "finetune")},
+            summary="try compression plans, keep the best for an objective",
         ),
         StageSpec(
             "export",

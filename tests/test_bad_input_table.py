@@ -196,6 +196,25 @@ CASES = [
         "Error: nothing to do: pass at least one of --prune, --prune-heads, --prune-ffn, --trim-vocab, --int8",
     ),
     (
+        "tu-objective",
+        ["tune", "--model", "{w}/model", "--objective", "speed", "-o", "{w}/o"],
+        1,
+        "Error: objective must be one of size, latency, accuracy; got 'speed'",
+    ),
+    (
+        "tu-no-data",
+        ["tune", "--model", "{w}/model", "-o", "{w}/o"],
+        1,
+        "Error: no data to evaluate the trials on: {w}/model records none (no manifest.json with a 'data' entry); "
+        "pass --data (the data the model was trained on)",
+    ),
+    (
+        "tu-plans-missing",
+        ["tune", "--model", "{w}/model", "--plans", "{w}/none.yaml", "-o", "{w}/o"],
+        1,
+        "Error: --plans {w}/none.yaml: No such file or directory; pass a YAML file listing {{name, steps}} plans",
+    ),
+    (
         "ex-format",
         ["export", "--model", "{w}/model", "--format", "onnxx", "-o", "{w}/o"],
         1,
@@ -331,7 +350,7 @@ CASES = [
         "run-unknown-stage",
         ["run", "{w}/stage.yaml"],
         1,
-        "Error: unknown stage 'deploy'; known stages: finetune, distill, compress, export, verify, bench, package, report",
+        "Error: unknown stage 'deploy'; known stages: finetune, distill, compress, …",
     ),
     (
         "run-not-mapping",

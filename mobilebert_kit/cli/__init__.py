@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "finetune": ("finetune", "Fine-tune a BERT teacher classifier."),
     "distill": ("distill", "Distill the teacher into a small student."),
     "compress": ("compress", "Prune and INT8-quantize a classifier, with an accuracy guard."),
+    "tune": ("tune", "Try compression plans, report every one, keep the best."),
     "export": ("export", "Export to ONNX / ORT / TorchScript / CoreML."),
     "verify": ("verify", "Prove exported artifacts match the PyTorch model."),
     "bench": ("bench", "Measure latency, size and memory on ONNX Runtime."),

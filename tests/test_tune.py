@@ -1,0 +1,140 @@
+"""mbk tune on a tiny trained classifier: every plan is a compress trial, all of them reported
+(refused ones too), the winner is the best passed trial for the objective, and bad input is refused
+before any trial runs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from conftest import NEG, POS
+from test_compress import _train_tiny, _with_manifest
+
+from mobilebert_kit.tune import choose, mark_pareto
+
+PLANS = """
+- name: dynamic
+  steps: [{method: int8_dynamic}]
+- name: trim+dynamic
+  steps: [{method: trim_vocab}, {method: int8_dynamic}]
+- name: impossible
+  steps: [{method: int8_dynamic}]
+"""
+
+
+@pytest.fixture(scope="module")
+def trained(sentiment_csv, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tune") / "student"
+    _train_tiny(folder, sentiment_csv).save_pretrained(folder)
+    return _with_manifest(folder, {"data": str(sentiment_csv)})
+
+
+def test_tune_reports_every_trial_and_keeps_the_smallest(cli, trained, tmp_path):
+    plans = tmp_path / "plans.yaml"
+    plans.write_text(PLANS)
+    out = tmp_path / "tuned"
+    r = cli("tune", "-m", trained, "--plans", plans, "--latency-runs", "3", "-o", out, "--json")
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout)
+    report = json.loads((out / "tune.json").read_text())
+    assert [t["name"] for t in report["trials"]] == ["dynamic", "trim+dynamic", "impossible"]
+    passed = [t for t in report["trials"] if t["status"] == "passed"]
+    assert passed and res["best"] == min(passed, key=lambda t: t["size_bytes"])["name"]
+    trim = next(t for t in report["trials"] if t["name"] == "trim+dynamic")
+    dyn = next(t for t in report["trials"] if t["name"] == "dynamic")
+    if trim["status"] == "passed":  # a smaller vocabulary makes a smaller graph
+        assert trim["size_bytes"] < dyn["size_bytes"]
+    # the output is the winner's compress folder: export takes it like compress's
+    assert (out / "onnx" / "model.onnx").exists() and (out / "compression.json").exists()
+    assert (out / "tune.md").read_text().count("| passed |") == len(passed)
+    assert (out / "pareto.png").stat().st_size > 1000
+    assert not (tmp_path / "tuned.trials").exists()  # trial folders removed unless --keep-trials
+    r = cli("export", "-m", out, "--format", "onnx", "-o", tmp_path / "e", "-q")
+    assert r.exit_code == 0, r.output
+
+
+def test_a_guard_refusal_is_a_reported_loser_and_no_winner_is_an_error(cli, trained, tmp_path):
+    """Trimming the vocabulary to a training corpus that shares few words with validation breaks the
+    model (as in test_compress): the trial is refused by the guard; with no other plan, no winner."""
+    rows = "".join(f'"{POS[0] if i % 2 else NEG[0]}",{"pos" if i % 2 else "neg"}\n' for i in range(40))
+    val = "".join(f'"{POS[4 + i % 4] if i % 2 else NEG[4 + i % 4]}",{"pos" if i % 2 else "neg"}\n' for i in range(40))
+    (tmp_path / "train.csv").write_text("text,label\n" + rows)
+    (tmp_path / "val.csv").write_text("text,label\n" + val)
+    model = tmp_path / "m"
+    shutil.copytree(trained, model)
+    data = {"data": str(tmp_path / "train.csv"), "validation_data": str(tmp_path / "val.csv")}
+    _with_manifest(model, {**data, "test_data": str(tmp_path / "val.csv")})
+    plans = tmp_path / "plans.yaml"
+    plans.write_text("- name: trimmed\n  steps: [{method: trim_vocab}]\n")
+    r = cli("tune", "-m", model, "--plans", plans, "--latency-runs", "0", "-o", tmp_path / "t")
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert "Error: no plan passed the accuracy guard (--max-drop 0.01); every trial:" in r.output
+    assert "  trimmed: accuracy guard failed: validation accuracy drop" in r.output
+    assert not (tmp_path / "t").exists() and not (tmp_path / "t.trials").exists()
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--objective", "speed"], "Error: objective must be one of size, latency, accuracy; got 'speed'"),
+        (["--grid", "huge"], "Error: grid must be one of quick, full; got 'huge'"),
+        (["--max-drop", "nan"], "Error: max_drop must be a finite number, got nan"),
+    ],
+)
+def test_bad_options(cli, trained, tmp_path, args, message):
+    r = cli("tune", "-m", trained, *args, "-o", tmp_path / "t")
+    assert r.exit_code == 1 and r.output.strip().splitlines()[-1] == message
+    assert not (tmp_path / "t").exists()
+
+
+def test_bad_plans_are_all_reported_before_any_trial(cli, trained, tmp_path):
+    plans = tmp_path / "p.yaml"
+    plans.write_text(
+        "- name: a\n  steps: [{method: int8_dynamic}, {method: trim_vocab}]\n"
+        "- name: b\n  steps: [{method: prune_fnn, fraction: 0.2}]\n"
+        "- name: c\n  steps: [{method: prune, fraction: 1.5}]\n"
+    )
+    r = cli("tune", "-m", trained, "--plans", plans, "-o", tmp_path / "t")
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert "plans[0].steps: trim_vocab change(s) the PyTorch model, so must come before int8_dynamic" in r.output
+    assert "unknown compression method 'prune_fnn' (did you mean 'prune_ffn'?)" in r.output
+    assert "plans[2].steps[0]: fraction must be in [0, 1), got 1.5" in r.output
+    assert not (tmp_path / "t").exists() and not (tmp_path / "t.trials").exists()
+
+
+def test_no_data_to_evaluate_on(cli, tiny_classifier_dir, tmp_path):
+    r = cli("tune", "-m", tiny_classifier_dir, "-o", tmp_path / "t")
+    assert r.exit_code == 1
+    assert f"Error: no data to evaluate the trials on: {tiny_classifier_dir} records none" in r.output
+
+
+def test_choose_and_pareto():
+    def t(name, size, lat, acc, status="passed"):
+        return {"name": name, "status": status, "size_bytes": size, "latency_ms": lat, "validation_accuracy": acc}
+
+    trials = [
+        t("a", 10, 2.0, 0.80),
+        t("b", 8, 3.0, 0.79),
+        t("c", 12, 1.5, 0.81),
+        t("d", 12, 2.5, 0.78),
+        t("x", 1, 1, 1, "refused"),
+    ]
+    assert choose(trials, "size")["name"] == "b"
+    assert choose(trials, "latency")["name"] == "c"
+    assert choose(trials, "accuracy")["name"] == "c"
+    mark_pareto(trials)
+    assert [x["name"] for x in trials if x["pareto"]] == ["a", "b", "c"]  # d is beaten by a; x was refused
+    assert choose([trials[-1]], "size") is None
+
+
+def test_bad_data_stops_the_run_at_the_first_trial(cli, trained, tmp_path):
+    """Bad data fails every plan alike: one Error line about the data, not N refused trials."""
+    model = tmp_path / "m"
+    shutil.copytree(trained, model)
+    (tmp_path / "d.csv").write_text("text,label\na film, sadly, without,neg\n")
+    _with_manifest(model, {"data": str(tmp_path / "d.csv")})
+    r = cli("tune", "-m", model, "-o", tmp_path / "t")
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert r.output.strip().splitlines()[-1].startswith(f"Error: {tmp_path / 'd.csv'} line 2 has more fields")
+    assert not (tmp_path / "t").exists() and not (tmp_path / "t.trials").exists()
