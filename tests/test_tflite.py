@@ -132,19 +132,29 @@ def test_runner_pads_to_buckets_and_refuses_longer(tflite_export):
         runner.row_logits([101] * 33, [1] * 33, [0] * 33)
 
 
-@needs_litert
-def test_int8_guard_refuses_a_drop(tflite_export, monkeypatch):
-    from mobilebert_kit.errors import ExportError
-    from mobilebert_kit.export import ExportConfig, _load_source
+def source(folder, max_length: int = 32):
+    from mobilebert_kit.formats import Source
+    from mobilebert_kit.models import load_classifier_folder
 
-    src = _load_source(tflite_export / "model", ExportConfig(int8=True))
+    model, tokenizer, labels = load_classifier_folder(folder)
+    return Source(folder, model, tokenizer, labels, max_length, True, {}, "")
+
+
+@needs_litert
+def test_int8_guard_numbers_refusal_and_skip(tflite_export, tiny_classifier_dir, monkeypatch):
+    from mobilebert_kit.errors import ExportError
+
+    src = source(tflite_export / "model")
     model = tflite_export / "fp32" / "tflite" / "model.tflite"
-    assert tflite.int8_guard(src, model)["drop"] == 0.0  # the fp32 file: nothing lost (the guard's numbers hold)
+    record = tflite.int8_guard(src, model)  # the fp32 file: nothing lost, every example agrees
+    assert record["passed"] is True and record["drop"] == 0.0 and record["agreement_with_fp32"] == 1.0
     monkeypatch.setattr(tflite, "INT8_MAX_DROP", -1.0)  # any drop, even none, is over the bound
     with pytest.raises(
         ExportError, match=r"LiteRT INT8 accuracy guard failed: validation accuracy .* export with --fp32"
     ):
         tflite.int8_guard(src, model)
+    skipped = tflite.int8_guard(source(tiny_classifier_dir), model)  # no recorded data: said, not guessed
+    assert skipped["passed"] is None and "records no training data" in skipped["skipped"]
 
 
 @needs_litert
