@@ -123,10 +123,16 @@ def _offline() -> bool:
 
 
 def quiet_transformers() -> None:
+    import logging
+
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+    # With torchao installed (the litert / executorch extras pull it in) transformers imports it on
+    # model load, and it logs CUDA-only kernels it cannot load and torch's Enum-pytree deprecation.
+    for name in ("torchao", "torch.utils._pytree"):
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def load_tokenizer(path: str):

@@ -3,7 +3,7 @@
 Reads one format folder written by ``mbk export`` and writes ``artifacts/package/<target>/`` plus
 ``<target>.zip`` beside it:
 
-* the model (``model.ort`` for Android, ``model.mlpackage`` for iOS),
+* the model (``model.ort`` for Android, ``model.tflite`` with ``--runtime litert``, ``model.mlpackage`` for iOS),
 * ``vocab.txt`` and the HF tokenizer files, ``labels.json``,
 * ``golden.json``: a handful of texts with their token ids and expected logits, so the app can
   self-test its tokenizer and runtime on the device,
@@ -80,15 +80,24 @@ DEFAULT_GOLDEN_TEXTS = [
 
 def targets() -> list[str]:
     """The phone targets some registered format is packaged for (android, ios)."""
-    return [f.package_target for f in registry.every() if f.package_target]
+    return list(dict.fromkeys(f.package_target for f in registry.every() if f.package_target))
 
 
-def target_format(target: str) -> str:
-    """The registered export format a phone ``target`` is bundled from (android -> ort, ios -> coreml)."""
-    fmt = registry.for_target(target)
+def target_format(target: str, runtime: str | None = None) -> str:
+    """The registered export format a phone ``target`` is bundled from for ``runtime`` (android -> ort,
+    or tflite with ``--runtime litert``; ios -> coreml)."""
+    fmt = registry.for_target(target, runtime)
+    if fmt is None and runtime is not None and target in targets():
+        raise ConfigError(_runtime_problem(target, runtime))
     if fmt is None:
         raise ConfigError(f"--target '{target}' is not supported; use one of: {', '.join(targets())}")
     return fmt.name
+
+
+def _runtime_problem(target: str, runtime: str) -> str:
+    return f"--runtime '{runtime}' is not available for --target {target}; use one of: " + ", ".join(
+        registry.runtimes_for(target)
+    )
 
 
 @dataclass
@@ -96,6 +105,7 @@ class PackageConfig(StageConfig):
     """Settings of ``mbk package``."""
 
     target: str = "android"
+    runtime: str | None = None  # default: the target's default runtime (android: ort, ios: coreml)
     export_dir: str = "artifacts/export"
     output: str | None = None  # default: artifacts/package/<target>
     make_zip: bool = True
@@ -107,6 +117,8 @@ class PackageConfig(StageConfig):
         problems = []
         if self.target not in targets():
             problems.append(f"--target '{self.target}' is not supported; use one of: {', '.join(targets())}")
+        elif self.runtime is not None and self.runtime not in registry.runtimes_for(self.target):
+            problems.append(_runtime_problem(self.target, self.runtime))
         if not self.golden_texts:
             problems.append("golden_texts is empty; the on-device self-test needs at least one text")
         if not self.golden_atol > 0:
@@ -115,7 +127,10 @@ class PackageConfig(StageConfig):
 
     @property
     def output_path(self) -> Path:
-        return Path(self.output) if self.output else Path("artifacts/package") / self.target
+        if self.output:
+            return Path(self.output)
+        default = self.runtime is None or self.runtime == registry.runtimes_for(self.target)[0]
+        return Path("artifacts/package") / (self.target if default else f"{self.target}-{self.runtime}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -295,7 +310,7 @@ def run(config: PackageConfig, ctx: RunContext | None = None) -> StageResult:
     """
     ctx = ctx or RunContext()
     ctx.log(f"packaging {config.target} bundle from {config.export_dir} ...")
-    fmt = registry.get(target_format(config.target))
+    fmt = registry.get(target_format(config.target, config.runtime))
     export_dir = Path(config.export_dir)
     out = config.output_path
     check_output_dir(out, ctx.overwrite)
@@ -318,6 +333,10 @@ def _install_dir(config: PackageConfig, fmt: ExportFormat) -> Path | None:
     if not Path(config.install_into).is_dir():
         raise PackageError(
             f"--install-into {config.install_into} is not a folder; pass the app folder ({fmt.demo_app})"
+        )
+    if fmt.app_bundle_dir is None:
+        raise PackageError(
+            f"no demo app runs the '{fmt.runtime_name}' runtime; drop --install-into (the bundle is in {config.output_path})"
         )
     app = Path(config.install_into)
     if fmt.app_marker and not (app / fmt.app_marker).is_file():
@@ -363,6 +382,7 @@ def _bundle_meta(
         "bundle_version": BUNDLE_VERSION,
         "target": config.target,
         "format": fmt.name,
+        "runtime": fmt.runtime_name,
         "model_file": fmt.model_file,
         "model_sha256": None,
         "input_names": facts.input_names,

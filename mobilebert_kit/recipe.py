@@ -513,14 +513,12 @@ def _cross_checks(stages: list[str], cfgs: dict[str, Any], shared_data: dict) ->
                     p.append(
                         f"verify.formats has '{f}' but export.formats ({', '.join(sorted(formats))}) does not make it"
                     )
-        from mobilebert_kit.package import target_format, targets
+        from mobilebert_kit import formats as registry
 
-        need = {t: target_format(t) for t in targets()}
         for key, cfg in cfgs.items():
-            if key.startswith("package-") and need.get(cfg.target) and need[cfg.target] not in formats:
-                p.append(
-                    f"package target '{cfg.target}' needs the '{need[cfg.target]}' export: add it to export.formats"
-                )
+            need = registry.for_target(cfg.target, cfg.runtime) if key.startswith("package-") else None
+            if need and need.name not in formats:
+                p.append(f"package target '{cfg.target}' needs the '{need.name}' export: add it to export.formats")
     if any(k.startswith("package-") for k in cfgs) and "export" in stages and "verify" not in stages:
         p.append(
             "package only bundles a verified export, and this recipe exports a new one: add 'verify' to stages before 'package'"

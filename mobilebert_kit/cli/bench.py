@@ -29,7 +29,7 @@ def _ints(value: str | None, name: str) -> list[int] | None:
     "formats",
     multiple=True,
     metavar="FORMAT",
-    help="Exported formats to time: onnx, ort, torchscript, executorch (repeatable). "
+    help="Exported formats to time: onnx, ort, torchscript, executorch, tflite (repeatable). "
     "[default: onnx, ort; none when --model is given]",
 )
 @click.option(
@@ -38,7 +38,7 @@ def _ints(value: str | None, name: str) -> list[int] | None:
     "models",
     multiple=True,
     type=click.Path(),
-    help="Time these .onnx/.ort/.pt/.pte files or classifier folders instead of the export dir (repeatable).",
+    help="Time these .onnx/.ort/.pt/.pte/.tflite files or classifier folders instead of the export dir (repeatable).",
 )
 @click.option("--seq-lengths", help="Comma-separated sequence lengths. [default: 16,64,128]")
 @click.option("--batch-sizes", help="Comma-separated batch sizes. [default: 1]")

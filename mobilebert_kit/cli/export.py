@@ -14,7 +14,7 @@ from mobilebert_kit.cli.common import emit_result, save_recipe_option, write_sta
     "formats",
     multiple=True,
     metavar="FORMAT",
-    help="onnx, ort, torchscript, coreml, executorch (optional extra) or all (= the first four); "
+    help="onnx, ort, torchscript, coreml, executorch or tflite (optional extras) or all (= the first four); "
     "repeat or comma-separate for several. [default: all]",
 )
 @click.option(

@@ -1,4 +1,4 @@
-"""``mbk package``: bundle a verified export for Android (.ort) or iOS (.mlpackage)."""
+"""``mbk package``: bundle a verified export for Android (.ort, or .tflite for LiteRT) or iOS (.mlpackage)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,12 @@ from mobilebert_kit.cli.common import emit_result, save_recipe_option, write_sta
 
 @click.command("package")
 @click.option("--target", "-t", required=True, help="android (.ort, ONNX Runtime Mobile) or ios (.mlpackage, CoreML).")
+@click.option(
+    "--runtime",
+    default=None,
+    help="Phone runtime the bundle is for: ort (android default), litert (android: model.tflite from "
+    "`mbk export -f tflite`), coreml (ios). Bundles for a non-default runtime go to artifacts/package/<target>-<runtime>.",
+)
 @click.option(
     "--export-dir",
     type=click.Path(),
@@ -37,6 +43,7 @@ from mobilebert_kit.cli.common import emit_result, save_recipe_option, write_sta
 def command(
     save_recipe,
     target: str,
+    runtime: str | None,
     export_dir: str | None,
     output: str | None,
     overwrite: bool,
@@ -53,6 +60,7 @@ def command(
     \b
     Example:
       mbk package --target android --install-into android_demo
+      mbk package --target android --runtime litert
       mbk package --target ios
     """
     from mobilebert_kit.package import PackageConfig, run
@@ -60,6 +68,7 @@ def command(
 
     section = {
         "target": target,
+        "runtime": runtime,
         "export_dir": export_dir,
         "output": output,
         "make_zip": False if no_zip else None,

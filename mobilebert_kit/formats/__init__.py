@@ -25,7 +25,7 @@ import numpy as np
 
 from mobilebert_kit.errors import ConfigError, PackageError
 
-BUILTIN = ("onnx", "ort", "torchscript", "coreml", "executorch")  # the registry: one name per format module
+BUILTIN = ("onnx", "ort", "torchscript", "coreml", "executorch", "tflite")  # the registry: one name per format module
 MODULES: dict[str, str] = {name: f"{__name__}.{name}" for name in BUILTIN}  # name -> importable module
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -58,9 +58,19 @@ def every(**flags: Any) -> list[ExportFormat]:
     return [f for f in formats if all(getattr(f, k) == v for k, v in flags.items())]
 
 
-def for_target(target: str) -> ExportFormat | None:
-    """The format a phone ``target`` (android, ios) is packaged from."""
-    return next((f for f in every() if f.package_target == target), None)
+def for_target(target: str, runtime: str | None = None) -> ExportFormat | None:
+    """The format a phone ``target`` (android, ios) is packaged from for ``runtime`` (default: the
+    target's default runtime)."""
+    found = [f for f in every() if f.package_target == target]
+    if runtime is None:
+        return next((f for f in found if f.package_default), None)
+    return next((f for f in found if f.runtime_name == runtime), None)
+
+
+def runtimes_for(target: str) -> list[str]:
+    """The runtimes a phone ``target`` can be packaged for (``--runtime``), default first."""
+    found = sorted((f for f in every() if f.package_target == target), key=lambda f: not f.package_default)
+    return [f.runtime_name for f in found]
 
 
 def for_file(path: Path) -> ExportFormat | None:
@@ -136,9 +146,16 @@ class ExportFormat:
     demo_app: str | None = None  # the demo app folder `mbk package --install-into` expects
     app_bundle_dir: str | None = None  # where the bundle goes inside that app
     app_marker: str | None = None  # a file every such app has (--install-into refuses other folders)
+    package_runtime: str | None = None  # `mbk package --runtime NAME` (default: the format's name)
+    package_default = True  # packaged when no --runtime is given (one per target)
     headline_rank: int | None = None  # report headline: lowest rank with an accuracy wins
     input_dtype = "int64"
     dynamic_batch = True
+
+    @property
+    def runtime_name(self) -> str:
+        """The name ``mbk package --runtime`` knows this format's phone runtime by."""
+        return self.package_runtime or self.name
 
     def check_dependencies(self) -> None:
         """Raise ExportError with the install hint when a library this format needs is missing."""
