@@ -75,7 +75,9 @@ class StudentArch(StageConfig):
 class DistillConfig(StageConfig):
     teacher: str = "artifacts/teacher"  # fine-tuned classifier folder (mbk finetune output)
     layers: list[int] | None = None  # copy these teacher layers (0-based); default: every other layer
-    student: str | None = None  # or: any HF model/folder with the teacher's tokenizer
+    # or: any HF model/folder (another tokenizer is fine for logit distillation); with ``layers``, only
+    # those layers of it are kept (e.g. MPNet teacher -> MiniLM-L6's layers 0, 2, 4)
+    student: str | None = None
     student_config: StudentArch | None = None  # or: a fresh architecture, random init
     temperature: float = 3.0
     alpha: float = 0.5  # weight of the soft loss (KL * T^2); 1 - alpha weighs the hard-label CE
@@ -96,9 +98,13 @@ class DistillConfig(StageConfig):
         check_range(p, "hidden_weight", self.hidden_weight, 0)
         check_range(p, "attention_weight", self.attention_weight, 0)
         check_range(p, "max_unlabeled", self.max_unlabeled, 1)
-        chosen = [
+        chosen = [  # layers + student is one choice: keep those layers of the pretrained student
             n
-            for n, v in (("layers", self.layers), ("student", self.student), ("student_config", self.student_config))
+            for n, v in (
+                ("layers", None if self.student else self.layers),
+                ("student", self.student),
+                ("student_config", self.student_config),
+            )
             if v is not None
         ]
         if len(chosen) > 1:
@@ -425,7 +431,11 @@ def _init_student(cfg: DistillConfig, teacher: _Teacher):
     torch.manual_seed(cfg.train.seed)  # a new head / fresh student / projections: same seed, same model
     if cfg.init_method == "student":
         model, tokenizer, resolved = pretrained_student(cfg.student, teacher.label_names)
-        return model, tokenizer, {"source": cfg.student, "path": resolved.path, "kind": resolved.kind}, None
+        source = {"source": cfg.student, "path": resolved.path, "kind": resolved.kind}
+        if cfg.layers is not None:
+            model = copy_layers_student(model, list(cfg.layers))
+            source["layers"] = list(cfg.layers)
+        return model, tokenizer, source, None
     if cfg.init_method == "student_config":
         return fresh_student(teacher.model, cfg.student_config), teacher.tokenizer, None, None
     layers = list(cfg.layers) if cfg.layers is not None else every_other_layer(teacher.layers)

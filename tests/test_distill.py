@@ -86,7 +86,10 @@ def distilled(teacher_dir, tmp_path_factory):
         ({"alpha": -0.1}, "alpha must be in [0, 1], got -0.1"),
         ({"layers": [0, 2, 2]}, "layers lists teacher layer 2 more than once; got 0,2,2"),
         ({"layers": [-1, 2]}, "layers must be teacher layer indices >= 0; got -1,2"),
-        ({"layers": [0, 2], "student": "x"}, "choose one student initialisation: layers or student, not both"),
+        (
+            {"layers": [0, 2], "student_config": {"hidden_size": 64}},
+            "choose one student initialisation: layers or student_config, not both",
+        ),
         ({"hidden_weight": -1}, "hidden_weight must be in [0, inf), got -1"),
         ({"layer_map": [1, 3]}, "layer_map only matters with hidden_weight or attention_weight > 0"),
     ],
@@ -367,13 +370,15 @@ def test_fresh_student_with_projection_and_attention_losses(teacher_dir, tmp_pat
 
 
 def test_pretrained_student_and_data_overrides(teacher_dir, tmp_path, cli):
-    student = make_tiny_classifier(tmp_path / "base", layers=1, hidden=32, seed=7)
+    student = make_tiny_classifier(tmp_path / "base", layers=3, hidden=32, seed=7)
     r = cli(
         "distill",
         "-t",
         teacher_dir,
         "--student",
         student,
+        "--layers",
+        "2",  # keep only the pretrained student's last layer
         "--max-train-examples",
         "40",
         "--alpha",
@@ -394,6 +399,7 @@ def test_pretrained_student_and_data_overrides(teacher_dir, tmp_path, cli):
     assert manifest["data"]["max_train_examples"] == 40  # the user's option laid over the teacher's data
     assert manifest["data"]["data"] == read_json(teacher_dir / "manifest.json")["data"]["data"]
     assert manifest["inputs"]["student_init"]["method"] == "student"
+    assert manifest["inputs"]["student_init"]["layers"] == [2]
 
 
 def test_unlabeled_text_is_labelled_by_the_teacher(teacher_dir, tmp_path, cli):

@@ -64,7 +64,7 @@ def _arch(ctx, param, value):
     "--layers",
     callback=_int_list,
     help="Copy these teacher layers (0-based), embeddings and head into the "
-    "student. [default: every other layer, e.g. 0,2,4 of 6]",
+    "student (with --student: keep these layers of it). [default: every other layer, e.g. 0,2,4 of 6]",
 )
 @click.option(
     "--student",

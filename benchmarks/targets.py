@@ -1,0 +1,247 @@
+"""Issue 12's targets, side by side in one run, on a finished `mbk run` folder.
+
+On the run's test split, batch 1, 1 intra-op thread, interleaved rounds (every model timed on the
+same input before the next input):
+
+* the PyTorch fp32 teacher (``<run>/teacher``): size on disk, accuracy, latency;
+* the packaged phone model (``<run>/package/android``'s model file, in ONNX Runtime);
+* Optimum's dynamic INT8 of the same student (``optimum.exporters.onnx.main_export`` +
+  ``ORTQuantizer`` with ``AutoQuantizationConfig.avx2(is_static=False)``), the peer path.
+
+Latency at real text lengths (each test text tokenized without padding; a seeded sample) and at
+sequence 128. Accuracy differences come with a paired 95% bootstrap interval over the same test
+texts, so a difference inside the noise is reported as such. The default recipe's wall time is the
+sum of the stage times recorded in ``<run>/.state``.
+
+    python benchmarks/targets.py --run artifacts/runs/default
+Writes ``benchmarks/results/targets.json`` and ``targets.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from vs_optimum import fixed_inputs, optimum_int8  # noqa: E402
+
+from mobilebert_kit import onnx_tools as ot  # noqa: E402
+from mobilebert_kit.artifacts import library_versions, read_json  # noqa: E402
+from mobilebert_kit.metrics import classification_metrics  # noqa: E402
+
+TARGETS = {"accuracy_ratio": 0.99, "smaller": 10.0, "faster": 10.0, "vs_optimum_latency": 0.5, "recipe_minutes": 15}
+
+
+def paired_ci(a_correct: np.ndarray, b_correct: np.ndarray, n_boot: int = 4000, seed: int = 0) -> tuple:
+    """95% bootstrap interval of mean(a) - mean(b) over the same examples (paired)."""
+    rng = np.random.default_rng(seed)
+    d = a_correct.astype(float) - b_correct.astype(float)
+    idx = rng.integers(0, len(d), size=(n_boot, len(d)))
+    boots = d[idx].mean(axis=1)
+    return float(d.mean()), float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))
+
+
+def _torch_runner(folder: Path):
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    torch.set_num_threads(1)
+    model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+
+    def run(x: dict):
+        with torch.inference_mode():
+            return model(**{k: torch.from_numpy(v) for k, v in x.items()}).logits.numpy()
+
+    return run
+
+
+def _ort_runner(path: Path):
+    sess = ot.session(path, threads=1)
+
+    def run(x: dict):
+        return sess.run(None, ot.feeds_for(sess, x))[0]
+
+    return run
+
+
+def timed(runners: dict, inputs: list[dict], rounds: int, warmup: int = 5) -> dict[str, list[float]]:
+    """ms per call; within a round every model runs each input in turn, alternating the order."""
+    names = list(runners)
+    for n in names:
+        for x in (inputs * warmup)[:warmup]:
+            runners[n](x)
+    out: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(rounds):
+        for i, x in enumerate(inputs):
+            for n in names if (i + r) % 2 == 0 else names[::-1]:
+                t0 = time.perf_counter()
+                runners[n](x)
+                out[n].append((time.perf_counter() - t0) * 1e3)
+    return out
+
+
+def accuracy(runner, enc: list[dict], labels: np.ndarray, n_labels: int) -> tuple[dict, np.ndarray]:
+    logits = np.concatenate([runner(x) for x in enc])
+    return classification_metrics(logits, labels, n_labels), logits.argmax(-1) == labels
+
+
+def _size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
+
+
+def _recipe_seconds(run_dir: Path) -> dict:
+    state = run_dir / ".state"
+    recs = {p.stem: read_json(p) for p in sorted(state.glob("*.json"))} if state.is_dir() else {}
+    per = {k: v.get("seconds") for k, v in recs.items() if v.get("seconds") is not None}
+    return {"per_stage": per, "total": sum(per.values()) if per else None}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--run", default="artifacts/runs/default", help="a finished `mbk run` folder")
+    ap.add_argument("--real-texts", type=int, default=300, help="test texts timed at their real length")
+    ap.add_argument("--runs-128", type=int, default=60, help="timed calls per model at seq 128")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--work", default="benchmarks/work/targets")
+    ap.add_argument("--results", default="benchmarks/results")
+    args = ap.parse_args()
+    res = measure(Path(args.run), Path(args.work), args)
+    out = Path(args.results)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "targets.json").write_text(json.dumps(res, indent=2))
+    (out / "targets.md").write_text(markdown(res))
+    print(markdown(res))
+
+
+def _models(run_dir: Path, work: Path) -> dict[str, dict]:
+    meta = read_json(run_dir / "package" / "android" / "model_meta.json")
+    phone = run_dir / "package" / "android" / meta["model_file"]
+    teacher = run_dir / "teacher"
+    print("Optimum export + dynamic INT8 of the student ...", file=sys.stderr)
+    optimum = optimum_int8(run_dir / "student", work)
+    return {
+        "teacher (PyTorch fp32)": {
+            "path": teacher,
+            "size": (teacher / "model.safetensors").stat().st_size,
+            "runner": _torch_runner(teacher),
+        },  # fmt: skip
+        "phone model (mbk .ort)": {"path": phone, "size": _size(phone), "runner": _ort_runner(phone)},
+        "Optimum dynamic INT8": {"path": optimum, "size": _size(optimum), "runner": _ort_runner(optimum)},
+    }
+
+
+def measure(run_dir: Path, work: Path, args) -> dict:
+    from mobilebert_kit.data import data_config_for, lineage, load_dataset
+    from mobilebert_kit.models import load_tokenizer
+
+    work.mkdir(parents=True, exist_ok=True)
+    student = run_dir / "student"
+    max_length = int(lineage(student).get("max_length") or 128)
+    ds = load_dataset(data_config_for(student, None))
+    test = ds.splits["test"]
+    tok = load_tokenizer(student)
+    enc_all = tok(test.texts, test.pairs, truncation=True, max_length=max_length)
+    enc = [{k: np.asarray([enc_all[k][j]], dtype=np.int64) for k in enc_all.keys()} for j in range(len(test))]
+    labels = np.asarray(test.labels)
+    models = _models(run_dir, work)
+    res: dict = {"run": str(run_dir), "n_test": len(test), "max_length": max_length, "models": {}}
+    correct = {}
+    for name, m in models.items():
+        print(f"accuracy: {name} ...", file=sys.stderr)
+        metrics, correct[name] = accuracy(m["runner"], enc, labels, len(ds.label_names))
+        res["models"][name] = {"path": str(m["path"]), "size_bytes": m["size"], **metrics}
+    idx = np.random.default_rng(0).choice(len(enc), size=min(args.real_texts, len(enc)), replace=False)
+    real = [enc[i] for i in idx]
+    runners = {n: m["runner"] for n, m in models.items()}
+    print("latency at real lengths ...", file=sys.stderr)
+    t_real = timed(runners, real, args.rounds)
+    print("latency at seq 128 ...", file=sys.stderr)
+    t128 = timed(runners, [fixed_inputs(128)] * max(1, args.runs_128 // args.rounds), args.rounds)
+    for n in models:
+        res["models"][n]["p50_ms_real"] = float(np.median(t_real[n]))
+        res["models"][n]["p50_ms_128"] = float(np.median(t128[n]))
+    res["real_length_median_tokens"] = int(np.median([int(x["input_ids"].shape[1]) for x in real]))
+    res["recipe_seconds"] = _recipe_seconds(run_dir)
+    res["checks"] = checks(res, correct)
+    res["versions"] = library_versions()
+    return res
+
+
+def checks(res: dict, correct: dict) -> dict:
+    t, p, o = (res["models"][k] for k in ("teacher (PyTorch fp32)", "phone model (mbk .ort)", "Optimum dynamic INT8"))
+    kt, kp, ko = "teacher (PyTorch fp32)", "phone model (mbk .ort)", "Optimum dynamic INT8"
+    d_t, lo_t, hi_t = paired_ci(correct[kp], correct[kt])
+    d_o, lo_o, hi_o = paired_ci(correct[kp], correct[ko])
+    total = res["recipe_seconds"]["total"]
+    return {
+        "accuracy_ratio": {
+            "value": p["accuracy"] / t["accuracy"],
+            "target": TARGETS["accuracy_ratio"],
+            "diff_vs_teacher": [d_t, lo_t, hi_t],
+        },  # fmt: skip
+        "smaller": {"value": t["size_bytes"] / p["size_bytes"], "target": TARGETS["smaller"]},
+        "faster_real": {"value": t["p50_ms_real"] / p["p50_ms_real"], "target": TARGETS["faster"]},
+        "faster_128": {"value": t["p50_ms_128"] / p["p50_ms_128"], "target": TARGETS["faster"]},
+        "vs_optimum_latency_real": {
+            "value": p["p50_ms_real"] / o["p50_ms_real"],
+            "target": TARGETS["vs_optimum_latency"],
+        },
+        "vs_optimum_latency_128": {"value": p["p50_ms_128"] / o["p50_ms_128"], "target": TARGETS["vs_optimum_latency"]},
+        "vs_optimum_size": {"value": p["size_bytes"] / o["size_bytes"], "target": 1.0},
+        "vs_optimum_accuracy": {"diff": [d_o, lo_o, hi_o]},
+        "recipe_minutes": {"value": total / 60 if total else None, "target": TARGETS["recipe_minutes"]},
+    }
+
+
+def _verdict(name: str, c: dict) -> str:
+    if name == "vs_optimum_accuracy":
+        d, lo, hi = c["diff"]
+        if lo > 0:
+            return "met (better, outside noise)"
+        return "met within noise" if hi >= 0 else "NOT met (worse, outside noise)"
+    if c["value"] is None:
+        return "not measured"
+    lower_is_better = name.startswith("vs_optimum") or name == "recipe_minutes"
+    ok = c["value"] <= c["target"] if lower_is_better else c["value"] >= c["target"]
+    return "met" if ok else "NOT met"
+
+
+def markdown(res: dict) -> str:
+    rows = [
+        "# Issue 12 targets, side by side in one run",
+        "",
+        f"Run `{res['run']}`, {res['n_test']} test texts, batch 1, 1 thread, interleaved; real lengths: "
+        f"median {res['real_length_median_tokens']} tokens.",
+        "",
+        "| model | size MB | accuracy | macro-F1 | p50 ms real lengths | p50 ms seq 128 |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for n, m in res["models"].items():
+        rows.append(f"| {n} | {m['size_bytes'] / 1e6:.1f} | {m['accuracy']:.4f} | {m['macro_f1']:.4f} | "
+                    f"{m['p50_ms_real']:.2f} | {m['p50_ms_128']:.2f} |")  # fmt: skip
+    rows += ["", "| target | value | goal | verdict |", "|---|---:|---:|---|"]
+    for name, c in res["checks"].items():
+        if name == "vs_optimum_accuracy":
+            d, lo, hi = c["diff"]
+            value = f"{d * 100:+.2f} pt (95% CI {lo * 100:+.2f} … {hi * 100:+.2f})"
+            goal = ">= Optimum"
+        else:
+            value = "n/a" if c["value"] is None else f"{c['value']:.3f}"
+            goal = f"{c['target']}"
+        rows.append(f"| {name} | {value} | {goal} | {_verdict(name, c)} |")
+    d, lo, hi = res["checks"]["accuracy_ratio"]["diff_vs_teacher"]
+    rows += ["", f"Phone model vs teacher, paired: {d * 100:+.2f} pt (95% CI {lo * 100:+.2f} … {hi * 100:+.2f}); "
+             f"one test text is {100 / res['n_test']:.2f} pt."]  # fmt: skip
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    main()
