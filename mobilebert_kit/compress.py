@@ -5,9 +5,10 @@ an accuracy guard that refuses to hand over a broken model.
 The work is an ordered list of steps, each a method from :mod:`mobilebert_kit.compression`
 (``steps: [{method: prune_ffn, fraction: 0.25}, {method: int8_dynamic}]`` in a recipe). The flags
 (``--prune-heads``, ``--prune``, ``--int8``...) are shorthands that build the list in the order
-structured pruning (heads, FFN neurons: the tensors shrink) -> recovery training -> unstructured L1
-pruning (zeros only, reported as such) -> vocabulary trimming; then the fp32 ONNX export + ORT
-fusion, then INT8 on the fused graph. The guard compares the final graph with the *uncompressed input* on the
+structured pruning (heads, FFN neurons: the tensors shrink) -> vocabulary trimming -> recovery
+training (wins back what both cost) -> unstructured L1 pruning (zeros only, reported as such; after
+training, which would refill them); then the fp32 ONNX export + ORT fusion, then 4-bit embeddings
+/ MatMuls, then INT8 on the fused graph. A ``steps`` list runs in the order written. The guard compares the final graph with the *uncompressed input* on the
 validation split; when INT8 breaks it, the most sensitive nodes fall back to fp32 one by one
 (ranked by the logit error each causes alone) until it holds, or the stage fails with the best
 configuration it found.
@@ -28,7 +29,7 @@ from pathlib import Path
 from mobilebert_kit.compression.guard import GUARD_METRICS
 from mobilebert_kit.config import StageConfig, check_choice, check_range
 from mobilebert_kit.errors import CompressError, ConfigError, DataError, ExportError
-from mobilebert_kit.quantize import INT8_MIN_AGREEMENT
+from mobilebert_kit.quantize import INT4_BLOCK_SIZES, INT8_MIN_AGREEMENT
 from mobilebert_kit.stage import RunContext, StageResult
 
 # The flag-style fields that build the step list when ``steps`` is empty.
@@ -41,6 +42,9 @@ SHORTHAND = (
     "recover_epochs",
     "recover_lr",
     "trim_vocab",
+    "int4_embeddings",
+    "int4_matmul",
+    "block_size",
     "int8",
     "static",
     "calib_samples",
@@ -73,6 +77,9 @@ class CompressConfig(StageConfig):
     recover_lr: float = 5e-5
     teacher: str | None = None  # recovery teacher; default: the teacher recorded upstream, else the input model
     trim_vocab: bool = False
+    int4_embeddings: bool = False  # 4-bit GatherBlockQuantized embedding tables (before INT8)
+    int4_matmul: bool = False  # 4-bit MatMulNBits weights (before INT8)
+    block_size: int = 32  # weights per 4-bit scale
     int8: bool = False
     static: bool = False
     calib_samples: int = 128
@@ -100,6 +107,7 @@ class CompressConfig(StageConfig):
         check_range(p, "calib_samples", self.calib_samples, 1)
         check_choice(p, "calib_method", self.calib_method, ("minmax", "entropy", "percentile"))
         check_choice(p, "weight_type", self.weight_type, ("qint8", "quint8"))
+        check_choice(p, "block_size", self.block_size, INT4_BLOCK_SIZES)
         check_choice(p, "guard_metric", self.guard_metric, GUARD_METRICS)
         check_range(p, "max_drop", self.max_drop, 0, 1)
         check_range(p, "guard_samples", self.guard_samples, 1)
@@ -133,26 +141,30 @@ class CompressConfig(StageConfig):
         steps = self.steps or shorthand_steps(self)
         if not steps:
             raise ConfigError(
-                "nothing to do: pass at least one of --prune, --prune-heads, --prune-ffn, --trim-vocab, --int8"
+                "nothing to do: pass at least one of --prune, --prune-heads, --prune-ffn, --trim-vocab, "
+                "--int4-embeddings, --int4-matmul, --int8"
             )
         return build_plan(steps)
 
 
 def shorthand_steps(c: CompressConfig) -> list[dict]:
     """The step list the flags build, in ``mbk compress``'s order (recovery alone compresses nothing)."""
-    if not (c.prune or c.prune_heads or c.prune_ffn or c.trim_vocab or c.int8):
+    if not (c.prune or c.prune_heads or c.prune_ffn or c.trim_vocab or c.int4_embeddings or c.int4_matmul or c.int8):
         return []
     steps: list[dict] = []
     if c.prune_heads:
         steps.append({"method": "prune_heads", "fraction": c.prune_heads, "importance_samples": c.importance_samples})
     if c.prune_ffn:
         steps.append({"method": "prune_ffn", "fraction": c.prune_ffn, "importance_samples": c.importance_samples})
+    if c.trim_vocab:
+        steps.append({"method": "trim_vocab"})
     if c.recover_epochs:
         steps.append({"method": "recover", "epochs": c.recover_epochs, "lr": c.recover_lr})
     if c.prune:
         steps.append({"method": "prune", "fraction": c.prune, "scope": c.prune_scope})
-    if c.trim_vocab:
-        steps.append({"method": "trim_vocab"})
+    for name in ("int4_embeddings", "int4_matmul"):
+        if getattr(c, name):
+            steps.append({"method": name, "block_size": c.block_size})
     if c.int8:
         int8 = {"method": "int8_static" if c.static else "int8_dynamic", "per_channel": c.per_channel}
         int8 |= {"reduce_range": c.reduce_range, "weight_type": c.weight_type}
@@ -189,7 +201,7 @@ def run(config: CompressConfig, ctx: RunContext | None = None) -> StageResult:
         work.out, work.scratch = out, Path(scratch)
         _run_steps(plan, "pytorch", work)
         _save_model(work)
-        _export_fp32(work, needs_graph=any(s.kind == "onnx" for s in plan))
+        _export_fp32(work, plan)
         _run_steps(plan, "onnx", work)
         work.metrics["guard"] = work.guard.check(work.graph_scores, work.graph_label)
         compression = _write_outputs(config, plan, work, t_start)
@@ -291,25 +303,31 @@ def _save_model(work) -> None:
     artifacts.write_labels(work.out, work.label_names)
 
 
-def _export_fp32(work, needs_graph: bool) -> None:
-    """Export + fuse the compressed model (the graph the ONNX steps start from) and score it.
+def _export_fp32(work, plan: list) -> None:
+    """Export + fuse the compressed model (the graph the ONNX steps start from) and score it, with
+    the fusion options the plan's ONNX steps ask for (4-bit embeddings need the Gathers unfused).
 
     Without a graph (the export failed) and with no ONNX step asked for, the guard checks the
     PyTorch model instead.
     """
     from mobilebert_kit import onnx_tools as ot
 
+    onnx_steps = [s.name for s in plan if s.kind == "onnx"]
+    fusion = {k: v for s in plan for k, v in s.fusion.items()}
     t = time.perf_counter()
-    work.log("exporting the compressed model to ONNX and fusing it (ORT transformer optimizer)")
+    work.log(
+        "exporting the compressed model to ONNX and fusing it (ORT transformer optimizer"
+        + (f", {', '.join(f'{k}={v}' for k, v in fusion.items())})" if fusion else ")")
+    )
     fused = work.scratch / "fused.onnx"
     try:
         with ot.quiet_ort():
             raw = ot.export_onnx(work.out, work.scratch / "raw.onnx")
             # num_heads/hidden_size 0: let the optimizer read them per layer (pruned heads differ from the config)
-            fused_ops = ot.optimize_onnx(raw, fused, num_heads=0, hidden_size=0)
+            fused_ops = ot.optimize_onnx(raw, fused, num_heads=0, hidden_size=0, fusion=fusion)
     except ExportError as e:
-        if needs_graph:
-            raise CompressError(f"INT8 needs the ONNX graph, and exporting it failed: {e}") from e
+        if onnx_steps:
+            raise CompressError(f"{', '.join(onnx_steps)} need(s) the ONNX graph, and exporting it failed: {e}") from e
         work.note(f"no ONNX graph: {e}")
         work.graph_scores, work.graph_label = work.last_validation(), "pytorch fp32 (no ONNX graph)"
         return
@@ -322,6 +340,7 @@ def _export_fp32(work, needs_graph: bool) -> None:
             "validation": scores,
             "test": work.onnx_scores(fused, "test"),
             "fused_ops": fused_ops,
+            "fusion_options": fusion,
             "size_bytes": fused.stat().st_size,
             "latency_ms_ort": work.ort_latency(fused),
         }
@@ -369,7 +388,11 @@ def _write_outputs(config: CompressConfig, plan: list, work, t_start: float) -> 
 
 
 def _compression_record(config: CompressConfig, plan: list, work) -> dict:
-    """``compression.json``: the INT8 settings export reads, then every method's report."""
+    """``compression.json``: the INT8 settings export reads, then every method's report.
+
+    ``int8`` is true for any quantized graph (INT8 and/or 4-bit): export and verify read it as
+    "quantized" (verify's agreement-gated tolerance instead of fp32's).
+    """
     from mobilebert_kit.compression import record_keys
     from mobilebert_kit.compression.int8 import Int8Step
 
@@ -387,7 +410,7 @@ def _compression_record(config: CompressConfig, plan: list, work) -> dict:
         }
     )
     return {
-        "int8": int8 is not None,
+        "int8": int8 is not None or any(s.kind == "onnx" for s in plan),
         **settings,
         "nodes_excluded": work.nodes_excluded,
         "onnx_model": "onnx/model.onnx" if work.graph is not None else None,

@@ -211,5 +211,6 @@ def check_choice(problems: list[str], name: str, value: Any, choices: Iterable[s
     choices = list(choices)
     if value not in choices:
         problems.append(
-            f"{name} must be one of {', '.join(map(str, choices))}; got '{value}'{did_you_mean(str(value), choices)}"
+            f"{name} must be one of {', '.join(map(str, choices))}; got '{value}'"
+            + did_you_mean(str(value), [str(c) for c in choices])  # numeric choices (block sizes) too
         )

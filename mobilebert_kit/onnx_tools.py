@@ -156,6 +156,7 @@ def optimize_onnx(
     hidden_size: int,
     model_type: str = "bert",
     require_attention: bool = True,
+    fusion: dict | None = None,
 ) -> dict[str, int]:
     """Apply ORT's transformer graph fusion and save the result.
 
@@ -166,6 +167,7 @@ def optimize_onnx(
             the graph per layer (needed after head pruning).
         model_type: the optimizer's model type; ``bert`` covers BERT/MiniLM/DistilBERT-like graphs.
         require_attention: raise when no ``Attention`` node was produced.
+        fusion: ``FusionOptions`` attributes to override, e.g. ``{"enable_embed_layer_norm": False}``.
 
     Returns:
         Counts of the fused op types present, e.g. ``{"Attention": 6, "SkipLayerNormalization": 12,
@@ -176,7 +178,7 @@ def optimize_onnx(
     """
     in_path, out_path = Path(in_path), Path(out_path)
     try:
-        _fuse(in_path, out_path, num_heads, hidden_size, model_type)
+        _fuse(in_path, out_path, num_heads, hidden_size, model_type, fusion or {})
     except Exception as e:  # noqa: BLE001
         raise ExportError(
             f"ORT transformer optimization of {in_path} failed ({type(e).__name__}: {str(e)[:200]})"
@@ -191,16 +193,21 @@ def optimize_onnx(
     return fused
 
 
-def _fuse(in_path: Path, out_path: Path, num_heads: int, hidden_size: int, model_type: str) -> None:
+def _fuse(in_path: Path, out_path: Path, num_heads: int, hidden_size: int, model_type: str, fusion: dict) -> None:
     from onnxruntime.transformers import optimizer
     from onnxruntime.transformers.fusion_options import FusionOptions
 
+    options = FusionOptions(model_type)
+    for key, value in fusion.items():
+        if not hasattr(options, key):
+            raise ValueError(f"unknown ORT fusion option {key!r}")
+        setattr(options, key, value)
     m = optimizer.optimize_model(
         str(in_path),
         model_type=model_type,
         num_heads=num_heads,
         hidden_size=hidden_size,
-        optimization_options=FusionOptions(model_type),
+        optimization_options=options,
         opt_level=0,
     )
     out_path.parent.mkdir(parents=True, exist_ok=True)

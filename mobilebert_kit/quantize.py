@@ -1,9 +1,15 @@
-"""INT8 quantization of a fused ONNX classifier graph with ONNX Runtime's quantization tools.
+"""INT8 and 4-bit quantization of a fused ONNX classifier graph with ONNX Runtime's quantization tools.
 
 One verb, one config per method::
 
     quantize("model.onnx", "int8.onnx", Int8Dynamic(per_channel=True))
     quantize("model.onnx", "int8.onnx", Int8Static(calibration=feeds, method="entropy"))
+    quantize("model.onnx", "int4.onnx", Int4Weights(op_types_to_quantize=("Gather",), block_size=32))
+
+``Int4Weights`` is ORT's ``MatMulNBitsQuantizer`` (block-wise weight-only, round to nearest):
+MatMul -> ``MatMulNBits``, a constant-table Gather -> ``GatherBlockQuantized`` (both com.microsoft
+contrib ops). It needs the graph's Gathers unfused (no ``EmbedLayerNormalization``) to reach the
+embedding tables.
 
 Names follow ORT / Optimum: ``per_channel``, ``reduce_range``, ``weight_type``, ``nodes_to_exclude``.
 This is the one INT8 implementation: ``mbk compress`` (with its accuracy guard) and ``mbk export``
@@ -41,6 +47,12 @@ CALIB_METHODS = ("minmax", "entropy", "percentile")
 # Op types each mode can turn into INT8 (ORT registries; Gemm/QDQ-only ops listed where they apply).
 DYNAMIC_OPS = ("MatMul", "Attention", "EmbedLayerNormalization", "Gather")
 STATIC_OPS = ("MatMul", "Gemm", "Gather")
+# What ORT's MatMulNBitsQuantizer turns into 4-bit ops, and the block sizes both ops take (a power of
+# two >= 16: GatherBlockQuantized asserts it, MatMulNBits' kernels are built for these).
+INT4_OPS = ("MatMul", "Gather")
+INT4_BLOCK_SIZES = (16, 32, 64, 128, 256)
+INT4_BITS = (4,)  # GatherBlockQuantized stores 4-bit data only; 2/8-bit MatMulNBits are not offered
+ACCURACY_LEVELS = (0, 1, 2, 3, 4)  # MatMulNBits' accuracy_level: 0 unset, 1 fp32, 2 fp16, 3 bf16, 4 int8 compute
 
 
 class _Workspace:
@@ -149,7 +161,42 @@ class Int8Static(_Method):
         self._workspace.close()
 
 
+@dataclass(frozen=True)
+class Int4Weights(_Method):
+    """4-bit block-wise weight-only quantization (ORT's ``MatMulNBitsQuantizer``, DEFAULT algorithm).
+
+    ``op_types_to_quantize``: ``MatMul`` (-> ``MatMulNBits``) and/or ``Gather`` (constant tables ->
+    ``GatherBlockQuantized``); ``block_size`` weights share one scale (and zero point unless
+    ``is_symmetric``); ``accuracy_level``: MatMulNBits' compute type (None: ORT's default).
+    Activations stay fp32: no calibration, no run-time quantization.
+    """
+
+    op_types_to_quantize: tuple[str, ...] = ("MatMul",)
+    block_size: int = 32
+    is_symmetric: bool = False
+    accuracy_level: int | None = None
+    bits: int = 4
+    nodes_to_exclude: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        problems: list[str] = []
+        unknown = [op for op in self.op_types_to_quantize if op not in INT4_OPS]
+        if unknown or not self.op_types_to_quantize:
+            problems.append(f"op_types_to_quantize must be some of {', '.join(INT4_OPS)}; got {unknown or '()'}")
+        check_choice(problems, "block_size", self.block_size, INT4_BLOCK_SIZES)
+        check_choice(problems, "bits", self.bits, INT4_BITS)
+        if self.accuracy_level is not None:
+            check_choice(problems, "accuracy_level", self.accuracy_level, ACCURACY_LEVELS)
+        if problems:
+            raise ConfigError(problems)
+
+    @property
+    def name(self) -> str:
+        return f"{self.bits}-bit {'+'.join(self.op_types_to_quantize)}"
+
+
 Int8Method = Int8Dynamic | Int8Static
+QuantMethod = Int8Dynamic | Int8Static | Int4Weights
 
 
 def _qtype(name: str):
@@ -212,7 +259,7 @@ def calibration_feeds(
     return feeds
 
 
-def candidate_nodes(path_or_model, method: Int8Method) -> list[str]:
+def candidate_nodes(path_or_model, method: QuantMethod) -> list[str]:
     """Names of the nodes ``method`` would quantize: supported op types that carry a weight initializer."""
     import onnx
 
@@ -235,9 +282,11 @@ def candidate_nodes(path_or_model, method: Int8Method) -> list[str]:
     return out
 
 
-def _op_types(method: Int8Method) -> tuple[str, ...]:
+def _op_types(method: QuantMethod) -> tuple[str, ...]:
     if isinstance(method, Int8Static):
         return STATIC_OPS
+    if isinstance(method, Int4Weights):
+        return method.op_types_to_quantize
     if method.op_types_to_quantize is None:
         from onnxruntime.quantization.registry import IntegerOpsRegistry
 
@@ -248,16 +297,16 @@ def _op_types(method: Int8Method) -> tuple[str, ...]:
 def quantize(
     in_path: str | os.PathLike,
     out_path: str | os.PathLike,
-    method: Int8Method,
+    method: QuantMethod,
     nodes_to_exclude: Sequence[str] = (),
     nodes_to_quantize: Sequence[str] | None = None,
 ) -> dict:
-    """Quantize an fp32 ONNX graph to INT8 with ``method``; returns a small report.
+    """Quantize the fp32 parts of an ONNX graph with ``method``; returns a small report.
 
     Args:
-        in_path: fp32 ONNX (fused or not).
-        out_path: INT8 ONNX to write.
-        method: :class:`Int8Dynamic` or :class:`Int8Static`.
+        in_path: ONNX graph (fused or not; may already hold 4-bit ops, which INT8 leaves alone).
+        out_path: quantized ONNX to write.
+        method: :class:`Int8Dynamic`, :class:`Int8Static` or :class:`Int4Weights`.
         nodes_to_exclude: node names kept fp32 (added to ``method.nodes_to_exclude``).
         nodes_to_quantize: restrict quantization to these nodes (sensitivity analysis).
 
@@ -277,6 +326,8 @@ def quantize(
         with method, quiet_ort():
             if isinstance(method, Int8Dynamic):
                 _quantize_dynamic(in_path, out_path, method, exclude, only)
+            elif isinstance(method, Int4Weights):
+                _quantize_nbits(in_path, out_path, method, exclude, only)
             else:
                 _quantize_static(in_path, out_path, method, exclude, only)
     except (ConfigError, CompressError):
@@ -284,7 +335,8 @@ def quantize(
     except Exception as e:  # noqa: BLE001 - wrap ORT failures with context
         out_path.unlink(missing_ok=True)
         first = str(e).splitlines()[0][:200] if str(e) else ""
-        raise CompressError(f"{method.name} INT8 quantization of {in_path} failed ({type(e).__name__}: {first})") from e
+        what = method.name if isinstance(method, Int4Weights) else f"{method.name} INT8"
+        raise CompressError(f"{what} quantization of {in_path} failed ({type(e).__name__}: {first})") from e
     return {
         "mode": method.name,
         "nodes_excluded": exclude,
@@ -309,6 +361,40 @@ def _quantize_dynamic(in_path: Path, out_path: Path, method: Int8Dynamic, exclud
         nodes_to_quantize=only,
         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
     )
+
+
+def _quantize_nbits(in_path: Path, out_path: Path, method: Int4Weights, exclude: list, only: list | None) -> None:
+    """ORT's ``MatMulNBitsQuantizer``. Its ``nodes_to_include`` *adds* nodes to the op types rather than
+    restricting to them, so "only these nodes" (sensitivity) is written as excluding every other
+    candidate. For Gather it raises the opset to 21 and the IR version to 10 (int4 tensors)."""
+    import logging
+
+    import onnx
+    from onnxruntime.quantization import QuantFormat
+    from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
+
+    model = onnx.load(str(in_path))
+    if only is not None:
+        exclude = sorted(set(exclude) | (set(candidate_nodes(model, method)) - set(only)))
+    config = DefaultWeightOnlyQuantConfig(
+        block_size=method.block_size,
+        is_symmetric=method.is_symmetric,
+        accuracy_level=method.accuracy_level,
+        quant_format=QuantFormat.QOperator,
+        op_types_to_quantize=tuple(method.op_types_to_quantize),
+        bits=method.bits,
+    )
+    chatty = logging.getLogger(MatMulNBitsQuantizer.__module__)  # logs every node at INFO
+    level = chatty.level
+    chatty.setLevel(logging.ERROR)
+    try:
+        # all-zero blocks (e.g. pruned rows): ORT divides by their 0 scale, then masks the result
+        with np.errstate(divide="ignore", invalid="ignore"):
+            quantizer = MatMulNBitsQuantizer(model, nodes_to_exclude=list(exclude), algo_config=config)
+            quantizer.process()
+        quantizer.model.save_model_to_file(str(out_path), use_external_data_format=False)
+    finally:
+        chatty.setLevel(level)
 
 
 def _quantize_static(in_path: Path, out_path: Path, method: Int8Static, exclude: list, only: list | None) -> None:
@@ -372,14 +458,14 @@ def _prepared(in_path: Path, method: Int8Static) -> str:
 
 def sensitivity(
     in_path: str | os.PathLike,
-    method: Int8Method,
+    method: QuantMethod,
     candidates: Sequence[str],
     logits_of: Callable[[str], np.ndarray],
     reference: np.ndarray,
     workdir: str | os.PathLike,
     progress: Callable[[str], None] | None = None,
 ) -> list[tuple[str, float]]:
-    """Damage each candidate node does when it alone is INT8: mean squared logit error against
+    """Damage each candidate node does when it alone is quantized: mean squared logit error against
     ``reference`` (the fp32 graph's logits on the same sample). Returns ``[(node, error)]``, worst first.
 
     ``logits_of(path)`` runs an ONNX file on the sample and returns its logits.

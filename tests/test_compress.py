@@ -124,16 +124,16 @@ def test_end_to_end_hand_over_folder(cli, trained, tmp_path):
     metrics = read_json(out / "metrics.json")
     assert [s["step"] for s in metrics["steps"]] == [
         "structured",
-        "unstructured",
         "trim_vocab",
+        "unstructured",
         "onnx_fp32",
         "int8_dynamic",
     ]
     for s in metrics["steps"]:
         assert 0 <= s["validation"]["accuracy"] <= 1 and "macro_f1" in s["validation"] and "accuracy" in s["test"]
     assert metrics["input"]["validation"]["accuracy"] == 1.0  # the tiny model learned the easy task
-    unstructured = metrics["steps"][1]
-    assert unstructured["params"] == metrics["steps"][0]["params"]  # zeros do not remove parameters...
+    unstructured = metrics["steps"][2]
+    assert unstructured["params"] == metrics["steps"][1]["params"]  # zeros do not remove parameters...
     assert unstructured["sparsity"] > 0.19 and any("do not change" in n for n in metrics["notes"])  # ...and we say so
     assert metrics["steps"][0]["params"] < metrics["input"]["params"]
     assert metrics["steps"][-1]["size_bytes"] < metrics["steps"][-2]["size_bytes"]  # INT8 graph smaller than fp32 graph
@@ -275,3 +275,54 @@ def test_recovery_training_after_structured_pruning(cli, trained, tmp_path):
         rec["teacher"] == str(trained) and rec["epochs"] == 1 and len(rec["history"]) == 1
     )  # no teacher upstream: the input
     assert metrics["steps"][1]["params"] == metrics["steps"][0]["params"]  # recovery trains, it does not regrow
+
+
+def test_4bit_embeddings_then_int8_survive_a_hostile_row(cli, hostile, tmp_path):
+    """Block-wise 4-bit scales each row's blocks on their own, so the one huge row that breaks per-tensor
+    INT8 of the table (test above) costs nothing here; INT8 then quantizes the rest with no fallback."""
+    from mobilebert_kit import onnx_tools as ot
+
+    out = tmp_path / "c"
+    r = cli(
+        "compress", "--model", hostile, "-o", out, "--int4-embeddings", "--block-size", "16", "--int8",
+        "--latency-runs", "0", "--json",
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    comp, metrics = read_json(out / "compression.json"), read_json(out / "metrics.json")
+    assert [s["step"] for s in metrics["steps"]] == ["onnx_fp32", "int4_embeddings", "int8_dynamic"]
+    fp32, four, int8 = metrics["steps"]
+    assert (
+        fp32["fusion_options"] == {"enable_embed_layer_norm": False}
+        and "EmbedLayerNormalization" not in fp32["fused_ops"]
+    )
+    emb = comp["int4_embeddings"]
+    assert emb["block_size"] == 16 and emb["nodes_excluded"] == [] and len(emb["nodes_quantized"]) == 3
+    assert emb["runtimes"]["ort_format_loads_in"] == [] and any("int4_embeddings" in n for n in metrics["notes"])
+    assert comp["int8"] is True and comp["nodes_excluded"] == [] and metrics["guard"]["checked"] == "onnx int8 dynamic"
+    assert metrics["guard"]["final_accuracy"] == 1.0 and int8["validation"]["agreement_with_fp32"] == 1.0
+    assert fp32["size_bytes"] > four["size_bytes"] > int8["size_bytes"]
+    ops = ot.op_counts(out / "onnx" / "model.onnx")
+    assert ops["GatherBlockQuantized"] == 3 and ops["QAttention"] == 2 and "EmbedLayerNormalization" not in ops
+
+
+@pytest.mark.parametrize("order", [("trim_vocab", "recover"), ("recover", "trim_vocab")])
+def test_steps_run_in_the_order_written(trained, tmp_path, order):
+    """A steps list is the order run: trimming then recovery trains the trimmed model (and wins its loss
+    back); the reverse trims a recovered model. Both are recorded in that order."""
+    pytest.importorskip("mobilebert_kit.distill")
+    from mobilebert_kit.compress import CompressConfig, run
+
+    settings = {"trim_vocab": {}, "recover": {"epochs": 1, "lr": 1e-3}}
+    out = tmp_path / "c"
+    steps = [{"method": m, **settings[m]} for m in order]
+    result = run(CompressConfig(model=str(trained), output=str(out), steps=steps, latency_runs=0, max_drop=1.0))
+    metrics, comp = read_json(out / "metrics.json"), read_json(out / "compression.json")
+    labels = {"trim_vocab": "trim_vocab", "recover": "recovery"}
+    assert [s["step"] for s in metrics["steps"]] == [labels[m] for m in order] + ["onnx_fp32"]
+    trimmed = comp["trim_vocab"]["vocab_after"]
+    assert metrics["steps"][order.index("recover")]["params"] == (
+        metrics["steps"][order.index("trim_vocab")]["params"]
+        if order[0] == "trim_vocab"
+        else metrics["input"]["params"]
+    )  # recovery trained the model as the earlier steps left it
+    assert result.metrics["final"]["step"] == "onnx_fp32" and trimmed < 30522

@@ -13,7 +13,7 @@ from mobilebert_kit.artifacts import read_json
 from mobilebert_kit.compress import CompressConfig, shorthand_steps
 from mobilebert_kit.errors import ConfigError
 
-KNOWN = "prune, prune_heads, prune_ffn, recover, trim_vocab, int8_dynamic, int8_static"
+KNOWN = "prune, prune_heads, prune_ffn, recover, trim_vocab, int8_dynamic, int8_static, int4_embeddings, int4_matmul"
 
 
 @pytest.fixture()
@@ -54,16 +54,20 @@ def test_dummy_method_runs_from_a_recipe(scale_bias, student, sentiment_csv, tmp
 
 def test_shorthand_builds_the_same_list():
     cfg = CompressConfig(prune=0.2, prune_heads=0.5, prune_ffn=0.25, recover_epochs=1, trim_vocab=True, int8=True)
+    # recovery comes after trimming so it wins back what both cost, and before L1 (training would refill the zeros)
     assert [s["method"] for s in shorthand_steps(cfg)] == [
         "prune_heads",
         "prune_ffn",
+        "trim_vocab",
         "recover",
         "prune",
-        "trim_vocab",
         "int8_dynamic",
     ]
     plan = cfg.plan()  # heads and neurons fuse into one importance pass, as before
-    assert [s.label for s in plan] == ["structured", "recovery", "unstructured", "trim_vocab", ""]
+    assert [s.label for s in plan] == ["structured", "trim_vocab", "recovery", "unstructured", ""]
+    four = CompressConfig(int4_matmul=True, int4_embeddings=True, block_size=64, int8=True).plan()
+    assert [s.name for s in four] == ["int4_embeddings", "int4_matmul", "int8_dynamic"]
+    assert four[0].block_size == four[1].block_size == 64 and four[0].fusion == {"enable_embed_layer_norm": False}
     assert (plan[0].heads, plan[0].ffn) == (0.5, 0.25) and plan[-1].name == "int8_dynamic"
     assert CompressConfig(int8=True, static=True).plan()[0].name == "int8_static"
     assert shorthand_steps(CompressConfig(recover_epochs=1)) == []  # recovery alone compresses nothing
@@ -110,8 +114,40 @@ def test_bad_steps_every_problem_at_once(scale_bias):
         (
             [{"method": "int8_dynamic"}, {"method": "int8_static"}],
             {},
-            "compress: steps: only one ONNX step per run (int8_dynamic, then int8_static)",
+            "compress: steps: only one INT8 step per run (int8_dynamic, then int8_static)",
         ),
+        (
+            [{"method": "int8_dynamic"}, {"method": "int4_embeddings"}],
+            {},
+            "compress: steps: int4_embeddings must come before int8_dynamic: INT8 quantizes whatever is still fp32",
+        ),
+        (
+            [{"method": "int4_matmul"}, {"method": "int4_matmul", "block_size": 64}],
+            {},
+            "compress: steps: int4_matmul appears 2 times; an ONNX step runs once per run",
+        ),
+        (
+            [{"method": "int4_embeddings"}, {"method": "trim_vocab"}],
+            {},
+            "compress: steps: trim_vocab change(s) the PyTorch model, so must come before int4_embeddings",
+        ),
+        (
+            [{"method": "int4_matmul", "block_size": 48}],
+            {},
+            "compress: steps[0]: block_size must be one of 16, 32, 64, 128, 256; got '48'",
+        ),
+        ([{"method": "int4_embeddings", "bits": 8}], {}, "compress: steps[0]: bits must be one of 4; got '8'"),
+        (
+            [{"method": "int4_matmul", "accuracy_level": 7}],
+            {},
+            "compress: steps[0]: accuracy_level must be one of 0, 1, 2, 3, 4; got '7'",
+        ),
+        (
+            [{"method": "int4_embeddings", "symmetric": "maybe"}],
+            {},
+            "compress: steps[0].symmetric: expected true/false",
+        ),
+        ([], {"block_size": 100}, "compress: block_size must be one of 16, 32, 64, 128, 256; got '100'"),
         (
             [{"method": "int8_dynamic"}],
             {"int8": True, "per_channel": True},
@@ -122,6 +158,25 @@ def test_bad_steps_every_problem_at_once(scale_bias):
 def test_bad_step_lists(steps, extra, message):
     problems = _problems(steps, **extra)
     assert len(problems) == 1 and problems[0].startswith(message), problems
+
+
+def test_bad_4bit_plan_every_problem_at_once():
+    """Unknown bits and block sizes, a 4-bit step after INT8 and before a PyTorch step: all in one error."""
+    assert _problems(
+        [
+            {"method": "int4_embeddings", "bits": 3, "block_size": 20},
+            {"method": "int8_dynamic"},
+            {"method": "int4_matmul"},
+            {"method": "prune", "fraction": 0.2},
+        ]
+    ) == [
+        "compress: steps[0]: bits must be one of 4; got '3'",
+        "compress: steps[0]: block_size must be one of 16, 32, 64, 128, 256; got '20'",
+        "compress: steps: int4_matmul must come before int8_dynamic: INT8 quantizes whatever is still fp32 (the "
+        "embedding Gathers and MatMuls included), so it is the last ONNX step",
+        "compress: steps: prune change(s) the PyTorch model, so must come before int8_dynamic (it works on the "
+        "exported ONNX graph)",
+    ]
 
 
 def test_bad_steps_reported_by_the_cli(student, tmp_path, cli):

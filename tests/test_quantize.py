@@ -119,3 +119,57 @@ def test_static_leaves_no_temp_dirs(fused, tmp_path):
         q.quantize(src, tmp_path / "c.onnx", method, nodes_to_exclude=q.candidate_nodes(src, method)[:1])
     assert _int8_temp_dirs() == before
     assert (tmp_path / "b.onnx").read_bytes() == (tmp_path / "a.onnx").read_bytes()
+
+
+@pytest.fixture(scope="module")
+def unfused_embeddings(tiny_classifier_dir, tmp_path_factory):
+    """The tiny graph fused as a plan with 4-bit embeddings fuses it: embedding Gathers left visible."""
+    root = tmp_path_factory.mktemp("quant4")
+    raw = ot.export_onnx(tiny_classifier_dir, root / "raw.onnx")
+    ops = ot.optimize_onnx(raw, root / "fused.onnx", 0, 0, fusion={"enable_embed_layer_norm": False})
+    assert ops["Attention"] == 2 and "EmbedLayerNormalization" not in ops
+    return root / "fused.onnx"
+
+
+@pytest.mark.parametrize("op,quantized,expected", [("Gather", "GatherBlockQuantized", 3), ("MatMul", "MatMulNBits", 6)])
+def test_4bit_weights_run_and_shrink(unfused_embeddings, fused, tmp_path, op, quantized, expected):
+    _, tok, _ = fused
+    ref = _run(unfused_embeddings, tok)
+    method = q.Int4Weights(op_types_to_quantize=(op,), block_size=16)
+    candidates = q.candidate_nodes(unfused_embeddings, method)
+    assert len(candidates) == expected  # word/position/token-type tables; 3 MatMuls a layer (QKV live in Attention)
+    report = q.quantize(unfused_embeddings, tmp_path / "q4.onnx", method)
+    assert report["ops"].get(quantized) == expected and not q.candidate_nodes(tmp_path / "q4.onnx", method)
+    assert report["size_bytes"] < unfused_embeddings.stat().st_size
+    out = _run(tmp_path / "q4.onnx", tok)
+    assert out.shape == ref.shape and 0 < np.abs(out - ref).max() < 0.5  # changed, but close
+
+
+def test_4bit_only_and_exclude(unfused_embeddings, tmp_path):
+    method = q.Int4Weights(op_types_to_quantize=("Gather",))
+    word, *others = q.candidate_nodes(unfused_embeddings, method)
+    # ORT's nodes_to_include adds to the op types; "only this node" must still mean only this node
+    only = q.quantize(unfused_embeddings, tmp_path / "a.onnx", method, nodes_to_quantize=[word])
+    assert only["ops"]["GatherBlockQuantized"] == 1
+    rest = q.quantize(unfused_embeddings, tmp_path / "b.onnx", method, nodes_to_exclude=[word])
+    assert rest["ops"]["GatherBlockQuantized"] == len(others) and rest["nodes_excluded"] == [word]
+
+
+def test_int8_after_4bit_leaves_the_4bit_ops(unfused_embeddings, fused, tmp_path):
+    _, tok, _ = fused
+    q.quantize(unfused_embeddings, tmp_path / "q4.onnx", q.Int4Weights(op_types_to_quantize=("Gather",)))
+    assert not [n for n in q.candidate_nodes(tmp_path / "q4.onnx", q.Int8Dynamic()) if "embeddings" in n]
+    report = q.quantize(tmp_path / "q4.onnx", tmp_path / "both.onnx", q.Int8Dynamic())
+    assert report["ops"]["GatherBlockQuantized"] == 3 and report["ops"]["QAttention"] == 2
+    assert np.isfinite(_run(tmp_path / "both.onnx", tok)).all()
+
+
+def test_4bit_refuses_bad_settings():
+    with pytest.raises(ConfigError) as e:
+        q.Int4Weights(op_types_to_quantize=("Conv",), block_size=48, bits=3, accuracy_level=9)
+    assert e.value.problems == [
+        "op_types_to_quantize must be some of MatMul, Gather; got ['Conv']",
+        "block_size must be one of 16, 32, 64, 128, 256; got '48'",
+        "bits must be one of 4; got '3'",
+        "accuracy_level must be one of 0, 1, 2, 3, 4; got '9'",
+    ]

@@ -38,7 +38,8 @@ OPTIONS = [
     click.option(
         "--recover-epochs",
         type=int,
-        help="Distillation epochs after structured pruning to win accuracy back (0: off). [default: 0]",
+        help="Distillation epochs after structured pruning and vocabulary trimming to win accuracy back "
+        "(0: off). [default: 0]",
     ),
     click.option("--recover-lr", type=float, help="Learning rate of the recovery training. [default: 5e-05]"),
     click.option(
@@ -49,6 +50,20 @@ OPTIONS = [
     click.option(
         "--trim-vocab", is_flag=True, default=None, help="Keep only the word pieces the training corpus uses."
     ),
+    click.option(
+        "--int4-embeddings",
+        is_flag=True,
+        default=None,
+        help="4-bit block-quantized embedding tables (ORT GatherBlockQuantized; runs before --int8; "
+        "the .onnx runs in onnxruntime >= 1.22, the .ort does not load).",
+    ),
+    click.option(
+        "--int4-matmul",
+        is_flag=True,
+        default=None,
+        help="4-bit weight-only MatMuls (ORT MatMulNBits; runs before --int8; can be slower than INT8 on some CPUs).",
+    ),
+    click.option("--block-size", type=int, help="Weights per 4-bit scale: 16, 32, 64, 128 or 256. [default: 32]"),
     click.option("--int8", is_flag=True, default=None, help="INT8-quantize the ONNX graph (dynamic unless --static)."),
     click.option("--static", is_flag=True, default=None, help="Static (calibrated QDQ) INT8 instead of dynamic."),
     click.option("--calib-samples", type=int, help="Training examples for static calibration. [default: 128]"),
@@ -102,6 +117,7 @@ def command(save_recipe, overwrite, quiet, as_json, **options):
       mbk compress --int8 --prune 0.2
       mbk compress --prune-heads 0.25 --prune-ffn 0.25 --recover-epochs 1 --trim-vocab --int8
       mbk compress --int8 --static --calib-samples 256 --calib-method entropy --per-channel
+      mbk compress --int4-embeddings --block-size 32 --int8
     """
     from mobilebert_kit.compress import CompressConfig, run
     from mobilebert_kit.stage import RunContext

@@ -5,8 +5,11 @@ A compress run is an ordered list of steps, e.g. in a recipe::
     compress:
       steps:
         - {method: prune_ffn, fraction: 0.25}
+        - {method: int4_embeddings, block_size: 32}
         - {method: int8_dynamic}
 
+Steps run in the order written: PyTorch steps (pruning, trimming, recovery) first, then the ONNX
+steps on the exported graph (4-bit, then INT8, which quantizes whatever is still fp32).
 ``mbk compress``'s flags (``--prune 0.2 --int8 ...``) are shorthands that build such a list
 (:meth:`mobilebert_kit.compress.CompressConfig.plan`).
 
@@ -32,6 +35,8 @@ METHODS: dict[str, str] = {
     "trim_vocab": "mobilebert_kit.compression.vocab:TrimVocab",
     "int8_dynamic": "mobilebert_kit.compression.int8:Int8DynamicStep",
     "int8_static": "mobilebert_kit.compression.int8:Int8StaticStep",
+    "int4_embeddings": "mobilebert_kit.compression.int4:Int4Embeddings",
+    "int4_matmul": "mobilebert_kit.compression.int4:Int4MatMul",
 }
 
 
@@ -63,7 +68,8 @@ def build_plan(steps: list, where: str = "steps") -> list[Method]:
 
     Raises:
         ConfigError: every problem at once: unknown methods (with a did-you-mean), unknown keys,
-            out-of-range values, PyTorch steps after an ONNX step, more than one ONNX step.
+            out-of-range values, PyTorch steps after an ONNX step, an ONNX method twice, more than
+            one INT8 step, an ONNX step after INT8.
     """
     problems: list[str] = []
     plan = [_build_step(raw, f"{where}[{i}]", problems) for i, raw in enumerate(steps)]
@@ -95,15 +101,32 @@ def _build_step(raw, where: str, problems: list[str]) -> Method | None:
 
 
 def _order_problems(plan: list[Method], where: str) -> list[str]:
-    problems: list[str] = []
     onnx = [i for i, s in enumerate(plan) if s.kind == "onnx"]
-    for i in onnx[1:]:
-        problems.append(f"{where}: only one ONNX step per run ({plan[onnx[0]].name}, then {plan[i].name})")
+    problems = _onnx_order_problems([plan[i] for i in onnx], where)
     late = [s.name for i, s in enumerate(plan) if s.kind == "pytorch" and onnx and i > onnx[0]]
     if late:
         problems.append(
             f"{where}: {', '.join(late)} change(s) the PyTorch model, so must come before "
             f"{plan[onnx[0]].name} (it works on the exported ONNX graph)"
+        )
+    return problems
+
+
+def _onnx_order_problems(steps: list[Method], where: str) -> list[str]:
+    """Each ONNX method once; one ``last`` step (INT8), and nothing after it."""
+    problems: list[str] = []
+    names = [s.name for s in steps]
+    for name in dict.fromkeys(n for n in names if names.count(n) > 1):
+        problems.append(f"{where}: {name} appears {names.count(name)} times; an ONNX step runs once per run")
+    finals = [s.name for s in steps if s.last]
+    if len(set(finals)) > 1:
+        problems.append(f"{where}: only one INT8 step per run ({', then '.join(finals)})")
+    first_last = next((i for i, s in enumerate(steps) if s.last), None)
+    after = [s.name for s in steps[first_last + 1 :] if not s.last] if first_last is not None else []
+    if after:
+        problems.append(
+            f"{where}: {', '.join(after)} must come before {steps[first_last].name}: INT8 quantizes whatever "
+            "is still fp32 (the embedding Gathers and MatMuls included), so it is the last ONNX step"
         )
     return problems
 

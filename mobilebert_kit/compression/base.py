@@ -31,6 +31,9 @@ class Method(StageConfig):
         label: the step's name in ``metrics.json`` and its timing key.
         record: ``compression.json`` key of the step's report (``None``: none).
         timed: record ``timings_s[label]``.
+        last: an ``onnx`` step that must be the last ONNX step (INT8 quantizes whatever is still fp32).
+        fusion: ORT transformer-optimizer options the fp32 graph must be fused with for this step
+            (e.g. ``{"enable_embed_layer_norm": False}`` keeps the embedding Gathers visible).
     """
 
     name: ClassVar[str] = ""
@@ -38,6 +41,8 @@ class Method(StageConfig):
     label: ClassVar[str] = ""
     record: ClassVar[str | None] = None
     timed: ClassVar[bool] = True
+    last: ClassVar[bool] = False
+    fusion: ClassVar[dict] = {}
 
     def preflight(self, work: Work) -> None:
         """Refuse a request that cannot work on this model/data, before anything is measured."""
@@ -76,7 +81,7 @@ class Work:
     refs: dict = field(default_factory=dict)  # split -> the input model's predicted labels
     graph: Path | None = None  # the current ONNX graph (fp32 fused, then INT8)
     graph_scores: dict | None = None  # its validation scores (what the guard checks)
-    graph_labels: Any = None  # its predicted validation labels (what INT8 must agree with)
+    graph_labels: Any = None  # the fp32 graph's validation labels (what every quantized graph must agree with)
     graph_label: str = ""  # how the guard names it
     nodes_excluded: list = field(default_factory=list)
 

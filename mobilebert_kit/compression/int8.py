@@ -1,18 +1,18 @@
 """INT8 steps on the fused ONNX graph (``int8_dynamic``, ``int8_static``) with the accuracy guard's
-fallback: when INT8 breaks the bound, the most sensitive nodes go back to fp32 one by one (ranked
-by the logit error each causes alone) until it holds, or the step fails with the best it found.
-The quantization itself is :func:`mobilebert_kit.quantize.quantize`."""
+fallback (:mod:`mobilebert_kit.compression.fallback`): when INT8 breaks the bound, the most
+sensitive nodes go back to fp32 one by one until it holds, or the step fails with the best it found.
+INT8 quantizes whatever is still fp32, so it is the last ONNX step (a 4-bit step comes before it)."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import ClassVar
 
 from mobilebert_kit.compression.base import Method, Work
+from mobilebert_kit.compression.fallback import FallbackSearch, refuse_if_input_fails
 from mobilebert_kit.config import check_choice, check_range
-from mobilebert_kit.errors import CompressError, ConfigError
+from mobilebert_kit.errors import ConfigError
 
 STATIC_NOTE = (
     "static QDQ quantizes MatMul/Gemm only: ORT's fused Attention and EmbedLayerNormalization "
@@ -29,6 +29,7 @@ class Int8Step(Method):
     weight_type: str = "qint8"
 
     kind: ClassVar[str] = "onnx"
+    last: ClassVar[bool] = True
     mode: ClassVar[str] = ""
 
     def validate(self) -> list[str]:
@@ -52,15 +53,16 @@ class Int8Step(Method):
         }
 
     def apply(self, work: Work) -> None:
-        _refuse_if_fp32_fails(work)
+        refuse_if_input_fails(work, "INT8")
         t = time.perf_counter()
         with self.ort_method(work) as method:
-            search = _FallbackSearch(work, method)
+            search = FallbackSearch(work, method, self.name, f"INT8 {self.mode}")
             search.run()
         work.timings["int8"] = time.perf_counter() - t
         work.metrics["guard_search"] = search.summary()
         search.refuse_if_failed()
         search.record()
+        work.nodes_excluded = search.excluded
 
 
 @dataclass
@@ -121,135 +123,3 @@ class Int8StaticStep(Int8Step):
     def apply(self, work: Work) -> None:
         super().apply(work)
         work.note(STATIC_NOTE)
-
-
-def _refuse_if_fp32_fails(work: Work) -> None:
-    drop = work.guard.drop(work.graph_scores)
-    if work.guard.refuses(work.graph_scores):
-        raise CompressError(
-            work.guard.failure(
-                work.graph_scores,
-                drop,
-                "before INT8: pruning/trimming alone exceed the bound, INT8 fallback cannot help; "
-                "prune less or recover with training",
-            )
-        )
-
-
-class _FallbackSearch:
-    """Quantize the fp32 graph, then fall the most sensitive nodes back to fp32 until the guard holds."""
-
-    def __init__(self, work: Work, method) -> None:
-        from mobilebert_kit import quantize as q
-
-        self.work, self.method, self.fp32 = work, method, work.graph
-        self.out = Path(work.scratch) / "int8.onnx"
-        self.candidates = q.candidate_nodes(self.fp32, method)
-        self.excluded: list[str] = []
-        self.tried: list[dict] = []
-        self.sensitivity: list | None = None
-        # what verify compares an INT8 export with: the fp32 graph's labels (scored when it was exported)
-        self.fp32_labels = work.graph_labels
-
-    def run(self) -> None:
-        guard, log = self.work.guard, self.work.log
-        log(f"INT8 {self.method.name}: quantizing {len(self.candidates)} nodes")
-        self._attempt()
-        log(f"INT8: validation accuracy {self.scores['accuracy']:.4f} ({guard.describe(self.scores)}, "
-            f"bound {guard.max_drop}); {self._fidelity_text()}")  # fmt: skip
-        if self.ok:
-            return
-        for node, _err in self._ranking():
-            self.excluded.append(node)
-            self._attempt()
-            log(f"accuracy guard: {len(self.excluded)} node(s) fp32 (+{node}): drop {self.drop:+.4f}; "
-                f"{self._fidelity_text()}")  # fmt: skip
-            if self.ok:
-                break
-
-    def _attempt(self) -> None:
-        from mobilebert_kit import quantize as q
-
-        work = self.work
-        self.report = q.quantize(self.fp32, self.out, self.method, nodes_to_exclude=self.excluded)
-        logits = work.onnx_logits(self.out, work.val)
-        self.scores = work.scores(logits, "validation")
-        self.drop = work.guard.drop(self.scores)
-        self.labels = logits.argmax(-1)
-        agree = float((self.labels == self.fp32_labels).mean())
-        low, fid_ok = work.guard.fidelity(agree, len(self.fp32_labels))
-        self.scores.update({"agreement_with_fp32": agree, "agreement_with_fp32_low95": low})
-        self.ok = not work.guard.refuses(self.scores) and fid_ok
-        self.tried.append(
-            {"nodes_excluded": list(self.excluded), "validation": self.scores, "drop": self.drop, "ok": self.ok}
-        )
-
-    def _fidelity_text(self) -> str:
-        s, n = self.scores, len(self.fp32_labels)
-        if not self.work.guard.resolves(n):
-            return (
-                f"agreement with fp32 {s['agreement_with_fp32']:.2%} (observed: {n} validation examples are too few "
-                f"to bound it at {self.work.guard.min_agreement:.0%} with 95% confidence)"
-            )
-        return (
-            f"agreement with fp32 {s['agreement_with_fp32']:.2%} (95% low {s['agreement_with_fp32_low95']:.2%}, "
-            f"verify needs {self.work.guard.min_agreement:.0%})"
-        )
-
-    def _ranking(self) -> list[tuple[str, float]]:
-        from mobilebert_kit import quantize as q
-
-        work = self.work
-        sub = work.val.subset(work.guard.samples, work.seed)
-        ref = work.onnx_logits(self.fp32, sub)
-        work.log(
-            f"accuracy guard: ranking {len(self.candidates)} nodes by sensitivity on {len(sub)} validation examples"
-        )
-        self.sensitivity = q.sensitivity(
-            self.fp32, self.method, self.candidates, lambda p: work.onnx_logits(p, sub), ref, work.scratch
-        )
-        return self.sensitivity
-
-    def summary(self) -> dict:
-        return {
-            "candidates": self.candidates,
-            "sensitivity_mse": self.sensitivity and [[k, v] for k, v in self.sensitivity],
-            "tried": [
-                {"nodes_excluded": len(r["nodes_excluded"]), "drop": r["drop"], "accuracy": r["validation"]["accuracy"]}
-                for r in self.tried
-            ],
-        }
-
-    def refuse_if_failed(self) -> None:
-        passed = [r for r in self.tried if r["ok"]]
-        if passed:
-            return
-        best = min(self.tried, key=lambda r: (r["drop"], len(r["nodes_excluded"])))
-        kept = f"best INT8 configuration kept {len(best['nodes_excluded'])} of {len(self.candidates)} quantizable nodes in fp32"
-        if self.work.guard.refuses(best["validation"]):
-            raise CompressError(self.work.guard.failure(best["validation"], best["drop"], kept))
-        v = best["validation"]
-        raise CompressError(
-            f"accuracy guard failed: the INT8 graph agrees with its fp32 graph on {v['agreement_with_fp32']:.2%} of "
-            f"validation labels (95% lower bound {v['agreement_with_fp32_low95']:.2%}), below the "
-            f"{self.work.guard.min_agreement:.0%} that mbk verify requires ({kept}). Nothing was written; "
-            "lower --min-agreement (and verify's --int8-min-agreement) or skip INT8"
-        )
-
-    def record(self) -> None:
-        """Append the INT8 step to ``metrics.json`` and make its graph the current one."""
-        work = self.work
-        work.metrics["steps"].append(
-            {
-                "step": f"int8_{self.method.name}",
-                "validation": self.scores,
-                "test": work.onnx_scores(self.out, "test"),
-                "nodes_excluded": self.excluded,
-                "size_bytes": self.out.stat().st_size,
-                "ops": self.report["ops"],
-                "latency_ms_ort": work.ort_latency(self.out),
-            }
-        )
-        work.graph, work.graph_scores, work.graph_label = self.out, self.scores, f"onnx int8 {self.method.name}"
-        work.graph_labels = self.labels
-        work.nodes_excluded = self.excluded

@@ -1,0 +1,175 @@
+"""INT8 dynamic vs 4-bit embeddings (GatherBlockQuantized) vs 4-bit MatMul (MatMulNBits): size,
+accuracy and latency of the graphs ``mbk compress`` hands over, side by side in one run.
+
+Each variant is one ``mbk compress`` run of the same student (the accuracy guard included; a variant
+the guard refuses is reported as refused, not timed). Then, on this machine, 1 and 2 intra-op
+threads, batch 1, interleaved rounds (A, B, C, A, B, C ...): latency at sequence length 128 and at
+the data's real lengths (test texts tokenized without padding). MatMulNBits' speed depends on the
+CPU's kernels (AVX2 / AVX-512 VNNI / ARM dot-product) and on ``accuracy_level`` (4: int8 compute),
+so the 4-bit MatMul graph is timed at both levels. Run it on a quiet machine: numbers taken beside
+other jobs are noise. Writes ``benchmarks/results/int4_vs_int8.json`` and ``.md``.
+
+    python benchmarks/int4_vs_int8.py --student artifacts/runs/default/student
+    python benchmarks/int4_vs_int8.py --student artifacts/runs/default/student --variants int8 emb+int8
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from vs_optimum import fixed_inputs, time_interleaved  # noqa: E402
+
+from mobilebert_kit import onnx_tools as ot  # noqa: E402
+from mobilebert_kit.artifacts import library_versions, read_json  # noqa: E402
+
+# name -> compress steps (every variant starts from the same fp32 student)
+VARIANTS = {
+    "int8": [{"method": "int8_dynamic"}],
+    "emb+int8": [{"method": "int4_embeddings", "block_size": 32}, {"method": "int8_dynamic"}],
+    "emb128+int8": [{"method": "int4_embeddings", "block_size": 128}, {"method": "int8_dynamic"}],
+    "matmul": [{"method": "int4_matmul", "block_size": 32}],
+    "matmul_acc4": [{"method": "int4_matmul", "block_size": 32, "accuracy_level": 4}],
+    "matmul+int8": [{"method": "int4_matmul", "block_size": 32}, {"method": "int8_dynamic"}],
+    "emb+matmul_acc4+int8": [
+        {"method": "int4_embeddings", "block_size": 32},
+        {"method": "int4_matmul", "block_size": 32, "accuracy_level": 4},
+        {"method": "int8_dynamic"},
+    ],
+}
+
+
+def compress_variant(student: Path, work: Path, name: str, max_drop: float) -> dict:
+    """Run (or reuse) ``mbk compress`` for one variant; returns its row (``refused`` when the guard said no)."""
+    from mobilebert_kit.compress import CompressConfig, run
+    from mobilebert_kit.errors import CompressError
+    from mobilebert_kit.stage import RunContext
+
+    out = work / name.replace("+", "_")
+    if not (out / "metrics.json").exists():
+        print(f"compressing: {name} ...", file=sys.stderr)
+        cfg = CompressConfig(
+            model=str(student), output=str(out), steps=VARIANTS[name], latency_runs=0, max_drop=max_drop
+        )
+        try:
+            run(cfg, RunContext(overwrite=True, quiet=True))
+        except CompressError as e:
+            return {"variant": name, "steps": VARIANTS[name], "refused": str(e)}
+    metrics = read_json(out / "metrics.json")
+    final = metrics["steps"][-1]
+    return {
+        "variant": name,
+        "steps": VARIANTS[name],
+        "onnx": str(out / "onnx" / "model.onnx"),
+        "size_mb": (out / "onnx" / "model.onnx").stat().st_size / 1e6,
+        "validation": final["validation"],
+        "test": final["test"],
+        "guard": metrics["guard"],
+        "ops": ot.op_counts(out / "onnx" / "model.onnx"),
+    }
+
+
+def real_inputs(student: Path, n: int) -> tuple[list[dict], float]:
+    """``n`` test texts tokenized without padding (seeded), and their median length."""
+    from mobilebert_kit.data import data_config_for, lineage, load_dataset
+    from mobilebert_kit.models import load_tokenizer
+
+    tok = load_tokenizer(str(student))
+    test = load_dataset(data_config_for(student, None)).splits["test"]
+    max_length = int(lineage(student).get("max_length") or 128)
+    idx = np.random.default_rng(0).choice(len(test), size=min(n, len(test)), replace=False)
+    enc = tok(
+        [test.texts[i] for i in idx],
+        [test.pairs[i] for i in idx] if test.pairs else None,
+        truncation=True,
+        max_length=max_length,
+    )
+    inputs = [{k: np.asarray([enc[k][j]], dtype=np.int64) for k in enc.keys()} for j in range(len(idx))]
+    return inputs, float(np.median([len(x) for x in enc["input_ids"]]))
+
+
+def latency(rows: list[dict], inputs: dict, rounds: int) -> None:
+    """Add p50/p90 per thread count and input set to every row the guard passed."""
+    timed = [r for r in rows if "onnx" in r]
+    for threads in (1, 2):
+        sessions = {r["variant"]: ot.session(r["onnx"], threads=threads) for r in timed}
+        for label, batch in inputs.items():
+            print(f"latency: {threads} thread(s), {label} ...", file=sys.stderr)
+            ms = time_interleaved(sessions, batch, rounds)
+            for r in timed:
+                a = np.asarray(ms[r["variant"]])
+                r[f"latency_{label}_{threads}t"] = {
+                    "p50_ms": float(np.median(a)),
+                    "p90_ms": float(np.percentile(a, 90)),
+                }
+
+
+def markdown(result: dict) -> str:
+    lines = [
+        "# INT8 dynamic vs 4-bit embeddings vs 4-bit MatMul",
+        "",
+        f"Student `{result['student']}`; batch 1, interleaved, {result['rounds']} rounds; real-length median "
+        f"{result['real_length_median_tokens']:.0f} tokens. Accuracy: test split, ONNX Runtime.",
+        "",
+        "| variant | size MB | test acc | val drop (95% CI) | p50 seq128 1t / 2t ms | p50 real 1t / 2t ms |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        if "refused" in r:
+            lines.append(f"| {r['variant']} | refused by the guard: {r['refused'][:120]} | | | | |")
+            continue
+        g = r["guard"]
+        lo, hi = g.get("drop_ci95") or (g["drop"], g["drop"])
+        lat = "/".join(f"{r[f'latency_seq128_{t}t']['p50_ms']:.2f}" for t in (1, 2))
+        real = "/".join(f"{r[f'latency_real_{t}t']['p50_ms']:.2f}" for t in (1, 2))
+        lines.append(
+            f"| {r['variant']} | {r['size_mb']:.2f} | {r['test']['accuracy']:.4f} | "
+            f"{100 * g['drop']:+.2f} pt ({100 * lo:+.1f} … {100 * hi:+.1f}) | {lat} | {real} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--student", default="artifacts/runs/default/student", help="fp32 student classifier folder")
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    ap.add_argument("--max-drop", type=float, default=0.01, help="the accuracy guard's bound (as mbk compress)")
+    ap.add_argument("--real-texts", type=int, default=200, help="test texts timed at their real token length")
+    ap.add_argument("--runs-128", type=int, default=60, help="timed runs per graph at seq 128")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--work", default="benchmarks/work/int4_vs_int8")
+    ap.add_argument("--results", default="benchmarks/results")
+    args = ap.parse_args()
+
+    student, work = Path(args.student), Path(args.work)
+    if not (student / "config.json").exists():
+        sys.exit(f"Error: student folder {student} does not exist; run `mbk run recipes/default.yaml` first")
+    work.mkdir(parents=True, exist_ok=True)
+    rows = [compress_variant(student, work, v, args.max_drop) for v in args.variants]
+    texts, median_len = real_inputs(student, args.real_texts)
+    seq128 = [fixed_inputs(128)] * max(1, args.runs_128 // args.rounds)
+    latency(rows, {"seq128": seq128, "real": texts}, args.rounds)
+    result = {
+        "student": str(student),
+        "rounds": args.rounds,
+        "real_length_median_tokens": median_len,
+        "rows": rows,
+        "versions": library_versions(),
+    }
+    res = Path(args.results)
+    res.mkdir(parents=True, exist_ok=True)
+    (res / "int4_vs_int8.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    (res / "int4_vs_int8.md").write_text(markdown(result))
+    print(markdown(result))
+
+
+if __name__ == "__main__":
+    main()
