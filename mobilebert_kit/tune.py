@@ -34,11 +34,12 @@ QUICK_GRID: dict[str, list[dict]] = {
     "int8-dynamic-per-channel": [{"method": "int8_dynamic", "per_channel": True}],
     "int8-static": [{"method": "int8_static"}],
     "trim-vocab+int8-dynamic": [{"method": "trim_vocab"}, {"method": "int8_dynamic"}],
-    "int8-dynamic+int4-embeddings": [{"method": "int8_dynamic"}, {"method": "int4_embeddings"}],
-    "trim-vocab+int8-dynamic+int4-embeddings": [
+    "trim-vocab+int8-dynamic-per-channel": [{"method": "trim_vocab"}, {"method": "int8_dynamic", "per_channel": True}],
+    "int4-embeddings+int8-dynamic": [{"method": "int4_embeddings"}, {"method": "int8_dynamic"}],
+    "trim-vocab+int4-embeddings+int8-dynamic-per-channel": [
         {"method": "trim_vocab"},
-        {"method": "int8_dynamic"},
-        {"method": "int4_embeddings"},
+        {"method": "int4_embeddings", "block_size": 128},
+        {"method": "int8_dynamic", "per_channel": True},
     ],
     "int4-matmul": [{"method": "int4_matmul"}],
 }
@@ -68,6 +69,7 @@ class TuneConfig(StageConfig):
     max_drop: float = 0.01
     latency_runs: int = 50
     keep_trials: bool = False  # keep every trial's folder in <output>.trials/
+    ort_format: bool = False  # only plans whose graph can become the Android app's .ort compete
 
     def validate(self) -> list[str]:
         p: list[str] = []
@@ -122,7 +124,7 @@ def run(config: TuneConfig, ctx: RunContext | None = None) -> StageResult:
     except BaseException:
         shutil.rmtree(trials_dir, ignore_errors=True)
         raise
-    best = choose(trials, config.objective)
+    best = choose([t for t in trials if t.get("ort_format", True) or not config.ort_format], config.objective)
     if best is None:
         shutil.rmtree(trials_dir, ignore_errors=True)
         raise TuneError(_no_winner(trials, config))
@@ -174,12 +176,24 @@ def _trial(config: TuneConfig, name: str, steps: list[dict], folder: Path, ctx: 
         ctx.log(f"    refused: {str(e).splitlines()[0][:160]}")
         return record
     record.update(status="passed", seconds=time.perf_counter() - t0, **trial_numbers(result.metrics))
+    record["ort_format"] = ort_format_ok(folder)
     lat = f"{record['latency_ms']:.2f} ms" if record["latency_ms"] is not None else "latency not measured"
     ctx.log(
         f"    validation {record['validation_accuracy']:.4f} (drop {record['drop']:+.4f}), "
         f"{record['size_bytes'] / 1e6:.2f} MB, {lat}"
     )
     return record
+
+
+def ort_format_ok(folder: Path) -> bool:
+    """Whether the trial's graph can become the Android app's ``.ort`` (4-bit embeddings cannot: ORT
+    format stores no uint4 tensors; see compression/int4.py's RUNTIMES)."""
+    from mobilebert_kit.artifacts import COMPRESSION, read_json
+
+    comp = read_json(folder / COMPRESSION) if (folder / COMPRESSION).exists() else {}
+    return all(
+        (v.get("runtimes") or {}).get("ort_format_loads_in", [True]) != [] for v in comp.values() if isinstance(v, dict)
+    )
 
 
 def trial_numbers(metrics: dict) -> dict:
@@ -235,7 +249,10 @@ def mark_pareto(trials: list[dict]) -> None:
 
 def _no_winner(trials: list[dict], config: TuneConfig) -> str:
     lines = [f"no plan passed the accuracy guard (--max-drop {config.max_drop}); every trial:"]
-    lines += [f"  {t['name']}: {t['reason'].splitlines()[0][:200]}" for t in trials]
+    if any(t["status"] == "passed" for t in trials):
+        lines = ["no plan that passed the guard can become an .ort model (--ort-format); every trial:"]
+    lines += [f"  {t['name']}: {t.get('reason', 'passed, but 4-bit embeddings cannot be stored in ORT format')}"
+              .splitlines()[0][:240] for t in trials]  # fmt: skip
     lines.append("raise --max-drop, try other --plans, or distill a stronger student")
     return "\n".join(lines)
 
@@ -254,18 +271,19 @@ def markdown(report: dict) -> str:
         "",
         f"Winner: **{report['best']}**. Every trial is listed; * marks the Pareto front (size, latency, accuracy).",
         "",
-        "| plan | status | val acc | drop | test acc | size MB | latency ms | |",
-        "|---|---|---|---|---|---|---|---|",
+        "| plan | status | val acc | drop | test acc | size MB | latency ms | .ort | |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for t in report["trials"]:
         if t["status"] != "passed":
-            rows.append(f"| {t['name']} | refused: {t['reason'].splitlines()[0][:80]} | | | | | | |")
+            rows.append(f"| {t['name']} | refused: {t['reason'].splitlines()[0][:80]} | | | | | | | |")
             continue
         lat = f"{t['latency_ms']:.2f}" if t["latency_ms"] is not None else "n/a"
         test = f"{t['test_accuracy']:.4f}" if t["test_accuracy"] is not None else "n/a"
         rows.append(
             f"| {t['name']} | passed | {t['validation_accuracy']:.4f} | {t['drop']:+.4f} | {test} | "
-            f"{t['size_bytes'] / 1e6:.2f} | {lat} | {'*' if t['pareto'] else ''} |"
+            f"{t['size_bytes'] / 1e6:.2f} | {lat} | {'yes' if t.get('ort_format', True) else 'no'} | "
+            f"{'*' if t['pareto'] else ''} |"
         )
     return "\n".join(rows) + "\n"
 

@@ -303,6 +303,13 @@ def test_4bit_embeddings_then_int8_survive_a_hostile_row(cli, hostile, tmp_path)
     assert fp32["size_bytes"] > four["size_bytes"] > int8["size_bytes"]
     ops = ot.op_counts(out / "onnx" / "model.onnx")
     assert ops["GatherBlockQuantized"] == 3 and ops["QAttention"] == 2 and "EmbedLayerNormalization" not in ops
+    # ORT format cannot store the 4-bit tables: export says so instead of writing a file that will not load
+    r = cli("export", "--model", out, "--format", "ort", "-o", tmp_path / "e")
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert "Error: the ORT-format model does not load in onnxruntime" in r.output
+    assert "export --format onnx instead" in r.output and not (tmp_path / "e" / "ort").exists()
+    r = cli("export", "--model", out, "--format", "onnx", "-o", tmp_path / "e", "-q")
+    assert r.exit_code == 0, r.output
 
 
 @pytest.mark.parametrize("order", [("trim_vocab", "recover"), ("recover", "trim_vocab")])

@@ -39,6 +39,12 @@ def _plans(path: str | None) -> list | None:
 @click.option("--max-drop", type=float, help="Accuracy guard of every trial (validation). [default: 0.01]")
 @click.option("--latency-runs", type=int, help="Timed ORT runs per trial. [default: 50]")
 @click.option("--keep-trials", is_flag=True, default=None, help="Keep every trial's folder in <output>.trials/.")
+@click.option(
+    "--ort-format",
+    is_flag=True,
+    default=None,
+    help="Only plans whose graph can become the Android app's .ort compete (4-bit embeddings cannot).",
+)
 @output_options("artifacts/tuned")
 @save_recipe_option
 def command(save_recipe, overwrite, quiet, as_json, plans_file, **options):

@@ -85,11 +85,27 @@ def convert_to_ort(onnx_file: Path, folder: Path) -> None:
         config_file = work / "out" / "model.required_operators.config"
         if not produced.exists():
             raise ExportError(f"ORT format conversion wrote no model.ort; converter output: {captured[-300:]}")
+        _check_loads(produced)
         shutil.move(str(produced), folder / "model.ort")
         if config_file.exists():
             shutil.move(str(config_file), folder / "required_operators.config")
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _check_loads(ort_file: Path) -> None:
+    """The converter can write a file its own runtime refuses (4-bit GatherBlockQuantized tables:
+    ORT format cannot store uint4): load it once, so export fails here, not on the phone."""
+    import onnxruntime as ort
+
+    try:
+        ort.InferenceSession(str(ort_file), providers=["CPUExecutionProvider"])
+    except Exception as e:  # noqa: BLE001 - ORT raises its own exception types
+        raise ExportError(
+            f"the ORT-format model does not load in onnxruntime {ort.__version__} "
+            f"({str(e).strip().splitlines()[0][:160]}); graphs with 4-bit embeddings (GatherBlockQuantized) cannot "
+            "be stored in ORT format: export --format onnx instead, or compress without int4_embeddings"
+        ) from e
 
 
 def _run_converter(work: Path) -> str:
