@@ -55,10 +55,21 @@ def build_ort_export(root: Path, model_dir: Path, max_length: int = 128) -> Path
             "max_abs_diff": 1e-6,
             "label_agreement": 1.0,
             "model_sha256": sha256_file(d / model_file),
+            "runtimes": runtime_records(),
         }
     write_json(export / "verify.json", verify)
     _CACHE[key] = export
     return export
+
+
+def runtime_records(*versions: str) -> dict:
+    """verify.json's per-runtime records, as `mbk verify --runtime-version` writes them (passed)."""
+    from mobilebert_kit.runtimes import ANDROID_ORT_VERSION, host_ort_version, runtime_key
+
+    return {
+        runtime_key("onnxruntime", v): {"passed": True, "provenance": {"runtime": "onnxruntime", "version": v}}
+        for v in versions or (host_ort_version(), ANDROID_ORT_VERSION)
+    }
 
 
 def write_meta(folder: Path, fmt: str, model_file: str, max_length: int = 128, **extra) -> None:

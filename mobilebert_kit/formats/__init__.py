@@ -136,6 +136,7 @@ class ExportFormat:
     demo_app: str | None = None  # the demo app folder `mbk package --install-into` expects
     app_bundle_dir: str | None = None  # where the bundle goes inside that app
     app_marker: str | None = None  # a file every such app has (--install-into refuses other folders)
+    app_runtime_version: str | None = None  # onnxruntime version the app pins (verify + package use it)
     headline_rank: int | None = None  # report headline: lowest rank with an accuracy wins
     input_dtype = "int64"
     dynamic_batch = True
