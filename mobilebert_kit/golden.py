@@ -1,7 +1,7 @@
 """Golden vectors: the phone's self-test data, their tolerances, and the one rule that judges them.
 
-**The rule** (:func:`check_vector`; ``BundleModel.java`` and the iOS ``ContentView.swift`` implement the
-same three lines): for every vector, the device tokenizer's ids equal ``input_ids`` exactly, every
+**The rule** (:func:`check_vector`; ``GoldenRule.java`` in the Android app and ``checkVector`` in the
+iOS ``ContentView.swift`` implement the same lines, and tests/test_golden.py runs the Java one): for every vector, the device tokenizer's ids equal ``input_ids`` exactly, every
 logit is within the vector's ``atol`` of ``logits``, and when ``check_label`` is true the top logit is
 ``label``. The self-test passes only if every vector passes.
 
@@ -29,6 +29,7 @@ clear margin are added.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -171,8 +172,9 @@ def check_vector(vector: dict, ids: Sequence[int], logits: Sequence[float], labe
     want = vector["logits"]
     if len(logits) != len(want):
         return f"{len(logits)} logits, expected {len(want)}"
-    worst = max(abs(float(a) - float(b)) for a, b in zip(logits, want))
-    if worst > vector["atol"]:
+    diffs = (abs(float(a) - float(b)) for a, b in zip(logits, want))
+    worst = max((d if d == d else math.inf for d in diffs), default=0.0)  # NaN fails, as in Java/Swift
+    if not worst <= vector["atol"]:
         return f"max |logit diff| {worst:.2e} > atol {vector['atol']:.1e}"
     best = max(range(len(logits)), key=lambda i: logits[i])
     if vector.get("check_label") and labels[best] != vector["label"]:

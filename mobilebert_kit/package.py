@@ -64,7 +64,7 @@ from mobilebert_kit.artifacts import (
     write_manifest,
 )
 from mobilebert_kit.config import StageConfig
-from mobilebert_kit.errors import ArtifactError, ConfigError, PackageError
+from mobilebert_kit.errors import ArtifactError, ConfigError, PackageError, warn
 from mobilebert_kit.formats import BundleFacts, ExportFormat
 from mobilebert_kit.golden import THREADS, reference_runtime
 from mobilebert_kit.runtimes import ORT, host_ort_version, runtime_key
@@ -538,6 +538,11 @@ def _golden(inputs: _Inputs, facts: BundleFacts, config: PackageConfig, side, in
     chosen = every[: len(config.golden_texts)]
     extra = [v for v in every[len(chosen) :] if v["check_label"]]
     chosen += extra[: g.label_candidates_needed(chosen)]
+    if g.label_candidates_needed(chosen):
+        warn(
+            f"only {sum(v['check_label'] for v in chosen)} golden vector(s) have a top-2 logit margin above "
+            f"{g.MARGIN_FACTOR:g} x their atol: the self-test checks the label on those only"
+        )
     return {
         "max_length": inputs.max_length,
         "fixed_length": facts.fixed_length,

@@ -23,6 +23,8 @@ from mobilebert_kit.errors import RuntimeModelError, RuntimeVersionError
 from mobilebert_kit.runtimes import ORT, SideRuntime, check_version, host_ort_version, provenance, runtime_key
 
 AUTO, NONE = "auto", "none"
+# the ISA flags the summary names (the ones that switch INT8 kernels); verify.json keeps them all
+KERNEL_ISA = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm", "sve", "sme")
 VERIFY_THREADS = 2  # the host OrtRunner's default: side runtimes run with the same intra-op threads
 
 
@@ -166,7 +168,8 @@ def proved_lines(report: dict, formats: tuple[str, ...] = ()) -> list[str]:
         for key, r in (e.get("runtimes") or {}).items():
             p = r.get("provenance") or {}
             cpu = p.get("cpu") or {}
-            where = f"{cpu.get('arch', '?')}{' (emulated)' if p.get('emulated') else ''}"
+            isa = " ".join(f for f in cpu.get("isa") or [] if f in KERNEL_ISA)
+            where = f"{cpu.get('arch', '?')}{' (emulated)' if p.get('emulated') else ''}" + (f" [{isa}]" if isa else "")
             if r.get("passed") is None:
                 what = f"skipped: {r.get('skipped') or 'nothing gated'}"
             elif "agreement" in r:

@@ -241,11 +241,10 @@ def _install_error(version: str, output: str) -> RuntimeVersionError:
     stable = [v for v in available if re.fullmatch(r"\d+\.\d+(\.\d+)?", v)]
     if any(sign in lower for sign in NETWORK_SIGNS) and version not in available:
         return IndexUnreachableError(
-            f"cannot install {ORT} {version}: the package index is not reachable (no network?); "
-            f"connect and retry, or pass --runtime-version none"
+            f"cannot install {ORT} {version}: the package index is not reachable (no network?); connect and retry"
         )
     if found:
-        shown = ", ".join(stable[-12:]) or "none for this Python/platform"
+        shown = ", ".join(stable) or "none for this Python/platform"
         return RuntimeVersionError(f"{ORT} {version} is not on the package index; available: {shown}")
     last = [ln for ln in output.strip().splitlines() if ln.strip()][-1:] or ["no output"]
     return RuntimeVersionError(f"pip could not install {ORT}=={version}: {last[0][:300]}")
