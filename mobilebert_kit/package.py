@@ -319,7 +319,7 @@ def run(config: PackageConfig, ctx: RunContext | None = None) -> StageResult:
     side = reference_runtime(fmt, ctx.log)
     runtime = runtime_record(export_dir, fmt, facts, side, config.allow_unverified_runtime)
     ctx.log(f"golden vectors: logits in {runtime['key']}, spread over versions x {THREADS} threads ...")
-    golden = _golden(inputs, facts, config, side, bool(meta.get("int8")), runtime)
+    golden = _golden(inputs, facts, config, side, bool(meta.get("int8")), runtime, export_dir)
     bundle_meta = _bundle_meta(config, fmt, export_dir, src, meta, inputs, facts, verify)
     bundle_meta.update(runtime=runtime, golden_atol=golden["atol"])
     _write_bundle(config, out, install_dir, model, src, inputs.labels, golden, bundle_meta, ctx.overwrite)
@@ -524,7 +524,21 @@ def _verify_entry(export_dir: Path, fmt: str) -> dict:
     return entry if isinstance(entry, dict) else {}
 
 
-def _golden(inputs: _Inputs, facts: BundleFacts, config: PackageConfig, side, int8: bool, runtime: dict) -> dict:
+def _measured_drift(export_dir: Path, fmt: str) -> tuple[float, str]:
+    """The largest logit change verify measured between onnxruntime versions on the test split (INT8 drift)."""
+    from mobilebert_kit.golden import INT8_DRIFT, Spec
+
+    drift, source = INT8_DRIFT, Spec(True).drift_from
+    for key, rec in ((_verify_entry(export_dir, fmt).get("runtimes")) or {}).items():
+        value = rec.get("max_abs_diff_vs_host")
+        if isinstance(value, (int, float)) and value > drift:
+            drift, source = float(value), f"mbk verify: {key} vs host onnxruntime on the test split (n={rec.get('n')})"
+    return drift, source
+
+
+def _golden(
+    inputs: _Inputs, facts: BundleFacts, config: PackageConfig, side, int8: bool, runtime: dict, export_dir: Path
+) -> dict:
     """golden.json: vectors with logits in the bundle's runtime version and per-vector atol (golden.py)."""
     from mobilebert_kit import golden as g
 
@@ -534,7 +548,8 @@ def _golden(inputs: _Inputs, facts: BundleFacts, config: PackageConfig, side, in
     ]
     m = g.measure(facts.runtime, ids, inputs.pad_id, side)
     floor = config.golden_atol if config.golden_atol is not None else facts.facts.get("golden_atol_floor")
-    every = g.vectors(texts, ids, m, inputs.labels, int8, floor)
+    spec = g.Spec(int8, floor, *_measured_drift(export_dir, runtime["verified_format"]))
+    every = g.vectors(texts, ids, m, inputs.labels, spec)
     chosen = every[: len(config.golden_texts)]
     extra = [v for v in every[len(chosen) :] if v["check_label"]]
     chosen += extra[: g.label_candidates_needed(chosen)]
@@ -550,7 +565,7 @@ def _golden(inputs: _Inputs, facts: BundleFacts, config: PackageConfig, side, in
         "atol": max(v["atol"] for v in chosen),  # the loosest vector's: for apps that read one number
         "rule": g.RULE,
         "runtime": {**m.reference.provenance, "verified": runtime["verified"]},
-        "tolerance": g.tolerance_info(m, int8, floor),
+        "tolerance": g.tolerance_info(m, spec),
         "note": "input_ids are unpadded; pad with pad_id (attention_mask 0) to fixed_length when it is set",
         "vectors": chosen,
     }

@@ -10,6 +10,10 @@ For each format folder under the export dir:
    checks the lite-interpreter file too, CoreML validates its spec where Core ML cannot run.
 3. **Independent runtime** — ``.onnx`` / ``.ort`` also run in onnxruntime-node (npm) on the same
    inputs when node is available (:meth:`Parity.node_check`); skipped with a clear reason otherwise.
+4. **Other onnxruntime versions** — ``.onnx`` / ``.ort`` parity again in side-installed onnxruntime
+   versions (``--runtime-version``; by default also the one the Android app pins), gated alike
+   (:mod:`mobilebert_kit.runtime_parity`). Every number records its provenance (runtime, version, CPU,
+   threads) and each format gets one ``runtimes`` record per version, which ``mbk package`` requires.
 
 Tolerances (per output; fp32 vs int8 artifacts; all configurable):
 

@@ -28,27 +28,31 @@ def _measurement(ref, *others) -> g.Measurement:
 def test_fp32_tolerance_is_k_times_spread_with_a_floor():
     ref = [[1.0, -1.0], [0.2, 0.1], [3.0, -3.0]]
     m = _measurement(ref, [[1.0, -1.0], [0.2 + 1e-3, 0.1], [3.0, -3.0 + 1e-6]])
-    vecs = g.vectors(["a", "b", "c"], [[1], [2], [3]], m, LABELS, int8=False, floor=None)
+    vecs = g.vectors(["a", "b", "c"], [[1], [2], [3]], m, LABELS, g.Spec(int8=False))
     assert [v["spread"] for v in vecs] == pytest.approx([0.0, 1e-3, 1e-6], abs=1e-12)
     assert [v["atol"] for v in vecs] == pytest.approx([g.FP32_FLOOR, g.K_SPREAD * 1e-3, g.FP32_FLOOR])
     # The label is checked only where the margin exceeds MARGIN_FACTOR x atol (b: margin 0.1 > 0.006: yes)
     assert [v["check_label"] for v in vecs] == [True, True, True]
     assert [v["label"] for v in vecs] == ["neg", "neg", "neg"]
-    tight = g.vectors(["b"], [[2]], _measurement([[0.2, 0.1]], [[0.2 + 0.03, 0.1]]), LABELS, False, None)
+    tight = g.vectors(["b"], [[2]], _measurement([[0.2, 0.1]], [[0.2 + 0.03, 0.1]]), LABELS, g.Spec(False))
     assert tight[0]["atol"] == pytest.approx(0.09) and tight[0]["check_label"] is False  # 0.1 < 2 x 0.09
 
 
 def test_int8_tolerance_never_below_the_measured_arm_drift():
     m = _measurement([[1.0, -1.0], [0.5, -0.5]], [[1.0, -1.0], [0.5 + 0.04, -0.5]])
-    vecs = g.vectors(["a", "b"], [[1], [2]], m, LABELS, int8=True, floor=None)
+    vecs = g.vectors(["a", "b"], [[1], [2]], m, LABELS, g.Spec(int8=True))
     assert [v["atol"] for v in vecs] == pytest.approx([g.K_SPREAD * g.INT8_DRIFT, g.K_SPREAD * 0.04])
-    assert g.vectors(["a"], [[1]], _measurement([[1.0, -1.0]]), LABELS, True, floor=0.5)[0]["atol"] == 0.5
+    # the model's own drift measured by verify on the test split raises every vector (never lowers it)
+    vecs = g.vectors(["a", "b"], [[1], [2]], m, LABELS, g.Spec(int8=True, drift=0.035))
+    assert [v["atol"] for v in vecs] == pytest.approx([g.K_SPREAD * 0.035, g.K_SPREAD * 0.04])
+    assert g.vectors(["a"], [[1]], m, LABELS, g.Spec(True, drift=0.001))[0]["atol"] == g.K_SPREAD * g.INT8_DRIFT
+    assert g.vectors(["a"], [[1]], _measurement([[1.0, -1.0]]), LABELS, g.Spec(True, floor=0.5))[0]["atol"] == 0.5
 
 
 def test_widen_hook_takes_extra_measured_logits():
     m = _measurement([[1.0, -1.0], [0.1, 0.0]], [[1.0, -1.0], [0.1, 0.0]])
     golden = {"atol": 1e-4, "tolerance": {"measured_in": ["x"]}}
-    golden["vectors"] = g.vectors(["a", "b"], [[1], [2]], m, LABELS, int8=False, floor=None)
+    golden["vectors"] = g.vectors(["a", "b"], [[1], [2]], m, LABELS, g.Spec(int8=False))
     wider = g.widen(golden, {"onnxruntime 1.22.0, arm64 emulated (cortex-a76)": [[1.0, -1.01], [0.1, 0.02]]})
     assert [v["atol"] for v in wider["vectors"]] == pytest.approx([0.03, 0.06])
     assert wider["vectors"][1]["check_label"] is False  # margin 0.1 < 2 x 0.06: no longer certain
