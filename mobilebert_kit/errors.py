@@ -73,6 +73,18 @@ class DeviceError(MbkError):
     """An attached device could not be used."""
 
 
+class RuntimeVersionError(MbkError):
+    """A side onnxruntime version could not be installed or run (unknown version, broken wheel)."""
+
+
+class IndexUnreachableError(RuntimeVersionError):
+    """A side runtime is not installed and the package index cannot be reached to install it."""
+
+
+class RuntimeModelError(RuntimeVersionError):
+    """The side runtime works but cannot load or run this model (too old for its file format or ops)."""
+
+
 def warn(message: str) -> None:
     """A warning a careful user would want even with --quiet: one ``warning: ...`` line on stderr."""
     import sys

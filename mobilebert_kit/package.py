@@ -5,8 +5,9 @@ Reads one format folder written by ``mbk export`` and writes ``artifacts/package
 
 * the model (``model.ort`` for Android, ``model.tflite`` with ``--runtime litert``, ``model.mlpackage`` for iOS),
 * ``vocab.txt`` and the HF tokenizer files, ``labels.json``,
-* ``golden.json``: a handful of texts with their token ids and expected logits, so the app can
-  self-test its tokenizer and runtime on the device,
+* ``golden.json``: a handful of texts with their token ids, expected logits, label, and a per-vector
+  ``atol`` derived from measured spread (:mod:`mobilebert_kit.golden`), so the app can self-test its
+  tokenizer and runtime on the device,
 * ``model_meta.json``: input names, sequence length, lowercase/accent rules, special token ids,
   label names, verify metrics, sha256 of every other file, tool and runtime versions.
 
@@ -25,6 +26,12 @@ Export folder contract assumed here (issue 5 owns the writer; this reader is tol
 
 ``verify.json`` wins over ``model_meta.json["verify"]``; an export never verified, failed, or
 changed after export/verify (hash mismatch) is refused before anything is written.
+
+**One runtime version per bundle.** The golden logits are computed in one onnxruntime version: for a
+target whose app pins one (Android: ``runtimes.ANDROID_ORT_VERSION``) that version, run as a side
+runtime, else the host's. ``model_meta.json["runtime"]`` and ``golden.json["runtime"]`` name it, and
+the bundle is refused unless ``verify.json`` holds a passing record for that format in that version
+(``mbk verify --runtime-version X``), or ``--allow-unverified-runtime`` (then ``verified: false``).
 """
 
 from __future__ import annotations
@@ -57,8 +64,10 @@ from mobilebert_kit.artifacts import (
     write_manifest,
 )
 from mobilebert_kit.config import StageConfig
-from mobilebert_kit.errors import ArtifactError, ConfigError, PackageError
+from mobilebert_kit.errors import ArtifactError, ConfigError, PackageError, warn
 from mobilebert_kit.formats import BundleFacts, ExportFormat
+from mobilebert_kit.golden import THREADS, reference_runtime
+from mobilebert_kit.runtimes import ORT, host_ort_version, runtime_key
 from mobilebert_kit.stage import RunContext, StageResult
 
 GOLDEN = "golden.json"
@@ -111,7 +120,8 @@ class PackageConfig(StageConfig):
     make_zip: bool = True
     install_into: str | None = None  # android_demo/ or ios_demo/: copy the bundle into the app's assets
     golden_texts: list[str] = field(default_factory=lambda: list(DEFAULT_GOLDEN_TEXTS))
-    golden_atol: float = 1e-3  # tolerance the on-device self-test applies to golden logits
+    golden_atol: float | None = None  # a minimum per-vector atol; None: derived from measured spread (golden.py)
+    allow_unverified_runtime: bool = False  # bundle even if verify never ran the golden's runtime version
 
     def validate(self) -> list[str]:
         problems = []
@@ -121,7 +131,7 @@ class PackageConfig(StageConfig):
             problems.append(_runtime_problem(self.target, self.runtime))
         if not self.golden_texts:
             problems.append("golden_texts is empty; the on-device self-test needs at least one text")
-        if not self.golden_atol > 0:
+        if self.golden_atol is not None and not self.golden_atol > 0:
             problems.append(f"golden_atol must be > 0, got {self.golden_atol}")
         return problems
 
@@ -321,8 +331,12 @@ def run(config: PackageConfig, ctx: RunContext | None = None) -> StageResult:
     inputs = _read_inputs(src, meta)
     facts = fmt.bundle_facts(model, export_dir, inputs.vocab, inputs.special_ids, inputs.pad_id)
     _check_label_count(facts, inputs.labels)
-    golden = _golden(inputs, facts.runtime, config.golden_texts, config.golden_atol, facts.fixed_length)
+    side = reference_runtime(fmt, ctx.log)
+    runtime = runtime_record(export_dir, fmt, facts, side, config.allow_unverified_runtime)
+    ctx.log(f"golden vectors: logits in {runtime['key']}, spread over versions x {THREADS} threads ...")
+    golden = _golden(inputs, facts, config, side, bool(meta.get("int8")), runtime, export_dir)
     bundle_meta = _bundle_meta(config, fmt, export_dir, src, meta, inputs, facts, verify)
+    bundle_meta.update(runtime=runtime, golden_atol=golden["atol"])
     _write_bundle(config, out, install_dir, model, src, inputs.labels, golden, bundle_meta, ctx.overwrite)
     return _result(config, out, bundle_meta)
 
@@ -494,21 +508,86 @@ def _labels(src: Path, meta: dict) -> list[str]:
     return labels
 
 
-def _golden(inputs: _Inputs, runtime, texts: list[str], atol: float, fixed_length: int | None) -> dict:
-    vectors = []
-    for text in texts:
-        enc = inputs.tokenizer(text, truncation=True, max_length=inputs.max_length)
-        ids = [int(i) for i in enc["input_ids"]]
-        logits = runtime.logits(ids, inputs.pad_id)
-        best = max(range(len(logits)), key=logits.__getitem__)
-        vectors.append({"text": text, "input_ids": ids, "logits": logits, "label": inputs.labels[best]})
+def runtime_record(export_dir: Path, fmt: ExportFormat, facts: BundleFacts, side, allow: bool) -> dict:
+    """The one runtime version the bundle's golden logits come from; refused unless verify passed in it."""
+    version = side.version if side is not None else host_ort_version()
+    key = runtime_key(ORT, version)
+    golden_format = Path(facts.runtime.path).parent.name  # the export folder whose model computes them
+    entry = _verify_entry(export_dir, golden_format)
+    record = (entry.get("runtimes") or {}).get(key) or {}
+    verified = record.get("passed") is True and entry.get("passed") is True
+    if not verified and not allow:
+        state = "failed" if record.get("passed") is False else "was never verified"
+        why = f" (skipped: {record['skipped']})" if record.get("skipped") else ""
+        raise PackageError(
+            f"the '{golden_format}' export {state} in {key}{why}, the runtime the bundle's golden vectors are "
+            f"computed in{_pinned_by(fmt, version)}; run `mbk verify --runtime-version {version}` first "
+            "(or pass --allow-unverified-runtime)"
+        )
+    return {
+        "name": ORT,
+        "version": version,
+        "key": key,
+        "verified": verified,
+        "verified_format": golden_format,
+        "app_pinned_version": getattr(fmt, "app_runtime_version", None),
+    }
+
+
+def _pinned_by(fmt: ExportFormat, version: str) -> str:
+    return f", pinned by {fmt.demo_app}" if getattr(fmt, "app_runtime_version", None) == version else ""
+
+
+def _verify_entry(export_dir: Path, fmt: str) -> dict:
+    data = read_json(export_dir / VERIFY) if (export_dir / VERIFY).exists() else {}
+    entry = ((data.get("formats") if isinstance(data, dict) else None) or {}).get(fmt)
+    return entry if isinstance(entry, dict) else {}
+
+
+def _measured_drift(export_dir: Path, fmt: str) -> tuple[float, str]:
+    """The largest logit change verify measured between onnxruntime versions on the test split (INT8 drift)."""
+    from mobilebert_kit.golden import INT8_DRIFT, Spec
+
+    drift, source = INT8_DRIFT, Spec(True).drift_from
+    for key, rec in ((_verify_entry(export_dir, fmt).get("runtimes")) or {}).items():
+        value = rec.get("max_abs_diff_vs_host")
+        if isinstance(value, (int, float)) and value > drift:
+            drift, source = float(value), f"mbk verify: {key} vs host onnxruntime on the test split (n={rec.get('n')})"
+    return drift, source
+
+
+def _golden(
+    inputs: _Inputs, facts: BundleFacts, config: PackageConfig, side, int8: bool, runtime: dict, export_dir: Path
+) -> dict:
+    """golden.json: vectors with logits in the bundle's runtime version and per-vector atol (golden.py)."""
+    from mobilebert_kit import golden as g
+
+    texts = list(config.golden_texts) + g.LABEL_CANDIDATES
+    ids = [
+        [int(i) for i in inputs.tokenizer(t, truncation=True, max_length=inputs.max_length)["input_ids"]] for t in texts
+    ]
+    m = g.measure(facts.runtime, ids, inputs.pad_id, side)
+    floor = config.golden_atol if config.golden_atol is not None else facts.facts.get("golden_atol_floor")
+    spec = g.Spec(int8, floor, *_measured_drift(export_dir, runtime["verified_format"]))
+    every = g.vectors(texts, ids, m, inputs.labels, spec)
+    chosen = every[: len(config.golden_texts)]
+    extra = [v for v in every[len(chosen) :] if v["check_label"]]
+    chosen += extra[: g.label_candidates_needed(chosen)]
+    if g.label_candidates_needed(chosen):
+        warn(
+            f"only {sum(v['check_label'] for v in chosen)} golden vector(s) have a top-2 logit margin above "
+            f"{g.MARGIN_FACTOR:g} x their atol: the self-test checks the label on those only"
+        )
     return {
         "max_length": inputs.max_length,
-        "fixed_length": fixed_length,
+        "fixed_length": facts.fixed_length,
         "pad_id": inputs.pad_id,
-        "atol": atol,
+        "atol": max(v["atol"] for v in chosen),  # the loosest vector's: for apps that read one number
+        "rule": g.RULE,
+        "runtime": {**m.reference.provenance, "verified": runtime["verified"]},
+        "tolerance": g.tolerance_info(m, spec),
         "note": "input_ids are unpadded; pad with pad_id (attention_mask 0) to fixed_length when it is set",
-        "vectors": vectors,
+        "vectors": chosen,
     }
 
 

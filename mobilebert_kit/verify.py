@@ -10,6 +10,10 @@ For each format folder under the export dir:
    checks the lite-interpreter file too, CoreML validates its spec where Core ML cannot run.
 3. **Independent runtime** — ``.onnx`` / ``.ort`` also run in onnxruntime-node (npm) on the same
    inputs when node is available (:meth:`Parity.node_check`); skipped with a clear reason otherwise.
+4. **Other onnxruntime versions** — ``.onnx`` / ``.ort`` parity again in side-installed onnxruntime
+   versions (``--runtime-version``; by default also the one the Android app pins), gated alike
+   (:mod:`mobilebert_kit.runtime_parity`). Every number records its provenance (runtime, version, CPU,
+   threads) and each format gets one ``runtimes`` record per version, which ``mbk package`` requires.
 
 Tolerances (per output; fp32 vs int8 artifacts; all configurable):
 
@@ -41,6 +45,7 @@ from mobilebert_kit.config import StageConfig, check_range
 from mobilebert_kit.data import DataConfig
 from mobilebert_kit.errors import ArtifactError, DataError, VerifyError
 from mobilebert_kit.quantize import INT8_MIN_AGREEMENT
+from mobilebert_kit.runtime_parity import SideRuntimes, side_checks, summarize, validate_versions
 from mobilebert_kit.stage import RunContext, StageResult
 
 ORT_NODE_VERSION = "1.30.0"
@@ -84,6 +89,8 @@ class VerifyConfig(StageConfig):
     fp32: Tolerance = field(default_factory=Tolerance)
     int8: Int8Tolerance = field(default_factory=Int8Tolerance)
     node: str = "auto"  # auto: use onnxruntime-node when node is available | on: required | off
+    # side onnxruntime versions (runtime_parity): auto = also the app-pinned one when installable | none | X
+    runtime_versions: list[str] = field(default_factory=lambda: ["auto"])
 
     def validate(self) -> list[str]:
         p: list[str] = []
@@ -95,7 +102,7 @@ class VerifyConfig(StageConfig):
         check_range(p, "batch_size", self.batch_size, 1)
         if self.node not in ("auto", "on", "off"):
             p.append(f"node must be auto, on or off; got '{self.node}'")
-        return p
+        return p + validate_versions(self.runtime_versions)
 
 
 def row(name: str, passed: bool | None, value=None, threshold=None, detail: str = "") -> dict:
@@ -111,8 +118,11 @@ def run(config: VerifyConfig, ctx: RunContext | None = None) -> StageResult:
     report = _new_report(export_dir, config)
     refs: dict[str, dict] = {}
     node = NodeRunner(config.node)
+    sides = SideRuntimes(config.runtime_versions, log)
+    sides.prepare()
     for name in chosen:
-        report["formats"][name] = _verify_format(registry.get(name), export_dir / name, config, refs, node, log)
+        fmt = registry.get(name)
+        report["formats"][name] = _verify_format(fmt, export_dir / name, config, refs, (node, sides), log)
     _keep_earlier_results(report, export_dir, present)
     report["passed"] = all(e["passed"] for e in report["formats"].values())
     if refs:
@@ -152,7 +162,7 @@ def _new_report(export_dir: Path, config: VerifyConfig) -> dict:
     }
 
 
-def _verify_format(fmt, folder: Path, config: VerifyConfig, refs: dict, node: NodeRunner, log) -> dict:
+def _verify_format(fmt, folder: Path, config: VerifyConfig, refs: dict, runners: tuple, log) -> dict:
     """Integrity, source and parity checks of one format folder: its entry in verify.json."""
     meta = read_json(folder / META)
     checks = _integrity_checks(folder, meta)
@@ -163,7 +173,8 @@ def _verify_format(fmt, folder: Path, config: VerifyConfig, refs: dict, node: No
     if ref is not None and all(c["passed"] is not False for c in checks):
         log(f"{fmt.name}: {fmt.verify_action()} ...")
         tol = config.int8 if meta.get("int8") else config.fp32
-        checks.extend(fmt.verify(folder, meta, Parity(ref, tol, entry, config.batch_size, node)))
+        checks.extend(fmt.verify(folder, meta, Parity(ref, tol, entry, config.batch_size, *runners)))
+        summarize(entry, checks)
     entry["passed"] = all(c["passed"] is not False for c in checks)
     model_file = folder / str(meta.get("model_file") or "")
     entry["model_sha256"] = sha256_tree(model_file) if meta.get("model_file") and model_file.exists() else None
@@ -318,25 +329,38 @@ class Parity:
     entry: dict
     batch_size: int
     node: NodeRunner
+    sides: SideRuntimes | None = None
+    host_logits: np.ndarray | None = None  # the main run's logits (side runtimes are compared to them)
+    provenance: dict | None = None  # where the last Parity.logits numbers came from
     row = staticmethod(row)
 
-    def logits(self, runner) -> np.ndarray:
-        """The runner's logits on the test split, in input order (length-sorted padded batches)."""
+    def batches(self, static_batch: int | None = None):
+        """(indices, int64 feeds) of the test split: length-sorted padded batches, as every runner sees them."""
         from mobilebert_kit.batching import padded_batches
         from mobilebert_kit.formats import full_feeds
 
         ref = self.ref
-        batch_size = runner.static_batch or self.batch_size
+        size = static_batch or self.batch_size
+        for idx, batch in padded_batches(ref["tokenizer"], ref["texts"], ref["pairs"], ref["max_length"], size):
+            yield idx, full_feeds(batch)
+
+    def logits(self, runner) -> np.ndarray:
+        """The runner's logits on the test split, in input order (length-sorted padded batches)."""
+        from mobilebert_kit.runtimes import provenance_of
+
+        ref = self.ref
+        self.provenance = provenance_of(runner)
         out: np.ndarray | None = None
-        for idx, batch in padded_batches(ref["tokenizer"], ref["texts"], ref["pairs"], ref["max_length"], batch_size):
-            logits = np.asarray(runner.logits(full_feeds(batch)), dtype=np.float32)
+        for idx, feeds in self.batches(runner.static_batch):
+            logits = np.asarray(runner.logits(feeds), dtype=np.float32)
             if out is None:
                 out = np.zeros((len(ref["texts"]), logits.shape[-1]), dtype=np.float32)
             out[idx] = logits
         return out if out is not None else np.zeros((0, ref["num_labels"]), dtype=np.float32)
 
-    def compare(self, name: str, got: np.ndarray, prefix: str = "") -> list[dict]:
-        """✓/✗ rows for ``got`` vs the PyTorch logits; the numbers go into the format's entry."""
+    def compare(self, name: str, got: np.ndarray, prefix: str = "", provenance: dict | None = None) -> list[dict]:
+        """✓/✗ rows for ``got`` vs the PyTorch logits; the numbers (and where they were measured: the
+        last :meth:`logits` runner unless ``provenance`` says otherwise) go into the format's entry."""
         from mobilebert_kit.metrics import classification_metrics
 
         ref, tol = self.ref, self.tol
@@ -347,14 +371,16 @@ class Parity:
         diff = float(np.abs(got - want).max()) if got.size else 0.0
         agree = float((got.argmax(-1) == want.argmax(-1)).mean()) if len(got) else 1.0
         m = classification_metrics(got, ref["labels"], ref["num_labels"])
-        self._record(prefix, diff, agree, m)
+        self._record(prefix, diff, agree, m, provenance or self.provenance)
+        if not prefix:
+            self.host_logits = got
         return _tolerance_rows(name, prefix, diff, agree, m, ref["metrics"], tol)
 
-    def _record(self, prefix: str, diff: float, agree: float, m: dict) -> None:
+    def _record(self, prefix: str, diff: float, agree: float, m: dict, prov: dict | None) -> None:
         base = self.ref["metrics"]
         if prefix:
-            extra = {"max_abs_diff": diff, "agreement": agree, "accuracy": m["accuracy"]}
-            self.entry.setdefault("extra_runtimes", {})[prefix.rstrip(": ")] = extra
+            extra = {"max_abs_diff": diff, "agreement": agree, "accuracy": m["accuracy"], "n": m["n"]}
+            self.entry.setdefault("extra_runtimes", {})[prefix.rstrip(": ")] = {**extra, "provenance": prov}
             return
         self.entry.update(
             {
@@ -365,8 +391,13 @@ class Parity:
                 "pytorch_accuracy": base["accuracy"],
                 "pytorch_macro_f1": base["macro_f1"],
                 "n": m["n"],
+                "provenance": prov,
             }
         )
+
+    def runtime_checks(self, fmt, model_path: Path) -> list[dict]:
+        """The same parity in every side onnxruntime version this run checks ``fmt`` in (runtime_parity)."""
+        return side_checks(self, fmt, model_path)
 
     def node_check(self, model_path: Path, runner) -> dict:
         """The same graph in onnxruntime-node vs ``runner`` (Python ONNX Runtime) on identical batches."""

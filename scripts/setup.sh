@@ -37,6 +37,11 @@ if [ "${MBK_SKIP_LITERT:-0}" != 1 ] && ! "$VENV/bin/python" -c "import importlib
   "${PIP[@]}" -e ".[litert]" "torch==$TORCH_PIN" ||
     echo "note: the optional litert extra did not install; tflite export and its tests will skip (pip install 'mobilebert_kit[litert]')"
 fi
+# The onnxruntime version the Android app pins (runtimes.ANDROID_ORT_VERSION), installed once beside the venv's
+# into mbk's cache: verify and package compute and check golden logits in it, and the tests run the packaged .ort
+# in it. Optional: without network it is skipped (those checks then skip with the reason).
+"$VENV/bin/python" -m mobilebert_kit.runtimes install >/dev/null 2>&1 \
+  || echo "note: could not install the Android app's onnxruntime side runtime (offline?); its checks will skip"
 # A JDK for the Android tokenizer parity tests (Debian); optional everywhere else.
 if ! command -v javac >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   (apt-get update -qq && apt-get install -y -qq default-jdk-headless junit4 >/dev/null) || echo "note: no JDK installed; Java tokenizer tests will skip"

@@ -55,10 +55,21 @@ def build_ort_export(root: Path, model_dir: Path, max_length: int = 128) -> Path
             "max_abs_diff": 1e-6,
             "label_agreement": 1.0,
             "model_sha256": sha256_file(d / model_file),
+            "runtimes": runtime_records(),
         }
     write_json(export / "verify.json", verify)
     _CACHE[key] = export
     return export
+
+
+def runtime_records(*versions: str) -> dict:
+    """verify.json's per-runtime records, as `mbk verify --runtime-version` writes them (passed)."""
+    from mobilebert_kit.runtimes import ANDROID_ORT_VERSION, host_ort_version, runtime_key
+
+    return {
+        runtime_key("onnxruntime", v): {"passed": True, "provenance": {"runtime": "onnxruntime", "version": v}}
+        for v in versions or (host_ort_version(), ANDROID_ORT_VERSION)
+    }
 
 
 def write_meta(folder: Path, fmt: str, model_file: str, max_length: int = 128, **extra) -> None:
@@ -82,3 +93,28 @@ def write_meta(folder: Path, fmt: str, model_file: str, max_length: int = 128, *
 def copy_export(export: Path, dest: Path) -> Path:
     shutil.copytree(export, dest)
     return dest
+
+
+def build_int8_ort_export(root: Path, model_dir: Path) -> Path:
+    """Like :func:`build_ort_export`, with both models dynamically quantized to INT8 (model_meta int8: true)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from mobilebert_kit.formats.ort import convert_to_ort
+
+    export = copy_export(build_ort_export(root / "fp32", model_dir), root / "export")
+    onnx_dir, ort_dir = export / "onnx", export / "ort"
+    quantize_dynamic(str(onnx_dir / "model.onnx"), str(root / "int8.onnx"), weight_type=QuantType.QInt8)
+    shutil.copy2(root / "int8.onnx", onnx_dir / "model.onnx")
+    (ort_dir / "model.ort").unlink()
+    convert_to_ort(onnx_dir / "model.onnx", ort_dir)
+    verify = {"passed": True, "formats": {}}
+    for fmt, d, model_file in (("onnx", onnx_dir, "model.onnx"), ("ort", ort_dir, "model.ort")):
+        write_meta(d, fmt, model_file, int8=True)
+        verify["formats"][fmt] = {
+            "passed": True,
+            "int8": True,
+            "model_sha256": sha256_file(d / model_file),
+            "runtimes": runtime_records(),
+        }
+    write_json(export / "verify.json", verify)
+    return export

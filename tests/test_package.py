@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from bundle_helpers import build_ort_export, copy_export, write_meta
+from bundle_helpers import build_ort_export, copy_export, runtime_records, write_meta
 
 from mobilebert_kit.artifacts import file_hashes, read_json, sha256_file, write_json
 from mobilebert_kit.errors import ArtifactError, ConfigError, PackageError
@@ -222,7 +222,10 @@ def test_ios_bundle_from_coreml_export(tiny_classifier_dir, tmp_path, int8):
         export / "verify.json",
         {
             "passed": True,
-            "formats": {"coreml": {"passed": True, "checked": "spec only on Linux"}, "onnx": {"passed": True}},
+            "formats": {
+                "coreml": {"passed": True, "checked": "spec only on Linux"},
+                "onnx": {"passed": True, "runtimes": runtime_records()},
+            },
         },
     )
     out = run(PackageConfig(target="ios", export_dir=str(export), output=str(tmp_path / "pkg" / "ios"))).output

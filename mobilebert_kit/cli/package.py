@@ -37,6 +37,12 @@ from mobilebert_kit.cli.common import emit_result, save_recipe_option, write_sta
     multiple=True,
     help="Text for the on-device self-test (repeatable; default: a built-in nasty set).",
 )
+@click.option(
+    "--allow-unverified-runtime",
+    is_flag=True,
+    help="Bundle even if `mbk verify` never passed in the onnxruntime version the golden vectors are computed in "
+    "(the bundle records verified: false).",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No log lines.")
 @click.option("--json", "as_json", is_flag=True, help="Print the bundle's model_meta.json on stdout.")
 @save_recipe_option
@@ -50,12 +56,16 @@ def command(
     no_zip: bool,
     install_into: str | None,
     golden_texts: tuple[str, ...],
+    allow_unverified_runtime: bool,
     quiet: bool,
     as_json: bool,
 ) -> None:
     """Bundle a verified model, tokenizer, labels and golden test vectors for a phone.
 
-    Refuses exports that failed or never ran `mbk verify`, or that changed since.
+    Refuses exports that failed or never ran `mbk verify`, or that changed since, and bundles whose
+    runtime version (Android: the onnxruntime version the app pins) verify never passed in. Golden
+    vectors carry per-vector tolerances derived from the spread measured across onnxruntime versions
+    and thread counts.
 
     \b
     Example:
@@ -74,6 +84,7 @@ def command(
         "make_zip": False if no_zip else None,
         "install_into": install_into,
         "golden_texts": list(golden_texts) or None,
+        "allow_unverified_runtime": allow_unverified_runtime or None,
     }
     config = PackageConfig.from_dict({k: v for k, v in section.items() if v is not None})
     write_stage_recipe(save_recipe, "package", config.to_dict())

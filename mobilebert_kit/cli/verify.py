@@ -54,10 +54,19 @@ def _fmt(v, pct=False):
     default=None,
     help="Also run .onnx/.ort in onnxruntime-node (default: when node is available; --node makes it required).",
 )
+@click.option(
+    "--runtime-version",
+    "runtime_versions",
+    multiple=True,
+    metavar="auto|none|X",
+    help="Also run the onnx/ort parity in onnxruntime==X, installed once into a cached side environment "
+    "(repeatable). auto: also the version the Android app pins, when installed or installable (skipped "
+    "offline); none: host runtime only. [default: auto]",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No log lines.")
 @click.option("--json", "as_json", is_flag=True, help="Print verify.json on stdout.")
 @save_recipe_option
-def command(save_recipe, formats, node, quiet, as_json, **options):
+def command(save_recipe, formats, node, runtime_versions, quiet, as_json, **options):
     """Check every exported artifact against the PyTorch model it came from.
 
     Per format: sha256 of every file vs model_meta.json, then on the test split max |logit
@@ -70,12 +79,13 @@ def command(save_recipe, formats, node, quiet, as_json, **options):
       mbk verify
       mbk verify --export-dir artifacts/export --format onnx --min-agreement 0.999
       mbk verify --data reviews.csv --int8-min-agreement 0.95 --no-node
+      mbk verify --runtime-version 1.22.0 --runtime-version 1.20.1
     """
     from mobilebert_kit.errors import VerifyError
     from mobilebert_kit.stage import RunContext
     from mobilebert_kit.verify import run
 
-    config = _config(formats, node, options)
+    config = _config(formats, node, {**options, "runtime_versions": list(runtime_versions) or None})
     error = result = None
     try:
         write_stage_recipe(save_recipe, "verify", config.to_dict())
@@ -112,6 +122,7 @@ def _config(formats: tuple[str, ...], node: bool | None, o: dict):
             max_accuracy_drop=o["int8_max_accuracy_drop"],
         ),
         node={None: None, True: "on", False: "off"}[node],
+        runtime_versions=o["runtime_versions"],
     )
     return VerifyConfig.from_dict(section)
 
@@ -126,7 +137,9 @@ def _read_report(export_dir: str) -> dict | None:
 
 
 def _report_lines(report: dict, formats: tuple[str, ...]) -> list[str]:
-    """✓/✗ per format (with its parity numbers) and per check."""
+    """✓/✗ per format (with its parity numbers) and per check, then what was proved where."""
+    from mobilebert_kit.runtime_parity import proved_lines
+
     lines = []
     for fmt, e in report["formats"].items():
         if formats and fmt not in formats:
@@ -142,4 +155,4 @@ def _report_lines(report: dict, formats: tuple[str, ...]) -> list[str]:
         for c in e["checks"]:
             mark = {True: "✓", False: "✗", None: "–"}[c["passed"]]
             lines.append(f"    {mark} {c['name']}" + (f": {c['detail']}" if c["detail"] else ""))
-    return lines
+    return lines + proved_lines(report, formats)

@@ -148,6 +148,7 @@ class ExportFormat:
     app_marker: str | None = None  # a file every such app has (--install-into refuses other folders)
     package_runtime: str | None = None  # `mbk package --runtime NAME` (default: the format's name)
     package_default = True  # packaged when no --runtime is given (one per target)
+    app_runtime_version: str | None = None  # onnxruntime version the app pins (verify + package use it)
     headline_rank: int | None = None  # report headline: lowest rank with an accuracy wins
     input_dtype = "int64"
     dynamic_batch = True

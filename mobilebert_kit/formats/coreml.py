@@ -141,7 +141,13 @@ class CoreML(ExportFormat):
             )
         ids = spec["inputs"]["input_ids"]
         fixed_length = ids["shape"][1] if "ranges" not in ids and len(ids["shape"]) > 1 else None
-        facts = {"coreml_spec": spec, "golden_logits_from": golden_from, "fixed_length": fixed_length}
+        # Core ML's own numerics cannot be measured here (Linux): every golden vector keeps at least 1e-3.
+        facts = {
+            "coreml_spec": spec,
+            "golden_logits_from": golden_from,
+            "fixed_length": fixed_length,
+            "golden_atol_floor": 1e-3,
+        }
         num_outputs = int(out_shape[-1]) if out_shape else None
         return BundleFacts(runtime, input_names, num_outputs, embedding_rows, fixed_length, facts)
 
@@ -281,7 +287,7 @@ def _golden_runtime(export_dir: Path):
     """CoreML cannot predict on Linux: golden logits come from the sibling ORT/ONNX export of the same model.
 
     Verify has already proven the CoreML model matches PyTorch within its tolerance, and the ONNX
-    export within its own, so these logits are what the iPhone must reproduce (within golden_atol).
+    export within its own, so these logits are what the iPhone must reproduce (within each vector's atol).
     """
     from mobilebert_kit.formats.ort import BundleRuntime
 

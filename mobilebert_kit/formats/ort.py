@@ -13,11 +13,11 @@ from pathlib import Path
 from mobilebert_kit.errors import ArtifactError, ExportError, PackageError
 from mobilebert_kit.formats import Build, BundleFacts, Source
 from mobilebert_kit.formats.onnx import Onnx, onnx_graph
+from mobilebert_kit.runtimes import ANDROID_ORT_VERSION
 
-# The Android demo pins this onnxruntime-android release (android_demo/app/build.gradle). ORT format
-# v6 is what onnxruntime 1.16+ writes and reads; 1.32 still writes v6. A .ort with a newer format
+# The Android demo pins onnxruntime-android ANDROID_ORT_VERSION (android_demo/app/build.gradle). ORT
+# format v6 is what onnxruntime 1.16+ writes and reads; 1.32 still writes v6. A .ort with a newer format
 # version than the pinned runtime reads is refused, rather than failing on the phone.
-ANDROID_ORT_VERSION = "1.22.0"
 ANDROID_MAX_ORT_FORMAT = 6
 
 
@@ -32,6 +32,7 @@ class Ort(Onnx):
     demo_app = "android_demo"
     app_bundle_dir = "app/src/main/assets/bundle"
     app_marker = "app/src/main/AndroidManifest.xml"
+    app_runtime_version = ANDROID_ORT_VERSION  # verify checks it too; package computes golden logits in it
     headline_rank = 0
 
     def export(self, src: Source, folder: Path, build: Build) -> dict:
@@ -138,15 +139,27 @@ def ort_format_version(path: Path) -> int | None:
         return None
 
 
+def bundle_feeds(ids: list[int], pad_id: int, fixed_length: int | None) -> dict:
+    """One text's feeds as the apps build them: batch 1, padded with pad_id (mask 0) to fixed_length if set."""
+    import numpy as np
+
+    n = fixed_length or len(ids)
+    arr = np.full((1, n), pad_id, dtype=np.int64)
+    arr[0, : len(ids)] = ids
+    mask = np.zeros((1, n), dtype=np.int64)
+    mask[0, : len(ids)] = 1
+    return {"input_ids": arr, "attention_mask": mask, "token_type_ids": np.zeros_like(arr)}
+
+
 class BundleRuntime:
     """What a bundle needs from a .ort/.onnx: inputs, fixed length, embedding rows, golden logits."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, threads: int = 1):
         import onnxruntime as ort
 
-        self.path = path
+        self.path, self.threads = path, threads
         so = ort.SessionOptions()
-        so.intra_op_num_threads = 1
+        so.intra_op_num_threads = threads  # the apps run 1 thread; golden spread is measured at 1, 2 and 4
         so.log_severity_level = 4  # the vocab probe triggers an expected Gather error; keep it off stderr
         if path.suffix == ".ort":
             so.add_session_config_entry("session.load_model_format", "ORT")
@@ -170,12 +183,7 @@ class BundleRuntime:
     def logits(self, ids: list[int], pad_id: int) -> list[float]:
         import numpy as np
 
-        n = self.fixed_length or len(ids)
-        arr = np.full((1, n), pad_id, dtype=np.int64)
-        arr[0, : len(ids)] = ids
-        mask = np.zeros((1, n), dtype=np.int64)
-        mask[0, : len(ids)] = 1
-        feeds = {"input_ids": arr, "attention_mask": mask, "token_type_ids": np.zeros_like(arr)}
+        feeds = bundle_feeds(ids, pad_id, self.fixed_length)
         out = self.sess.run([self.output_names[0]], {k: v for k, v in feeds.items() if k in self.input_names})[0]
         return [float(x) for x in np.asarray(out).reshape(-1)]
 
