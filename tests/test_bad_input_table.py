@@ -193,7 +193,8 @@ CASES = [
         "co-nothing",
         ["compress", "--model", "{w}/model", "-o", "{w}/o"],
         1,
-        "Error: nothing to do: pass at least one of --prune, --prune-heads, --prune-ffn, --trim-vocab, --int8",
+        "Error: nothing to do: pass at least one of --prune, --prune-heads, --prune-ffn, --trim-vocab, --int4-embeddings, "
+        "--int4-matmul, --int8",
     ),
     (
         "tu-objective",
