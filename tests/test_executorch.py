@@ -77,7 +77,7 @@ def test_int8_pte_and_bundled_test_vectors_verify(exports, cli):
     assert int8["quantization"]["mode"] == "dynamic" and int8["sequence_range"] == [2, 64]
     bundle = int8["bundled_program"]
     assert bundle["file"] == "model.bpte" and "model.bpte" in int8["files"]  # covered by the integrity check
-    assert bundle["expected_from"] == "PyTorch INT8 reference (convert_pt2e)" and bundle["atol"] == 0.02
+    assert bundle["expected_from"] == "PyTorch fp32" and bundle["atol"] == 0.05
     lengths = [c["length"] for c in bundle["test_cases"]]
     assert min(lengths) == 2 and max(lengths) == 64  # the empty text and one truncated to max_length
     r = cli("verify", "-e", out, "--no-node")
@@ -86,7 +86,7 @@ def test_int8_pte_and_bundled_test_vectors_verify(exports, cli):
     assert e["int8"] is True and 0 < e["max_abs_diff"] < 0.1 and e["agreement"] >= 0.9
     assert _checks(e)[BUNDLED]["passed"] is True
     assert e["bundled_program"]["cases"] == 5 and e["bundled_program"]["failed"] == []
-    assert "✓ executorch (int8)" in r.output and f"✓ {BUNDLED}: 5/5 cases within atol 0.02" in r.output
+    assert "✓ executorch (int8)" in r.output and f"✓ {BUNDLED}: 5/5 cases within atol 0.05" in r.output
 
 
 def test_bundled_vectors_can_fail(exports, cli, tmp_path):

@@ -3,7 +3,7 @@ sequence 2..max_length; fp32, or INT8 when INT8 is requested (XNNPACK's PT2E qua
 int8 activations, symmetric per-channel int8 Linear weights; embeddings stay fp32).
 
 ``model.bpte`` is the same program with test vectors embedded (ExecuTorch BundledProgram): a few
-texts' inputs and the logits PyTorch gives for them, so an app can check the runtime on the phone
+texts' inputs and the fp32 PyTorch logits for them, so an app can check the runtime on the phone
 (``bundled_program::verify_method_outputs``). verify runs both on the host ExecuTorch runtime: the
 ``.pte`` on the test split, and every test case embedded in the ``.bpte``.
 """
@@ -32,10 +32,13 @@ TEST_TEXTS = (
     "",
     " ".join(["long"] * 600),
 )
-# Tolerance the bundled test cases are checked with (rtol 0). fp32: what verify asks of fp32 exports.
-# INT8: dynamic activation scales make the XNNPACK kernels differ slightly from PyTorch's quantized
-# reference (values crossing a quantization step), most on another CPU (ARM drift, FACTS.md).
-BUNDLE_ATOL = {False: 1e-3, True: 2e-2}
+# Tolerance the bundled test cases are checked with (rtol 0); expected outputs are the fp32 PyTorch
+# logits for both. fp32: what verify asks of fp32 exports. INT8: the XNNPACK program on the default
+# student is within 0.013 of fp32 on these texts on x86 (0.064 over the whole test split); 0.05 leaves
+# room for another CPU's kernels (ARM not measured here). PyTorch's own quantized graph (convert_pt2e)
+# is NOT the reference: it is further from the program (0.067) than fp32 is, as XNNPACK's dynamic
+# kernels quantize activations more finely than the graph's per-tensor scales.
+BUNDLE_ATOL = {False: 1e-3, True: 5e-2}
 INT8_INFO = {
     "mode": "dynamic",
     "method": "XNNPACKQuantizer (torchao pt2e) get_symmetric_quantization_config(is_per_channel=True, is_dynamic=True)",
@@ -87,8 +90,8 @@ class ExecuTorch(ExportFormat):
     def export(self, src: Source, folder: Path, build: Build) -> dict:
         try:
             with quiet():
-                program, reference = lower(src)
-                cases = bundle_cases(src, reference)
+                program = lower(src)
+                cases = bundle_cases(src)
                 (folder / self.model_file).write_bytes(program.buffer)
                 (folder / BUNDLE_FILE).write_bytes(bundle(program, cases))
         except MbkError:
@@ -130,25 +133,22 @@ FORMAT = ExecuTorch()
 
 
 def lower(src: Source):
-    """(the XNNPACK-lowered ExecuTorch program, the PyTorch module whose logits it must reproduce).
-
-    INT8: the exported graph is quantized with XNNPACK's PT2E quantizer, re-exported and lowered;
-    the reference is then the quantized PyTorch graph (convert_pt2e), not the fp32 model.
-    """
+    """The XNNPACK-lowered ExecuTorch program; INT8: the exported graph is quantized with XNNPACK's
+    PT2E quantizer, re-exported and lowered."""
     import torch
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
 
     exir = import_exir()
     seq = torch.export.Dim("sequence", min=2, max=src.max_length)
     shapes = ({1: seq}, {1: seq}, {1: seq})
-    reference, example = traceable(src), example_inputs(src)
+    example = example_inputs(src)
     with torch.no_grad():
-        program = torch.export.export(reference, example, dynamic_shapes=shapes)
+        program = torch.export.export(traceable(src), example, dynamic_shapes=shapes)
         if src.int8:
-            reference = quantize_int8(program.module(), example)
-            program = torch.export.export(reference, example, dynamic_shapes=shapes)
+            quantized = quantize_int8(program.module(), example)
+            program = torch.export.export(quantized, example, dynamic_shapes=shapes)
         lowered = exir.to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
-    return lowered.to_executorch(), reference
+    return lowered.to_executorch()
 
 
 def quantize_int8(graph_module, example):
@@ -165,10 +165,11 @@ def quantize_int8(graph_module, example):
     return convert_pt2e(prepared)
 
 
-def bundle_cases(src: Source, reference) -> list[dict]:
-    """Each test text's inputs (unpadded, int64) and the reference module's logits for them."""
+def bundle_cases(src: Source) -> list[dict]:
+    """Each test text's inputs (unpadded, int64) and the fp32 PyTorch logits for them."""
     import torch
 
+    reference = traceable(src)
     cases = []
     for text in TEST_TEXTS:
         enc = src.tokenizer([text], truncation=True, max_length=src.max_length, return_tensors="pt")
@@ -198,7 +199,7 @@ def _bundle_meta(src: Source, cases: list[dict]) -> dict:
         "method": METHOD,
         "atol": BUNDLE_ATOL[src.int8],
         "rtol": 0.0,
-        "expected_from": "PyTorch INT8 reference (convert_pt2e)" if src.int8 else "PyTorch fp32",
+        "expected_from": "PyTorch fp32",
         "test_cases": [
             {
                 "text": c["text"],
