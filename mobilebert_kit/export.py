@@ -35,12 +35,18 @@ from mobilebert_kit.artifacts import (
     write_labels,
     write_manifest,
 )
-from mobilebert_kit.config import StageConfig, check_range, did_you_mean
+from mobilebert_kit.config import StageConfig, check_choice, check_range, did_you_mean
 from mobilebert_kit.errors import ConfigError, ModelError
 from mobilebert_kit.formats import Build, ExportFormat, Source, tokenizer_settings
 from mobilebert_kit.stage import RunContext, StageResult
 
 DEFAULT_MAX_LENGTH = 128
+COREML_TARGETS = ("iOS15", "iOS16", "iOS17", "iOS18")
+# Core ML accepts EnumeratedShapes on more than one input only from iOS 18 (coremltools raises
+# "Expected a single enumerated shape input for deployment targets below iOS 18"); BERT has three.
+COREML_ENUMERATED_TARGET = "iOS18"
+PALETTE_BITS = (1, 2, 3, 4, 6, 8)  # what coremltools' OpPalettizerConfig accepts
+PALETTE_MODES = ("kmeans", "uniform")
 
 
 @dataclass
@@ -54,7 +60,12 @@ class ExportConfig(StageConfig):
     max_length: int | None = None  # default: what the model was trained with (lineage), else 128
     int8: bool | None = None  # default: what compression.json asks for (fp32 without it)
     coreml_precision: str = "fp32"  # fp32 | fp16 compute precision of the mlprogram
-    coreml_target: str = "iOS16"
+    coreml_target: str | None = None  # default: iOS16, or iOS18 with coreml_lengths
+    # Enumerated sequence lengths (the Neural Engine runs only enumerated or default shapes,
+    # coremltools#1764); empty: one flexible length 1..max_length (runs on CPU/GPU).
+    coreml_lengths: list[int] = field(default_factory=list)
+    coreml_palettize_bits: int | None = None  # palettized CoreML weights (replaces CoreML's int8 weights)
+    coreml_palettize_mode: str = "kmeans"  # kmeans (needs scikit-learn) | uniform
 
     def validate(self) -> list[str]:
         p: list[str] = []
@@ -68,9 +79,34 @@ class ExportConfig(StageConfig):
         check_range(p, "max_length", self.max_length, 2, 8192)
         if self.coreml_precision not in ("fp32", "fp16"):
             p.append(f"coreml_precision must be fp32 or fp16; got '{self.coreml_precision}'")
-        if self.coreml_target not in ("iOS15", "iOS16", "iOS17", "iOS18"):
-            p.append(f"coreml_target must be one of iOS15, iOS16, iOS17, iOS18; got '{self.coreml_target}'")
+        p += self._coreml_problems()
         return p
+
+    def _coreml_problems(self) -> list[str]:
+        p: list[str] = []
+        if self.coreml_target is not None:
+            check_choice(p, "coreml_target", self.coreml_target, COREML_TARGETS)
+        lengths = self.coreml_lengths
+        if any(n < 2 for n in lengths):
+            p.append(f"coreml_lengths must be >= 2 (a text is at least [CLS] [SEP]); got {_ints(lengths)}")
+        if any(a >= b for a, b in zip(lengths, lengths[1:])):
+            p.append(f"coreml_lengths must be strictly increasing (e.g. 32,64,128); got {_ints(lengths)}")
+        if lengths and self.coreml_target not in (None, COREML_ENUMERATED_TARGET):
+            p.append(
+                f"coreml_lengths needs coreml_target {COREML_ENUMERATED_TARGET} (Core ML accepts enumerated shapes on "
+                f"several inputs only from iOS 18); got '{self.coreml_target}'"
+            )
+        if self.coreml_palettize_bits is not None and self.coreml_palettize_bits not in PALETTE_BITS:
+            bits = ", ".join(map(str, PALETTE_BITS))
+            p.append(
+                f"coreml_palettize_bits must be one of {bits} (coremltools palettization); got {self.coreml_palettize_bits}"
+            )
+        check_choice(p, "coreml_palettize_mode", self.coreml_palettize_mode, PALETTE_MODES)
+        return p
+
+    @property
+    def resolved_coreml_target(self) -> str:
+        return self.coreml_target or (COREML_ENUMERATED_TARGET if self.coreml_lengths else "iOS16")
 
     @property
     def resolved_formats(self) -> list[str]:
@@ -83,9 +119,13 @@ def run(config: ExportConfig, ctx: RunContext | None = None) -> StageResult:
     ctx = ctx or RunContext()
     chosen = [registry.get(name) for name in config.resolved_formats]
     out = _check_outputs(Path(config.output), chosen, ctx.overwrite)
+    _check_int8(config, chosen)
     for fmt in chosen:
         fmt.check_dependencies()
     src = _load_source(Path(config.model), config)
+    problems = [p for fmt in chosen for p in fmt.check_request(src, config)]
+    if problems:
+        raise ConfigError(problems)
     results = _build_all(chosen, src, config, out, ctx)
     _forget_verification(out, list(results))
     _write_export_manifest(out, config, src, results)
@@ -105,6 +145,17 @@ def _check_outputs(out: Path, chosen: list[ExportFormat], overwrite: bool) -> Pa
     for fmt in chosen:
         check_output_dir(out / fmt.name, overwrite)
     return out
+
+
+def _check_int8(config: ExportConfig, chosen: list[ExportFormat]) -> None:
+    """An explicit --int8 is refused for a format that has no INT8 path (rather than silently fp32)."""
+    unable = [fmt.name for fmt in chosen if not fmt.supports_int8]
+    if config.int8 and unable:
+        able = [f.name for f in registry.every() if f.supports_int8]
+        raise ConfigError(
+            f"--int8: the {', '.join(unable)} format cannot be exported as INT8; drop --int8 for it "
+            f"(export it separately with --fp32) or choose from: {', '.join(able)}"
+        )
 
 
 def _load_source(path: Path, config: ExportConfig) -> Source:
@@ -217,16 +268,21 @@ def _result(out: Path, results: dict[str, dict]) -> StageResult:
             "model_file": r["model_file"],
             "size_bytes": r["size_bytes"],
             "int8": r["int8"],
+            "weights": r.get("weights") or ("int8" if r["int8"] else "fp32"),
             "fused_ops": r.get("fused_ops"),
         }
         for name, r in results.items()
     }
     lines = [f"Exported {len(formats)} format(s) to {out}:"]
     for name, r in formats.items():
-        precision = "int8" if r["int8"] else "fp32"
+        precision = r["weights"]
         lines.append(f"  {name:<12} {r['size_bytes'] / 1e6:8.2f} MB  {precision}  {r['folder']}/{r['model_file']}")
     lines.append(f"Next: mbk verify --export-dir {out}")
     return StageResult(out, {"formats": formats}, lines)
+
+
+def _ints(values: list[int]) -> str:
+    return ",".join(map(str, values))
 
 
 __all__ = ["ExportConfig", "run"]

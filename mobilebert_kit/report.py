@@ -295,7 +295,9 @@ def _parity_text(v: dict) -> str:
         bits.append(f"max|Δ| {v['max_abs_diff']:.1e}")
     if isinstance(v.get("agreement"), (int, float)):
         bits.append(f"agree {v['agreement']:.1%}")
-    if isinstance(v.get("numeric_parity"), str):
+    if isinstance(v.get("summary"), str):
+        bits.append(v["summary"])
+    elif isinstance(v.get("numeric_parity"), str):
         bits.append("spec only (" + v["numeric_parity"].replace("skipped: ", "") + ")")
     if not v.get("passed") and v.get("reason"):
         bits.append(str(v["reason"]))

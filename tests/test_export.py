@@ -212,21 +212,15 @@ def test_executorch_without_the_extra(cli, tmp_path, tiny_classifier_dir, monkey
     assert not (tmp_path / "e" / "executorch").exists()
 
 
-def _has_executorch() -> bool:
-    import importlib.util
+def test_int8_refused_for_a_format_without_an_int8_path(monkeypatch, cli, tmp_path, tiny_classifier_dir):
+    from mobilebert_kit import formats
 
-    return importlib.util.find_spec("executorch") is not None
-
-
-@pytest.mark.skipif(
-    not _has_executorch(), reason="executorch is an optional extra: pip install 'mobilebert_kit[executorch]'"
-)
-def test_executorch_pte_exports_and_verifies(tiny_classifier_dir, sentiment_csv, tmp_path, cli):
-    r = cli("export", "-f", "executorch", "--model", tiny_classifier_dir, "-o", tmp_path / "e", "-q")
-    assert r.exit_code == 0, r.output
-    meta = read_json(tmp_path / "e" / "executorch" / META)
-    assert meta["backend"] == "XNNPACK" and meta["sequence_range"] == [2, 128]
-    r = cli("verify", "-e", tmp_path / "e", "--data", sentiment_csv)
-    assert r.exit_code == 0, r.output
-    e = read_json(tmp_path / "e" / "verify.json")["formats"]["executorch"]
-    assert e["max_abs_diff"] < 1e-4 and e["agreement"] == 1.0
+    monkeypatch.setitem(formats.MODULES, "dummy", "dummy_format")
+    monkeypatch.setattr(formats.get("dummy"), "supports_int8", False)
+    r = cli("export", "-f", "onnx,dummy", "--int8", "--model", tiny_classifier_dir, "-o", tmp_path / "e")
+    assert r.exit_code == 1
+    assert r.output.strip() == (
+        "Error: --int8: the dummy format cannot be exported as INT8; drop --int8 for it (export it separately "
+        "with --fp32) or choose from: onnx, ort, torchscript, coreml, executorch"
+    )
+    assert not (tmp_path / "e").exists()

@@ -36,6 +36,29 @@ from mobilebert_kit.cli.common import emit_result, save_recipe_option, write_sta
     help="Compute precision of the CoreML mlprogram. [default: fp32]",
 )
 @click.option(
+    "--coreml-lengths",
+    metavar="N,N,...",
+    help="CoreML: enumerated sequence lengths, increasing, the largest = max length (e.g. 32,64,128); "
+    "the Neural Engine runs only enumerated shapes. Needs iOS18. [default: one flexible length]",
+)
+@click.option(
+    "--coreml-palettize",
+    "coreml_palettize_bits",
+    type=int,
+    metavar="BITS",
+    help="CoreML: palettize weights to 2**BITS values (1, 2, 3, 4, 6 or 8) instead of int8 weights.",
+)
+@click.option(
+    "--coreml-palettize-mode",
+    type=click.Choice(["kmeans", "uniform"]),
+    help="How the palette is found (kmeans needs scikit-learn). [default: kmeans]",
+)
+@click.option(
+    "--coreml-target",
+    type=click.Choice(["iOS15", "iOS16", "iOS17", "iOS18"]),
+    help="Minimum deployment target of the CoreML model. [default: iOS16, iOS18 with --coreml-lengths]",
+)
+@click.option(
     "--output",
     "-o",
     type=click.Path(),
@@ -45,8 +68,8 @@ from mobilebert_kit.cli.common import emit_result, save_recipe_option, write_sta
 @click.option("--quiet", "-q", is_flag=True, help="No log lines.")
 @click.option("--json", "as_json", is_flag=True, help="Print the per-format summary as JSON.")
 @save_recipe_option
-def command(save_recipe, formats, model, max_length, int8, opset, coreml_precision, output, overwrite, quiet, as_json):
-    """Export a classifier to ONNX / ORT / TorchScript / CoreML folders.
+def command(save_recipe, formats, model, max_length, int8, opset, output, overwrite, quiet, as_json, **coreml):
+    """Export a classifier to ONNX / ORT / TorchScript / CoreML (/ ExecuTorch) folders.
 
     Each format folder is self-contained: model file, tokenizer files, labels.json and
     model_meta.json (inputs, dtypes, dynamic axes, max length, labels, sha256 of every file).
@@ -55,6 +78,8 @@ def command(save_recipe, formats, model, max_length, int8, opset, coreml_precisi
     Examples:
       mbk export --format all
       mbk export -f onnx -f ort --model artifacts/student --output artifacts/export
+      mbk export -f executorch --int8 --model artifacts/student
+      mbk export -f coreml --coreml-lengths 32,64,128 --coreml-palettize 6
     """
     from mobilebert_kit.export import ExportConfig, run
     from mobilebert_kit.stage import RunContext
@@ -67,7 +92,7 @@ def command(save_recipe, formats, model, max_length, int8, opset, coreml_precisi
         "opset": opset,
         "max_length": max_length,
         "int8": int8,
-        "coreml_precision": coreml_precision,
+        **coreml,  # --coreml-lengths 32,64,128 is split and checked by the config
     }
     config = ExportConfig.from_dict({k: v for k, v in section.items() if v is not None})
     write_stage_recipe(save_recipe, "export", config.to_dict())

@@ -152,6 +152,7 @@ class ExportFormat:
     headline_rank: int | None = None  # report headline: lowest rank with an accuracy wins
     input_dtype = "int64"
     dynamic_batch = True
+    supports_int8 = True  # an explicit `--int8` can build an INT8 artifact of this format
 
     @property
     def runtime_name(self) -> str:
@@ -160,6 +161,11 @@ class ExportFormat:
 
     def check_dependencies(self) -> None:
         """Raise ExportError with the install hint when a library this format needs is missing."""
+
+    def check_request(self, src: Source, config: Any) -> list[str]:
+        """Problems with this export request that only the loaded source reveals (its max length,
+        its position embeddings); reported together before any format is built."""
+        return []
 
     def export(self, src: Source, folder: Path, build: Build) -> dict:
         """Write the artifact into ``folder``; return format-specific ``model_meta.json`` fields."""
