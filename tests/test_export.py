@@ -221,6 +221,6 @@ def test_int8_refused_for_a_format_without_an_int8_path(monkeypatch, cli, tmp_pa
     assert r.exit_code == 1
     assert r.output.strip() == (
         "Error: --int8: the dummy format cannot be exported as INT8; drop --int8 for it (export it separately "
-        "with --fp32) or choose from: onnx, ort, torchscript, coreml, executorch"
+        "with --fp32) or choose from: onnx, ort, torchscript, coreml, executorch, tflite"
     )
     assert not (tmp_path / "e").exists()
