@@ -10,6 +10,8 @@ For each format folder under the export dir:
    checks the lite-interpreter file too, CoreML validates its spec where Core ML cannot run.
 3. **Independent runtime** — ``.onnx`` / ``.ort`` also run in onnxruntime-node (npm) on the same
    inputs when node is available (:meth:`Parity.node_check`); skipped with a clear reason otherwise.
+4. **The phone's CPU** — ``.onnx`` / ``.ort`` in the aarch64 onnxruntime under QEMU user mode, per
+   CPU model and onnxruntime version, on a seeded subset (:meth:`Parity.arm_check`, ``--arm``).
 
 Tolerances (per output; fp32 vs int8 artifacts; all configurable):
 
@@ -39,6 +41,7 @@ from mobilebert_kit import formats as registry
 from mobilebert_kit.artifacts import LABELS, META, VERIFY, file_hashes, read_json, sha256_tree, write_json
 from mobilebert_kit.config import StageConfig, check_range
 from mobilebert_kit.data import DataConfig
+from mobilebert_kit.emulation import ArmConfig, ArmParity
 from mobilebert_kit.errors import ArtifactError, DataError, VerifyError
 from mobilebert_kit.quantize import INT8_MIN_AGREEMENT
 from mobilebert_kit.stage import RunContext, StageResult
@@ -84,6 +87,7 @@ class VerifyConfig(StageConfig):
     fp32: Tolerance = field(default_factory=Tolerance)
     int8: Int8Tolerance = field(default_factory=Int8Tolerance)
     node: str = "auto"  # auto: use onnxruntime-node when node is available | on: required | off
+    arm: ArmConfig = field(default_factory=ArmConfig)  # ARM64 parity under QEMU (emulation.py)
 
     def validate(self) -> list[str]:
         p: list[str] = []
@@ -110,9 +114,9 @@ def run(config: VerifyConfig, ctx: RunContext | None = None) -> StageResult:
     present, chosen = _formats_to_verify(export_dir, config.formats)
     report = _new_report(export_dir, config)
     refs: dict[str, dict] = {}
-    node = NodeRunner(config.node)
+    runtimes = (NodeRunner(config.node), ArmParity(config.arm, log))
     for name in chosen:
-        report["formats"][name] = _verify_format(registry.get(name), export_dir / name, config, refs, node, log)
+        report["formats"][name] = _verify_format(registry.get(name), export_dir / name, config, refs, runtimes, log)
     _keep_earlier_results(report, export_dir, present)
     report["passed"] = all(e["passed"] for e in report["formats"].values())
     if refs:
@@ -152,7 +156,7 @@ def _new_report(export_dir: Path, config: VerifyConfig) -> dict:
     }
 
 
-def _verify_format(fmt, folder: Path, config: VerifyConfig, refs: dict, node: NodeRunner, log) -> dict:
+def _verify_format(fmt, folder: Path, config: VerifyConfig, refs: dict, runtimes: tuple, log) -> dict:
     """Integrity, source and parity checks of one format folder: its entry in verify.json."""
     meta = read_json(folder / META)
     checks = _integrity_checks(folder, meta)
@@ -163,7 +167,7 @@ def _verify_format(fmt, folder: Path, config: VerifyConfig, refs: dict, node: No
     if ref is not None and all(c["passed"] is not False for c in checks):
         log(f"{fmt.name}: {fmt.verify_action()} ...")
         tol = config.int8 if meta.get("int8") else config.fp32
-        checks.extend(fmt.verify(folder, meta, Parity(ref, tol, entry, config.batch_size, node)))
+        checks.extend(fmt.verify(folder, meta, Parity(ref, tol, entry, config.batch_size, *runtimes)))
     entry["passed"] = all(c["passed"] is not False for c in checks)
     model_file = folder / str(meta.get("model_file") or "")
     entry["model_sha256"] = sha256_tree(model_file) if meta.get("model_file") and model_file.exists() else None
@@ -318,6 +322,7 @@ class Parity:
     entry: dict
     batch_size: int
     node: NodeRunner
+    arm: ArmParity | None = None
     row = staticmethod(row)
 
     def logits(self, runner) -> np.ndarray:
@@ -371,6 +376,10 @@ class Parity:
     def node_check(self, model_path: Path, runner) -> dict:
         """The same graph in onnxruntime-node vs ``runner`` (Python ONNX Runtime) on identical batches."""
         return self.node.check(model_path, self.ref, runner, self.batch_size, self.entry)
+
+    def arm_check(self, model_path: Path, runner) -> list[dict]:
+        """The same file in the aarch64 onnxruntime on emulated phone CPUs (:mod:`mobilebert_kit.emulation`)."""
+        return self.arm.check(model_path, self, runner) if self.arm else []
 
 
 def _tolerance_rows(name: str, prefix: str, diff: float, agree: float, m: dict, base: dict, tol: Tolerance) -> list:

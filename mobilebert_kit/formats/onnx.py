@@ -66,7 +66,8 @@ class Onnx(ExportFormat):
     def verify(self, folder: Path, meta: dict, parity) -> list[dict]:
         path = folder / meta["model_file"]
         runner = self.load(path, meta)
-        return [*parity.compare("logits", parity.logits(runner)), parity.node_check(path, runner)]
+        checks = [*parity.compare("logits", parity.logits(runner)), parity.node_check(path, runner)]
+        return checks + parity.arm_check(path, runner)
 
 
 FORMAT = Onnx()
