@@ -112,10 +112,9 @@ class Emulator:
         """Why this onnxruntime version cannot run ("" when it can)."""
         if (self.wheels(ort_version) / ".complete").exists():
             return ""
-        return (
-            f"no aarch64 onnxruntime {ort_version} in {self.cache / 'wheels'}; "
-            f"run `make arm-emu ARM_ORT_VERSIONS={ort_version}`"
-        )
+        default = ort_version in (host_ort_version(), ANDROID_ORT_VERSION)  # what plain `make arm-emu` fetches
+        make = "make arm-emu" if default else f"make arm-emu ARM_ORT_VERSIONS={ort_version}"
+        return f"no aarch64 onnxruntime {ort_version} in {self.cache / 'wheels'}; run `{make}`"
 
     def run(self, model: Path, batches: list[dict], ort_version: str, cpu: str) -> tuple[list[np.ndarray], dict]:
         """Logits of ``model`` for each feed batch in onnxruntime ``ort_version`` on the emulated ``cpu``."""
@@ -212,7 +211,7 @@ class ArmParity:
             return
         missing = [m for m in map(self.emulator.missing, config.versions()) if m]
         if missing and config.mode == "on":
-            raise DeviceError(f"{NOT_INSTALLED}: {missing[0]}")
+            raise DeviceError(f"ARM64 emulation incomplete: {missing[0]}")
 
     def check(self, model_path: Path, parity, runner) -> list[dict]:
         """Rows for verify (gated like the x86 run) and ``parity.entry["arm64"]`` with the numbers."""
