@@ -129,7 +129,7 @@ class Emulator:
             files.update(out=str(t / "out.npz"), info=str(t / "info.json"))
             (t / "request.json").write_text(json.dumps(files))
             self._call(
-                t / "request.json", ort_version, cpu, timeout=120 + 2 * sum(len(b["input_ids"]) for b in batches)
+                t / "request.json", ort_version, cpu, timeout=600 + 10 * sum(len(b["input_ids"]) for b in batches)
             )
             with np.load(t / "out.npz") as out:
                 logits = [out[str(i)] for i in range(len(batches))]

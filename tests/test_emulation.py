@@ -159,6 +159,16 @@ def test_bad_arm_options(cli, tmp_path, args, message):
     assert r.exit_code != 0 and message in r.output and "Traceback" not in r.output
 
 
+def test_recipe_section_reaches_arm_config():
+    from mobilebert_kit.verify import VerifyConfig
+
+    cfg = VerifyConfig.from_dict({"arm": {"mode": "on", "cpus": "cortex-a710,max", "examples": 50}})
+    assert cfg.arm.mode == "on" and cfg.arm.cpus == ["cortex-a710", "max"] and cfg.arm.examples == 50
+    assert VerifyConfig().arm.cpus == list(emulation.DEFAULT_CPUS) and VerifyConfig().arm.mode == "auto"
+    with pytest.raises(ConfigError, match="unknown key 'arm.cpu' \\(did you mean 'cpus'"):
+        VerifyConfig.from_dict({"arm": {"cpu": ["max"]}})
+
+
 def test_unknown_cpu_model_refused_by_runner(tmp_path):
     emulator = emulation.Emulator("qemu-aarch64", "10.0.2", tmp_path)
     with pytest.raises(DeviceError, match="unknown QEMU CPU model 'pentium'"):
