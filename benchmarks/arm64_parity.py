@@ -182,8 +182,13 @@ def markdown(result: dict) -> str:
             lines.append(
                 f"- {name} INT8, onnxruntime {version}: {s['max_abs_diff']:.4f}, "
                 f"{len(split)} text(s){' (' + ', '.join(f'#{i}' for i in split) + ')' if split else ''}"
+                + (f"; bit-identical logits: {groups(s['identical_logits'])}" if "identical_logits" in s else "")
             )
     return "\n".join(lines) + "\n"
+
+
+def groups(identical: list[list[str]]) -> str:
+    return " | ".join(" = ".join(g) for g in identical)
 
 
 if __name__ == "__main__":

@@ -354,5 +354,18 @@ def across_cpus(logits: dict, idx: np.ndarray) -> dict:
             "cpus": cpus,
             "max_abs_diff": float((stack.max(0) - stack.min(0)).max()) if stack.size else 0.0,
             "examples_labelled_differently": [int(idx[i]) for i in split],
+            "identical_logits": identical_groups(cpus, stack),
         }
     return out
+
+
+def identical_groups(cpus: list[str], stack: np.ndarray) -> list[list[str]]:
+    """CPU models whose logits are bit-identical, grouped: one group per kernel path that matters."""
+    groups: list[list[int]] = []
+    for i in range(len(cpus)):
+        home = next((g for g in groups if np.array_equal(stack[g[0]], stack[i])), None)
+        if home is None:
+            groups.append([i])
+        else:
+            home.append(i)
+    return [[cpus[i] for i in g] for g in groups]

@@ -85,6 +85,7 @@ def test_worker_protocol_same_kernels_same_logits(export_dir, cli, tmp_path, mon
         assert run["max_abs_diff_vs_x86"] == 0.0 and run["flips_vs_x86"] == [] and run["passed"] is True
         assert run["max_abs_diff"] < 1e-4 and run["agreement"] == 1.0 and run["flipped"] == []
     assert arm["across_cpus"][HOST_ORT]["max_abs_diff"] == 0.0
+    assert arm["across_cpus"][HOST_ORT]["identical_logits"] == [["cortex-a53", "max"]]
     assert f"✓ arm64 max onnxruntime {HOST_ORT}: logits label agreement: 100.00% >= 99.50%" in r.output
     assert f"arm64 cortex-a53 onnxruntime {HOST_ORT}: vs x86 onnxruntime {HOST_ORT}: max|Δ| 0, 0 label flip" in r.output
 
@@ -184,6 +185,9 @@ def test_across_cpus_names_the_examples_that_flip():
     out = emulation.across_cpus({("1.32.0", "cortex-a53"): a, ("1.32.0", "max"): b}, np.array([4, 7, 9]))
     assert out["1.32.0"]["examples_labelled_differently"] == [9]
     assert out["1.32.0"]["max_abs_diff"] == pytest.approx(0.1)
+    assert out["1.32.0"]["identical_logits"] == [["cortex-a53"], ["max"]]
+    same = emulation.across_cpus({("1.22.0", c): a for c in ("cortex-a53", "cortex-a76", "max")}, np.arange(3))
+    assert same["1.22.0"]["identical_logits"] == [["cortex-a53", "cortex-a76", "max"]]
 
 
 @pytest.mark.slow
