@@ -1,10 +1,11 @@
 # make demo : set up (if needed) and run the main job, the default recipe on the embedded default
 # make test : set up (if needed) and run the default test suite (offline, CPU, ~10 min)
+# make arm-emu : ARM64 emulation for `mbk verify --arm` (qemu-user, arm64 root, aarch64 onnxruntime; cached)
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.mbk-setup-stamp
 
-.PHONY: setup test test-slow reliability lint format demo smoke bench clean
+.PHONY: setup test test-slow reliability lint format demo smoke bench clean arm-emu
 
 $(STAMP): pyproject.toml scripts/setup.sh
 	bash scripts/setup.sh
@@ -34,6 +35,9 @@ demo: $(STAMP)
 
 smoke: $(STAMP)
 	$(BIN)/mbk run recipes/smoke.yaml
+
+arm-emu: $(STAMP)
+	PYTHON=$(BIN)/python bash scripts/setup_arm64.sh
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/finetune_speed.py

@@ -14,6 +14,8 @@ For each format folder under the export dir:
    versions (``--runtime-version``; by default also the one the Android app pins), gated alike
    (:mod:`mobilebert_kit.runtime_parity`). Every number records its provenance (runtime, version, CPU,
    threads) and each format gets one ``runtimes`` record per version, which ``mbk package`` requires.
+5. **The phone's CPU** — ``.onnx`` / ``.ort`` in the aarch64 onnxruntime under QEMU user mode, per
+   CPU model and onnxruntime version, on a seeded subset (:meth:`Parity.arm_check`, ``--arm``).
 
 Tolerances (per output; fp32 vs int8 artifacts; all configurable):
 
@@ -43,6 +45,7 @@ from mobilebert_kit import formats as registry
 from mobilebert_kit.artifacts import LABELS, META, VERIFY, file_hashes, read_json, sha256_tree, write_json
 from mobilebert_kit.config import StageConfig, check_range
 from mobilebert_kit.data import DataConfig
+from mobilebert_kit.emulation import ArmConfig, ArmParity
 from mobilebert_kit.errors import ArtifactError, DataError, VerifyError
 from mobilebert_kit.quantize import INT8_MIN_AGREEMENT
 from mobilebert_kit.runtime_parity import SideRuntimes, side_checks, summarize, validate_versions
@@ -91,6 +94,7 @@ class VerifyConfig(StageConfig):
     node: str = "auto"  # auto: use onnxruntime-node when node is available | on: required | off
     # side onnxruntime versions (runtime_parity): auto = also the app-pinned one when installable | none | X
     runtime_versions: list[str] = field(default_factory=lambda: ["auto"])
+    arm: ArmConfig = field(default_factory=ArmConfig)  # ARM64 parity under QEMU (emulation.py)
 
     def validate(self) -> list[str]:
         p: list[str] = []
@@ -120,9 +124,10 @@ def run(config: VerifyConfig, ctx: RunContext | None = None) -> StageResult:
     node = NodeRunner(config.node)
     sides = SideRuntimes(config.runtime_versions, log)
     sides.prepare()
+    runners = (node, sides, ArmParity(config.arm, log))
     for name in chosen:
         fmt = registry.get(name)
-        report["formats"][name] = _verify_format(fmt, export_dir / name, config, refs, (node, sides), log)
+        report["formats"][name] = _verify_format(fmt, export_dir / name, config, refs, runners, log)
     _keep_earlier_results(report, export_dir, present)
     report["passed"] = all(e["passed"] for e in report["formats"].values())
     if refs:
@@ -332,6 +337,7 @@ class Parity:
     batch_size: int
     node: NodeRunner
     sides: SideRuntimes | None = None
+    arm: ArmParity | None = None
     host_logits: np.ndarray | None = None  # the main run's logits (side runtimes are compared to them)
     provenance: dict | None = None  # where the last Parity.logits numbers came from
     row = staticmethod(row)
@@ -404,6 +410,10 @@ class Parity:
     def node_check(self, model_path: Path, runner) -> dict:
         """The same graph in onnxruntime-node vs ``runner`` (Python ONNX Runtime) on identical batches."""
         return self.node.check(model_path, self.ref, runner, self.batch_size, self.entry)
+
+    def arm_check(self, model_path: Path, runner) -> list[dict]:
+        """The same file in the aarch64 onnxruntime on emulated phone CPUs (:mod:`mobilebert_kit.emulation`)."""
+        return self.arm.check(model_path, self, runner) if self.arm else []
 
 
 def _tolerance_rows(name: str, prefix: str, diff: float, agree: float, m: dict, base: dict, tol: Tolerance) -> list:

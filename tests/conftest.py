@@ -162,3 +162,29 @@ def minilm_teacher_dir(tmp_path_factory) -> Path:
     r = CliRunner().invoke(main, ["finetune", *MINILM_TEACHER_ARGS, "-o", str(out), "-q"], catch_exceptions=False)
     assert r.exit_code == 0, r.output
     return out
+
+
+# `mbk verify --arm auto` emulates ARM64 whenever `make arm-emu` was run on this machine; that would
+# add minutes to every verify test. The suite hides the real cache; `real_arm_emulation` brings it back.
+REAL_MBK_ARM_CACHE = os.environ.get("MBK_ARM_CACHE")
+
+
+@pytest.fixture(autouse=True)
+def hide_arm_emulation(monkeypatch, tmp_path_factory):
+    monkeypatch.setenv("MBK_ARM_CACHE", str(tmp_path_factory.getbasetemp() / "no-arm-cache"))
+
+
+@pytest.fixture()
+def real_arm_emulation(monkeypatch):
+    """The machine's ARM64 emulator (``make arm-emu``); skips the test when it is not installed."""
+    from mobilebert_kit.emulation import find_emulator
+    from mobilebert_kit.errors import DeviceError
+
+    if REAL_MBK_ARM_CACHE is None:
+        monkeypatch.delenv("MBK_ARM_CACHE")
+    else:
+        monkeypatch.setenv("MBK_ARM_CACHE", REAL_MBK_ARM_CACHE)
+    try:
+        return find_emulator()
+    except DeviceError as e:
+        pytest.skip(str(e))

@@ -63,6 +63,24 @@ def _fmt(v, pct=False):
     "(repeatable). auto: also the version the Android app pins, when installed or installable (skipped "
     "offline); none: host runtime only. [default: auto]",
 )
+@click.option(
+    "--arm",
+    type=click.Choice(["auto", "on", "off"]),
+    default=None,
+    help="ARM64 parity of .onnx/.ort under QEMU user mode (`make arm-emu` installs it); auto: when installed. "
+    "[default: auto]",
+)
+@click.option(
+    "--arm-cpus", default=None, help="Emulated CPU models, comma-separated. [default: cortex-a53,cortex-a76,max]"
+)
+@click.option(
+    "--arm-examples", type=int, default=None, help="Seeded subset of the test split to emulate. [default: 300]"
+)
+@click.option(
+    "--arm-ort-versions",
+    default=None,
+    help="aarch64 onnxruntime versions, comma-separated (default: this host's and the Android app's).",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No log lines.")
 @click.option("--json", "as_json", is_flag=True, help="Print verify.json on stdout.")
 @save_recipe_option
@@ -80,6 +98,7 @@ def command(save_recipe, formats, node, runtime_versions, quiet, as_json, **opti
       mbk verify --export-dir artifacts/export --format onnx --min-agreement 0.999
       mbk verify --data reviews.csv --int8-min-agreement 0.95 --no-node
       mbk verify --runtime-version 1.22.0 --runtime-version 1.20.1
+      mbk verify --format ort --arm on --arm-cpus cortex-a53,max --arm-examples 100
     """
     from mobilebert_kit.errors import VerifyError
     from mobilebert_kit.stage import RunContext
@@ -123,6 +142,7 @@ def _config(formats: tuple[str, ...], node: bool | None, o: dict):
         ),
         node={None: None, True: "on", False: "off"}[node],
         runtime_versions=o["runtime_versions"],
+        arm=given(mode=o["arm"], cpus=o["arm_cpus"], examples=o["arm_examples"], ort_versions=o["arm_ort_versions"]),
     )
     return VerifyConfig.from_dict(section)
 

@@ -67,7 +67,7 @@ class Onnx(ExportFormat):
         path = folder / meta["model_file"]
         runner = self.load(path, meta)
         checks = [*parity.compare("logits", parity.logits(runner)), parity.node_check(path, runner)]
-        return checks + parity.runtime_checks(self, path)  # other onnxruntime versions (--runtime-version)
+        return checks + parity.runtime_checks(self, path) + parity.arm_check(path, runner)
 
 
 FORMAT = Onnx()
