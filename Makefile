@@ -31,6 +31,7 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix mobilebert_kit tests benchmarks scripts
 
 demo: $(STAMP)
+	@$(MAKE) -s arm-emu || echo "note: ARM64 emulation not installed (needs apt); verify will SKIP its arm64 rows"
 	$(BIN)/mbk run recipes/default.yaml
 
 smoke: $(STAMP)

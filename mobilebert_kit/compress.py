@@ -240,6 +240,7 @@ def _load(config: CompressConfig, ctx: RunContext):
         latency_runs=config.latency_runs,
         teacher=config.teacher,
         log=ctx.log,
+        quiet=ctx.quiet,
     )
 
 

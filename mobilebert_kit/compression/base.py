@@ -72,6 +72,7 @@ class Work:
     latency_runs: int = 20
     teacher: str | None = None
     log: Callable[[str], None] = lambda msg: None
+    quiet: bool = False  # no progress bars (training steps) either
     guard: Any = None  # compression.guard.Guard, set once the input is measured
     out: Path | None = None  # the staged output folder
     scratch: Path | None = None  # temp folder, removed at the end of the run

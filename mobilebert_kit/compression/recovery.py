@@ -54,7 +54,7 @@ class Recover(Method):
             lr=self.lr,
             workdir=work.scratch / "recover",
             seed=work.seed,
-            log=work.log,
+            log=None if work.quiet else work.log,
         )
         if self.epochs > 1:
             work.note(SELECTION_NOTE)
