@@ -201,7 +201,8 @@ def trial_numbers(metrics: dict) -> dict:
     final = metrics.get("final") or {}
     last = (metrics.get("steps") or [{}])[-1]
     val, test = final.get("validation") or {}, final.get("test") or {}
-    before = (metrics.get("input") or {}).get("validation") or {}
+    before = metrics.get("input") or {}  # compress's headline: the input's validation numbers
+    before = before.get("validation", before)
     return {
         "validation_accuracy": val.get("accuracy"),
         "test_accuracy": test.get("accuracy"),

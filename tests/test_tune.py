@@ -40,6 +40,10 @@ def test_tune_reports_every_trial_and_keeps_the_smallest(cli, trained, tmp_path)
     report = json.loads((out / "tune.json").read_text())
     assert [t["name"] for t in report["trials"]] == ["dynamic", "trim+dynamic", "impossible"]
     passed = [t for t in report["trials"] if t["status"] == "passed"]
+    for t in passed:  # the drop is the input's validation accuracy minus the trial's
+        assert abs(t["drop"]) < 0.5 and t["drop"] == pytest.approx(
+            t["guard"]["input_accuracy"] - t["validation_accuracy"]
+        )
     assert passed and res["best"] == min(passed, key=lambda t: t["size_bytes"])["name"]
     trim = next(t for t in report["trials"] if t["name"] == "trim+dynamic")
     dyn = next(t for t in report["trials"] if t["name"] == "dynamic")
