@@ -93,7 +93,7 @@ def test_bad_steps_every_problem_at_once(scale_bias):
     ) == [
         f"compress: steps[0]: unknown compression method 'prune_fnn' (did you mean 'prune_ffn'?); "
         f"known: {KNOWN}, scale_bias",
-        "compress: unknown key 'steps[1].fractoin' (did you mean 'fraction'?)",
+        "compress: unknown key 'steps[1].fractoin' (did you mean 'steps[1].fraction'?)",
         "compress: steps[2]: factor must be in (0, 10], got 50.0",
         "compress: steps[3]: calib_method must be one of minmax, entropy, percentile; got 'kl'",
         "compress: steps[4]: fraction is required: the share of attention heads of every layer to remove, in [0, 1)",
