@@ -241,6 +241,9 @@ def measure(runtime, ids: list[list[int]], pad_id: int, side=None) -> Measuremen
     from mobilebert_kit.formats.ort import BundleRuntime
     from mobilebert_kit.runtimes import ORT, host_ort_version, provenance
 
+    if not isinstance(runtime, BundleRuntime):  # another runtime (LiteRT): its own logits, as the app runs it
+        prov = provenance(runtime.runtime_name, runtime.runtime_version, 1)
+        return Measurement(Measured(prov, np.array([runtime.logits(i, pad_id) for i in ids])))
     host = []
     for t in THREADS:
         rt = runtime if t == getattr(runtime, "threads", 1) else BundleRuntime(runtime.path, threads=t)

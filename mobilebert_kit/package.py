@@ -396,7 +396,7 @@ def _bundle_meta(
         "bundle_version": BUNDLE_VERSION,
         "target": config.target,
         "format": fmt.name,
-        "runtime": fmt.runtime_name,
+        "package_runtime": fmt.runtime_name,  # `--runtime` (ort, litert); "runtime" below: the exact version
         "model_file": fmt.model_file,
         "model_sha256": None,
         "input_names": facts.input_names,
@@ -510,6 +510,8 @@ def _labels(src: Path, meta: dict) -> list[str]:
 
 def runtime_record(export_dir: Path, fmt: ExportFormat, facts: BundleFacts, side, allow: bool) -> dict:
     """The one runtime version the bundle's golden logits come from; refused unless verify passed in it."""
+    if hasattr(facts.runtime, "runtime_name"):  # not onnxruntime (LiteRT): verify ran it in this very runtime
+        return _other_runtime_record(export_dir, fmt, facts.runtime, allow)
     version = side.version if side is not None else host_ort_version()
     key = runtime_key(ORT, version)
     golden_format = Path(facts.runtime.path).parent.name  # the export folder whose model computes them
@@ -532,6 +534,18 @@ def runtime_record(export_dir: Path, fmt: ExportFormat, facts: BundleFacts, side
         "verified_format": golden_format,
         "app_pinned_version": getattr(fmt, "app_runtime_version", None),
     }
+
+
+def _other_runtime_record(export_dir: Path, fmt: ExportFormat, runtime, allow: bool) -> dict:
+    name, version = runtime.runtime_name, runtime.runtime_version
+    verified = _verify_entry(export_dir, fmt.name).get("passed") is True
+    if not verified and not allow:
+        raise PackageError(
+            f"the '{fmt.name}' export was never verified in {name} {version}; run `mbk verify --format {fmt.name}` "
+            "first (or pass --allow-unverified-runtime)"
+        )
+    key = f"{name}=={version}"
+    return {"name": name, "version": version, "key": key, "verified": verified, "verified_format": fmt.name}
 
 
 def _pinned_by(fmt: ExportFormat, version: str) -> str:

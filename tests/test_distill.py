@@ -108,7 +108,7 @@ def test_config_from_dict_and_student_arch():
     arch = distill.DistillConfig.from_dict({"student_config": {"hidden_size": 64, "num_heads": 4}})
     assert arch.init_method == "student_config" and arch.student_config.hidden_size == 64
     with pytest.raises(
-        ConfigError, match="unknown key 'student_config.hiden_size' \\(did you mean 'hidden_size'\\?\\)"
+        ConfigError, match="unknown key 'student_config.hiden_size' \\(did you mean 'student_config.hidden_size'\\?\\)"
     ):
         distill.DistillConfig.from_dict({"student_config": {"hiden_size": 64}})
     with pytest.raises(ConfigError, match="hidden_size \\(30\\) must be divisible by num_heads \\(4\\)"):

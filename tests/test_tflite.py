@@ -173,7 +173,8 @@ def test_package_android_litert_bundle(cli, tflite_export, tmp_path):
     )
     assert r.exit_code == 0, r.output
     meta = read_json(tmp_path / "p" / META)
-    assert meta["runtime"] == "litert" and meta["format"] == "tflite" and meta["model_file"] == "model.tflite"
+    assert meta["package_runtime"] == "litert" and meta["format"] == "tflite" and meta["model_file"] == "model.tflite"
+    assert meta["runtime"]["name"] == "ai-edge-litert" and meta["runtime"]["verified"] is True
     assert meta["sequence_buckets"] == [16, 32] and meta["fixed_length"] is None
     assert (tmp_path / "p" / "model.tflite").is_file() and (tmp_path / "p" / "vocab.txt").is_file()
     golden = read_json(tmp_path / "p" / "golden.json")["vectors"]

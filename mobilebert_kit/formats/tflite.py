@@ -372,8 +372,11 @@ def _tflite_logits(src: Source, path: Path, split) -> np.ndarray:
 class BundleRuntime:
     """Golden logits for ``mbk package``: unpadded ids in, logits out (bucket padding done here)."""
 
+    runtime_name = RUNTIME  # golden.measure / package.runtime_record: not an onnxruntime session
+
     def __init__(self, runner: LiteRtRunner):
         self.runner = runner
+        self.runtime_version = runtime_version()
 
     def logits(self, ids: list[int], pad_id: int) -> list[float]:
         n = len(ids)
