@@ -142,3 +142,12 @@ def test_bad_data_stops_the_run_at_the_first_trial(cli, trained, tmp_path):
     assert r.exit_code == 1 and "Traceback" not in r.output
     assert r.output.strip().splitlines()[-1].startswith(f"Error: {tmp_path / 'd.csv'} line 2 has more fields")
     assert not (tmp_path / "t").exists() and not (tmp_path / "t.trials").exists()
+
+
+def test_tune_is_a_recipe_stage_that_feeds_export():
+    from mobilebert_kit import recipe as rc
+
+    r = rc.load({"stages": ["distill", "tune", "export"], "tune": {"objective": "latency"}}, name="t")
+    cfg = {s.key: s.config for s in r.steps}
+    assert cfg["tune"].model.endswith("student") and cfg["tune"].objective == "latency"
+    assert cfg["export"].model == cfg["tune"].output and cfg["tune"].output.endswith("tuned")
