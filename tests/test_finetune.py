@@ -331,6 +331,12 @@ def test_keep_checkpoints_keeps_the_ckpt_folder_and_says_where(tiny4, tmp_path, 
     assert f"checkpoints kept in {tmp_path / 'k.ckpt'}" in r.output
 
 
+def _sigint_default():
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_says_whether_there_is_a_checkpoint_to_resume(tiny4, tmp_path):
     model, data = tiny4
     args = [*MBK, "finetune", "--model", str(model), "--data", str(data), *FAST, "--checkpoint-every", "3", "-q"]
@@ -339,7 +345,8 @@ def test_ctrl_c_says_whether_there_is_a_checkpoint_to_resume(tiny4, tmp_path):
         (4, tmp_path / "b", f"run the same command with --resume to continue from checkpoint step-00000003 in {tmp_path / 'b.ckpt'}"),
     ):  # fmt: skip
         env = {**os.environ, "MBK_INTERRUPT_AT_STEP": str(step)}
-        r = subprocess.run([*args, "-o", str(out)], capture_output=True, text=True, env=env)
+        # a shell that started the suite in the background leaves SIGINT ignored, and children inherit that
+        r = subprocess.run([*args, "-o", str(out)], capture_output=True, text=True, env=env, preexec_fn=_sigint_default)
         assert r.returncode == 130 and "Traceback" not in r.stderr
         assert r.stderr.splitlines()[-1] == f"Error: interrupted; {hint}"
         assert not out.exists()

@@ -49,10 +49,17 @@ def _same_model(a: Path, b: Path) -> bool:
     return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
+def _sigint_default():
+    """A shell that started the suite in the background leaves SIGINT ignored, and children inherit that:
+    the Ctrl-C case would then never interrupt anything (and pass without testing)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _interrupt(cmd: list[str], out: Path, after: float, sig: int, resume: bool) -> int:
     """Start a run (resuming if asked), send ``sig`` after ``after`` seconds (if still running); its exit code."""
     p = subprocess.Popen([*cmd, "-o", str(out), *(["--resume"] if resume else [])], env=ENV,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=_sigint_default)  # fmt: skip
     try:
         p.wait(timeout=after)
     except subprocess.TimeoutExpired:
@@ -74,16 +81,19 @@ def test_interrupted_again_and_again_then_resumed_is_bit_identical(job, tmp_path
     cmd, ref, seconds = job
     rng = random.Random(1234 + sig)
     out, ckpts = tmp_path / "run", tmp_path / "run.ckpt" / "checkpoints"
+    interrupted = 0
     for _ in range(6):
         if (out / "manifest.json").exists() and not ckpts.is_dir():
             break  # finished (the signal came after the result was in place)
         code = _interrupt(cmd, out, rng.uniform(0.3, 1.1) * seconds, sig, resume=ckpts.is_dir())
+        interrupted += code != 0
         if code == 0:
             break
         # killed; or Ctrl-C: one Error line, exit 130 (or -2 when it lands as Python exits: a shell shows 130 too)
         assert code in (-signal.SIGKILL, 130, -signal.SIGINT), code
     else:  # never finished within the interrupted attempts: finish without interruption
         assert _interrupt(cmd, out, 10 * seconds + 60, sig, resume=ckpts.is_dir()) == 0
+    assert interrupted >= 1  # the campaign really interrupted the run
     assert _same_model(out, ref)
     assert _leftovers(out) == []
 
