@@ -110,9 +110,15 @@ def _check_loads(ort_file: Path) -> None:
 
 
 def _run_converter(work: Path) -> str:
+    import logging
+
     from onnxruntime.tools.convert_onnx_models_to_ort import OptimizationStyle, convert_onnx_models_to_ort
 
-    with contextlib.redirect_stdout(io.StringIO()) as captured:
+    # the converter sets its own logger to INFO and a 4-bit quantizer import may have configured the root
+    # logger: silence INFO lines for the conversion only
+    logging.disable(logging.INFO)
+    with contextlib.redirect_stdout(io.StringIO()) as captured, contextlib.ExitStack() as undo:
+        undo.callback(logging.disable, logging.NOTSET)
         try:
             convert_onnx_models_to_ort(
                 work / "model.onnx",
