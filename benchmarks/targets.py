@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from vs_optimum import fixed_inputs, optimum_int8  # noqa: E402
+from vs_optimum import optimum_int8  # noqa: E402
 
 from mobilebert_kit import onnx_tools as ot  # noqa: E402
 from mobilebert_kit.artifacts import library_versions, read_json  # noqa: E402
@@ -72,18 +72,29 @@ def _ort_runner(path: Path):
     return run
 
 
-def timed(runners: dict, inputs: list[dict], rounds: int, warmup: int = 5) -> dict[str, list[float]]:
-    """ms per call; within a round every model runs each input in turn, alternating the order."""
-    names = list(runners)
+def _encode(tok, split, max_length: int) -> list[dict]:
+    """Each text tokenized alone, unpadded (batch 1, as the phone runs it)."""
+    e = tok(split.texts, split.pairs, truncation=True, max_length=max_length)
+    return [{k: np.asarray([e[k][j]], dtype=np.int64) for k in e.keys()} for j in range(len(split.texts))]
+
+
+def _encode_one(tok, text: str, length: int) -> dict:
+    e = tok(text, truncation=True, max_length=length)
+    return {k: np.asarray([e[k]], dtype=np.int64) for k in e.keys()}
+
+
+def timed_texts(models: dict, enc: dict, idx, rounds: int, warmup: int = 5) -> dict[str, list[float]]:
+    """Like :func:`timed`, each model fed the same texts through its own tokenizer."""
+    names = list(models)
     for n in names:
-        for x in (inputs * warmup)[:warmup]:
-            runners[n](x)
+        for i in idx[:warmup]:
+            models[n]["runner"](enc[n][i])
     out: dict[str, list[float]] = {n: [] for n in names}
     for r in range(rounds):
-        for i, x in enumerate(inputs):
-            for n in names if (i + r) % 2 == 0 else names[::-1]:
+        for j, i in enumerate(idx):
+            for n in names if (j + r) % 2 == 0 else names[::-1]:
                 t0 = time.perf_counter()
-                runners[n](x)
+                models[n]["runner"](enc[n][i])
                 out[n].append((time.perf_counter() - t0) * 1e3)
     return out
 
@@ -127,14 +138,25 @@ def _models(run_dir: Path, work: Path) -> dict[str, dict]:
     teacher = run_dir / "teacher"
     print("Optimum export + dynamic INT8 of the student ...", file=sys.stderr)
     optimum = optimum_int8(run_dir / "student", work)
-    return {
+    return {  # each with its own tokenizer: the bundle's trimmed vocabulary renumbers the word pieces
         "teacher (PyTorch fp32)": {
             "path": teacher,
             "size": (teacher / "model.safetensors").stat().st_size,
             "runner": _torch_runner(teacher),
-        },  # fmt: skip
-        "phone model (mbk .ort)": {"path": phone, "size": _size(phone), "runner": _ort_runner(phone)},
-        "Optimum dynamic INT8": {"path": optimum, "size": _size(optimum), "runner": _ort_runner(optimum)},
+            "tokenizer": teacher,
+        },
+        "phone model (mbk .ort)": {
+            "path": phone,
+            "size": _size(phone),
+            "runner": _ort_runner(phone),
+            "tokenizer": phone.parent,
+        },
+        "Optimum dynamic INT8": {
+            "path": optimum,
+            "size": _size(optimum),
+            "runner": _ort_runner(optimum),
+            "tokenizer": run_dir / "student",
+        },
     }
 
 
@@ -147,28 +169,27 @@ def measure(run_dir: Path, work: Path, args) -> dict:
     max_length = int(lineage(student).get("max_length") or 128)
     ds = load_dataset(data_config_for(student, None))
     test = ds.splits["test"]
-    tok = load_tokenizer(student)
-    enc_all = tok(test.texts, test.pairs, truncation=True, max_length=max_length)
-    enc = [{k: np.asarray([enc_all[k][j]], dtype=np.int64) for k in enc_all.keys()} for j in range(len(test))]
     labels = np.asarray(test.labels)
     models = _models(run_dir, work)
+    enc = {n: _encode(load_tokenizer(str(m["tokenizer"])), test, max_length) for n, m in models.items()}
     res: dict = {"run": str(run_dir), "n_test": len(test), "max_length": max_length, "models": {}}
     correct = {}
     for name, m in models.items():
         print(f"accuracy: {name} ...", file=sys.stderr)
-        metrics, correct[name] = accuracy(m["runner"], enc, labels, len(ds.label_names))
+        metrics, correct[name] = accuracy(m["runner"], enc[name], labels, len(ds.label_names))
         res["models"][name] = {"path": str(m["path"]), "size_bytes": m["size"], **metrics}
-    idx = np.random.default_rng(0).choice(len(enc), size=min(args.real_texts, len(enc)), replace=False)
-    real = [enc[i] for i in idx]
-    runners = {n: m["runner"] for n, m in models.items()}
+    idx = np.random.default_rng(0).choice(len(test), size=min(args.real_texts, len(test)), replace=False)
     print("latency at real lengths ...", file=sys.stderr)
-    t_real = timed(runners, real, args.rounds)
+    t_real = timed_texts(models, enc, idx, args.rounds)
     print("latency at seq 128 ...", file=sys.stderr)
-    t128 = timed(runners, [fixed_inputs(128)] * max(1, args.runs_128 // args.rounds), args.rounds)
+    long_text = " ".join(test.texts[:60])  # real words, truncated at 128 tokens by each model's tokenizer
+    enc128 = {n: [_encode_one(load_tokenizer(str(m["tokenizer"])), long_text, 128)] for n, m in models.items()}
+    t128 = timed_texts(models, enc128, [0] * max(1, args.runs_128 // args.rounds), args.rounds)
     for n in models:
         res["models"][n]["p50_ms_real"] = float(np.median(t_real[n]))
         res["models"][n]["p50_ms_128"] = float(np.median(t128[n]))
-    res["real_length_median_tokens"] = int(np.median([int(x["input_ids"].shape[1]) for x in real]))
+    first = next(iter(enc.values()))
+    res["real_length_median_tokens"] = int(np.median([int(first[i]["input_ids"].shape[1]) for i in idx]))
     res["recipe_seconds"] = _recipe_seconds(run_dir)
     res["checks"] = checks(res, correct)
     res["versions"] = library_versions()
