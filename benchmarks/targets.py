@@ -40,13 +40,14 @@ from mobilebert_kit.metrics import classification_metrics  # noqa: E402
 TARGETS = {"accuracy_ratio": 0.99, "smaller": 10.0, "faster": 10.0, "vs_optimum_latency": 0.5, "recipe_minutes": 15}
 
 
-def paired_ci(a_correct: np.ndarray, b_correct: np.ndarray, n_boot: int = 4000, seed: int = 0) -> tuple:
-    """95% bootstrap interval of mean(a) - mean(b) over the same examples (paired)."""
-    rng = np.random.default_rng(seed)
-    d = a_correct.astype(float) - b_correct.astype(float)
-    idx = rng.integers(0, len(d), size=(n_boot, len(d)))
-    boots = d[idx].mean(axis=1)
-    return float(d.mean()), float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))
+def paired_ci(a_correct: np.ndarray, b_correct: np.ndarray) -> tuple:
+    """mean(a) - mean(b) over the same examples and its 95% interval: the guard's paired bootstrap
+    (compression.guard.paired_drop_interval) of b's drop from a, which is exactly that difference."""
+    from mobilebert_kit.compression.guard import paired_drop_interval
+
+    only_a, only_b = int((a_correct & ~b_correct).sum()), int((b_correct & ~a_correct).sum())
+    lo, hi = paired_drop_interval(only_a, only_b, len(a_correct))
+    return (only_a - only_b) / len(a_correct), lo, hi
 
 
 def _torch_runner(folder: Path):
@@ -171,7 +172,8 @@ def measure(run_dir: Path, work: Path, args) -> dict:
     test = ds.splits["test"]
     labels = np.asarray(test.labels)
     models = _models(run_dir, work)
-    enc = {n: _encode(load_tokenizer(str(m["tokenizer"])), test, max_length) for n, m in models.items()}
+    tokenizers = {n: load_tokenizer(str(m["tokenizer"])) for n, m in models.items()}
+    enc = {n: _encode(tok, test, max_length) for n, tok in tokenizers.items()}
     res: dict = {"run": str(run_dir), "n_test": len(test), "max_length": max_length, "models": {}}
     correct = {}
     for name, m in models.items():
@@ -183,7 +185,7 @@ def measure(run_dir: Path, work: Path, args) -> dict:
     t_real = timed_texts(models, enc, idx, args.rounds)
     print("latency at seq 128 ...", file=sys.stderr)
     long_text = " ".join(test.texts[:60])  # real words, truncated at 128 tokens by each model's tokenizer
-    enc128 = {n: [_encode_one(load_tokenizer(str(m["tokenizer"])), long_text, 128)] for n, m in models.items()}
+    enc128 = {n: [_encode_one(tok, long_text, 128)] for n, tok in tokenizers.items()}
     t128 = timed_texts(models, enc128, [0] * max(1, args.runs_128 // args.rounds), args.rounds)
     for n in models:
         res["models"][n]["p50_ms_real"] = float(np.median(t_real[n]))
@@ -197,8 +199,8 @@ def measure(run_dir: Path, work: Path, args) -> dict:
 
 
 def checks(res: dict, correct: dict) -> dict:
-    t, p, o = (res["models"][k] for k in ("teacher (PyTorch fp32)", "phone model (mbk .ort)", "Optimum dynamic INT8"))
     kt, kp, ko = "teacher (PyTorch fp32)", "phone model (mbk .ort)", "Optimum dynamic INT8"
+    t, p, o = (res["models"][k] for k in (kt, kp, ko))
     d_t, lo_t, hi_t = paired_ci(correct[kp], correct[kt])
     d_o, lo_o, hi_o = paired_ci(correct[kp], correct[ko])
     total = res["recipe_seconds"]["total"]
