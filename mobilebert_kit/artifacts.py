@@ -109,6 +109,14 @@ def clean_stale_temp(path: str | os.PathLike) -> list[Path]:
     return removed
 
 
+def retire(folder: Path, owner: Path, tag: str = "") -> Path:
+    """Rename ``folder`` (atomically) to a hidden ``.OWNER.old-PID[-TAG]`` sibling of ``owner`` and return it:
+    the caller deletes it; if it is killed first, :func:`clean_stale_temp` of ``owner`` removes it later."""
+    old = owner.with_name(f".{owner.name}.old-{os.getpid()}{'-' + tag if tag else ''}")
+    os.replace(folder, old)
+    return old
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -146,8 +154,7 @@ def staged_output(
     try:
         yield tmp
         if path.exists():
-            old = path.with_name(f".{path.name}.old-{os.getpid()}")
-            os.replace(path, old)
+            old = retire(path, path)
             os.replace(tmp, path)
             shutil.rmtree(old, ignore_errors=True)
         else:

@@ -32,18 +32,15 @@ def training_dirs(output: str | Path, overwrite: bool, resume: bool, inputs: tup
 def finish_checkpoints(work: Path, keep: bool, log) -> None:
     """After a successful save: remove ``<output>.ckpt`` (it can hold hundreds of MB), or keep it and
     say where (``--keep-checkpoints``)."""
-    import os
     import shutil
+
+    from mobilebert_kit.artifacts import retire
 
     if keep and work.is_dir():
         log(f"checkpoints kept in {work} (--keep-checkpoints); delete the folder when no longer needed")
     elif work.is_dir():
-        # renamed first (atomic), so a kill mid-delete leaves no half checkpoint folder that --resume would
-        # trust; the next write of this output removes the hidden remains (artifacts.clean_stale_temp)
-        out = work.with_name(work.name[: -len(".ckpt")])
-        gone = work.with_name(f".{out.name}.old-{os.getpid()}-ckpt")
-        os.replace(work, gone)
-        shutil.rmtree(gone, ignore_errors=True)
+        # renamed away first, so a kill mid-delete leaves no half checkpoint folder that --resume would trust
+        shutil.rmtree(retire(work, work.with_name(work.name[: -len(".ckpt")]), "ckpt"), ignore_errors=True)
 
 
 def data_inputs(data) -> tuple:
