@@ -235,13 +235,18 @@ def reference_runtime(fmt, log=None):
         return None
 
 
+def other_runtime(runtime) -> bool:
+    """Whether a bundle runtime is not an onnxruntime session (LiteRT names itself: ``runtime_name``)."""
+    return hasattr(runtime, "runtime_name")
+
+
 def measure(runtime, ids: list[list[int]], pad_id: int, side=None) -> Measurement:
     """Logits of every golden ``ids`` in the host onnxruntime and, when given, the ``side`` runtime, at each of
     THREADS; the reference is the side runtime at 1 thread (what the app runs), else the host's."""
     from mobilebert_kit.formats.ort import BundleRuntime
     from mobilebert_kit.runtimes import ORT, host_ort_version, provenance
 
-    if not isinstance(runtime, BundleRuntime):  # another runtime (LiteRT): its own logits, as the app runs it
+    if other_runtime(runtime):  # LiteRT: its own logits, as the app runs it
         prov = provenance(runtime.runtime_name, runtime.runtime_version, 1)
         return Measurement(Measured(prov, np.array([runtime.logits(i, pad_id) for i in ids])))
     host = []

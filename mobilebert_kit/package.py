@@ -510,7 +510,9 @@ def _labels(src: Path, meta: dict) -> list[str]:
 
 def runtime_record(export_dir: Path, fmt: ExportFormat, facts: BundleFacts, side, allow: bool) -> dict:
     """The one runtime version the bundle's golden logits come from; refused unless verify passed in it."""
-    if hasattr(facts.runtime, "runtime_name"):  # not onnxruntime (LiteRT): verify ran it in this very runtime
+    from mobilebert_kit.golden import other_runtime
+
+    if other_runtime(facts.runtime):  # LiteRT: verify ran it in this very runtime
         return _other_runtime_record(export_dir, fmt, facts.runtime, allow)
     version = side.version if side is not None else host_ort_version()
     key = runtime_key(ORT, version)
