@@ -161,7 +161,7 @@ def _targets(config: BenchConfig) -> list[Loader]:
 
 def _exported_defaults(export_dir: Path, models: list[str]) -> list[str]:
     """The default bench formats present in ``export_dir`` (an export of only ``onnx`` benches that)."""
-    present = [n for n in _default_formats() if (export_dir / n / META).exists()]
+    present = [n for n in registry.exported(export_dir) if n in _default_formats()]
     if not present and not models:
         if not export_dir.is_dir():
             raise ArtifactError(

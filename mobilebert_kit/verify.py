@@ -142,7 +142,7 @@ def _formats_to_verify(export_dir: Path, wanted: list[str]) -> tuple[list[str], 
     """(formats exported in ``export_dir``, formats to verify now)."""
     if not export_dir.is_dir():
         raise ArtifactError(f"export folder {export_dir} does not exist; run `mbk export` first or pass --export-dir")
-    present = [f for f in registry.names() if (export_dir / f / META).exists()]
+    present = registry.exported(export_dir)
     chosen = wanted or present
     missing = [f for f in chosen if f not in present]
     if missing:

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from mobilebert_kit.artifacts import META
 from mobilebert_kit.errors import ConfigError, PackageError
 
 BUILTIN = ("onnx", "ort", "torchscript", "coreml", "executorch", "tflite")  # the registry: one name per format module
@@ -50,6 +51,11 @@ def get(name: str) -> ExportFormat:
 def names() -> list[str]:
     """Every registered format, in canonical order."""
     return list(MODULES)
+
+
+def exported(export_dir: Path) -> list[str]:
+    """The registered formats ``export_dir`` holds an export of (a ``<format>/model_meta.json``), canonical order."""
+    return [n for n in MODULES if (Path(export_dir) / n / META).exists()]
 
 
 def every(**flags: Any) -> list[ExportFormat]:
