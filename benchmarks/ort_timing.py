@@ -1,0 +1,77 @@
+"""Time ONNX Runtime models in a chosen onnxruntime version (the host's, or a side install such as the
+version the Android app pins), in a subprocess running ``ort_timing_worker.py``.
+
+One process can import only one onnxruntime, so the phone's runtime (``runtimes.ANDROID_ORT_VERSION``)
+is timed in its own process, installed on first use as :class:`mobilebert_kit.runtimes.SideRuntime`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+WORKER = Path(__file__).with_name("ort_timing_worker.py")
+HOST = "host"
+
+
+def runtime_path(version: str) -> str | None:
+    """The folder to put first on PYTHONPATH for ``version`` (None: the host's onnxruntime)."""
+    if version == HOST:
+        return None
+    from mobilebert_kit.runtimes import SideRuntime
+
+    return str(SideRuntime(version).ensure().path)
+
+
+def time_in_runtime(
+    version: str,
+    paths: dict[str, Path],
+    feeds: dict[str, dict[str, list[dict]]],
+    timed: dict[str, list[int]],
+    rounds: int,
+    warmup: int = 5,
+    logits_set: str | None = None,
+) -> dict:
+    """Times (ms per call, every model on the same input in turn) of each model in ``paths``.
+
+    ``feeds[model][set]``: that model's feed dicts (its own tokenizer); ``timed[set]``: the indices
+    timed, ``rounds`` times each. Returns ``{"version", "times_ms": {set: {model: [ms]}}, "logits":
+    {model: [[...]]}}`` (logits of every feed in ``logits_set``, when given)."""
+    with tempfile.TemporaryDirectory(prefix="mbk-timing-") as tmp:
+        tmp = Path(tmp)
+        arrays = {
+            f"{n}/{s}/{i}/{k}": np.asarray(v, dtype=np.int64)
+            for n, sets in feeds.items()
+            for s, items in sets.items()
+            for i, f in enumerate(items)
+            for k, v in f.items()
+        }
+        np.savez(tmp / "feeds.npz", **arrays)
+        req = {
+            "models": list(paths),
+            "paths": {n: str(p) for n, p in paths.items()},
+            "feeds": str(tmp / "feeds.npz"),
+            "counts": {n: {s: len(items) for s, items in sets.items()} for n, sets in feeds.items()},
+            "timed": {s: [int(i) for i in idx] for s, idx in timed.items()},
+            "rounds": rounds,
+            "warmup": warmup,
+            "logits_set": logits_set,
+            "output": str(tmp / "out.json"),
+        }
+        (tmp / "req.json").write_text(json.dumps(req))
+        env = dict(os.environ)
+        side = runtime_path(version)
+        if side:
+            env["PYTHONPATH"] = side + os.pathsep + env.get("PYTHONPATH", "")
+        proc = subprocess.run(
+            [sys.executable, str(WORKER), str(tmp / "req.json")], env=env, capture_output=True, text=True
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"timing in onnxruntime {version} failed: {proc.stderr.strip()[-600:]}")
+        return json.loads((tmp / "out.json").read_text())

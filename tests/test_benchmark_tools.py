@@ -1,0 +1,88 @@
+"""The benchmarks' own tools: the LayerNorm rewrite ort_versions.py times, and the timing worker that
+runs ONNX Runtime models in a chosen onnxruntime (here the host's)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+from ort_timing import HOST, time_in_runtime  # noqa: E402
+from ort_versions import decompose_layer_norm  # noqa: E402
+
+H = 8
+
+
+def _ln_model(path: Path, skip: bool) -> None:
+    rng = np.random.default_rng(0)
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, "s", H])
+    k = helper.make_tensor_value_info("k", TensorProto.FLOAT, [1, "s", H])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, "s", H])
+    inits = [numpy_helper.from_array(rng.normal(size=H).astype(np.float32), n) for n in ("g", "b", "bias")]
+    if skip:
+        nodes = [
+            helper.make_node(
+                "SkipLayerNormalization",
+                ["x", "k", "g", "b", "bias"],
+                ["y", "", "", "sum"],
+                domain="com.microsoft",
+                epsilon=1e-5,
+            ),
+        ]
+        outputs = [y, helper.make_tensor_value_info("sum", TensorProto.FLOAT, [1, "s", H])]
+    else:
+        nodes = [
+            helper.make_node("Add", ["x", "k"], ["a"]),
+            helper.make_node("LayerNormalization", ["a", "g", "b"], ["y"], epsilon=1e-5),
+        ]
+        outputs = [y]
+    graph = helper.make_graph(nodes, "ln", [x, k], outputs, inits)
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    )
+    model.ir_version = 8
+    onnx.save(model, path)
+
+
+def _run(path: Path, feeds: dict) -> list:
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feeds)
+
+
+@pytest.mark.parametrize("skip", [True, False])
+def test_layer_norm_rewrite_keeps_the_outputs(tmp_path, skip):
+    _ln_model(tmp_path / "ln.onnx", skip)
+    assert decompose_layer_norm(tmp_path / "ln.onnx", tmp_path / "prim.onnx") == 1
+    ops = {n.op_type for n in onnx.load(tmp_path / "prim.onnx").graph.node}
+    assert not ops & {"LayerNormalization", "SkipLayerNormalization"}
+    rng = np.random.default_rng(1)
+    feeds = {n: rng.normal(size=(1, 5, H)).astype(np.float32) for n in ("x", "k")}
+    for a, b in zip(_run(tmp_path / "ln.onnx", feeds), _run(tmp_path / "prim.onnx", feeds), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_timing_worker_times_every_model_on_every_input(tmp_path):
+    ids = helper.make_tensor_value_info("input_ids", TensorProto.INT64, [1, "s"])
+    out = helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, "s"])
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["input_ids"], ["logits"], to=TensorProto.FLOAT)], "c", [ids], [out]
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, tmp_path / "cast.onnx")
+    sets = {"real": [{"input_ids": [[1, 2, 3]]}, {"input_ids": [[4, 5]]}], "128": [{"input_ids": [[7] * 128]}]}
+    paths = {"a": tmp_path / "cast.onnx", "b": tmp_path / "cast.onnx"}
+    res = time_in_runtime(
+        HOST, paths, {"a": sets, "b": sets}, {"real": [0, 1], "128": [0, 0]}, rounds=2, logits_set="real"
+    )
+    assert set(res["times_ms"]) == {"real", "128"}
+    assert all(len(res["times_ms"][s][m]) == 4 for s in ("real", "128") for m in ("a", "b"))
+    assert all(t > 0 for s in res["times_ms"].values() for ts in s.values() for t in ts)
+    assert res["logits"]["a"] == [[1.0, 2.0, 3.0], [4.0, 5.0]]
