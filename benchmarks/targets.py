@@ -9,7 +9,10 @@ same input before the next input):
   ``ORTQuantizer`` with ``AutoQuantizationConfig.avx2(is_static=False)``), the peer path.
 
 Latency at real text lengths (each test text tokenized without padding; a seeded sample) and at
-sequence 128. Accuracy differences come with a paired 95% bootstrap interval over the same test
+sequence 128. The two ONNX Runtime models are timed in this environment's onnxruntime (beside the
+teacher) and again in each ``--ort-versions`` runtime, by default the version the Android app pins
+(``runtimes.ANDROID_ORT_VERSION``): what the phone runs, in a subprocess of its own (one process can
+import one onnxruntime). The latency targets are checked in every runtime measured. Accuracy differences come with a paired 95% bootstrap interval over the same test
 texts, so a difference inside the noise is reported as such. The default recipe's wall time is the
 sum of the stage times recorded in ``<run>/.state``.
 
@@ -31,12 +34,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from ort_timing import time_in_runtime  # noqa: E402
 from vs_optimum import optimum_int8  # noqa: E402
 
 from mobilebert_kit import onnx_tools as ot  # noqa: E402
 from mobilebert_kit.artifacts import library_versions, read_json  # noqa: E402
 from mobilebert_kit.metrics import classification_metrics  # noqa: E402
 
+TEACHER, PHONE, OPTIMUM = "teacher (PyTorch fp32)", "phone model (mbk .ort)", "Optimum dynamic INT8"
 TARGETS = {"accuracy_ratio": 0.99, "smaller": 10.0, "faster": 10.0, "vs_optimum_latency": 0.5, "recipe_minutes": 15}
 
 
@@ -73,13 +78,13 @@ def _ort_runner(path: Path):
     return run
 
 
-def _encode(tok, split, max_length: int) -> list[dict]:
+def encode_texts(tok, split, max_length: int) -> list[dict]:
     """Each text tokenized alone, unpadded (batch 1, as the phone runs it)."""
     e = tok(split.texts, split.pairs, truncation=True, max_length=max_length)
     return [{k: np.asarray([e[k][j]], dtype=np.int64) for k in e.keys()} for j in range(len(split.texts))]
 
 
-def _encode_one(tok, text: str, length: int) -> dict:
+def encode_one(tok, text: str, length: int) -> dict:
     e = tok(text, truncation=True, max_length=length)
     return {k: np.asarray([e[k]], dtype=np.int64) for k in e.keys()}
 
@@ -100,9 +105,25 @@ def timed_texts(models: dict, enc: dict, idx, rounds: int, warmup: int = 5) -> d
     return out
 
 
-def accuracy(runner, enc: list[dict], labels: np.ndarray, n_labels: int) -> tuple[dict, np.ndarray]:
+def accuracy(runner, enc: list[dict], labels: np.ndarray, n_labels: int) -> tuple[dict, np.ndarray, np.ndarray]:
+    """Metrics, which examples are right, and the predicted labels."""
     logits = np.concatenate([runner(x) for x in enc])
-    return classification_metrics(logits, labels, n_labels), logits.argmax(-1) == labels
+    return classification_metrics(logits, labels, n_labels), logits.argmax(-1) == labels, logits.argmax(-1)
+
+
+def _host_ort_version() -> str:
+    import onnxruntime
+
+    return onnxruntime.__version__
+
+
+def _side_versions(spec: str) -> list[str]:
+    from mobilebert_kit.runtimes import ANDROID_ORT_VERSION
+
+    if spec.strip() in ("", "none"):
+        return []
+    versions = [ANDROID_ORT_VERSION if v.strip() == "android" else v.strip() for v in spec.split(",")]
+    return [v for v in dict.fromkeys(versions) if v != _host_ort_version()]
 
 
 def _size(path: Path) -> int:
@@ -124,6 +145,12 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--work", default="benchmarks/work/targets")
     ap.add_argument("--results", default="benchmarks/results")
+    ap.add_argument(
+        "--ort-versions",
+        default="android",
+        help="other onnxruntime versions to time the ONNX Runtime models in, comma-separated "
+        "('android': the version the Android app pins; 'none': only this environment's)",
+    )
     args = ap.parse_args()
     res = measure(Path(args.run), Path(args.work), args)
     out = Path(args.results)
@@ -140,19 +167,19 @@ def _models(run_dir: Path, work: Path) -> dict[str, dict]:
     print("Optimum export + dynamic INT8 of the student ...", file=sys.stderr)
     optimum = optimum_int8(run_dir / "student", work)
     return {  # each with its own tokenizer: the bundle's trimmed vocabulary renumbers the word pieces
-        "teacher (PyTorch fp32)": {
+        TEACHER: {
             "path": teacher,
             "size": (teacher / "model.safetensors").stat().st_size,
             "runner": _torch_runner(teacher),
             "tokenizer": teacher,
         },
-        "phone model (mbk .ort)": {
+        PHONE: {
             "path": phone,
             "size": _size(phone),
             "runner": _ort_runner(phone),
             "tokenizer": phone.parent,
         },
-        "Optimum dynamic INT8": {
+        OPTIMUM: {
             "path": optimum,
             "size": _size(optimum),
             "runner": _ort_runner(optimum),
@@ -173,25 +200,41 @@ def measure(run_dir: Path, work: Path, args) -> dict:
     labels = np.asarray(test.labels)
     models = _models(run_dir, work)
     tokenizers = {n: load_tokenizer(str(m["tokenizer"])) for n, m in models.items()}
-    enc = {n: _encode(tok, test, max_length) for n, tok in tokenizers.items()}
-    res: dict = {"run": str(run_dir), "n_test": len(test), "max_length": max_length, "models": {}}
-    correct = {}
+    enc = {n: encode_texts(tok, test, max_length) for n, tok in tokenizers.items()}
+    res: dict = {"run": str(run_dir), "n_test": len(test), "max_length": max_length, "models": {}, "side_runtimes": {}}
+    correct, host_labels = {}, {}
     for name, m in models.items():
         print(f"accuracy: {name} ...", file=sys.stderr)
-        metrics, correct[name] = accuracy(m["runner"], enc[name], labels, len(ds.label_names))
+        metrics, correct[name], host_labels[name] = accuracy(m["runner"], enc[name], labels, len(ds.label_names))
         res["models"][name] = {"path": str(m["path"]), "size_bytes": m["size"], **metrics}
     idx = np.random.default_rng(0).choice(len(test), size=min(args.real_texts, len(test)), replace=False)
     print("latency at real lengths ...", file=sys.stderr)
     t_real = timed_texts(models, enc, idx, args.rounds)
     print("latency at seq 128 ...", file=sys.stderr)
     long_text = " ".join(test.texts[:60])  # real words, truncated at 128 tokens by each model's tokenizer
-    enc128 = {n: [_encode_one(tok, long_text, 128)] for n, tok in tokenizers.items()}
+    enc128 = {n: [encode_one(tok, long_text, 128)] for n, tok in tokenizers.items()}
     t128 = timed_texts(models, enc128, [0] * max(1, args.runs_128 // args.rounds), args.rounds)
     for n in models:
         res["models"][n]["p50_ms_real"] = float(np.median(t_real[n]))
         res["models"][n]["p50_ms_128"] = float(np.median(t128[n]))
     first = next(iter(enc.values()))
     res["real_length_median_tokens"] = int(np.median([int(first[i]["input_ids"].shape[1]) for i in idx]))
+    res["host_onnxruntime"] = _host_ort_version()
+    ort_models = {n: m["path"] for n, m in models.items() if n != TEACHER}
+    for version in _side_versions(args.ort_versions):
+        print(f"accuracy and latency in onnxruntime {version} ...", file=sys.stderr)
+        feeds = {n: {"test": enc[n], "128": enc128[n]} for n in ort_models}
+        timed = {"test": [int(i) for i in idx], "128": [0] * max(1, args.runs_128 // args.rounds)}
+        r = time_in_runtime(version, ort_models, feeds, timed, args.rounds, logits_set="test")
+        res["side_runtimes"][r["version"]] = {
+            n: {
+                **classification_metrics(np.asarray(r["logits"][n]), labels, len(ds.label_names)),
+                "label_agreement_with_host": float((np.asarray(r["logits"][n]).argmax(-1) == host_labels[n]).mean()),
+                "p50_ms_real": float(np.median(r["times_ms"]["test"][n])),
+                "p50_ms_128": float(np.median(r["times_ms"]["128"][n])),
+            }
+            for n in ort_models
+        }
     res["recipe_seconds"] = _recipe_seconds(run_dir)
     res["checks"] = checks(res, correct)
     res["versions"] = library_versions()
@@ -199,28 +242,43 @@ def measure(run_dir: Path, work: Path, args) -> dict:
 
 
 def checks(res: dict, correct: dict) -> dict:
-    kt, kp, ko = "teacher (PyTorch fp32)", "phone model (mbk .ort)", "Optimum dynamic INT8"
-    t, p, o = (res["models"][k] for k in (kt, kp, ko))
+    kt, kp, ko = TEACHER, PHONE, OPTIMUM
+    t = res["models"][kt]
     d_t, lo_t, hi_t = paired_ci(correct[kp], correct[kt])
     d_o, lo_o, hi_o = paired_ci(correct[kp], correct[ko])
     total = res["recipe_seconds"]["total"]
     return {
         "accuracy_ratio": {
-            "value": p["accuracy"] / t["accuracy"],
+            "value": res["models"][kp]["accuracy"] / t["accuracy"],
             "target": TARGETS["accuracy_ratio"],
             "diff_vs_teacher": [d_t, lo_t, hi_t],
         },  # fmt: skip
-        "smaller": {"value": t["size_bytes"] / p["size_bytes"], "target": TARGETS["smaller"]},
-        "faster_real": {"value": t["p50_ms_real"] / p["p50_ms_real"], "target": TARGETS["faster"]},
-        "faster_128": {"value": t["p50_ms_128"] / p["p50_ms_128"], "target": TARGETS["faster"]},
-        "vs_optimum_latency_real": {
+        "smaller": {"value": t["size_bytes"] / res["models"][kp]["size_bytes"], "target": TARGETS["smaller"]},
+        "vs_optimum_size": {"value": res["models"][kp]["size_bytes"] / res["models"][ko]["size_bytes"], "target": 1.0},
+        "vs_optimum_accuracy": {"diff": [d_o, lo_o, hi_o]},
+        "recipe_minutes": {"value": total / 60 if total else None, "target": TARGETS["recipe_minutes"]},
+        **_latency_checks(t, res["models"], res["host_onnxruntime"]),
+        **{
+            k: v for version, side in res["side_runtimes"].items() for k, v in _latency_checks(t, side, version).items()
+        },
+    }
+
+
+def _latency_checks(t: dict, side: dict, version: str) -> dict:
+    """The latency targets with the ONNX Runtime models timed in onnxruntime ``version`` (the teacher
+    stays PyTorch, timed beside the host runtime's models)."""
+    p, o = side[PHONE], side[OPTIMUM]
+    return {
+        f"faster_real @ ort {version}": {"value": t["p50_ms_real"] / p["p50_ms_real"], "target": TARGETS["faster"]},
+        f"faster_128 @ ort {version}": {"value": t["p50_ms_128"] / p["p50_ms_128"], "target": TARGETS["faster"]},
+        f"vs_optimum_latency_real @ ort {version}": {
             "value": p["p50_ms_real"] / o["p50_ms_real"],
             "target": TARGETS["vs_optimum_latency"],
         },
-        "vs_optimum_latency_128": {"value": p["p50_ms_128"] / o["p50_ms_128"], "target": TARGETS["vs_optimum_latency"]},
-        "vs_optimum_size": {"value": p["size_bytes"] / o["size_bytes"], "target": 1.0},
-        "vs_optimum_accuracy": {"diff": [d_o, lo_o, hi_o]},
-        "recipe_minutes": {"value": total / 60 if total else None, "target": TARGETS["recipe_minutes"]},
+        f"vs_optimum_latency_128 @ ort {version}": {
+            "value": p["p50_ms_128"] / o["p50_ms_128"],
+            "target": TARGETS["vs_optimum_latency"],
+        },
     }
 
 
@@ -232,9 +290,15 @@ def _verdict(name: str, c: dict) -> str:
         return "met within noise" if hi >= 0 else "NOT met (worse, outside noise)"
     if c["value"] is None:
         return "not measured"
-    lower_is_better = name.startswith("vs_optimum") or name == "recipe_minutes"
+    lower_is_better = name.startswith("vs_optimum") or name == "recipe_minutes"  # also the "@ ort X" rows
     ok = c["value"] <= c["target"] if lower_is_better else c["value"] >= c["target"]
     return "met" if ok else "NOT met"
+
+
+def _runtime_role(version: str) -> str:
+    from mobilebert_kit.runtimes import ANDROID_ORT_VERSION
+
+    return "the Android app's" if version == ANDROID_ORT_VERSION else "side install"
 
 
 def markdown(res: dict) -> str:
@@ -247,9 +311,15 @@ def markdown(res: dict) -> str:
         "| model | size MB | accuracy | macro-F1 | p50 ms real lengths | p50 ms seq 128 |",
         "|---|---:|---:|---:|---:|---:|",
     ]
+    host = res.get("host_onnxruntime", "host")
     for n, m in res["models"].items():
-        rows.append(f"| {n} | {m['size_bytes'] / 1e6:.1f} | {m['accuracy']:.4f} | {m['macro_f1']:.4f} | "
+        where = "" if n == TEACHER else f", onnxruntime {host} (this machine's)"
+        rows.append(f"| {n}{where} | {m['size_bytes'] / 1e6:.1f} | {m['accuracy']:.4f} | {m['macro_f1']:.4f} | "
                     f"{m['p50_ms_real']:.2f} | {m['p50_ms_128']:.2f} |")  # fmt: skip
+    for version, side in res.get("side_runtimes", {}).items():
+        for n, m in side.items():
+            rows.append(f"| {n}, onnxruntime {version} ({_runtime_role(version)}) | {res['models'][n]['size_bytes'] / 1e6:.1f} | "
+                        f"{m['accuracy']:.4f} | {m['macro_f1']:.4f} | {m['p50_ms_real']:.2f} | {m['p50_ms_128']:.2f} |")  # fmt: skip
     rows += ["", "| target | value | goal | verdict |", "|---|---:|---:|---|"]
     for name, c in res["checks"].items():
         if name == "vs_optimum_accuracy":
