@@ -92,6 +92,9 @@ class CompressConfig(StageConfig):
     guard_samples: int = 128  # validation examples used to rank node sensitivity
     # INT8 label agreement with its fp32 graph that verify will require, checked at its 95% lower bound
     min_agreement: float = INT8_MIN_AGREEMENT
+    # texts that agreement is measured on (and node sensitivity ranked on): the validation split, topped up
+    # with training texts when it is smaller (label-free, so a small labelled split still resolves the bound)
+    fidelity_texts: int = 1000
     latency_runs: int = 20
     seed: int = 0
 
@@ -112,6 +115,7 @@ class CompressConfig(StageConfig):
         check_range(p, "max_drop", self.max_drop, 0, 1)
         check_range(p, "guard_samples", self.guard_samples, 1)
         check_range(p, "min_agreement", self.min_agreement, 0, 1)
+        check_range(p, "fidelity_texts", self.fidelity_texts, 1)
         check_range(p, "latency_runs", self.latency_runs, 0)
         check_range(p, "max_length", self.max_length, 8, 512)
         if self.static and not self.int8:
@@ -271,6 +275,14 @@ def _measure_input(work, config: CompressConfig, t_start: float) -> None:
     work.timings["evaluate_input"] = time.perf_counter() - t_start
     base = work.metrics["input"]["validation"]
     work.guard = Guard(config.guard_metric, config.max_drop, config.guard_samples, base, config.min_agreement)
+    work.fidelity = fidelity_texts(work.val, work.train, config.fidelity_texts, config.seed)
+
+
+def fidelity_texts(val, train, n: int, seed: int):
+    """The validation split, topped up to ``n`` texts with seeded training texts (their labels unused):
+    what quantized graphs' agreement with the fp32 graph is measured on."""
+    extra = max(0, n - len(val))
+    return val.joined(train.subset(extra, seed)) if extra and len(train) else val
 
 
 def _run_steps(plan: list, kind: str, work) -> None:
@@ -333,7 +345,8 @@ def _export_fp32(work, plan: list) -> None:
         work.graph_scores, work.graph_label = work.last_validation(), "pytorch fp32 (no ONNX graph)"
         return
     work.timings["onnx_export"] = time.perf_counter() - t
-    logits = work.onnx_logits(fused, work.val)
+    pool_logits = work.onnx_logits(fused, work.fidelity)
+    logits = pool_logits[: len(work.val)]  # the pool starts with the validation split
     scores = work.scores(logits, "validation")
     work.metrics["steps"].append(
         {
@@ -347,7 +360,7 @@ def _export_fp32(work, plan: list) -> None:
         }
     )
     work.graph, work.graph_scores, work.graph_label = fused, scores, "onnx fp32"
-    work.graph_labels = logits.argmax(-1)
+    work.graph_labels = pool_logits.argmax(-1)
 
 
 def _write_outputs(config: CompressConfig, plan: list, work, t_start: float) -> dict:
@@ -444,8 +457,25 @@ def _result(config: CompressConfig, out: Path, metrics: dict, comp: dict) -> Sta
     if comp["nodes_excluded"]:
         kept = comp["nodes_excluded"]
         lines.append(f"  accuracy guard kept {len(kept)} node(s) in fp32: {', '.join(kept)}")
+    forecast = verify_forecast(metrics.get("guard") or {})
+    if forecast:
+        lines.append("  " + forecast)
     lines.append("Next: mbk export --model " + str(out))
     return StageResult(out, headline, lines)
+
+
+def verify_forecast(guard: dict) -> str | None:
+    """What ``mbk verify`` should find of the quantized graph's labels, from the guard's agreement bound
+    (None when no quantized graph was checked)."""
+    agree, low, n, need = (
+        guard.get(k) for k in ("agreement_with_fp32", "agreement_with_fp32_low95", "agreement_n", "min_agreement")
+    )
+    if agree is None or need is None or not n:
+        return None
+    head = f"verify forecast: INT8 labels agree with fp32 on {agree:.2%} of {n} texts (95% low {low:.2%}); verify needs {need:.0%}"
+    if low >= need:
+        return head + ": expected to pass on data like these"
+    return head + f": {n} texts are too few to bound it, so verify may fail; give more data (--fidelity-texts)"
 
 
 def _file_size(folder: Path, name: str) -> int | None:

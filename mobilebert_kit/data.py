@@ -75,6 +75,13 @@ class Split:
             [self.pairs[i] for i in idx] if self.pairs else None,
         )
 
+    def joined(self, other: Split) -> Split:
+        """This split's rows, then ``other``'s (both with or both without text pairs)."""
+        if bool(self.pairs) != bool(other.pairs) and len(self) and len(other):
+            raise ValueError("cannot join a split of text pairs with a split of single texts")
+        pairs = (self.pairs or []) + (other.pairs or []) if (self.pairs or other.pairs) else None
+        return Split(self.texts + other.texts, self.labels + other.labels, pairs)
+
 
 @dataclass
 class TextDataset:

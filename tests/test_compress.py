@@ -100,6 +100,10 @@ def test_end_to_end_hand_over_folder(cli, trained, tmp_path):
         "--json",
         "--max-drop",
         "0.5",
+        # agreement on the validation split only: with the training texts too (the default), the guard sees
+        # this heavily pruned tiny model's INT8 flip a training text and keeps one node in fp32
+        "--fidelity-texts",
+        "1",
     )
     assert r.exit_code == 0, r.output
     result = json.loads(r.stdout)
@@ -333,3 +337,29 @@ def test_steps_run_in_the_order_written(trained, tmp_path, order):
         else metrics["input"]["params"]
     )  # recovery trained the model as the earlier steps left it
     assert result.metrics["final"]["step"] == "onnx_fp32" and trimmed < 30522
+
+
+def test_small_validation_split_is_topped_up_with_training_texts_for_agreement(cli, trained, tmp_path):
+    """16 validation examples cannot bound INT8-vs-fp32 agreement at 97%; the training texts (labels
+    unused) can, and the log says which texts it was measured on."""
+    from mobilebert_kit.compress import fidelity_texts
+    from mobilebert_kit.data import Split
+
+    val, train = Split(["a", "b"], [0, 1]), Split([f"t{i}" for i in range(5)], [0] * 5)
+    assert fidelity_texts(val, train, 4, seed=0).texts[:2] == ["a", "b"] and len(fidelity_texts(val, train, 4, 0)) == 4
+    assert fidelity_texts(val, train, 2, seed=0) is val and len(fidelity_texts(val, train, 100, 0)) == 7
+
+    r = cli("compress", "--model", trained, "-o", tmp_path / "c", "--int8", "--latency-runs", "0")
+    assert r.exit_code == 0, r.output
+    m = re.search(
+        r"agreement with fp32 [\d.]+% on (\d+) texts \((\d+) validation \+ (\d+) training, labels unused\)", r.output
+    )
+    n_val = read_json(tmp_path / "c" / "metrics.json")["input"]["validation"]["n"]
+    assert m and int(m.group(2)) == n_val and int(m.group(1)) == n_val + int(m.group(3)) and int(m.group(3)) > 100
+    assert f"of {m.group(1)} texts (95% low" in r.output and "verify needs 97%: expected to pass" in r.output
+    r = cli(
+        "compress", "--model", trained, "-o", tmp_path / "d", "--int8", "--latency-runs", "0", "--fidelity-texts", "1"
+    )
+    assert r.exit_code == 0, r.output
+    assert f"(observed: {n_val} validation texts are too few to bound it at 97%" in r.output
+    assert f"{n_val} texts are too few to bound it, so verify may fail" in r.output

@@ -87,7 +87,13 @@ OPTIONS = [
         "--min-agreement",
         type=float,
         help="INT8 guard: label agreement with the fp32 graph that verify will require, checked at its "
-        "95% lower bound on validation. [default: 0.97]",
+        "95% lower bound (see --fidelity-texts). [default: 0.97]",
+    ),
+    click.option(
+        "--fidelity-texts",
+        type=int,
+        help="Texts that agreement is measured and node sensitivity ranked on: the validation split, topped up "
+        "with training texts (labels unused) when it is smaller. [default: 1000]",
     ),
     click.option("--latency-runs", type=int, help="Timed runs per latency number (0: skip). [default: 20]"),
 ]

@@ -82,7 +82,8 @@ class Work:
     refs: dict = field(default_factory=dict)  # split -> the input model's predicted labels
     graph: Path | None = None  # the current ONNX graph (fp32 fused, then INT8)
     graph_scores: dict | None = None  # its validation scores (what the guard checks)
-    graph_labels: Any = None  # the fp32 graph's validation labels (what every quantized graph must agree with)
+    graph_labels: Any = None  # the fp32 graph's labels on ``fidelity`` (what every quantized graph must agree with)
+    fidelity: Any = None  # data.Split: validation first, then training texts up to fidelity_texts (labels unused)
     graph_label: str = ""  # how the guard names it
     nodes_excluded: list = field(default_factory=list)
 
@@ -147,10 +148,12 @@ class Work:
         t = time.perf_counter()
         scores = self.evaluate()
         params = count_parameters(self.model)
+        before, first = self.last_validation()["accuracy"], self.metrics["input"]["validation"]["accuracy"]
         entry = {"step": label, **scores, "params": params, "size_bytes": state_size(self.model), **extra}
         self.metrics["steps"].append(entry)
         self.timings[f"evaluate_{label}"] = time.perf_counter() - t
+        since_input = "" if not self.metrics["steps"][:-1] else f" (input model {first:.4f})"
         self.log(
-            f"{label}: validation accuracy {self.metrics['input']['validation']['accuracy']:.4f} -> "
-            f"{scores['validation']['accuracy']:.4f}, params {params:,}"
+            f"{label}: validation accuracy {before:.4f} -> {scores['validation']['accuracy']:.4f}{since_input}, "
+            f"params {params:,}"
         )

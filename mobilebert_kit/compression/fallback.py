@@ -70,13 +70,15 @@ class FallbackSearch:
 
         work = self.work
         self.report = q.quantize(self.source, self.out, self.method, nodes_to_exclude=self.excluded)
-        logits = work.onnx_logits(self.out, work.val)
-        self.scores = work.scores(logits, "validation")
+        pool_logits = work.onnx_logits(self.out, work.fidelity)
+        self.scores = work.scores(pool_logits[: len(work.val)], "validation")  # the pool starts with validation
         self.drop = work.guard.drop(self.scores)
-        self.labels = logits.argmax(-1)
+        self.labels = pool_logits.argmax(-1)
         agree = float((self.labels == self.fp32_labels).mean())
         low, fid_ok = work.guard.fidelity(agree, len(self.fp32_labels))
-        self.scores.update({"agreement_with_fp32": agree, "agreement_with_fp32_low95": low})
+        self.scores.update(
+            {"agreement_with_fp32": agree, "agreement_with_fp32_low95": low, "agreement_n": len(self.labels)}
+        )
         self.ok = not work.guard.refuses(self.scores) and fid_ok
         self.tried.append(
             {"nodes_excluded": list(self.excluded), "validation": self.scores, "drop": self.drop, "ok": self.ok}
@@ -86,22 +88,28 @@ class FallbackSearch:
         s, n = self.scores, len(self.fp32_labels)
         if not self.work.guard.resolves(n):
             return (
-                f"agreement with fp32 {s['agreement_with_fp32']:.2%} (observed: {n} validation examples are too few "
+                f"agreement with fp32 {s['agreement_with_fp32']:.2%} (observed: {self._pool_text()} are too few "
                 f"to bound it at {self.work.guard.min_agreement:.0%} with 95% confidence)"
             )
         return (
-            f"agreement with fp32 {s['agreement_with_fp32']:.2%} (95% low {s['agreement_with_fp32_low95']:.2%}, "
-            f"verify needs {self.work.guard.min_agreement:.0%})"
+            f"agreement with fp32 {s['agreement_with_fp32']:.2%} on {self._pool_text()} (95% low "
+            f"{s['agreement_with_fp32_low95']:.2%}, verify needs {self.work.guard.min_agreement:.0%})"
         )
+
+    def _pool_text(self) -> str:
+        n, n_val = len(self.fp32_labels), len(self.work.val)
+        if n == n_val:
+            return f"{n} validation texts"
+        return f"{n} texts ({n_val} validation + {n - n_val} training, labels unused)"
 
     def _ranking(self) -> list[tuple[str, float]]:
         from mobilebert_kit import quantize as q
 
         work = self.work
-        sub = work.val.subset(work.guard.samples, work.seed)
+        sub = work.fidelity.subset(work.guard.samples, work.seed)  # label-free: logit error vs the fp32 graph
         ref = work.onnx_logits(self.source, sub)
         work.log(
-            f"accuracy guard: ranking {len(self.candidates)} nodes by sensitivity on {len(sub)} validation examples"
+            f"accuracy guard: ranking {len(self.candidates)} nodes by sensitivity (logit error) on {len(sub)} texts"
         )
         self.sensitivity = q.sensitivity(
             self.source, self.method, self.candidates, lambda p: work.onnx_logits(p, sub), ref, work.scratch
@@ -131,8 +139,8 @@ class FallbackSearch:
             raise CompressError(self.work.guard.failure(best["validation"], best["drop"], kept))
         v = best["validation"]
         raise CompressError(
-            f"accuracy guard failed: the {self.what} graph agrees with its fp32 graph on "
-            f"{v['agreement_with_fp32']:.2%} of validation labels (95% lower bound "
+            f"accuracy guard failed: the {self.what} graph agrees with its fp32 graph's labels on "
+            f"{v['agreement_with_fp32']:.2%} of {self._pool_text()} (95% lower bound "
             f"{v['agreement_with_fp32_low95']:.2%}), below the {self.work.guard.min_agreement:.0%} that mbk "
             f"verify requires ({kept}). Nothing was written; lower --min-agreement (and verify's "
             f"--int8-min-agreement) or skip {self.step}"

@@ -88,6 +88,7 @@ class Guard:
             "agreement_with_input": scores.get("agreement_with_input"),
             "agreement_with_fp32": scores.get("agreement_with_fp32"),
             "agreement_with_fp32_low95": scores.get("agreement_with_fp32_low95"),
+            "agreement_n": scores.get("agreement_n"),
             "min_agreement": self.min_agreement,
             "passed": True,
         }
