@@ -221,6 +221,8 @@ class ArmParity:
             parity.entry["arm64"] = f"skipped: {self.reason}"
             return [parity.row(self.name, None, detail=f"SKIP: {self.reason}")]
         idx, ref = subset_ref(parity.ref, self.config.examples, self.config.seed)
+        # batched as --batch-size (batch 1 under QEMU costs minutes): this check is about ARM kernels vs x86
+        # kernels on identical batches; the batch-1 (phone) numerics are the x86 run's
         batches = feed_batches(ref, runner.static_batch or parity.batch_size)
         x86 = assemble(batches, [np.asarray(runner.logits(b)) for _, b in batches], len(idx))
         judge = replace(parity, ref=ref, entry={})  # the same compare, on the subset's PyTorch reference

@@ -108,7 +108,7 @@ def side_checks(parity, fmt, model_path) -> list[dict]:
 
 def _side_logits(parity, rt: SideRuntime, model_path) -> np.ndarray:
     """The side runtime's logits on exactly the batches the host runner saw (same order, same padding)."""
-    idxs, feeds = zip(*parity.batches()) if len(parity.ref["texts"]) else ((), ())
+    idxs, feeds = zip(*parity.batches(parity.current_batch)) if len(parity.ref["texts"]) else ((), ())
     outs = rt.run(model_path, list(feeds), threads=(VERIFY_THREADS,))[VERIFY_THREADS]
     got = np.zeros((len(parity.ref["texts"]), parity.ref["num_labels"]), dtype=np.float32)
     for idx, logits in zip(idxs, outs):

@@ -342,6 +342,7 @@ class Parity:
     sides: SideRuntimes | None = None
     arm: ArmParity | None = None
     host_logits: np.ndarray | None = None  # the main run's logits (side runtimes are compared to them)
+    current_batch: int | None = None  # the batch the last Parity.logits runner was checked at
     provenance: dict | None = None  # where the last Parity.logits numbers came from
     row = staticmethod(row)
 
@@ -355,14 +356,20 @@ class Parity:
         for idx, batch in padded_batches(ref["tokenizer"], ref["texts"], ref["pairs"], ref["max_length"], size):
             yield idx, full_feeds(batch)
 
+    def batch_for(self, runner) -> int:
+        """The batch ``runner`` is checked at: its fixed batch, else the phone's (``parity_batch``), else --batch-size."""
+        return runner.static_batch or getattr(runner, "parity_batch", None) or self.batch_size
+
     def logits(self, runner) -> np.ndarray:
-        """The runner's logits on the test split, in input order (length-sorted padded batches)."""
+        """The runner's logits on the test split, in input order (length-sorted padded batches of
+        :meth:`batch_for`; side runtimes then see the same batches)."""
         from mobilebert_kit.runtimes import provenance_of
 
         ref = self.ref
         self.provenance = provenance_of(runner)
+        self.current_batch = self.batch_for(runner)
         out: np.ndarray | None = None
-        for idx, feeds in self.batches(runner.static_batch):
+        for idx, feeds in self.batches(self.current_batch):
             logits = np.asarray(runner.logits(feeds), dtype=np.float32)
             if out is None:
                 out = np.zeros((len(ref["texts"]), logits.shape[-1]), dtype=np.float32)

@@ -129,6 +129,8 @@ class Runner:
 
     runtime = ""  # bench's "runtime" column
     static_batch: int | None = None  # programs with a fixed batch (ExecuTorch, CoreML: 1)
+    # batch verify checks the test split at (None: --batch-size): the phone's, where results depend on it
+    parity_batch: int | None = None
     fixed_threads = False  # the runtime picks its own thread count
 
     def logits(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
