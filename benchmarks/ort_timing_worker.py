@@ -16,16 +16,11 @@ input before the next input, in alternating order, batch 1, one intra-op thread.
 import json
 import sys
 import time
+from pathlib import Path
 
-
-def _session(ort, path: str):
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    so.inter_op_num_threads = 1
-    so.log_severity_level = 3
-    if path.endswith(".ort"):
-        so.add_session_config_entry("session.load_model_format", "ORT")
-    return ort.InferenceSession(path, sess_options=so, providers=["CPUExecutionProvider"])
+# the session options of mbk's own side-runtime worker (standalone too: it imports no mobilebert_kit)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "mobilebert_kit" / "resources"))
+from ort_worker import _session  # noqa: E402
 
 
 def main(request_path: str) -> None:
@@ -35,7 +30,7 @@ def main(request_path: str) -> None:
     req = json.load(open(request_path))
     names = req["models"]
     data = np.load(req["feeds"])
-    sessions = {n: _session(ort, req["paths"][n]) for n in names}
+    sessions = {n: _session(ort, req["paths"][n], 1) for n in names}
     inputs = {n: [i.name for i in sessions[n].get_inputs()] for n in names}
 
     def feed(n: str, s: str, i: int) -> dict:
