@@ -358,7 +358,7 @@ class Parity:
 
     def batch_for(self, runner) -> int:
         """The batch ``runner`` is checked at: its fixed batch, else the phone's (``parity_batch``), else --batch-size."""
-        return runner.static_batch or getattr(runner, "parity_batch", None) or self.batch_size
+        return runner.static_batch or runner.parity_batch or self.batch_size
 
     def logits(self, runner) -> np.ndarray:
         """The runner's logits on the test split, in input order (length-sorted padded batches of
@@ -437,7 +437,7 @@ def _tolerance_rows(name: str, prefix: str, diff: float, agree: float, m: dict, 
         diff_detail = f"{diff:.3g} {'<=' if diff_ok else '>'} {tol.max_abs_diff:g}"
     agree_ok = agree >= tol.min_agreement
     drop = base["accuracy"] - m["accuracy"]
-    drop_ok, drop_detail = _drop_verdict(drop, m, tol.max_accuracy_drop)
+    drop_ok, drop_detail = _drop_verdict(m, base, tol.max_accuracy_drop)
     return [
         row(f"{prefix}{name} max_abs_diff", diff_ok, diff, tol.max_abs_diff, diff_detail),
         row(
@@ -458,24 +458,25 @@ def _tolerance_rows(name: str, prefix: str, diff: float, agree: float, m: dict, 
     ]
 
 
-def _drop_verdict(drop: float, m: dict, max_drop: float | None) -> tuple[bool | None, str]:
-    """Whether the accuracy drop fails, judged as compress's guard judges it: only a drop that is real
-    (its paired 95% interval, over the same test texts, lies wholly above ``max_drop``) fails, so one
-    flipped text in a small test split is not a failure; the interval is said either way."""
-    from mobilebert_kit.compression.guard import paired_drop_interval
+def _drop_verdict(m: dict, base: dict, max_drop: float | None) -> tuple[bool | None, str]:
+    """Whether the accuracy drop of ``m`` from ``base`` fails, judged by compress's accuracy guard:
+    only a drop that is real (its paired 95% interval over the same test texts, from ``m["discordant"]``,
+    lies wholly above ``max_drop``) fails, so one flipped text in a small test split is not a failure;
+    the interval is said either way."""
+    from mobilebert_kit.compression.guard import Guard
 
-    n = int(m.get("n") or 0)
-    worse, better = m.get("discordant") or (0, 0)
-    lo, hi = paired_drop_interval(worse, better, n) if n else (drop, drop)
-    text = f"drop {100 * drop:+.2f} pt (95% CI {100 * lo:+.1f} … {100 * hi:+.1f}) on {n} texts"
+    guard = Guard("accuracy", max_drop if max_drop is not None else 0.0, 0, base)
+    lo, hi = guard.interval(m)
+    text = (
+        f"drop {100 * guard.drop(m):+.2f} pt (95% CI {100 * lo:+.1f} … {100 * hi:+.1f}) on {int(m.get('n') or 0)} texts"
+    )
     if max_drop is None:
         return None, text
-    real = lo > max_drop + 1e-12
-    if real:
-        text += ": a real drop"
-    elif (hi - lo) / 2 > max_drop:
+    if guard.refuses(m):
+        return False, text + ": a real drop"
+    if guard.unresolved(m):
         text += f"; too few to resolve {100 * max_drop:g} pt: only a real drop fails"
-    return not real, text
+    return True, text
 
 
 # --------------------------------------------------------------------------- onnxruntime-node

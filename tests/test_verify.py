@@ -187,8 +187,8 @@ def test_an_accuracy_drop_fails_only_when_it_is_real():
     1,000 is. Verify judges as compress's guard does and says the interval either way."""
     from mobilebert_kit.verify import _drop_verdict
 
-    ok, text = _drop_verdict(1 / 88, {"n": 88, "discordant": [1, 0]}, 0.01)
+    ok, text = _drop_verdict({"accuracy": 0.5, "n": 88, "discordant": [1, 0]}, {"accuracy": 0.5 + 1 / 88}, 0.01)
     assert ok is True and "drop +1.14 pt (95% CI +0.0 … +3.4) on 88 texts; too few to resolve 1 pt" in text
-    ok, text = _drop_verdict(0.03, {"n": 1000, "discordant": [32, 2]}, 0.01)
+    ok, text = _drop_verdict({"accuracy": 0.80, "n": 1000, "discordant": [32, 2]}, {"accuracy": 0.83}, 0.01)
     assert ok is False and text.endswith("drop +3.00 pt (95% CI +1.9 … +4.1) on 1000 texts: a real drop")
-    assert _drop_verdict(0.0, {"n": 10, "discordant": [0, 0]}, None)[0] is None
+    assert _drop_verdict({"accuracy": 0.9, "n": 10, "discordant": [0, 0]}, {"accuracy": 0.9}, None)[0] is None

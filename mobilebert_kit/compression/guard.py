@@ -58,12 +58,18 @@ class Guard:
         """Refuse only a drop that is real: its whole 95% interval lies above ``max_drop``."""
         return self.interval(scores)[0] > self.max_drop
 
+    def unresolved(self, scores: dict) -> bool:
+        """Whether the 95% interval is wider than ``max_drop`` on either side (too few examples to tell a
+        drop at the bound from none)."""
+        lo, hi = self.interval(scores)
+        return (hi - lo) / 2 > self.max_drop
+
     def describe(self, scores: dict) -> str:
         """ "drop +0.47 pt (95% CI -0.2 … +1.1) on 1279 examples", plus a word when n cannot resolve the bound."""
         lo, hi = self.interval(scores)
         n = int(scores.get("n") or 0)
         text = f"drop {100 * self.drop(scores):+.2f} pt (95% CI {100 * lo:+.1f} … {100 * hi:+.1f}) on {n} examples"
-        if (hi - lo) / 2 > self.max_drop:
+        if self.unresolved(scores):
             text += f"; too few to resolve --max-drop {self.max_drop:g}: only a drop that is real at 95% is refused"
         return text
 
