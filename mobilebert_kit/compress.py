@@ -345,8 +345,7 @@ def _export_fp32(work, plan: list) -> None:
         work.graph_scores, work.graph_label = work.last_validation(), "pytorch fp32 (no ONNX graph)"
         return
     work.timings["onnx_export"] = time.perf_counter() - t
-    pool_logits = work.onnx_logits(fused, work.fidelity)
-    logits = pool_logits[: len(work.val)]  # the pool starts with the validation split
+    logits, pool_labels = work.fidelity_logits(fused)
     scores = work.scores(logits, "validation")
     work.metrics["steps"].append(
         {
@@ -360,7 +359,7 @@ def _export_fp32(work, plan: list) -> None:
         }
     )
     work.graph, work.graph_scores, work.graph_label = fused, scores, "onnx fp32"
-    work.graph_labels = pool_logits.argmax(-1)
+    work.graph_labels = pool_labels
 
 
 def _write_outputs(config: CompressConfig, plan: list, work, t_start: float) -> dict:

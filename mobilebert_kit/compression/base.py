@@ -121,11 +121,15 @@ class Work:
     def onnx_logits(self, path, split) -> Any:
         from mobilebert_kit import onnx_tools as ot
 
-        # batch 1, unpadded, as the phone runs it: dynamic INT8 quantizes activations over the whole batch,
-        # so batched labels differ from the phone's on ~0.7% of texts (and it costs no more time here)
-        return ot.onnx_predict_logits(
-            ot.session(path), self.tokenizer, split.texts, split.pairs, max_length=self.max_length, batch_size=1
+        return ot.onnx_predict_logits(  # as the phone runs it (ot.PHONE_BATCH); costs no more time here
+            ot.session(path), self.tokenizer, split.texts, split.pairs, self.max_length, batch_size=ot.PHONE_BATCH
         )
+
+    def fidelity_logits(self, path) -> tuple[Any, Any]:
+        """(validation logits, labels on every ``fidelity`` text) of an ONNX graph, from one pass over the
+        pool, which starts with the validation split."""
+        logits = self.onnx_logits(path, self.fidelity)
+        return logits[: len(self.val)], logits.argmax(-1)
 
     def onnx_scores(self, path, split: str = "validation") -> dict:
         return self.scores(self.onnx_logits(path, self.splits[split]), split)

@@ -70,10 +70,9 @@ class FallbackSearch:
 
         work = self.work
         self.report = q.quantize(self.source, self.out, self.method, nodes_to_exclude=self.excluded)
-        pool_logits = work.onnx_logits(self.out, work.fidelity)
-        self.scores = work.scores(pool_logits[: len(work.val)], "validation")  # the pool starts with validation
+        val_logits, self.labels = work.fidelity_logits(self.out)
+        self.scores = work.scores(val_logits, "validation")
         self.drop = work.guard.drop(self.scores)
-        self.labels = pool_logits.argmax(-1)
         agree = float((self.labels == self.fp32_labels).mean())
         low, fid_ok = work.guard.fidelity(agree, len(self.fp32_labels))
         self.scores.update(

@@ -17,15 +17,14 @@ import numpy as np
 from mobilebert_kit.artifacts import COMPRESSION
 from mobilebert_kit.errors import ConfigError, ExportError
 from mobilebert_kit.formats import Build, ExportFormat, Runner, Source
+from mobilebert_kit.onnx_tools import PHONE_BATCH
 
 
 class OrtRunner(Runner):
     """A ``.onnx`` / ``.ort`` file in ONNX Runtime (CPU)."""
 
     runtime = "onnxruntime"
-    # dynamic INT8 quantizes each activation over the whole batch, padding included, so a text's label can
-    # depend on its batch-mates (0.6-0.8% of test labels on the default run): checked alone, as the phone runs it
-    parity_batch = 1
+    parity_batch = PHONE_BATCH  # dynamic INT8 labels depend on batch-mates: checked as the phone runs it
 
     def __init__(self, path: Path, threads: int = 2):
         self.path, self.threads = path, threads
