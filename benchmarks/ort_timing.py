@@ -20,6 +20,16 @@ WORKER = Path(__file__).with_name("ort_timing_worker.py")
 HOST = "host"
 
 
+def expand_versions(spec: str) -> list[str]:
+    """A comma-separated list of onnxruntime versions, ``android`` standing for the version the Android
+    app pins and ``host`` for this environment's; duplicates dropped, order kept ("none" or "": [])."""
+    from mobilebert_kit.runtimes import ANDROID_ORT_VERSION
+
+    if spec.strip() in ("", "none"):
+        return []
+    return list(dict.fromkeys(ANDROID_ORT_VERSION if v.strip() == "android" else v.strip() for v in spec.split(",")))
+
+
 def runtime_path(version: str) -> str | None:
     """The folder to put first on PYTHONPATH for ``version`` (None: the host's onnxruntime)."""
     if version == HOST:

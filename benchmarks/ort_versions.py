@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from ort_timing import HOST, time_in_runtime  # noqa: E402
+from ort_timing import HOST, expand_versions, time_in_runtime  # noqa: E402
 from vs_optimum import optimum_int8  # noqa: E402
 
 from mobilebert_kit.artifacts import library_versions, read_json  # noqa: E402
@@ -99,12 +99,6 @@ def decompose_layer_norm(src: Path, dst: Path) -> int:
     return done
 
 
-def _versions(spec: str) -> list[str]:
-    from mobilebert_kit.runtimes import ANDROID_ORT_VERSION
-
-    return list(dict.fromkeys(ANDROID_ORT_VERSION if v.strip() == "android" else v.strip() for v in spec.split(",")))
-
-
 def main() -> None:
     from targets import encode_one, encode_texts
 
@@ -139,7 +133,7 @@ def main() -> None:
         feeds[n] = {"real": [enc[i] for i in idx], "128": [encode_one(tok, long_text, 128)]}
     timed = {"real": list(range(len(idx))), "128": [0] * 20}
     res = {"run": str(run), "layer_norms_rewritten": int(n_ln), "runtimes": {}, "versions": library_versions()}
-    for v in _versions(args.versions):
+    for v in expand_versions(args.versions):
         print(f"onnxruntime {v} ...", file=sys.stderr)
         r = time_in_runtime(v, paths, feeds, timed, args.rounds)
         label = r["version"] + (" (host)" if v == HOST else "")

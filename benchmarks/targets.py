@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from ort_timing import time_in_runtime  # noqa: E402
+from ort_timing import HOST, expand_versions, time_in_runtime  # noqa: E402
 from vs_optimum import optimum_int8  # noqa: E402
 
 from mobilebert_kit import onnx_tools as ot  # noqa: E402
@@ -118,12 +118,8 @@ def _host_ort_version() -> str:
 
 
 def _side_versions(spec: str) -> list[str]:
-    from mobilebert_kit.runtimes import ANDROID_ORT_VERSION
-
-    if spec.strip() in ("", "none"):
-        return []
-    versions = [ANDROID_ORT_VERSION if v.strip() == "android" else v.strip() for v in spec.split(",")]
-    return [v for v in dict.fromkeys(versions) if v != _host_ort_version()]
+    """The ``--ort-versions`` other than this environment's (timed in-process already)."""
+    return [v for v in expand_versions(spec) if v not in (HOST, _host_ort_version())]
 
 
 def _size(path: Path) -> int:
