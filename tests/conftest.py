@@ -115,6 +115,18 @@ def tiny_classifier_dir(tmp_path_factory) -> Path:
     return make_tiny_classifier(tmp_path_factory.mktemp("tiny") / "model")
 
 
+def tiny_model_with_lineage(tiny_classifier_dir: Path, sentiment_csv: Path, folder: Path) -> Path:
+    """A copy of the tiny classifier in ``folder`` whose manifest names its data and max length 64, as a
+    finetune output's does (export, verify and package read both from it)."""
+    import shutil
+
+    shutil.copytree(tiny_classifier_dir, folder)
+    (folder / "manifest.json").write_text(
+        json.dumps({"stage": "finetune", "data": {"data": str(sentiment_csv)}, "max_length": 64})
+    )
+    return folder
+
+
 @pytest.fixture(scope="session")
 def sentiment_csv(tmp_path_factory) -> Path:
     """160 short labelled sentences (pos/neg), an easy task a tiny model learns in seconds."""

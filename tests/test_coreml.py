@@ -7,6 +7,7 @@ import json
 import shutil
 
 import pytest
+from conftest import tiny_model_with_lineage
 
 from mobilebert_kit.artifacts import META, read_json
 
@@ -15,21 +16,13 @@ pytest.importorskip("coremltools")
 NOT_RUN = "coreml: spec checked; numerics NOT run: Core ML runs only on Apple OSes"
 
 
-def _model(tiny_classifier_dir, sentiment_csv, folder):
-    shutil.copytree(tiny_classifier_dir, folder)
-    (folder / "manifest.json").write_text(
-        json.dumps({"stage": "finetune", "data": {"data": str(sentiment_csv)}, "max_length": 64})
-    )
-    return folder
-
-
 @pytest.fixture(scope="module")
 def bucketed(tiny_classifier_dir, sentiment_csv, tmp_path_factory):
     """Enumerated lengths 16,32,64 and 4-bit uniform palettes (uniform: no scikit-learn needed)."""
     from mobilebert_kit.export import ExportConfig, run
 
     root = tmp_path_factory.mktemp("coreml")
-    model = _model(tiny_classifier_dir, sentiment_csv, root / "model")
+    model = tiny_model_with_lineage(tiny_classifier_dir, sentiment_csv, root / "model")
     config = ExportConfig(
         model=str(model),
         output=str(root / "export"),
@@ -84,7 +77,7 @@ def test_spec_checks_catch_a_model_that_is_not_what_meta_says(bucketed, cli, tmp
 
 
 def test_int8_weights_on_ios18_are_int8_in_the_program(tiny_classifier_dir, sentiment_csv, tmp_path, cli):
-    model = _model(tiny_classifier_dir, sentiment_csv, tmp_path / "model")
+    model = tiny_model_with_lineage(tiny_classifier_dir, sentiment_csv, tmp_path / "model")
     args = ("export", "-f", "coreml", "-m", model, "-o", tmp_path / "e", "--int8", "-q")
     r = cli(*args, "--coreml-lengths", "32,64")
     assert r.exit_code == 0, r.output

@@ -3,7 +3,6 @@ stand-in qemu that runs the worker on the host (fast), and the real emulator on 
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import stat
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import tiny_model_with_lineage
 
 from mobilebert_kit import emulation
 from mobilebert_kit.artifacts import read_json
@@ -27,11 +27,7 @@ def tiny_export(tiny_classifier_dir, sentiment_csv, tmp_path_factory):
     from mobilebert_kit.export import ExportConfig, run
 
     root = tmp_path_factory.mktemp("arm")
-    model = root / "model"
-    shutil.copytree(tiny_classifier_dir, model)
-    (model / "manifest.json").write_text(
-        json.dumps({"stage": "finetune", "data": {"data": str(sentiment_csv)}, "max_length": 64})
-    )
+    model = tiny_model_with_lineage(tiny_classifier_dir, sentiment_csv, root / "model")
     return run(ExportConfig(model=str(model), output=str(root / "export"), formats=["onnx", "ort"])).output
 
 

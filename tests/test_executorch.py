@@ -7,6 +7,7 @@ import json
 import shutil
 
 import pytest
+from conftest import tiny_model_with_lineage
 
 from mobilebert_kit.artifacts import META, read_json
 
@@ -22,11 +23,7 @@ def exports(tiny_classifier_dir, sentiment_csv, tmp_path_factory):
     from mobilebert_kit.export import ExportConfig, run
 
     root = tmp_path_factory.mktemp("executorch")
-    model = root / "model"
-    shutil.copytree(tiny_classifier_dir, model)
-    (model / "manifest.json").write_text(
-        json.dumps({"stage": "finetune", "data": {"data": str(sentiment_csv)}, "max_length": 64})
-    )
+    model = tiny_model_with_lineage(tiny_classifier_dir, sentiment_csv, root / "model")
     done: dict = {}
 
     def export(int8: bool):

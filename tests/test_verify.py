@@ -6,6 +6,7 @@ import json
 import shutil
 
 import pytest
+from conftest import tiny_model_with_lineage
 
 from mobilebert_kit.artifacts import META, file_hashes, read_json
 from mobilebert_kit.formats import every
@@ -18,11 +19,7 @@ def exported(tiny_classifier_dir, sentiment_csv, tmp_path_factory):
     from mobilebert_kit.export import ExportConfig, run
 
     root = tmp_path_factory.mktemp("verify")
-    model = root / "model"
-    shutil.copytree(tiny_classifier_dir, model)
-    (model / "manifest.json").write_text(
-        json.dumps({"stage": "finetune", "data": {"data": str(sentiment_csv)}, "max_length": 64})
-    )
+    model = tiny_model_with_lineage(tiny_classifier_dir, sentiment_csv, root / "model")
     out = run(ExportConfig(model=str(model), output=str(root / "export"), formats=["all"])).output
     return model, out
 
