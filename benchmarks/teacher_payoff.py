@@ -22,15 +22,16 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from mobilebert_kit.artifacts import library_versions, read_json  # noqa: E402
 
 
 def main() -> None:
     import torch
+    from targets import paired_ci
 
     from mobilebert_kit.batching import predict_logits
-    from mobilebert_kit.compression.guard import paired_drop_interval
     from mobilebert_kit.data import DataConfig, load_dataset
     from mobilebert_kit.models import load_classifier_folder
 
@@ -58,9 +59,8 @@ def main() -> None:
         }
     first, *others = list(correct)
     for name in others:
-        better, worse = int((correct[name] & ~correct[first]).sum()), int((correct[first] & ~correct[name]).sum())
-        lo, hi = paired_drop_interval(worse, better, len(y))  # first minus this one
-        res["vs_first"][name] = {"first_minus_this": (worse - better) / len(y), "ci95": [lo, hi]}
+        diff, lo, hi = paired_ci(correct[first], correct[name])  # first minus this one
+        res["vs_first"][name] = {"first_minus_this": diff, "ci95": [lo, hi]}
     out = Path(args.results)
     suffix = f"-{args.tag}" if args.tag else ""
     (out / f"teacher_payoff{suffix}.json").write_text(json.dumps(res, indent=2))
