@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import gc
 import os
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +51,9 @@ class BenchConfig(StageConfig):
     runs: int = 30  # timed runs per case, split over `rounds` interleaved rounds
     rounds: int = 3
     seed: int = 0
+    # ONNX Runtime models also timed in these onnxruntime versions (side installs, see runtime_parity):
+    # auto = the version the format's phone app pins (the .ort: the Android app's 1.22), skipped offline
+    runtime_versions: list[str] = field(default_factory=lambda: ["auto"])
     output: str = "artifacts/bench"
 
     def validate(self) -> list[str]:
@@ -71,7 +73,9 @@ class BenchConfig(StageConfig):
         check_range(p, "rounds", self.rounds, 1)
         if 1 <= self.runs < self.rounds:
             p.append(f"runs ({self.runs}) must be >= rounds ({self.rounds})")
-        return p
+        from mobilebert_kit.runtime_parity import validate_versions
+
+        return p + validate_versions(self.runtime_versions)
 
 
 @dataclass
@@ -85,6 +89,7 @@ class Target:
     make: Callable[[int], Callable[[dict], None]]  # threads -> run(batch)
     max_batch: int | None = None  # programs with a static batch (ExecuTorch: 1)
     fixed_threads: bool = False  # runtime picks its own thread count (reported as given)
+    fmt: object | None = None  # the registered export format (side runtimes time ONNX Runtime ones)
 
 
 def rss_mb() -> float:
@@ -116,6 +121,7 @@ def _format_target(fmt, name: str, path: Path, meta: dict) -> Target:
         runner.timed_call,
         max_batch=runner.static_batch,
         fixed_threads=runner.fixed_threads,
+        fmt=fmt,
     )
 
 
@@ -234,18 +240,9 @@ def measure(
     cases: list[tuple[str, Callable[[dict], None], dict]], warmup: int, runs: int, rounds: int
 ) -> list[list[float]]:
     """Warm up every case, then time them in ``rounds`` interleaved rounds; returns ms per case."""
-    for _, fn, batch in cases:
-        for _ in range(warmup):
-            fn(batch)
-    per_round = [runs // rounds + (1 if r < runs % rounds else 0) for r in range(rounds)]
-    times: list[list[float]] = [[] for _ in cases]
-    for n in per_round:
-        for i, (_, fn, batch) in enumerate(cases):
-            for _ in range(n):
-                t0 = time.perf_counter()
-                fn(batch)
-                times[i].append((time.perf_counter() - t0) * 1e3)
-    return times
+    from mobilebert_kit.resources.ort_worker import interleaved_times  # the side runtimes' worker times the same way
+
+    return interleaved_times([lambda fn=fn, batch=batch: fn(batch) for _, fn, batch in cases], warmup, runs, rounds)
 
 
 def run(config: BenchConfig, ctx: RunContext | None = None) -> StageResult:
@@ -279,6 +276,9 @@ def _run(config: BenchConfig, ctx: RunContext) -> StageResult:
     )
     times = measure(cases, config.warmup, config.runs, config.rounds)
     rows = [_row(t, th, b, s, ms, memory[t.name]) for (t, th, b, s), ms in zip(keys, times)]
+    side_rows, side_skipped = _side_runtime_rows(cases, keys, config, ctx.log)
+    rows += side_rows
+    skipped += side_skipped
     result = {
         "rows": rows,
         "skipped": list(dict.fromkeys(skipped)),
@@ -331,7 +331,33 @@ def _cases(targets: list[Target], runners: dict, config: BenchConfig) -> tuple[l
     return cases, keys, skipped
 
 
-def _row(t: Target, threads: int, batch: int, seq: int, ms: list[float], memory_mb: float) -> dict:
+def _side_runtime_rows(cases: list, keys: list, config: BenchConfig, log) -> tuple[list[dict], list[str]]:
+    """The ONNX Runtime cases timed again in each side onnxruntime version (a subprocess per model and
+    version, same inputs, warm-up, runs and rounds; after the host's cases, not interleaved with them)."""
+    from mobilebert_kit.runtime_parity import SideRuntimes
+
+    sides = SideRuntimes(config.runtime_versions, log)
+    sides.prepare()
+    rows: list[dict] = []
+    skipped: list[str] = []
+    timed = {id(k[0]): k[0] for k in keys}.values()  # Target is not hashable: unique by identity, in order
+    for t in (t for t in timed if t.runtime == "onnxruntime" and t.fmt is not None):
+        mine = [k for k in keys if k[0] is t]
+        feeds = {(b, s): inputs for (_, _, inputs), (u, _, b, s) in zip(cases, keys) if u is t}  # same per thread count
+        threads = list(dict.fromkeys(th for _, th, _, _ in mine))
+        for version, rt, why in sides.for_format(t.fmt):
+            if rt is None:
+                skipped.append(f"{t.name} in onnxruntime {version}: {why}")
+                continue
+            log(f"timing {t.name} in onnxruntime {version} ({len(mine)} cases) ...")
+            got = rt.time(t.path, list(feeds.values()), threads, config.warmup, config.runs, config.rounds)
+            for _, th, b, s in mine:
+                row = _row(t, th, b, s, list(got[th][list(feeds).index((b, s))]), None)
+                rows.append({**row, "model": f"{t.name} @ onnxruntime {version}", "runtime": f"onnxruntime {version}"})
+    return rows, skipped
+
+
+def _row(t: Target, threads: int, batch: int, seq: int, ms: list[float], memory_mb: float | None) -> dict:
     return {
         "model": t.name,
         "runtime": t.runtime,
@@ -350,7 +376,8 @@ def markdown_table(rows: list[dict], result: dict | None = None) -> str:
     head += "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n"
     body = "".join(
         f"| {r['model']} | {r['runtime']} | {r['threads']} | {r['batch']} | {r['seq_len']} | {r['p50_ms']:.2f} | "
-        f"{r['p90_ms']:.2f} | {r['p99_ms']:.2f} | {r['size_mb']:.1f} | {r['memory_mb']:.0f} |\n"
+        f"{r['p90_ms']:.2f} | {r['p99_ms']:.2f} | {r['size_mb']:.1f} | "
+        f"{'' if r['memory_mb'] is None else format(r['memory_mb'], '.0f')} |\n"
         for r in rows
     )
     foot = ""

@@ -154,18 +154,28 @@ class SideRuntime:
 
     def run(self, model: Path, batches: Sequence[dict], threads: Sequence[int] = (1,)) -> dict[int, list[np.ndarray]]:
         """Logits of ``model`` for each feed dict in ``batches``, per intra-op thread count."""
+        return self._results(model, batches, threads, None)
+
+    def time(
+        self, model: Path, batches: Sequence[dict], threads: Sequence[int], warmup: int, runs: int, rounds: int
+    ) -> dict[int, list[np.ndarray]]:
+        """Milliseconds of each timed call of ``model`` on each feed dict, per intra-op thread count
+        (warm-up, then ``runs`` calls per feed over ``rounds`` interleaved rounds, as ``mbk bench``)."""
+        return self._results(model, batches, threads, {"warmup": warmup, "runs": runs, "rounds": rounds})
+
+    def _results(self, model: Path, batches: Sequence[dict], threads: Sequence[int], timing: dict | None) -> dict:
         self.ensure()
         with tempfile.TemporaryDirectory(prefix="mbk-ort-") as tmp:
-            req = _write_request(Path(tmp), model, batches, threads)
+            req = _write_request(Path(tmp), model, batches, threads, timing)
             info = self._call_worker(req, model)
             with np.load(Path(tmp) / "out.npz") as out:
-                logits = {t: [out[f"{t}/{b}"] for b in range(len(batches))] for t in threads}
+                results = {t: [out[f"{t}/{b}"] for b in range(len(batches))] for t in threads}
         if info.get("version") != self.version:
             raise RuntimeVersionError(
                 f"the side environment {self.path} runs {ORT} {info.get('version')}, not {self.version}; "
                 f"delete that folder and re-run"
             )
-        return logits
+        return results
 
     def _call_worker(self, req: Path, model: Path) -> dict:
         script = Path(__file__).parent / "resources" / "ort_worker.py"
@@ -183,7 +193,9 @@ class SideRuntime:
         )
 
 
-def _write_request(tmp: Path, model: Path, batches: Sequence[dict], threads: Sequence[int]) -> Path:
+def _write_request(
+    tmp: Path, model: Path, batches: Sequence[dict], threads: Sequence[int], timing: dict | None = None
+) -> Path:
     arrays = {f"{b}/{k}": np.asarray(v, dtype=np.int64) for b, feeds in enumerate(batches) for k, v in feeds.items()}
     np.savez(tmp / "in.npz", **arrays)
     req = {
@@ -192,6 +204,7 @@ def _write_request(tmp: Path, model: Path, batches: Sequence[dict], threads: Seq
         "output": str(tmp / "out.npz"),
         "batches": len(batches),
         "threads": [int(t) for t in threads],
+        "time": timing,
     }
     (tmp / "req.json").write_text(json.dumps(req))
     return tmp / "req.json"

@@ -43,6 +43,8 @@ def test_short_run_writes_json_and_markdown(exported, cli, tmp_path):
         "2",
         "--warmup",
         "1",
+        "--runtime-version",
+        "none",  # this environment's onnxruntime only (side versions: test_runtimes.py)
         "-o",
         tmp_path / "b",
     )

@@ -145,6 +145,65 @@ def test_verify_in_the_pinned_version_records_provenance(pinned, export_copy, cl
     assert "What was proved" in r.output
 
 
+BENCH_SHORT = ("--seq-lengths", "8,24", "--threads", "1,2", "--runs", "4", "--rounds", "2", "--warmup", "1")
+
+
+def test_bench_times_the_ort_in_the_pinned_version(pinned, exported, cli, tmp_path):
+    r = cli("bench", "-e", exported, "--no-pytorch", *BENCH_SHORT, "-o", tmp_path / "b")  # auto
+    assert r.exit_code == 0, r.output
+    result = read_json(tmp_path / "b" / "bench.json")
+    side = [row for row in result["rows"] if row["runtime"] == PINNED_KEY]
+    # only the .ort is the Android app's model; the .onnx stays host-only under auto
+    assert {row["model"] for row in side} == {f"ort fp32 @ {PINNED_KEY}"}
+    assert sorted((row["threads"], row["seq_len"]) for row in side) == [(1, 8), (1, 24), (2, 8), (2, 24)]
+    host = {(row["threads"], row["seq_len"]): row for row in result["rows"] if row["model"] == "ort fp32"}
+    for row in side:
+        assert row["runs"] == 4 and 0 < row["min_ms"] <= row["p50_ms"] <= row["p99_ms"]
+        assert row["memory_mb"] is None and row["size_mb"] == host[(row["threads"], row["seq_len"])]["size_mb"]
+    assert f"| ort fp32 @ {PINNED_KEY} | {PINNED_KEY} | 2 | 1 | 24 |" in (tmp_path / "b" / "bench.md").read_text()
+    r = cli(
+        "bench",
+        "-e",
+        exported,
+        "-f",
+        "onnx",
+        "--no-pytorch",
+        *BENCH_SHORT,
+        "--runtime-version",
+        ANDROID_ORT_VERSION,
+        "-o",
+        tmp_path / "c",
+    )  # asked for: the .onnx too
+    assert r.exit_code == 0, r.output
+    models = {row["model"] for row in read_json(tmp_path / "c" / "bench.json")["rows"]}
+    assert models == {"onnx fp32", f"onnx fp32 @ {PINNED_KEY}"}
+
+
+def test_bench_offline_auto_skips_explicit_fails(offline, exported, cli, tmp_path):
+    r = cli("bench", "-e", exported, "-f", "ort", "--no-pytorch", *BENCH_SHORT, "-o", tmp_path / "b")
+    assert r.exit_code == 0, r.output
+    result = read_json(tmp_path / "b" / "bench.json")
+    assert {row["runtime"] for row in result["rows"]} == {"onnxruntime"}
+    assert any(
+        s.startswith(f"ort fp32 in onnxruntime {ANDROID_ORT_VERSION}: cannot install") for s in result["skipped"]
+    )
+    r = cli(
+        "bench",
+        "-e",
+        exported,
+        "-f",
+        "ort",
+        *BENCH_SHORT,
+        "--runtime-version",
+        ANDROID_ORT_VERSION,
+        "-o",
+        tmp_path / "c",
+    )
+    assert r.exit_code == 1 and r.output.count("Error:") == 1 and "Traceback" not in r.output
+    assert r.output.strip().splitlines()[-1].startswith(f"Error: cannot install onnxruntime {ANDROID_ORT_VERSION}")
+    assert not (tmp_path / "c").exists()
+
+
 def test_verify_offline_auto_skips_explicit_fails(offline, export_copy, cli):
     r = cli("verify", "-e", export_copy, "-f", "ort", "--no-node")  # auto: the app-pinned version, not installable
     assert r.exit_code == 0, r.output

@@ -46,6 +46,15 @@ def _ints(value: str | None, name: str) -> list[int] | None:
 @click.option("--warmup", type=int, help="Warm-up runs per case. [default: 5]")
 @click.option("--runs", type=int, help="Timed runs per case. [default: 30]")
 @click.option("--rounds", type=int, help="Interleaved rounds the runs are split into. [default: 3]")
+@click.option(
+    "--runtime-version",
+    "runtime_versions",
+    multiple=True,
+    metavar="auto|none|X",
+    help="Also time the ONNX Runtime models in onnxruntime==X, installed once into a cached side environment "
+    "(repeatable). auto: the .ort also in the version the Android app pins, when installed or installable "
+    "(skipped offline); none: this environment's onnxruntime only. [default: auto]",
+)
 @click.option("--pytorch/--no-pytorch", default=None, help="Also time the source PyTorch model. [default: pytorch]")
 @click.option("--output", "-o", type=click.Path(), help="Where bench.json/bench.md go. [default: artifacts/bench]")
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty output folder.")
@@ -63,6 +72,7 @@ def command(
     warmup,
     runs,
     rounds,
+    runtime_versions,
     pytorch,
     output,
     overwrite,
@@ -71,11 +81,15 @@ def command(
 ):
     """Measure latency (p50/p90/p99), size and memory on ONNX Runtime, PyTorch for reference.
 
+    The .ort is also timed in the onnxruntime version the Android app pins (a cached side install, run
+    in a subprocess after the host's cases): INT8 kernels differ between versions.
+
     \b
     Examples:
       mbk bench
       mbk bench --seq-lengths 16,64,128 --threads 1,2 --batch-sizes 1,8 --overwrite
       mbk bench --model artifacts/export/onnx/model.onnx --no-pytorch --threads 1
+      mbk bench --format ort --runtime-version 1.22.0 --runtime-version 1.26.0
     """
 
     from mobilebert_kit.bench import BenchConfig, run
@@ -92,6 +106,7 @@ def command(
         "warmup": warmup,
         "runs": runs,
         "rounds": rounds,
+        "runtime_versions": list(runtime_versions) or None,
         "output": output,
     }
     config = BenchConfig.from_dict({k: v for k, v in section.items() if v is not None})

@@ -6,13 +6,17 @@ not import mobilebert_kit (or anything that imports the host onnxruntime first).
 
     python ort_worker.py REQUEST.json
 
-REQUEST: {"model": path, "inputs": feeds.npz, "batches": n, "threads": [1, 2], "output": out.npz}
-feeds.npz holds ``"<batch>/<input name>"`` int64 arrays; out.npz gets ``"<threads>/<batch>"`` logits.
+REQUEST: {"model": path, "inputs": feeds.npz, "batches": n, "threads": [1, 2], "output": out.npz}, and
+optionally "time": {"warmup": w, "runs": r, "rounds": k} to time the feeds instead (``mbk bench``).
+feeds.npz holds ``"<batch>/<input name>"`` int64 arrays; out.npz gets ``"<threads>/<batch>"`` logits, or
+with "time" the milliseconds of each timed call: every feed warmed up ``w`` times, then ``r`` calls per
+feed split over ``k`` interleaved rounds (round 1 of every feed, then round 2, ...), as bench times the host.
 stdout: one JSON line, {"version", "file", "input_names"} or {"error": "import"|"load"|"run", "message"}.
 """
 
 import json
 import sys
+import time
 
 
 def _fail(kind: str, e: BaseException) -> None:
@@ -31,6 +35,24 @@ def _session(ort, model: str, threads: int):
     return ort.InferenceSession(model, sess_options=so, providers=["CPUExecutionProvider"])
 
 
+def interleaved_times(calls: list, warmup: int, runs: int, rounds: int) -> list:
+    """ms of every timed call of each zero-argument callable: ``warmup`` untimed calls each, then ``runs``
+    calls each split over ``rounds`` interleaved rounds (round 1 of every callable, then round 2, ...), so
+    slow drift of a shared machine spreads over all of them. ``mbk bench`` times the host this way too."""
+    for call in calls:
+        for _ in range(warmup):
+            call()
+    per_round = [runs // rounds + (1 if r < runs % rounds else 0) for r in range(rounds)]
+    times = [[] for _ in calls]
+    for n in per_round:
+        for i, call in enumerate(calls):
+            for _ in range(n):
+                t0 = time.perf_counter()
+                call()
+                times[i].append((time.perf_counter() - t0) * 1e3)
+    return times
+
+
 def main(request_path: str) -> None:
     req = json.load(open(request_path))
     try:
@@ -46,10 +68,15 @@ def main(request_path: str) -> None:
         except BaseException as e:  # noqa: BLE001
             _fail("load", e)
         names = [i.name for i in sess.get_inputs()]
+        batches = [{n: feeds[f"{b}/{n}"] for n in names} for b in range(req["batches"])]
         try:
-            for b in range(req["batches"]):
-                batch = {n: feeds[f"{b}/{n}"] for n in names}
-                out[f"{threads}/{b}"] = sess.run(None, batch)[0]
+            if req.get("time"):
+                calls = [lambda batch=batch, sess=sess: sess.run(None, batch) for batch in batches]
+                for b, times in enumerate(interleaved_times(calls, **req["time"])):
+                    out[f"{threads}/{b}"] = np.asarray(times)
+            else:
+                for b, batch in enumerate(batches):
+                    out[f"{threads}/{b}"] = sess.run(None, batch)[0]
         except BaseException as e:  # noqa: BLE001
             _fail("run", e)
     np.savez(req["output"], **out)
