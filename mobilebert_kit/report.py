@@ -226,6 +226,8 @@ def _export_rows(export_dir: Path, ver: dict, case: list[dict], earlier: list[di
         v = _get(ver, "formats", name) or {}
         label = f"{name}{' int8' if meta.get('int8') else ' fp32'}"
         lat = _latency(case, model=label) or _latency(case, path=export_dir / name / str(meta.get("model_file", "")))
+        app = registry.get(name).app_runtime_version  # bench also timed it in the onnxruntime its phone app pins
+        app_lat = _latency(case, model=f"{label} @ onnxruntime {app}") if app else None
         rows.append(
             {
                 "name": f"export: {name}",
@@ -236,6 +238,8 @@ def _export_rows(export_dir: Path, ver: dict, case: list[dict], earlier: list[di
                 "size_bytes": meta.get("size_bytes") or _get(manifest, "formats", name, "size_bytes"),
                 "p50_ms": _get(lat, "p50_ms"),
                 "p90_ms": _get(lat, "p90_ms"),
+                "app_runtime": f"onnxruntime {app}" if app_lat else None,
+                "app_p50_ms": _get(app_lat, "p50_ms"),
                 "parity": _parity_text(v),
                 "folder": str(export_dir / name),
             }
@@ -322,6 +326,8 @@ def _headline(rows: list[dict]) -> str | None:
         parts.append(f"{teacher['size_bytes'] / best['size_bytes']:.1f}x smaller")
     if teacher.get("p50_ms") and best.get("p50_ms"):
         parts.append(f"{teacher['p50_ms'] / best['p50_ms']:.1f}x faster (p50)")
+        if best.get("app_p50_ms"):
+            parts.append(f"{teacher['p50_ms'] / best['app_p50_ms']:.1f}x in the app's {best['app_runtime']}")
     return ", ".join(parts)
 
 

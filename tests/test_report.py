@@ -26,3 +26,26 @@ def test_report_refuses_an_unrelated_folder(cli, tmp_path):
     assert r.exit_code == 1 and r.output.count("Error:") == 1
     assert f"Error: {folder} is not an mbk run folder (no .state/ and no stage output folder in it)" in r.output
     assert sorted(p.name for p in folder.iterdir()) == ["todo.txt"]
+
+
+def test_headline_adds_the_speedup_in_the_app_pinned_runtime(tmp_path):
+    """bench's row of the .ort in the Android app's onnxruntime (a side runtime) reaches the ort row and the headline."""
+    from mobilebert_kit.artifacts import META, write_json
+    from mobilebert_kit.report import _export_rows, _headline
+    from mobilebert_kit.runtimes import ANDROID_ORT_VERSION
+
+    (tmp_path / "ort").mkdir()
+    write_json(tmp_path / "ort" / META, {"model_file": "model.ort", "int8": True, "size_bytes": 10})
+    case = [
+        {**_row("ort int8", 32), "p50_ms": 2.0},
+        {**_row(f"ort int8 @ onnxruntime {ANDROID_ORT_VERSION}", 32), "p50_ms": 1.6},
+    ]
+    (row,) = _export_rows(tmp_path, {"formats": {"ort": {"accuracy": 0.8}}}, case, [])
+    assert (row["p50_ms"], row["app_p50_ms"], row["app_runtime"]) == (2.0, 1.6, f"onnxruntime {ANDROID_ORT_VERSION}")
+    teacher = {"name": "teacher", "accuracy": 0.8, "size_bytes": 100, "p50_ms": 16.0}
+    assert _headline([teacher, row]) == (
+        "ort keeps 100.0% of the teacher's accuracy, 10.0x smaller, 8.0x faster (p50), "
+        f"10.0x in the app's onnxruntime {ANDROID_ORT_VERSION}"
+    )
+    (row,) = _export_rows(tmp_path, {}, case[:1], [])  # bench ran without the side runtime (offline, or none)
+    assert row["app_p50_ms"] is None and "app's" not in (_headline([teacher, {**row, "accuracy": 0.8}]) or "")
