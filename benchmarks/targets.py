@@ -17,7 +17,7 @@ texts, so a difference inside the noise is reported as such. The default recipe'
 sum of the stage times recorded in ``<run>/.state``.
 
     python benchmarks/targets.py --run artifacts/runs/default
-Writes ``benchmarks/results/targets.json`` and ``targets.md``.
+Writes ``benchmarks/results/targets.json`` and ``targets.md`` (``--name`` picks another stem).
 """
 
 from __future__ import annotations
@@ -141,6 +141,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--work", default="benchmarks/work/targets")
     ap.add_argument("--results", default="benchmarks/results")
+    ap.add_argument("--name", default="targets", help="results file stem (e.g. targets-fast for recipes/fast.yaml)")
     ap.add_argument(
         "--ort-versions",
         default="android",
@@ -151,8 +152,8 @@ def main() -> None:
     res = measure(Path(args.run), Path(args.work), args)
     out = Path(args.results)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "targets.json").write_text(json.dumps(res, indent=2))
-    (out / "targets.md").write_text(markdown(res))
+    (out / f"{args.name}.json").write_text(json.dumps(res, indent=2))
+    (out / f"{args.name}.md").write_text(markdown(res))
     print(markdown(res))
 
 
