@@ -286,7 +286,9 @@ def _run(config: BenchConfig, ctx: RunContext) -> StageResult:
         "peak_rss_mb": peak_rss_mb(),
         "cpu_count": os.cpu_count(),
         "versions": library_versions(),
-        "method": "warm-up, then interleaved rounds over all cases; memory = RSS growth on load + first run",
+        "method": "warm-up, then interleaved rounds over all cases; memory = RSS growth on load + first run; "
+        "rows '@ onnxruntime X': the same cases timed the same way in that version, in a subprocess after "
+        "the host's cases (memory not measured)",
     }
     with staged_output(config.output, ctx.overwrite) as tmp:
         write_json(tmp / "bench.json", result)
