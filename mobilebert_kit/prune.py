@@ -227,6 +227,7 @@ def prune_structured(
     ffn_fraction: float,
     batches: Iterable[dict] | None,
     importance: tuple[list, list] | None = None,
+    heads_scope: str = "layer",
 ) -> dict:
     """Remove the least important attention heads and FFN neurons; the tensors really shrink.
 
@@ -242,6 +243,8 @@ def prune_structured(
         ffn_fraction: fraction of each layer's FFN neurons to remove, [0, 1).
         batches: labelled training batches for :func:`taylor_importance` (unused if ``importance`` given).
         importance: precomputed ``(heads, neurons)`` importance.
+        heads_scope: ``layer``: the same number of heads from every layer; ``global``: the same total,
+            ranked across layers (see :func:`_remove_heads`).
 
     Returns:
         Report with the removed heads per layer, the new shapes and parameter counts.
@@ -262,13 +265,14 @@ def prune_structured(
         "heads_fraction": heads_fraction,
         "ffn_fraction": ffn_fraction,
         "importance": "taylor",
+        "heads_scope": heads_scope,
         "params_before": before,
     }
     if not (k_heads or k_ffn):
         report.update(params_after=before, heads_removed={}, ffn_removed_per_layer=0)
         return report
     head_imp, ffn_imp = importance if importance is not None else taylor_importance(model, batches or [])
-    to_prune = _remove_heads(model, head_imp, k_heads) if k_heads else {}
+    to_prune = _remove_heads(model, head_imp, k_heads, heads_scope) if k_heads else {}
     if k_ffn:
         _remove_neurons(layers, ffn_imp, n_ffn - k_ffn)
         cfg.intermediate_size = n_ffn - k_ffn
@@ -284,16 +288,32 @@ def prune_structured(
     return report
 
 
-def _remove_heads(model, head_imp: list[list[float]], k: int) -> dict[int, list[int]]:
-    """Prune the ``k`` least important heads of every layer; returns them as original head indices."""
+def _remove_heads(model, head_imp: list[list[float]], k: int, scope: str = "layer") -> dict[int, list[int]]:
+    """Prune ``k`` heads per layer, least important first; returns them as original head indices.
+
+    ``scope="global"`` removes the same total (``k`` x layers) ranked across layers, each layer keeping at
+    least one head: scores are first divided by their layer's L2 norm, as Michel et al. (2019) do, since
+    raw Taylor scores are not comparable between layers."""
     cfg = model.config
     already = {int(i): set(v) for i, v in (cfg.pruned_heads or {}).items()}
+    if scope == "global":
+        norms = [max(sum(x * x for x in row) ** 0.5, 1e-12) for row in head_imp]
+        ranked = sorted((v / norms[i], i, j) for i, row in enumerate(head_imp) for j, v in enumerate(row))
+        picked: dict[int, list[int]] = {i: [] for i in range(len(head_imp))}
+        total = k * len(head_imp)
+        for _, i, j in ranked:
+            if sum(map(len, picked.values())) == total:
+                break
+            if len(picked[i]) < len(head_imp[i]) - 1:
+                picked[i].append(j)
+    else:
+        picked = {i: sorted(range(len(row)), key=lambda j, row=row: row[j])[:k] for i, row in enumerate(head_imp)}
     to_prune: dict[int, list[int]] = {}
-    for i in range(len(head_imp)):
+    for i, current in picked.items():
         # current head j of layer i maps to an original head index: skip already-pruned ones
         original = [h for h in range(cfg.num_attention_heads) if h not in already.get(i, set())]
-        order = sorted(range(len(head_imp[i])), key=lambda j: head_imp[i][j])[:k]
-        to_prune[i] = sorted(original[j] for j in order)
+        if current:
+            to_prune[i] = sorted(original[j] for j in current)
     model.prune_heads(to_prune)
     return to_prune
 

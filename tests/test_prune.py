@@ -94,6 +94,31 @@ def test_structured_removes_least_important(tiny4):
     torch.testing.assert_close(model.bert.encoder.layer[1].intermediate.dense.weight, keep_l1)
 
 
+def test_global_head_scope_ranks_across_layers_and_keeps_one_per_layer(tiny4):
+    neurons = [[float(i) for i in range(64)]] * 2
+    heads = [[5.0, 0.1, 3.0, 4.0], [0.2, 9.0, 0.25, 0.3]]  # layer 1: three heads far below its best
+    model, _, _ = load_classifier_folder(tiny4)
+    report = prune.prune_structured(model, 0.5, 0.0, None, importance=(heads, neurons), heads_scope="global")
+    # same total as per-layer pruning (2 x 2), scores divided by each layer's L2 norm before ranking
+    assert report["heads_removed"] == {"0": [1], "1": [0, 2, 3]} and report["heads_scope"] == "global"
+    assert report["heads_per_layer"] == [3, 1]
+    model, _, _ = load_classifier_folder(tiny4)
+    report = prune.prune_structured(model, 0.75, 0.0, None, importance=(heads, neurons), heads_scope="global")
+    assert report["heads_per_layer"] == [1, 1]  # 6 of 8: layer 1 may give only 3, so layer 0 gives 3
+
+
+def test_global_head_scope_as_a_compression_step():
+    from mobilebert_kit.compression import plan_problems
+    from mobilebert_kit.compression.pruning import PruneFfn, PruneHeads
+
+    fused = PruneHeads(fraction=0.5, scope="global").fuse(PruneFfn(fraction=0.6))
+    assert (fused.heads, fused.ffn, fused.heads_scope) == (0.5, 0.6, "global")
+    assert PruneFfn(fraction=0.6).fuse(PruneHeads(fraction=0.5, scope="global")).heads_scope == "global"
+    assert plan_problems([{"method": "prune_heads", "fraction": 0.5, "scope": "global"}]) == []
+    (problem,) = plan_problems([{"method": "prune_heads", "fraction": 0.5, "scope": "row"}])
+    assert "scope must be one of layer, global; got 'row'" in problem
+
+
 def test_pruning_all_heads_refused(tmp_path):
     model, _, _ = load_classifier_folder(make_tiny_classifier(tmp_path / "m2", heads=2))
     with pytest.raises(ConfigError, match="would remove all 2 attention heads of every layer"):

@@ -9,6 +9,8 @@ from typing import ClassVar
 from mobilebert_kit.compression.base import Method, Outcome, Work
 from mobilebert_kit.config import check_choice, check_range
 
+HEAD_SCOPES = ("layer", "global")
+
 
 def _check_fraction(problems: list[str], value: float | None, what: str) -> None:
     if value is None:
@@ -55,6 +57,7 @@ class PruneStructured(Method):
     heads: float = 0.0
     ffn: float = 0.0
     importance_samples: int = 256
+    heads_scope: str = "layer"  # layer: as many heads from every layer; global: ranked across layers
 
     name: ClassVar[str] = "prune_heads+prune_ffn"  # what PruneHeads and PruneFfn fuse into
     label: ClassVar[str] = "structured"
@@ -65,6 +68,7 @@ class PruneStructured(Method):
         check_range(p, "heads", self.heads, 0, 1, hi_open=True)
         check_range(p, "ffn", self.ffn, 0, 1, hi_open=True)
         check_range(p, "importance_samples", self.importance_samples, 1)
+        check_choice(p, "scope", self.heads_scope, HEAD_SCOPES)
         return p
 
     def preflight(self, work: Work) -> None:
@@ -84,7 +88,7 @@ class PruneStructured(Method):
         sub = work.train.subset(self.importance_samples, work.seed)
         work.log(f"structured pruning: measuring head/neuron importance on {len(sub)} training examples")
         batches = prune.training_batches(work.model, work.tokenizer, sub.texts, sub.labels, sub.pairs, work.max_length)
-        report = prune.prune_structured(work.model, self.heads, self.ffn, batches)
+        report = prune.prune_structured(work.model, self.heads, self.ffn, batches, heads_scope=self.heads_scope)
         entry = {
             "structured": {k: v for k, v in report.items() if k != "importance"},
             "latency_ms_pytorch_fp32": work.torch_latency(),
@@ -123,18 +127,27 @@ class _OneStructured(Method):
         if following.importance_samples != self.importance_samples:
             return None
         a, b = self.structured(), following.structured()
-        return PruneStructured(a.heads + b.heads, a.ffn + b.ffn, self.importance_samples)
+        scope = a.heads_scope if a.heads else b.heads_scope
+        return PruneStructured(a.heads + b.heads, a.ffn + b.ffn, self.importance_samples, scope)
 
 
 @dataclass
 class PruneHeads(_OneStructured):
-    """Remove ``fraction`` of every layer's attention heads, least important first."""
+    """Remove ``fraction`` of the attention heads, least important first: of every layer (``scope: layer``),
+    or the same total ranked across layers (``scope: global``, each layer keeps one)."""
+
+    scope: str = "layer"
 
     name: ClassVar[str] = "prune_heads"
     what: ClassVar[str] = "attention heads of every layer"
 
+    def validate(self) -> list[str]:
+        p = super().validate()
+        check_choice(p, "scope", self.scope, HEAD_SCOPES)
+        return p
+
     def structured(self) -> PruneStructured:
-        return PruneStructured(heads=self.fraction, importance_samples=self.importance_samples)
+        return PruneStructured(heads=self.fraction, importance_samples=self.importance_samples, heads_scope=self.scope)
 
 
 @dataclass
