@@ -466,10 +466,7 @@ def _drop_verdict(m: dict, base: dict, max_drop: float | None) -> tuple[bool | N
     from mobilebert_kit.compression.guard import Guard
 
     guard = Guard("accuracy", max_drop if max_drop is not None else 0.0, 0, base)
-    lo, hi = guard.interval(m)
-    text = (
-        f"drop {100 * guard.drop(m):+.2f} pt (95% CI {100 * lo:+.1f} … {100 * hi:+.1f}) on {int(m.get('n') or 0)} texts"
-    )
+    text = guard.interval_text(m, "texts")
     if max_drop is None:
         return None, text
     if guard.refuses(m):

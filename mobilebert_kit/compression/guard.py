@@ -64,11 +64,15 @@ class Guard:
         lo, hi = self.interval(scores)
         return (hi - lo) / 2 > self.max_drop
 
-    def describe(self, scores: dict) -> str:
-        """ "drop +0.47 pt (95% CI -0.2 … +1.1) on 1279 examples", plus a word when n cannot resolve the bound."""
+    def interval_text(self, scores: dict, unit: str = "examples") -> str:
+        """ "drop +0.47 pt (95% CI -0.2 … +1.1) on 1279 examples" (``unit`` names what was counted)."""
         lo, hi = self.interval(scores)
         n = int(scores.get("n") or 0)
-        text = f"drop {100 * self.drop(scores):+.2f} pt (95% CI {100 * lo:+.1f} … {100 * hi:+.1f}) on {n} examples"
+        return f"drop {100 * self.drop(scores):+.2f} pt (95% CI {100 * lo:+.1f} … {100 * hi:+.1f}) on {n} {unit}"
+
+    def describe(self, scores: dict) -> str:
+        """:meth:`interval_text`, plus a word when n cannot resolve the bound."""
+        text = self.interval_text(scores)
         if self.unresolved(scores):
             text += f"; too few to resolve --max-drop {self.max_drop:g}: only a drop that is real at 95% is refused"
         return text
