@@ -276,7 +276,7 @@ def _run(config: BenchConfig, ctx: RunContext) -> StageResult:
     )
     times = measure(cases, config.warmup, config.runs, config.rounds)
     rows = [_row(t, th, b, s, ms, memory[t.name]) for (t, th, b, s), ms in zip(keys, times)]
-    side_rows, side_skipped = _side_runtime_rows(cases, keys, config, ctx.log)
+    side_rows, side_skipped = _side_runtime_rows(targets, cases, keys, config, ctx.log)
     rows += side_rows
     skipped += side_skipped
     result = {
@@ -333,7 +333,9 @@ def _cases(targets: list[Target], runners: dict, config: BenchConfig) -> tuple[l
     return cases, keys, skipped
 
 
-def _side_runtime_rows(cases: list, keys: list, config: BenchConfig, log) -> tuple[list[dict], list[str]]:
+def _side_runtime_rows(
+    targets: list[Target], cases: list, keys: list, config: BenchConfig, log
+) -> tuple[list[dict], list[str]]:
     """The ONNX Runtime cases timed again in each side onnxruntime version (a subprocess per model and
     version, same inputs, warm-up, runs and rounds; after the host's cases, not interleaved with them)."""
     from mobilebert_kit.runtime_parity import SideRuntimes
@@ -342,19 +344,23 @@ def _side_runtime_rows(cases: list, keys: list, config: BenchConfig, log) -> tup
     sides.prepare()
     rows: list[dict] = []
     skipped: list[str] = []
-    timed = {id(k[0]): k[0] for k in keys}.values()  # Target is not hashable: unique by identity, in order
-    for t in (t for t in timed if t.runtime == "onnxruntime" and t.fmt is not None):
-        mine = [k for k in keys if k[0] is t]
-        feeds = {(b, s): inputs for (_, _, inputs), (u, _, b, s) in zip(cases, keys) if u is t}  # same per thread count
-        threads = list(dict.fromkeys(th for _, th, _, _ in mine))
+    for t in (t for t in targets if t.runtime == "onnxruntime" and t.fmt is not None):
+        mine = [(k, inputs) for (_, _, inputs), k in zip(cases, keys) if k[0] is t]
+        if not mine:
+            continue
+        by_shape: dict[tuple[int, int], dict] = {}  # one feed per (batch, seq), timed at every thread count
+        for (_, _, b, s), inputs in mine:
+            by_shape.setdefault((b, s), inputs)
+        shapes = list(by_shape)
+        threads = list(dict.fromkeys(th for (_, th, _, _), _ in mine))
         for version, rt, why in sides.for_format(t.fmt):
             if rt is None:
                 skipped.append(f"{t.name} in onnxruntime {version}: {why}")
                 continue
             log(f"timing {t.name} in onnxruntime {version} ({len(mine)} cases) ...")
-            got = rt.time(t.path, list(feeds.values()), threads, config.warmup, config.runs, config.rounds)
-            for _, th, b, s in mine:
-                row = _row(t, th, b, s, list(got[th][list(feeds).index((b, s))]), None)
+            got = rt.time(t.path, list(by_shape.values()), threads, config.warmup, config.runs, config.rounds)
+            for (_, th, b, s), _ in mine:
+                row = _row(t, th, b, s, list(got[th][shapes.index((b, s))]), None)
                 rows.append({**row, "model": f"{t.name} @ onnxruntime {version}", "runtime": f"onnxruntime {version}"})
     return rows, skipped
 

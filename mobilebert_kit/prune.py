@@ -300,12 +300,13 @@ def _remove_heads(model, head_imp: list[list[float]], k: int, scope: str = "laye
         norms = [max(sum(x * x for x in row) ** 0.5, 1e-12) for row in head_imp]
         ranked = sorted((v / norms[i], i, j) for i, row in enumerate(head_imp) for j, v in enumerate(row))
         picked: dict[int, list[int]] = {i: [] for i in range(len(head_imp))}
-        total = k * len(head_imp)
+        left = k * len(head_imp)
         for _, i, j in ranked:
-            if sum(map(len, picked.values())) == total:
+            if left == 0:
                 break
             if len(picked[i]) < len(head_imp[i]) - 1:
                 picked[i].append(j)
+                left -= 1
     else:
         picked = {i: sorted(range(len(row)), key=lambda j, row=row: row[j])[:k] for i, row in enumerate(head_imp)}
     to_prune: dict[int, list[int]] = {}
