@@ -29,13 +29,18 @@ def soft_hard_loss(logits, teacher_logits, labels, temperature: float, alpha: fl
     return loss
 
 
-def logit_distillation_loss(temperature: float, alpha: float):
-    """An engine loss ``loss_fn(model, batch, extra)`` on cached ``teacher_logits`` and ``labels``."""
+def logit_distillation_loss(temperature: float, alpha: float, hidden_weight: float = 0.0):
+    """An engine loss ``loss_fn(model, batch, extra)`` on cached ``teacher_logits`` and ``labels``; with
+    ``hidden_weight`` > 0, plus :func:`hidden_state_loss` on the cached, layer-aligned ``teacher_hidden``."""
 
     def loss_fn(model, batch, extra):
         inputs = {k: batch[k] for k in TOKEN_KEYS if k in batch}
-        logits = model(**inputs).logits.float()
-        return soft_hard_loss(logits, batch["teacher_logits"], batch.get("labels"), temperature, alpha)
+        out = model(**inputs, output_hidden_states=hidden_weight > 0)
+        loss = soft_hard_loss(out.logits.float(), batch["teacher_logits"], batch.get("labels"), temperature, alpha)
+        if hidden_weight > 0:
+            mask = batch["attention_mask"].float()
+            loss = loss + hidden_state_loss(out.hidden_states, batch["teacher_hidden"], mask, hidden_weight)
+        return loss
 
     return loss_fn
 

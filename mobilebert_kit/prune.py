@@ -494,6 +494,8 @@ def recover(
     workdir: str | os.PathLike,
     seed: int = 0,
     log=None,
+    hidden_weight: float = 0.0,
+    hidden_from: str | os.PathLike | None = None,
 ) -> dict:
     """Short knowledge-distillation recovery of a pruned model from ``teacher_dir``.
 
@@ -501,12 +503,18 @@ def recover(
     temperature-softened logits plus CE on labels, with distill's default T and alpha) and the
     shared training engine (best epoch by validation macro-F1 is kept).
     The teacher's logits on the training texts are computed once, with the teacher's own tokenizer.
+    With ``hidden_weight`` > 0, each layer's output also mimics (MSE, TinyBERT's hidden-state loss) the
+    same layer of ``hidden_from``: the model before pruning, same depth and width, cached like distill's
+    teacher outputs. Layer distillation to the unpruned model is CoFi's recipe for pruned models.
     """
     from mobilebert_kit.batching import make_features
     from mobilebert_kit.engine import TrainConfig, TrainModule, train
     from mobilebert_kit.losses import logit_distillation_loss
 
     t_logits = _teacher_logits(model, teacher_dir, train_split, max_length)
+    extras = {"teacher_logits": list(t_logits)}
+    if hidden_weight > 0:
+        extras["teacher_hidden"] = _layer_targets(model, tokenizer, hidden_from, train_split, max_length, log)
     train_cfg = TrainConfig(
         epochs=epochs,
         lr=lr,
@@ -518,12 +526,12 @@ def recover(
         warmup_ratio=0.1,
     )
     s = train_split
-    train_set = make_features(
-        tokenizer, s.texts, s.pairs, s.labels, max_length, extras={"teacher_logits": list(t_logits)}
-    )
+    train_set = make_features(tokenizer, s.texts, s.pairs, s.labels, max_length, extras=extras)
+    if hidden_weight > 0:
+        _check_aligned(train_set, extras["teacher_hidden"], hidden_from)
     val_set = make_features(tokenizer, val_split.texts, val_split.pairs, val_split.labels, max_length)
     result = train(
-        TrainModule(model, logit_distillation_loss(RECOVERY_TEMPERATURE, RECOVERY_ALPHA)),
+        TrainModule(model, logit_distillation_loss(RECOVERY_TEMPERATURE, RECOVERY_ALPHA, hidden_weight)),
         train_set,
         val_set,
         train_cfg,
@@ -540,6 +548,7 @@ def recover(
         "lr": lr,
         "temperature": RECOVERY_TEMPERATURE,
         "alpha": RECOVERY_ALPHA,
+        **({"hidden_weight": hidden_weight, "hidden_from": str(hidden_from)} if hidden_weight > 0 else {}),
         "best_epoch": result.best_epoch,
         "train_seconds": result.train_seconds,
         "history": [{k: v for k, v in h.items() if isinstance(v, (int, float, str))} for h in result.history],
@@ -559,3 +568,46 @@ def _teacher_logits(model, teacher_dir, train_split, max_length: int):
             f"{model.config.num_labels}; pass --teacher with the model's teacher"
         )
     return predict_logits(teacher, teacher_tok, train_split.texts, train_split.pairs, max_length=max_length)
+
+
+def _layer_targets(model, tokenizer, source, train_split, max_length: int, log) -> list:
+    """Every layer's output of ``source`` (the model before pruning) on the training texts, per example
+    ``[tokens, layers, hidden]``, through distill's teacher cache. The pruned model may carry a trimmed
+    vocabulary: trimming keeps every piece of the training texts, so they tokenize to the same positions,
+    which :func:`_check_aligned` checks."""
+    from mobilebert_kit.models import load_classifier_folder
+    from mobilebert_kit.teacher_cache import default_cache_dir, teacher_outputs, teacher_weights_sha
+
+    source_model, source_tok, _ = load_classifier_folder(source)
+    n_layers = model.config.num_hidden_layers
+    got = (source_model.config.num_hidden_layers, source_model.config.hidden_size)
+    if got != (n_layers, model.config.hidden_size):
+        raise CompressError(
+            f"recover hidden_weight needs the model before pruning to have the pruned model's depth and width "
+            f"({n_layers} layers, hidden {model.config.hidden_size}); {source} has {got[0]} layers, hidden "
+            f"{got[1]}; set hidden_weight: 0"
+        )
+    outputs = teacher_outputs(
+        source_model,
+        source_tok,
+        train_split.texts,
+        train_split.pairs,
+        max_length=max_length,
+        hidden_layers=list(range(n_layers)),
+        attention_layers=[],
+        cache_dir=default_cache_dir(),
+        slot={"teacher": str(Path(source).resolve()), "role": "recover-hidden"},
+        teacher_sha=teacher_weights_sha(source),
+        batch_size=64,
+        device="cpu",
+        log=log or (lambda msg: None),
+    )
+    return outputs.hidden
+
+
+def _check_aligned(train_set, hidden: list, source) -> None:
+    if [h.shape[0] for h in hidden] != list(train_set.lengths):
+        raise CompressError(
+            f"recover hidden_weight: the pruned model's tokenizer splits the training texts differently from "
+            f"{source}'s, so their layers cannot be compared token by token; set hidden_weight: 0"
+        )

@@ -281,6 +281,51 @@ def test_recovery_training_after_structured_pruning(cli, trained, tmp_path):
     assert metrics["steps"][1]["params"] == metrics["steps"][0]["params"]  # recovery trains, it does not regrow
 
 
+def test_recovery_layer_distillation_to_the_unpruned_model(trained, tmp_path, monkeypatch):
+    """``hidden_weight``: after head pruning and a vocabulary trim, each layer's output is trained towards the
+    same layer of the compress input; the trimmed tokenizer lines up token by token with the input's, and the
+    input's layer outputs go through the teacher cache (here in tmp_path)."""
+    pytest.importorskip("mobilebert_kit.distill")
+    from mobilebert_kit.compress import CompressConfig, run
+
+    monkeypatch.setenv("MBK_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "c"
+    steps = [
+        {"method": "prune_heads", "fraction": 0.5},
+        {"method": "trim_vocab"},
+        {"method": "recover", "epochs": 1, "lr": 1e-3, "hidden_weight": 2.0},
+    ]
+    run(CompressConfig(model=str(trained), output=str(out), steps=steps, latency_runs=0, max_drop=1.0))
+    rec = read_json(out / "compression.json")["recovery"]
+    assert rec["hidden_weight"] == 2.0 and rec["hidden_from"] == str(trained) and len(rec["history"]) == 1
+    assert len(list((tmp_path / "cache" / "teacher_cache").glob("*.safetensors"))) == 1  # the layer outputs
+
+
+def test_layer_distillation_loss_adds_the_hidden_state_error():
+    """The recovery loss with ``hidden_weight`` is the logit loss plus weight x the layer-output MSE: equal to it
+    when the targets are the model's own layer outputs, larger by exactly weight x MSE when they are shifted."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from mobilebert_kit.losses import logit_distillation_loss
+
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(
+        BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32)
+    ).eval()
+    ids = torch.randint(5, 50, (3, 7))
+    mask = torch.ones_like(ids)
+    with torch.no_grad():
+        own = torch.stack(model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states[1:], 2)
+        batch = {"input_ids": ids, "attention_mask": mask, "labels": torch.tensor([0, 1, 0])}
+        batch["teacher_logits"] = torch.randn(3, 2)
+        plain = logit_distillation_loss(3.0, 0.5)(model, batch, {})
+        same = logit_distillation_loss(3.0, 0.5, 4.0)(model, {**batch, "teacher_hidden": own}, {})
+        shifted = logit_distillation_loss(3.0, 0.5, 4.0)(model, {**batch, "teacher_hidden": own + 0.5}, {})
+    assert torch.isclose(same, plain, atol=1e-5)
+    assert torch.isclose(shifted - plain, torch.tensor(4.0 * 0.25), atol=1e-4)
+
+
 def test_4bit_embeddings_then_int8_survive_a_hostile_row(cli, hostile, tmp_path):
     """Block-wise 4-bit scales each row's blocks on their own, so the one huge row that breaks per-tensor
     INT8 of the table (test above) costs nothing here; INT8 then quantizes the rest with no fallback."""

@@ -104,6 +104,11 @@ def test_bad_steps_every_problem_at_once(scale_bias):
     "steps,extra,message",
     [
         ([{"method": "prune_ffn", "fraction": 1.5}], {}, "compress: steps[0]: fraction must be in [0, 1), got 1.5"),
+        (
+            [{"method": "recover", "hidden_weight": -1}],
+            {},
+            "compress: steps[0]: hidden_weight must be in [0, inf), got -1",
+        ),
         (["int8_dynamic"], {}, "compress.steps[0]: expected a mapping, got 'int8_dynamic'"),
         ([{"fraction": 0.2}], {}, "compress: steps[0]: expected a mapping with a 'method' key (one of prune, "),
         (

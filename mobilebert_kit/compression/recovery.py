@@ -26,6 +26,7 @@ class Recover(Method):
     epochs: int = 1
     lr: float = 5e-5
     teacher: str | None = None
+    hidden_weight: float = 0.0  # > 0: each layer also mimics the same layer of the compress input (before pruning)
 
     name: ClassVar[str] = "recover"
     label: ClassVar[str] = "recovery"
@@ -35,6 +36,7 @@ class Recover(Method):
         p: list[str] = []
         check_range(p, "epochs", self.epochs, 1)
         check_range(p, "lr", self.lr, 0, lo_open=True)
+        check_range(p, "hidden_weight", self.hidden_weight, 0)
         return p
 
     def apply(self, work: Work) -> Outcome:
@@ -42,7 +44,8 @@ class Recover(Method):
         from mobilebert_kit.data import lineage
 
         teacher = Path(self.teacher or work.teacher or lineage(work.model_dir)["teacher"] or work.model_dir)
-        work.log(f"recovery: distilling from {teacher} for {self.epochs} epoch(s)")
+        layers = f", layer outputs from {work.model_dir} (x{self.hidden_weight})" if self.hidden_weight else ""
+        work.log(f"recovery: distilling from {teacher} for {self.epochs} epoch(s){layers}")
         report = prune.recover(
             work.model,
             work.tokenizer,
@@ -55,6 +58,8 @@ class Recover(Method):
             workdir=work.scratch / "recover",
             seed=work.seed,
             log=None if work.quiet else work.log,
+            hidden_weight=self.hidden_weight,
+            hidden_from=work.model_dir,
         )
         if self.epochs > 1:
             work.note(SELECTION_NOTE)
