@@ -143,18 +143,33 @@ def pad_encoded(
         yield idx, dict(tokenizer.pad(feats, return_tensors=return_tensors))
 
 
-def predict(model, dataset: FeatureDataset, collator: Collator, batch_size: int, device) -> np.ndarray:
-    """Logits for every example, computed in length-sorted batches, returned in dataset order."""
+def text_progress(total: int, desc: str | None):
+    """A tqdm bar on stderr counting texts for a long inference pass; ``desc`` None: no bar."""
+    import sys
+
+    from tqdm.auto import tqdm
+
+    return tqdm(
+        total=total, desc=desc, unit="text", disable=desc is None, file=sys.stderr, dynamic_ncols=True, mininterval=1.0
+    )
+
+
+def predict(
+    model, dataset: FeatureDataset, collator: Collator, batch_size: int, device, progress: str | None = None
+) -> np.ndarray:
+    """Logits for every example, computed in length-sorted batches, returned in dataset order
+    (``progress``: the label of a progress bar, for passes long enough to need one)."""
     import torch
 
     out = np.zeros((len(dataset), model.config.num_labels), dtype=np.float32)
     was_training = model.training
     model.eval()
-    with torch.inference_mode():
+    with torch.inference_mode(), text_progress(len(dataset), progress) as bar:
         for idx in length_sorted(dataset.lengths, batch_size):
             batch = collator([dataset[i] for i in idx])
             inputs = {k: batch[k].to(device) for k in TOKEN_KEYS if k in batch}
             out[idx] = model(**inputs).logits.float().cpu().numpy()
+            bar.update(len(idx))
     model.train(was_training)
     return out
 
@@ -168,9 +183,10 @@ def predict_logits(
     max_length: int = 128,
     batch_size: int = 64,
     device=None,
+    progress: str | None = None,
 ) -> np.ndarray:
     """Run a PyTorch classifier over texts in length-sorted batches; returns logits in input order.
     Raw-text front end of :func:`predict`, the one PyTorch prediction loop."""
     features = make_features(tokenizer, texts, pairs, None, max_length)
     collator = Collator(tokenizer.pad_token_id or 0, max_length, dynamic=True)
-    return predict(model, features, collator, batch_size, device or next(model.parameters()).device)
+    return predict(model, features, collator, batch_size, device or next(model.parameters()).device, progress)

@@ -351,7 +351,7 @@ def run(cfg: DistillConfig, ctx: RunContext | None = None) -> StageResult:
     job = _Job(cfg, teacher, student, ds, data_cfg, _unlabeled_texts(cfg, ds, data_cfg))
     device, state = _compute_device(cfg.train.device)
     with state.main_process_first():  # one process computes the cache, the others read it
-        cached = _teacher_outputs(job, device, ctx.log)
+        cached = _teacher_outputs(job, device, ctx.log, progress=not ctx.quiet)
     teacher.model.to("cpu")
     train_set, sets = _student_features(job, cached.train, ctx.log)
     ctx.log(_student_line(cfg, student))
@@ -486,7 +486,7 @@ def _compute_device(requested: str):
     return device, state
 
 
-def _teacher_outputs(job: _Job, device, log) -> _Cached:
+def _teacher_outputs(job: _Job, device, log, progress: bool = False) -> _Cached:
     """The teacher's outputs on the training text (with what the intermediate losses need), the
     unlabeled text (a cache of its own, so runs with and without it share the training-set
     cache) and validation + test (logits only, for the side-by-side report)."""
@@ -500,6 +500,7 @@ def _teacher_outputs(job: _Job, device, log) -> _Cached:
         "batch_size": cfg.train.eval_batch_size,
         "device": device,
         "log": log,
+        "progress": progress,
     }
     what = {
         "hidden_layers": student.layer_map if student.map_hidden else [],

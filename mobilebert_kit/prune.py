@@ -511,7 +511,7 @@ def recover(
     from mobilebert_kit.engine import TrainConfig, TrainModule, train
     from mobilebert_kit.losses import logit_distillation_loss
 
-    t_logits = _teacher_logits(model, teacher_dir, train_split, max_length)
+    t_logits = _teacher_logits(model, teacher_dir, train_split, max_length, progress=log is not None)
     extras = {"teacher_logits": list(t_logits)}
     if hidden_weight > 0:
         extras["teacher_hidden"] = _layer_targets(model, tokenizer, hidden_from, train_split, max_length, log)
@@ -555,7 +555,7 @@ def recover(
     }
 
 
-def _teacher_logits(model, teacher_dir, train_split, max_length: int):
+def _teacher_logits(model, teacher_dir, train_split, max_length: int, progress: bool = False):
     """The teacher's logits on the training texts, with the teacher's own tokenizer (logits are
     compared text by text, so it may differ from the model's); the teacher is dropped afterwards."""
     from mobilebert_kit.batching import predict_logits
@@ -567,7 +567,14 @@ def _teacher_logits(model, teacher_dir, train_split, max_length: int):
             f"the recovery teacher {teacher_dir} has {teacher.config.num_labels} labels, the model "
             f"{model.config.num_labels}; pass --teacher with the model's teacher"
         )
-    return predict_logits(teacher, teacher_tok, train_split.texts, train_split.pairs, max_length=max_length)
+    return predict_logits(
+        teacher,
+        teacher_tok,
+        train_split.texts,
+        train_split.pairs,
+        max_length=max_length,
+        progress="recovery: teacher logits" if progress else None,
+    )
 
 
 def _layer_targets(model, tokenizer, source, train_split, max_length: int, log) -> list:
@@ -601,6 +608,7 @@ def _layer_targets(model, tokenizer, source, train_split, max_length: int, log) 
         batch_size=64,
         device="cpu",
         log=log or (lambda msg: None),
+        progress=log is not None,
     )
     return outputs.hidden
 

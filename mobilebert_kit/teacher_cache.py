@@ -77,6 +77,7 @@ def teacher_outputs(
     batch_size: int,
     device,
     log: Callable[[str], None],
+    progress: bool = False,
 ) -> TeacherOutputs:
     """The teacher's outputs for ``texts``, from the cache when its key matches, else computed
     once and written atomically. ``slot`` names the cache file (teacher path, role of the data);
@@ -98,7 +99,7 @@ def teacher_outputs(
     else:
         log(f"teacher cache: computing teacher outputs for {len(texts)} texts -> {path}")
     tensors = _teacher_pass(
-        teacher, tokenizer, texts, pairs, max_length, hidden_layers, attention_layers, batch_size, device
+        teacher, tokenizer, texts, pairs, max_length, hidden_layers, attention_layers, batch_size, device, progress
     )
     metadata = {
         "key": key,
@@ -164,23 +165,24 @@ def _write_cache(path: Path, tensors: dict, metadata: dict) -> None:
 
 
 def _teacher_pass(
-    model, tokenizer, texts, pairs, max_length, hidden_layers, attention_layers, batch_size, device
+    model, tokenizer, texts, pairs, max_length, hidden_layers, attention_layers, batch_size, device, progress=False
 ) -> dict:
     """One inference pass in length-sorted batches; per-token outputs are stored flat (no padding)."""
     import torch
 
-    from mobilebert_kit.batching import encode, pad_encoded
+    from mobilebert_kit.batching import encode, pad_encoded, text_progress
 
     enc = encode(tokenizer, texts, pairs, max_length)
     lengths = np.array([len(x) for x in enc["input_ids"]], dtype=np.int64)
     store = _FlatStore(model.config, lengths, hidden_layers, attention_layers)
     model = model.to(device)
     model.eval()
-    with torch.inference_mode():
+    with torch.inference_mode(), text_progress(len(texts), "teacher pass" if progress else None) as bar:
         for idx, batch in pad_encoded(tokenizer, enc, batch_size, return_tensors="pt"):
             batch = {k: v.to(device) for k, v in batch.items()}
             out = model(**batch, output_hidden_states=bool(hidden_layers), output_attentions=bool(attention_layers))
             store.add(idx, out)
+            bar.update(len(idx))
     return store.tensors()
 
 

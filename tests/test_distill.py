@@ -154,7 +154,7 @@ def test_same_tokenizer(tiny_classifier_dir):
 TEXTS = ["a wonderful, moving film", "bad", "tedious and stupid, a painful slog of a movie", "great fun indeed"]
 
 
-def _outputs(teacher, tok, folder, cache, hidden=(), attn=(), texts=TEXTS, log=None):
+def _outputs(teacher, tok, folder, cache, hidden=(), attn=(), texts=TEXTS, log=None, progress=False):
     return distill.teacher_outputs(
         teacher,
         tok,
@@ -169,6 +169,7 @@ def _outputs(teacher, tok, folder, cache, hidden=(), attn=(), texts=TEXTS, log=N
         batch_size=3,
         device=torch.device("cpu"),
         log=log or (lambda m: None),
+        progress=progress,
     )
 
 
@@ -267,6 +268,22 @@ def test_cache_hit_stale_and_corrupt(tmp_path):
     fixed = _outputs(teacher, tok, folder, tmp_path / "c", hidden=[1], log=logs.append)
     assert fixed.status == "stale-rebuilt" and "unreadable" in logs[0]
     assert not list((tmp_path / "c").glob(".*tmp"))  # atomic writes leave no temp files
+
+
+def test_long_inference_passes_show_progress(tmp_path, capsys):
+    """A teacher pass (an MPNet teacher takes minutes over 10k texts) counts texts on stderr when asked,
+    and prints nothing when not; the numbers are the same either way."""
+    from mobilebert_kit.batching import predict_logits
+
+    folder = make_tiny_classifier(tmp_path / "t", layers=2, hidden=32, seed=4)
+    teacher, tok, _ = load_classifier_folder(folder)
+    silent = predict_logits(teacher, tok, TEXTS, max_length=32)
+    assert capsys.readouterr().err == ""
+    shown = predict_logits(teacher, tok, TEXTS, max_length=32, progress="teacher logits")
+    err = capsys.readouterr().err
+    assert "teacher logits" in err and "4/4" in err and (silent == shown).all()
+    _outputs(teacher, tok, folder, tmp_path / "c", hidden=[1], progress=True)
+    assert "teacher pass" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------- the stage end to end
