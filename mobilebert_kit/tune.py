@@ -205,6 +205,7 @@ def trial_numbers(metrics: dict) -> dict:
     before = before.get("validation", before)
     return {
         "validation_accuracy": val.get("accuracy"),
+        "validation_n": val.get("n"),
         "test_accuracy": test.get("accuracy"),
         "drop": (before.get("accuracy") or 0) - (val.get("accuracy") or 0),
         "agreement_with_input": val.get("agreement_with_input"),
@@ -271,8 +272,9 @@ def markdown(report: dict) -> str:
         f"# mbk tune: {len(report['trials'])} plans, objective {report['objective']}, max drop {report['max_drop']}",
         "",
         f"Winner: **{report['best']}**. Every trial is listed; * marks the Pareto front (size, latency, accuracy).",
+        *_resolution(report["trials"]),
         "",
-        "| plan | status | val acc | drop | test acc | size MB | latency ms | .ort | |",
+        "| plan | status | val acc | drop pt (95% CI) | test acc | size MB | latency ms | .ort | |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for t in report["trials"]:
@@ -282,11 +284,30 @@ def markdown(report: dict) -> str:
         lat = f"{t['latency_ms']:.2f}" if t["latency_ms"] is not None else "n/a"
         test = f"{t['test_accuracy']:.4f}" if t["test_accuracy"] is not None else "n/a"
         rows.append(
-            f"| {t['name']} | passed | {t['validation_accuracy']:.4f} | {t['drop']:+.4f} | {test} | "
+            f"| {t['name']} | passed | {t['validation_accuracy']:.4f} | {_drop_cell(t)} | {test} | "
             f"{t['size_bytes'] / 1e6:.2f} | {lat} | {'yes' if t.get('ort_format', True) else 'no'} | "
             f"{'*' if t['pareto'] else ''} |"
         )
     return "\n".join(rows) + "\n"
+
+
+def _drop_cell(trial: dict) -> str:
+    """The validation drop in points with the guard's paired 95% interval, e.g. "+1.17 (-0.2 … +2.5)"."""
+    ci = (trial.get("guard") or {}).get("drop_ci95")
+    text = f"{100 * trial['drop']:+.2f}"
+    return f"{text} ({100 * ci[0]:+.1f} … {100 * ci[1]:+.1f})" if ci else text
+
+
+def _resolution(trials: list[dict]) -> list[str]:
+    """What one validation example is worth, so a reader does not rank trials on noise."""
+    n = next((t["validation_n"] for t in trials if t.get("validation_n")), None)
+    if not n:
+        return []
+    return [
+        "",
+        f"Validation has {n} examples: one example is {100 / n:.2f} pt. A drop whose interval spans 0 is not a "
+        "real loss, and trials whose accuracies differ by less than its half-width cannot be told apart here.",
+    ]
 
 
 def plot(report: dict, path: Path) -> None:

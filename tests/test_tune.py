@@ -51,7 +51,12 @@ def test_tune_reports_every_trial_and_keeps_the_smallest(cli, trained, tmp_path)
         assert trim["size_bytes"] < dyn["size_bytes"]
     # the output is the winner's compress folder: export takes it like compress's
     assert (out / "onnx" / "model.onnx").exists() and (out / "compression.json").exists()
-    assert (out / "tune.md").read_text().count("| passed |") == len(passed)
+    md = (out / "tune.md").read_text()
+    assert md.count("| passed |") == len(passed)
+    n = passed[0]["validation_n"]  # the resolution and each drop's interval, so nobody ranks trials on noise
+    assert f"Validation has {n} examples: one example is {100 / n:.2f} pt" in md
+    lo, hi = passed[0]["guard"]["drop_ci95"]
+    assert f"{100 * passed[0]['drop']:+.2f} ({100 * lo:+.1f} … {100 * hi:+.1f})" in md
     assert (out / "pareto.png").stat().st_size > 1000
     assert not (tmp_path / "tuned.trials").exists()  # trial folders removed unless --keep-trials
     r = cli("export", "-m", out, "--format", "onnx", "-o", tmp_path / "e", "-q")
