@@ -69,6 +69,7 @@ class TuneConfig(StageConfig):
     max_drop: float = 0.01
     latency_runs: int = 50
     keep_trials: bool = False  # keep every trial's folder in <output>.trials/
+    seeds: int = 1  # run plans with a seeded step (pruning importance, recovery, calibration) with seeds 0..N-1
     ort_format: bool = False  # only plans whose graph can become the Android app's .ort compete
 
     def validate(self) -> list[str]:
@@ -77,6 +78,7 @@ class TuneConfig(StageConfig):
         check_choice(p, "grid", self.grid, GRIDS)
         check_range(p, "max_drop", self.max_drop, 0, 1)
         check_range(p, "latency_runs", self.latency_runs, 0)
+        check_range(p, "seeds", self.seeds, 1, 10)
         check_range(p, "max_length", self.max_length, 8, 512)
         p.extend(_plans_problems(self.plans))
         return p
@@ -119,7 +121,7 @@ def run(config: TuneConfig, ctx: RunContext | None = None) -> StageResult:
         raise ConfigError("no plan to try: every plan of the grid names a method that is not registered")
     trials_dir = out.with_name(out.name + ".trials")
     try:
-        trials = [_trial(config, name, steps, trials_dir / name, ctx, i, len(candidates))
+        trials = [_plan_trials(config, name, steps, trials_dir, ctx, i, len(candidates))
                   for i, (name, steps) in enumerate(candidates.items(), 1)]  # fmt: skip
     except BaseException:
         shutil.rmtree(trials_dir, ignore_errors=True)
@@ -152,11 +154,43 @@ def _check_data(config: TuneConfig) -> None:
         )
 
 
-def _trial(config: TuneConfig, name: str, steps: list[dict], folder: Path, ctx: RunContext, i: int, n: int) -> dict:
+def seeded(steps: list[dict]) -> bool:
+    """Whether a plan's result depends on compress's seed (one of its methods samples or trains)."""
+    from mobilebert_kit.compression import method_class
+
+    return any(method_class(step["method"]).seeded for step in steps)
+
+
+def _plan_trials(config: TuneConfig, name: str, steps: list[dict], trials_dir: Path, ctx, i: int, n: int) -> dict:
+    """A plan's trial; with ``seeds`` > 1 and a seeded step, one trial per seed: the record is seed 0's
+    (the model the output ships) with every seed's accuracies and their mean and range beside it."""
+    ctx.log(f"[{i}/{n}] {name}: {' -> '.join(s['method'] for s in steps)}")
+    first = _trial(config, name, steps, trials_dir / name, ctx)
+    if config.seeds == 1 or not seeded(steps):
+        return first
+    runs = [first] + [
+        _trial(config, name, steps, trials_dir / f"{name}@seed{seed}", ctx, seed) for seed in range(1, config.seeds)
+    ]
+    first["seeds"] = [
+        {"seed": seed, **{k: r.get(k) for k in ("status", "validation_accuracy", "test_accuracy", "drop")}}
+        for seed, r in enumerate(runs)
+    ]
+    for split in ("validation", "test"):
+        values = [
+            r[f"{split}_accuracy"] for r in runs if r["status"] == "passed" and r.get(f"{split}_accuracy") is not None
+        ]
+        if values:
+            first[f"{split}_accuracy_mean"] = sum(values) / len(values)
+            first[f"{split}_accuracy_range"] = [min(values), max(values)]
+    return first
+
+
+def _trial(config: TuneConfig, name: str, steps: list[dict], folder: Path, ctx: RunContext, seed: int = 0) -> dict:
     """One compress run; its record whether it passed, was refused by the guard or could not run."""
     from mobilebert_kit import compress
 
-    ctx.log(f"[{i}/{n}] {name}: {' -> '.join(s['method'] for s in steps)}")
+    if seed:
+        ctx.log(f"    seed {seed}:")
     cfg = compress.CompressConfig(
         model=config.model,
         output=str(folder),
@@ -165,6 +199,7 @@ def _trial(config: TuneConfig, name: str, steps: list[dict], folder: Path, ctx: 
         steps=steps,
         max_drop=config.max_drop,
         latency_runs=config.latency_runs,
+        seed=seed,
     )
     t0 = time.perf_counter()
     record: dict[str, Any] = {"name": name, "steps": steps}
@@ -215,12 +250,18 @@ def trial_numbers(metrics: dict) -> dict:
     }
 
 
+def _accuracy(t: dict) -> float:
+    """A plan's validation accuracy for ranking: the mean over its seeds when it ran more than one
+    (the best seed would be a lucky draw, not a better plan)."""
+    return t.get("validation_accuracy_mean", t["validation_accuracy"])
+
+
 def _key(objective: str):
     if objective == "size":
-        return lambda t: (t["size_bytes"], t["latency_ms"] or 0, -t["validation_accuracy"])
+        return lambda t: (t["size_bytes"], t["latency_ms"] or 0, -_accuracy(t))
     if objective == "latency":
-        return lambda t: (t["latency_ms"] or float("inf"), t["size_bytes"], -t["validation_accuracy"])
-    return lambda t: (-t["validation_accuracy"], t["size_bytes"], t["latency_ms"] or 0)
+        return lambda t: (t["latency_ms"] or float("inf"), t["size_bytes"], -_accuracy(t))
+    return lambda t: (-_accuracy(t), t["size_bytes"], t["latency_ms"] or 0)
 
 
 def choose(trials: list[dict], objective: str) -> dict | None:
@@ -236,12 +277,12 @@ def mark_pareto(trials: list[dict]) -> None:
         no_worse = (
             a["size_bytes"] <= b["size_bytes"]
             and (a["latency_ms"] or 0) <= (b["latency_ms"] or 0)
-            and a["validation_accuracy"] >= b["validation_accuracy"]
+            and _accuracy(a) >= _accuracy(b)
         )
-        return no_worse and (a["size_bytes"], a["latency_ms"], a["validation_accuracy"]) != (
+        return no_worse and (a["size_bytes"], a["latency_ms"], _accuracy(a)) != (
             b["size_bytes"],
             b["latency_ms"],
-            b["validation_accuracy"],
+            _accuracy(b),
         )
 
     passed = [t for t in trials if t["status"] == "passed"]
@@ -288,7 +329,33 @@ def markdown(report: dict) -> str:
             f"{t['size_bytes'] / 1e6:.2f} | {lat} | {'yes' if t.get('ort_format', True) else 'no'} | "
             f"{'*' if t['pareto'] else ''} |"
         )
-    return "\n".join(rows) + "\n"
+    return "\n".join(rows + _seed_rows(report["trials"])) + "\n"
+
+
+def _seed_rows(trials: list[dict]) -> list[str]:
+    """Plans run with several seeds: the spread the seed alone causes, and the mean the ranking used."""
+    repeated = [t for t in trials if t.get("seeds")]
+    if not repeated:
+        return []
+
+    def spread(t: dict, split: str) -> str:
+        if f"{split}_accuracy_mean" not in t:
+            return "n/a"
+        lo, hi = t[f"{split}_accuracy_range"]
+        return f"{t[f'{split}_accuracy_mean']:.4f} ({lo:.4f} … {hi:.4f})"
+
+    rows = [
+        "",
+        "Plans with a seeded step (pruning importance subset, recovery training, calibration texts) ran once per "
+        "seed; the table above shows seed 0, the model the output holds, and accuracy ranks by the mean below.",
+        "",
+        "| plan | seeds passed | val acc mean (min … max) | test acc mean (min … max) |",
+        "|---|---|---|---|",
+    ]
+    for t in repeated:
+        passed = sum(r["status"] == "passed" for r in t["seeds"])
+        rows.append(f"| {t['name']} | {passed}/{len(t['seeds'])} | {spread(t, 'validation')} | {spread(t, 'test')} |")
+    return rows
 
 
 def _drop_cell(trial: dict) -> str:

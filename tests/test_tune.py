@@ -83,12 +83,55 @@ def test_a_guard_refusal_is_a_reported_loser_and_no_winner_is_an_error(cli, trai
     assert not (tmp_path / "t").exists() and not (tmp_path / "t.trials").exists()
 
 
+def test_seeds_repeat_only_seeded_plans_and_rank_by_the_mean(cli, trained, tmp_path):
+    """--seeds 2: the plan that recovers (trains) runs with seeds 0 and 1 and reports both, their mean and
+    range; the INT8-only plan is deterministic and runs once. The output holds seed 0's model."""
+    plans = tmp_path / "plans.yaml"
+    plans.write_text(
+        "- name: recover\n  steps: [{method: recover, epochs: 1, lr: 1.0e-3}, {method: int8_dynamic}]\n"
+        "- name: dynamic\n  steps: [{method: int8_dynamic}]\n"
+    )
+    out = tmp_path / "tuned"
+    r = cli("tune", "-m", trained, "--plans", plans, "--seeds", "2", "--latency-runs", "0", "--keep-trials",
+            "--objective", "accuracy", "--max-drop", "1", "-o", out)  # fmt: skip
+    assert r.exit_code == 0, r.output
+    rec, dyn = json.loads((out / "tune.json").read_text())["trials"]
+    assert "seeds" not in dyn and not (tmp_path / "tuned.trials" / "dynamic@seed1").exists()
+    assert [s["seed"] for s in rec["seeds"]] == [0, 1] and rec["seeds"][0]["validation_accuracy"] == rec[
+        "validation_accuracy"
+    ]
+    vals = [s["validation_accuracy"] for s in rec["seeds"]]
+    assert rec["validation_accuracy_mean"] == pytest.approx(sum(vals) / 2) and rec["validation_accuracy_range"] == [
+        min(vals),
+        max(vals),
+    ]
+    seed1 = json.loads((tmp_path / "tuned.trials" / "recover@seed1" / "metrics.json").read_text())
+    assert seed1["final"]["validation"]["accuracy"] == vals[1]
+    losses = [
+        json.loads((tmp_path / "tuned.trials" / name / "compression.json").read_text())["recovery"]["history"][0][
+            "train_loss"
+        ]
+        for name in ("recover", "recover@seed1")
+    ]
+    assert losses[0] != losses[1]  # the seed reached training (another batch order)
+    md = (out / "tune.md").read_text()
+    assert "| recover | 2/2 |" in md and "ranks by the mean" in md
+
+
+def test_ranking_uses_the_mean_over_seeds():
+    lucky = {"name": "lucky", "status": "passed", "size_bytes": 1, "latency_ms": 1, "validation_accuracy": 0.9,
+             "validation_accuracy_mean": 0.7}  # fmt: skip
+    steady = {"name": "steady", "status": "passed", "size_bytes": 1, "latency_ms": 1, "validation_accuracy": 0.8}
+    assert choose([lucky, steady], "accuracy")["name"] == "steady"
+
+
 @pytest.mark.parametrize(
     "args,message",
     [
         (["--objective", "speed"], "Error: objective must be one of size, latency, accuracy; got 'speed'"),
         (["--grid", "huge"], "Error: grid must be one of quick, full; got 'huge'"),
         (["--max-drop", "nan"], "Error: max_drop must be a finite number, got nan"),
+        (["--seeds", "0"], "Error: seeds must be in [1, 10], got 0"),
     ],
 )
 def test_bad_options(cli, trained, tmp_path, args, message):

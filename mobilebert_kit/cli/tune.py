@@ -40,6 +40,12 @@ def _plans(path: str | None) -> list | None:
 @click.option("--latency-runs", type=int, help="Timed ORT runs per trial. [default: 50]")
 @click.option("--keep-trials", is_flag=True, default=None, help="Keep every trial's folder in <output>.trials/.")
 @click.option(
+    "--seeds",
+    type=int,
+    help="Run plans that prune, recover or calibrate with seeds 0..N-1: tune.md shows the spread, accuracy "
+    "ranks by the mean, the output holds seed 0. [default: 1]",
+)
+@click.option(
     "--ort-format",
     is_flag=True,
     default=None,
@@ -59,6 +65,7 @@ def command(save_recipe, overwrite, quiet, as_json, plans_file, **options):
       mbk tune --objective size
       mbk tune --grid full --objective latency --max-drop 0.005
       mbk tune --plans my_plans.yaml
+      mbk tune --grid full --seeds 3
     """
     from mobilebert_kit.stage import RunContext
     from mobilebert_kit.tune import TuneConfig, run

@@ -34,6 +34,8 @@ class Method(StageConfig):
         last: an ``onnx`` step that must be the last ONNX step (INT8 quantizes whatever is still fp32).
         fusion: ORT transformer-optimizer options the fp32 graph must be fused with for this step
             (e.g. ``{"enable_embed_layer_norm": False}`` keeps the embedding Gathers visible).
+        seeded: the step's result depends on compress's ``seed`` (a sampled subset, or training), so
+            ``mbk tune --seeds`` repeats plans holding it.
     """
 
     name: ClassVar[str] = ""
@@ -43,6 +45,7 @@ class Method(StageConfig):
     timed: ClassVar[bool] = True
     last: ClassVar[bool] = False
     fusion: ClassVar[dict] = {}
+    seeded: ClassVar[bool] = False
 
     def preflight(self, work: Work) -> None:
         """Refuse a request that cannot work on this model/data, before anything is measured."""

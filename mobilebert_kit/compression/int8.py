@@ -87,6 +87,7 @@ class Int8StaticStep(Int8Step):
 
     name: ClassVar[str] = "int8_static"
     mode: ClassVar[str] = "static"
+    seeded: ClassVar[bool] = True  # calibration texts are a seeded training subset
 
     def validate(self) -> list[str]:
         p = super().validate()

@@ -103,6 +103,7 @@ class _OneStructured(Method):
 
     label: ClassVar[str] = "structured"
     record: ClassVar[str | None] = "structured"
+    seeded: ClassVar[bool] = True  # importance is measured on a seeded training subset
     what: ClassVar[str] = ""
 
     def validate(self) -> list[str]:

@@ -30,6 +30,7 @@ class Recover(Method):
 
     name: ClassVar[str] = "recover"
     label: ClassVar[str] = "recovery"
+    seeded: ClassVar[bool] = True
     record: ClassVar[str | None] = "recovery"
 
     def validate(self) -> list[str]:
