@@ -255,34 +255,6 @@ def _num_layers(config) -> int:
     return int(n)
 
 
-# --------------------------------------------------------------------------- loss
-
-
-def make_loss(cfg: DistillConfig, map_hidden: bool, map_attention: bool, attention_store: list | None):
-    """The distillation loss for the engine: ``loss_fn(model, batch, extra)``: soft + hard loss on
-    the cached teacher logits, plus the weighted hidden-state / attention-map losses when on."""
-    from mobilebert_kit.batching import TOKEN_KEYS
-    from mobilebert_kit.losses import attention_map_loss, hidden_state_loss, soft_hard_loss
-
-    def loss_fn(model, batch, extra):
-        inputs = {k: batch[k] for k in TOKEN_KEYS if k in batch}
-        out = model(**inputs, output_hidden_states=map_hidden, output_attentions=map_attention)
-        logits = out.logits.float()
-        loss = soft_hard_loss(logits, batch.get("teacher_logits"), batch.get("labels"), cfg.temperature, cfg.alpha)
-        mask = batch["attention_mask"].float()
-        if map_hidden:
-            projections = extra["hidden_proj"] if "hidden_proj" in extra else None
-            loss = loss + hidden_state_loss(
-                out.hidden_states, batch["teacher_hidden"], mask, cfg.hidden_weight, projections
-            )
-        if map_attention:
-            rows = [attention_store[i] for i in batch["idx"].tolist()]
-            loss = loss + attention_map_loss(out.attentions, rows, mask, cfg.attention_weight)
-        return loss
-
-    return loss_fn
-
-
 # --------------------------------------------------------------------------- run: the steps
 
 
@@ -573,6 +545,7 @@ def _student_line(cfg: DistillConfig, student: _Student) -> str:
 def _train_student(job: _Job, train_set, eval_set, attention_store, work: Path, ctx: RunContext):
     """The shared engine with the distillation loss; resume is keyed by teacher, data and options."""
     from mobilebert_kit.engine import TrainModule, fingerprint, train
+    from mobilebert_kit.losses import distillation_loss
 
     cfg, student = job.cfg, job.student
     run_fp = fingerprint(
@@ -583,7 +556,7 @@ def _train_student(job: _Job, train_set, eval_set, attention_store, work: Path, 
         {k: v for k, v in cfg.to_dict().items() if k not in ("train", "output", "cache_dir", "data")},
         student.source,
     )
-    loss = make_loss(cfg, student.map_hidden, student.map_attention, attention_store)
+    loss = distillation_loss(cfg.temperature, cfg.alpha, cfg.hidden_weight, cfg.attention_weight, attention_store)
     return train(
         TrainModule(student.model, loss, student.extra),
         train_set,

@@ -29,17 +29,31 @@ def soft_hard_loss(logits, teacher_logits, labels, temperature: float, alpha: fl
     return loss
 
 
-def logit_distillation_loss(temperature: float, alpha: float, hidden_weight: float = 0.0):
-    """An engine loss ``loss_fn(model, batch, extra)`` on cached ``teacher_logits`` and ``labels``; with
-    ``hidden_weight`` > 0, plus :func:`hidden_state_loss` on the cached, layer-aligned ``teacher_hidden``."""
+def distillation_loss(
+    temperature: float,
+    alpha: float,
+    hidden_weight: float = 0.0,
+    attention_weight: float = 0.0,
+    attention_store: list | None = None,
+):
+    """The engine loss ``loss_fn(model, batch, extra)`` of distill and compress's recovery: :func:`soft_hard_loss`
+    on the cached ``teacher_logits`` and ``labels``, plus, when their weights are > 0, :func:`hidden_state_loss`
+    on the cached, layer-mapped ``teacher_hidden`` (through ``extra["hidden_proj"]`` when the widths differ)
+    and :func:`attention_map_loss` on ``attention_store`` rows picked by the batch's ``idx``."""
 
     def loss_fn(model, batch, extra):
         inputs = {k: batch[k] for k in TOKEN_KEYS if k in batch}
-        out = model(**inputs, output_hidden_states=hidden_weight > 0)
-        loss = soft_hard_loss(out.logits.float(), batch["teacher_logits"], batch.get("labels"), temperature, alpha)
+        out = model(**inputs, output_hidden_states=hidden_weight > 0, output_attentions=attention_weight > 0)
+        loss = soft_hard_loss(out.logits.float(), batch.get("teacher_logits"), batch.get("labels"), temperature, alpha)
+        mask = batch["attention_mask"].float()
         if hidden_weight > 0:
-            mask = batch["attention_mask"].float()
-            loss = loss + hidden_state_loss(out.hidden_states, batch["teacher_hidden"], mask, hidden_weight)
+            projections = getattr(extra, "hidden_proj", None)  # in the ModuleDict when widths differ
+            loss = loss + hidden_state_loss(
+                out.hidden_states, batch["teacher_hidden"], mask, hidden_weight, projections
+            )
+        if attention_weight > 0:
+            rows = [attention_store[i] for i in batch["idx"].tolist()]
+            loss = loss + attention_map_loss(out.attentions, rows, mask, attention_weight)
         return loss
 
     return loss_fn

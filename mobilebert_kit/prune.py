@@ -499,7 +499,7 @@ def recover(
 ) -> dict:
     """Short knowledge-distillation recovery of a pruned model from ``teacher_dir``.
 
-    Uses the distillation loss (:func:`mobilebert_kit.losses.logit_distillation_loss`: KL on
+    Uses the distillation loss (:func:`mobilebert_kit.losses.distillation_loss`: KL on
     temperature-softened logits plus CE on labels, with distill's default T and alpha) and the
     shared training engine (best epoch by validation macro-F1 is kept).
     The teacher's logits on the training texts are computed once, with the teacher's own tokenizer.
@@ -509,7 +509,7 @@ def recover(
     """
     from mobilebert_kit.batching import make_features
     from mobilebert_kit.engine import TrainConfig, TrainModule, train
-    from mobilebert_kit.losses import logit_distillation_loss
+    from mobilebert_kit.losses import distillation_loss
 
     t_logits = _teacher_logits(model, teacher_dir, train_split, max_length, progress=log is not None)
     extras = {"teacher_logits": list(t_logits)}
@@ -531,7 +531,7 @@ def recover(
         _check_aligned(train_set, extras["teacher_hidden"], hidden_from)
     val_set = make_features(tokenizer, val_split.texts, val_split.pairs, val_split.labels, max_length)
     result = train(
-        TrainModule(model, logit_distillation_loss(RECOVERY_TEMPERATURE, RECOVERY_ALPHA, hidden_weight)),
+        TrainModule(model, distillation_loss(RECOVERY_TEMPERATURE, RECOVERY_ALPHA, hidden_weight)),
         train_set,
         val_set,
         train_cfg,

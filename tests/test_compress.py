@@ -307,7 +307,7 @@ def test_layer_distillation_loss_adds_the_hidden_state_error():
     import torch
     from transformers import BertConfig, BertForSequenceClassification
 
-    from mobilebert_kit.losses import logit_distillation_loss
+    from mobilebert_kit.losses import distillation_loss
 
     torch.manual_seed(0)
     model = BertForSequenceClassification(
@@ -319,9 +319,9 @@ def test_layer_distillation_loss_adds_the_hidden_state_error():
         own = torch.stack(model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states[1:], 2)
         batch = {"input_ids": ids, "attention_mask": mask, "labels": torch.tensor([0, 1, 0])}
         batch["teacher_logits"] = torch.randn(3, 2)
-        plain = logit_distillation_loss(3.0, 0.5)(model, batch, {})
-        same = logit_distillation_loss(3.0, 0.5, 4.0)(model, {**batch, "teacher_hidden": own}, {})
-        shifted = logit_distillation_loss(3.0, 0.5, 4.0)(model, {**batch, "teacher_hidden": own + 0.5}, {})
+        plain = distillation_loss(3.0, 0.5)(model, batch, {})
+        same = distillation_loss(3.0, 0.5, 4.0)(model, {**batch, "teacher_hidden": own}, {})
+        shifted = distillation_loss(3.0, 0.5, 4.0)(model, {**batch, "teacher_hidden": own + 0.5}, {})
     assert torch.isclose(same, plain, atol=1e-5)
     assert torch.isclose(shifted - plain, torch.tensor(4.0 * 0.25), atol=1e-4)
 

@@ -14,6 +14,7 @@ from conftest import make_tiny_classifier, minilm_path
 from mobilebert_kit import distill
 from mobilebert_kit.artifacts import read_json
 from mobilebert_kit.errors import ConfigError
+from mobilebert_kit.losses import distillation_loss
 from mobilebert_kit.models import load_classifier_folder
 from mobilebert_kit.stage import RunContext
 
@@ -194,8 +195,7 @@ def test_loss_is_zero_when_student_equals_teacher(tmp_path, teacher_dir):
     )
     batch = Collator(tok.pad_token_id, 32, dynamic=True)([feats[i] for i in range(4)])
     assert batch["teacher_hidden"].shape[:3] == (4, batch["input_ids"].shape[1], 4)
-    cfg = distill.DistillConfig(alpha=1.0, hidden_weight=1.0, attention_weight=1.0)
-    loss = distill.make_loss(cfg, True, True, out.attentions)(student, batch, torch.nn.ModuleDict())
+    loss = distillation_loss(3.0, 1.0, 1.0, 1.0, out.attentions)(student, batch, torch.nn.ModuleDict())
     assert float(loss) < 1e-6  # float16 rounding of the cached hidden states / maps only
     # a student with the layers in another order is measurably off on each term
     other = distill.copy_layers_student(teacher, [3, 2, 1, 0]).eval()
@@ -203,17 +203,11 @@ def test_loss_is_zero_when_student_equals_teacher(tmp_path, teacher_dir):
         c = distill.DistillConfig(**kw)
 
         def fn(m, c=c):
-            return float(
-                distill.make_loss(
-                    c,
-                    c.hidden_weight > 0,
-                    c.attention_weight > 0,
-                    out.attentions,
-                )(m, batch, torch.nn.ModuleDict())
-            )
+            loss = distillation_loss(c.temperature, c.alpha, c.hidden_weight, c.attention_weight, out.attentions)
+            return float(loss(m, batch, torch.nn.ModuleDict()))
 
         assert fn(other) > 100 * max(fn(student), 1e-9), kw
-    hard = distill.make_loss(distill.DistillConfig(alpha=0.0), False, False, None)(student, batch, None)
+    hard = distillation_loss(3.0, 0.0)(student, batch, None)
     ce = torch.nn.functional.cross_entropy(
         student(
             input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], token_type_ids=batch["token_type_ids"]
@@ -230,7 +224,7 @@ def test_soft_loss_matches_kl_times_t_squared(tmp_path):
     teacher_logits = torch.tensor([[2.0, -1.0], [0.5, 0.3], [-3.0, 1.0], [0.0, 0.0]])
     batch = {**enc, "teacher_logits": teacher_logits, "labels": torch.tensor([1, 0, 0, 1])}
     T = 3.0
-    loss = distill.make_loss(distill.DistillConfig(alpha=1.0, temperature=T), False, False, None)(student, batch, None)
+    loss = distillation_loss(T, 1.0)(student, batch, None)
     s = student(**enc).logits
     p_t = torch.softmax(teacher_logits / T, -1)
     kl = (p_t * (p_t.log() - torch.log_softmax(s / T, -1))).sum(-1).mean() * T * T
