@@ -514,7 +514,7 @@ def recover(
     t_logits = _teacher_logits(model, teacher_dir, train_split, max_length, progress=log is not None)
     extras = {"teacher_logits": list(t_logits)}
     if hidden_weight > 0:
-        extras["teacher_hidden"] = _layer_targets(model, tokenizer, hidden_from, train_split, max_length, log)
+        extras["teacher_hidden"] = _layer_targets(model, hidden_from, train_split, max_length, log)
     train_cfg = TrainConfig(
         epochs=epochs,
         lr=lr,
@@ -577,7 +577,7 @@ def _teacher_logits(model, teacher_dir, train_split, max_length: int, progress: 
     )
 
 
-def _layer_targets(model, tokenizer, source, train_split, max_length: int, log) -> list:
+def _layer_targets(model, source, train_split, max_length: int, log) -> list:
     """Every layer's output of ``source`` (the model before pruning) on the training texts, per example
     ``[tokens, layers, hidden]``, through distill's teacher cache. The pruned model may carry a trimmed
     vocabulary: trimming keeps every piece of the training texts, so they tokenize to the same positions,
