@@ -72,7 +72,10 @@ class TrainConfig(StageConfig):
     epochs: int = 3
     lr: float = 5e-5
     batch_size: int = 32
-    eval_batch_size: int = 128
+    # batches for evaluation and the teacher's cached pass (length-sorted). On this 2-core CPU the MiniLM teacher's
+    # pass over 1,000 texts took 7.1 s at 32 vs 8.3 s at 128 (1 thread; 4.2 vs 4.8 s at 2 threads): small
+    # batches stay in cache. An accelerator gains little from more for evaluation-sized sets.
+    eval_batch_size: int = 32
     weight_decay: float = 0.01
     warmup_ratio: float = 0.06
     max_grad_norm: float = 1.0
