@@ -86,3 +86,25 @@ def test_timing_worker_times_every_model_on_every_input(tmp_path):
     assert all(len(res["times_ms"][s][m]) == 4 for s in ("real", "128") for m in ("a", "b"))
     assert all(t > 0 for s in res["times_ms"].values() for ts in s.values() for t in ts)
     assert res["logits"]["a"] == [[1.0, 2.0, 3.0], [4.0, 5.0]]
+
+
+def test_graph_variants_build_what_each_variant_names(tiny_classifier_dir, tmp_path):
+    from graph_variants import VARIANTS, build, score
+    from transformers import AutoTokenizer
+
+    from mobilebert_kit.data import Split
+
+    graphs = build(tiny_classifier_dir, tmp_path)
+    assert list(graphs) == list(VARIANTS)
+    ops = {name: g["ops"] for name, g in graphs.items()}
+    assert ops["default"].get("QAttention") and ops["default"].get("BiasGelu")
+    assert not ops["attention unfused"].get("QAttention") and ops["attention unfused"].get("Softmax")
+    assert ops["MultiHeadAttention"].get("MultiHeadAttention") and not ops["MultiHeadAttention"].get("QAttention")
+    assert ops["FastGelu"].get("FastGelu") and not ops["FastGelu"].get("BiasGelu")
+    assert ops["no SkipLayerNorm"].get("LayerNormalization") and not ops["no SkipLayerNorm"].get(
+        "SkipLayerNormalization"
+    )
+    val = Split(["a good film", "a dull and tiresome film", "fine"], [1, 0, 1])
+    score(graphs, AutoTokenizer.from_pretrained(tiny_classifier_dir), val)
+    assert graphs["default"]["agreement_with_default"] == 1.0
+    assert all(0.0 <= g["val_accuracy"] <= 1.0 for g in graphs.values())

@@ -1,0 +1,180 @@
+"""Which fused graph is fastest for the phone? ORT transformer-optimizer variants of one compressed model.
+
+compress fuses the student with ORT's transformer optimizer (``Attention``, ``BiasGelu``,
+``SkipLayerNormalization``, ``EmbedLayerNormalization``) and then applies per-channel dynamic INT8, so
+attention becomes ``QAttention``. This benchmark rebuilds the same PyTorch model (a compress output
+folder) with other fusion choices and the same INT8, and times every graph side by side: batch 1,
+1 intra-op thread, interleaved, in this environment's onnxruntime and in the version the Android app
+pins. Each graph's validation accuracy (batch 1, unpadded) and its label agreement with the default
+graph say whether a variant changes answers.
+
+    python benchmarks/graph_variants.py --model artifacts/runs/default/compressed
+
+Writes ``benchmarks/results/graph_variants.json`` and ``.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from ort_timing import HOST, expand_versions, time_in_runtime  # noqa: E402
+from targets import encode_one, encode_texts  # noqa: E402
+
+from mobilebert_kit import onnx_tools as ot  # noqa: E402
+from mobilebert_kit.artifacts import library_versions  # noqa: E402
+
+# name -> (what it is, FusionOptions overrides); the first is what compress builds
+VARIANTS = {
+    "default": ("compress's graph: Attention -> QAttention, BiasGelu, SkipLayerNormalization", {}),
+    "attention unfused": (
+        "no Attention fusion: Q, K, V as INT8 MatMuls, scores/softmax/context as fp32 ops",
+        {"enable_attention": False},
+    ),
+    "MultiHeadAttention": (
+        "INT8 Q/K/V MatMuls feeding fp32 MultiHeadAttention",
+        {"use_multi_head_attention": True},
+    ),
+    "FastGelu": ("tanh-approximated GELU (FastGelu) instead of erf BiasGelu", {"enable_gelu_approximation": True}),
+    "no SkipLayerNorm": (
+        "Add + LayerNormalization instead of SkipLayerNormalization",
+        {"enable_skip_layer_norm": False, "enable_bias_skip_layer_norm": False},
+    ),
+}
+
+
+def build(model_dir: Path, work: Path) -> dict[str, dict]:
+    from mobilebert_kit.quantize import Int8Dynamic, quantize
+
+    raw = work / "raw.onnx"
+    ot.export_onnx(model_dir, raw)
+    out = {}
+    for name, (what, fusion) in VARIANTS.items():
+        fused, q = work / f"{len(out)}-fp32.onnx", work / f"{len(out)}-int8.onnx"
+        ot.optimize_onnx(raw, fused, 0, 0, require_attention=False, fusion=fusion)
+        rep = quantize(fused, q, Int8Dynamic(per_channel=True))
+        out[name] = {"what": what, "fusion": fusion, "path": q, "size_bytes": rep["size_bytes"], "ops": rep["ops"]}
+    return out
+
+
+def score(graphs: dict, tok, val) -> None:
+    enc = encode_texts(tok, val, 128)
+    labels = np.asarray(val.labels)
+    preds = {}
+    for name, g in graphs.items():
+        sess = ot.session(g["path"])
+        names = [i.name for i in sess.get_inputs()]
+        preds[name] = np.array([sess.run(None, {k: e[k] for k in names})[0][0].argmax() for e in enc])
+        g["val_accuracy"] = float((preds[name] == labels).mean())
+        g["agreement_with_default"] = float((preds[name] == preds["default"]).mean())
+
+
+def timings(graphs: dict, tok, test, args) -> dict:
+    rng = np.random.default_rng(args.seed)
+    idx = sorted(rng.choice(len(test), args.texts, replace=False).tolist())
+    real = [encode_one(tok, test.texts[i], 128) for i in idx]
+    long = encode_one(tok, " ".join(test.texts[:40]), 128)  # real words, exactly 128 tokens
+    assert long["input_ids"].shape[1] == 128
+    feeds = {n: {"real": real, "s128": [long]} for n in graphs}
+    timed = {"real": list(range(len(real))), "s128": [0] * args.runs_128}
+    out = {}
+    for version in expand_versions(args.ort_versions):
+        t = time_in_runtime(version, {n: g["path"] for n, g in graphs.items()}, feeds, timed, args.rounds)
+        out[t["version"]] = {s: {n: float(np.median(ms)) for n, ms in per.items()} for s, per in t["times_ms"].items()}
+    return out
+
+
+def markdown(res: dict) -> str:
+    versions = list(res["p50_ms"])
+    head = "| graph | size MB | val acc | agrees with default | " + " | ".join(
+        f"p50 ms real / 128 @ {v}" for v in versions
+    )
+    lines = [
+        "# Fused-graph variants of one compressed model (per-channel dynamic INT8)",
+        "",
+        f"Model `{res['model']}`; {res['setup']}",
+        "",
+        head + " |",
+        "|---|---:|---:|---:|" + "---:|" * len(versions),
+    ]
+    for name, g in res["graphs"].items():
+        cells = [
+            f"{res['p50_ms'][v]['real'][name]:.3f} / {res['p50_ms'][v]['s128'][name]:.3f}"
+            f" ({res['p50_ms'][v]['s128'][name] / res['p50_ms'][v]['s128']['default']:.2f}x)"
+            for v in versions
+        ]
+        lines.append(
+            f"| {name}: {g['what']} | {g['size_bytes'] / 1e6:.2f} | {g['val_accuracy']:.4f} | "
+            f"{g['agreement_with_default']:.2%} | " + " | ".join(cells) + " |"
+        )
+    for v in versions:
+        s128 = res["p50_ms"][v]["s128"]
+        best = min(s128, key=s128.get)
+        lines.append(
+            f"Fastest at 128 tokens in onnxruntime {v}: {best} ({s128[best] / s128['default']:.2f}x the default)."
+        )
+    lines += ["", f"Reproduce: `{res['command']}`", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="artifacts/runs/default/compressed", help="a compress output folder")
+    p.add_argument("--data", default="rotten_tomatoes")
+    p.add_argument("--texts", type=int, default=200, help="seeded test texts timed at their real length")
+    p.add_argument("--runs-128", type=int, default=50)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--ort-versions", default=f"android,{HOST}")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "graph_variants"))
+    args = p.parse_args()
+    if args.texts < 1 or args.runs_128 < 1 or args.rounds < 1:
+        p.error("--texts, --runs-128 and --rounds must be >= 1")
+
+    from transformers import AutoTokenizer
+
+    from mobilebert_kit.data import DataConfig, load_dataset
+
+    model = Path(args.model)
+    tok = AutoTokenizer.from_pretrained(model)
+    ds = load_dataset(DataConfig(data=args.data))
+    args.texts = min(args.texts, len(ds.splits["test"]))
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="mbk-graphs-") as tmp:
+        graphs = build(model, Path(tmp))
+        score(graphs, tok, ds.splits["validation"])
+        p50 = timings(graphs, tok, ds.splits["test"], args)
+    res = {
+        "benchmark": "graph_variants",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "command": "python benchmarks/graph_variants.py " + " ".join(sys.argv[1:]),
+        "model": str(model),
+        "setup": (
+            f"batch 1, 1 intra-op thread, interleaved; 'real': {args.texts} seeded test "
+            f"texts each at its own length, x{args.rounds} rounds; '128': one 128-token input x{args.runs_128}, "
+            f"x{args.rounds} rounds; (Nx): seq-128 time relative to the default graph. Validation accuracy in this "
+            f"environment's onnxruntime, batch 1, unpadded, {len(ds.splits['validation'])} texts."
+        ),
+        "graphs": {n: {k: v for k, v in g.items() if k != "path"} for n, g in graphs.items()},
+        "p50_ms": p50,
+        "libraries": library_versions(),
+        "seconds": time.perf_counter() - t0,
+    }
+    out = Path(args.out)
+    out.with_suffix(".json").write_text(json.dumps(res, indent=1))
+    out.with_suffix(".md").write_text(markdown(res))
+    print(markdown(res))
+
+
+if __name__ == "__main__":
+    main()
