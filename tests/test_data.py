@@ -126,3 +126,13 @@ def test_invalid_jsonl_line(tmp_path):
     p.write_text(json.dumps({"text": "a", "label": 1}) + "\n{oops\n")
     with pytest.raises(DataError, match="line 2 is not valid JSON"):
         load_dataset(DataConfig(data=str(p)))
+
+
+def test_unlabeled_txt_is_one_text_per_newline(tmp_path):
+    from mobilebert_kit.data import read_unlabeled
+
+    f = tmp_path / "u.txt"
+    # CRLF ends a line; U+2028, NEL and a form feed inside a line do not (str.splitlines() would split there)
+    f.write_bytes("first text\r\nsecond\u2028still second\nthird\x85still third\x0cand still\n\n".encode())
+    texts = read_unlabeled(str(f), load_dataset(DataConfig()), DataConfig())
+    assert texts == ["first text", "second\u2028still second", "third\x85still third\x0cand still"]
