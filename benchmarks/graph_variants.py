@@ -83,8 +83,11 @@ def timings(graphs: dict, tok, test, args) -> dict:
     rng = np.random.default_rng(args.seed)
     idx = sorted(rng.choice(len(test), args.texts, replace=False).tolist())
     real = [encode_one(tok, test.texts[i], 128) for i in idx]
-    long = encode_one(tok, " ".join(test.texts[:40]), 128)  # real words, exactly 128 tokens
-    assert long["input_ids"].shape[1] == 128
+    long = encode_one(tok, " ".join(test.texts), 128)  # real words, truncated to 128 tokens
+    if long["input_ids"].shape[1] < 128:
+        raise SystemExit(
+            f"Error: the whole test split is under 128 tokens ({long['input_ids'].shape[1]}); use more data"
+        )
     feeds = {n: {"real": real, "s128": [long]} for n in graphs}
     timed = {"real": list(range(len(real))), "s128": [0] * args.runs_128}
     out = {}
