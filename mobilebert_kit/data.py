@@ -445,9 +445,9 @@ def read_unlabeled(source: str, ds: TextDataset, data: DataConfig) -> list[str]:
         raise DataError(f"unlabeled text file {source} does not exist; pass a .txt/.csv/.tsv/.jsonl file or 'builtin'")
     if path.suffix in (".txt", ""):
         try:
-            # one text per "\n" line (CRLF too); not str.splitlines(), which also breaks a text at U+2028, U+0085
-            # (NEL, common in text converted from cp1252) and form feeds inside it
-            texts = [line.removesuffix("\r") for line in path.read_text(encoding="utf-8").split("\n")]
+            # one text per line; read_text already turns CRLF (and CR) into "\n". Not str.splitlines(): it also
+            # breaks a text at U+2028, U+0085 (NEL, common in text converted from cp1252) and form feeds inside it
+            texts = path.read_text(encoding="utf-8").split("\n")
         except UnicodeDecodeError as e:
             raise DataError(f"{path} is not UTF-8 text; re-save it as UTF-8") from e
     elif path.suffix in (".csv", ".tsv", ".jsonl", ".json"):
