@@ -360,9 +360,11 @@ def _seed_rows(trials: list[dict]) -> list[str]:
 
 def _drop_cell(trial: dict) -> str:
     """The validation drop in points with the guard's paired 95% interval, e.g. "+1.17 (-0.2 … +2.5)"."""
+    from mobilebert_kit.compression.guard import ci_text
+
     ci = (trial.get("guard") or {}).get("drop_ci95")
     text = f"{100 * trial['drop']:+.2f}"
-    return f"{text} ({100 * ci[0]:+.1f} … {100 * ci[1]:+.1f})" if ci else text
+    return f"{text} ({ci_text(*ci)})" if ci else text
 
 
 def _resolution(trials: list[dict]) -> list[str]:

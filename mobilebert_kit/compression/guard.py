@@ -10,6 +10,11 @@ from mobilebert_kit.errors import CompressError
 GUARD_METRICS = ("accuracy", "agreement")
 
 
+def ci_text(lo: float, hi: float) -> str:
+    """A drop's 95% interval in points, as every report writes it: "-0.2 … +1.1"."""
+    return f"{100 * lo:+.1f} … {100 * hi:+.1f}"
+
+
 @dataclass(frozen=True)
 class Guard:
     """``metric``: ``accuracy`` (drop in validation accuracy) or ``agreement`` (1 - label agreement);
@@ -68,7 +73,7 @@ class Guard:
         """ "drop +0.47 pt (95% CI -0.2 … +1.1) on 1279 examples" (``unit`` names what was counted)."""
         lo, hi = self.interval(scores)
         n = int(scores.get("n") or 0)
-        return f"drop {100 * self.drop(scores):+.2f} pt (95% CI {100 * lo:+.1f} … {100 * hi:+.1f}) on {n} {unit}"
+        return f"drop {100 * self.drop(scores):+.2f} pt (95% CI {ci_text(lo, hi)}) on {n} {unit}"
 
     def describe(self, scores: dict) -> str:
         """:meth:`interval_text`, plus a word when n cannot resolve the bound."""
