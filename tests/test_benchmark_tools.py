@@ -108,3 +108,40 @@ def test_graph_variants_build_what_each_variant_names(tiny_classifier_dir, tmp_p
     score(graphs, AutoTokenizer.from_pretrained(tiny_classifier_dir), val)
     assert graphs["default"]["agreement_with_default"] == 1.0
     assert all(0.0 <= g["val_accuracy"] <= 1.0 for g in graphs.values())
+
+
+def test_weight_averaging_hook_averages_what_it_names(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    import torch
+    from weight_averaging import Average, install
+
+    from mobilebert_kit import engine
+    from mobilebert_kit.training.hooks import Evaluation
+
+    model = torch.nn.Linear(2, 1, bias=False)
+
+    def step(avg, value, epoch):
+        with torch.no_grad():
+            model.weight.fill_(value)
+        avg.on_step_end(SimpleNamespace(epoch=epoch))
+
+    ema = Average(model, epochs=2, mode="ema", decay=0.9)
+    for value, epoch in ((1.0, 0), (3.0, 1)):
+        step(ema, value, epoch)
+    ema.on_epoch_end(SimpleNamespace(epoch=0))  # not the last epoch: the live weights stay
+    assert model.weight[0, 0].item() == 3.0
+    ema.on_epoch_end(SimpleNamespace(epoch=1))
+    assert model.weight[0, 0].item() == pytest.approx(1.0 + 0.1 * 2.0)
+
+    last = Average(model, epochs=2, mode="last_epoch")
+    for value, epoch in ((100.0, 0), (2.0, 1), (4.0, 1), (9.0, 1)):
+        step(last, value, epoch)
+    last.on_epoch_end(SimpleNamespace(epoch=1))
+    assert model.weight[0, 0].item() == pytest.approx(5.0)  # epoch 1's steps only
+
+    monkeypatch.setattr(engine, "Hooks", engine.Hooks)
+    ev = Evaluation(lambda: None, model, tmp_path, epochs=2, patience=0, writer=False, log=print)
+    install("ema", 0.99)
+    kinds = [type(h).__name__ for h in engine.Hooks([engine.ProgressBar(2, True), ev]).hooks]
+    assert kinds == ["ProgressBar", "Average", "Evaluation"]
