@@ -2,9 +2,11 @@
 accuracy and latency of the graphs ``mbk compress`` hands over, side by side in one run.
 
 Each variant is one ``mbk compress`` run of the same student (the accuracy guard included; a variant
-the guard refuses is reported as refused, not timed). Then, on this machine, 1 and 2 intra-op
-threads, batch 1, interleaved rounds (A, B, C, A, B, C ...): latency at sequence length 128 and at
-the data's real lengths (test texts tokenized without padding). MatMulNBits' speed depends on the
+the guard refuses is reported as refused, not timed). Then, on this machine, one intra-op thread,
+batch 1, interleaved rounds (A, B, C, A, B, C ...): latency at sequence length 128 and at the data's
+real lengths (test texts tokenized without padding), in this environment's onnxruntime and in the
+version the Android app pins (``--ort-versions``; 4-bit graphs run there as ``.onnx``, their ``.ort``
+does not load in it). MatMulNBits' speed depends on the
 CPU's kernels (AVX2 / AVX-512 VNNI / ARM dot-product) and on ``accuracy_level`` (4: int8 compute),
 so the 4-bit MatMul graph is timed at both levels. Run it on a quiet machine: numbers taken beside
 other jobs are noise. Writes ``benchmarks/results/int4_vs_int8.json`` and ``.md``.
@@ -26,14 +28,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from vs_optimum import fixed_inputs, time_interleaved  # noqa: E402
+from ort_timing import expand_versions, time_in_runtime  # noqa: E402
+from vs_optimum import fixed_inputs  # noqa: E402
 
 from mobilebert_kit import onnx_tools as ot  # noqa: E402
 from mobilebert_kit.artifacts import library_versions, read_json  # noqa: E402
+from mobilebert_kit.compression.guard import ci_text  # noqa: E402
 
 # name -> compress steps (every variant starts from the same fp32 student)
 VARIANTS = {
     "int8": [{"method": "int8_dynamic"}],
+    "int8-pc": [{"method": "int8_dynamic", "per_channel": True}],  # the default recipe's INT8 step
     "emb+int8": [{"method": "int4_embeddings", "block_size": 32}, {"method": "int8_dynamic"}],
     "emb128+int8": [{"method": "int4_embeddings", "block_size": 128}, {"method": "int8_dynamic"}],
     "matmul": [{"method": "int4_matmul", "block_size": 32}],
@@ -96,43 +101,51 @@ def real_inputs(student: Path, n: int) -> tuple[list[dict], float]:
     return inputs, float(np.median([len(x) for x in enc["input_ids"]]))
 
 
-def latency(rows: list[dict], inputs: dict, rounds: int) -> None:
-    """Add p50/p90 per thread count and input set to every row the guard passed."""
+def latency(rows: list[dict], inputs: dict, rounds: int, versions: list[str]) -> None:
+    """Add p50/p90 per onnxruntime version and input set to every row the guard passed (one intra-op
+    thread, each version in its own process: ort_timing.time_in_runtime)."""
     timed = [r for r in rows if "onnx" in r]
-    for threads in (1, 2):
-        sessions = {r["variant"]: ot.session(r["onnx"], threads=threads) for r in timed}
-        for label, batch in inputs.items():
-            print(f"latency: {threads} thread(s), {label} ...", file=sys.stderr)
-            ms = time_interleaved(sessions, batch, rounds)
-            for r in timed:
-                a = np.asarray(ms[r["variant"]])
-                r[f"latency_{label}_{threads}t"] = {
-                    "p50_ms": float(np.median(a)),
-                    "p90_ms": float(np.percentile(a, 90)),
+    paths = {r["variant"]: Path(r["onnx"]) for r in timed}
+    feeds = {n: inputs for n in paths}
+    for version in versions:
+        print(f"latency: onnxruntime {version} ...", file=sys.stderr)
+        t = time_in_runtime(version, paths, feeds, {k: list(range(len(v))) for k, v in inputs.items()}, rounds)
+        for r in timed:
+            r.setdefault("latency", {})[t["version"]] = {
+                label: {
+                    "p50_ms": float(np.median(per[r["variant"]])),
+                    "p90_ms": float(np.percentile(per[r["variant"]], 90)),
                 }
+                for label, per in t["times_ms"].items()
+            }
 
 
 def markdown(result: dict) -> str:
+    versions = result["ort_versions"]
     lines = [
         "# INT8 dynamic vs 4-bit embeddings vs 4-bit MatMul",
         "",
-        f"Student `{result['student']}`; batch 1, interleaved, {result['rounds']} rounds; real-length median "
-        f"{result['real_length_median_tokens']:.0f} tokens. Accuracy: test split, ONNX Runtime.",
+        f"Student `{result['student']}`; batch 1, 1 thread, interleaved, {result['rounds']} rounds; real lengths: "
+        f"{result['real_texts']} seeded test texts, median {result['real_length_median_tokens']:.0f} tokens. "
+        "Accuracy: test split, ONNX Runtime, batch 1; the guard's drop is on validation.",
         "",
-        "| variant | size MB | test acc | val drop (95% CI) | p50 seq128 1t / 2t ms | p50 real 1t / 2t ms |",
-        "|---|---|---|---|---|---|",
+        "| variant | size MB | test acc | val drop (95% CI) | "
+        + " | ".join(f"p50 ms real / 128 @ {v}" for v in versions)
+        + " |",
+        "|---|---:|---:|---|" + "---:|" * len(versions),
     ]
     for r in result["rows"]:
         if "refused" in r:
-            lines.append(f"| {r['variant']} | refused by the guard: {r['refused'][:120]} | | | | |")
+            lines.append(f"| {r['variant']} | refused by the guard: {r['refused'][:120]} | | |" + " |" * len(versions))
             continue
         g = r["guard"]
         lo, hi = g.get("drop_ci95") or (g["drop"], g["drop"])
-        lat = "/".join(f"{r[f'latency_seq128_{t}t']['p50_ms']:.2f}" for t in (1, 2))
-        real = "/".join(f"{r[f'latency_real_{t}t']['p50_ms']:.2f}" for t in (1, 2))
+        lat = " | ".join(
+            f"{r['latency'][v]['real']['p50_ms']:.3f} / {r['latency'][v]['seq128']['p50_ms']:.3f}" for v in versions
+        )
         lines.append(
             f"| {r['variant']} | {r['size_mb']:.2f} | {r['test']['accuracy']:.4f} | "
-            f"{100 * g['drop']:+.2f} pt ({100 * lo:+.1f} … {100 * hi:+.1f}) | {lat} | {real} |"
+            f"{100 * g['drop']:+.2f} pt ({ci_text(lo, hi)}) | {lat} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -145,6 +158,9 @@ def main() -> None:
     ap.add_argument("--real-texts", type=int, default=200, help="test texts timed at their real token length")
     ap.add_argument("--runs-128", type=int, default=60, help="timed runs per graph at seq 128")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument(
+        "--ort-versions", default="host,android", help="onnxruntime versions to time in (android: the app's)"
+    )
     ap.add_argument("--work", default="benchmarks/work/int4_vs_int8")
     ap.add_argument("--results", default="benchmarks/results")
     args = ap.parse_args()
@@ -156,10 +172,13 @@ def main() -> None:
     rows = [compress_variant(student, work, v, args.max_drop) for v in args.variants]
     texts, median_len = real_inputs(student, args.real_texts)
     seq128 = [fixed_inputs(128)] * max(1, args.runs_128 // args.rounds)
-    latency(rows, {"seq128": seq128, "real": texts}, args.rounds)
+    versions = expand_versions(args.ort_versions)
+    latency(rows, {"seq128": seq128, "real": texts}, args.rounds, versions)
     result = {
         "student": str(student),
         "rounds": args.rounds,
+        "real_texts": len(texts),
+        "ort_versions": list(dict.fromkeys(v for r in rows for v in r.get("latency", {}))),
         "real_length_median_tokens": median_len,
         "rows": rows,
         "versions": library_versions(),

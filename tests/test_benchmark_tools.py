@@ -145,3 +145,28 @@ def test_weight_averaging_hook_averages_what_it_names(tmp_path, monkeypatch):
     install("ema", 0.99)
     kinds = [type(h).__name__ for h in engine.Hooks([engine.ProgressBar(2, True), ev]).hooks]
     assert kinds == ["ProgressBar", "Average", "Evaluation"]
+
+
+def test_int4_vs_int8_table_has_a_latency_column_per_runtime():
+    from int4_vs_int8 import markdown
+
+    lat = {"real": {"p50_ms": 0.5}, "seq128": {"p50_ms": 2.25}}
+    row = {
+        "variant": "int8",
+        "size_mb": 19.2,
+        "test": {"accuracy": 0.83},
+        "guard": {"drop": 0.004, "drop_ci95": [-0.002, 0.011]},
+        "latency": {"1.32.0": lat, "1.22.0": {"real": {"p50_ms": 0.4}, "seq128": {"p50_ms": 2.0}}},
+    }
+    res = {
+        "student": "s",
+        "rounds": 3,
+        "real_texts": 200,
+        "real_length_median_tokens": 27.0,
+        "ort_versions": ["1.32.0", "1.22.0"],
+        "rows": [row, {"variant": "matmul", "refused": "drop too big"}],
+    }
+    md = markdown(res)
+    assert "| int8 | 19.20 | 0.8300 | +0.40 pt (-0.2 … +1.1) | 0.500 / 2.250 | 0.400 / 2.000 |" in md
+    assert "| matmul | refused by the guard: drop too big |" in md
+    assert "p50 ms real / 128 @ 1.22.0" in md
