@@ -141,13 +141,16 @@ def run(config: TuneConfig, ctx: RunContext | None = None) -> StageResult:
 
 
 def _check_data(config: TuneConfig) -> None:
-    """Refuse before any trial when there is nothing to evaluate on."""
-    from mobilebert_kit.data import lineage
+    """Refuse before any trial when there is nothing to evaluate on: no data recorded or given, or a
+    ``--data`` file that does not load (empty, unreadable, no labels); recorded data loaded when it trained."""
+    from mobilebert_kit.data import DataConfig, lineage, load_dataset
 
     model = Path(config.model)
     if not model.is_dir():
         raise ConfigError(f"model folder {model} does not exist; run `mbk distill` first or pass --model PATH")
-    if not config.data and not lineage(model).get("data"):
+    if config.data:
+        load_dataset(DataConfig(data=config.data))
+    elif not lineage(model).get("data"):
         raise DataError(
             f"no data to evaluate the trials on: {model} records none (no manifest.json with a 'data' entry); "
             "pass --data (the data the model was trained on)"

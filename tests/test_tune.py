@@ -161,6 +161,16 @@ def test_no_data_to_evaluate_on(cli, tiny_classifier_dir, tmp_path):
     assert f"Error: no data to evaluate the trials on: {tiny_classifier_dir} records none" in r.output
 
 
+def test_unloadable_data_is_refused_before_any_trial(cli, tiny_classifier_dir, tmp_path):
+    empty = tmp_path / "empty.csv"
+    empty.write_text("text,label\n")
+    r = cli("tune", "-m", tiny_classifier_dir, "--data", empty, "-o", tmp_path / "t")
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert f"Error: {empty} is empty; it needs a header and at least one row" in r.output
+    assert "[1/" not in r.output  # no trial started
+    assert not (tmp_path / "t").exists() and not (tmp_path / "t.trials").exists()
+
+
 def test_choose_and_pareto():
     def t(name, size, lat, acc, status="passed"):
         return {"name": name, "status": status, "size_bytes": size, "latency_ms": lat, "validation_accuracy": acc}
