@@ -101,15 +101,16 @@ def real_inputs(student: Path, n: int) -> tuple[list[dict], float]:
     return inputs, float(np.median([len(x) for x in enc["input_ids"]]))
 
 
-def latency(rows: list[dict], inputs: dict, rounds: int, versions: list[str]) -> None:
+def latency(rows: list[dict], inputs: dict, order: dict, rounds: int, versions: list[str]) -> None:
     """Add p50/p90 per onnxruntime version and input set to every row the guard passed (one intra-op
-    thread, each version in its own process: ort_timing.time_in_runtime)."""
+    thread, each version in its own process: ort_timing.time_in_runtime; ``order[set]``: the indices
+    of ``inputs[set]`` timed per round)."""
     timed = [r for r in rows if "onnx" in r]
     paths = {r["variant"]: Path(r["onnx"]) for r in timed}
     feeds = {n: inputs for n in paths}
     for version in versions:
         print(f"latency: onnxruntime {version} ...", file=sys.stderr)
-        t = time_in_runtime(version, paths, feeds, {k: list(range(len(v))) for k, v in inputs.items()}, rounds)
+        t = time_in_runtime(version, paths, feeds, order, rounds)
         for r in timed:
             r.setdefault("latency", {})[t["version"]] = {
                 label: {
@@ -171,9 +172,10 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     rows = [compress_variant(student, work, v, args.max_drop) for v in args.variants]
     texts, median_len = real_inputs(student, args.real_texts)
-    seq128 = [fixed_inputs(128)] * max(1, args.runs_128 // args.rounds)
+    inputs = {"seq128": [fixed_inputs(128)], "real": texts}  # the one 128-token input, timed runs_128 times
+    order = {"seq128": [0] * max(1, args.runs_128 // args.rounds), "real": list(range(len(texts)))}
     versions = expand_versions(args.ort_versions)
-    latency(rows, {"seq128": seq128, "real": texts}, args.rounds, versions)
+    latency(rows, inputs, order, args.rounds, versions)
     result = {
         "student": str(student),
         "rounds": args.rounds,

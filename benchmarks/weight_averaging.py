@@ -31,13 +31,14 @@ sys.path.insert(0, str(ROOT))
 from mobilebert_kit.training.hooks import Evaluation, Hook, Hooks  # noqa: E402
 
 MODES = ("none", "ema", "last_epoch")
-FAST_PLAN = [
-    {"method": "prune_heads", "fraction": 0.5},
-    {"method": "prune_ffn", "fraction": 0.6},
-    {"method": "trim_vocab"},
-    {"method": "recover", "epochs": 2, "lr": 1e-4},
-    {"method": "int8_dynamic", "per_channel": True},
-]
+FAST_RECIPE = ROOT / "recipes" / "fast.yaml"
+
+
+def fast_plan() -> list[dict]:
+    """recipes/fast.yaml's compress steps, read from the recipe so the benchmark cannot drift from it."""
+    from mobilebert_kit.recipe import load_yaml
+
+    return load_yaml(FAST_RECIPE)["compress"]["steps"]
 
 
 class Average(Hook):
@@ -88,13 +89,13 @@ def install(mode: str, decay: float) -> None:
     engine.Hooks = WithAverage
 
 
-def trial(student: str, teacher: str, mode: str, decay: float, seed: int, out: Path) -> dict:
+def trial(student: str, teacher: str, steps: list[dict], mode: str, decay: float, seed: int, out: Path) -> dict:
     from mobilebert_kit.compress import CompressConfig, run
     from mobilebert_kit.stage import RunContext
 
     install(mode, decay)
     cfg = CompressConfig.from_dict(
-        {"model": student, "output": str(out), "teacher": teacher, "seed": seed, "max_drop": 0.05, "steps": FAST_PLAN}
+        {"model": student, "output": str(out), "teacher": teacher, "seed": seed, "max_drop": 0.05, "steps": steps}
     )
     t0 = time.perf_counter()
     run(cfg, RunContext(overwrite=True, quiet=True))
@@ -151,19 +152,20 @@ def main() -> None:
     ap.add_argument("--name", default="weight_averaging")
     args = ap.parse_args()
 
-    trials = []
+    steps, trials = fast_plan(), []
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:
             for mode in args.modes:
                 print(f"{mode} seed {seed} ...", file=sys.stderr)
-                trials.append(trial(args.student, args.teacher, mode, args.decay, seed, Path(tmp) / f"{mode}-{seed}"))
+                out = Path(tmp) / f"{mode}-{seed}"
+                trials.append(trial(args.student, args.teacher, steps, mode, args.decay, seed, out))
                 print(json.dumps(trials[-1]), file=sys.stderr)
     teacher_metrics = json.loads((Path(args.teacher) / "metrics.json").read_text())
     res = {
         "student": args.student,
         "teacher": args.teacher,
         "teacher_test_accuracy": (teacher_metrics.get("test") or {}).get("accuracy"),
-        "plan": FAST_PLAN,
+        "plan": steps,
         "trials": trials,
     }
     out = ROOT / "benchmarks" / "results"
