@@ -6,7 +6,8 @@ on the same teacher, data, student initialisation (copied layers), epochs, batch
 
 Reports train examples/s of each (and ``mbk distill``'s end to end, teacher pass included, on a
 cold cache), their ratio (target >= 2x) and each student's test accuracy / macro-F1 next to the
-teacher's. Writes ``benchmarks/results/distill_speed.json`` and ``.md``.
+teacher's. ``--teacher-precision fp32 int8`` runs ``mbk distill`` once per teacher-pass precision in
+the same rotation. Writes ``benchmarks/results/distill_speed.json`` and ``.md``.
 
     python benchmarks/distill_speed.py --teacher artifacts/teacher --max-train-examples 2000 --epochs 1
 """
@@ -109,7 +110,7 @@ def seed_distill(teacher_dir: Path, layers: list[int], train, test, args) -> dic
     }
 
 
-def mbk_distill(teacher_dir: Path, layers: list[int], data: dict, args, work: Path) -> dict:
+def mbk_distill(teacher_dir: Path, layers: list[int], data: dict, args, work: Path, precision: str) -> dict:
     from mobilebert_kit import distill
     from mobilebert_kit.artifacts import read_json
     from mobilebert_kit.stage import RunContext
@@ -122,6 +123,7 @@ def mbk_distill(teacher_dir: Path, layers: list[int], data: dict, args, work: Pa
             "alpha": args.alpha,
             "data": data,
             "cache_dir": str(work / "cache"),
+            "teacher_precision": precision,
             "output": str(work / "student"),
             "train": {
                 "epochs": args.epochs,
@@ -144,6 +146,7 @@ def mbk_distill(teacher_dir: Path, layers: list[int], data: dict, args, work: Pa
         "teacher_cache_seconds": m["teacher_cache"]["train_seconds"],
         "teacher_eval_pass_seconds": m["teacher_cache"]["eval_seconds"],
         "teacher_cache": m["teacher_cache"]["train"],
+        "teacher_precision": m["teacher_cache"]["train_precision"],
         "end_to_end_examples_per_second": m["end_to_end_examples_per_second"],
         "wall_seconds": wall,
         "test_accuracy": m["student"]["test"]["accuracy"],
@@ -186,6 +189,13 @@ def main(argv: list[str] | None = None) -> dict:
         help="torch threads for both sides (default: torch's); 1 keeps "
         "the comparison fair when other jobs share the cores",
     )
+    p.add_argument(
+        "--teacher-precision",
+        nargs="+",
+        default=["fp32"],
+        choices=["fp32", "int8"],
+        help="run mbk distill once per teacher-pass precision (the first is the headline)",
+    )
     p.add_argument("--tag", default="", help="suffix of the results files: distill_speed-<tag>.json/.md")
     p.add_argument("--output", default=str(Path(__file__).parent / "results"))
     args = p.parse_args(argv)
@@ -213,21 +223,26 @@ def main(argv: list[str] | None = None) -> dict:
         file=sys.stderr,
     )
 
-    # Other jobs share these cores; run the two sides in ABBA order (mbk, seed, seed, mbk, ...) and
-    # compare medians, so a load change mid-benchmark hits both sides alike.
+    # Other jobs may share these cores; run the sides in ABBA order (mbk, seed, seed, mbk, ...) and
+    # compare medians, so a load change mid-benchmark hits every side alike.
     load = [os.getloadavg()[0]]
-    runs: dict[str, list[dict]] = {"mbk": [], "seed": []}
+    order = [*(f"mbk-{p}" for p in args.teacher_precision), "seed"]
+    runs: dict[str, list[dict]] = {side: [] for side in order}
     for r in range(args.repeats):
-        for side in ("mbk", "seed") if r % 2 == 0 else ("seed", "mbk"):
-            if side == "mbk":
-                with tempfile.TemporaryDirectory() as tmp:  # cold cache every time: the teacher pass is counted
-                    runs["mbk"].append(mbk_distill(teacher_dir, layers, data, args, Path(tmp)))
-            else:
+        for side in order if r % 2 == 0 else order[::-1]:
+            if side == "seed":
                 runs["seed"].append(seed_distill(teacher_dir, layers, train, test, args))
+            else:
+                with tempfile.TemporaryDirectory() as tmp:  # cold cache every time: the teacher pass is counted
+                    runs[side].append(mbk_distill(teacher_dir, layers, data, args, Path(tmp), side[4:]))
             load.append(os.getloadavg()[0])
             print(f"{side}: {runs[side][-1]['train_examples_per_second']:.1f} train ex/s", file=sys.stderr)
-    ours = _median_run(runs["mbk"], ("train_examples_per_second", "end_to_end_examples_per_second"))
     seed = _median_run(runs["seed"], ("train_examples_per_second",))
+    variants = {
+        side[4:]: _median_run(runs[side], ("train_examples_per_second", "end_to_end_examples_per_second"))
+        for side in order[:-1]
+    }
+    ours = variants[args.teacher_precision[0]]
 
     result = {
         "benchmark": "distill_speed",
@@ -261,6 +276,14 @@ def main(argv: list[str] | None = None) -> dict:
         "mbk_distill": ours,
         "speedup_train": ours["train_examples_per_second"] / seed["train_examples_per_second"],
         "speedup_end_to_end": ours["end_to_end_examples_per_second"] / seed["train_examples_per_second"],
+        "by_teacher_precision": {
+            p: {
+                "mbk_distill": v,
+                "speedup_train": v["train_examples_per_second"] / seed["train_examples_per_second"],
+                "speedup_end_to_end": v["end_to_end_examples_per_second"] / seed["train_examples_per_second"],
+            }
+            for p, v in variants.items()
+        },
     }
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
@@ -272,35 +295,49 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def markdown(r: dict) -> str:
-    s, o, t, u = r["setup"], r["mbk_distill"], r["teacher"], r["seed_distill_trainer"]
+    s, t, u = r["setup"], r["teacher"], r["seed_distill_trainer"]
+    variants = r.get("by_teacher_precision") or {"fp32": r}
+    rows, speedups = [], []
+    for p, v in variants.items():
+        o = v["mbk_distill"]
+        rows.append(
+            f"| mbk distill, teacher pass {p} (cached teacher outputs, dynamic padding) | "
+            f"{o['train_examples_per_second']:.1f} | {o['end_to_end_examples_per_second']:.1f} | "
+            f"{o['teacher_cache_seconds']:.1f} | {o['test_accuracy']:.4f} | {o['test_macro_f1']:.4f} |"
+        )
+        speedups.append(
+            f"- teacher pass {p}: **{v['speedup_train']:.2f}x** on training steps, "
+            f"**{v['speedup_end_to_end']:.2f}x** end to end"
+        )
+    per_run = "; ".join(
+        f"{name} " + ", ".join(f"{x['train_examples_per_second']:.1f}" for x in runs)
+        for name, runs in [("seed", u["runs"]), *((f"mbk {p}", v["mbk_distill"]["runs"]) for p, v in variants.items())]
+    )
     return "\n".join(
         [
             "# Distillation speed: seed-004 DistillTrainer vs mbk distill",
             "",
             f"Teacher `{s['teacher']}` ({t['parameters']:,} params) -> layers {s['layers']} "
-            f"({o['student_parameters']:,} params); {s['train_examples']} train / {s['test_examples']} test examples, "
-            f"{s['epochs']} epoch(s), batch {s['batch_size']}, max length {s['max_length']}, lr {s['lr']}, "
-            f"T={s['temperature']}, alpha={s['alpha']}; {s['device']}, {s['torch_threads']} torch threads, "
-            f"{s['cpu_count']} cores shared with other jobs; {s['repeats']} run(s) per side in ABBA order, medians shown "
-            f"(1-min load average before and after each run: {', '.join(f'{x:.1f}' for x in s['load_average_1min'])}).",
+            f"({r['mbk_distill']['student_parameters']:,} params); {s['train_examples']} train / "
+            f"{s['test_examples']} test examples, {s['epochs']} epoch(s), batch {s['batch_size']}, max length "
+            f"{s['max_length']}, lr {s['lr']}, T={s['temperature']}, alpha={s['alpha']}; {s['device']}, "
+            f"{s['torch_threads']} torch threads on {s['cpu_count']} cores; {s['repeats']} run(s) per side in ABBA "
+            "order, medians shown (1-min load average before and after each run: "
+            f"{', '.join(f'{x:.1f}' for x in s['load_average_1min'])}).",
             "",
-            "Per run, train ex/s: seed "
-            + ", ".join(f"{x['train_examples_per_second']:.1f}" for x in u["runs"])
-            + "; mbk "
-            + ", ".join(f"{x['train_examples_per_second']:.1f}" for x in o["runs"])
-            + ".",
+            f"Per run, train ex/s: {per_run}.",
             "",
-            "| | train ex/s | end-to-end ex/s | test accuracy | test macro-F1 |",
-            "|---|---:|---:|---:|---:|",
-            f"| teacher | | | {t['test_accuracy']:.4f} | {t['test_macro_f1']:.4f} |",
+            "| | train ex/s | end-to-end ex/s | teacher pass s (cold cache) | test accuracy | test macro-F1 |",
+            "|---|---:|---:|---:|---:|---:|",
+            f"| teacher | | | | {t['test_accuracy']:.4f} | {t['test_macro_f1']:.4f} |",
             f"| seed-004 DistillTrainer (teacher forward every step, padded) | {u['train_examples_per_second']:.1f} | "
-            f"{u['train_examples_per_second']:.1f} | {u['test_accuracy']:.4f} | {u['test_macro_f1']:.4f} |",
-            f"| mbk distill (cached teacher outputs, dynamic padding) | {o['train_examples_per_second']:.1f} | "
-            f"{o['end_to_end_examples_per_second']:.1f} | {o['test_accuracy']:.4f} | {o['test_macro_f1']:.4f} |",
+            f"{u['train_examples_per_second']:.1f} | | {u['test_accuracy']:.4f} | {u['test_macro_f1']:.4f} |",
+            *rows,
             "",
-            f"Speed-up: **{r['speedup_train']:.2f}x** on training steps, **{r['speedup_end_to_end']:.2f}x** end to end "
-            f"(mbk's one teacher pass over the training set, {o['teacher_cache_seconds']:.1f} s on a cold cache, counted; "
-            "with more epochs or a warm cache the end-to-end figure moves toward the training one).",
+            "Speed-up over the seed DistillTrainer (mbk's one teacher pass over the training set is counted end to "
+            "end; with more epochs or a warm cache the end-to-end figure moves toward the training one):",
+            "",
+            *speedups,
             "",
             f"Reproduce: `{r['command']}`",
             "",

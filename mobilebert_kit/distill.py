@@ -29,9 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from mobilebert_kit.config import StageConfig, check_range
+from mobilebert_kit.config import StageConfig, check_choice, check_range
 from mobilebert_kit.data import DataConfig
-from mobilebert_kit.devices import select_device
+from mobilebert_kit.devices import TEACHER_PRECISIONS, select_device, teacher_pass_precision
 from mobilebert_kit.engine import TrainConfig
 from mobilebert_kit.errors import ConfigError, DataError, ModelError
 from mobilebert_kit.stage import RunContext, StageResult
@@ -87,6 +87,9 @@ class DistillConfig(StageConfig):
     unlabeled: str | None = None  # 'builtin' (the dataset's own raw text) or a .txt/.csv/.tsv/.jsonl file
     max_unlabeled: int | None = None  # seeded subset of the unlabeled text
     cache_dir: str | None = None  # default $MBK_CACHE/teacher_cache (~/.cache/mobilebert_kit/teacher_cache)
+    # The teacher pass over the training text: fp32, or int8 (dynamic INT8 Linear layers, CPU only; a GPU pass
+    # stays in the teacher's own precision). Validation/test teacher scores always come from the fp32 teacher.
+    teacher_precision: str = "fp32"
     data: DataConfig | None = None  # None = the data recorded in the teacher's manifest
     train: TrainConfig = field(default_factory=TrainConfig)
     output: str = "artifacts/student"
@@ -98,6 +101,7 @@ class DistillConfig(StageConfig):
         check_range(p, "hidden_weight", self.hidden_weight, 0)
         check_range(p, "attention_weight", self.attention_weight, 0)
         check_range(p, "max_unlabeled", self.max_unlabeled, 1)
+        check_choice(p, "teacher_precision", self.teacher_precision, TEACHER_PRECISIONS)
         chosen = [  # layers + student is one choice: keep those layers of the pretrained student
             n
             for n, v in (
@@ -308,6 +312,7 @@ class _Cached:
     eval: TeacherOutputs  # validation, then test
     files: list[str]
     seconds: float
+    precision: str = "fp32"  # the training text's pass
 
 
 def run(cfg: DistillConfig, ctx: RunContext | None = None) -> StageResult:
@@ -479,13 +484,15 @@ def _teacher_outputs(job: _Job, device, log, progress: bool = False) -> _Cached:
         "attention_layers": student.layer_map if student.map_attention else [],
     }
     train_split, model, tok = ds.splits["train"], teacher.model, teacher.tokenizer
-    train = teacher_outputs(
-        model, tok, train_split.texts, train_split.pairs, slot={**slot, "role": "train"}, **what, **common
-    )
+    precision = teacher_pass_precision(cfg.teacher_precision, device.type)
+    if precision != cfg.teacher_precision:
+        log(f"teacher pass: {cfg.teacher_precision} runs on CPU only; the {device.type} pass runs in {precision}")
+    text = {**what, **common, "precision": precision}  # the training text's pass; evaluation's stays fp32
+    train = teacher_outputs(model, tok, train_split.texts, train_split.pairs, slot={**slot, "role": "train"}, **text)
     files = [train.path]
     if unlabeled:
         unl_slot = {**slot, "role": "unlabeled", "source": cfg.unlabeled}
-        extra = teacher_outputs(model, tok, unlabeled, None, slot=unl_slot, **what, **common)
+        extra = teacher_outputs(model, tok, unlabeled, None, slot=unl_slot, **text)
         train, files = train + extra, [*files, extra.path]
     val, test = ds.splits["validation"], ds.splits["test"]
     pairs = (val.pairs or []) + (test.pairs or []) if train_split.pairs else None
@@ -493,7 +500,7 @@ def _teacher_outputs(job: _Job, device, log, progress: bool = False) -> _Cached:
     evals = teacher_outputs(
         model, tok, val.texts + test.texts, pairs, slot={**slot, "role": "eval"}, **no_layers, **common
     )
-    return _Cached(train, evals, files, time.perf_counter() - t0)
+    return _Cached(train, evals, files, time.perf_counter() - t0, precision)
 
 
 def _student_features(job: _Job, teacher_train: TeacherOutputs, log):
@@ -626,6 +633,7 @@ def _data_and_cache_numbers(job: _Job, cached: _Cached, result, train_examples: 
         "teacher_cache": {
             "train": cached.train.status,
             "eval": cached.eval.status,
+            "train_precision": cached.precision,
             "seconds": cached.seconds,
             "train_seconds": cached.train.seconds,
             "eval_seconds": cached.eval.seconds,

@@ -78,11 +78,15 @@ def teacher_outputs(
     device,
     log: Callable[[str], None],
     progress: bool = False,
+    precision: str = "fp32",
 ) -> TeacherOutputs:
     """The teacher's outputs for ``texts``, from the cache when its key matches, else computed
     once and written atomically. ``slot`` names the cache file (teacher path, role of the data);
-    the key stored inside covers everything the outputs depend on."""
+    the key stored inside covers everything the outputs depend on. ``precision`` ``int8`` runs the
+    pass with dynamic INT8 Linear layers (CPU; the caller resolves it with the device)."""
     what = {"logits": True, "hidden_layers": hidden_layers, "attention_layers": attention_layers}
+    if precision != "fp32":  # fp32 keys stay as they were, so existing caches still hit
+        what["precision"] = precision
     key = _cache_key(teacher_sha, texts, pairs, max_length, what)
     name = hashlib.sha256(
         json.dumps({**slot, "max_length": max_length, "what": what}, sort_keys=True, default=str).encode()
@@ -98,6 +102,10 @@ def teacher_outputs(
         status = "stale-rebuilt"
     else:
         log(f"teacher cache: computing teacher outputs for {len(texts)} texts -> {path}")
+    if precision == "int8":
+        from mobilebert_kit.devices import int8_linear
+
+        teacher = int8_linear(teacher)
     tensors = _teacher_pass(
         teacher, tokenizer, texts, pairs, max_length, hidden_layers, attention_layers, batch_size, device, progress
     )

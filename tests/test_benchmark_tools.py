@@ -170,3 +170,46 @@ def test_int4_vs_int8_table_has_a_latency_column_per_runtime():
     assert "| int8 | 19.20 | 0.8300 | +0.40 pt (-0.2 … +1.1) | 0.500 / 2.250 | 0.400 / 2.000 |" in md
     assert "| matmul | refused by the guard: drop too big |" in md
     assert "p50 ms real / 128 @ 1.22.0" in md
+
+
+def test_teacher_int8_closeness_measures_what_it_names():
+    from teacher_int8 import closeness
+
+    a = np.array([[2.0, -1.0], [0.0, 1.0], [3.0, 0.5]])
+    same = closeness(a, a.copy(), 3.0)
+    assert same == {"label_agreement": 1.0, "kl_fp32_to_int8": 0.0, "max_abs_logit_diff": 0.0}
+    flipped = closeness(a, a[:, ::-1].copy(), 3.0)
+    assert flipped["label_agreement"] == 0.0 and flipped["kl_fp32_to_int8"] > 0.01
+    assert flipped["max_abs_logit_diff"] == pytest.approx(3.0)
+
+
+def test_distill_speed_reports_every_teacher_precision():
+    from distill_speed import markdown
+
+    def side(ex_s, e2e, acc):
+        run = {"train_examples_per_second": ex_s}
+        return {
+            "train_examples_per_second": ex_s,
+            "end_to_end_examples_per_second": e2e,
+            "teacher_cache_seconds": 1.0,
+            "test_accuracy": acc,
+            "test_macro_f1": acc,
+            "student_parameters": 10,
+            "runs": [run],
+        }
+
+    seed, fp32, int8 = side(20.0, 20.0, 0.7), side(60.0, 40.0, 0.71), side(60.0, 50.0, 0.72)
+    setup = dict.fromkeys(("teacher", "layers", "train_examples", "test_examples", "epochs", "batch_size"), 1)
+    setup.update(max_length=64, lr=1e-4, temperature=3.0, alpha=0.5, device="cpu", torch_threads=1, cpu_count=2)
+    setup.update(repeats=1, load_average_1min=[0.5])
+    by = {
+        p: {"mbk_distill": v, "speedup_train": 3.0, "speedup_end_to_end": v["end_to_end_examples_per_second"] / 20}
+        for p, v in (("fp32", fp32), ("int8", int8))
+    }
+    r = {"setup": setup, "teacher": {"test_accuracy": 0.8, "test_macro_f1": 0.8, "parameters": 20}}
+    r.update(seed_distill_trainer=seed, mbk_distill=fp32, by_teacher_precision=by, command="x")
+    md = markdown(r)
+    assert "| mbk distill, teacher pass int8 (cached teacher outputs, dynamic padding) | 60.0 | 50.0 | 1.0 |" in md
+    assert "- teacher pass fp32: **3.00x** on training steps, **2.00x** end to end" in md
+    assert "- teacher pass int8: **3.00x** on training steps, **2.50x** end to end" in md
+    assert "shared with other jobs" not in md

@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import make_tiny_classifier, minilm_path
@@ -93,6 +94,7 @@ def distilled(teacher_dir, tmp_path_factory):
         ),
         ({"hidden_weight": -1}, "hidden_weight must be in [0, inf), got -1"),
         ({"layer_map": [1, 3]}, "layer_map only matters with hidden_weight or attention_weight > 0"),
+        ({"teacher_precision": "fp16"}, "teacher_precision must be one of fp32, int8; got 'fp16'"),
     ],
 )
 def test_config_refuses_bad_values(kw, message):
@@ -155,7 +157,7 @@ def test_same_tokenizer(tiny_classifier_dir):
 TEXTS = ["a wonderful, moving film", "bad", "tedious and stupid, a painful slog of a movie", "great fun indeed"]
 
 
-def _outputs(teacher, tok, folder, cache, hidden=(), attn=(), texts=TEXTS, log=None, progress=False):
+def _outputs(teacher, tok, folder, cache, hidden=(), attn=(), texts=TEXTS, log=None, progress=False, **kw):
     return distill.teacher_outputs(
         teacher,
         tok,
@@ -171,6 +173,7 @@ def _outputs(teacher, tok, folder, cache, hidden=(), attn=(), texts=TEXTS, log=N
         device=torch.device("cpu"),
         log=log or (lambda m: None),
         progress=progress,
+        **kw,
     )
 
 
@@ -264,6 +267,22 @@ def test_cache_hit_stale_and_corrupt(tmp_path):
     assert not list((tmp_path / "c").glob(".*tmp"))  # atomic writes leave no temp files
 
 
+def test_int8_teacher_pass_is_cached_apart_and_close_to_fp32(tmp_path, teacher_dir):
+    """An INT8 teacher pass gets its own cache file (the fp32 one stays valid), leaves the teacher
+    itself fp32, and gives outputs near the fp32 pass's but not identical to them (it did quantize)."""
+    teacher, tok, _ = load_classifier_folder(teacher_dir)
+    fp32 = _outputs(teacher, tok, teacher_dir, tmp_path / "c", hidden=[1])
+    int8 = _outputs(teacher, tok, teacher_dir, tmp_path / "c", hidden=[1], precision="int8")
+    assert int8.status == "built" and int8.path != fp32.path
+    assert isinstance(teacher.classifier, torch.nn.Linear) and type(teacher.classifier) is torch.nn.Linear
+    diff = float(np.abs(int8.logits - fp32.logits).max())
+    assert 0 < diff < 0.1 * float(np.abs(fp32.logits).max())
+    assert (int8.logits.argmax(-1) == fp32.logits.argmax(-1)).all()
+    assert [h.shape for h in int8.hidden] == [h.shape for h in fp32.hidden]
+    assert _outputs(teacher, tok, teacher_dir, tmp_path / "c", hidden=[1]).status == "hit"
+    assert _outputs(teacher, tok, teacher_dir, tmp_path / "c", hidden=[1], precision="int8").status == "hit"
+
+
 def test_long_inference_passes_show_progress(tmp_path, capsys):
     """A teacher pass (an MPNet teacher takes minutes over 10k texts) counts texts on stderr when asked,
     and prints nothing when not; the numbers are the same either way."""
@@ -344,6 +363,20 @@ def test_second_run_reuses_the_cache(distilled, cli, tmp_path):
     m = read_json(tmp_path / "s2" / "metrics.json")
     assert m["teacher_cache"]["train"] == "hit" and m["teacher_cache"]["eval"] == "hit"
     assert sorted(cache.iterdir()) == files and [f.stat().st_mtime_ns for f in files] == mtimes
+
+
+def test_int8_teacher_pass_scores_the_teacher_in_fp32(distilled, cli, tmp_path):
+    """--teacher-precision int8 recomputes the training text's pass only: validation/test come from
+    the same fp32 cache, so the teacher's reported scores do not move."""
+    out, _, args = distilled
+    i = args.index("-o")
+    r = cli(*args[:i], "-o", tmp_path / "s8", *args[i + 2 :], "--teacher-precision", "int8")
+    assert r.exit_code == 0, r.output
+    m, base = read_json(tmp_path / "s8" / "metrics.json"), read_json(out / "metrics.json")
+    assert (m["teacher_cache"]["train"], m["teacher_cache"]["eval"]) == ("built", "hit")
+    assert m["teacher_cache"]["train_precision"] == "int8" and base["teacher_cache"]["train_precision"] == "fp32"
+    assert m["teacher"]["test"] == base["teacher"]["test"]
+    assert read_json(tmp_path / "s8" / "manifest.json")["config"]["teacher_precision"] == "int8"
 
 
 def test_fresh_student_with_projection_and_attention_losses(teacher_dir, tmp_path, cli):

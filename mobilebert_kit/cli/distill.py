@@ -30,6 +30,7 @@ DISTILL_OPTIONS = (  # DistillConfig fields set by this command's own options, i
     "unlabeled",
     "max_unlabeled",
     "cache_dir",
+    "teacher_precision",
 )
 
 
@@ -101,6 +102,12 @@ def _arch(ctx, param, value):
     "--cache-dir",
     type=click.Path(file_okay=False),
     help="Teacher-output cache. [default: $MBK_CACHE/teacher_cache or ~/.cache/mobilebert_kit/teacher_cache]",
+)
+@click.option(
+    "--teacher-precision",
+    type=click.Choice(["fp32", "int8"]),
+    help="The teacher pass over the training text: int8 runs it with dynamic INT8 Linear layers on CPU "
+    f"(2.2-2.7x faster here, 97% label agreement with fp32). {_d('teacher_precision')}",
 )
 @data_options
 @train_options
