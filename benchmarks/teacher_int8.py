@@ -2,7 +2,7 @@
 side by side in one process on the same texts: seconds (cold cache: each pass writes a fresh cache),
 texts/s, and how close the INT8 teacher's outputs are to the fp32 teacher's (label agreement, KL at the
 distillation temperature, largest logit difference). Passes alternate (fp32, int8, int8, fp32, ...);
-medians are shown. Writes ``benchmarks/results/teacher_int8.json`` and ``.md``.
+medians are shown. Writes ``benchmarks/results/teacher_int8[-TAG].json`` and ``.md``.
 
     python benchmarks/teacher_int8.py --teacher artifacts/runs/default/teacher --threads 1 2
 """
@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 
-def one_pass(model, tok, texts, precision: str, folder: Path, args) -> tuple[float, object]:
+def one_pass(model, tok, texts, precision: str, folder: Path, args) -> tuple[float, object, dict | None]:
     import torch
 
     from mobilebert_kit.teacher_cache import teacher_outputs, teacher_weights_sha
@@ -38,10 +38,11 @@ def one_pass(model, tok, texts, precision: str, folder: Path, args) -> tuple[flo
             teacher_sha=teacher_weights_sha(folder),
             batch_size=args.batch_size,
             device=torch.device("cpu"),
-            log=lambda m: None,
+            log=lambda m: print(m, file=sys.stderr),
             precision=precision,
+            temperature=args.temperature,
         )
-    return out.seconds, out.logits
+    return out.seconds, out.logits, out.int8_check
 
 
 def closeness(fp32, int8, temperature: float) -> dict:
@@ -100,6 +101,7 @@ def main(argv: list[str] | None = None) -> dict:
         metavar="PRECISION=FOLDER",
         help="a student distilled with that teacher precision (its metrics.json joins the report); repeatable",
     )
+    p.add_argument("--tag", default="", help="suffix of the results files: teacher_int8-<tag>.json/.md")
     p.add_argument("--output", default=str(Path(__file__).parent / "results"))
     args = p.parse_args(argv)
 
@@ -113,13 +115,14 @@ def main(argv: list[str] | None = None) -> dict:
     texts = load_dataset(DataConfig.from_dict(data_config_for(folder).to_dict())).splits["train"].texts
     texts = texts[: args.max_texts] if args.max_texts else texts
     print(f"{len(texts)} training texts of {folder}", file=sys.stderr)
-    rows, logits = [], {}
+    rows, logits, check = [], {}, None
     for threads in args.threads:
         torch.set_num_threads(threads)
         seconds: dict[str, list[float]] = {"fp32": [], "int8": []}
         for r in range(args.repeats):
             for precision in ("fp32", "int8") if r % 2 == 0 else ("int8", "fp32"):
-                s, logits[precision] = one_pass(model, tok, texts, precision, folder, args)
+                s, logits[precision], c = one_pass(model, tok, texts, precision, folder, args)
+                check = c or check
                 seconds[precision].append(s)
                 print(f"{threads} thread(s), {precision}: {s:.1f} s", file=sys.stderr)
         med = {k: statistics.median(v) for k, v in seconds.items()}
@@ -145,12 +148,14 @@ def main(argv: list[str] | None = None) -> dict:
         },
         "by_threads": rows,
         "closeness": closeness(logits["fp32"], logits["int8"], args.temperature),
+        "int8_check": check,
         "students": students(args.student),
     }
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "teacher_int8.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out / "teacher_int8.md").write_text(markdown(result))
+    stem = f"teacher_int8-{args.tag}" if args.tag else "teacher_int8"
+    (out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / f"{stem}.md").write_text(markdown(result))
     print(markdown(result))
     return result
 
@@ -178,9 +183,25 @@ def markdown(r: dict) -> str:
         "",
         f"INT8 vs fp32 teacher on these texts: labels agree on **{c['label_agreement']:.2%}**, "
         f"KL(fp32 || int8) at T={s['temperature']:g} is {c['kl_fp32_to_int8']:.5f}, largest logit difference "
-        f"{c['max_abs_logit_diff']:.3f}. The seconds include quantizing the teacher (about 0.2 s) and writing the cache.",
+        f"{c['max_abs_logit_diff']:.3f}. The int8 seconds include its check against fp32 on a sample of the texts, "
+        "quantizing, and writing the cache.",
         "",
     ]
+    k = r.get("int8_check")
+    if k:
+        lines += [
+            f"The check (`mobilebert_kit/int8_teacher.py`, on {k['sample']} texts, soft-label KL at most {k['max_kl']}): "
+            + "; ".join(
+                f"{t['fp32_layers']} layers fp32: KL {t['kl']:.4f}, agreement {t['agreement']:.1%}" for t in k["tried"]
+            )
+            + f". The pass ran in **{k['precision']}**"
+            + (
+                f", these layers kept fp32: {', '.join(f'`{n}`' for n in k['fp32_layers'])}."
+                if k["fp32_layers"]
+                else "."
+            ),
+            "",
+        ]
     if r.get("students"):
         lines += [
             "Students distilled from each pass (`mbk distill`, the default recipe's distill settings, full data, "

@@ -55,9 +55,8 @@ def resolve_precision(requested: str, device_type: str) -> str:
     return requested
 
 
-# The teacher pass's precisions. ``int8`` is torch.ao dynamic INT8 Linear layers, a CPU kernel (fbgemm): over
-# the 10,197 Rotten Tomatoes training texts it ran the MiniLM-L6 teacher 2.7x faster than fp32 at 1 thread (2.2x
-# at 2), with 97.0% label agreement and KL(T=3) 0.0009 to the fp32 teacher (benchmarks/results/teacher_int8.md).
+# The teacher pass's precisions. ``int8`` is torch.ao dynamic INT8 Linear layers, a CPU kernel (fbgemm), checked
+# against the fp32 teacher on a sample first (mobilebert_kit.int8_teacher; benchmarks/results/teacher_int8*.md).
 TEACHER_PRECISIONS = ("fp32", "int8")
 
 
@@ -67,16 +66,20 @@ def teacher_pass_precision(requested: str, device_type: str) -> str:
     return "int8" if requested == "int8" and device_type == "cpu" else "fp32"
 
 
-def int8_linear(module):
-    """A copy of ``module`` whose ``nn.Linear`` layers are torch.ao dynamic INT8 (per-channel weight
-    scales, activations quantized per call); embeddings and LayerNorms stay fp32. torch.ao's eager
-    dynamic quantization is deprecated in favour of torchao's pt2e flow, which needs an export and a
-    compile step that would cost more than it saves on a one-off pass; this one is 0.2 s."""
+def int8_linear(module, keep_fp32=()):
+    """A copy of ``module`` whose ``nn.Linear`` layers (but those named in ``keep_fp32``) are torch.ao
+    dynamic INT8 (per-channel weight scales, activations quantized per call); embeddings and LayerNorms
+    stay fp32. torch.ao's eager dynamic quantization is deprecated in favour of torchao's pt2e flow, which
+    needs an export and a compile step that would cost more than it saves on a one-off pass; this is 0.2 s."""
     import warnings
 
     import torch
 
+    keep = set(keep_fp32)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the deprecation notice, on every call
         qconfig = torch.ao.quantization.per_channel_dynamic_qconfig
-        return torch.ao.quantization.quantize_dynamic(module, {torch.nn.Linear: qconfig}, dtype=torch.qint8)
+        spec = {
+            name: qconfig for name, m in module.named_modules() if isinstance(m, torch.nn.Linear) and name not in keep
+        }
+        return torch.ao.quantization.quantize_dynamic(module, spec, dtype=torch.qint8)

@@ -313,6 +313,7 @@ class _Cached:
     files: list[str]
     seconds: float
     precision: str = "fp32"  # the training text's pass
+    int8_check: dict | None = None
 
 
 def run(cfg: DistillConfig, ctx: RunContext | None = None) -> StageResult:
@@ -487,7 +488,8 @@ def _teacher_outputs(job: _Job, device, log, progress: bool = False) -> _Cached:
     precision = teacher_pass_precision(cfg.teacher_precision, device.type)
     if precision != cfg.teacher_precision:
         log(f"teacher pass: {cfg.teacher_precision} runs on CPU only; the {device.type} pass runs in {precision}")
-    text = {**what, **common, "precision": precision}  # the training text's pass; evaluation's stays fp32
+    # the training text's pass; evaluation's stays fp32
+    text = {**what, **common, "precision": precision, "temperature": cfg.temperature}
     train = teacher_outputs(model, tok, train_split.texts, train_split.pairs, slot={**slot, "role": "train"}, **text)
     files = [train.path]
     if unlabeled:
@@ -500,7 +502,10 @@ def _teacher_outputs(job: _Job, device, log, progress: bool = False) -> _Cached:
     evals = teacher_outputs(
         model, tok, val.texts + test.texts, pairs, slot={**slot, "role": "eval"}, **no_layers, **common
     )
-    return _Cached(train, evals, files, time.perf_counter() - t0, precision)
+    check = train.int8_check
+    if check:  # int8 was asked for and checked: the pass ran in what the check allowed
+        precision = check["precision"]
+    return _Cached(train, evals, files, time.perf_counter() - t0, precision, check)
 
 
 def _student_features(job: _Job, teacher_train: TeacherOutputs, log):
@@ -634,6 +639,7 @@ def _data_and_cache_numbers(job: _Job, cached: _Cached, result, train_examples: 
             "train": cached.train.status,
             "eval": cached.eval.status,
             "train_precision": cached.precision,
+            "int8_check": cached.int8_check,
             "seconds": cached.seconds,
             "train_seconds": cached.train.seconds,
             "eval_seconds": cached.eval.seconds,

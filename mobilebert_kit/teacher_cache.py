@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from mobilebert_kit.int8_teacher import MAX_KL, int8_teacher
+
 CACHE_FORMAT = "1"
 
 
@@ -49,6 +51,7 @@ class TeacherOutputs:
     status: str = "built"  # built | hit | stale-rebuilt
     path: str = ""
     seconds: float = 0.0
+    int8_check: dict | None = None  # an int8 pass's check against the fp32 teacher (int8_teacher.int8_teacher)
 
     def __add__(self, other: TeacherOutputs) -> TeacherOutputs:
         """Both sets of rows, ``self``'s first (the training text, then the unlabeled text)."""
@@ -59,6 +62,7 @@ class TeacherOutputs:
             status=self.status if self.status == other.status else f"{self.status}+{other.status}",
             path=self.path,
             seconds=self.seconds + other.seconds,
+            int8_check=self.int8_check,
         )
 
 
@@ -79,14 +83,16 @@ def teacher_outputs(
     log: Callable[[str], None],
     progress: bool = False,
     precision: str = "fp32",
+    temperature: float = 3.0,
 ) -> TeacherOutputs:
     """The teacher's outputs for ``texts``, from the cache when its key matches, else computed
     once and written atomically. ``slot`` names the cache file (teacher path, role of the data);
     the key stored inside covers everything the outputs depend on. ``precision`` ``int8`` runs the
-    pass with dynamic INT8 Linear layers (CPU; the caller resolves it with the device)."""
-    what = {"logits": True, "hidden_layers": hidden_layers, "attention_layers": attention_layers}
+    pass with dynamic INT8 Linear layers (CPU; the caller resolves it with the device), checked against
+    the fp32 teacher's soft labels at ``temperature`` on a sample first."""
+    what: dict[str, Any] = {"logits": True, "hidden_layers": hidden_layers, "attention_layers": attention_layers}
     if precision != "fp32":  # fp32 keys stay as they were, so existing caches still hit
-        what["precision"] = precision
+        what.update(precision=precision, temperature=temperature, max_kl=MAX_KL)
     key = _cache_key(teacher_sha, texts, pairs, max_length, what)
     name = hashlib.sha256(
         json.dumps({**slot, "max_length": max_length, "what": what}, sort_keys=True, default=str).encode()
@@ -102,10 +108,11 @@ def teacher_outputs(
         status = "stale-rebuilt"
     else:
         log(f"teacher cache: computing teacher outputs for {len(texts)} texts -> {path}")
+    check = None
     if precision == "int8":
-        from mobilebert_kit.devices import int8_linear
-
-        teacher = int8_linear(teacher)
+        teacher, check = int8_teacher(
+            teacher, tokenizer, texts, pairs, max_length=max_length, temperature=temperature, log=log
+        )
     tensors = _teacher_pass(
         teacher, tokenizer, texts, pairs, max_length, hidden_layers, attention_layers, batch_size, device, progress
     )
@@ -115,10 +122,11 @@ def teacher_outputs(
         "what": json.dumps(what),
         "teacher_sha256": teacher_sha,
         "n": str(len(texts)),
+        **({"int8_check": json.dumps(check)} if check else {}),
     }
     _write_cache(path, tensors, metadata)
     out = _unpack(tensors, len(texts), hidden_layers, attention_layers)
-    out.status, out.path, out.seconds = status, str(path), time.perf_counter() - t0
+    out.status, out.path, out.seconds, out.int8_check = status, str(path), time.perf_counter() - t0, check
     return out
 
 
@@ -152,6 +160,7 @@ def _read_cache(path: Path, key: str, n: int, hidden_layers, attention_layers, l
             if (f.metadata() or {}).get("key") == key:
                 tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no items()
                 out = _unpack(tensors, n, hidden_layers, attention_layers)
+                out.int8_check = json.loads(f.metadata()["int8_check"]) if "int8_check" in f.metadata() else None
                 log(f"teacher cache: hit {path} ({n} texts)")
                 return out
         log(f"teacher cache: stale {path} (teacher weights, texts or max length changed), rebuilding")

@@ -283,6 +283,36 @@ def test_int8_teacher_pass_is_cached_apart_and_close_to_fp32(tmp_path, teacher_d
     assert _outputs(teacher, tok, teacher_dir, tmp_path / "c", hidden=[1], precision="int8").status == "hit"
 
 
+def test_int8_teacher_check_keeps_outlier_layers_fp32_until_close(teacher_dir, monkeypatch):
+    """The check ranks Linear layers by their inputs' max/RMS (a LayerNorm spike makes the next layer's
+    inputs the worst), keeps the first k of them fp32 at the first step whose soft-label KL is within
+    MAX_KL, and falls back to the fp32 teacher itself when no step is."""
+    from mobilebert_kit import int8_teacher as it
+
+    assert [len(it.sample_indices(n)) for n in (10, 1000, 10197, 10**6)] == [10, 64, 256, 256]
+    teacher, tok, _ = load_classifier_folder(teacher_dir)
+    with torch.no_grad():
+        teacher.bert.encoder.layer[0].output.LayerNorm.weight[3] = 60.0
+    texts = TEXTS * 20
+    kw = {"max_length": 32, "temperature": 3.0, "log": lambda m: None}
+    _, ratios = it._fp32_pass_with_input_ratios(teacher, tok, texts, None, 32)
+    assert max(ratios, key=ratios.get).startswith("bert.encoder.layer.1.attention.self.")
+    monkeypatch.setattr(it, "MAX_KL", -1.0)  # nothing passes
+    model, strict = it.int8_teacher(teacher, tok, texts, None, **kw)
+    assert model is teacher and strict["precision"] == "fp32" and strict["fp32_layers"] == []
+    steps = [t["fp32_layers"] for t in strict["tried"]]
+    assert steps == [k for k in it.FALLBACK_STEPS if k <= len(ratios)]
+    kls = [t["kl"] for t in strict["tried"]]
+    assert kls[0] > 0 and min(kls[1:]) < kls[0]  # keeping the outlier layers fp32 helps
+    k = next(i for i, v in enumerate(kls) if v < kls[0])
+    monkeypatch.setattr(it, "MAX_KL", kls[k])
+    model, ok = it.int8_teacher(teacher, tok, texts, None, **kw)
+    assert ok["precision"] == "int8" and len(ok["fp32_layers"]) == steps[k] and len(ok["tried"]) == k + 1
+    assert ok["fp32_layers"] == sorted(ratios, key=ratios.get, reverse=True)[: steps[k]]
+    assert model is not teacher and type(dict(model.named_modules())[ok["fp32_layers"][0]]) is torch.nn.Linear
+    assert type(teacher.classifier) is torch.nn.Linear  # the teacher itself untouched
+
+
 def test_long_inference_passes_show_progress(tmp_path, capsys):
     """A teacher pass (an MPNet teacher takes minutes over 10k texts) counts texts on stderr when asked,
     and prints nothing when not; the numbers are the same either way."""
@@ -375,6 +405,8 @@ def test_int8_teacher_pass_scores_the_teacher_in_fp32(distilled, cli, tmp_path):
     m, base = read_json(tmp_path / "s8" / "metrics.json"), read_json(out / "metrics.json")
     assert (m["teacher_cache"]["train"], m["teacher_cache"]["eval"]) == ("built", "hit")
     assert m["teacher_cache"]["train_precision"] == "int8" and base["teacher_cache"]["train_precision"] == "fp32"
+    check = m["teacher_cache"]["int8_check"]
+    assert check["precision"] == "int8" and check["tried"][-1]["kl"] <= check["max_kl"]
     assert m["teacher"]["test"] == base["teacher"]["test"]
     assert read_json(tmp_path / "s8" / "manifest.json")["config"]["teacher_precision"] == "int8"
 
