@@ -69,6 +69,14 @@ def students(specs: list[str]) -> list[dict]:
     for spec in specs:
         precision, folder = spec.split("=", 1)
         m = read_json(Path(folder) / "metrics.json")
+        c = read_json(Path(folder) / "manifest.json")["config"]
+        init = f"--student {c['student']} " if c.get("student") else ""
+        command = (
+            f"mbk distill --teacher {c['teacher']} {init}--layers {','.join(map(str, c['layers']))} "
+            f"--epochs {c['train']['epochs']} --lr {c['train']['lr']:g} --max-length {c['train']['max_length']} "
+            f"--eval-batch-size {c['train']['eval_batch_size']} --data {c['data']['data']} "
+            f"--teacher-precision {c.get('teacher_precision', 'fp32')} -o {folder}"
+        )
         rows.append(
             {
                 "precision": precision,
@@ -80,6 +88,7 @@ def students(specs: list[str]) -> list[dict]:
                 "teacher_pass_seconds": m["teacher_cache"]["train_seconds"],
                 "train_seconds": m["train_seconds"],
                 "end_to_end_examples_per_second": m["end_to_end_examples_per_second"],
+                "command": command,
             }
         )
     return rows
@@ -204,7 +213,7 @@ def markdown(r: dict) -> str:
         ]
     if r.get("students"):
         lines += [
-            "Students distilled from each pass (`mbk distill`, the default recipe's distill settings, full data, "
+            "Students distilled from each pass (`mbk distill`, 2 epochs, full data, "
             f"{r['setup']['cpu_count']} threads; one text of {r['students'][0]['test_n']} is "
             f"{100 / r['students'][0]['test_n']:.2f} pt):",
             "",
@@ -216,8 +225,9 @@ def markdown(r: dict) -> str:
                 for x in r["students"]
             ),
             "",
-            "Each student: `mbk distill --teacher TEACHER --layers 0,2,4 --epochs 2 --lr 1e-4 --max-length 64 "
-            "--data rotten_tomatoes --teacher-precision PRECISION -o FOLDER` (teacher pass seconds on a cold cache).",
+            "The students (teacher pass seconds on a cold cache):",
+            "",
+            *(f"    {x['command']}" for x in r["students"]),
             "",
         ]
     lines += [

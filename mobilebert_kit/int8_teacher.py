@@ -33,16 +33,17 @@ def sample_indices(n: int) -> np.ndarray:
 def int8_teacher(model, tokenizer, texts, pairs, *, max_length: int, temperature: float, log: Callable[[str], None]):
     """(the teacher to run the pass with, what was checked): an INT8 copy of ``model`` that passed the check,
     or ``model`` itself (fp32) when none did. ``model`` is never modified."""
+    from mobilebert_kit.batching import predict_logits
+    from mobilebert_kit.devices import int8_linear
+
     idx = sample_indices(len(texts))
+    log(f"teacher pass: checking int8 against fp32 on {len(idx)} of {len(texts)} texts")
     sample = [texts[i] for i in idx]
     sample_pairs = [pairs[i] for i in idx] if pairs else None
     ref, ratios = _fp32_pass_with_input_ratios(model, tokenizer, sample, sample_pairs, max_length)
     order = sorted(ratios, key=ratios.get, reverse=True)
     tried = []
     for k in (s for s in FALLBACK_STEPS if s <= len(order)):
-        from mobilebert_kit.batching import predict_logits
-        from mobilebert_kit.devices import int8_linear
-
         candidate = int8_linear(model, keep_fp32=order[:k])
         logits = predict_logits(candidate, tokenizer, sample, sample_pairs, max_length=max_length)
         kl, agree = soft_label_kl(ref, logits, temperature), float((ref.argmax(-1) == logits.argmax(-1)).mean())
