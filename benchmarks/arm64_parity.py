@@ -18,13 +18,14 @@ Numerics only: timing under emulation means nothing. Never writes into the run f
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from results_io import write_results  # noqa: E402
 
 from mobilebert_kit.artifacts import read_json  # noqa: E402
 from mobilebert_kit.emulation import ArmConfig, find_emulator, host_ort_version  # noqa: E402
@@ -68,9 +69,7 @@ def main(argv: list[str] | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     if args.merge and (out / "arm64_parity.json").exists():
         result = merged(read_json(out / "arm64_parity.json"), result)
-    (out / "arm64_parity.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out / "arm64_parity.md").write_text(markdown(result))
-    print(markdown(result))
+    write_results(out, "arm64_parity", result, markdown(result))
     return result
 
 

@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+from results_io import write_results
+
 # name -> (description, DistillConfig overrides)
 VARIANTS: dict[str, tuple[str, dict]] = {
     "seed004": ("layers 0,2,4, T=3, alpha=0.5 (soft KL*T^2 + hard CE)", {}),
@@ -160,11 +162,7 @@ def main(argv: list[str] | None = None) -> dict:
         },
         "variants": rows,
     }
-    out_dir = Path(args.output)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "distill_note.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out_dir / "distill_note.md").write_text(markdown(result))
-    print(markdown(result))
+    write_results(args.output, "distill_note", result, markdown(result))
     return result
 
 

@@ -15,13 +15,14 @@ the same rotation. Writes ``benchmarks/results/distill_speed.json`` and ``.md``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from results_io import write_results
 
 
 def seed_distill(teacher_dir: Path, layers: list[int], train, test, args) -> dict:
@@ -285,12 +286,7 @@ def main(argv: list[str] | None = None) -> dict:
             for p, v in variants.items()
         },
     }
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = f"distill_speed-{args.tag}" if args.tag else "distill_speed"
-    (out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out / f"{stem}.md").write_text(markdown(result))
-    print(markdown(result))
+    write_results(args.output, f"distill_speed-{args.tag}" if args.tag else "distill_speed", result, markdown(result))
     return result
 
 

@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from results_io import write_results
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -261,11 +263,7 @@ def main() -> None:
         "command": " ".join(["python", "benchmarks/finetune_speed.py", *sys.argv[1:]]),
         "date": time.strftime("%Y-%m-%d"),
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = "finetune_speed" + (f"_{args.tag}" if args.tag else "")
-    (RESULTS / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
-    (RESULTS / f"{stem}.md").write_text(markdown(report))
-    print(markdown(report))
+    write_results(RESULTS, "finetune_speed" + (f"_{args.tag}" if args.tag else ""), report, markdown(report))
 
 
 def markdown(rep: dict) -> str:

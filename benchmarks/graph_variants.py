@@ -16,7 +16,6 @@ Writes ``benchmarks/results/graph_variants.json`` and ``.md``.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -29,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from ort_timing import HOST, expand_versions, time_in_runtime  # noqa: E402
+from results_io import write_results  # noqa: E402
 from targets import encode_one  # noqa: E402
 
 from mobilebert_kit import onnx_tools as ot  # noqa: E402
@@ -173,9 +173,7 @@ def main() -> None:
         "seconds": time.perf_counter() - t0,
     }
     out = Path(args.out)
-    out.with_suffix(".json").write_text(json.dumps(res, indent=1))
-    out.with_suffix(".md").write_text(markdown(res))
-    print(markdown(res))
+    write_results(out.parent, out.stem, res, markdown(res))
 
 
 if __name__ == "__main__":

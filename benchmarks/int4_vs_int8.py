@@ -18,7 +18,6 @@ other jobs are noise. Writes ``benchmarks/results/int4_vs_int8.json`` and ``.md`
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -29,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from ort_timing import expand_versions, time_in_runtime  # noqa: E402
+from results_io import write_results  # noqa: E402
 from vs_optimum import fixed_inputs  # noqa: E402
 
 from mobilebert_kit import onnx_tools as ot  # noqa: E402
@@ -185,11 +185,7 @@ def main() -> None:
         "rows": rows,
         "versions": library_versions(),
     }
-    res = Path(args.results)
-    res.mkdir(parents=True, exist_ok=True)
-    (res / "int4_vs_int8.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
-    (res / "int4_vs_int8.md").write_text(markdown(result))
-    print(markdown(result))
+    write_results(args.results, "int4_vs_int8", result, markdown(result))
 
 
 if __name__ == "__main__":

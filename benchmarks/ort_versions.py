@@ -14,7 +14,6 @@ Writes ``benchmarks/results/ort_versions.json`` and ``ort_versions.md``.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -25,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from ort_timing import HOST, expand_versions, time_in_runtime  # noqa: E402
+from results_io import write_results  # noqa: E402
 from vs_optimum import optimum_int8  # noqa: E402
 
 from mobilebert_kit.artifacts import library_versions, read_json  # noqa: E402
@@ -138,10 +138,7 @@ def main() -> None:
         r = time_in_runtime(v, paths, feeds, timed, args.rounds)
         label = r["version"] + (" (host)" if v == HOST else "")
         res["runtimes"][label] = {n: {s: float(np.median(r["times_ms"][s][n])) for s in ("real", "128")} for n in paths}
-    out = Path(args.results)
-    (out / "ort_versions.json").write_text(json.dumps(res, indent=2))
-    (out / "ort_versions.md").write_text(markdown(res))
-    print(markdown(res))
+    write_results(args.results, "ort_versions", res, markdown(res))
 
 
 def markdown(res: dict) -> str:

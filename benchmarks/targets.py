@@ -23,7 +23,6 @@ Writes ``benchmarks/results/targets.json`` and ``targets.md`` (``--name`` picks 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -35,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from ort_timing import HOST, expand_versions, time_in_runtime  # noqa: E402
+from results_io import write_results  # noqa: E402
 from vs_optimum import optimum_int8  # noqa: E402
 
 from mobilebert_kit import onnx_tools as ot  # noqa: E402
@@ -150,11 +150,7 @@ def main() -> None:
     )
     args = ap.parse_args()
     res = measure(Path(args.run), Path(args.work), args)
-    out = Path(args.results)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{args.name}.json").write_text(json.dumps(res, indent=2))
-    (out / f"{args.name}.md").write_text(markdown(res))
-    print(markdown(res))
+    write_results(args.results, args.name, res, markdown(res))
 
 
 def _models(run_dir: Path, work: Path) -> dict[str, dict]:

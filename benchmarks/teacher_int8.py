@@ -10,13 +10,14 @@ medians are shown. Writes ``benchmarks/results/teacher_int8[-TAG].json`` and ``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from results_io import write_results
 
 
 def one_pass(model, tok, texts, precision: str, folder: Path, args) -> tuple[float, object, dict | None]:
@@ -160,12 +161,7 @@ def main(argv: list[str] | None = None) -> dict:
         "int8_check": check,
         "students": students(args.student),
     }
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = f"teacher_int8-{args.tag}" if args.tag else "teacher_int8"
-    (out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out / f"{stem}.md").write_text(markdown(result))
-    print(markdown(result))
+    write_results(args.output, f"teacher_int8-{args.tag}" if args.tag else "teacher_int8", result, markdown(result))
     return result
 
 

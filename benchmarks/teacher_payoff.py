@@ -14,7 +14,6 @@ Writes ``benchmarks/results/teacher_payoff.json`` and ``teacher_payoff.md`` (``-
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -23,6 +22,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from results_io import write_results  # noqa: E402
 
 from mobilebert_kit.artifacts import library_versions, read_json  # noqa: E402
 
@@ -61,11 +62,7 @@ def main() -> None:
     for name in others:
         diff, lo, hi = paired_ci(correct[first], correct[name])  # first minus this one
         res["vs_first"][name] = {"first_minus_this": diff, "ci95": [lo, hi]}
-    out = Path(args.results)
-    suffix = f"-{args.tag}" if args.tag else ""
-    (out / f"teacher_payoff{suffix}.json").write_text(json.dumps(res, indent=2))
-    (out / f"teacher_payoff{suffix}.md").write_text(markdown(res, first))
-    print(markdown(res, first))
+    write_results(args.results, "teacher_payoff" + (f"-{args.tag}" if args.tag else ""), res, markdown(res, first))
 
 
 def markdown(res: dict, first: str) -> str:

@@ -28,6 +28,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from results_io import write_results  # noqa: E402
+
 from mobilebert_kit.training.hooks import Evaluation, Hook, Hooks  # noqa: E402
 
 MODES = ("none", "ema", "last_epoch")
@@ -168,10 +170,7 @@ def main() -> None:
         "plan": steps,
         "trials": trials,
     }
-    out = ROOT / "benchmarks" / "results"
-    (out / f"{args.name}.json").write_text(json.dumps(res, indent=2) + "\n")
-    (out / f"{args.name}.md").write_text(markdown(res))
-    print(markdown(res))
+    write_results(ROOT / "benchmarks" / "results", args.name, res, markdown(res))
 
 
 if __name__ == "__main__":
