@@ -283,6 +283,14 @@ def test_int8_teacher_pass_is_cached_apart_and_close_to_fp32(tmp_path, teacher_d
     assert _outputs(teacher, tok, teacher_dir, tmp_path / "c", hidden=[1], precision="int8").status == "hit"
 
 
+def test_int8_teacher_pass_is_a_cpu_path():
+    from mobilebert_kit.devices import teacher_pass_precision
+
+    assert teacher_pass_precision("int8", "cpu") == "int8"
+    assert teacher_pass_precision("int8", "cuda") == "fp32"  # torch.ao's dynamic INT8 kernels are CPU-only
+    assert teacher_pass_precision("fp32", "cpu") == "fp32"
+
+
 def test_int8_teacher_check_keeps_outlier_layers_fp32_until_close(teacher_dir, monkeypatch):
     """The check ranks Linear layers by their inputs' max/RMS (a LayerNorm spike makes the next layer's
     inputs the worst), keeps the first k of them fp32 at the first step whose soft-label KL is within
