@@ -496,6 +496,7 @@ def recover(
     log=None,
     hidden_weight: float = 0.0,
     hidden_from: str | os.PathLike | None = None,
+    teacher_precision: str = "fp32",
 ) -> dict:
     """Short knowledge-distillation recovery of a pruned model from ``teacher_dir``.
 
@@ -506,12 +507,13 @@ def recover(
     With ``hidden_weight`` > 0, each layer's output also mimics (MSE, TinyBERT's hidden-state loss) the
     same layer of ``hidden_from``: the model before pruning, same depth and width, cached like distill's
     teacher outputs. Layer distillation to the unpruned model is CoFi's recipe for pruned models.
+    ``teacher_precision`` ``int8`` runs the teacher's pass in checked dynamic INT8, as distill can.
     """
     from mobilebert_kit.batching import make_features
     from mobilebert_kit.engine import TrainConfig, TrainModule, train
     from mobilebert_kit.losses import distillation_loss
 
-    t_logits = _teacher_logits(model, teacher_dir, train_split, max_length, progress=log is not None)
+    t_logits, check = _teacher_logits(model, teacher_dir, train_split, max_length, teacher_precision, log)
     extras = {"teacher_logits": list(t_logits)}
     if hidden_weight > 0:
         extras["teacher_hidden"] = _layer_targets(model, hidden_from, train_split, max_length, log)
@@ -549,16 +551,20 @@ def recover(
         "temperature": RECOVERY_TEMPERATURE,
         "alpha": RECOVERY_ALPHA,
         **({"hidden_weight": hidden_weight, "hidden_from": str(hidden_from)} if hidden_weight > 0 else {}),
+        "teacher_precision": check["precision"] if check else "fp32",
+        **({"int8_check": check} if check else {}),
         "best_epoch": result.best_epoch,
         "train_seconds": result.train_seconds,
         "history": [{k: v for k, v in h.items() if isinstance(v, (int, float, str))} for h in result.history],
     }
 
 
-def _teacher_logits(model, teacher_dir, train_split, max_length: int, progress: bool = False):
-    """The teacher's logits on the training texts, with the teacher's own tokenizer (logits are
-    compared text by text, so it may differ from the model's); the teacher is dropped afterwards."""
+def _teacher_logits(model, teacher_dir, train_split, max_length: int, precision: str = "fp32", log=None):
+    """(the teacher's logits on the training texts, the INT8 check or None), with the teacher's own
+    tokenizer (logits are compared text by text, so it may differ from the model's); the teacher is
+    dropped afterwards."""
     from mobilebert_kit.batching import predict_logits
+    from mobilebert_kit.int8_teacher import int8_teacher
     from mobilebert_kit.models import load_classifier_folder
 
     teacher, teacher_tok, _ = load_classifier_folder(teacher_dir)
@@ -567,14 +573,27 @@ def _teacher_logits(model, teacher_dir, train_split, max_length: int, progress: 
             f"the recovery teacher {teacher_dir} has {teacher.config.num_labels} labels, the model "
             f"{model.config.num_labels}; pass --teacher with the model's teacher"
         )
-    return predict_logits(
+    check = None
+    if precision == "int8":
+        s = train_split
+        teacher, check = int8_teacher(
+            teacher,
+            teacher_tok,
+            s.texts,
+            s.pairs,
+            max_length=max_length,
+            temperature=RECOVERY_TEMPERATURE,
+            log=log or (lambda m: None),
+        )
+    logits = predict_logits(
         teacher,
         teacher_tok,
         train_split.texts,
         train_split.pairs,
         max_length=max_length,
-        progress="recovery: teacher logits" if progress else None,
+        progress="recovery: teacher logits" if log is not None else None,
     )
+    return logits, check
 
 
 def _layer_targets(model, source, train_split, max_length: int, log) -> list:

@@ -213,3 +213,14 @@ def test_distill_speed_reports_every_teacher_precision():
     assert "- teacher pass fp32: **3.00x** on training steps, **2.00x** end to end" in md
     assert "- teacher pass int8: **3.00x** on training steps, **2.50x** end to end" in md
     assert "shared with other jobs" not in md
+
+
+def test_recover_int8_table_has_a_row_per_precision():
+    from recover_int8 import markdown
+
+    row = {"wall_seconds": 100.0, "recovery_step_seconds": 80.0, "recovery_train_seconds": 50.0, "test_n": 1276}
+    row.update(validation_accuracy=0.81, guard_drop=0.01, test_accuracy=0.83)
+    rows = [dict(row, precision=p, ran_in=p) for p in ("fp32", "int8")]
+    md = markdown({"run": "r", "steps": [{"method": "recover"}], "rows": rows, "command": "x"})
+    assert "| int8 | int8 | 100.0 | 80.0 | 50.0 | 0.8100 | +0.0100 | 0.8300 |" in md
+    assert "one test text of 1276 is 0.08 pt" in md

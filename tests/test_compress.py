@@ -12,6 +12,7 @@ import pytest
 from conftest import NEG, POS, make_tiny_classifier
 
 from mobilebert_kit.artifacts import read_json
+from mobilebert_kit.errors import ConfigError
 
 
 def _train_tiny(folder, data_csv, epochs: int = 3):
@@ -299,6 +300,22 @@ def test_recovery_layer_distillation_to_the_unpruned_model(trained, tmp_path, mo
     rec = read_json(out / "compression.json")["recovery"]
     assert rec["hidden_weight"] == 2.0 and rec["hidden_from"] == str(trained) and len(rec["history"]) == 1
     assert len(list((tmp_path / "cache" / "teacher_cache").glob("*.safetensors"))) == 1  # the layer outputs
+
+
+def test_recovery_teacher_pass_in_checked_int8(trained, tmp_path):
+    """``teacher_precision: int8`` on ``recover``: the teacher's logits come from the checked INT8 teacher,
+    and compression.json says what the check found; an unknown precision is refused with the choices."""
+    pytest.importorskip("mobilebert_kit.distill")
+    from mobilebert_kit.compress import CompressConfig, run
+
+    out = tmp_path / "c"
+    steps = [{"method": "prune_heads", "fraction": 0.5}, {"method": "recover", "lr": 1e-3, "teacher_precision": "int8"}]
+    run(CompressConfig(model=str(trained), output=str(out), steps=steps, latency_runs=0, max_drop=1.0))
+    rec = read_json(out / "compression.json")["recovery"]
+    check = rec["int8_check"]
+    assert rec["teacher_precision"] == check["precision"] == "int8" and check["tried"][-1]["kl"] <= check["max_kl"]
+    with pytest.raises(ConfigError, match="teacher_precision must be one of fp32, int8; got 'bf16'"):
+        CompressConfig(model=str(trained), steps=[{"method": "recover", "teacher_precision": "bf16"}])
 
 
 def test_layer_distillation_loss_adds_the_hidden_state_error():

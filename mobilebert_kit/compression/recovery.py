@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import ClassVar
 
 from mobilebert_kit.compression.base import Method, Outcome, Work
-from mobilebert_kit.config import check_range
+from mobilebert_kit.config import check_choice, check_range
+from mobilebert_kit.devices import TEACHER_PRECISIONS
 
 # Validation accounting: trimming builds its vocabulary from the training split only, and recovery
 # trains on it; but with more than one epoch recovery keeps its best epoch by validation macro-F1,
@@ -27,6 +28,7 @@ class Recover(Method):
     lr: float = 5e-5
     teacher: str | None = None
     hidden_weight: float = 0.0  # > 0: each layer also mimics the same layer of the compress input (before pruning)
+    teacher_precision: str = "fp32"  # int8: the teacher's pass in checked dynamic INT8 on CPU (mbk distill's switch)
 
     name: ClassVar[str] = "recover"
     label: ClassVar[str] = "recovery"
@@ -38,6 +40,7 @@ class Recover(Method):
         check_range(p, "epochs", self.epochs, 1)
         check_range(p, "lr", self.lr, 0, lo_open=True)
         check_range(p, "hidden_weight", self.hidden_weight, 0)
+        check_choice(p, "teacher_precision", self.teacher_precision, TEACHER_PRECISIONS)
         return p
 
     def apply(self, work: Work) -> Outcome:
@@ -60,6 +63,7 @@ class Recover(Method):
             seed=work.seed,
             log=None if work.quiet else work.log,
             hidden_weight=self.hidden_weight,
+            teacher_precision=self.teacher_precision,
             hidden_from=work.model_dir,
         )
         if self.epochs > 1:
