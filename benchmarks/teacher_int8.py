@@ -47,17 +47,14 @@ def one_pass(model, tok, texts, precision: str, folder: Path, args) -> tuple[flo
 
 
 def closeness(fp32, int8, temperature: float) -> dict:
+    """The measures the INT8 teacher's check uses (``int8_teacher.soft_label_kl``), over every text."""
     import numpy as np
 
-    def log_softmax(x):
-        x = x / temperature
-        x = x - x.max(-1, keepdims=True)
-        return x - np.log(np.exp(x).sum(-1, keepdims=True))
+    from mobilebert_kit.int8_teacher import soft_label_kl
 
-    p, q = log_softmax(np.asarray(fp32, dtype=np.float64)), log_softmax(np.asarray(int8, dtype=np.float64))
     return {
         "label_agreement": float((fp32.argmax(-1) == int8.argmax(-1)).mean()),
-        "kl_fp32_to_int8": float((np.exp(p) * (p - q)).sum(-1).mean()),
+        "kl_fp32_to_int8": soft_label_kl(fp32, int8, temperature),
         "max_abs_logit_diff": float(np.abs(fp32 - int8).max()),
     }
 
