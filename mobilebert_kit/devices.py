@@ -61,9 +61,12 @@ TEACHER_PRECISIONS = ("fp32", "int8")
 
 
 def teacher_pass_precision(requested: str, device_type: str) -> str:
-    """The precision the teacher pass runs in: ``int8`` only on CPU (its kernels are CPU-only); a GPU
-    pass runs the teacher as loaded, which is already fast there."""
-    return "int8" if requested == "int8" and device_type == "cpu" else "fp32"
+    """The precision the teacher pass runs in: ``int8`` only on CPU (its kernels are CPU-only) with a torch
+    build that has a quantized engine; a GPU pass runs the teacher as loaded, which is already fast there."""
+    import torch
+
+    engines = set(torch.backends.quantized.supported_engines) - {"none"}
+    return "int8" if requested == "int8" and device_type == "cpu" and engines else "fp32"
 
 
 def int8_linear(module, keep_fp32=()):

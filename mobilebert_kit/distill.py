@@ -87,9 +87,10 @@ class DistillConfig(StageConfig):
     unlabeled: str | None = None  # 'builtin' (the dataset's own raw text) or a .txt/.csv/.tsv/.jsonl file
     max_unlabeled: int | None = None  # seeded subset of the unlabeled text
     cache_dir: str | None = None  # default $MBK_CACHE/teacher_cache (~/.cache/mobilebert_kit/teacher_cache)
-    # The teacher pass over the training text: fp32, or int8 (dynamic INT8 Linear layers, CPU only; a GPU pass
-    # stays in the teacher's own precision). Validation/test teacher scores always come from the fp32 teacher.
-    teacher_precision: str = "fp32"
+    # The teacher pass over the training text: int8 (dynamic INT8 Linear layers, checked against fp32 on a
+    # sample first, fp32 where the check fails; CPU only, a GPU pass stays in the teacher's own precision), or
+    # fp32. Validation/test teacher scores always come from the fp32 teacher.
+    teacher_precision: str = "int8"
     data: DataConfig | None = None  # None = the data recorded in the teacher's manifest
     train: TrainConfig = field(default_factory=TrainConfig)
     output: str = "artifacts/student"
@@ -487,7 +488,7 @@ def _teacher_outputs(job: _Job, device, log, progress: bool = False) -> _Cached:
     train_split, model, tok = ds.splits["train"], teacher.model, teacher.tokenizer
     precision = teacher_pass_precision(cfg.teacher_precision, device.type)
     if precision != cfg.teacher_precision:
-        log(f"teacher pass: {cfg.teacher_precision} runs on CPU only; the {device.type} pass runs in {precision}")
+        log(f"teacher pass: {cfg.teacher_precision} is CPU-only (torch.ao kernels); this {device.type} pass runs in {precision}")
     # the training text's pass; evaluation's stays fp32
     text = {**what, **common, "precision": precision, "temperature": cfg.temperature}
     train = teacher_outputs(model, tok, train_split.texts, train_split.pairs, slot={**slot, "role": "train"}, **text)

@@ -496,7 +496,7 @@ def recover(
     log=None,
     hidden_weight: float = 0.0,
     hidden_from: str | os.PathLike | None = None,
-    teacher_precision: str = "fp32",
+    teacher_precision: str = "int8",
 ) -> dict:
     """Short knowledge-distillation recovery of a pruned model from ``teacher_dir``.
 
@@ -559,11 +559,12 @@ def recover(
     }
 
 
-def _teacher_logits(model, teacher_dir, train_split, max_length: int, precision: str = "fp32", log=None):
+def _teacher_logits(model, teacher_dir, train_split, max_length: int, precision: str = "int8", log=None):
     """(the teacher's logits on the training texts, the INT8 check or None), with the teacher's own
     tokenizer (logits are compared text by text, so it may differ from the model's); the teacher is
     dropped afterwards."""
     from mobilebert_kit.batching import predict_logits
+    from mobilebert_kit.devices import teacher_pass_precision
     from mobilebert_kit.int8_teacher import int8_teacher
     from mobilebert_kit.models import load_classifier_folder
 
@@ -574,7 +575,7 @@ def _teacher_logits(model, teacher_dir, train_split, max_length: int, precision:
             f"{model.config.num_labels}; pass --teacher with the model's teacher"
         )
     check = None
-    if precision == "int8":
+    if teacher_pass_precision(precision, "cpu") == "int8":  # recovery trains on CPU
         s = train_split
         teacher, check = int8_teacher(
             teacher,

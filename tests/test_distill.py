@@ -404,19 +404,21 @@ def test_second_run_reuses_the_cache(distilled, cli, tmp_path):
 
 
 def test_int8_teacher_pass_scores_the_teacher_in_fp32(distilled, cli, tmp_path):
-    """--teacher-precision int8 recomputes the training text's pass only: validation/test come from
-    the same fp32 cache, so the teacher's reported scores do not move."""
+    """The default INT8 teacher pass covers the training text only: validation/test come from the fp32
+    teacher, so --teacher-precision fp32 rebuilds the training pass alone and the reported scores do not move."""
     out, _, args = distilled
     i = args.index("-o")
-    r = cli(*args[:i], "-o", tmp_path / "s8", *args[i + 2 :], "--teacher-precision", "int8")
+    r = cli(*args[:i], "-o", tmp_path / "s32", *args[i + 2 :], "--teacher-precision", "fp32")
     assert r.exit_code == 0, r.output
-    m, base = read_json(tmp_path / "s8" / "metrics.json"), read_json(out / "metrics.json")
+    m, base = read_json(tmp_path / "s32" / "metrics.json"), read_json(out / "metrics.json")
     assert (m["teacher_cache"]["train"], m["teacher_cache"]["eval"]) == ("built", "hit")
-    assert m["teacher_cache"]["train_precision"] == "int8" and base["teacher_cache"]["train_precision"] == "fp32"
-    check = m["teacher_cache"]["int8_check"]
+    assert m["teacher_cache"]["train_precision"] == "fp32" and base["teacher_cache"]["train_precision"] == "int8"
+    check = base["teacher_cache"]["int8_check"]
     assert check["precision"] == "int8" and check["tried"][-1]["kl"] <= check["max_kl"]
+    assert m["teacher_cache"]["int8_check"] is None
     assert m["teacher"]["test"] == base["teacher"]["test"]
-    assert read_json(tmp_path / "s8" / "manifest.json")["config"]["teacher_precision"] == "int8"
+    assert read_json(out / "manifest.json")["config"]["teacher_precision"] == "int8"
+    assert read_json(tmp_path / "s32" / "manifest.json")["config"]["teacher_precision"] == "fp32"
 
 
 def test_fresh_student_with_projection_and_attention_losses(teacher_dir, tmp_path, cli):

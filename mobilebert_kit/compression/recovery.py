@@ -28,7 +28,7 @@ class Recover(Method):
     lr: float = 5e-5
     teacher: str | None = None
     hidden_weight: float = 0.0  # > 0: each layer also mimics the same layer of the compress input (before pruning)
-    teacher_precision: str = "fp32"  # int8: the teacher's pass in checked dynamic INT8 on CPU (mbk distill's switch)
+    teacher_precision: str = "int8"  # the teacher's pass in checked dynamic INT8 on CPU, as mbk distill's; or fp32
 
     name: ClassVar[str] = "recover"
     label: ClassVar[str] = "recovery"
