@@ -285,6 +285,12 @@ def _guard_text(guard: Any) -> str:
     drop = guard.get("drop")
     limit = guard.get("max_drop")
     txt = "guard ✓" if ok else "guard ✗" if ok is False else "guard"
+    ci = guard.get("drop_ci95")
+    if isinstance(drop, (int, float)) and isinstance(ci, list) and isinstance(limit, (int, float)):
+        # the guard's rule: a drop is refused only when its whole 95% interval lies above max_drop
+        from mobilebert_kit.compression.guard import ci_text
+
+        return f"{txt} drop {100 * drop:+.2f} pt (95% CI {ci_text(*ci)}; refused if all > {100 * limit:g} pt)"
     if isinstance(drop, (int, float)):
         txt += f" drop {drop:+.4f}" + (f" (≤ {limit:g})" if isinstance(limit, (int, float)) else "")
     return txt

@@ -1,4 +1,4 @@
-from mobilebert_kit.report import ReportConfig, _pick_case
+from mobilebert_kit.report import ReportConfig, _guard_text, _pick_case
 
 
 def _row(model, seq):
@@ -49,3 +49,10 @@ def test_headline_adds_the_speedup_in_the_app_pinned_runtime(tmp_path):
     )
     (row,) = _export_rows(tmp_path, {}, case[:1], [])  # bench ran without the side runtime (offline, or none)
     assert row["app_p50_ms"] is None and "app's" not in (_headline([teacher, {**row, "accuracy": 0.8}]) or "")
+
+
+def test_guard_cell_states_the_interval_and_the_rule_it_passed_by():
+    """A drop over max_drop that passed (its interval reaches below the line) is not written as "<= max_drop"."""
+    guard = {"passed": True, "drop": 0.0102, "max_drop": 0.01, "drop_ci95": [-0.0016, 0.0211]}
+    assert _guard_text(guard) == "guard ✓ drop +1.02 pt (95% CI -0.2 … +2.1; refused if all > 1 pt)"
+    assert _guard_text({"passed": False, "drop": 0.02, "max_drop": 0.01}) == "guard ✗ drop +0.0200 (≤ 0.01)"
