@@ -488,7 +488,8 @@ def _teacher_outputs(job: _Job, device, log, progress: bool = False) -> _Cached:
     train_split, model, tok = ds.splits["train"], teacher.model, teacher.tokenizer
     precision = teacher_pass_precision(cfg.teacher_precision, device.type)
     if precision != cfg.teacher_precision:
-        log(f"teacher pass: {cfg.teacher_precision} is CPU-only (torch.ao kernels); this {device.type} pass runs in {precision}")
+        why = f"{cfg.teacher_precision} is CPU-only (torch.ao kernels)"
+        log(f"teacher pass: {why}; this {device.type} pass runs in {precision}")
     # the training text's pass; evaluation's stays fp32
     text = {**what, **common, "precision": precision, "temperature": cfg.temperature}
     train = teacher_outputs(model, tok, train_split.texts, train_split.pairs, slot={**slot, "role": "train"}, **text)
