@@ -6,7 +6,11 @@ same input before the next input):
 * the PyTorch fp32 teacher (``<run>/teacher``): size on disk, accuracy, latency;
 * the packaged phone model (``<run>/package/android``'s model file, in ONNX Runtime);
 * Optimum's dynamic INT8 of the same student (``optimum.exporters.onnx.main_export`` +
-  ``ORTQuantizer`` with ``AutoQuantizationConfig.avx2(is_static=False)``), the peer path.
+  ``ORTQuantizer`` with ``AutoQuantizationConfig.avx2(is_static=False)``), the peer path;
+* with ``--litert`` (needs the ``litert`` extra), the Android LiteRT build of the same compressed
+  model (``mbk export -f tflite``, as ``mbk package --target android --runtime litert`` bundles it,
+  re-exported with a 128-token signature), in ``ai_edge_litert`` (XNNPACK, the kernels Android runs):
+  each text padded to its length bucket, as the app pads it.
 
 Latency at real text lengths (each test text tokenized without padding; a seeded sample) and at
 sequence 128. The two ONNX Runtime models are timed in this environment's onnxruntime (beside the
@@ -42,6 +46,7 @@ from mobilebert_kit.artifacts import library_versions, read_json  # noqa: E402
 from mobilebert_kit.metrics import classification_metrics  # noqa: E402
 
 TEACHER, PHONE, OPTIMUM = "teacher (PyTorch fp32)", "phone model (mbk .ort)", "Optimum dynamic INT8"
+LITERT = "phone model, LiteRT build (mbk .tflite, --runtime litert)"
 TARGETS = {"accuracy_ratio": 0.99, "smaller": 10.0, "faster": 10.0, "vs_optimum_latency": 0.5, "recipe_minutes": 15}
 
 
@@ -76,6 +81,25 @@ def _ort_runner(path: Path):
         return sess.run(None, ot.feeds_for(sess, x))[0]
 
     return run
+
+
+def _litert_runner(path: Path, pad_id: int):
+    from mobilebert_kit.formats.tflite import LiteRtRunner
+
+    return LiteRtRunner(path, pad_id=pad_id, threads=1).logits
+
+
+def litert_export(run_dir: Path, work: Path) -> Path:
+    """The run's compressed model as ``mbk export -f tflite`` writes it (INT8 dynamic range, as compression.json
+    asks), with signatures up to 128 tokens so that the seq-128 input runs unpadded."""
+    from mobilebert_kit.export import ExportConfig, run
+    from mobilebert_kit.stage import RunContext
+
+    cfg = ExportConfig(
+        model=str(run_dir / "compressed"), output=str(work / "litert"), formats=["tflite"], max_length=128
+    )
+    run(cfg, RunContext(overwrite=True, quiet=True))
+    return work / "litert" / "tflite" / "model.tflite"
 
 
 def encode_texts(tok, split, max_length: int) -> list[dict]:
@@ -142,6 +166,7 @@ def main() -> None:
     ap.add_argument("--work", default="benchmarks/work/targets")
     ap.add_argument("--results", default="benchmarks/results")
     ap.add_argument("--name", default="targets", help="results file stem (e.g. targets-fast for recipes/fast.yaml)")
+    ap.add_argument("--litert", action="store_true", help="also the LiteRT build (mbk export -f tflite)")
     ap.add_argument(
         "--ort-versions",
         default="android",
@@ -153,13 +178,13 @@ def main() -> None:
     write_results(args.results, args.name, res, markdown(res))
 
 
-def _models(run_dir: Path, work: Path) -> dict[str, dict]:
+def _models(run_dir: Path, work: Path, litert: bool = False) -> dict[str, dict]:
     meta = read_json(run_dir / "package" / "android" / "model_meta.json")
     phone = run_dir / "package" / "android" / meta["model_file"]
     teacher = run_dir / "teacher"
     print("Optimum export + dynamic INT8 of the student ...", file=sys.stderr)
     optimum = optimum_int8(run_dir / "student", work)
-    return {  # each with its own tokenizer: the bundle's trimmed vocabulary renumbers the word pieces
+    models = {  # each with its own tokenizer: the bundle's trimmed vocabulary renumbers the word pieces
         TEACHER: {
             "path": teacher,
             "size": (teacher / "model.safetensors").stat().st_size,
@@ -179,6 +204,18 @@ def _models(run_dir: Path, work: Path) -> dict[str, dict]:
             "tokenizer": run_dir / "student",
         },
     }
+    if litert:
+        print("LiteRT export of the compressed model ...", file=sys.stderr)
+        tflite = litert_export(run_dir, work)
+        tok = run_dir / "compressed"
+        pad_id = int(read_json(tflite.parent / "model_meta.json").get("pad_token_id") or 0)
+        models[LITERT] = {
+            "path": tflite,
+            "size": _size(tflite),
+            "runner": _litert_runner(tflite, pad_id),
+            "tokenizer": tok,
+        }
+    return models
 
 
 def measure(run_dir: Path, work: Path, args) -> dict:
@@ -191,7 +228,7 @@ def measure(run_dir: Path, work: Path, args) -> dict:
     ds = load_dataset(data_config_for(student, None))
     test = ds.splits["test"]
     labels = np.asarray(test.labels)
-    models = _models(run_dir, work)
+    models = _models(run_dir, work, getattr(args, "litert", False))
     tokenizers = {n: load_tokenizer(str(m["tokenizer"])) for n, m in models.items()}
     enc = {n: encode_texts(tok, test, max_length) for n, tok in tokenizers.items()}
     res: dict = {"run": str(run_dir), "n_test": len(test), "max_length": max_length, "models": {}, "side_runtimes": {}}
@@ -200,6 +237,10 @@ def measure(run_dir: Path, work: Path, args) -> dict:
         print(f"accuracy: {name} ...", file=sys.stderr)
         metrics, correct[name], host_labels[name] = accuracy(m["runner"], enc[name], labels, len(ds.label_names))
         res["models"][name] = {"path": str(m["path"]), "size_bytes": m["size"], **metrics}
+        if name == LITERT:
+            from mobilebert_kit.formats.tflite import runtime_version
+
+            res["models"][name]["runtime_version"] = runtime_version()
     idx = np.random.default_rng(0).choice(len(test), size=min(args.real_texts, len(test)), replace=False)
     print("latency at real lengths ...", file=sys.stderr)
     t_real = timed_texts(models, enc, idx, args.rounds)
@@ -213,7 +254,7 @@ def measure(run_dir: Path, work: Path, args) -> dict:
     first = next(iter(enc.values()))
     res["real_length_median_tokens"] = int(np.median([int(first[i]["input_ids"].shape[1]) for i in idx]))
     res["host_onnxruntime"] = _host_ort_version()
-    ort_models = {n: m["path"] for n, m in models.items() if n != TEACHER}
+    ort_models = {n: m["path"] for n, m in models.items() if n not in (TEACHER, LITERT)}
     for version in _side_versions(args.ort_versions):
         print(f"accuracy and latency in onnxruntime {version} ...", file=sys.stderr)
         feeds = {n: {"test": enc[n], "128": enc128[n]} for n in ort_models}
@@ -254,7 +295,36 @@ def checks(res: dict, correct: dict) -> dict:
         **{
             k: v for version, side in res["side_runtimes"].items() for k, v in _latency_checks(t, side, version).items()
         },
+        **(_litert_checks(res, correct) if LITERT in res["models"] else {}),
     }
+
+
+def _litert_checks(res: dict, correct: dict) -> dict:
+    """The same targets for the LiteRT build; its latency against Optimum's in every onnxruntime measured."""
+    t, lt, label = res["models"][TEACHER], res["models"][LITERT], "@ litert"
+    d, lo, hi = paired_ci(correct[LITERT], correct[TEACHER])
+    d_o, lo_o, hi_o = paired_ci(correct[LITERT], correct[OPTIMUM])
+    out = {
+        f"accuracy_ratio {label}": {
+            "value": lt["accuracy"] / t["accuracy"],
+            "target": TARGETS["accuracy_ratio"],
+            "diff_vs_teacher": [d, lo, hi],
+        },
+        f"smaller {label}": {"value": t["size_bytes"] / lt["size_bytes"], "target": TARGETS["smaller"]},
+        f"vs_optimum_size {label}": {"value": lt["size_bytes"] / res["models"][OPTIMUM]["size_bytes"], "target": 1.0},
+        f"vs_optimum_accuracy {label}": {"diff": [d_o, lo_o, hi_o]},
+        f"faster_real {label}": {"value": t["p50_ms_real"] / lt["p50_ms_real"], "target": TARGETS["faster"]},
+        f"faster_128 {label}": {"value": t["p50_ms_128"] / lt["p50_ms_128"], "target": TARGETS["faster"]},
+    }
+    optimums = {res["host_onnxruntime"]: res["models"][OPTIMUM]}
+    optimums.update({v: side[OPTIMUM] for v, side in res["side_runtimes"].items()})
+    for version, o in optimums.items():
+        for length in ("real", "128"):
+            out[f"vs_optimum_latency_{length} {label} vs Optimum @ ort {version}"] = {
+                "value": lt[f"p50_ms_{length}"] / o[f"p50_ms_{length}"],
+                "target": TARGETS["vs_optimum_latency"],
+            }
+    return out
 
 
 def _latency_checks(t: dict, side: dict, version: str) -> dict:
@@ -276,7 +346,7 @@ def _latency_checks(t: dict, side: dict, version: str) -> dict:
 
 
 def _verdict(name: str, c: dict) -> str:
-    if name == "vs_optimum_accuracy":
+    if name.startswith("vs_optimum_accuracy"):
         d, lo, hi = c["diff"]
         if lo > 0:
             return "met (better, outside noise)"
@@ -306,7 +376,9 @@ def markdown(res: dict) -> str:
     ]
     host = res.get("host_onnxruntime", "host")
     for n, m in res["models"].items():
-        where = "" if n == TEACHER else f", onnxruntime {host} (this machine's)"
+        where = {TEACHER: "", LITERT: f", ai-edge-litert {m.get('runtime_version')} (XNNPACK)"}.get(
+            n, f", onnxruntime {host} (this machine's)"
+        )
         rows.append(f"| {n}{where} | {m['size_bytes'] / 1e6:.1f} | {m['accuracy']:.4f} | {m['macro_f1']:.4f} | "
                     f"{m['p50_ms_real']:.2f} | {m['p50_ms_128']:.2f} |")  # fmt: skip
     for version, side in res.get("side_runtimes", {}).items():
@@ -315,7 +387,7 @@ def markdown(res: dict) -> str:
                         f"{m['accuracy']:.4f} | {m['macro_f1']:.4f} | {m['p50_ms_real']:.2f} | {m['p50_ms_128']:.2f} |")  # fmt: skip
     rows += ["", "| target | value | goal | verdict |", "|---|---:|---:|---|"]
     for name, c in res["checks"].items():
-        if name == "vs_optimum_accuracy":
+        if name.startswith("vs_optimum_accuracy"):
             d, lo, hi = c["diff"]
             value = f"{d * 100:+.2f} pt (95% CI {lo * 100:+.2f} … {hi * 100:+.2f})"
             goal = ">= Optimum"

@@ -224,3 +224,34 @@ def test_recover_int8_table_has_a_row_per_precision():
     md = markdown({"run": "r", "steps": [{"method": "recover"}], "rows": rows, "command": "x"})
     assert "| int8 | int8 | 100.0 | 80.0 | 50.0 | 0.8100 | +0.0100 | 0.8300 |" in md
     assert "one test text of 1276 is 0.08 pt" in md
+
+
+def test_targets_checks_the_litert_build_against_every_optimum_timed():
+    from targets import LITERT, OPTIMUM, PHONE, TEACHER, checks, markdown
+
+    def model(size, acc, real, l128, **extra):
+        return {"size_bytes": size, "accuracy": acc, "macro_f1": acc, "p50_ms_real": real, "p50_ms_128": l128, **extra}
+
+    res = {"run": "r", "n_test": 4, "real_length_median_tokens": 20, "host_onnxruntime": "1.32.0"}
+    res["models"] = {
+        TEACHER: model(100e6, 1.0, 10.0, 40.0),
+        PHONE: model(9e6, 1.0, 1.0, 4.5),
+        OPTIMUM: model(18e6, 1.0, 2.5, 11.0),
+        LITERT: model(11e6, 0.75, 0.8, 3.9, runtime_version="2.3.0"),
+    }
+    res["side_runtimes"] = {"1.22.0": {PHONE: model(9e6, 1.0, 0.9, 4.3), OPTIMUM: model(18e6, 1.0, 1.3, 6.0)}}
+    res["recipe_seconds"] = {"total": 600.0}
+    right = np.ones(4, dtype=bool)
+    correct = {TEACHER: right, PHONE: right, OPTIMUM: right, LITERT: np.array([True, True, True, False])}
+    c = checks(res, correct)
+    assert c["faster_128 @ litert"]["value"] == pytest.approx(40 / 3.9)
+    assert c["smaller @ litert"]["value"] == pytest.approx(100 / 11)
+    assert c["vs_optimum_latency_128 @ litert vs Optimum @ ort 1.22.0"]["value"] == pytest.approx(3.9 / 6.0)
+    assert c["vs_optimum_latency_real @ litert vs Optimum @ ort 1.32.0"]["value"] == pytest.approx(0.8 / 2.5)
+    assert c["accuracy_ratio @ litert"]["diff_vs_teacher"][0] == pytest.approx(-0.25)
+    res["checks"] = c
+    md = markdown(res)
+    assert f"| {LITERT}, ai-edge-litert 2.3.0 (XNNPACK) | 11.0 | 0.7500 |" in md
+    assert "| faster_128 @ litert | 10.256 | 10.0 | met |" in md
+    assert "| smaller @ litert | 9.091 | 10.0 | NOT met |" in md
+    assert "| vs_optimum_latency_128 @ litert vs Optimum @ ort 1.22.0 | 0.650 | 0.5 | NOT met |" in md
