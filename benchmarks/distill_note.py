@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from results_io import write_results
+from results_io import provenance, write_results
 
 # name -> (description, DistillConfig overrides)
 VARIANTS: dict[str, tuple[str, dict]] = {
@@ -135,9 +135,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(json.dumps(rows[-1]), file=sys.stderr)
         teacher_side = m["teacher"]
     result = {
-        "benchmark": "distill_note",
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
+        **provenance("distill_note", argv),
         "teacher": {
             "path": str(teacher),
             "model": t_manifest["config"].get("model"),

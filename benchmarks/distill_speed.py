@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from results_io import write_results
+from results_io import provenance, write_results
 
 
 def seed_distill(teacher_dir: Path, layers: list[int], train, test, args) -> dict:
@@ -246,9 +246,7 @@ def main(argv: list[str] | None = None) -> dict:
     ours = variants[args.teacher_precision[0]]
 
     result = {
-        "benchmark": "distill_speed",
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
+        **provenance("distill_speed", argv),
         "setup": {
             "teacher": str(teacher_dir),
             "layers": layers,

@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from results_io import write_results
+from results_io import provenance, write_results
 
 PRECISIONS = ("fp32", "int8")
 
@@ -62,9 +62,7 @@ def main(argv: list[str] | None = None) -> dict:
             rows.append(one_run(base, precision, Path(tmp) / precision))
             print(f"{precision}: {rows[-1]['wall_seconds']:.1f} s", file=sys.stderr)
     result = {
-        "benchmark": "recover_int8",
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
+        **provenance("recover_int8", argv),
         "run": str(run_dir),
         "steps": base["steps"],
         "rows": rows,

@@ -14,10 +14,9 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from results_io import write_results
+from results_io import provenance, write_results
 
 
 def one_pass(model, tok, texts, precision: str, folder: Path, args) -> tuple[float, object, dict | None]:
@@ -137,9 +136,7 @@ def main(argv: list[str] | None = None) -> dict:
             {"threads": threads, "seconds": seconds, "median_seconds": med, "speedup": med["fp32"] / med["int8"]}
         )
     result = {
-        "benchmark": "teacher_int8",
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
+        **provenance("teacher_int8", argv),
         "setup": {
             "teacher": str(folder),
             "parameters": sum(t.numel() for t in model.parameters()),
