@@ -576,12 +576,11 @@ def _teacher_logits(model, teacher_dir, train_split, max_length: int, precision:
         )
     check = None
     if teacher_pass_precision(precision, "cpu") == "int8":  # recovery trains on CPU
-        s = train_split
         teacher, check = int8_teacher(
             teacher,
             teacher_tok,
-            s.texts,
-            s.pairs,
+            train_split.texts,
+            train_split.pairs,
             max_length=max_length,
             temperature=RECOVERY_TEMPERATURE,
             log=log or (lambda m: None),
