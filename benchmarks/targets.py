@@ -276,20 +276,9 @@ def measure(run_dir: Path, work: Path, args) -> dict:
 
 
 def checks(res: dict, correct: dict) -> dict:
-    kt, kp, ko = TEACHER, PHONE, OPTIMUM
-    t = res["models"][kt]
-    d_t, lo_t, hi_t = paired_ci(correct[kp], correct[kt])
-    d_o, lo_o, hi_o = paired_ci(correct[kp], correct[ko])
-    total = res["recipe_seconds"]["total"]
+    t, total = res["models"][TEACHER], res["recipe_seconds"]["total"]
     return {
-        "accuracy_ratio": {
-            "value": res["models"][kp]["accuracy"] / t["accuracy"],
-            "target": TARGETS["accuracy_ratio"],
-            "diff_vs_teacher": [d_t, lo_t, hi_t],
-        },  # fmt: skip
-        "smaller": {"value": t["size_bytes"] / res["models"][kp]["size_bytes"], "target": TARGETS["smaller"]},
-        "vs_optimum_size": {"value": res["models"][kp]["size_bytes"] / res["models"][ko]["size_bytes"], "target": 1.0},
-        "vs_optimum_accuracy": {"diff": [d_o, lo_o, hi_o]},
+        **_accuracy_and_size_checks(res, correct, PHONE, ""),
         "recipe_minutes": {"value": total / 60 if total else None, "target": TARGETS["recipe_minutes"]},
         **_latency_checks(t, res["models"], res["host_onnxruntime"]),
         **{
@@ -299,49 +288,62 @@ def checks(res: dict, correct: dict) -> dict:
     }
 
 
+def _accuracy_and_size_checks(res: dict, correct: dict, name: str, suffix: str) -> dict:
+    """Model ``name`` against the teacher (accuracy ratio with its paired interval, how much smaller) and
+    against Optimum's graph (size, accuracy); each key ends in ``suffix``."""
+    t, m, o = res["models"][TEACHER], res["models"][name], res["models"][OPTIMUM]
+    return {
+        f"accuracy_ratio{suffix}": {
+            "value": m["accuracy"] / t["accuracy"],
+            "target": TARGETS["accuracy_ratio"],
+            "diff_vs_teacher": list(paired_ci(correct[name], correct[TEACHER])),
+        },
+        f"smaller{suffix}": {"value": t["size_bytes"] / m["size_bytes"], "target": TARGETS["smaller"]},
+        f"vs_optimum_size{suffix}": {"value": m["size_bytes"] / o["size_bytes"], "target": 1.0},
+        f"vs_optimum_accuracy{suffix}": {"diff": list(paired_ci(correct[name], correct[OPTIMUM]))},
+    }
+
+
 def _litert_checks(res: dict, correct: dict) -> dict:
     """The same targets for the LiteRT build; its latency against Optimum's in every onnxruntime measured."""
-    t, lt, label = res["models"][TEACHER], res["models"][LITERT], "@ litert"
-    d, lo, hi = paired_ci(correct[LITERT], correct[TEACHER])
-    d_o, lo_o, hi_o = paired_ci(correct[LITERT], correct[OPTIMUM])
-    out = {
-        f"accuracy_ratio {label}": {
-            "value": lt["accuracy"] / t["accuracy"],
-            "target": TARGETS["accuracy_ratio"],
-            "diff_vs_teacher": [d, lo, hi],
-        },
-        f"smaller {label}": {"value": t["size_bytes"] / lt["size_bytes"], "target": TARGETS["smaller"]},
-        f"vs_optimum_size {label}": {"value": lt["size_bytes"] / res["models"][OPTIMUM]["size_bytes"], "target": 1.0},
-        f"vs_optimum_accuracy {label}": {"diff": [d_o, lo_o, hi_o]},
-        f"faster_real {label}": {"value": t["p50_ms_real"] / lt["p50_ms_real"], "target": TARGETS["faster"]},
-        f"faster_128 {label}": {"value": t["p50_ms_128"] / lt["p50_ms_128"], "target": TARGETS["faster"]},
-    }
+    t, lt = res["models"][TEACHER], res["models"][LITERT]
     optimums = {res["host_onnxruntime"]: res["models"][OPTIMUM]}
     optimums.update({v: side[OPTIMUM] for v, side in res["side_runtimes"].items()})
-    for version, o in optimums.items():
-        for length in ("real", "128"):
-            out[f"vs_optimum_latency_{length} {label} vs Optimum @ ort {version}"] = {
-                "value": lt[f"p50_ms_{length}"] / o[f"p50_ms_{length}"],
-                "target": TARGETS["vs_optimum_latency"],
-            }
-    return out
+    return {
+        **_accuracy_and_size_checks(res, correct, LITERT, " @ litert"),
+        **_faster_checks(t, lt, " @ litert"),
+        **{
+            k: v
+            for version, o in optimums.items()
+            for k, v in _vs_optimum_latency_checks(lt, o, f" @ litert vs Optimum @ ort {version}").items()
+        },
+    }
 
 
 def _latency_checks(t: dict, side: dict, version: str) -> dict:
     """The latency targets with the ONNX Runtime models timed in onnxruntime ``version`` (the teacher
     stays PyTorch, timed beside the host runtime's models)."""
-    p, o = side[PHONE], side[OPTIMUM]
+    suffix = f" @ ort {version}"
+    return {**_faster_checks(t, side[PHONE], suffix), **_vs_optimum_latency_checks(side[PHONE], side[OPTIMUM], suffix)}
+
+
+def _faster_checks(t: dict, m: dict, suffix: str) -> dict:
     return {
-        f"faster_real @ ort {version}": {"value": t["p50_ms_real"] / p["p50_ms_real"], "target": TARGETS["faster"]},
-        f"faster_128 @ ort {version}": {"value": t["p50_ms_128"] / p["p50_ms_128"], "target": TARGETS["faster"]},
-        f"vs_optimum_latency_real @ ort {version}": {
-            "value": p["p50_ms_real"] / o["p50_ms_real"],
+        f"faster_{length}{suffix}": {
+            "value": t[f"p50_ms_{length}"] / m[f"p50_ms_{length}"],
+            "target": TARGETS["faster"],
+        }
+        for length in ("real", "128")
+    }
+
+
+def _vs_optimum_latency_checks(m: dict, o: dict, suffix: str) -> dict:
+    return {
+        f"vs_optimum_latency_{length}{suffix}": {
+            "value": m[f"p50_ms_{length}"] / o[f"p50_ms_{length}"],
             "target": TARGETS["vs_optimum_latency"],
-        },
-        f"vs_optimum_latency_128 @ ort {version}": {
-            "value": p["p50_ms_128"] / o["p50_ms_128"],
-            "target": TARGETS["vs_optimum_latency"],
-        },
+        }
+        for length in ("real", "128")
     }
 
 
