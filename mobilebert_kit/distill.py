@@ -496,7 +496,8 @@ def _teacher_outputs(job: _Job, device, log, progress: bool = False) -> _Cached:
     files = [train.path]
     if unlabeled:
         unl_slot = {**slot, "role": "unlabeled", "source": cfg.unlabeled}
-        extra = teacher_outputs(model, tok, unlabeled, None, slot=unl_slot, **text)
+        # the training text's INT8 check decides this pass too (same teacher, same run): not checked twice
+        extra = teacher_outputs(model, tok, unlabeled, None, slot=unl_slot, checked=train.int8_check, **text)
         train, files = train + extra, [*files, extra.path]
     val, test = ds.splits["validation"], ds.splits["test"]
     pairs = (val.pairs or []) + (test.pairs or []) if train_split.pairs else None

@@ -61,6 +61,16 @@ def int8_teacher(model, tokenizer, texts, pairs, *, max_length: int, temperature
     return model, _report("fp32", len(idx), [], tried)
 
 
+def int8_as_checked(model, report: dict):
+    """``model`` as an earlier :func:`int8_teacher` check on it decided: the same INT8 copy (same layers kept
+    fp32), or ``model`` itself when that check fell back to fp32. ``model`` is never modified."""
+    from mobilebert_kit.devices import int8_linear
+
+    if report.get("precision") != "int8":
+        return model
+    return int8_linear(model, keep_fp32=list(report.get("fp32_layers") or []))
+
+
 def soft_label_kl(ref: np.ndarray, other: np.ndarray, temperature: float) -> float:
     """Mean KL(softmax(ref/T) || softmax(other/T)) over the rows."""
     p, q = _log_softmax(ref / temperature), _log_softmax(other / temperature)

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from mobilebert_kit.int8_teacher import MAX_KL, int8_teacher
+from mobilebert_kit.int8_teacher import MAX_KL, int8_as_checked, int8_teacher
 
 CACHE_FORMAT = "1"
 
@@ -84,12 +84,14 @@ def teacher_outputs(
     progress: bool = False,
     precision: str = "fp32",
     temperature: float = 3.0,
+    checked: dict | None = None,
 ) -> TeacherOutputs:
     """The teacher's outputs for ``texts``, from the cache when its key matches, else computed
     once and written atomically. ``slot`` names the cache file (teacher path, role of the data);
     the key stored inside covers everything the outputs depend on. ``precision`` ``int8`` runs the
     pass with dynamic INT8 Linear layers (CPU; the caller resolves it with the device), checked against
-    the fp32 teacher's soft labels at ``temperature`` on a sample first."""
+    the fp32 teacher's soft labels at ``temperature`` on a sample first; ``checked``, the report of a check
+    already made on this teacher (another text of the same run), is applied instead of checking again."""
     what: dict[str, Any] = {"logits": True, "hidden_layers": hidden_layers, "attention_layers": attention_layers}
     if precision != "fp32":  # fp32 keys stay as they were, so existing caches still hit
         what.update(precision=precision, temperature=temperature, max_kl=MAX_KL)
@@ -109,7 +111,9 @@ def teacher_outputs(
     else:
         log(f"teacher cache: computing teacher outputs for {len(texts)} texts -> {path}")
     check = None
-    if precision == "int8":
+    if precision == "int8" and checked:
+        teacher, check = int8_as_checked(teacher, checked), checked
+    elif precision == "int8":
         teacher, check = int8_teacher(
             teacher, tokenizer, texts, pairs, max_length=max_length, temperature=temperature, log=log
         )
