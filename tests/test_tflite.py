@@ -99,6 +99,16 @@ def test_fp32_export_meta_and_verify(tflite_export):
 
 
 @needs_litert
+def test_export_drops_internal_tensor_names_and_keeps_signatures(tflite_export):
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model(str(tflite_export / "fp32" / "tflite" / "model.tflite"))
+    assert all(not t.name for sg in model.subgraphs for t in sg.tensors)
+    names = {s.signatureKey.decode(): sorted(t.name.decode() for t in s.inputs) for s in model.signatureDefs}
+    assert names == {f"seq_{n}": ["attention_mask", "input_ids", "token_type_ids"] for n in (16, 32)}
+
+
+@needs_litert
 @pytest.mark.slow
 def test_int8_export_guard_verify_and_package(tflite_export, cli, tmp_path):
     out = export_and_verify(tflite_export / "model", tmp_path / "int8", int8=True)
