@@ -14,6 +14,7 @@ import importlib.util
 import json
 import logging
 import random
+import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +54,14 @@ class DataConfig(StageConfig):
             p.append("validation_fraction + test_fraction must leave at least 10% for training")
         check_range(p, "max_train_examples", self.max_train_examples, 1)
         check_range(p, "max_eval_examples", self.max_eval_examples, 1)
+        if self.text_column == self.label_column:
+            p.append(
+                f"text_column and label_column are both '{self.text_column}': the model would read its answer; "
+                "set --text-column to the column with the text"
+            )
+        for role, col in (("text_column", self.text_column), ("label_column", self.label_column)):
+            if self.text_pair_column == col:
+                p.append(f"text_pair_column is '{col}', the same as {role}; pair a different column or leave it unset")
         return p
 
 
@@ -247,6 +256,7 @@ def warn_about_splits(ds: TextDataset, cfg: DataConfig) -> None:
         overlap = sum(t in train for t in texts)
         if overlap and not same:
             warn(f"{overlap} of {len(texts)} {name} texts also appear in the training data; its accuracy is optimistic")
+    _warn_absent_classes(ds)
     sizes = {name: len(s.texts) for name, s in splits.items()}
     if sizes["train"] < 100 or min(sizes["validation"], sizes["test"]) < 50:
         smallest = min(sizes["validation"], sizes["test"]) or 1
@@ -254,6 +264,21 @@ def warn_about_splits(ds: TextDataset, cfg: DataConfig) -> None:
             f"small splits after cleaning (train {sizes['train']}, validation {sizes['validation']}, "
             f"test {sizes['test']}): one example is {100 / smallest:.1f} pt of accuracy, so differences are mostly noise"
         )
+
+
+def _warn_absent_classes(ds: TextDataset) -> None:
+    """A class with no example in an evaluation split still counts in its macro-F1, as an F1 of 0 (metrics.py);
+    rare classes (under ~6 rows) get none from the stratified split."""
+    k = ds.num_labels
+    for name, flag in (("validation", "--validation-data"), ("test", "--test-data")):
+        present = set(ds.splits[name].labels)
+        absent = [label for i, label in enumerate(ds.label_names) if i not in present]
+        if absent:
+            warn(
+                f"the {name} split has no examples of {', '.join(absent)}; macro-F1 averages every class and counts "
+                f"an absent one as 0, so {name} macro-F1 is at most {(k - len(absent)) / k:.2f}: "
+                f"add rows of {'that class' if len(absent) == 1 else 'those classes'} or pass {flag} with some"
+            )
 
 
 def _to_split(recs: list, label_names: list[str], cfg: DataConfig) -> Split:
@@ -268,9 +293,23 @@ def _label_names(labels: list, where: Path) -> list[str]:
     uniq = {str(x) for x in labels}
     if len(uniq) < 2:
         raise DataError(f"{where} has a single class ({next(iter(uniq))}); a classifier needs at least two labels")
+    _warn_case_variants(uniq, where)
     if all(_is_int(x) for x in uniq):
         return [str(v) for v in sorted(int(x) for x in uniq)]
     return sorted(uniq)
+
+
+def _warn_case_variants(labels: set[str], where: Path) -> None:
+    """Labels that differ only in case stay separate classes (a user may mean them so), but the user should know."""
+    by_folded: dict[str, list[str]] = defaultdict(list)
+    for label in sorted(labels):
+        by_folded[label.casefold()].append(label)
+    variants = ["/".join(group) for group in by_folded.values() if len(group) > 1]
+    if variants:
+        warn(
+            f"{where}: labels that differ only in case are separate classes: {', '.join(variants)}; "
+            "if they mean the same class, normalise them in the file"
+        )
 
 
 def _is_int(s: str) -> bool:
@@ -319,9 +358,9 @@ def read_rows(path: Path) -> tuple[list[dict], list[str]]:
     if not (suffix.startswith(".json") or suffix.startswith(".csv") or suffix.startswith(".tsv")):
         raise DataError(f"{path}: unsupported file type '{path.suffix}'; use .csv, .tsv, .jsonl or .json")
     if path.suffix == ".gz":
-        handle = gzip.open(path, "rt", encoding="utf-8")
+        handle = gzip.open(path, "rt", encoding="utf-8-sig")  # -sig: drop the BOM Excel writes
     else:
-        handle = open(path, encoding="utf-8", newline="")  # noqa: SIM115 - closed by the with below
+        handle = open(path, encoding="utf-8-sig", newline="")  # noqa: SIM115 - closed by the with below
     try:
         with handle as f:
             if is_json:
@@ -335,23 +374,99 @@ def read_rows(path: Path) -> tuple[list[dict], list[str]]:
         raise DataError(f"{path} is not UTF-8 text; re-save it as UTF-8") from e
 
 
+# .tsv is read without quote processing (csv.QUOTE_NONE), one row per line: most tools that write TSV (GLUE/SST
+# files, `paste`, database dumps) do not quote, and with quoting on, a text that merely starts with a quote swallows
+# every row up to the next quote. A field wholly wrapped in quotes with its inner quotes doubled (what pandas and
+# csv.writer write for a text holding a quote) is still unwrapped. The cost: a TSV text cannot hold a tab or a
+# newline (a quoted text that spans lines is refused, not misread); such data belongs in .csv or .jsonl.
+_QUOTED_FIELD = re.compile(r'"((?:[^"]|"")*)"', re.DOTALL)
+_NEWLINE = re.compile(r"\r\n?|\n")
+
+
 def _csv_rows(f, path: Path, delimiter: str) -> tuple[list[dict], list[str]]:
     """Rows of a CSV/TSV file; a row with more fields than the header is an error, not a silent shift."""
     csv.field_size_limit(1 << 30)  # the default 131,072 characters refuses long reviews JSONL takes
-    reader = csv.DictReader(f, delimiter=delimiter)
-    rows = []
+    tsv = delimiter == "\t"
+    reader = csv.DictReader(f, delimiter=delimiter, quoting=csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL)
+    if tsv and reader.fieldnames:
+        reader.fieldnames = [_unquote(name) for name in reader.fieldnames]
+    rows: list[dict] = []
+    spans: dict[int, tuple[int, int]] = {}  # row index -> (first line, last line), for rows over several lines
+    last_line = reader.line_num
     try:
         for row in reader:
+            if reader.line_num - last_line > 1:
+                # blank lines before a row count in line_num; at EOF an open quote holds the last line break
+                breaks = sum(len(_NEWLINE.findall(v)) for v in row.values() if isinstance(v, str))
+                spans[len(rows)] = (max(last_line + 1, reader.line_num - breaks), reader.line_num)
+            last_line = reader.line_num
             if None in row:
-                sep = "tab" if delimiter == "\t" else "comma"
-                raise DataError(
-                    f"{path} line {reader.line_num} has more fields than the header ({len(reader.fieldnames or [])}); "
-                    f'a text with an unquoted {sep}? Quote such texts ("...") or use .jsonl'
-                )
-            rows.append(row)
+                raise _extra_fields_error(path, reader, tsv, spans.get(len(rows)))
+            rows.append(_tsv_row(row, path, reader.line_num) if tsv else row)
     except csv.Error as e:
         raise DataError(f"{path} line {reader.line_num} is not valid CSV ({e}); fix the quoting or use .jsonl") from e
+    if spans and not tsv:
+        _refuse_swallowed_rows(rows, spans, path, delimiter, list(reader.fieldnames or []))
     return rows, list(reader.fieldnames or [])
+
+
+def _extra_fields_error(path: Path, reader, tsv: bool, span: tuple[int, int] | None) -> DataError:
+    if tsv:
+        hint = "a text with a tab? .tsv is read without quoting, so a text cannot hold a tab: replace it or use .jsonl"
+    else:
+        hint = 'a text with an unquoted comma? Quote such texts ("...") or use .jsonl'
+    if span and span[0] < span[1]:
+        hint += f"; this row starts at line {span[0]}: an unclosed quote there?"
+    return DataError(
+        f"{path} line {reader.line_num} has more fields than the header ({len(reader.fieldnames or [])}); {hint}"
+    )
+
+
+def _unquote(value: str | None) -> str | None:
+    m = _QUOTED_FIELD.fullmatch(value) if value else None
+    return m.group(1).replace('""', '"') if m else value
+
+
+def _tsv_row(row: dict, path: Path, line: int) -> dict:
+    present = [v for v in row.values() if v is not None]
+    last = present[-1] if present else ""
+    if len(present) < len(row) and last.startswith('"') and not _QUOTED_FIELD.fullmatch(last):
+        raise DataError(
+            f'{path} line {line}: a text opens a quote (") and the line ends before the other columns: a quoted '
+            "text that spans lines? .tsv is read one row per line without quoting; put the text on one line, "
+            "or save the file as .csv or .jsonl"
+        )
+    return {k: _unquote(v) for k, v in row.items()}
+
+
+def _refuse_swallowed_rows(
+    rows: list[dict], spans: dict[int, tuple[int, int]], path: Path, delimiter: str, columns: list[str]
+) -> None:
+    """An unclosed quote makes the csv module read on to the next quote (or the end of the file) as one text,
+    silently losing the rows in between. Refuse a text whose lines look like this file's rows: the right number
+    of fields, one of them a value its column holds elsewhere (a label). Quoted paragraphs or a poem pass;
+    so does everything in a one-column file, where nothing tells the two apart."""
+    if len(columns) < 2:
+        return
+    known = [{str(r.get(c) or "").strip() for r in rows} - {""} for c in columns]
+    for index, (line, end_line) in spans.items():
+        row = rows[index]
+        for column in columns:
+            value = row.get(column) or ""
+            embedded = [ln for ln in _NEWLINE.split(value)[1:] if ln.strip()]
+            rowlike = sum(_looks_like_row(ln, delimiter, known) for ln in embedded)
+            # a short row (the quote ran to the end of the file) needs less evidence
+            if rowlike >= (2 if None in row.values() else 3) and rowlike >= 0.8 * len(embedded):
+                raise DataError(
+                    f'{path} line {line}: a quote (") opens a text that runs on to line {end_line}, swallowing '
+                    f'{rowlike} lines that look like rows; close the quote or escape it as ""'
+                )
+            line += len(_NEWLINE.findall(value))
+
+
+def _looks_like_row(line: str, delimiter: str, known: list[set[str]]) -> bool:
+    parts = [p.strip() for p in line.split(delimiter)]
+    return len(parts) == len(known) and all(parts) and any(p in seen for p, seen in zip(parts, known))
 
 
 def _json_array(f, path: Path) -> list[dict]:
@@ -383,6 +498,8 @@ def _json_lines(lines, path: Path) -> list[dict]:
 def _require_columns(path: Path, columns: list[str], needed: list[tuple[str, str]]) -> None:
     """Each ``(column, cli flag)`` in ``needed`` must be among ``columns``."""
     for col, flag in needed:
+        if columns.count(col) > 1:  # csv.DictReader would silently keep the last one
+            raise DataError(f"duplicate column '{col}' in the header of {path}; rename one")
         if col not in columns:
             raise DataError(
                 f"{path} has no column '{col}'{did_you_mean(col, columns)}; columns are: {', '.join(map(str, columns))}; "
@@ -404,30 +521,53 @@ def _read_records(path: Path, cfg: DataConfig) -> list[tuple[str, object, str | 
         needed.append((cfg.text_pair_column, "--text-pair-column"))
     _require_columns(path, columns, needed)
     out = [rec for rec in (_record(r, cfg, f"{path} row {i}") for i, r in enumerate(rows, 1)) if rec is not None]
+    pair = bool(cfg.text_pair_column)
     if not out:
-        raise DataError(
-            f"{path}: every row has an empty '{cfg.text_column}' or '{cfg.label_column}'; nothing to train on"
-        )
+        columns = f"'{cfg.text_column}', '{cfg.text_pair_column}'" if pair else f"'{cfg.text_column}'"
+        raise DataError(f"{path}: every row has an empty {columns} or '{cfg.label_column}'; nothing to train on")
     if len(out) < len(rows):
-        warn(f"{path}: {len(rows) - len(out)} of {len(rows)} rows have an empty text or label and were dropped")
+        empty = "text, pair or label" if pair else "text or label"
+        warn(f"{path}: {len(rows) - len(out)} of {len(rows)} rows have an empty {empty} and were dropped")
     return out
 
 
 def _record(row: dict, cfg: DataConfig, where: str) -> tuple[str, str, str | None] | None:
-    text, label = row.get(cfg.text_column), row.get(cfg.label_column)
-    pair = row.get(cfg.text_pair_column) if cfg.text_pair_column else None
-    if text is None or not str(text).strip() or label is None or str(label).strip() == "":
+    text = _text(_cell(row, cfg.text_column, "text", where))
+    label = _label(_cell(row, cfg.label_column, "label", where), where)
+    pair = _text(_cell(row, cfg.text_pair_column, "text pair", where)) if cfg.text_pair_column else None
+    if not text or not label or pair == "":
         return None
-    for what, value in (("text", text), ("label", label)):
-        if isinstance(value, (list, dict)):
-            kind = "array" if isinstance(value, list) else "object"
-            allowed = "strings or integers" if what == "label" else "strings"
-            raise DataError(f"{where}: the {what} is a JSON {kind}; {what}s must be {allowed}")
-    if any(ord(c) < 32 for c in str(label)):
-        raise DataError(f"{where}: the label {str(label)!r} contains a control character (NUL?); clean the file")
-    if not isinstance(label, str) and isinstance(label, (int, float)) and float(label).is_integer():
-        label = int(label)  # JSON 1.0 / true -> "1"
-    return str(text).strip(), str(label).strip(), None if pair is None else str(pair)
+    return text, label, pair
+
+
+def _cell(row: dict, column: str, what: str, where: str) -> object:
+    """One cell of a row (None when missing); a JSON array or object is an error, not its Python repr."""
+    value = row.get(column)
+    if isinstance(value, (list, dict)):
+        kind = "array" if isinstance(value, list) else "object"
+        allowed = "strings or integers" if what == "label" else "strings"
+        raise DataError(f"{where}: the {what} is a JSON {kind}; {what}s must be {allowed} (column '{column}')")
+    return value
+
+
+def _text(value: object) -> str:
+    return "" if value is None else str(value).strip()
+
+
+_INTEGRAL_FLOAT = re.compile(r"[+-]?\d+\.0*")
+
+
+def _label(value: object, where: str) -> str:
+    """The class name of a label cell: integral floats become integers in every format, so CSV "1.0",
+    JSON 1.0 and JSON 1 are one class."""
+    if isinstance(value, bool) or (isinstance(value, float) and value.is_integer()):
+        value = int(value)  # JSON 1.0 / true -> "1"
+    label = _text(value)
+    if any(ord(c) < 32 for c in label):
+        raise DataError(f"{where}: the label {label!r} contains a control character (NUL?); clean the file")
+    if _INTEGRAL_FLOAT.fullmatch(label):
+        label = str(int(label.partition(".")[0]))
+    return label
 
 
 def read_unlabeled(source: str, ds: TextDataset, data: DataConfig) -> list[str]:
@@ -441,19 +581,23 @@ def read_unlabeled(source: str, ds: TextDataset, data: DataConfig) -> list[str]:
             )
         return list(ds.unlabeled)
     path = Path(source).expanduser()
+    if path.is_dir():
+        raise DataError(f"--unlabeled {source} is a folder; pass a .txt/.csv/.tsv/.jsonl file or 'builtin'")
     if not path.is_file():
         raise DataError(f"unlabeled text file {source} does not exist; pass a .txt/.csv/.tsv/.jsonl file or 'builtin'")
+    if path.stat().st_size == 0:
+        raise DataError(f"unlabeled text file {source} is empty; it needs one text per line (or a header and rows)")
     if path.suffix in (".txt", ""):
         try:
             # one text per line; read_text already turns CRLF (and CR) into "\n". Not str.splitlines(): it also
             # breaks a text at U+2028, U+0085 (NEL, common in text converted from cp1252) and form feeds inside it
-            texts = path.read_text(encoding="utf-8").split("\n")
+            texts = path.read_text(encoding="utf-8-sig").split("\n")
         except UnicodeDecodeError as e:
             raise DataError(f"{path} is not UTF-8 text; re-save it as UTF-8") from e
     elif path.suffix in (".csv", ".tsv", ".jsonl", ".json"):
         rows, columns = read_rows(path)
         _require_columns(path, columns, [(data.text_column, "--text-column")])
-        texts = [str(r.get(data.text_column) or "") for r in rows]
+        texts = [_text(_cell(r, data.text_column, "text", f"{path} row {i}")) for i, r in enumerate(rows, 1)]
     else:
         raise DataError(f"{path}: unsupported unlabeled file type '{path.suffix}'; use .txt, .csv, .tsv or .jsonl")
     texts = [t.strip() for t in texts if t and t.strip()]
