@@ -18,7 +18,7 @@ import platform
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +67,9 @@ def check_output_dir(
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise ArtifactError(f"output path {path} exists and is not a folder; remove it or choose another --output")
+    blocking = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise ArtifactError(f"output path {path} lies under {blocking}, which is a file; choose another --output")
     if not (path.is_dir() and any(path.iterdir())):
         return path
     if not overwrite:
@@ -84,6 +87,35 @@ def check_output_dir(
             f"--overwrite refused: {path} holds this command's input {held[0]}; move it out or choose another --output"
         )
     return path
+
+
+def not_a_folder(path: str | os.PathLike, what: str) -> str:
+    """The start of the error line for a folder argument that is no folder: "WHAT PATH does not exist", or
+    "... is a file, not a folder" (a file named where a folder belongs is not missing)."""
+    path = Path(path)
+    return f"{what} {path} is a file, not a folder" if path.exists() else f"{what} {path} does not exist"
+
+
+def check_scratch_dir(path: str | os.PathLike, mine: Callable[[Path], bool], flag: str = "") -> Path:
+    """Fail early when a working folder a stage creates beside its output and deletes at the end
+    (``<output>.ckpt``, ``<output>.trials``) already holds something ``mine`` does not recognise, or is a
+    file: deleting it later would delete the user's files. Hidden temp entries (``.*.tmp*``, ``.*.old-*``)
+    are mbk's own."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ArtifactError(f"{path} exists and is not a folder; mbk keeps its working files there: move it")
+    if path.is_dir():
+        foreign = [p for p in sorted(path.iterdir()) if not (_is_temp_entry(p) or mine(p))]
+        if foreign:
+            raise ArtifactError(
+                f"{path} holds {foreign[0].name}, which mbk did not write; mbk keeps {flag or 'its working files'} "
+                "there and deletes the folder when done: move your files out or choose another --output"
+            )
+    return path
+
+
+def _is_temp_entry(p: Path) -> bool:
+    return p.name.startswith(".") and (".tmp" in p.name or ".old-" in p.name)
 
 
 def _is_within(child: Path, folder: Path) -> bool:

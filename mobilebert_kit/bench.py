@@ -25,6 +25,7 @@ from mobilebert_kit.artifacts import (
     check_output_dir,
     folder_size,
     library_versions,
+    not_a_folder,
     read_json,
     staged_output,
     write_json,
@@ -171,7 +172,7 @@ def _exported_defaults(export_dir: Path, models: list[str]) -> list[str]:
     if not present and not models:
         if not export_dir.is_dir():
             raise ArtifactError(
-                f"export folder {export_dir} does not exist; run `mbk export` first or pass --export-dir"
+                f"{not_a_folder(export_dir, 'export folder')}; run `mbk export` first or pass --export-dir"
             )
         raise ArtifactError(
             f"{export_dir} holds none of the formats bench times by default ({', '.join(_default_formats())}); "
@@ -258,7 +259,7 @@ def run(config: BenchConfig, ctx: RunContext | None = None) -> StageResult:
 
 
 def _run(config: BenchConfig, ctx: RunContext) -> StageResult:
-    check_output_dir(config.output, ctx.overwrite)
+    check_output_dir(config.output, ctx.overwrite, config.input_paths())
     loaders = _targets(config)
     import onnxruntime  # noqa: F401  - import the runtimes first so per-model memory excludes library code
     import torch  # noqa: F401
@@ -290,7 +291,7 @@ def _run(config: BenchConfig, ctx: RunContext) -> StageResult:
         "rows '@ onnxruntime X': the same cases timed the same way in that version, in a subprocess after "
         "the host's cases (memory not measured)",
     }
-    with staged_output(config.output, ctx.overwrite) as tmp:
+    with staged_output(config.output, ctx.overwrite, config.input_paths()) as tmp:
         write_json(tmp / "bench.json", result)
         (tmp / "bench.md").write_text(markdown_table(rows, result), encoding="utf-8")
     out = Path(config.output)

@@ -192,14 +192,14 @@ def run(config: CompressConfig, ctx: RunContext | None = None) -> StageResult:
 
     ctx = ctx or RunContext()
     t_start = time.perf_counter()
-    artifacts.check_output_dir(config.output, ctx.overwrite)
+    artifacts.check_output_dir(config.output, ctx.overwrite, config.input_paths())
     plan = config.plan()
     work = _load(config, ctx)
     for step in plan:
         step.preflight(work)
     _measure_input(work, config, t_start)
     with (
-        artifacts.staged_output(config.output, ctx.overwrite) as out,
+        artifacts.staged_output(config.output, ctx.overwrite, config.input_paths()) as out,
         tempfile.TemporaryDirectory(prefix="mbk-compress-") as scratch,
     ):
         work.out, work.scratch = out, Path(scratch)
@@ -217,6 +217,7 @@ def _load(config: CompressConfig, ctx: RunContext):
     from mobilebert_kit import data as data_mod
     from mobilebert_kit import prune
     from mobilebert_kit.compression.base import Work
+    from mobilebert_kit.label_map import align_labels
     from mobilebert_kit.models import load_classifier_folder
 
     model_dir = Path(config.model)
@@ -225,10 +226,10 @@ def _load(config: CompressConfig, ctx: RunContext):
     data_cfg = data_mod.data_config_for(model_dir, override)
     max_length = config.max_length or data_mod.lineage(model_dir)["max_length"] or 128
     ds = data_mod.load_dataset(data_cfg)
-    if ds.label_names != label_names:
-        raise DataError(
-            f"the data's labels {ds.label_names} differ from the model's {label_names}; pass the data it was trained on"
-        )
+    aligned = align_labels(ds, label_names, f"the model {model_dir}", "pass the data it was trained on")
+    if aligned is not ds:
+        ctx.log(f"data: {aligned.notes[-1]}")
+    ds = aligned
     if len(ds.splits["validation"]) == 0:
         raise DataError("the validation split is empty; the accuracy guard needs it")
     prune.bert_layers(model)  # BERT-family classifiers only: refuse others before any work

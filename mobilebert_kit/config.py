@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import os
 import types
 import typing
 from collections.abc import Iterable
@@ -179,6 +180,28 @@ class StageConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def input_paths(self) -> tuple[str, ...]:
+        """Every path this config names that exists on disk (model folders, data files, plans, caches), its
+        ``output`` excepted: the folders a stage may replace with --overwrite must hold none of them."""
+        found: list[str] = []
+        for f in dataclasses.fields(self):
+            if f.name != "output":
+                _collect_paths(getattr(self, f.name), found)
+        return tuple(dict.fromkeys(found))
+
+
+def _collect_paths(value: Any, found: list[str]) -> None:
+    if isinstance(value, StageConfig):
+        found.extend(value.input_paths())
+    elif isinstance(value, dict):
+        for v in value.values():
+            _collect_paths(v, found)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            _collect_paths(v, found)
+    elif isinstance(value, str | os.PathLike) and str(value).strip() and os.path.exists(value):
+        found.append(os.fspath(value))
 
 
 def check_range(

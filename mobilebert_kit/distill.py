@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from mobilebert_kit.artifacts import not_a_folder
 from mobilebert_kit.config import StageConfig, check_choice, check_range
 from mobilebert_kit.data import DataConfig
 from mobilebert_kit.devices import TEACHER_PRECISIONS, select_device, teacher_pass_precision
@@ -39,7 +40,6 @@ from mobilebert_kit.teacher_cache import TeacherOutputs, default_cache_dir, teac
 from mobilebert_kit.training.stages import (
     check_fits_model,
     data_hash,
-    data_inputs,
     evaluate_splits,
     finish_checkpoints,
     may_replace,
@@ -321,7 +321,7 @@ def run(cfg: DistillConfig, ctx: RunContext | None = None) -> StageResult:
     """Distill ``cfg.teacher`` into a student; the result carries the output folder and metrics."""
     ctx = ctx or RunContext()
     t0 = time.perf_counter()
-    inputs = (cfg.teacher, *(data_inputs(cfg.data) if cfg.data else ()))
+    inputs = cfg.input_paths()
     out, work = training_dirs(cfg.output, ctx.overwrite, ctx.resume, inputs)
     teacher, data_cfg, ds = _load_teacher_and_data(cfg, ctx.log)
     student = _build_student(cfg, teacher)
@@ -355,20 +355,25 @@ def run(cfg: DistillConfig, ctx: RunContext | None = None) -> StageResult:
 def _load_teacher_and_data(cfg: DistillConfig, log):
     """The teacher folder's model, tokenizer and labels, and the data it was trained on (or ``cfg.data``)."""
     from mobilebert_kit.data import data_config_for, load_dataset
+    from mobilebert_kit.label_map import align_labels
     from mobilebert_kit.models import load_classifier_folder
 
     folder = Path(cfg.teacher)
     if not folder.is_dir():
-        raise ModelError(f"teacher folder {folder} does not exist; run `mbk finetune` first or pass --teacher PATH")
+        raise ModelError(f"{not_a_folder(folder, 'teacher folder')}; run `mbk finetune` first or pass --teacher PATH")
     model, tokenizer, label_names = load_classifier_folder(folder)
     teacher = _Teacher(folder, model, tokenizer, label_names, _num_layers(model.config), teacher_weights_sha(folder))
     data_cfg = data_config_for(folder, cfg.data)
     ds = load_dataset(data_cfg)
-    if ds.label_names != label_names:
-        raise DataError(
-            f"the data has labels {ds.label_names} but the teacher {folder} was trained on {label_names}; "
-            "distill on the teacher's data (omit --data) or fine-tune a teacher on this data first"
-        )
+    aligned = align_labels(
+        ds,
+        label_names,
+        f"the teacher {folder}",
+        "distill on the teacher's data (omit --data) or fine-tune a teacher on this data first",
+    )
+    if aligned is not ds:
+        log(f"data: {aligned.notes[-1]}")
+    ds = aligned
     log(f"data: {ds.source}: " + ", ".join(f"{k} {len(v)}" for k, v in ds.splits.items()))
     return teacher, data_cfg, ds
 

@@ -28,6 +28,7 @@ from mobilebert_kit.artifacts import (
     folder_size,
     is_mbk_output,
     library_versions,
+    not_a_folder,
     read_json,
     sha256_tree,
     staged_output,
@@ -118,7 +119,7 @@ def run(config: ExportConfig, ctx: RunContext | None = None) -> StageResult:
     """Export ``config.model`` to every requested format; the result lists each format's folder."""
     ctx = ctx or RunContext()
     chosen = [registry.get(name) for name in config.resolved_formats]
-    out = _check_outputs(Path(config.output), chosen, ctx.overwrite)
+    out = _check_outputs(Path(config.output), chosen, ctx.overwrite, config.input_paths())
     _check_int8(config, chosen)
     for fmt in chosen:
         fmt.check_dependencies()
@@ -132,7 +133,7 @@ def run(config: ExportConfig, ctx: RunContext | None = None) -> StageResult:
     return _result(out, results)
 
 
-def _check_outputs(out: Path, chosen: list[ExportFormat], overwrite: bool) -> Path:
+def _check_outputs(out: Path, chosen: list[ExportFormat], overwrite: bool, inputs: tuple[str, ...]) -> Path:
     """Refuse before any work: the output is a file, or a format folder would be replaced without --overwrite."""
     if out.exists() and not out.is_dir():
         raise ConfigError(f"output path {out} exists and is not a folder; choose another --output")
@@ -143,7 +144,7 @@ def _check_outputs(out: Path, chosen: list[ExportFormat], overwrite: bool) -> Pa
             "folders and manifest into them: choose a new --output"
         )
     for fmt in chosen:
-        check_output_dir(out / fmt.name, overwrite)
+        check_output_dir(out / fmt.name, overwrite, inputs)
     return out
 
 
@@ -163,7 +164,7 @@ def _load_source(path: Path, config: ExportConfig) -> Source:
     from mobilebert_kit.models import load_classifier_folder
 
     if not path.is_dir():
-        raise ModelError(f"model folder {path} does not exist; run `mbk compress` first or pass --model PATH")
+        raise ModelError(f"{not_a_folder(path, 'model folder')}; run `mbk compress` first or pass --model PATH")
     model, tokenizer, labels = load_classifier_folder(path)
     compression = read_json(path / COMPRESSION) if (path / COMPRESSION).exists() else {}
     int8 = bool(compression.get("int8")) if config.int8 is None else config.int8
@@ -176,7 +177,10 @@ def _build_all(chosen: list[ExportFormat], src: Source, config: ExportConfig, ou
     """Build every format in its own staged folder; they replace the old ones only once all succeeded."""
     out.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as staged:
-        folders = {fmt.name: staged.enter_context(staged_output(out / fmt.name, ctx.overwrite)) for fmt in chosen}
+        folders = {
+            fmt.name: staged.enter_context(staged_output(out / fmt.name, ctx.overwrite, config.input_paths()))
+            for fmt in chosen
+        }
         with tempfile.TemporaryDirectory(prefix=".export.tmp-", dir=out) as work:
             build = Build(config, Path(work))
             return {fmt.name: _build_one(fmt, src, folders[fmt.name], build, ctx) for fmt in chosen}

@@ -20,7 +20,6 @@ from mobilebert_kit.stage import RunContext, StageResult
 from mobilebert_kit.training.stages import (
     check_fits_model,
     data_hash,
-    data_inputs,
     evaluate_splits,
     finish_checkpoints,
     may_replace,
@@ -68,7 +67,7 @@ def run(cfg: FinetuneConfig, ctx: RunContext | None = None) -> StageResult:
 
     ctx = ctx or RunContext()
     t0 = time.perf_counter()
-    inputs = (*data_inputs(cfg.data), cfg.model)
+    inputs = cfg.input_paths()
     out, work = training_dirs(cfg.output, ctx.overwrite, ctx.resume, inputs)
     loaded = _load(cfg, ctx.log)
     t_load = time.perf_counter()

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from mobilebert_kit.artifacts import not_a_folder
 from mobilebert_kit.errors import ModelError
 
 CLASSIFIER_ARCH_SUFFIX = "ForSequenceClassification"
@@ -122,7 +123,31 @@ def resolve_model(name: str) -> ResolvedModel:
             f"model '{name}' is not a local folder and hub downloads are off (HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE); "
             f"unset offline mode, download it first, or use a built-in model: {', '.join(BUILTIN_MODELS)}"
         )
+    unreachable = _hub_unreachable()
+    if unreachable:
+        raise ModelError(
+            f"model '{name}' is not a local folder, and the Hugging Face hub cannot be reached from here "
+            f"({unreachable}); download it where there is a network and pass its folder, or use a built-in "
+            f"model: {', '.join(BUILTIN_MODELS)}"
+        )
     return ResolvedModel(name, name, "hub")
+
+
+def _hub_unreachable(timeout: float = 3.0) -> str | None:
+    """Why the hub's host cannot be reached (None when it can, or when a proxy is configured and decides).
+    Without this probe an offline machine spends ~50 s in huggingface_hub's retries, printing each one."""
+    import socket
+    from urllib.parse import urlparse
+
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return None
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    host, port = endpoint.hostname or "huggingface.co", endpoint.port or (80 if endpoint.scheme == "http" else 443)
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as e:
+        return f"{host}:{port}: {e.strerror or type(e).__name__}"
+    return None
 
 
 def _hub_name_ok(name: str) -> bool:
@@ -266,7 +291,7 @@ def load_classifier_folder(path: str | os.PathLike):
     quiet_transformers()
     path = Path(path)
     if not path.is_dir():
-        raise ModelError(f"model folder {path} does not exist; run the stage that produces it or pass --model PATH")
+        raise ModelError(f"{not_a_folder(path, 'model folder')}; run the stage that produces it or pass --model PATH")
     if not (path / "config.json").exists():
         raise ModelError(f"{path} is not a Hugging Face model folder (no config.json)")
     config = _guarded(path, lambda: AutoConfig.from_pretrained(path))

@@ -323,7 +323,8 @@ def run(config: PackageConfig, ctx: RunContext | None = None) -> StageResult:
     fmt = registry.get(target_format(config.target, config.runtime))
     export_dir = Path(config.export_dir)
     out = config.output_path
-    check_output_dir(out, ctx.overwrite)
+    check_output_dir(out, ctx.overwrite, config.input_paths())
+    _check_zip(config, out, ctx.overwrite)
     install_dir = _install_dir(config, fmt)
     src, meta = load_export(export_dir, fmt.name)
     model = model_path(src, meta, fmt)
@@ -339,6 +340,26 @@ def run(config: PackageConfig, ctx: RunContext | None = None) -> StageResult:
     bundle_meta.update(runtime=runtime, golden_atol=golden["atol"])
     _write_bundle(config, out, install_dir, model, src, inputs.labels, golden, bundle_meta, ctx.overwrite)
     return _result(config, out, bundle_meta)
+
+
+def _check_zip(config: PackageConfig, out: Path, overwrite: bool) -> None:
+    """Refuse before any work to replace a ``<output>.zip`` without --overwrite, or one mbk did not write
+    (a zip whose top folder holds no bundle's model_meta.json)."""
+    zip_path = out.with_name(out.name + ".zip")
+    if not config.make_zip or not zip_path.exists():
+        return
+    if not overwrite:
+        raise ArtifactError(f"{zip_path} exists; pass --overwrite to replace it or choose another --output")
+    try:
+        with zipfile.ZipFile(zip_path) as z:
+            ours = f"{out.name}/{META}" in z.namelist()
+    except (zipfile.BadZipFile, OSError):
+        ours = False
+    if not ours:
+        raise ArtifactError(
+            f"--overwrite refused: {zip_path} was not written by mbk package (no {out.name}/{META} inside), so "
+            "replacing it could delete your file; move it or choose another --output"
+        )
 
 
 def _install_dir(config: PackageConfig, fmt: ExportFormat) -> Path | None:
@@ -436,7 +457,7 @@ def _write_bundle(
     zip_path = out.with_name(out.name + ".zip")
     zip_before = zip_path.exists()
     try:
-        with staged_output(out, overwrite=overwrite) as tmp:
+        with staged_output(out, overwrite=overwrite, inputs=config.input_paths()) as tmp:
             _copy_model_and_tokenizer(model, src, tmp / bundle_meta["model_file"], tmp)
             write_labels(tmp, labels)
             write_json(tmp / GOLDEN, golden)

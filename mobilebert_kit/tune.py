@@ -114,12 +114,14 @@ def run(config: TuneConfig, ctx: RunContext | None = None) -> StageResult:
     from mobilebert_kit import artifacts
 
     ctx = ctx or RunContext()
-    out = artifacts.check_output_dir(config.output, ctx.overwrite, (config.model,))
+    out = artifacts.check_output_dir(config.output, ctx.overwrite, config.input_paths())
+    trials_dir = artifacts.check_scratch_dir(
+        out.with_name(out.name + ".trials"), lambda p: p.is_dir() and artifacts.is_mbk_output(p), "every trial"
+    )
     _check_data(config)
     candidates = config.candidates()
     if not candidates:
         raise ConfigError("no plan to try: every plan of the grid names a method that is not registered")
-    trials_dir = out.with_name(out.name + ".trials")
     try:
         trials = [_plan_trials(config, name, steps, trials_dir, ctx, i, len(candidates))
                   for i, (name, steps) in enumerate(candidates.items(), 1)]  # fmt: skip
@@ -132,7 +134,7 @@ def run(config: TuneConfig, ctx: RunContext | None = None) -> StageResult:
         raise TuneError(_no_winner(trials, config))
     mark_pareto(trials)
     report = {"objective": config.objective, "max_drop": config.max_drop, "best": best["name"], "trials": trials}
-    with artifacts.staged_output(out, ctx.overwrite, (config.model,)) as tmp:
+    with artifacts.staged_output(out, ctx.overwrite, config.input_paths()) as tmp:
         shutil.copytree(trials_dir / best["name"], tmp, dirs_exist_ok=True)
         _write_report(tmp, report)
     if not config.keep_trials:
@@ -143,11 +145,14 @@ def run(config: TuneConfig, ctx: RunContext | None = None) -> StageResult:
 def _check_data(config: TuneConfig) -> None:
     """Refuse before any trial when there is nothing to evaluate on: no data recorded or given, or a
     ``--data`` file that does not load (empty, unreadable, no labels); recorded data loaded when it trained."""
+    from mobilebert_kit import artifacts
     from mobilebert_kit.data import DataConfig, lineage, load_dataset
 
     model = Path(config.model)
     if not model.is_dir():
-        raise ConfigError(f"model folder {model} does not exist; run `mbk distill` first or pass --model PATH")
+        raise ConfigError(
+            f"{artifacts.not_a_folder(model, 'model folder')}; run `mbk distill` first or pass --model PATH"
+        )
     if config.data:
         load_dataset(DataConfig(data=config.data))
     elif not lineage(model).get("data"):

@@ -45,7 +45,16 @@ from pathlib import Path
 import numpy as np
 
 from mobilebert_kit import formats as registry
-from mobilebert_kit.artifacts import LABELS, META, VERIFY, file_hashes, read_json, sha256_tree, write_json
+from mobilebert_kit.artifacts import (
+    LABELS,
+    META,
+    VERIFY,
+    file_hashes,
+    not_a_folder,
+    read_json,
+    sha256_tree,
+    write_json,
+)
 from mobilebert_kit.config import StageConfig, check_range
 from mobilebert_kit.data import DataConfig
 from mobilebert_kit.emulation import ArmConfig, ArmParity
@@ -144,7 +153,7 @@ def run(config: VerifyConfig, ctx: RunContext | None = None) -> StageResult:
 def _formats_to_verify(export_dir: Path, wanted: list[str]) -> tuple[list[str], list[str]]:
     """(formats exported in ``export_dir``, formats to verify now)."""
     if not export_dir.is_dir():
-        raise ArtifactError(f"export folder {export_dir} does not exist; run `mbk export` first or pass --export-dir")
+        raise ArtifactError(f"{not_a_folder(export_dir, 'export folder')}; run `mbk export` first or pass --export-dir")
     present = registry.exported(export_dir)
     chosen = wanted or present
     missing = [f for f in chosen if f not in present]
@@ -293,20 +302,25 @@ def _num_labels(source: Path) -> int:
 def _reference(source: Path, meta: dict, config: VerifyConfig, log) -> dict:
     from mobilebert_kit.batching import predict_logits
     from mobilebert_kit.data import data_config_for, load_dataset
+    from mobilebert_kit.label_map import align_labels
     from mobilebert_kit.metrics import classification_metrics
     from mobilebert_kit.models import load_classifier_folder
 
     model, tokenizer, label_names = load_classifier_folder(source)
     dcfg = data_config_for(source, config.data)
     ds = load_dataset(dcfg)
-    test = ds.splits["test"]
-    if config.max_examples:
-        test = test.subset(config.max_examples, dcfg.split_seed + 2)
     if ds.num_labels != len(label_names):
         raise DataError(
             f"the data {dcfg.data} has {ds.num_labels} labels but the model {source} has {len(label_names)}; "
             "pass the --data it was trained on"
         )
+    aligned = align_labels(ds, label_names, f"the model {source}", "pass the --data it was trained on")
+    if aligned is not ds:
+        log(f"data: {aligned.notes[-1]}")
+    ds = aligned
+    test = ds.splits["test"]
+    if config.max_examples:
+        test = test.subset(config.max_examples, dcfg.split_seed + 2)
     max_length = int(meta.get("max_length") or 128)
     log(f"PyTorch reference: {source} on {len(test)} test examples ...")
     logits = predict_logits(

@@ -67,7 +67,7 @@ def make_tiny_classifier(
     from mobilebert_kit.artifacts import write_labels
 
     torch.manual_seed(seed)
-    names = label_names or (["negative", "positive"] if num_labels == 2 else [f"c{i}" for i in range(num_labels)])
+    names = label_names or (["neg", "pos"] if num_labels == 2 else [f"c{i}" for i in range(num_labels)])
     cfg = BertConfig(
         vocab_size=30522,
         hidden_size=hidden,

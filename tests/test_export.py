@@ -49,7 +49,7 @@ def test_every_format_is_self_contained(exported):
         for f in ("labels.json", "vocab.txt", "tokenizer.json", "tokenizer_config.json"):
             assert (folder / f).is_file(), (fmt, f)
         assert meta["files"] == file_hashes(folder, exclude=(META,))  # sha256 of every other file
-        assert meta["labels"] == ["negative", "positive"] and meta["num_labels"] == 2
+        assert meta["labels"] == ["neg", "pos"] and meta["num_labels"] == 2
         assert meta["max_length"] == 64  # from the model's lineage
         assert meta["do_lower_case"] is True and meta["strip_accents"] is True  # MiniLM is uncased
         assert meta["vocab_size"] == 30522 and meta["int8"] is False

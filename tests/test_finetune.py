@@ -113,6 +113,15 @@ def test_bad_model_inputs(tmp_path, cli, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     r = cli("finetune", "--model", "google-bert/bert-base-uncased", "-o", tmp_path / "o")
     assert r.exit_code == 1 and "is not a local folder and hub downloads are off" in r.output
+    # online mode, but the hub's host does not answer (an unresolvable HF_ENDPOINT): said at once, no retries
+    for offline in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(offline, raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "https://hub.invalid")
+    for proxy in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(proxy, raising=False)
+    r = cli("finetune", "--model", "google-bert/bert-base-uncased", "-o", tmp_path / "o")
+    assert r.exit_code == 1 and r.output.count("\n") == 1, r.output
+    assert "is not a local folder, and the Hugging Face hub cannot be reached from here (hub.invalid:443" in r.output
 
 
 def test_non_empty_output_refused_then_overwritten(tiny4, tmp_path, cli):

@@ -60,7 +60,7 @@ def test_android_bundle_contents_hashes_and_golden(ort_export, tiny_classifier_d
     assert meta["files"] == file_hashes(out, exclude=("model_meta.json", "manifest.json"))
     assert meta["model_sha256"] == sha256_file(ort_export / "ort" / "model.ort")
     assert verify_bundle(out) == []
-    assert meta["labels"] == ["negative", "positive"] and meta["num_labels"] == 2
+    assert meta["labels"] == ["neg", "pos"] and meta["num_labels"] == 2
     assert meta["input_names"] == ["input_ids", "attention_mask", "token_type_ids"]
     assert meta["tokenizer"]["special_tokens"] == {"[PAD]": 0, "[UNK]": 100, "[CLS]": 101, "[SEP]": 102, "[MASK]": 103}
     assert meta["tokenizer"]["do_lower_case"] is True and meta["tokenizer"]["strip_accents_resolved"] is True
@@ -174,6 +174,25 @@ def test_refuses_non_empty_output_without_overwrite(ort_export, tmp_path):
     with pytest.raises(ArtifactError, match="pass --overwrite"):
         _package(ort_export, tmp_path)
     assert (tmp_path / "pkg" / "android" / "keep.txt").exists()
+
+
+def test_never_replaces_a_zip_it_did_not_write(ort_export, tmp_path):
+    from mobilebert_kit.stage import RunContext
+
+    mine = tmp_path / "pkg" / "android.zip"
+    mine.parent.mkdir(parents=True)
+    mine.write_text("MY PRECIOUS ZIP")
+    cfg = PackageConfig(target="android", export_dir=str(ort_export), output=str(tmp_path / "pkg" / "android"))
+    with pytest.raises(ArtifactError, match=r"android.zip exists; pass --overwrite"):
+        run(cfg)
+    with pytest.raises(ArtifactError, match=r"--overwrite refused: .*android.zip was not written by mbk package"):
+        run(cfg, RunContext(overwrite=True, quiet=True))
+    assert mine.read_text() == "MY PRECIOUS ZIP" and not (tmp_path / "pkg" / "android").exists()
+    mine.unlink()
+    run(cfg, RunContext(quiet=True))
+    run(cfg, RunContext(overwrite=True, quiet=True))  # its own zip is replaced
+    with zipfile.ZipFile(mine) as z:
+        assert "android/model_meta.json" in z.namelist()
 
 
 def test_cli_help_and_errors(cli, export_copy, tmp_path):

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -215,6 +217,31 @@ def write_stage_recipe(path: str | None, stage: str, section: dict[str, Any]) ->
         return
     import yaml
 
+    from mobilebert_kit.errors import ConfigError
+
+    target = Path(path)
+    header = f"{SAVED_RECIPE_HEADER}{path}\n"
+    if target.exists() and not _saved_by_mbk(target):
+        raise ConfigError(
+            f"--save-recipe {path} exists and is not a recipe mbk saved; choose another file (yours is kept)"
+        )
     body = yaml.safe_dump({"stages": [stage], stage: section}, sort_keys=False)
-    with open(path, "w", encoding="utf-8") as fh:
-        fh.write(f"# Reproduce with: mbk run {path}\n{body}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(header + body, encoding="utf-8")
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+SAVED_RECIPE_HEADER = "# Reproduce with: mbk run "
+
+
+def _saved_by_mbk(path: Path) -> bool:
+    """A regular file whose first line is the header :func:`write_stage_recipe` writes."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return path.is_file() and fh.readline().startswith(SAVED_RECIPE_HEADER)
+    except (OSError, UnicodeDecodeError):
+        return False

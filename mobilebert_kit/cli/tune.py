@@ -67,10 +67,13 @@ def command(save_recipe, overwrite, quiet, as_json, plans_file, **options):
       mbk tune --plans my_plans.yaml
       mbk tune --grid full --seeds 3
     """
+    from mobilebert_kit.artifacts import check_output_dir
     from mobilebert_kit.stage import RunContext
     from mobilebert_kit.tune import TuneConfig, run
 
     options["plans"] = _plans(plans_file)
     config = TuneConfig.from_dict({k: v for k, v in options.items() if v is not None})
+    # the plans file is read here, not named in the config: the output must not hold it either
+    check_output_dir(config.output, overwrite, (*config.input_paths(), plans_file))
     write_stage_recipe(save_recipe, "tune", config.to_dict())
     emit_result(run(config, RunContext(overwrite=overwrite, quiet=quiet or as_json)), as_json, quiet)

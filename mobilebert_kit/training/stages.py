@@ -20,9 +20,12 @@ def training_dirs(output: str | Path, overwrite: bool, resume: bool, inputs: tup
     output is occupied or ``resume`` has nothing to resume from."""
     from mobilebert_kit import artifacts
     from mobilebert_kit.errors import TrainingError
+    from mobilebert_kit.training.checkpoint import BEST
 
     out = Path(output)
-    work = checkpoint_dir(out)
+    work = artifacts.check_scratch_dir(
+        checkpoint_dir(out), lambda p: p.name in ("checkpoints", BEST), "its training checkpoints"
+    )
     if resume and not (work / "checkpoints").is_dir():
         raise TrainingError(f"--resume: no checkpoint found in {work}; run without --resume to start fresh")
     artifacts.check_output_dir(out, may_replace(out, overwrite, resume), inputs)
@@ -41,11 +44,6 @@ def finish_checkpoints(work: Path, keep: bool, log) -> None:
     elif work.is_dir():
         # renamed away first, so a kill mid-delete leaves no half checkpoint folder that --resume would trust
         shutil.rmtree(retire(work, work.with_name(work.name[: -len(".ckpt")]), "ckpt"), ignore_errors=True)
-
-
-def data_inputs(data) -> tuple:
-    """The user files a DataConfig reads (an output folder must never hold them when replaced)."""
-    return tuple(p for p in (data.data, data.validation_data, data.test_data) if p and Path(p).exists())
 
 
 def may_replace(out: Path, overwrite: bool, resume: bool) -> bool:
