@@ -31,7 +31,7 @@ from mobilebert_kit.artifacts import (
     write_json,
 )
 from mobilebert_kit.config import StageConfig, check_range
-from mobilebert_kit.errors import ArtifactError, ConfigError, ModelError
+from mobilebert_kit.errors import ArtifactError, ConfigError, MbkError, ModelError
 from mobilebert_kit.stage import RunContext, StageResult
 
 
@@ -111,7 +111,13 @@ def peak_rss_mb() -> float:
 
 def _format_target(fmt, name: str, path: Path, meta: dict) -> Target:
     """A bench target for an artifact of a registered format (its runner makes the timed calls)."""
-    runner = fmt.load(path, meta)
+    try:
+        runner = fmt.load(path, meta)
+    except MbkError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a file that is not what its suffix says, reported on one line
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise ModelError(f"could not load {path} as {fmt.name} ({first}); pass a file `mbk export` wrote") from e
     return Target(
         name,
         runner.runtime,
@@ -215,7 +221,17 @@ def _file_target(p: Path) -> Loader:
         suffixes = [s for f in registry.every(benchable=True) for s in f.file_suffixes]
         listed = ", ".join(suffixes[:-1]) + f" or {suffixes[-1]}" if len(suffixes) > 1 else "".join(suffixes)
         raise ModelError(f"cannot bench {p}: expected a {listed} file or a classifier folder")
-    return p.name, lambda: _format_target(fmt, p.name, p, {})
+    return p.name, lambda: _format_target(fmt, p.name, p, _sibling_meta(p))
+
+
+def _sibling_meta(p: Path) -> dict:
+    """The ``model_meta.json`` beside a model file ``mbk export`` wrote (its vocabulary size and max length: a
+    trimmed vocabulary refuses the default ids), or {} for a file without one."""
+    try:
+        meta = read_json(p.parent / META)
+    except (MbkError, OSError):  # none, or unreadable: the defaults
+        return {}
+    return meta if isinstance(meta, dict) and meta.get("model_file") == p.name else {}
 
 
 def make_inputs(batch: int, seq: int, vocab_size: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -238,12 +254,19 @@ def percentiles(times_ms: list[float]) -> dict[str, float]:
 
 
 def measure(
-    cases: list[tuple[str, Callable[[dict], None], dict]], warmup: int, runs: int, rounds: int
+    cases: list[tuple[str, Callable[[dict], None], dict]], warmup: int, runs: int, rounds: int, progress: bool = False
 ) -> list[list[float]]:
-    """Warm up every case, then time them in ``rounds`` interleaved rounds; returns ms per case."""
+    """Warm up every case, then time them in ``rounds`` interleaved rounds; returns ms per case (``progress``:
+    a bar on stderr counting timed runs, updated between blocks of runs, never inside one)."""
+    import sys
+
+    from tqdm.auto import tqdm
+
     from mobilebert_kit.resources.ort_worker import interleaved_times  # the side runtimes' worker times the same way
 
-    return interleaved_times([lambda fn=fn, batch=batch: fn(batch) for _, fn, batch in cases], warmup, runs, rounds)
+    calls = [lambda fn=fn, batch=batch: fn(batch) for _, fn, batch in cases]
+    with tqdm(total=len(calls) * runs, desc="timing", unit="run", disable=not progress, file=sys.stderr) as bar:
+        return interleaved_times(calls, warmup, runs, rounds, done=bar.update)
 
 
 def run(config: BenchConfig, ctx: RunContext | None = None) -> StageResult:
@@ -275,7 +298,7 @@ def _run(config: BenchConfig, ctx: RunContext) -> StageResult:
     ctx.log(
         f"timing {len(cases)} cases × {config.runs} runs ({config.rounds} interleaved rounds, {config.warmup} warm-up) ..."
     )
-    times = measure(cases, config.warmup, config.runs, config.rounds)
+    times = measure(cases, config.warmup, config.runs, config.rounds, progress=not ctx.quiet)
     rows = [_row(t, th, b, s, ms, memory[t.name]) for (t, th, b, s), ms in zip(keys, times)]
     side_rows, side_skipped = _side_runtime_rows(targets, cases, keys, config, ctx.log)
     rows += side_rows

@@ -37,7 +37,7 @@ from mobilebert_kit.artifacts import (
     write_manifest,
 )
 from mobilebert_kit.config import StageConfig, check_choice, check_range, did_you_mean
-from mobilebert_kit.errors import ConfigError, ModelError
+from mobilebert_kit.errors import ConfigError, MbkError, ModelError
 from mobilebert_kit.formats import Build, ExportFormat, Source, tokenizer_settings
 from mobilebert_kit.stage import RunContext, StageResult
 
@@ -137,6 +137,12 @@ def _check_outputs(out: Path, chosen: list[ExportFormat], overwrite: bool, input
     """Refuse before any work: the output is a file, or a format folder would be replaced without --overwrite."""
     if out.exists() and not out.is_dir():
         raise ConfigError(f"output path {out} exists and is not a folder; choose another --output")
+    stage = _manifest_stage(out)
+    if stage not in (None, "export"):
+        raise ConfigError(
+            f"output folder {out} holds the output of `mbk {stage}` ({MANIFEST}); an export there would replace its "
+            "record: choose another --output"
+        )
     mine = {*registry.names(), MANIFEST, VERIFY}  # what an export folder holds (an interrupted one: no manifest yet)
     if out.is_dir() and not is_mbk_output(out) and any(p.name not in mine and p.name[0] != "." for p in out.iterdir()):
         raise ConfigError(
@@ -146,6 +152,15 @@ def _check_outputs(out: Path, chosen: list[ExportFormat], overwrite: bool, input
     for fmt in chosen:
         check_output_dir(out / fmt.name, overwrite, inputs)
     return out
+
+
+def _manifest_stage(folder: Path) -> str | None:
+    """The stage that wrote ``folder``'s manifest (None without a readable one)."""
+    try:
+        manifest = read_json(folder / MANIFEST)
+    except MbkError:
+        return None
+    return str(manifest.get("stage")) if isinstance(manifest, dict) and manifest.get("stage") else None
 
 
 def _check_int8(config: ExportConfig, chosen: list[ExportFormat]) -> None:
@@ -162,14 +177,21 @@ def _check_int8(config: ExportConfig, chosen: list[ExportFormat]) -> None:
 def _load_source(path: Path, config: ExportConfig) -> Source:
     from mobilebert_kit.data import lineage
     from mobilebert_kit.models import load_classifier_folder
+    from mobilebert_kit.training.stages import usable_positions
 
     if not path.is_dir():
         raise ModelError(f"{not_a_folder(path, 'model folder')}; run `mbk compress` first or pass --model PATH")
     model, tokenizer, labels = load_classifier_folder(path)
     compression = read_json(path / COMPRESSION) if (path / COMPRESSION).exists() else {}
     int8 = bool(compression.get("int8")) if config.int8 is None else config.int8
+    usable = usable_positions(model.config)
+    if config.max_length and usable is not None and config.max_length > usable:
+        raise ConfigError(
+            f"--max-length {config.max_length} is more than {path} can take ({usable} positions); "
+            f"use --max-length {usable} or less"
+        )
     max_length = config.max_length or lineage(path).get("max_length") or DEFAULT_MAX_LENGTH
-    max_length = min(int(max_length), int(getattr(model.config, "max_position_embeddings", max_length)))
+    max_length = min(int(max_length), usable or int(max_length))  # a recorded/default length past the positions
     return Source(path, model, tokenizer, labels, max_length, int8, compression, sha256_tree(path))
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from mobilebert_kit import formats as registry
-from mobilebert_kit.artifacts import COMPRESSION, META, METRICS, VERIFY, staged_output, write_text
+from mobilebert_kit.artifacts import COMPRESSION, META, METRICS, VERIFY, not_a_folder, staged_output, write_text
 from mobilebert_kit.config import StageConfig, check_range
 from mobilebert_kit.errors import ArtifactError
 from mobilebert_kit.stage import RunContext, StageResult
@@ -581,7 +581,7 @@ def run(config: ReportConfig, ctx: RunContext | None = None) -> StageResult:
     log = (ctx or RunContext()).log
     run_dir = Path(config.run_dir)
     if not config.run_dir or not run_dir.is_dir():
-        raise ArtifactError(f"run folder {run_dir} does not exist; run `mbk run RECIPE` first or pass the run folder")
+        raise ArtifactError(f"{not_a_folder(run_dir, 'run folder')}; run `mbk run RECIPE` first or pass the run folder")
     if not _is_run_folder(run_dir):
         raise ArtifactError(
             f"{run_dir} is not an mbk run folder (no .state/ and no stage output folder in it); "

@@ -158,8 +158,10 @@ def _formats_to_verify(export_dir: Path, wanted: list[str]) -> tuple[list[str], 
     chosen = wanted or present
     missing = [f for f in chosen if f not in present]
     if missing:
+        metaless = [f for f in missing if (export_dir / f).is_dir()]
+        why = f" ({export_dir / metaless[0]} has no {META}: a damaged or interrupted export)" if metaless else ""
         raise ArtifactError(
-            f"{export_dir} has no exported {', '.join(missing)} (found: {', '.join(present) or 'none'}); "
+            f"{export_dir} has no exported {', '.join(missing)}{why} (found: {', '.join(present) or 'none'}); "
             f"run `mbk export --format {missing[0]}` first"
         )
     if not chosen:
@@ -278,7 +280,8 @@ def _source_checks(source: Path, meta: dict, config: VerifyConfig, refs: dict, l
         else f"{source} hashes to {sha[:12]}…, the artifact was exported from "
         f"{recorded[:12] if recorded else '?'}…; pass --model with the folder it came from"
     )
-    n_src, n_meta = _num_labels(source), meta.get("num_labels")
+    src_labels, meta_labels = _labels(source), meta.get("labels")
+    n_src, n_meta = len(src_labels), meta.get("num_labels")
     wrong = "" if n_src == n_meta else f"artifact has {n_meta} labels, the source model {n_src}: wrong model"
     checks = [
         row("exported from this source model", same, None, None, detail),
@@ -286,17 +289,32 @@ def _source_checks(source: Path, meta: dict, config: VerifyConfig, refs: dict, l
     ]
     if n_src != n_meta:
         return checks, None
+    if meta_labels is not None:  # an app shows these names: the same classes in the same order as the source's
+        named = list(meta_labels) == src_labels
+        checks.append(
+            row(
+                "label names and order match",
+                named,
+                None,
+                None,
+                "" if named else f"artifact labels {list(meta_labels)}, the source model's {src_labels}: re-export",
+            )
+        )
     key = str(source.resolve())
     if key not in refs:
         refs[key] = _reference(source, meta, config, log)
     return checks, refs[key]
 
 
-def _num_labels(source: Path) -> int:
-    cfg = read_json(source / "config.json")
+def _labels(source: Path) -> list[str]:
+    """The source model's class names in class order (labels.json, else config.json's id2label)."""
     if (source / LABELS).exists():
-        return len(read_json(source / LABELS).get("labels") or [])
-    return len(cfg.get("id2label") or {}) or int(cfg.get("num_labels", 2))
+        return [str(x) for x in read_json(source / LABELS).get("labels") or []]
+    cfg = read_json(source / "config.json")
+    id2label = cfg.get("id2label") or {}
+    if id2label:
+        return [str(id2label[k]) for k in sorted(id2label, key=int)]
+    return [f"LABEL_{i}" for i in range(int(cfg.get("num_labels", 2)))]
 
 
 def _reference(source: Path, meta: dict, config: VerifyConfig, log) -> dict:

@@ -101,3 +101,22 @@ def test_only_impossible_lengths_is_an_error_not_an_empty_result(cli, tmp_path, 
     assert r.exit_code == 1 and "Traceback" not in r.output
     assert "Error: nothing to time: every case was skipped (" in r.output and "seq 512 > max_length 64" in r.output
     assert not (tmp_path / "b").exists()
+
+
+def test_a_bare_model_file_takes_its_exports_vocabulary_and_garbage_is_named(cli, tmp_path, exported):
+    """`mbk bench -m export/onnx/model.onnx` reads the model_meta.json beside it (a trimmed vocabulary refuses
+    the default token ids); a file that is not what its suffix says is one clear line."""
+    from mobilebert_kit.artifacts import read_json
+    from mobilebert_kit.bench import _sibling_meta
+
+    onnx = exported / "onnx" / "model.onnx"
+    meta = _sibling_meta(onnx)
+    assert meta == read_json(exported / "onnx" / "model_meta.json") and meta["vocab_size"] == 30522
+    copy = tmp_path / "alone.onnx"
+    copy.write_bytes(onnx.read_bytes())
+    assert _sibling_meta(copy) == {}  # no meta beside it, or one describing another file: the defaults
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"\x00not a torchscript archive")
+    r = cli("bench", "-m", garbage, "--no-pytorch", "--runs", "3", "-o", tmp_path / "b")
+    assert r.exit_code == 1 and r.output.startswith(f"Error: could not load {garbage} as torchscript (")
+    assert "internal error" not in r.output and not (tmp_path / "b").exists()

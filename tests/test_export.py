@@ -175,6 +175,24 @@ def test_refuses_non_empty_output(cli, tmp_path, tiny_classifier_dir):
     assert (tmp_path / "e" / "onnx" / "keep.txt").exists()
 
 
+def test_refuses_a_stage_output_and_a_length_past_the_positions(cli, tmp_path, tiny_classifier_dir):
+    """An export into the model's own folder (or any other stage's output) would replace its manifest, the record
+    later stages read; a --max-length the model has no positions for is refused, not silently clamped."""
+    import shutil
+
+    model = tmp_path / "student"
+    shutil.copytree(tiny_classifier_dir, model)
+    (model / "manifest.json").write_text('{"stage": "distill"}')
+    r = cli("export", "-f", "onnx", "-m", model, "-o", model)
+    assert r.exit_code == 1 and "holds the output of `mbk distill` (manifest.json)" in r.output
+    assert (model / "manifest.json").read_text() == '{"stage": "distill"}' and not (model / "onnx").exists()
+    r = cli("export", "-f", "onnx", "-m", model, "--max-length", "129", "-o", tmp_path / "e")
+    assert r.exit_code == 1 and r.output.strip() == (
+        f"Error: --max-length 129 is more than {model} can take (128 positions); use --max-length 128 or less"
+    )
+    assert not (tmp_path / "e").exists()
+
+
 @pytest.mark.slow
 @pytest.mark.integration
 def test_real_minilm_exports_fuse_and_verify(tmp_path, sentiment_csv, cli):
@@ -222,5 +240,13 @@ def test_int8_refused_for_a_format_without_an_int8_path(monkeypatch, cli, tmp_pa
     assert r.output.strip() == (
         "Error: --int8: the dummy format cannot be exported as INT8; drop --int8 for it (export it separately "
         "with --fp32) or choose from: onnx, ort, torchscript, coreml, executorch, tflite"
+    )
+    assert not (tmp_path / "e").exists()
+
+
+def test_coreml_options_without_the_coreml_format_are_refused(cli, tmp_path, tiny_classifier_dir):
+    r = cli("export", "-f", "onnx", "--coreml-palettize", "6", "-m", tiny_classifier_dir, "-o", tmp_path / "e")
+    assert r.exit_code == 1 and r.output.strip() == (
+        "Error: --coreml-palettize: a CoreML option, but -f onnx does not export coreml; add -f coreml or drop it"
     )
     assert not (tmp_path / "e").exists()

@@ -88,6 +88,33 @@ def test_wrong_model_label_count(export_copy, cli, tmp_path):
     assert "onnx: label count matches (artifact has 2 labels, the source model 3: wrong model)" in r.output
 
 
+def test_labels_renamed_or_reordered_in_an_export_fail(export_copy, cli):
+    """Hashes re-recorded by hand hide nothing: the export's class names must be the source model's, in order
+    (an app would otherwise show "pos" for a negative review)."""
+    from mobilebert_kit.artifacts import file_hashes, write_json
+
+    _, out = export_copy
+    meta = read_json(out / "onnx" / "model_meta.json")
+    meta["labels"] = list(reversed(meta["labels"]))
+    write_json(out / "onnx" / "labels.json", {"labels": meta["labels"]})
+    meta["files"] = file_hashes(out / "onnx", exclude=("model_meta.json",))
+    write_json(out / "onnx" / "model_meta.json", meta)
+    r = cli("verify", "--export-dir", out, "-f", "onnx", "--no-node", "--arm", "off", "--runtime-version", "none")
+    assert r.exit_code == 1, r.output
+    assert "onnx: label names and order match (artifact labels ['pos', 'neg'], the source model's ['neg', 'pos']" in (
+        r.output
+    )
+
+
+def test_a_format_folder_without_its_meta_is_named(export_copy, cli):
+    _, out = export_copy
+    (out / "onnx" / "model_meta.json").unlink()
+    r = cli("verify", "--export-dir", out, "-f", "onnx,torchscript", "--no-node")
+    assert r.exit_code == 1 and r.output.startswith(
+        f"Error: {out} has no exported onnx ({out / 'onnx'} has no model_meta.json: a damaged or interrupted export)"
+    )
+
+
 def test_thresholds_list_every_breach(export_copy, cli):
     _, out = export_copy
     args = ("-f", "onnx", "-f", "ort", "--max-abs-diff", "1e-30", "--no-node", "--runtime-version", "none")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mobilebert_kit.cli.common import emit_result, save_recipe_option, write_stage_recipe
+from mobilebert_kit.cli.common import emit_result, save_recipe_option, split_names, write_stage_recipe
 
 
 def _ints(value: str | None, name: str) -> list[int] | None:
@@ -29,7 +29,7 @@ def _ints(value: str | None, name: str) -> list[int] | None:
     "formats",
     multiple=True,
     metavar="FORMAT",
-    help="Exported formats to time: onnx, ort, torchscript, executorch, tflite (repeatable). "
+    help="Exported formats to time: onnx, ort, torchscript, executorch, tflite (repeat or comma-separate). "
     "[default: onnx, ort; none when --model is given]",
 )
 @click.option(
@@ -97,7 +97,7 @@ def command(
 
     section = {
         "export_dir": export_dir,
-        "formats": list(formats) if formats else ([] if models else None),
+        "formats": split_names(formats) if formats else ([] if models else None),
         "models": list(models) or None,
         "pytorch": pytorch,
         "seq_lengths": _ints(seq_lengths, "--seq-lengths"),

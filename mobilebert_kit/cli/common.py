@@ -198,6 +198,11 @@ def default_of(config_class: type, name: str) -> str:
     return f"[default: {value}]"
 
 
+def split_names(values: tuple[str, ...] | list[str]) -> list[str]:
+    """A repeatable option's values, each also comma-separated: ``-f onnx,ort -f coreml``."""
+    return [v.strip() for item in values for v in item.split(",") if v.strip()]
+
+
 def pick(kwargs: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
     """Pop the named options from ``kwargs``, keeping only the ones the user set."""
     return {n: v for n in names if (v := kwargs.pop(n, None)) is not None}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mobilebert_kit.cli.common import emit_result, save_recipe_option, write_stage_recipe
+from mobilebert_kit.cli.common import emit_result, save_recipe_option, split_names, write_stage_recipe
 
 
 @click.command("export")
@@ -81,10 +81,17 @@ def command(save_recipe, formats, model, max_length, int8, opset, output, overwr
       mbk export -f executorch --int8 --model artifacts/student
       mbk export -f coreml --coreml-lengths 32,64,128 --coreml-palettize 6
     """
+    from mobilebert_kit.errors import ConfigError
     from mobilebert_kit.export import ExportConfig, run
     from mobilebert_kit.stage import RunContext
 
-    names = [f.strip() for item in formats for f in item.split(",") if f.strip()]
+    names = split_names(formats)
+    given = [f"--{k.replace('_bits', '').replace('_', '-')}" for k, v in coreml.items() if v is not None]
+    if names and given and not {"coreml", "all"} & set(names):
+        raise ConfigError(
+            f"{', '.join(given)}: {'a CoreML option' if len(given) == 1 else 'CoreML options'}, but -f "
+            f"{','.join(names)} does not export coreml; add -f coreml or drop {'it' if len(given) == 1 else 'them'}"
+        )
     section = {
         "model": model,
         "output": output,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mobilebert_kit.cli.common import emit_result, log, save_recipe_option, write_stage_recipe
+from mobilebert_kit.cli.common import emit_result, log, save_recipe_option, split_names, write_stage_recipe
 
 
 def _fmt(v, pct=False):
@@ -29,7 +29,7 @@ def _fmt(v, pct=False):
     "formats",
     multiple=True,
     metavar="FORMAT",
-    help="Only these formats (repeatable; default: every exported one).",
+    help="Only these formats (repeat or comma-separate; default: every exported one).",
 )
 @click.option(
     "--model",
@@ -104,6 +104,7 @@ def command(save_recipe, formats, node, runtime_versions, quiet, as_json, **opti
     from mobilebert_kit.stage import RunContext
     from mobilebert_kit.verify import run
 
+    formats = tuple(split_names(formats))
     config = _config(formats, node, {**options, "runtime_versions": list(runtime_versions) or None})
     error = result = None
     try:

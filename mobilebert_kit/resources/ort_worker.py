@@ -35,10 +35,11 @@ def _session(ort, model: str, threads: int):
     return ort.InferenceSession(model, sess_options=so, providers=["CPUExecutionProvider"])
 
 
-def interleaved_times(calls: list, warmup: int, runs: int, rounds: int) -> list:
+def interleaved_times(calls: list, warmup: int, runs: int, rounds: int, done=None) -> list:
     """ms of every timed call of each zero-argument callable: ``warmup`` untimed calls each, then ``runs``
     calls each split over ``rounds`` interleaved rounds (round 1 of every callable, then round 2, ...), so
-    slow drift of a shared machine spreads over all of them. ``mbk bench`` times the host this way too."""
+    slow drift of a shared machine spreads over all of them. ``mbk bench`` times the host this way too.
+    ``done(n)``: told after each block of ``n`` timed calls (a progress bar; never inside a timed call)."""
     for call in calls:
         for _ in range(warmup):
             call()
@@ -50,6 +51,8 @@ def interleaved_times(calls: list, warmup: int, runs: int, rounds: int) -> list:
                 t0 = time.perf_counter()
                 call()
                 times[i].append((time.perf_counter() - t0) * 1e3)
+            if done is not None:
+                done(n)
     return times
 
 
