@@ -196,16 +196,23 @@ def _load_source(path: Path, config: ExportConfig) -> Source:
 
 
 def _build_all(chosen: list[ExportFormat], src: Source, config: ExportConfig, out: Path, ctx: RunContext) -> dict:
-    """Build every format in its own staged folder; they replace the old ones only once all succeeded."""
+    """Build every format in its own staged folder; they replace the old ones only once all succeeded (an
+    output folder this call created goes too when nothing was built: a failure leaves no empty export)."""
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    with contextlib.ExitStack() as staged:
-        folders = {
-            fmt.name: staged.enter_context(staged_output(out / fmt.name, ctx.overwrite, config.input_paths()))
-            for fmt in chosen
-        }
-        with tempfile.TemporaryDirectory(prefix=".export.tmp-", dir=out) as work:
-            build = Build(config, Path(work))
-            return {fmt.name: _build_one(fmt, src, folders[fmt.name], build, ctx) for fmt in chosen}
+    try:
+        with contextlib.ExitStack() as staged:
+            folders = {
+                fmt.name: staged.enter_context(staged_output(out / fmt.name, ctx.overwrite, config.input_paths()))
+                for fmt in chosen
+            }
+            with tempfile.TemporaryDirectory(prefix=".export.tmp-", dir=out) as work:
+                build = Build(config, Path(work))
+                return {fmt.name: _build_one(fmt, src, folders[fmt.name], build, ctx) for fmt in chosen}
+    except BaseException:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        raise
 
 
 def _build_one(fmt: ExportFormat, src: Source, folder: Path, build: Build, ctx: RunContext) -> dict:

@@ -164,7 +164,10 @@ def test_failure_leaves_nothing_half_written(cli, tmp_path, tiny_classifier_dir,
     monkeypatch.setattr(formats.get("torchscript"), "export", boom)
     r = cli("export", "-f", "onnx", "-f", "torchscript", "--model", tiny_classifier_dir, "-o", tmp_path / "e")
     assert r.exit_code == 1 and "simulated" in r.output
-    assert [p.name for p in (tmp_path / "e").iterdir()] == []  # onnx was built, but never moved into place
+    assert not (tmp_path / "e").exists()  # onnx was built, but never moved into place; the new folder is gone
+    (tmp_path / "mine").mkdir()  # a folder that existed before stays
+    r = cli("export", "-f", "onnx", "-f", "torchscript", "--model", tiny_classifier_dir, "-o", tmp_path / "mine")
+    assert r.exit_code == 1 and (tmp_path / "mine").is_dir() and not any((tmp_path / "mine").iterdir())
 
 
 def test_refuses_non_empty_output(cli, tmp_path, tiny_classifier_dir):
