@@ -28,16 +28,21 @@ is not part of this installation is reported at validate time, not as a crash.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
 import os
+import re
 import time
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
+
+import yaml
 
 from mobilebert_kit.config import did_you_mean
 from mobilebert_kit.errors import ArtifactError, ConfigError
@@ -59,20 +64,58 @@ DATA_PATH_KEYS = ("data", "validation_data", "test_data")
 # --------------------------------------------------------------------------- loading
 
 
+class DuplicateKeyError(yaml.YAMLError):
+    """A mapping gives the same key twice; plain YAML would keep the last value and drop the first."""
+
+    def __init__(self, key: Any, line: int, first_line: int):
+        super().__init__(
+            f"line {line}: duplicate key '{key}' (the earlier one, line {first_line}, would be ignored); merge them"
+        )
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.safe_load`` semantics (no python tags), but a key repeated in one mapping is an error."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            # merge keys (<<) may legitimately be overridden by the keys beside them
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise DuplicateKeyError(key, line, seen[key])
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(path: Path, what: str) -> Any:
+    """Parse a user's YAML file with :class:`UniqueKeyLoader`; ``what`` starts every error line."""
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"{what} is not UTF-8 (byte 0x{data[e.start]:02x} at offset {e.start}); save it as UTF-8"
+        ) from e
+    try:
+        return yaml.load(text, Loader=UniqueKeyLoader)  # safe: UniqueKeyLoader is a SafeLoader
+    except DuplicateKeyError as e:
+        raise ConfigError(f"{what} {e}") from e
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{what} is not valid YAML{where}: {getattr(e, 'problem', None) or e}") from e
+
+
 def load_yaml(path: str | os.PathLike) -> dict:
     """Read a recipe file into a dict (ConfigError when missing, unreadable or not a mapping)."""
-    import yaml
-
     path = Path(path)
     if not path.is_file():
         hint = "check the path (the shipped recipes are in recipes/, e.g. recipes/default.yaml)"
         raise ConfigError(f"recipe {path} does not exist; " + (hint if path.suffix else "pass a .yaml file"))
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"recipe {path} is not valid YAML{where}: {getattr(e, 'problem', None) or e}") from e
+    raw = read_yaml(path, f"recipe {path}")
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -84,8 +127,6 @@ def load_yaml(path: str | os.PathLike) -> dict:
 
 def parse_value(text: str) -> Any:
     """A command-line override value, typed as YAML would type it (2 -> int, true -> bool, [a, b] -> list)."""
-    import yaml
-
     try:
         return yaml.safe_load(text) if text.strip() else ""
     except yaml.YAMLError:
@@ -206,7 +247,7 @@ def load(
         name: recipe name when ``source`` is a mapping without ``name:``.
     """
     path = None if isinstance(source, dict) else Path(source)
-    raw = dict(source) if isinstance(source, dict) else load_yaml(path)
+    raw = copy.deepcopy(source) if isinstance(source, dict) else load_yaml(path)  # overrides edit it in place
     problems = apply_overrides(raw, overrides)
     _check_top_level_keys(raw, problems)
     rname = _recipe_name(raw, name, path, problems)
@@ -220,6 +261,7 @@ def load(
     steps = builder.steps
     _link_after_inputs(steps)
     problems.extend(_cross_checks(stages, {st.key: st.config for st in steps}, shared_data))
+    problems.extend(_model_fit_checks(steps))
     if problems:
         raise ConfigError(_dedupe(problems))
     return Recipe(rname, path, run_dir, stages, steps, raw)
@@ -249,7 +291,20 @@ def _run_dir(raw: dict, rname: str, problems: list[str]) -> Path:
     if not isinstance(run_dir_raw, str) or not run_dir_raw:
         problems.append(f"run_dir must be a folder path, got {run_dir_raw!r}")
         run_dir_raw = f"artifacts/runs/{rname}"
-    return Path(run_dir_raw)
+    run_dir = Path(run_dir_raw)
+    _check_run_dir_is_folder(run_dir, problems)
+    return run_dir
+
+
+def _check_run_dir_is_folder(run_dir: Path, problems: list[str]) -> None:
+    """A file where the run folder (or one of its parents) belongs would only fail at the first write."""
+    fix = "set run_dir to a folder (run_dir=PATH)"
+    if run_dir.exists() and not run_dir.is_dir():
+        problems.append(f"run_dir {run_dir} is a file, not a folder; {fix}")
+        return
+    blocking = next((p for p in run_dir.parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        problems.append(f"run_dir {run_dir} lies under {blocking}, which is a file; {fix}")
 
 
 def _stage_list(stages_raw: Any, problems: list[str]) -> list[str]:
@@ -456,9 +511,14 @@ def _missing_data_files(data: dict, where: str) -> list[str]:
     out = []
     for k in DATA_PATH_KEYS:
         v = data.get(k)
-        if not isinstance(v, str) or not v or v in BUILTIN_DATASETS:
+        if not isinstance(v, str) or not v or v in BUILTIN_DATASETS or Path(v).expanduser().exists():
             continue
-        if not Path(v).expanduser().exists() and ("/" in v or "." in v):
+        if k == "data" and "/" not in v and "." not in v:  # read as a built-in name, as data.load_dataset does
+            out.append(
+                f"{where}.{k}: unknown built-in dataset '{v}'{did_you_mean(v, BUILTIN_DATASETS)}; "
+                f"known: {', '.join(BUILTIN_DATASETS)}; or pass a .csv/.tsv/.jsonl file"
+            )
+        else:
             out.append(f"{where}.{k}: file {v} does not exist")
     return out
 
@@ -524,6 +584,107 @@ def _cross_checks(stages: list[str], cfgs: dict[str, Any], shared_data: dict) ->
             "package only bundles a verified export, and this recipe exports a new one: add 'verify' to stages before 'package'"
         )
     return p
+
+
+# --------------------------------------------------------------------------- what the models can take
+
+# Built-in models whose folder is found without work. mpnet-base is joined and extracted from a zip
+# of several hundred MB on first use: too costly for a check that promises to run nothing.
+LOCATABLE_BUILTINS = ("minilm-l6",)
+_ORIGIN = "_mbk_origin"  # attribute naming the built-in a model config descends from, for messages
+
+
+def _builtin_model_config(name: Any) -> SimpleNamespace | None:
+    """A built-in model's config.json, read without loading weights; None when not cheaply known."""
+    from mobilebert_kit.errors import MbkError
+    from mobilebert_kit.models import BUILTIN_MODELS
+
+    if name not in LOCATABLE_BUILTINS or name not in BUILTIN_MODELS:
+        return None
+    try:
+        folder = BUILTIN_MODELS[name][0]()
+        values = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
+    except (MbkError, OSError, ValueError):
+        return None  # a missing package is the stage's to report, with its install command
+    return SimpleNamespace(**values, **{_ORIGIN: name}) if isinstance(values, dict) else None
+
+
+def _model_fit_checks(steps: list[Step]) -> list[str]:
+    """Layers and lengths that the built-in models' config.json already rules out, reported by
+    validate instead of by a stage after the ones before it have run."""
+    problems: list[str] = []
+    models: dict[str, SimpleNamespace] = {}  # step key -> config of the model it writes
+    for st in steps:
+        field_name = next(iter(STAGES[st.stage].inputs), "")
+        upstream = models.get(st.producers.get(field_name, ""))
+        cfg = st.config
+        if st.stage == "finetune":
+            model = _builtin_model_config(cfg.model)
+            problems += _fit_problems("finetune", model, cfg.train, cfg.model)
+        elif st.stage == "distill":
+            problems += _teacher_layer_problems(cfg, upstream)
+            model = _student_config(cfg, upstream)
+            problems += _fit_problems("distill", model, cfg.train, "the student")
+        elif st.stage == "export":
+            model = None
+            problems += _export_length_problems(cfg, upstream)
+        else:
+            model = upstream  # compression keeps the layers' positions
+        if model is not None:
+            models[st.key] = model
+    return problems
+
+
+def _fit_problems(section: str, model: SimpleNamespace | None, train: Any, name: str) -> list[str]:
+    from mobilebert_kit.training.stages import check_fits_model
+
+    if model is None:
+        return []
+    try:
+        check_fits_model(SimpleNamespace(config=model), train, name)
+    except ConfigError as e:
+        return [f"{section}.train: {p}" for p in e.problems]
+    return []
+
+
+def _teacher_layer_problems(cfg: Any, teacher: SimpleNamespace | None) -> list[str]:
+    n = getattr(teacher, "num_hidden_layers", None)
+    if cfg.init_method != "layers" or not cfg.layers or not isinstance(n, int):
+        return []
+    bad = [i for i in cfg.layers if i >= n]  # negative ones: DistillConfig.validate
+    if not bad:
+        return []
+    # distill.copy_layers_student's message at run time
+    return [f"distill.layers {','.join(map(str, bad))} out of range: the teacher has {n} layers (0..{n - 1})"]
+
+
+def _student_config(cfg: Any, teacher: SimpleNamespace | None) -> SimpleNamespace | None:
+    """The student's config as distill builds it (its layer count; positions are its base model's)."""
+    from mobilebert_kit.distill import every_other_layer
+
+    base = _builtin_model_config(cfg.student) if cfg.init_method == "student" else teacher
+    n = getattr(base, "num_hidden_layers", None)
+    if base is None or not isinstance(n, int):
+        return None
+    if cfg.layers:
+        n = len(cfg.layers)
+    elif cfg.init_method == "student_config":
+        n = cfg.student_config.num_layers or n
+    elif cfg.init_method == "layers":
+        n = len(every_other_layer(n))
+    return SimpleNamespace(**{**vars(base), "num_hidden_layers": n})
+
+
+def _export_length_problems(cfg: Any, model: SimpleNamespace | None) -> list[str]:
+    from mobilebert_kit.training.stages import usable_positions
+
+    usable = usable_positions(model) if model is not None else None
+    if not cfg.max_length or usable is None or cfg.max_length <= usable:
+        return []
+    return [
+        f"export.max_length {cfg.max_length} is more than the model can take ({usable} positions, "
+        f"from {getattr(model, _ORIGIN, 'its base model')}); set export.max_length to {usable} or less"
+    ]
 
 
 # --------------------------------------------------------------------------- fingerprints and state
@@ -706,19 +867,39 @@ def plan(recipe: Recipe, start: str | None = None, until: str | None = None) -> 
 
 def _owned(recipe: Recipe, step: Step) -> bool:
     """True when mbk run may replace the step's output: it is inside the run folder, or this run wrote it."""
-    if step.output is None:
+    if step.output is None or _is_under(step.output, recipe.run_dir):
         return True
-    try:
-        step.output.resolve().relative_to(recipe.run_dir.resolve())
-        return True
-    except ValueError:
-        pass
     return read_state(recipe, step).get("output") == str(step.output)
 
 
 def run_step(recipe: Recipe, step: Step, ctx: RunContext):
     """Run one step through the stage contract; ``ctx.overwrite``: it may replace its output."""
-    return stage_module(step.stage).run(step.config, ctx)
+    try:
+        return stage_module(step.stage).run(step.config, ctx)
+    except ArtifactError as e:
+        raise ArtifactError(_recipe_fix(str(e), recipe, step)) from e
+    except ConfigError as e:
+        raise ConfigError([_recipe_fix(p, recipe, step) for p in e.problems]) from e
+
+
+_OUTPUT_FLAG_FIX = re.compile(r"choose (?:another|a new) --output")
+
+
+def _recipe_fix(message: str, recipe: Recipe, step: Step) -> str:
+    """A stage names ``--output`` as the fix for an occupied output; ``mbk run`` has no such option:
+    the output is the run folder's, unless the recipe set the stage's output key."""
+    where = "run_dir"
+    if step.output is not None and not _is_under(step.output, recipe.run_dir):
+        where = f"{step.stage}.{STAGES[step.stage].output_key or 'output'}"
+    return _OUTPUT_FLAG_FIX.sub(f"choose another {where}", message)
+
+
+def _is_under(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+        return True
+    except ValueError:
+        return False
 
 
 def _can_resume(recipe: Recipe, step: Step, fp: str) -> bool:

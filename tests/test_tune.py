@@ -209,3 +209,17 @@ def test_tune_is_a_recipe_stage_that_feeds_export():
     cfg = {s.key: s.config for s in r.steps}
     assert cfg["tune"].model.endswith("student") and cfg["tune"].objective == "latency"
     assert cfg["export"].model == cfg["tune"].output and cfg["tune"].output.endswith("tuned")
+
+
+def test_plans_file_is_read_like_a_recipe(cli, tmp_path, tiny_classifier_dir):
+    """--plans goes through the recipes' loader: a repeated key (the first value silently lost) and a file that
+    is not UTF-8 are one clear line each."""
+    plans = tmp_path / "plans.yaml"
+    plans.write_text("- name: a\n  steps: [{method: int8_dynamic}]\n  name: b\n")
+    r = cli("tune", "-m", tiny_classifier_dir, "--plans", plans, "-o", tmp_path / "t")
+    assert r.exit_code == 1 and r.output.strip() == (
+        f"Error: --plans {plans} line 3: duplicate key 'name' (the earlier one, line 1, would be ignored); merge them"
+    )
+    plans.write_bytes(b"\xff\xfe- x")
+    r = cli("tune", "-m", tiny_classifier_dir, "--plans", plans, "-o", tmp_path / "t")
+    assert r.exit_code == 1 and "is not UTF-8 (byte 0xff at offset 0); save it as UTF-8" in r.output

@@ -11,17 +11,15 @@ def _plans(path: str | None) -> list | None:
     """``--plans FILE``: a YAML list of ``{name: ..., steps: [...]}`` (safe_load)."""
     if path is None:
         return None
-    import yaml
+    from pathlib import Path
 
     from mobilebert_kit.errors import ConfigError
+    from mobilebert_kit.recipe import read_yaml  # the recipes' loader: safe, duplicate keys refused, UTF-8 checked
 
     try:
-        with open(path, encoding="utf-8") as fh:
-            plans = yaml.safe_load(fh)
+        plans = read_yaml(Path(path), f"--plans {path}")
     except OSError as e:
         raise ConfigError(f"--plans {path}: {e.strerror}; pass a YAML file listing {{name, steps}} plans") from e
-    except yaml.YAMLError as e:
-        raise ConfigError(f"--plans {path} is not valid YAML ({str(e).splitlines()[0]})") from e
     if not isinstance(plans, list) or not plans:
         raise ConfigError(f"--plans {path} must be a YAML list of {{name: ..., steps: [...]}} plans")
     return plans
