@@ -34,9 +34,17 @@ from targets import encode_one  # noqa: E402
 from mobilebert_kit import onnx_tools as ot  # noqa: E402
 from mobilebert_kit.artifacts import library_versions  # noqa: E402
 
-# name -> (what it is, FusionOptions overrides); the first is what compress builds
+# name -> (what it is, FusionOptions overrides[, export_onnx keywords]); the first is what compress builds
 VARIANTS = {
-    "default": ("compress's graph: Attention -> QAttention, BiasGelu, SkipLayerNormalization", {}),
+    "default": (
+        "compress's graph: Attention -> QAttention, BiasGelu, SkipLayerNormalization; last layer for [CLS] only",
+        {},
+    ),
+    "every position": (
+        "the same, with the last layer run for every position (as exported before mobilebert_kit.first_token)",
+        {},
+        {"first_token": False},
+    ),
     "attention unfused": (
         "no Attention fusion: Q, K, V as INT8 MatMuls, scores/softmax/context as fp32 ops",
         {"enable_attention": False},
@@ -56,11 +64,10 @@ VARIANTS = {
 def build(model_dir: Path, work: Path) -> dict[str, dict]:
     from mobilebert_kit.quantize import Int8Dynamic, quantize
 
-    raw = work / "raw.onnx"
-    ot.export_onnx(model_dir, raw)
     out = {}
-    for name, (what, fusion) in VARIANTS.items():
-        fused, q = work / f"{len(out)}-fp32.onnx", work / f"{len(out)}-int8.onnx"
+    for name, (what, fusion, *export_options) in VARIANTS.items():
+        raw, fused, q = (work / f"{len(out)}-{stem}.onnx" for stem in ("raw", "fp32", "int8"))
+        ot.export_onnx(model_dir, raw, **(export_options[0] if export_options else {}))
         ot.optimize_onnx(raw, fused, 0, 0, require_attention=False, fusion=fusion)
         rep = quantize(fused, q, Int8Dynamic(per_channel=True))
         out[name] = {"what": what, "fusion": fusion, "path": q, "size_bytes": rep["size_bytes"], "ops": rep["ops"]}

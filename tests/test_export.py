@@ -57,7 +57,7 @@ def test_every_format_is_self_contained(exported):
         assert meta["source_model"]["path"] == str(model.resolve()) and len(meta["source_model"]["sha256"]) == 64
         assert meta["size_bytes"] > 0 and "onnxruntime" in meta["versions"]
     onnx_meta = read_json(out / "onnx" / META)
-    assert onnx_meta["fused_ops"]["Attention"] == 2 and onnx_meta["fused_ops"]["EmbedLayerNormalization"] == 1
+    assert onnx_meta["fused_ops"]["Attention"] == 1 and onnx_meta["fused_ops"]["EmbedLayerNormalization"] == 1
     assert onnx_meta["dynamic_axes"]["input_ids"] == {"0": "batch", "1": "sequence"}
     assert (out / "ort" / "required_operators.config").read_text().count("com.microsoft") >= 1  # fused contrib ops
     assert (out / "torchscript" / "model.ptl").is_file()
@@ -215,7 +215,7 @@ def test_real_minilm_exports_fuse_and_verify(tmp_path, sentiment_csv, cli):
         json.dumps({"data": {"data": str(sentiment_csv)}, "max_length": 64})
     )
     assert cli("export", "--model", tmp_path / "model", "-o", tmp_path / "e", "-q").exit_code == 0
-    assert read_json(tmp_path / "e" / "onnx" / META)["fused_ops"]["Attention"] == 2
+    assert read_json(tmp_path / "e" / "onnx" / META)["fused_ops"]["Attention"] == 1
     r = cli("verify", "-e", tmp_path / "e")
     assert r.exit_code == 0, r.output
     report = read_json(tmp_path / "e" / "verify.json")

@@ -101,7 +101,7 @@ def _graph_from_compression(src: Source, given: str, work: Path) -> tuple[Path, 
     shutil.copy2(given_path, final)
     return final, {
         "onnx_source": f"compression ({given})",
-        "fused_ops": _fused(ot.op_counts(final)),
+        "fused_ops": ot.fused_ops(final),
         "opset": _opset(final),
         "quantization": _compression_quant_info(src.compression) if src.int8 else None,
     }
@@ -127,7 +127,7 @@ def _exported_graph(src: Source, work: Path, opset: int) -> tuple[Path, dict]:
     return final, {
         "onnx_source": "mbk export (torch.onnx.export + ORT transformer fusion)",
         "fused_ops": fused,
-        "fused_ops_after_quantization": _fused(ot.op_counts(final)) if src.int8 else None,
+        "fused_ops_after_quantization": ot.fused_ops(final) if src.int8 else None,
         "opset": opset,
         "quantization": quant,
     }
@@ -150,12 +150,6 @@ def _quantize(fused: Path, final: Path, comp: dict) -> dict:
     except (ConfigError, CompressError) as e:
         raise ExportError(str(e)) from e
     return quant
-
-
-def _fused(counts: dict[str, int]) -> dict[str, int]:
-    from mobilebert_kit.onnx_tools import FUSED_OPS
-
-    return {k: v for k, v in counts.items() if k in FUSED_OPS}
 
 
 def _opset(path: Path) -> int | None:
