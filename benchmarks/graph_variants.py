@@ -2,8 +2,10 @@
 
 compress fuses the student with ORT's transformer optimizer (``Attention``, ``BiasGelu``,
 ``SkipLayerNormalization``, ``EmbedLayerNormalization``) and then applies per-channel dynamic INT8, so
-attention becomes ``QAttention``. This benchmark rebuilds the same PyTorch model (a compress output
-folder) with other fusion choices and the same INT8, and times every graph side by side: batch 1,
+attention becomes ``QAttention``; the export runs the last layer for the [CLS] token only
+(:mod:`mobilebert_kit.first_token`). This benchmark rebuilds the same PyTorch model (a compress output
+folder) with the last layer run for every position, other fusion choices, INT8 attention products, and
+ORT's flash-attention kernel, and times every graph side by side: batch 1,
 1 intra-op thread, interleaved, in this environment's onnxruntime and in the version the Android app
 pins. Each graph's validation accuracy (batch 1, unpadded) and its label agreement with the default
 graph say whether a variant changes answers.
@@ -19,6 +21,7 @@ import argparse
 import sys
 import tempfile
 import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -34,29 +37,54 @@ from targets import encode_one  # noqa: E402
 from mobilebert_kit import onnx_tools as ot  # noqa: E402
 from mobilebert_kit.artifacts import library_versions  # noqa: E402
 
-# name -> (what it is, FusionOptions overrides[, export_onnx keywords]); the first is what compress builds
+
+@dataclass(frozen=True)
+class Variant:
+    """One graph of the same model: export and fusion options, and what is done to it after fusion."""
+
+    what: str
+    fusion: dict = field(default_factory=dict)  # ORT FusionOptions overrides
+    first_token: bool = True  # export_onnx's first_token (mobilebert_kit.first_token)
+    int8_attention: bool = False  # also INT8 the activation x activation MatMuls (scores, context), as Optimum does
+    drop_attention_mask: bool = False  # MultiHeadAttention without its mask: ORT's CPU flash-attention path
+
+
+# the first is what compress builds
 VARIANTS = {
-    "default": (
-        "compress's graph: Attention -> QAttention, BiasGelu, SkipLayerNormalization; last layer for [CLS] only",
-        {},
+    "default": Variant(
+        "compress's graph: Attention -> QAttention, BiasGelu, SkipLayerNormalization; last layer for [CLS] only"
     ),
-    "every position": (
+    "every position": Variant(
         "the same, with the last layer run for every position (as exported before mobilebert_kit.first_token)",
-        {},
-        {"first_token": False},
+        first_token=False,
     ),
-    "attention unfused": (
+    "attention unfused": Variant(
         "no Attention fusion: Q, K, V as INT8 MatMuls, scores/softmax/context as fp32 ops",
         {"enable_attention": False},
     ),
-    "MultiHeadAttention": (
-        "INT8 Q/K/V MatMuls feeding fp32 MultiHeadAttention",
-        {"use_multi_head_attention": True},
+    "INT8 attention products": Variant(
+        "attention unfused, and its scores and context MatMuls INT8 too (Optimum's graph does this)",
+        {"enable_attention": False},
+        int8_attention=True,
     ),
-    "FastGelu": ("tanh-approximated GELU (FastGelu) instead of erf BiasGelu", {"enable_gelu_approximation": True}),
-    "no SkipLayerNorm": (
+    "MultiHeadAttention": Variant(
+        "INT8 Q/K/V MatMuls feeding fp32 MultiHeadAttention", {"use_multi_head_attention": True}
+    ),
+    "MultiHeadAttention, no mask": Variant(
+        "the same without its mask input, so ORT takes its CPU flash-attention kernel (right for one unpadded "
+        "text only: not a graph to ship)",
+        {"use_multi_head_attention": True},
+        drop_attention_mask=True,
+    ),
+    "FastGelu": Variant(
+        "tanh-approximated GELU (FastGelu) instead of erf BiasGelu", {"enable_gelu_approximation": True}
+    ),
+    "no SkipLayerNorm": Variant(
         "Add + LayerNormalization instead of SkipLayerNormalization",
         {"enable_skip_layer_norm": False, "enable_bias_skip_layer_norm": False},
+    ),
+    "embeddings unfused": Variant(
+        "no EmbedLayerNormalization: INT8 Gathers + Add + LayerNormalization", {"enable_embed_layer_norm": False}
     ),
 }
 
@@ -65,13 +93,47 @@ def build(model_dir: Path, work: Path) -> dict[str, dict]:
     from mobilebert_kit.quantize import Int8Dynamic, quantize
 
     out = {}
-    for name, (what, fusion, *export_options) in VARIANTS.items():
+    for name, v in VARIANTS.items():
         raw, fused, q = (work / f"{len(out)}-{stem}.onnx" for stem in ("raw", "fp32", "int8"))
-        ot.export_onnx(model_dir, raw, **(export_options[0] if export_options else {}))
-        ot.optimize_onnx(raw, fused, 0, 0, require_attention=False, fusion=fusion)
-        rep = quantize(fused, q, Int8Dynamic(per_channel=True))
-        out[name] = {"what": what, "fusion": fusion, "path": q, "size_bytes": rep["size_bytes"], "ops": rep["ops"]}
+        ot.export_onnx(model_dir, raw, first_token=v.first_token)
+        ot.optimize_onnx(raw, fused, 0, 0, require_attention=False, fusion=v.fusion)
+        if v.drop_attention_mask:
+            _drop_attention_masks(fused)
+        if v.int8_attention:
+            _quantize_every_matmul(fused, q)
+        else:
+            quantize(fused, q, Int8Dynamic(per_channel=True))
+        out[name] = {**asdict(v), "path": q, "size_bytes": q.stat().st_size, "ops": ot.op_counts(q)}
     return out
+
+
+def _drop_attention_masks(path: Path) -> None:
+    import onnx
+
+    m = onnx.load(str(path))
+    for node in m.graph.node:
+        if node.op_type == "MultiHeadAttention":
+            del node.input[4:]  # key_padding_mask and what follows it
+    onnx.save(m, str(path))
+
+
+def _quantize_every_matmul(fused: Path, out: Path) -> None:
+    """mbk's per-channel dynamic INT8, but with ORT's ``MatMulConstBOnly`` off: MatMuls of two activations
+    (attention scores and context) are quantized as well. quantize.py keeps them fp32, as ORT's default does."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from mobilebert_kit.quantize import DYNAMIC_OPS
+
+    with ot.quiet_ort():
+        quantize_dynamic(
+            str(fused),
+            str(out),
+            op_types_to_quantize=list(DYNAMIC_OPS),
+            per_channel=True,
+            weight_type=QuantType.QInt8,
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT, "MatMulConstBOnly": False},
+        )
 
 
 def score(graphs: dict, tok, val) -> None:

@@ -4,6 +4,7 @@ the Markdown also printed."""
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -14,11 +15,23 @@ def provenance(benchmark: str, argv: list[str] | None = None) -> dict:
     return {
         "benchmark": benchmark,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
+        "command": shlex.join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
     }
 
 
+def cpu_line(cpu: dict | None) -> str:
+    """``x86_64 AMD EPYC (avx2, avx512_vnni, ...)``: which machine timed a result (timings differ between CPUs)."""
+    if not cpu:
+        return "CPU not recorded"
+    return f"{cpu.get('arch')} {cpu.get('model')} ({', '.join(cpu.get('isa') or []) or 'no listed ISA extensions'})"
+
+
 def write_results(folder: str | Path, stem: str, result: dict, markdown: str) -> None:
+    """Write ``<stem>.json`` (with the timing machine's CPU under ``cpu`` unless the result names one) and
+    ``<stem>.md``, and print the Markdown."""
+    from mobilebert_kit.runtimes import cpu_info
+
+    result.setdefault("cpu", cpu_info())
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{stem}.json").write_text(json.dumps(result, indent=2, default=str) + "\n")

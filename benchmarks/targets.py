@@ -38,12 +38,13 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from ort_timing import HOST, expand_versions, time_in_runtime  # noqa: E402
-from results_io import write_results  # noqa: E402
+from results_io import cpu_line, write_results  # noqa: E402
 from vs_optimum import optimum_int8  # noqa: E402
 
 from mobilebert_kit import onnx_tools as ot  # noqa: E402
 from mobilebert_kit.artifacts import library_versions, read_json  # noqa: E402
 from mobilebert_kit.metrics import classification_metrics  # noqa: E402
+from mobilebert_kit.runtimes import cpu_info  # noqa: E402
 
 TEACHER, PHONE, OPTIMUM = "teacher (PyTorch fp32)", "phone model (mbk .ort)", "Optimum dynamic INT8"
 LITERT = "phone model, LiteRT build (mbk .tflite, --runtime litert)"
@@ -272,6 +273,7 @@ def measure(run_dir: Path, work: Path, args) -> dict:
     res["recipe_seconds"] = _recipe_seconds(run_dir)
     res["checks"] = checks(res, correct)
     res["versions"] = library_versions()
+    res["cpu"] = cpu_info()
     return res
 
 
@@ -371,7 +373,7 @@ def markdown(res: dict) -> str:
         "# Issue 12 targets, side by side in one run",
         "",
         f"Run `{res['run']}`, {res['n_test']} test texts, batch 1, 1 thread, interleaved; real lengths: "
-        f"median {res['real_length_median_tokens']} tokens.",
+        f"median {res['real_length_median_tokens']} tokens. CPU: {cpu_line(res.get('cpu'))}.",
         "",
         "| model | size MB | accuracy | macro-F1 | p50 ms real lengths | p50 ms seq 128 |",
         "|---|---:|---:|---:|---:|---:|",

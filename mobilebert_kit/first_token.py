@@ -14,7 +14,7 @@ runs that layer for the first token only:
 
 The logits are the same function of the inputs (fp32 reassociation only: ~1e-7). On the default
 3-layer student's INT8 graph in the Android app's onnxruntime it takes a quarter off the time at 128 tokens
-and a sixth at real lengths (benchmarks/results/graph_variants.md).
+and a fifth at real lengths (benchmarks/results/graph_variants.md).
 Nothing in the library does this for us: ONNX Runtime's transformer optimizer and Optimum export
 what the model computes, and HF's BERT has no "these positions are unused" switch; so the rewrite is
 ours, applied to the PyTorch model before any export (ONNX, and the traced torch formats).

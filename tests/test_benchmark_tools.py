@@ -104,6 +104,19 @@ def test_graph_variants_build_what_each_variant_names(tiny_classifier_dir, tmp_p
     assert ops["no SkipLayerNorm"].get("LayerNormalization") and not ops["no SkipLayerNorm"].get(
         "SkipLayerNormalization"
     )
+    # the tiny model's first layer is fused; its last runs for the first token only unless told otherwise
+    assert ops["every position"].get("QAttention") == ops["default"].get("QAttention") + 1
+    int8_products = ops["INT8 attention products"].get("MatMulInteger", 0)
+    assert int8_products >= ops["attention unfused"].get("MatMulInteger", 0) + 2  # scores and context of layer 0
+    assert ops["embeddings unfused"].get("Gather") and not ops["embeddings unfused"].get("QEmbedLayerNormalization")
+    import onnx
+
+    masks = [
+        list(n.input)
+        for n in onnx.load(str(graphs["MultiHeadAttention, no mask"]["path"])).graph.node
+        if n.op_type == "MultiHeadAttention"
+    ]
+    assert masks and all(len(inputs) == 4 for inputs in masks)  # query, key, value, bias: no mask
     val = Split(["a good film", "a dull and tiresome film", "fine"], [1, 0, 1])
     score(graphs, AutoTokenizer.from_pretrained(tiny_classifier_dir), val)
     assert graphs["default"]["agreement_with_default"] == 1.0
