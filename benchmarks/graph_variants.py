@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from ort_timing import HOST, expand_versions, time_in_runtime  # noqa: E402
+from ort_timing import HOST, p50_by_version  # noqa: E402
 from results_io import write_results  # noqa: E402
 from targets import encode_one  # noqa: E402
 
@@ -158,11 +158,7 @@ def timings(graphs: dict, tok, test, args) -> dict:
         )
     feeds = {n: {"real": real, "s128": [long]} for n in graphs}
     timed = {"real": list(range(len(real))), "s128": [0] * args.runs_128}
-    out = {}
-    for version in expand_versions(args.ort_versions):
-        t = time_in_runtime(version, {n: g["path"] for n, g in graphs.items()}, feeds, timed, args.rounds)
-        out[t["version"]] = {s: {n: float(np.median(ms)) for n, ms in per.items()} for s, per in t["times_ms"].items()}
-    return out
+    return p50_by_version(args.ort_versions, {n: g["path"] for n, g in graphs.items()}, feeds, timed, args.rounds)
 
 
 def markdown(res: dict) -> str:

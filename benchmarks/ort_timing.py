@@ -85,3 +85,15 @@ def time_in_runtime(
         if proc.returncode != 0:
             raise RuntimeError(f"timing in onnxruntime {version} failed: {proc.stderr.strip()[-600:]}")
         return json.loads((tmp / "out.json").read_text())
+
+
+def p50_by_version(
+    spec: str, paths: dict[str, Path], feeds: dict[str, dict[str, list[dict]]], timed: dict[str, list[int]], rounds: int
+) -> dict[str, dict[str, dict[str, float]]]:
+    """:func:`time_in_runtime` in every version of ``spec`` (:func:`expand_versions`), reduced to the median:
+    ``{version: {set: {model: p50 ms}}}``, keyed by each runtime's own version string."""
+    out = {}
+    for version in expand_versions(spec):
+        t = time_in_runtime(version, paths, feeds, timed, rounds)
+        out[t["version"]] = {s: {n: float(np.median(ms)) for n, ms in per.items()} for s, per in t["times_ms"].items()}
+    return out

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from ort_timing import HOST, expand_versions, time_in_runtime  # noqa: E402
+from ort_timing import HOST, p50_by_version  # noqa: E402
 from results_io import cpu_line, provenance, write_results  # noqa: E402
 from targets import encode_one  # noqa: E402
 from vs_optimum import optimum_int8  # noqa: E402
@@ -76,11 +76,7 @@ def timings(paths: dict[str, Path], tokenizers: dict[str, Path], texts: list[str
         tok = AutoTokenizer.from_pretrained(tok_dir)
         feeds[name] = {"real": [encode_one(tok, t, 128) for t in texts], "s128": [encode_one(tok, long_text, 128)]}
     timed = {"real": list(range(len(texts))), "s128": [0] * args.runs_128}
-    out = {}
-    for version in expand_versions(args.ort_versions):
-        t = time_in_runtime(version, paths, feeds, timed, args.rounds)
-        out[t["version"]] = {s: {n: float(np.median(ms)) for n, ms in per.items()} for s, per in t["times_ms"].items()}
-    return out
+    return p50_by_version(args.ort_versions, paths, feeds, timed, args.rounds)
 
 
 def markdown(res: dict) -> str:
