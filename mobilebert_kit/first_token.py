@@ -99,7 +99,8 @@ class FirstTokenLayer(torch.nn.Module):
         heads, size = sa.num_attention_heads, sa.attention_head_size
         width, hidden = heads * size, sa.key.in_features
         with torch.no_grad():
-            self.key_t = torch.nn.Linear(width, hidden, bias=False)  # x @ W_k
+            # x @ W_k; its name marks a rewritten layer in ONNX graphs (onnx_tools.FIRST_TOKEN_NODE)
+            self.key_t = torch.nn.Linear(width, hidden, bias=False)
             self.key_t.weight.copy_(sa.key.weight.t())
             self.value_heads = torch.nn.Linear(hidden, width, bias=False)  # x @ W_vᵀ
             self.value_heads.weight.copy_(sa.value.weight)
