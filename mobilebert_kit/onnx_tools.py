@@ -71,7 +71,8 @@ def export_onnx(
         out_path: the ``.onnx`` file to write (its folder is created).
         opset: ONNX opset (17 keeps LayerNormalization native and loads on ORT Mobile >= 1.14).
         first_token: run the last layer for the first token only where the head reads nothing else
-            (:mod:`mobilebert_kit.first_token`: the same logits, about a third less work on a 3-layer student).
+            (:mod:`mobilebert_kit.first_token`: the same logits; on the default 3-layer student a quarter less
+            time at 128 tokens, benchmarks/results/graph_variants.md).
 
     Returns:
         ``out_path``.
@@ -198,10 +199,14 @@ def optimize_onnx(
         raise ExportError(
             f"ORT transformer optimization of {in_path} failed ({type(e).__name__}: {str(e)[:200]})"
         ) from e
-    fused = fused_ops(out_path)
-    if require_attention and not (fused.get("Attention") or fused.get("MultiHeadAttention")) and _unfused(out_path):
+    counts, first_token = _graph_facts(out_path)
+    fused = _fused_ops(counts, first_token)
+    # No fused attention is only right for a one-layer model rewritten by mobilebert_kit.first_token (its
+    # one-query product is not ORT's Attention pattern and needs no fusing): one Softmax, its own.
+    unfused = not (first_token and counts.get("Softmax", 0) == 1)
+    if require_attention and not (fused.get("Attention") or fused.get("MultiHeadAttention")) and unfused:
         raise ExportError(
-            f"ORT transformer optimization of {in_path} did not fuse attention (ops: {_top_ops(op_counts(out_path))}); "
+            f"ORT transformer optimization of {in_path} did not fuse attention (ops: {_top_ops(counts)}); "
             "the graph was probably exported with the dynamo exporter or from an unsupported architecture"
         )
     return fused
@@ -210,23 +215,22 @@ def optimize_onnx(
 def fused_ops(path: str | os.PathLike) -> dict[str, int]:
     """The fused op types in an ONNX graph (:data:`FUSED_OPS`), plus ``first_token_layer: 1`` (not an op) when
     its last layer runs for the first token only (:mod:`mobilebert_kit.first_token`)."""
-    fused = {k: v for k, v in op_counts(path).items() if k in FUSED_OPS}
-    if _has_first_token_layer(Path(path)):
-        fused["first_token_layer"] = 1
-    return fused
+    return _fused_ops(*_graph_facts(path))
 
 
-def _has_first_token_layer(path: Path) -> bool:
+def _graph_facts(path: str | os.PathLike) -> tuple[dict[str, int], bool]:
+    """Op-type counts and whether a first-token layer is present, from one read of the graph."""
     import onnx
 
-    return any(FIRST_TOKEN_NODE in n.name for n in onnx.load(str(path), load_external_data=False).graph.node)
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return dict(Counter(n.op_type for n in graph.node)), any(FIRST_TOKEN_NODE in n.name for n in graph.node)
 
 
-def _unfused(path: Path) -> bool:
-    """No fused attention is only right for a one-layer model rewritten by mobilebert_kit.first_token
-    (its one-query product is not ORT's Attention pattern and needs no fusing): one Softmax, its own."""
-    softmax = op_counts(path).get("Softmax", 0)
-    return not (_has_first_token_layer(path) and softmax == 1)
+def _fused_ops(counts: dict[str, int], first_token: bool) -> dict[str, int]:
+    fused = {k: v for k, v in counts.items() if k in FUSED_OPS}
+    if first_token:
+        fused["first_token_layer"] = 1
+    return fused
 
 
 def _fuse(in_path: Path, out_path: Path, num_heads: int, hidden_size: int, model_type: str, fusion: dict) -> None:
