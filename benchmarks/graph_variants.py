@@ -92,11 +92,13 @@ VARIANTS = {
 def build(model_dir: Path, work: Path) -> dict[str, dict]:
     from mobilebert_kit.quantize import Int8Dynamic, quantize
 
+    raws = {}  # one export per first_token setting; the variants differ after it
+    for first_token in {v.first_token for v in VARIANTS.values()}:
+        raws[first_token] = ot.export_onnx(model_dir, work / f"raw-{first_token}.onnx", first_token=first_token)
     out = {}
     for name, v in VARIANTS.items():
-        raw, fused, q = (work / f"{len(out)}-{stem}.onnx" for stem in ("raw", "fp32", "int8"))
-        ot.export_onnx(model_dir, raw, first_token=v.first_token)
-        ot.optimize_onnx(raw, fused, 0, 0, require_attention=False, fusion=v.fusion)
+        fused, q = (work / f"{len(out)}-{stem}.onnx" for stem in ("fp32", "int8"))
+        ot.optimize_onnx(raws[v.first_token], fused, 0, 0, require_attention=False, fusion=v.fusion)
         if v.drop_attention_mask:
             _drop_attention_masks(fused)
         if v.int8_attention:
