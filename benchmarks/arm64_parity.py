@@ -2,7 +2,7 @@
 
 The default run's ``.ort`` (prune 0.2 + dynamic INT8) and a static-INT8 variant of the same student
 (prune 0.2 + ``int8_static``, minmax calibration on 128 training texts, the same accuracy guard)
-each go through ``mbk verify --arm on`` (:mod:`mobilebert_kit.emulation`): the aarch64 onnxruntime
+each go through ``mbk verify --arm on`` (:mod:`mobilebert_kit.phone.emulation`): the aarch64 onnxruntime
 wheels (this host's version and the Android app's) on emulated Cortex-A53 / A76 / A710 and QEMU's
 ``max`` (SME), a seeded subset of the test split. Reported: max |Δ| and label agreement vs PyTorch,
 the same vs x86 onnxruntime on identical batches (the kernel path's own effect), and the spread
@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 from results_io import write_results  # noqa: E402
 
 from mobilebert_kit.artifacts import read_json  # noqa: E402
-from mobilebert_kit.emulation import ArmConfig, find_emulator, host_ort_version  # noqa: E402
+from mobilebert_kit.phone.emulation import ArmConfig, find_emulator, host_ort_version  # noqa: E402
 from mobilebert_kit.errors import VerifyError  # noqa: E402
 
 CPUS = ["cortex-a53", "cortex-a76", "cortex-a710", "max"]
@@ -88,11 +88,11 @@ def merged(old: dict, new: dict) -> dict:
 
 def build_static(run_dir: Path, work: Path) -> Path:
     """The default run's student, pruned like the default (0.2) and statically INT8-quantized, exported."""
-    from mobilebert_kit.compress import CompressConfig
-    from mobilebert_kit.compress import run as compress
-    from mobilebert_kit.export import ExportConfig
-    from mobilebert_kit.export import run as export
-    from mobilebert_kit.stage import RunContext
+    from mobilebert_kit.stages.compress import CompressConfig
+    from mobilebert_kit.stages.compress import run as compress
+    from mobilebert_kit.stages.export import ExportConfig
+    from mobilebert_kit.stages.export import run as export
+    from mobilebert_kit.stages.base import RunContext
 
     ctx = RunContext(overwrite=True)
     comp = CompressConfig(
@@ -117,7 +117,7 @@ def copy_format(export: Path, dst: Path, fmt: str) -> Path:
 
 
 def verify(export: Path, fmt: str, arm: ArmConfig) -> dict:
-    from mobilebert_kit.verify import VerifyConfig, run
+    from mobilebert_kit.stages.verify import VerifyConfig, run
 
     try:
         run(VerifyConfig(export_dir=str(export), formats=[fmt], node="off", arm=arm))

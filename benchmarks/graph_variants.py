@@ -3,7 +3,7 @@
 compress fuses the student with ORT's transformer optimizer (``Attention``, ``BiasGelu``,
 ``SkipLayerNormalization``, ``EmbedLayerNormalization``) and then applies per-channel dynamic INT8, so
 attention becomes ``QAttention``; the export runs the last layer for the [CLS] token only
-(:mod:`mobilebert_kit.first_token`). This benchmark rebuilds the same PyTorch model (a compress output
+(:mod:`mobilebert_kit.graph.first_token`). This benchmark rebuilds the same PyTorch model (a compress output
 folder) with the last layer run for every position, other fusion choices, INT8 attention products, and
 ORT's flash-attention kernel, and times every graph side by side: batch 1,
 1 intra-op thread, interleaved, in this environment's onnxruntime and in the version the Android app
@@ -34,7 +34,7 @@ from ort_timing import HOST, p50_by_version  # noqa: E402
 from results_io import write_results  # noqa: E402
 from targets import encode_one  # noqa: E402
 
-from mobilebert_kit import onnx_tools as ot  # noqa: E402
+from mobilebert_kit.graph import onnx_tools as ot  # noqa: E402
 from mobilebert_kit.artifacts import library_versions  # noqa: E402
 
 
@@ -44,7 +44,7 @@ class Variant:
 
     what: str
     fusion: dict = field(default_factory=dict)  # ORT FusionOptions overrides
-    first_token: bool = True  # export_onnx's first_token (mobilebert_kit.first_token)
+    first_token: bool = True  # export_onnx's first_token (mobilebert_kit.graph.first_token)
     int8_attention: bool = False  # also INT8 the activation x activation MatMuls (scores, context), as Optimum does
     drop_attention_mask: bool = False  # MultiHeadAttention without its mask: ORT's CPU flash-attention path
 
@@ -55,7 +55,7 @@ VARIANTS = {
         "compress's graph: Attention -> QAttention, BiasGelu, SkipLayerNormalization; last layer for [CLS] only"
     ),
     "every position": Variant(
-        "the same, with the last layer run for every position (as exported before mobilebert_kit.first_token)",
+        "the same, with the last layer run for every position (as exported before mobilebert_kit.graph.first_token)",
         first_token=False,
     ),
     "attention unfused": Variant(
@@ -90,7 +90,7 @@ VARIANTS = {
 
 
 def build(model_dir: Path, work: Path) -> dict[str, dict]:
-    from mobilebert_kit.quantize import Int8Dynamic, quantize
+    from mobilebert_kit.compression.ort_quant import Int8Dynamic, quantize
 
     raws = {}  # one export per first_token setting; the variants differ after it
     for first_token in {v.first_token for v in VARIANTS.values()}:
@@ -125,7 +125,7 @@ def _quantize_every_matmul(fused: Path, out: Path) -> None:
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from mobilebert_kit.quantize import DYNAMIC_OPS
+    from mobilebert_kit.compression.ort_quant import DYNAMIC_OPS
 
     with ot.quiet_ort():
         quantize_dynamic(

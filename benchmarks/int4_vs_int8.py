@@ -31,7 +31,7 @@ from ort_timing import expand_versions, time_in_runtime  # noqa: E402
 from results_io import write_results  # noqa: E402
 from vs_optimum import fixed_inputs  # noqa: E402
 
-from mobilebert_kit import onnx_tools as ot  # noqa: E402
+from mobilebert_kit.graph import onnx_tools as ot  # noqa: E402
 from mobilebert_kit.artifacts import library_versions, read_json  # noqa: E402
 from mobilebert_kit.compression.guard import ci_text  # noqa: E402
 
@@ -54,9 +54,9 @@ VARIANTS = {
 
 def compress_variant(student: Path, work: Path, name: str, max_drop: float) -> dict:
     """Run (or reuse) ``mbk compress`` for one variant; returns its row (``refused`` when the guard said no)."""
-    from mobilebert_kit.compress import CompressConfig, run
+    from mobilebert_kit.stages.compress import CompressConfig, run
     from mobilebert_kit.errors import CompressError
-    from mobilebert_kit.stage import RunContext
+    from mobilebert_kit.stages.base import RunContext
 
     out = work / name.replace("+", "_")
     if not (out / "metrics.json").exists():

@@ -2,7 +2,7 @@
 version the Android app pins), in a subprocess running ``ort_timing_worker.py``.
 
 One process can import only one onnxruntime, so the phone's runtime (``runtimes.ANDROID_ORT_VERSION``)
-is timed in its own process, installed on first use as :class:`mobilebert_kit.runtimes.SideRuntime`.
+is timed in its own process, installed on first use as :class:`mobilebert_kit.phone.side_runtime.SideRuntime`.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def runtime_path(version: str) -> str | None:
     """The folder to put first on PYTHONPATH for ``version`` (None: the host's onnxruntime)."""
     if version == HOST:
         return None
-    from mobilebert_kit.runtimes import SideRuntime
+    from mobilebert_kit.phone.side_runtime import SideRuntime
 
     return str(SideRuntime(version).ensure().path)
 

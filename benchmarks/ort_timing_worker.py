@@ -1,7 +1,7 @@
 """Time ONNX Runtime models in whatever onnxruntime is first on ``sys.path``: JSON in, JSON out.
 
 Started by :mod:`ort_timing` in a subprocess whose PYTHONPATH may put a side onnxruntime version (a
-``pip install --target`` folder, :class:`mobilebert_kit.runtimes.SideRuntime`) before the host's,
+``pip install --target`` folder, :class:`mobilebert_kit.phone.side_runtime.SideRuntime`) before the host's,
 so the phone's pinned runtime can be timed beside this environment's. Standalone on purpose: it
 must not import mobilebert_kit or anything that imports the host onnxruntime first.
 

@@ -22,7 +22,7 @@ from results_io import provenance, write_results
 def one_pass(model, tok, texts, precision: str, folder: Path, args) -> tuple[float, object, dict | None]:
     import torch
 
-    from mobilebert_kit.teacher_cache import teacher_outputs, teacher_weights_sha
+    from mobilebert_kit.training.teacher_cache import teacher_outputs, teacher_weights_sha
 
     with tempfile.TemporaryDirectory() as cache:
         out = teacher_outputs(
@@ -49,7 +49,7 @@ def closeness(fp32, int8, temperature: float) -> dict:
     """The measures the INT8 teacher's check uses (``int8_teacher.soft_label_kl``), over every text."""
     import numpy as np
 
-    from mobilebert_kit.int8_teacher import soft_label_kl
+    from mobilebert_kit.training.int8_teacher import soft_label_kl
 
     return {
         "label_agreement": float((fp32.argmax(-1) == int8.argmax(-1)).mean()),
@@ -189,7 +189,7 @@ def markdown(r: dict) -> str:
     k = r.get("int8_check")
     if k:
         lines += [
-            f"The check (`mobilebert_kit/int8_teacher.py`, on {k['sample']} texts, soft-label KL at most {k['max_kl']}): "
+            f"The check (`mobilebert_kit/training/int8_teacher.py`, on {k['sample']} texts, soft-label KL at most {k['max_kl']}): "
             + "; ".join(
                 f"{t['fp32_layers']} layers fp32: KL {t['kl']:.4f}, agreement {t['agreement']:.1%}" for t in k["tried"]
             )

@@ -38,7 +38,7 @@ FAST_RECIPE = ROOT / "recipes" / "fast.yaml"
 
 def fast_plan() -> list[dict]:
     """recipes/fast.yaml's compress steps, read from the recipe so the benchmark cannot drift from it."""
-    from mobilebert_kit.recipe import load_yaml
+    from mobilebert_kit.pipeline.recipe import load_yaml
 
     return load_yaml(FAST_RECIPE)["compress"]["steps"]
 
@@ -78,7 +78,7 @@ def install(mode: str, decay: float) -> None:
     """Put an :class:`Average` before the evaluation hook of every later training run. The engine builds its
     hook list itself and has no slot for extra hooks; this benchmark patches the list it builds rather than
     adding a product switch for a technique that, measured here, does not win."""
-    from mobilebert_kit import engine
+    from mobilebert_kit.training import engine
 
     class WithAverage(Hooks):
         def __init__(self, hooks: list[Hook]):
@@ -92,8 +92,8 @@ def install(mode: str, decay: float) -> None:
 
 
 def trial(student: str, teacher: str, steps: list[dict], mode: str, decay: float, seed: int, out: Path) -> dict:
-    from mobilebert_kit.compress import CompressConfig, run
-    from mobilebert_kit.stage import RunContext
+    from mobilebert_kit.stages.compress import CompressConfig, run
+    from mobilebert_kit.stages.base import RunContext
 
     install(mode, decay)
     cfg = CompressConfig.from_dict(

@@ -56,7 +56,7 @@ def resolve_precision(requested: str, device_type: str) -> str:
 
 
 # The teacher pass's precisions. ``int8`` is torch.ao dynamic INT8 Linear layers, a CPU kernel (fbgemm), checked
-# against the fp32 teacher on a sample first (mobilebert_kit.int8_teacher; benchmarks/results/teacher_int8*.md).
+# against the fp32 teacher on a sample first (mobilebert_kit.training.int8_teacher; benchmarks/results/teacher_int8*.md).
 TEACHER_PRECISIONS = ("fp32", "int8")
 
 

@@ -49,7 +49,7 @@ fi
 # The onnxruntime version the Android app pins (runtimes.ANDROID_ORT_VERSION), installed once beside the venv's
 # into mbk's cache: verify and package compute and check golden logits in it, and the tests run the packaged .ort
 # in it. Optional: without network it is skipped (those checks then skip with the reason).
-"$VENV/bin/python" -m mobilebert_kit.runtimes install >/dev/null 2>&1 \
+"$VENV/bin/python" -m mobilebert_kit.phone.side_runtime install >/dev/null 2>&1 \
   || echo "note: could not install the Android app's onnxruntime side runtime (offline?); its checks will skip"
 # A JDK for the Android tokenizer parity tests (Debian); optional everywhere else.
 if ! command -v javac >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then

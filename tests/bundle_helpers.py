@@ -1,5 +1,5 @@
 """Helpers for the package / Java tokenizer tests: a hand-built export folder following the
-contract documented in mobilebert_kit/package.py (tiny BERT -> ONNX -> .ort, model_meta.json,
+contract documented in mobilebert_kit/stages/package.py (tiny BERT -> ONNX -> .ort, model_meta.json,
 verify.json). Built once per test process and copied per test that needs to mutate it."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ def build_ort_export(root: Path, model_dir: Path, max_length: int = 128) -> Path
     key = str(model_dir)
     if key in _CACHE and _CACHE[key].exists():
         return _CACHE[key]
-    from mobilebert_kit.onnx_tools import export_onnx
+    from mobilebert_kit.graph.onnx_tools import export_onnx
 
     export = root / "export"
     onnx_dir, ort_dir = export / "onnx", export / "ort"

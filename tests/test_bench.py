@@ -9,7 +9,7 @@ from mobilebert_kit.artifacts import read_json
 
 @pytest.fixture(scope="module")
 def exported(tiny_classifier_dir, tmp_path_factory):
-    from mobilebert_kit.export import ExportConfig, run
+    from mobilebert_kit.stages.export import ExportConfig, run
 
     return run(
         ExportConfig(
@@ -107,7 +107,7 @@ def test_a_bare_model_file_takes_its_exports_vocabulary_and_garbage_is_named(cli
     """`mbk bench -m export/onnx/model.onnx` reads the model_meta.json beside it (a trimmed vocabulary refuses
     the default token ids); a file that is not what its suffix says is one clear line."""
     from mobilebert_kit.artifacts import read_json
-    from mobilebert_kit.bench import _sibling_meta
+    from mobilebert_kit.stages.bench import _sibling_meta
 
     onnx = exported / "onnx" / "model.onnx"
     meta = _sibling_meta(onnx)

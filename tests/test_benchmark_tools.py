@@ -129,7 +129,7 @@ def test_weight_averaging_hook_averages_what_it_names(tmp_path, monkeypatch):
     import torch
     from weight_averaging import Average, install
 
-    from mobilebert_kit import engine
+    from mobilebert_kit.training import engine
     from mobilebert_kit.training.hooks import Evaluation
 
     model = torch.nn.Linear(2, 1, bias=False)

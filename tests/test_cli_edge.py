@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from mobilebert_kit import stage
+from mobilebert_kit.stages import base as stage
 
 
 def _fail_with(monkeypatch, exc: BaseException, partial_line: str = ""):
@@ -17,7 +17,7 @@ def _fail_with(monkeypatch, exc: BaseException, partial_line: str = ""):
         sys.stderr.write(partial_line)
         raise exc
 
-    import mobilebert_kit.export as export
+    import mobilebert_kit.stages.export as export
 
     monkeypatch.setattr(export, "run", run)
     assert stage.stage_module("export").run is run
@@ -61,7 +61,7 @@ def test_error_starts_its_own_line_after_a_progress_bar(cli, monkeypatch, tmp_pa
 def test_interrupt_message_fits_the_command(cli, monkeypatch, tmp_path, sub, hint):
     _fail_with(monkeypatch, KeyboardInterrupt())
     if sub == "finetune":
-        import mobilebert_kit.finetune as finetune
+        import mobilebert_kit.stages.finetune as finetune
 
         def run(config, ctx=None):
             raise KeyboardInterrupt

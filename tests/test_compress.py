@@ -19,7 +19,7 @@ def _train_tiny(folder, data_csv, epochs: int = 3):
     """A 4-head tiny classifier that really learned the sentiment data (varied, correct predictions)."""
     import torch
 
-    from mobilebert_kit import prune
+    from mobilebert_kit.compression import surgery as prune
     from mobilebert_kit.data import DataConfig, load_dataset
     from mobilebert_kit.models import load_classifier_folder
 
@@ -75,7 +75,7 @@ def test_help(cli):
 
 
 def test_end_to_end_hand_over_folder(cli, trained, tmp_path):
-    from mobilebert_kit import onnx_tools as ot
+    from mobilebert_kit.graph import onnx_tools as ot
     from mobilebert_kit.data import lineage
     from mobilebert_kit.models import load_classifier_folder
 
@@ -159,7 +159,7 @@ def test_end_to_end_hand_over_folder(cli, trained, tmp_path):
 
 
 def test_guard_falls_back_the_sensitive_node(cli, hostile, tmp_path):
-    from mobilebert_kit import onnx_tools as ot
+    from mobilebert_kit.graph import onnx_tools as ot
 
     out = tmp_path / "c"
     r = cli("compress", "--model", hostile, "-o", out, "--int8", "--latency-runs", "0")
@@ -252,7 +252,7 @@ def test_not_a_classifier_refused(cli, tmp_path):
 
 
 def test_recovery_training_after_structured_pruning(cli, trained, tmp_path):
-    pytest.importorskip("mobilebert_kit.distill")
+    pytest.importorskip("mobilebert_kit.stages.distill")
     out = tmp_path / "c"
     r = cli(
         "compress",
@@ -286,8 +286,8 @@ def test_recovery_layer_distillation_to_the_unpruned_model(trained, tmp_path, mo
     """``hidden_weight``: after head pruning and a vocabulary trim, each layer's output is trained towards the
     same layer of the compress input; the trimmed tokenizer lines up token by token with the input's, and the
     input's layer outputs go through the teacher cache (here in tmp_path)."""
-    pytest.importorskip("mobilebert_kit.distill")
-    from mobilebert_kit.compress import CompressConfig, run
+    pytest.importorskip("mobilebert_kit.stages.distill")
+    from mobilebert_kit.stages.compress import CompressConfig, run
 
     monkeypatch.setenv("MBK_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "c"
@@ -305,8 +305,8 @@ def test_recovery_layer_distillation_to_the_unpruned_model(trained, tmp_path, mo
 def test_recovery_teacher_pass_in_checked_int8(trained, tmp_path):
     """``teacher_precision: int8`` on ``recover``: the teacher's logits come from the checked INT8 teacher,
     and compression.json says what the check found; an unknown precision is refused with the choices."""
-    pytest.importorskip("mobilebert_kit.distill")
-    from mobilebert_kit.compress import CompressConfig, run
+    pytest.importorskip("mobilebert_kit.stages.distill")
+    from mobilebert_kit.stages.compress import CompressConfig, run
 
     out = tmp_path / "c"
     steps = [{"method": "prune_heads", "fraction": 0.5}, {"method": "recover", "lr": 1e-3, "teacher_precision": "int8"}]
@@ -324,7 +324,7 @@ def test_layer_distillation_loss_adds_the_hidden_state_error():
     import torch
     from transformers import BertConfig, BertForSequenceClassification
 
-    from mobilebert_kit.losses import distillation_loss
+    from mobilebert_kit.training.losses import distillation_loss
 
     torch.manual_seed(0)
     model = BertForSequenceClassification(
@@ -346,7 +346,7 @@ def test_layer_distillation_loss_adds_the_hidden_state_error():
 def test_4bit_embeddings_then_int8_survive_a_hostile_row(cli, hostile, tmp_path):
     """Block-wise 4-bit scales each row's blocks on their own, so the one huge row that breaks per-tensor
     INT8 of the table (test above) costs nothing here; INT8 then quantizes the rest with no fallback."""
-    from mobilebert_kit import onnx_tools as ot
+    from mobilebert_kit.graph import onnx_tools as ot
 
     out = tmp_path / "c"
     r = cli(
@@ -382,8 +382,8 @@ def test_4bit_embeddings_then_int8_survive_a_hostile_row(cli, hostile, tmp_path)
 def test_steps_run_in_the_order_written(trained, tmp_path, order):
     """A steps list is the order run: trimming then recovery trains the trimmed model (and wins its loss
     back); the reverse trims a recovered model. Both are recorded in that order."""
-    pytest.importorskip("mobilebert_kit.distill")
-    from mobilebert_kit.compress import CompressConfig, run
+    pytest.importorskip("mobilebert_kit.stages.distill")
+    from mobilebert_kit.stages.compress import CompressConfig, run
 
     settings = {"trim_vocab": {}, "recover": {"epochs": 1, "lr": 1e-3}}
     out = tmp_path / "c"
@@ -404,7 +404,7 @@ def test_steps_run_in_the_order_written(trained, tmp_path, order):
 def test_small_validation_split_is_topped_up_with_training_texts_for_agreement(cli, trained, tmp_path):
     """16 validation examples cannot bound INT8-vs-fp32 agreement at 97%; the training texts (labels
     unused) can, and the log says which texts it was measured on."""
-    from mobilebert_kit.compress import fidelity_texts
+    from mobilebert_kit.stages.compress import fidelity_texts
     from mobilebert_kit.data import Split
 
     val, train = Split(["a", "b"], [0, 1]), Split([f"t{i}" for i in range(5)], [0] * 5)

@@ -1,9 +1,9 @@
 import pytest
 
 from mobilebert_kit.data import DataConfig
-from mobilebert_kit.engine import TrainConfig
+from mobilebert_kit.training.engine import TrainConfig
 from mobilebert_kit.errors import ConfigError
-from mobilebert_kit.finetune import FinetuneConfig
+from mobilebert_kit.stages.finetune import FinetuneConfig
 
 
 def test_unknown_keys_reported_with_did_you_mean_and_all_at_once():
@@ -48,7 +48,7 @@ def test_non_finite_numbers_are_refused(key, value):
 
 
 def test_tolerances_refuse_nan():
-    from mobilebert_kit.verify import Tolerance
+    from mobilebert_kit.stages.verify import Tolerance
 
     with pytest.raises(ConfigError, match="max_abs_diff must be a finite number, got nan"):
         Tolerance(max_abs_diff=float("nan"))

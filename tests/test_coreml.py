@@ -19,7 +19,7 @@ NOT_RUN = "coreml: spec checked; numerics NOT run: Core ML runs only on Apple OS
 @pytest.fixture(scope="module")
 def bucketed(tiny_classifier_dir, sentiment_csv, tmp_path_factory):
     """Enumerated lengths 16,32,64 and 4-bit uniform palettes (uniform: no scikit-learn needed)."""
-    from mobilebert_kit.export import ExportConfig, run
+    from mobilebert_kit.stages.export import ExportConfig, run
 
     root = tmp_path_factory.mktemp("coreml")
     model = tiny_model_with_lineage(tiny_classifier_dir, sentiment_csv, root / "model")

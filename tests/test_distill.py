@@ -12,12 +12,12 @@ import pytest
 import torch
 from conftest import make_tiny_classifier, minilm_path
 
-from mobilebert_kit import distill
+from mobilebert_kit.stages import distill
 from mobilebert_kit.artifacts import read_json
 from mobilebert_kit.errors import ConfigError
-from mobilebert_kit.losses import distillation_loss
+from mobilebert_kit.training.losses import distillation_loss
 from mobilebert_kit.models import load_classifier_folder
-from mobilebert_kit.stage import RunContext
+from mobilebert_kit.stages.base import RunContext
 
 FAST = [
     "--epochs",
@@ -38,9 +38,9 @@ FAST = [
 def teacher_dir(tmp_path_factory, sentiment_csv) -> Path:
     """A tiny 4-layer BERT fine-tuned on the sentiment csv with `mbk finetune` (so it has a real
     manifest recording its data and max length). Read-only."""
-    from mobilebert_kit import finetune
+    from mobilebert_kit.stages import finetune
     from mobilebert_kit.data import DataConfig
-    from mobilebert_kit.engine import TrainConfig
+    from mobilebert_kit.training.engine import TrainConfig
 
     root = tmp_path_factory.mktemp("distill")
     init = make_tiny_classifier(root / "init", layers=4, hidden=32, heads=2)
@@ -295,7 +295,7 @@ def test_int8_teacher_check_keeps_outlier_layers_fp32_until_close(teacher_dir, m
     """The check ranks Linear layers by their inputs' max/RMS (a LayerNorm spike makes the next layer's
     inputs the worst), keeps the first k of them fp32 at the first step whose soft-label KL is within
     MAX_KL, and falls back to the fp32 teacher itself when no step is."""
-    from mobilebert_kit import int8_teacher as it
+    from mobilebert_kit.training import int8_teacher as it
 
     assert [len(it.sample_indices(n)) for n in (10, 1000, 10197, 10**6)] == [10, 64, 256, 256]
     teacher, tok, _ = load_classifier_folder(teacher_dir)

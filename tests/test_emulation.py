@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from conftest import tiny_model_with_lineage
 
-from mobilebert_kit import emulation
+from mobilebert_kit.phone import emulation
 from mobilebert_kit.artifacts import read_json
 from mobilebert_kit.errors import ConfigError, DeviceError
 
@@ -24,7 +24,7 @@ HOST_ORT = version("onnxruntime")
 @pytest.fixture(scope="module")
 def tiny_export(tiny_classifier_dir, sentiment_csv, tmp_path_factory):
     """The tiny classifier exported to onnx and ort (fp32), verified on its 16 test examples."""
-    from mobilebert_kit.export import ExportConfig, run
+    from mobilebert_kit.stages.export import ExportConfig, run
 
     root = tmp_path_factory.mktemp("arm")
     model = tiny_model_with_lineage(tiny_classifier_dir, sentiment_csv, root / "model")
@@ -157,7 +157,7 @@ def test_bad_arm_options(cli, tmp_path, args, message):
 
 
 def test_recipe_section_reaches_arm_config():
-    from mobilebert_kit.verify import VerifyConfig
+    from mobilebert_kit.stages.verify import VerifyConfig
 
     cfg = VerifyConfig.from_dict({"arm": {"mode": "on", "cpus": "cortex-a710,max", "examples": 50}})
     assert cfg.arm.mode == "on" and cfg.arm.cpus == ["cortex-a710", "max"] and cfg.arm.examples == 50

@@ -20,7 +20,7 @@ BUNDLED = "ExecuTorch bundled test vectors (host runtime)"
 def exports(tiny_classifier_dir, sentiment_csv, tmp_path_factory):
     """The tiny model exported fp32 or INT8 (max length 64, from its lineage), each once, when first asked.
     One ExecuTorch export takes ~20 s (XNNPACK lowering passes), so only INT8 runs by default."""
-    from mobilebert_kit.export import ExportConfig, run
+    from mobilebert_kit.stages.export import ExportConfig, run
 
     root = tmp_path_factory.mktemp("executorch")
     model = tiny_model_with_lineage(tiny_classifier_dir, sentiment_csv, root / "model")

@@ -25,7 +25,7 @@ def tiny_with_manifest(src, folder, data_csv, max_length=64):
 
 @pytest.fixture(scope="module")
 def exported(tiny_classifier_dir, sentiment_csv, tmp_path_factory):
-    from mobilebert_kit.export import ExportConfig, run
+    from mobilebert_kit.stages.export import ExportConfig, run
 
     root = tmp_path_factory.mktemp("export")
     model = tiny_with_manifest(tiny_classifier_dir, root / "model", sentiment_csv)
@@ -69,7 +69,7 @@ def test_every_format_is_self_contained(exported):
 def test_onnx_runs_with_dynamic_shapes(exported):
     import numpy as np
 
-    from mobilebert_kit.onnx_tools import session
+    from mobilebert_kit.graph.onnx_tools import session
 
     _, out = exported
     sess = session(out / "ort" / "model.ort")
@@ -91,8 +91,8 @@ def test_int8_export(tiny_classifier_dir, tmp_path, cli):
 
 
 def test_compression_onnx_graph_is_copied(tiny_classifier_dir, tmp_path, cli):
-    from mobilebert_kit import onnx_tools as ot
-    from mobilebert_kit.quantize import Int8Dynamic, quantize
+    from mobilebert_kit.graph import onnx_tools as ot
+    from mobilebert_kit.compression.ort_quant import Int8Dynamic, quantize
 
     model = tmp_path / "compressed"
     shutil.copytree(tiny_classifier_dir, model)

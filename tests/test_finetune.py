@@ -304,7 +304,7 @@ def test_save_recipe_writes_loadable_section(tiny4, tmp_path, cli):
     assert text.startswith(f"# Reproduce with: mbk run {tmp_path / 'r.yaml'}")
     recipe = yaml.safe_load(text)
     assert recipe["stages"] == ["finetune"]
-    from mobilebert_kit.finetune import FinetuneConfig
+    from mobilebert_kit.stages.finetune import FinetuneConfig
 
     cfg = FinetuneConfig.from_dict(recipe["finetune"])
     assert cfg.train.max_steps == 1 and cfg.data.data == str(data)

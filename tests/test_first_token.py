@@ -10,8 +10,8 @@ import pytest
 import torch
 from conftest import make_tiny_classifier
 
-from mobilebert_kit import first_token
-from mobilebert_kit import onnx_tools as ot
+from mobilebert_kit.graph import first_token
+from mobilebert_kit.graph import onnx_tools as ot
 from mobilebert_kit.models import load_classifier_folder
 
 TEXTS = ["a wonderful film", "a dull, boring mess that never ends and never ends", "ok", "[CLS] great fun! [SEP]"]
@@ -117,7 +117,7 @@ def test_onnx_graph_fuses_the_other_layers_and_matches_pytorch(tmp_path, layers)
 
 def test_int8_paths_quantize_the_rewritten_layer(tmp_path):
     from mobilebert_kit.devices import int8_linear
-    from mobilebert_kit.quantize import Int8Dynamic, candidate_nodes, quantize
+    from mobilebert_kit.compression.ort_quant import Int8Dynamic, candidate_nodes, quantize
 
     folder = _tiny(tmp_path / "m", layers=2, seed=4)
     raw = ot.export_onnx(folder, tmp_path / "raw.onnx")

@@ -28,7 +28,7 @@ def test_builtin_formats_and_their_flags():
 
 
 def test_package_target_format():
-    from mobilebert_kit.package import target_format
+    from mobilebert_kit.stages.package import target_format
 
     assert target_format("android") == "ort" and target_format("ios") == "coreml"
     assert target_format("android", "litert") == "tflite"

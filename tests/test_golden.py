@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mobilebert_kit import golden as g
+from mobilebert_kit.phone import golden as g
 
 ROOT = Path(__file__).resolve().parent.parent
 JAVA = ROOT / "android_demo/app/src"

@@ -19,8 +19,8 @@ def _mbk_folder(path):
 
 
 def test_input_paths_are_every_existing_path_a_config_names(tmp_path):
-    from mobilebert_kit.distill import DistillConfig
-    from mobilebert_kit.tune import TuneConfig
+    from mobilebert_kit.stages.distill import DistillConfig
+    from mobilebert_kit.stages.tune import TuneConfig
 
     data, unl, cache = tmp_path / "d.csv", tmp_path / "u.txt", tmp_path / "cache"
     for f in (data, unl):

@@ -319,7 +319,7 @@ def test_java_ids_through_packaged_ort_match_pytorch(java_classes, tiny_classifi
 
     from mobilebert_kit.artifacts import read_json
     from mobilebert_kit.models import load_classifier_folder
-    from mobilebert_kit.package import PackageConfig, run
+    from mobilebert_kit.stages.package import PackageConfig, run
 
     export = build_ort_export(tmp_path_factory.mktemp("export"), tiny_classifier_dir)
     bundle = run(

@@ -13,7 +13,7 @@ from bundle_helpers import build_ort_export, copy_export, runtime_records, write
 
 from mobilebert_kit.artifacts import file_hashes, read_json, sha256_file, write_json
 from mobilebert_kit.errors import ArtifactError, ConfigError, PackageError
-from mobilebert_kit.package import PackageConfig, run, verify_bundle
+from mobilebert_kit.stages.package import PackageConfig, run, verify_bundle
 
 
 @pytest.fixture(scope="session")
@@ -177,7 +177,7 @@ def test_refuses_non_empty_output_without_overwrite(ort_export, tmp_path):
 
 
 def test_never_replaces_a_zip_it_did_not_write(ort_export, tmp_path):
-    from mobilebert_kit.stage import RunContext
+    from mobilebert_kit.stages.base import RunContext
 
     mine = tmp_path / "pkg" / "android.zip"
     mine.parent.mkdir(parents=True)
@@ -217,8 +217,8 @@ def test_cli_package_ok(cli, ort_export, tmp_path):
 @pytest.mark.parametrize("int8", [False, True], ids=["fp32", "int8"])
 def test_ios_bundle_from_coreml_export(tiny_classifier_dir, tmp_path, int8):
     pytest.importorskip("coremltools")
-    from mobilebert_kit.export import ExportConfig
-    from mobilebert_kit.export import run as export_run
+    from mobilebert_kit.stages.export import ExportConfig
+    from mobilebert_kit.stages.export import run as export_run
 
     model = tiny_classifier_dir
     if int8:  # int8 weights: the embedding table comes out of a constexpr dequantize op, not a const

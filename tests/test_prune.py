@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import make_tiny_classifier
 
-from mobilebert_kit import prune
+from mobilebert_kit.compression import surgery as prune
 from mobilebert_kit.errors import ConfigError
 from mobilebert_kit.models import count_parameters, load_classifier_folder
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mobilebert_kit import onnx_tools as ot
-from mobilebert_kit import quantize as q
+from mobilebert_kit.graph import onnx_tools as ot
+from mobilebert_kit.compression import ort_quant as q
 from mobilebert_kit.errors import ConfigError
 from mobilebert_kit.models import load_tokenizer
 

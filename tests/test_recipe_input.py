@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mobilebert_kit import recipe as rc
+from mobilebert_kit.pipeline import recipe as rc
 from mobilebert_kit.errors import ConfigError
 
 

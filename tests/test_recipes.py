@@ -12,7 +12,7 @@ import pytest
 import yaml
 from conftest import make_tiny_classifier, write_sentiment_csv
 
-from mobilebert_kit import recipe as rc
+from mobilebert_kit.pipeline import recipe as rc
 from mobilebert_kit.errors import ArtifactError, ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -490,7 +490,7 @@ def test_report_tolerates_missing_pieces(tmp_path, cli):
 
 
 def test_pareto_front():
-    from mobilebert_kit.report import pareto_front
+    from mobilebert_kit.stages.report import pareto_front
 
     pts = [(10, 0.80), (5, 0.79), (2, 0.70), (6, 0.75), (2, 0.69), (10, 0.78)]
     assert pareto_front(pts) == [0, 1, 2]

@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 from bundle_helpers import build_int8_ort_export, build_ort_export, copy_export, runtime_records
 
-from mobilebert_kit import golden as g
+from mobilebert_kit.phone import golden as g
 from mobilebert_kit.artifacts import read_json, write_json
 from mobilebert_kit.errors import IndexUnreachableError, PackageError, RuntimeModelError, RuntimeVersionError
-from mobilebert_kit.runtimes import ANDROID_ORT_VERSION, SideRuntime, cpu_info, host_ort_version
+from mobilebert_kit.runtimes import ANDROID_ORT_VERSION, cpu_info, host_ort_version
+from mobilebert_kit.phone.side_runtime import SideRuntime
 
 ROOT = Path(__file__).resolve().parent.parent
 PINNED_KEY = f"onnxruntime {ANDROID_ORT_VERSION}"
@@ -83,7 +84,7 @@ def test_unreachable_index_is_one_clear_error(offline):
 
 
 def test_second_call_installs_nothing(pinned, monkeypatch):
-    import mobilebert_kit.runtimes as rt
+    import mobilebert_kit.phone.side_runtime as rt
 
     monkeypatch.setattr(rt, "install", lambda *a: pytest.fail("installed again"))
     again = SideRuntime(ANDROID_ORT_VERSION).ensure()
@@ -108,7 +109,7 @@ def test_a_model_the_runtime_cannot_load(pinned, tmp_path):
 
 @pytest.fixture(scope="module")
 def exported(tiny_classifier_dir, sentiment_csv, tmp_path_factory) -> Path:
-    from mobilebert_kit.export import ExportConfig, run
+    from mobilebert_kit.stages.export import ExportConfig, run
 
     root = tmp_path_factory.mktemp("rtverify")
     model = Path(shutil.copytree(tiny_classifier_dir, root / "model"))
@@ -247,7 +248,7 @@ def test_verify_nonexistent_version(export_copy, cli, tmp_path, monkeypatch):
 
 
 def _package(export: Path, out: Path, **kw) -> Path:
-    from mobilebert_kit.package import PackageConfig, run
+    from mobilebert_kit.stages.package import PackageConfig, run
 
     return run(PackageConfig(target="android", export_dir=str(export), output=str(out), make_zip=False, **kw)).output
 
@@ -346,7 +347,7 @@ def test_package_refuses_an_unverified_runtime(tiny_classifier_dir, tmp_path, cl
 
 @pytest.mark.parametrize("edit", ["golden", "model"])
 def test_tampered_bundle_is_caught(tiny_classifier_dir, tmp_path, edit):
-    from mobilebert_kit.package import verify_bundle
+    from mobilebert_kit.stages.package import verify_bundle
 
     bundle = _package(build_ort_export(tmp_path / "e", tiny_classifier_dir), tmp_path / "pkg")
     assert verify_bundle(bundle) == []

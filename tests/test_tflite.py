@@ -65,10 +65,10 @@ def tiny_with_data(src, folder, data_csv, max_length):
 
 
 def export_and_verify(model, out, int8: bool):
-    from mobilebert_kit.export import ExportConfig
-    from mobilebert_kit.export import run as export
-    from mobilebert_kit.verify import VerifyConfig
-    from mobilebert_kit.verify import run as verify
+    from mobilebert_kit.stages.export import ExportConfig
+    from mobilebert_kit.stages.export import run as export
+    from mobilebert_kit.stages.verify import VerifyConfig
+    from mobilebert_kit.stages.verify import run as verify
 
     export(ExportConfig(model=str(model), output=str(out), formats=["tflite"], int8=int8))
     verify(VerifyConfig(export_dir=str(out), node="off"))

@@ -11,7 +11,7 @@ import pytest
 from conftest import NEG, POS
 from test_compress import _train_tiny, _with_manifest
 
-from mobilebert_kit.tune import choose, mark_pareto
+from mobilebert_kit.stages.tune import choose, mark_pareto
 
 PLANS = """
 - name: dynamic
@@ -203,7 +203,7 @@ def test_bad_data_stops_the_run_at_the_first_trial(cli, trained, tmp_path):
 
 
 def test_tune_is_a_recipe_stage_that_feeds_export():
-    from mobilebert_kit import recipe as rc
+    from mobilebert_kit.pipeline import recipe as rc
 
     r = rc.load({"stages": ["distill", "tune", "export"], "tune": {"objective": "latency"}}, name="t")
     cfg = {s.key: s.config for s in r.steps}

@@ -16,7 +16,7 @@ FORMATS = [f.name for f in every(in_all=True)]
 
 @pytest.fixture(scope="module")
 def exported(tiny_classifier_dir, sentiment_csv, tmp_path_factory):
-    from mobilebert_kit.export import ExportConfig, run
+    from mobilebert_kit.stages.export import ExportConfig, run
 
     root = tmp_path_factory.mktemp("verify")
     model = tiny_model_with_lineage(tiny_classifier_dir, sentiment_csv, root / "model")
@@ -127,7 +127,7 @@ def test_thresholds_list_every_breach(export_copy, cli):
 
 
 def test_int8_verify_uses_int8_tolerances(tiny_classifier_dir, sentiment_csv, tmp_path, cli):
-    from mobilebert_kit.export import ExportConfig, run
+    from mobilebert_kit.stages.export import ExportConfig, run
 
     run(ExportConfig(model=str(tiny_classifier_dir), output=str(tmp_path / "e"), formats=["onnx", "coreml"], int8=True))
     r = cli(
@@ -149,7 +149,7 @@ def test_int8_verify_uses_int8_tolerances(tiny_classifier_dir, sentiment_csv, tm
 
 
 def _node_ready() -> str | None:
-    from mobilebert_kit.verify import node_cache_dir
+    from mobilebert_kit.stages.verify import node_cache_dir
 
     if not shutil.which("node"):
         return "node is not installed"
@@ -173,7 +173,7 @@ def test_onnxruntime_node_parity(export_copy, cli):
 
 
 def test_node_required_but_missing(export_copy, cli, monkeypatch):
-    import mobilebert_kit.verify as v
+    import mobilebert_kit.stages.verify as v
 
     _, out = export_copy
     monkeypatch.setattr(v.shutil, "which", lambda name: None)
@@ -209,7 +209,7 @@ def test_reexport_forgets_only_that_formats_verification(export_copy, cli):
 def test_an_accuracy_drop_fails_only_when_it_is_real():
     """One flipped text of 88 is 1.14 pt, over the 1-pt bound, but not a real drop; 30 more wrong of
     1,000 is. Verify judges as compress's guard does and says the interval either way."""
-    from mobilebert_kit.verify import _drop_verdict
+    from mobilebert_kit.stages.verify import _drop_verdict
 
     ok, text = _drop_verdict({"accuracy": 0.5, "n": 88, "discordant": [1, 0]}, {"accuracy": 0.5 + 1 / 88}, 0.01)
     assert ok is True and "drop +1.14 pt (95% CI +0.0 … +3.4) on 88 texts; too few to resolve 1 pt" in text

@@ -1,4 +1,4 @@
-"""``mbk bench``: thin wrapper over :mod:`mobilebert_kit.bench`."""
+"""``mbk bench``: thin wrapper over :mod:`mobilebert_kit.stages.bench`."""
 
 from __future__ import annotations
 
@@ -92,8 +92,8 @@ def command(
       mbk bench --format ort --runtime-version 1.22.0 --runtime-version 1.26.0
     """
 
-    from mobilebert_kit.bench import BenchConfig, run
-    from mobilebert_kit.stage import RunContext
+    from mobilebert_kit.stages.bench import BenchConfig, run
+    from mobilebert_kit.stages.base import RunContext
 
     section = {
         "export_dir": export_dir,

@@ -36,7 +36,7 @@ def emit(result: dict[str, Any], as_json: bool, quiet: bool, summary: str) -> No
 
 
 def emit_result(result, as_json: bool, quiet: bool) -> None:
-    """Print a :class:`~mobilebert_kit.stage.StageResult`: its JSON with --json, else its summary
+    """Print a :class:`~mobilebert_kit.stages.base.StageResult`: its JSON with --json, else its summary
     lines unless --quiet. A process that wrote nothing (a non-main rank) prints nothing."""
     if not result.written:
         return
@@ -118,7 +118,7 @@ def data_options(f: Callable) -> Callable:
 
 
 def train_options(f: Callable) -> Callable:
-    from mobilebert_kit.engine import TrainConfig
+    from mobilebert_kit.training.engine import TrainConfig
 
     def d(name: str) -> str:
         return default_of(TrainConfig, name)

@@ -14,7 +14,7 @@ from mobilebert_kit.cli.common import (
     train_options,
     write_stage_recipe,
 )
-from mobilebert_kit.finetune import FinetuneConfig
+from mobilebert_kit.stages.finetune import FinetuneConfig
 
 
 @click.command("finetune")
@@ -39,8 +39,8 @@ def command(model, dropout, resume, save_recipe, output, overwrite, quiet, as_js
       mbk finetune --freeze-layers 3 --precision auto --grad-accum 2
       mbk finetune --resume                          # after a crash or kill -9
     """
-    from mobilebert_kit.finetune import run
-    from mobilebert_kit.stage import RunContext
+    from mobilebert_kit.stages.finetune import run
+    from mobilebert_kit.stages.base import RunContext
 
     section = {"output": output, "data": pick(kwargs, DATA_OPTIONS), "train": pick(kwargs, TRAIN_OPTIONS)}
     if model:

@@ -1,4 +1,4 @@
-"""``mbk report``: thin wrapper over :mod:`mobilebert_kit.report`."""
+"""``mbk report``: thin wrapper over :mod:`mobilebert_kit.stages.report`."""
 
 from __future__ import annotations
 
@@ -29,15 +29,15 @@ def command(target, title, seq_len, threads, quiet, as_json):
     """
     from pathlib import Path
 
-    from mobilebert_kit import report as rp
+    from mobilebert_kit.stages import report as rp
     from mobilebert_kit.errors import ConfigError
-    from mobilebert_kit.stage import RunContext
+    from mobilebert_kit.stages.base import RunContext
 
     if target is None:
         raise ConfigError("pass the run folder (e.g. artifacts/runs/default) or the recipe that made it")
     p = Path(target)
     if p.suffix in (".yaml", ".yml"):
-        from mobilebert_kit import recipe as rc
+        from mobilebert_kit.pipeline import recipe as rc
 
         run_dir = rc.load(p).run_dir
     else:

@@ -1,4 +1,4 @@
-"""``mbk run``: thin wrapper over :mod:`mobilebert_kit.recipe`."""
+"""``mbk run``: thin wrapper over :mod:`mobilebert_kit.pipeline.recipe`."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def command(recipe_file, overrides, dry_run, start, until, overwrite, quiet, as_
       mbk run recipes/default.yaml --from compress compress.max_drop=0.005
       mbk run recipes/default.yaml --until verify export.formats=[onnx,ort]
     """
-    from mobilebert_kit import recipe as rc
+    from mobilebert_kit.pipeline import recipe as rc
 
     r = rc.load(recipe_file, list(overrides))
     if dry_run:

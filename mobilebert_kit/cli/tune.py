@@ -1,4 +1,4 @@
-"""``mbk tune``: thin wrapper over :mod:`mobilebert_kit.tune`."""
+"""``mbk tune``: thin wrapper over :mod:`mobilebert_kit.stages.tune`."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ def _plans(path: str | None) -> list | None:
     from pathlib import Path
 
     from mobilebert_kit.errors import ConfigError
-    from mobilebert_kit.recipe import read_yaml  # the recipes' loader: safe, duplicate keys refused, UTF-8 checked
+    from mobilebert_kit.pipeline.recipe import read_yaml  # the recipes' loader: safe, duplicate keys refused, UTF-8 checked
 
     try:
         plans = read_yaml(Path(path), f"--plans {path}")
@@ -66,8 +66,8 @@ def command(save_recipe, overwrite, quiet, as_json, plans_file, **options):
       mbk tune --grid full --seeds 3
     """
     from mobilebert_kit.artifacts import check_output_dir
-    from mobilebert_kit.stage import RunContext
-    from mobilebert_kit.tune import TuneConfig, run
+    from mobilebert_kit.stages.base import RunContext
+    from mobilebert_kit.stages.tune import TuneConfig, run
 
     options["plans"] = _plans(plans_file)
     config = TuneConfig.from_dict({k: v for k, v in options.items() if v is not None})

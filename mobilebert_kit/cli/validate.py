@@ -25,7 +25,7 @@ def command(recipe_file, overrides, quiet, as_json):
       mbk validate recipes/default.yaml
       mbk validate recipes/default.yaml finetune.train.epochs=2 compress.static=true
     """
-    from mobilebert_kit import recipe as rc
+    from mobilebert_kit.pipeline import recipe as rc
 
     r = rc.load(recipe_file, list(overrides))
     result = {

@@ -1,4 +1,4 @@
-"""``mbk verify``: thin wrapper over :mod:`mobilebert_kit.verify`."""
+"""``mbk verify``: thin wrapper over :mod:`mobilebert_kit.stages.verify`."""
 
 from __future__ import annotations
 
@@ -101,8 +101,8 @@ def command(save_recipe, formats, node, runtime_versions, quiet, as_json, **opti
       mbk verify --format ort --arm on --arm-cpus cortex-a53,max --arm-examples 100
     """
     from mobilebert_kit.errors import VerifyError
-    from mobilebert_kit.stage import RunContext
-    from mobilebert_kit.verify import run
+    from mobilebert_kit.stages.base import RunContext
+    from mobilebert_kit.stages.verify import run
 
     formats = tuple(split_names(formats))
     config = _config(formats, node, {**options, "runtime_versions": list(runtime_versions) or None})
@@ -122,7 +122,7 @@ def command(save_recipe, formats, node, runtime_versions, quiet, as_json, **opti
 
 def _config(formats: tuple[str, ...], node: bool | None, o: dict):
     """A VerifyConfig of the options the user set (the dataclasses hold the defaults)."""
-    from mobilebert_kit.verify import VerifyConfig
+    from mobilebert_kit.stages.verify import VerifyConfig
 
     def given(**values):
         return {k: v for k, v in values.items() if v is not None}
@@ -159,7 +159,7 @@ def _read_report(export_dir: str) -> dict | None:
 
 def _report_lines(report: dict, formats: tuple[str, ...]) -> list[str]:
     """✓/✗ per format (with its parity numbers) and per check, then what was proved where."""
-    from mobilebert_kit.runtime_parity import proved_lines
+    from mobilebert_kit.phone.side_parity import proved_lines
 
     lines = []
     for fmt, e in report["formats"].items():

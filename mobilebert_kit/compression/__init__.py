@@ -11,7 +11,7 @@ A compress run is an ordered list of steps, e.g. in a recipe::
 Steps run in the order written: PyTorch steps (pruning, trimming, recovery) first, then the ONNX
 steps on the exported graph (4-bit, then INT8, which quantizes whatever is still fp32).
 ``mbk compress``'s flags (``--prune 0.2 --int8 ...``) are shorthands that build such a list
-(:meth:`mobilebert_kit.compress.CompressConfig.plan`).
+(:meth:`mobilebert_kit.stages.compress.CompressConfig.plan`).
 
 To add a method: write one module with a :class:`~mobilebert_kit.compression.base.Method` subclass
 (its dataclass fields are the step's keys, ``validate`` checks them, ``apply`` does the work) and add

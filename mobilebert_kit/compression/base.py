@@ -122,7 +122,7 @@ class Work:
         return {s: self.scores(self.torch_logits(s), s) for s in ("validation", "test")}
 
     def onnx_logits(self, path, split) -> Any:
-        from mobilebert_kit import onnx_tools as ot
+        from mobilebert_kit.graph import onnx_tools as ot
 
         return ot.onnx_predict_logits(  # as the phone runs it (ot.PHONE_BATCH); costs no more time here
             ot.session(path), self.tokenizer, split.texts, split.pairs, self.max_length, batch_size=ot.PHONE_BATCH

@@ -1,7 +1,7 @@
 """The accuracy guard's fallback for the quantizing ONNX steps (INT8, 4-bit): quantize the current
 graph, and while the guard refuses it, put the most sensitive node back to what it was (ranked by
 the logit error each causes alone) until it holds, or fail with the best configuration found.
-The quantization itself is :func:`mobilebert_kit.quantize.quantize`; each step brings its method.
+The quantization itself is :func:`mobilebert_kit.compression.ort_quant.quantize`; each step brings its method.
 
 Every quantized graph is held to the same two promises whatever ran before it: the accuracy drop
 against the uncompressed input (the guard), and label agreement with the *fp32* graph
@@ -37,7 +37,7 @@ class FallbackSearch:
     name the quantization ("INT8 dynamic", "4-bit Gather")."""
 
     def __init__(self, work: Work, method, step: str, what: str) -> None:
-        from mobilebert_kit import quantize as q
+        from mobilebert_kit.compression import ort_quant as q
 
         self.work, self.method, self.step, self.what = work, method, step, what
         self.source = work.graph
@@ -66,7 +66,7 @@ class FallbackSearch:
                 break
 
     def _attempt(self) -> None:
-        from mobilebert_kit import quantize as q
+        from mobilebert_kit.compression import ort_quant as q
 
         work = self.work
         self.report = q.quantize(self.source, self.out, self.method, nodes_to_exclude=self.excluded)
@@ -102,7 +102,7 @@ class FallbackSearch:
         return f"{n} texts ({n_val} validation + {n - n_val} training, labels unused)"
 
     def _ranking(self) -> list[tuple[str, float]]:
-        from mobilebert_kit import quantize as q
+        from mobilebert_kit.compression import ort_quant as q
 
         work = self.work
         sub = work.fidelity.subset(work.guard.samples, work.seed)  # label-free: logit error vs the fp32 graph

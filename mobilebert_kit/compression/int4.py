@@ -8,7 +8,7 @@
 * ``int4_matmul``: MatMuls -> ``MatMulNBits``. Fused ``Attention`` keeps its QKV weights (it has
   no 4-bit form); a following ``int8_dynamic`` quantizes those, and the Gemms, to INT8.
 
-Both are ORT's ``MatMulNBitsQuantizer`` (:class:`mobilebert_kit.quantize.Int4Weights`). They run
+Both are ORT's ``MatMulNBitsQuantizer`` (:class:`mobilebert_kit.compression.ort_quant.Int4Weights`). They run
 before INT8 (which quantizes whatever is still fp32), and the guard judges the graph they leave
 against the uncompressed input and the fp32 graph, as for INT8.
 """
@@ -23,7 +23,7 @@ from mobilebert_kit.compression.base import Method, Work
 from mobilebert_kit.compression.fallback import FallbackSearch, refuse_if_input_fails
 from mobilebert_kit.config import check_choice
 from mobilebert_kit.errors import CompressError
-from mobilebert_kit.quantize import ACCURACY_LEVELS, INT4_BITS, INT4_BLOCK_SIZES
+from mobilebert_kit.compression.ort_quant import ACCURACY_LEVELS, INT4_BITS, INT4_BLOCK_SIZES
 
 # What runs these graphs, checked 2026-11-24 on x86 (onnxruntime 1.32.0 and 1.22.0, the version the
 # Android app pins): the .onnx loads and runs in both. An .ort converted by 1.32 does not load in
@@ -65,7 +65,7 @@ class Int4Step(Method):
         return p
 
     def ort_method(self):
-        from mobilebert_kit import quantize as q
+        from mobilebert_kit.compression import ort_quant as q
 
         return q.Int4Weights(
             op_types_to_quantize=self.op_types, block_size=self.block_size, is_symmetric=self.symmetric, bits=self.bits
@@ -126,7 +126,7 @@ class Int4MatMul(Int4Step):
         return p
 
     def ort_method(self):
-        from mobilebert_kit import quantize as q
+        from mobilebert_kit.compression import ort_quant as q
 
         return q.Int4Weights(
             op_types_to_quantize=self.op_types,

@@ -38,7 +38,7 @@ class Int8Step(Method):
         return p
 
     def ort_method(self, work: Work):
-        """The :mod:`mobilebert_kit.quantize` method config for this step."""
+        """The :mod:`mobilebert_kit.compression.ort_quant` method config for this step."""
         raise NotImplementedError
 
     def settings(self) -> dict:
@@ -73,7 +73,7 @@ class Int8DynamicStep(Int8Step):
     mode: ClassVar[str] = "dynamic"
 
     def ort_method(self, work: Work):
-        from mobilebert_kit import quantize as q
+        from mobilebert_kit.compression import ort_quant as q
 
         return q.Int8Dynamic(per_channel=self.per_channel, reduce_range=self.reduce_range, weight_type=self.weight_type)
 
@@ -107,8 +107,8 @@ class Int8StaticStep(Int8Step):
             )
 
     def ort_method(self, work: Work):
-        from mobilebert_kit import onnx_tools as ot
-        from mobilebert_kit import quantize as q
+        from mobilebert_kit.graph import onnx_tools as ot
+        from mobilebert_kit.compression import ort_quant as q
 
         names = [i.name for i in ot.session(work.graph).get_inputs()]
         calib = work.train.subset(self.calib_samples, work.seed)

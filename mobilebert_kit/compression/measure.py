@@ -58,7 +58,7 @@ def torch_latency(model, seq: int, runs: int) -> float | None:
 
 def ort_latency(path: Path, seq: int, runs: int, vocab: int) -> float | None:
     """:func:`torch_latency` for an ONNX file in ONNX Runtime (random ids below ``vocab``)."""
-    from mobilebert_kit.onnx_tools import session
+    from mobilebert_kit.graph.onnx_tools import session
 
     if runs <= 0:
         return None

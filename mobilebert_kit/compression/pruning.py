@@ -1,5 +1,5 @@
 """Pruning steps: L1 unstructured (``prune``: zeros only) and structured (``prune_heads``,
-``prune_ffn``: the tensors shrink). The work itself is in :mod:`mobilebert_kit.prune`."""
+``prune_ffn``: the tensors shrink). The work itself is in :mod:`mobilebert_kit.compression.surgery`."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ class L1Unstructured(Method):
         return p
 
     def apply(self, work: Work) -> Outcome:
-        from mobilebert_kit import prune
+        from mobilebert_kit.compression import surgery as prune
 
         report = prune.prune_unstructured(work.model, self.fraction, self.scope)
         entry = {
@@ -72,7 +72,7 @@ class PruneStructured(Method):
         return p
 
     def preflight(self, work: Work) -> None:
-        from mobilebert_kit import prune
+        from mobilebert_kit.compression import surgery as prune
 
         layers, _ = prune.bert_layers(work.model)
         if self.heads:
@@ -83,7 +83,7 @@ class PruneStructured(Method):
             prune.count_to_remove(self.ffn, neurons, "FFN neuron", "--prune-ffn")
 
     def apply(self, work: Work) -> Outcome:
-        from mobilebert_kit import prune
+        from mobilebert_kit.compression import surgery as prune
 
         sub = work.train.subset(self.importance_samples, work.seed)
         work.log(f"structured pruning: measuring head/neuron importance on {len(sub)} training examples")

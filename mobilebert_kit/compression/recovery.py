@@ -44,7 +44,7 @@ class Recover(Method):
         return p
 
     def apply(self, work: Work) -> Outcome:
-        from mobilebert_kit import prune
+        from mobilebert_kit.compression import surgery as prune
         from mobilebert_kit.data import lineage
 
         teacher = Path(self.teacher or work.teacher or lineage(work.model_dir)["teacher"] or work.model_dir)

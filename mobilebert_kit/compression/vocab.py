@@ -18,12 +18,12 @@ class TrimVocab(Method):
     record: ClassVar[str | None] = "trim_vocab"
 
     def preflight(self, work: Work) -> None:
-        from mobilebert_kit import prune
+        from mobilebert_kit.compression import surgery as prune
 
         prune.normalizer_settings(work.tokenizer)  # a WordPiece BERT tokenizer, or a clear error
 
     def apply(self, work: Work) -> Outcome:
-        from mobilebert_kit import prune
+        from mobilebert_kit.compression import surgery as prune
 
         corpus = list(work.train.texts) + list(work.train.pairs or [])
         work.log(f"trimming the vocabulary to the pieces of {len(work.train)} training examples")

@@ -17,7 +17,7 @@ import numpy as np
 from mobilebert_kit.artifacts import COMPRESSION
 from mobilebert_kit.errors import ConfigError, ExportError
 from mobilebert_kit.formats import Build, ExportFormat, Runner, Source
-from mobilebert_kit.onnx_tools import PHONE_BATCH
+from mobilebert_kit.graph.onnx_tools import PHONE_BATCH
 
 
 class OrtRunner(Runner):
@@ -32,14 +32,14 @@ class OrtRunner(Runner):
 
     @property
     def sess(self):
-        from mobilebert_kit.onnx_tools import session
+        from mobilebert_kit.graph.onnx_tools import session
 
         if self._sess is None:
             self._sess = session(self.path, threads=self.threads)
         return self._sess
 
     def logits(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        from mobilebert_kit.onnx_tools import feeds_for
+        from mobilebert_kit.graph.onnx_tools import feeds_for
 
         return self.sess.run(None, feeds_for(self.sess, feeds))[0]
 
@@ -90,7 +90,7 @@ def onnx_graph(src: Source, build: Build) -> tuple[Path, dict]:
 
 
 def _graph_from_compression(src: Source, given: str, work: Path) -> tuple[Path, dict]:
-    from mobilebert_kit import onnx_tools as ot
+    from mobilebert_kit.graph import onnx_tools as ot
 
     given_path = src.path / given
     if not given_path.is_file():
@@ -108,7 +108,7 @@ def _graph_from_compression(src: Source, given: str, work: Path) -> tuple[Path, 
 
 
 def _exported_graph(src: Source, work: Path, opset: int) -> tuple[Path, dict]:
-    from mobilebert_kit import onnx_tools as ot
+    from mobilebert_kit.graph import onnx_tools as ot
 
     cfg = src.model.config
     fp32 = ot.export_onnx(src.path, work / "fp32.onnx", opset=opset)
@@ -136,7 +136,7 @@ def _exported_graph(src: Source, work: Path, opset: int) -> tuple[Path, dict]:
 def _quantize(fused: Path, final: Path, comp: dict) -> dict:
     """Dynamic INT8 with the settings compression.json asks for (the one INT8 path: quantize.py)."""
     from mobilebert_kit.errors import CompressError
-    from mobilebert_kit.quantize import Int8Dynamic, quantize
+    from mobilebert_kit.compression.ort_quant import Int8Dynamic, quantize
 
     quant = {
         "mode": "dynamic",

@@ -338,7 +338,7 @@ def int8_guard(src: Source, path: Path) -> dict:
     (accuracy drop <= INT8_MAX_DROP, real at 95%; label agreement bounded at verify's minimum)."""
     from mobilebert_kit.compression.guard import Guard
     from mobilebert_kit.compression.measure import score_logits
-    from mobilebert_kit.quantize import INT8_MIN_AGREEMENT
+    from mobilebert_kit.compression.ort_quant import INT8_MIN_AGREEMENT
 
     val = _validation_split(src)
     if val is None:

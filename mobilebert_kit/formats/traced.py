@@ -12,12 +12,12 @@ from mobilebert_kit.formats import INPUT_NAMES, Runner, Source
 
 def traceable(src: Source):
     """The source model in eager attention, returning logits only (a plain tensor: traceable), its last
-    layer run for the first token only where the head reads nothing else (:mod:`mobilebert_kit.first_token`)."""
+    layer run for the first token only where the head reads nothing else (:mod:`mobilebert_kit.graph.first_token`)."""
     import copy
 
     import torch
 
-    from mobilebert_kit.first_token import rewrite
+    from mobilebert_kit.graph.first_token import rewrite
 
     model = copy.deepcopy(src.model).eval()
     rewrite(model)

@@ -1,4 +1,4 @@
-"""The parts of the training engine (:mod:`mobilebert_kit.engine` puts them together).
+"""The parts of the training engine (:mod:`mobilebert_kit.training.engine` puts them together).
 
 - :mod:`.state`: where training stands (step, epoch, position in the epoch, partial losses,
   history, best metric, patience), saved with every checkpoint.

@@ -15,9 +15,9 @@ from typing import Any
 
 from mobilebert_kit.config import StageConfig
 from mobilebert_kit.data import DataConfig
-from mobilebert_kit.engine import TrainConfig
-from mobilebert_kit.stage import RunContext, StageResult
-from mobilebert_kit.training.stages import (
+from mobilebert_kit.training.engine import TrainConfig
+from mobilebert_kit.stages.base import RunContext, StageResult
+from mobilebert_kit.training.common import (
     check_fits_model,
     data_hash,
     evaluate_splits,
@@ -105,7 +105,7 @@ def _load(cfg: FinetuneConfig, log) -> _Loaded:
 def _train(cfg: FinetuneConfig, loaded: _Loaded, work: Path, ctx: RunContext):
     """Tokenize every split and train on the shared engine; returns (feature sets, TrainResult)."""
     from mobilebert_kit.batching import make_features
-    from mobilebert_kit.engine import TrainModule, fingerprint, train
+    from mobilebert_kit.training.engine import TrainModule, fingerprint, train
 
     ds, L = loaded.dataset, cfg.train.max_length
     sets = {name: make_features(loaded.tokenizer, s.texts, s.pairs, s.labels, L) for name, s in ds.splits.items()}

@@ -29,8 +29,8 @@ from pathlib import Path
 from mobilebert_kit.compression.guard import GUARD_METRICS
 from mobilebert_kit.config import StageConfig, check_choice, check_range
 from mobilebert_kit.errors import CompressError, ConfigError, DataError, ExportError
-from mobilebert_kit.quantize import INT4_BLOCK_SIZES, INT8_MIN_AGREEMENT
-from mobilebert_kit.stage import RunContext, StageResult
+from mobilebert_kit.compression.ort_quant import INT4_BLOCK_SIZES, INT8_MIN_AGREEMENT
+from mobilebert_kit.stages.base import RunContext, StageResult
 
 # The flag-style fields that build the step list when ``steps`` is empty.
 SHORTHAND = (
@@ -215,7 +215,7 @@ def run(config: CompressConfig, ctx: RunContext | None = None) -> StageResult:
 def _load(config: CompressConfig, ctx: RunContext):
     """The model, its data and the shared step state; refuses mismatched or unusable data."""
     from mobilebert_kit import data as data_mod
-    from mobilebert_kit import prune
+    from mobilebert_kit.compression import surgery as prune
     from mobilebert_kit.compression.base import Work
     from mobilebert_kit.label_map import align_labels
     from mobilebert_kit.models import load_classifier_folder
@@ -324,7 +324,7 @@ def _export_fp32(work, plan: list) -> None:
     Without a graph (the export failed) and with no ONNX step asked for, the guard checks the
     PyTorch model instead.
     """
-    from mobilebert_kit import onnx_tools as ot
+    from mobilebert_kit.graph import onnx_tools as ot
 
     onnx_steps = [s.name for s in plan if s.kind == "onnx"]
     fusion = {k: v for s in plan for k, v in s.fusion.items()}

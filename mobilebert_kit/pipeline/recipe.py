@@ -46,7 +46,7 @@ import yaml
 
 from mobilebert_kit.config import did_you_mean
 from mobilebert_kit.errors import ArtifactError, ConfigError
-from mobilebert_kit.stage import (
+from mobilebert_kit.stages.base import (
     ORDER,
     STAGES,
     RunContext,
@@ -636,7 +636,7 @@ def _model_fit_checks(steps: list[Step]) -> list[str]:
 
 
 def _fit_problems(section: str, model: SimpleNamespace | None, train: Any, name: str) -> list[str]:
-    from mobilebert_kit.training.stages import check_fits_model
+    from mobilebert_kit.training.common import check_fits_model
 
     if model is None:
         return []
@@ -660,7 +660,7 @@ def _teacher_layer_problems(cfg: Any, teacher: SimpleNamespace | None) -> list[s
 
 def _student_config(cfg: Any, teacher: SimpleNamespace | None) -> SimpleNamespace | None:
     """The student's config as distill builds it (its layer count; positions are its base model's)."""
-    from mobilebert_kit.distill import every_other_layer
+    from mobilebert_kit.stages.distill import every_other_layer
 
     base = _builtin_model_config(cfg.student) if cfg.init_method == "student" else teacher
     n = getattr(base, "num_hidden_layers", None)
@@ -676,7 +676,7 @@ def _student_config(cfg: Any, teacher: SimpleNamespace | None) -> SimpleNamespac
 
 
 def _export_length_problems(cfg: Any, model: SimpleNamespace | None) -> list[str]:
-    from mobilebert_kit.training.stages import usable_positions
+    from mobilebert_kit.training.common import usable_positions
 
     usable = usable_positions(model) if model is not None else None
     if not cfg.max_length or usable is None or cfg.max_length <= usable:

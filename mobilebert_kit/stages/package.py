@@ -6,7 +6,7 @@ Reads one format folder written by ``mbk export`` and writes ``artifacts/package
 * the model (``model.ort`` for Android, ``model.tflite`` with ``--runtime litert``, ``model.mlpackage`` for iOS),
 * ``vocab.txt`` and the HF tokenizer files, ``labels.json``,
 * ``golden.json``: a handful of texts with their token ids, expected logits, label, and a per-vector
-  ``atol`` derived from measured spread (:mod:`mobilebert_kit.golden`), so the app can self-test its
+  ``atol`` derived from measured spread (:mod:`mobilebert_kit.phone.golden`), so the app can self-test its
   tokenizer and runtime on the device,
 * ``model_meta.json``: input names, sequence length, lowercase/accent rules, special token ids,
   label names, verify metrics, sha256 of every other file, tool and runtime versions.
@@ -66,9 +66,9 @@ from mobilebert_kit.artifacts import (
 from mobilebert_kit.config import StageConfig
 from mobilebert_kit.errors import ArtifactError, ConfigError, PackageError, warn
 from mobilebert_kit.formats import BundleFacts, ExportFormat
-from mobilebert_kit.golden import THREADS, reference_runtime
+from mobilebert_kit.phone.golden import THREADS, reference_runtime
 from mobilebert_kit.runtimes import ORT, host_ort_version, runtime_key
-from mobilebert_kit.stage import RunContext, StageResult
+from mobilebert_kit.stages.base import RunContext, StageResult
 
 GOLDEN = "golden.json"
 BUNDLE_VERSION = 1
@@ -531,7 +531,7 @@ def _labels(src: Path, meta: dict) -> list[str]:
 
 def runtime_record(export_dir: Path, fmt: ExportFormat, facts: BundleFacts, side, allow: bool) -> dict:
     """The one runtime version the bundle's golden logits come from; refused unless verify passed in it."""
-    from mobilebert_kit.golden import other_runtime
+    from mobilebert_kit.phone.golden import other_runtime
 
     if other_runtime(facts.runtime):  # LiteRT: verify ran it in this very runtime
         return _other_runtime_record(export_dir, fmt, facts.runtime, allow)
@@ -583,7 +583,7 @@ def _verify_entry(export_dir: Path, fmt: str) -> dict:
 
 def _measured_drift(export_dir: Path, fmt: str) -> tuple[float, str]:
     """The largest logit change verify measured between onnxruntime versions on the test split (INT8 drift)."""
-    from mobilebert_kit.golden import INT8_DRIFT, Spec
+    from mobilebert_kit.phone.golden import INT8_DRIFT, Spec
 
     drift, source = INT8_DRIFT, Spec(True).drift_from
     for key, rec in ((_verify_entry(export_dir, fmt).get("runtimes")) or {}).items():
@@ -597,7 +597,7 @@ def _golden(
     inputs: _Inputs, facts: BundleFacts, config: PackageConfig, side, int8: bool, runtime: dict, export_dir: Path
 ) -> dict:
     """golden.json: vectors with logits in the bundle's runtime version and per-vector atol (golden.py)."""
-    from mobilebert_kit import golden as g
+    from mobilebert_kit.phone import golden as g
 
     texts = list(config.golden_texts) + g.LABEL_CANDIDATES
     ids = [

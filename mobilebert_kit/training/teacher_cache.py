@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from mobilebert_kit.int8_teacher import MAX_KL, int8_as_checked, int8_teacher
+from mobilebert_kit.training.int8_teacher import MAX_KL, int8_as_checked, int8_teacher
 
 CACHE_FORMAT = "1"
 

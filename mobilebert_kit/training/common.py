@@ -116,7 +116,7 @@ def data_hash(data) -> dict:
 
 
 def training_history(result) -> dict[str, Any]:
-    """How training went (a :class:`~mobilebert_kit.engine.TrainResult`), for metrics.json."""
+    """How training went (a :class:`~mobilebert_kit.training.engine.TrainResult`), for metrics.json."""
     return {
         "best_epoch": result.best_epoch,
         "epochs_run": len(result.history),

@@ -10,7 +10,7 @@
 
 * :func:`quiet_ort` — keeps ORT's quantizer and optimizer chatter off stdout and the root log.
 
-INT8 lives in :mod:`mobilebert_kit.quantize`.
+INT8 lives in :mod:`mobilebert_kit.compression.ort_quant`.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ FUSED_OPS = (
 # Dynamic INT8 quantizes each activation over the whole batch, padding included, so in padded batches of
 # 32 a text's label depended on its batch-mates (0.6-0.8% of test labels on the default run).
 PHONE_BATCH = 1
-# Node names of a layer rewritten by mobilebert_kit.first_token carry this (its transposed key weight's module).
+# Node names of a layer rewritten by mobilebert_kit.graph.first_token carry this (its transposed key weight's module).
 FIRST_TOKEN_NODE = "/key_t/"
 # Model types whose attention ORT's 'bert' fusion is known to recognise.
 FUSABLE_MODEL_TYPES = ("bert", "distilbert", "roberta", "xlm-roberta", "electra", "mobilebert")
@@ -71,7 +71,7 @@ def export_onnx(
         out_path: the ``.onnx`` file to write (its folder is created).
         opset: ONNX opset (17 keeps LayerNormalization native and loads on ORT Mobile >= 1.14).
         first_token: run the last layer for the first token only where the head reads nothing else
-            (:mod:`mobilebert_kit.first_token`: the same logits; on the default 3-layer student a quarter less
+            (:mod:`mobilebert_kit.graph.first_token`: the same logits; on the default 3-layer student a quarter less
             time at 128 tokens, benchmarks/results/graph_variants.md).
 
     Returns:
@@ -87,7 +87,7 @@ def export_onnx(
     model, tokenizer, _ = load_classifier_folder(model_dir)
     model.config.return_dict = True
     if first_token:
-        from mobilebert_kit.first_token import rewrite
+        from mobilebert_kit.graph.first_token import rewrite
 
         rewrite(model)
     names = _graph_input_names(model)
@@ -187,7 +187,7 @@ def optimize_onnx(
     Returns:
         Counts of the fused op types present, e.g. ``{"Attention": 5, "SkipLayerNormalization": 12,
         "EmbedLayerNormalization": 1, "BiasGelu": 6, ..., "first_token_layer": 1}`` (the last key, not an op:
-        the graph's last layer runs for the first token only, :mod:`mobilebert_kit.first_token`).
+        the graph's last layer runs for the first token only, :mod:`mobilebert_kit.graph.first_token`).
 
     Raises:
         ExportError: the optimizer failed, or attention did not fuse although ``require_attention``.
@@ -201,7 +201,7 @@ def optimize_onnx(
         ) from e
     counts, first_token = _graph_facts(out_path)
     fused = _fused_ops(counts, first_token)
-    # No fused attention is only right for a one-layer model rewritten by mobilebert_kit.first_token (its
+    # No fused attention is only right for a one-layer model rewritten by mobilebert_kit.graph.first_token (its
     # one-query product is not ORT's Attention pattern and needs no fusing): one Softmax, its own.
     unfused = not (first_token and counts.get("Softmax", 0) == 1)
     if require_attention and not (fused.get("Attention") or fused.get("MultiHeadAttention")) and unfused:
@@ -214,7 +214,7 @@ def optimize_onnx(
 
 def fused_ops(path: str | os.PathLike) -> dict[str, int]:
     """The fused op types in an ONNX graph (:data:`FUSED_OPS`), plus ``first_token_layer: 1`` (not an op) when
-    its last layer runs for the first token only (:mod:`mobilebert_kit.first_token`)."""
+    its last layer runs for the first token only (:mod:`mobilebert_kit.graph.first_token`)."""
     return _fused_ops(*_graph_facts(path))
 
 

@@ -26,7 +26,7 @@ from mobilebert_kit import formats as registry
 from mobilebert_kit.artifacts import COMPRESSION, META, METRICS, VERIFY, not_a_folder, staged_output, write_text
 from mobilebert_kit.config import StageConfig, check_range
 from mobilebert_kit.errors import ArtifactError
-from mobilebert_kit.stage import RunContext, StageResult
+from mobilebert_kit.stages.base import RunContext, StageResult
 
 HTML = "report.html"
 MD = "report.md"
@@ -570,7 +570,7 @@ def _html_packages_and_stages(data: dict) -> list[str]:
 
 def _is_run_folder(run_dir: Path) -> bool:
     """A recipe's run folder: its reuse state, or a stage's output folder (teacher/, student/, export/ ...)."""
-    from mobilebert_kit.stage import STAGES
+    from mobilebert_kit.stages.base import STAGES
 
     subdirs = {s.subdir for s in STAGES.values() if s.subdir}
     return (run_dir / ".state").is_dir() or any((run_dir / d).is_dir() for d in subdirs)

@@ -500,7 +500,7 @@ def recover(
 ) -> dict:
     """Short knowledge-distillation recovery of a pruned model from ``teacher_dir``.
 
-    Uses the distillation loss (:func:`mobilebert_kit.losses.distillation_loss`: KL on
+    Uses the distillation loss (:func:`mobilebert_kit.training.losses.distillation_loss`: KL on
     temperature-softened logits plus CE on labels, with distill's default T and alpha) and the
     shared training engine (best epoch by validation macro-F1 is kept).
     The teacher's logits on the training texts are computed once, with the teacher's own tokenizer.
@@ -510,8 +510,8 @@ def recover(
     ``teacher_precision`` ``int8`` runs the teacher's pass in checked dynamic INT8, as distill can.
     """
     from mobilebert_kit.batching import make_features
-    from mobilebert_kit.engine import TrainConfig, TrainModule, train
-    from mobilebert_kit.losses import distillation_loss
+    from mobilebert_kit.training.engine import TrainConfig, TrainModule, train
+    from mobilebert_kit.training.losses import distillation_loss
 
     t_logits, check = _teacher_logits(model, teacher_dir, train_split, max_length, teacher_precision, log)
     extras = {"teacher_logits": list(t_logits)}
@@ -565,7 +565,7 @@ def _teacher_logits(model, teacher_dir, train_split, max_length: int, precision:
     dropped afterwards."""
     from mobilebert_kit.batching import predict_logits
     from mobilebert_kit.devices import teacher_pass_precision
-    from mobilebert_kit.int8_teacher import int8_teacher
+    from mobilebert_kit.training.int8_teacher import int8_teacher
     from mobilebert_kit.models import load_classifier_folder
 
     teacher, teacher_tok, _ = load_classifier_folder(teacher_dir)
@@ -602,7 +602,7 @@ def _layer_targets(model, source, train_split, max_length: int, log) -> list:
     vocabulary: trimming keeps every piece of the training texts, so they tokenize to the same positions,
     which :func:`_check_aligned` checks."""
     from mobilebert_kit.models import load_classifier_folder
-    from mobilebert_kit.teacher_cache import default_cache_dir, teacher_outputs, teacher_weights_sha
+    from mobilebert_kit.training.teacher_cache import default_cache_dir, teacher_outputs, teacher_weights_sha
 
     source_model, source_tok, _ = load_classifier_folder(source)
     n_layers = model.config.num_hidden_layers

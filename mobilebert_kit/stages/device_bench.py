@@ -24,7 +24,7 @@ from pathlib import Path
 from mobilebert_kit.artifacts import META, read_json, write_json
 from mobilebert_kit.config import StageConfig
 from mobilebert_kit.errors import DeviceError
-from mobilebert_kit.stage import RunContext, StageResult
+from mobilebert_kit.stages.base import RunContext, StageResult
 
 APP_ID = "ai.mbk.demo"
 ACTIVITY = f"{APP_ID}/.MainActivity"

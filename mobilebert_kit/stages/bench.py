@@ -32,7 +32,7 @@ from mobilebert_kit.artifacts import (
 )
 from mobilebert_kit.config import StageConfig, check_range
 from mobilebert_kit.errors import ArtifactError, ConfigError, MbkError, ModelError
-from mobilebert_kit.stage import RunContext, StageResult
+from mobilebert_kit.stages.base import RunContext, StageResult
 
 
 def _default_formats() -> list[str]:
@@ -74,7 +74,7 @@ class BenchConfig(StageConfig):
         check_range(p, "rounds", self.rounds, 1)
         if 1 <= self.runs < self.rounds:
             p.append(f"runs ({self.runs}) must be >= rounds ({self.rounds})")
-        from mobilebert_kit.runtime_parity import validate_versions
+        from mobilebert_kit.phone.side_parity import validate_versions
 
         return p + validate_versions(self.runtime_versions)
 
@@ -262,7 +262,7 @@ def measure(
 
     from tqdm.auto import tqdm
 
-    from mobilebert_kit.resources.ort_worker import interleaved_times  # the side runtimes' worker times the same way
+    from mobilebert_kit.phone.resources.ort_worker import interleaved_times  # the side runtimes' worker times the same way
 
     calls = [lambda fn=fn, batch=batch: fn(batch) for _, fn, batch in cases]
     with tqdm(total=len(calls) * runs, desc="timing", unit="run", disable=not progress, file=sys.stderr) as bar:
@@ -362,7 +362,7 @@ def _side_runtime_rows(
 ) -> tuple[list[dict], list[str]]:
     """The ONNX Runtime cases timed again in each side onnxruntime version (a subprocess per model and
     version, same inputs, warm-up, runs and rounds; after the host's cases, not interleaved with them)."""
-    from mobilebert_kit.runtime_parity import SideRuntimes
+    from mobilebert_kit.phone.side_parity import SideRuntimes
 
     sides = SideRuntimes(config.runtime_versions, log)
     sides.prepare()

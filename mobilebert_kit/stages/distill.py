@@ -33,11 +33,11 @@ from mobilebert_kit.artifacts import not_a_folder
 from mobilebert_kit.config import StageConfig, check_choice, check_range
 from mobilebert_kit.data import DataConfig
 from mobilebert_kit.devices import TEACHER_PRECISIONS, select_device, teacher_pass_precision
-from mobilebert_kit.engine import TrainConfig
+from mobilebert_kit.training.engine import TrainConfig
 from mobilebert_kit.errors import ConfigError, DataError, ModelError
-from mobilebert_kit.stage import RunContext, StageResult
-from mobilebert_kit.teacher_cache import TeacherOutputs, default_cache_dir, teacher_outputs, teacher_weights_sha
-from mobilebert_kit.training.stages import (
+from mobilebert_kit.stages.base import RunContext, StageResult
+from mobilebert_kit.training.teacher_cache import TeacherOutputs, default_cache_dir, teacher_outputs, teacher_weights_sha
+from mobilebert_kit.training.common import (
     check_fits_model,
     data_hash,
     evaluate_splits,
@@ -564,8 +564,8 @@ def _student_line(cfg: DistillConfig, student: _Student) -> str:
 
 def _train_student(job: _Job, train_set, eval_set, attention_store, work: Path, ctx: RunContext):
     """The shared engine with the distillation loss; resume is keyed by teacher, data and options."""
-    from mobilebert_kit.engine import TrainModule, fingerprint, train
-    from mobilebert_kit.losses import distillation_loss
+    from mobilebert_kit.training.engine import TrainModule, fingerprint, train
+    from mobilebert_kit.training.losses import distillation_loss
 
     cfg, student = job.cfg, job.student
     run_fp = fingerprint(

@@ -1,7 +1,7 @@
 """Verify's parity in other onnxruntime versions (side runtimes) and the per-runtime record in verify.json.
 
 ``mbk verify --runtime-version X`` (repeatable) re-runs the ONNX Runtime parity checks of the
-``onnx`` / ``ort`` formats in ``onnxruntime==X`` (:class:`~mobilebert_kit.runtimes.SideRuntime`), on
+``onnx`` / ``ort`` formats in ``onnxruntime==X`` (:class:`~mobilebert_kit.phone.side_runtime.SideRuntime`), on
 the same batches, gated by the same tolerances as the host run. The values:
 
 * ``auto`` (default): also the version the phone app pins, for the format packaged for it
@@ -20,7 +20,8 @@ from __future__ import annotations
 import numpy as np
 
 from mobilebert_kit.errors import RuntimeModelError, RuntimeVersionError
-from mobilebert_kit.runtimes import ORT, SideRuntime, check_version, host_ort_version, provenance, runtime_key
+from mobilebert_kit.runtimes import ORT, host_ort_version, provenance, runtime_key
+from mobilebert_kit.phone.side_runtime import SideRuntime, check_version
 
 AUTO, NONE = "auto", "none"
 # the ISA flags the summary names (the ones that switch INT8 kernels); verify.json keeps them all

@@ -12,7 +12,7 @@ For each format folder under the export dir:
    inputs when node is available (:meth:`Parity.node_check`); skipped with a clear reason otherwise.
 4. **Other onnxruntime versions** — ``.onnx`` / ``.ort`` parity again in side-installed onnxruntime
    versions (``--runtime-version``; by default also the one the Android app pins), gated alike
-   (:mod:`mobilebert_kit.runtime_parity`). Every number records its provenance (runtime, version, CPU,
+   (:mod:`mobilebert_kit.phone.side_parity`). Every number records its provenance (runtime, version, CPU,
    threads) and each format gets one ``runtimes`` record per version, which ``mbk package`` requires.
 5. **The phone's CPU** — ``.onnx`` / ``.ort`` in the aarch64 onnxruntime under QEMU user mode, per
    CPU model and onnxruntime version, on a seeded subset (:meth:`Parity.arm_check`, ``--arm``).
@@ -57,11 +57,11 @@ from mobilebert_kit.artifacts import (
 )
 from mobilebert_kit.config import StageConfig, check_range
 from mobilebert_kit.data import DataConfig
-from mobilebert_kit.emulation import ArmConfig, ArmParity
+from mobilebert_kit.phone.emulation import ArmConfig, ArmParity
 from mobilebert_kit.errors import ArtifactError, DataError, VerifyError
-from mobilebert_kit.quantize import INT8_MIN_AGREEMENT
-from mobilebert_kit.runtime_parity import SideRuntimes, side_checks, summarize, validate_versions
-from mobilebert_kit.stage import RunContext, StageResult
+from mobilebert_kit.compression.ort_quant import INT8_MIN_AGREEMENT
+from mobilebert_kit.phone.side_parity import SideRuntimes, side_checks, summarize, validate_versions
+from mobilebert_kit.stages.base import RunContext, StageResult
 
 ORT_NODE_VERSION = "1.30.0"
 NODE_TOLERANCE = 1e-4
@@ -457,7 +457,7 @@ class Parity:
         return self.node.check(model_path, self.ref, runner, self.batch_size, self.entry)
 
     def arm_check(self, model_path: Path, runner) -> list[dict]:
-        """The same file in the aarch64 onnxruntime on emulated phone CPUs (:mod:`mobilebert_kit.emulation`)."""
+        """The same file in the aarch64 onnxruntime on emulated phone CPUs (:mod:`mobilebert_kit.phone.emulation`)."""
         return self.arm.check(model_path, self, runner) if self.arm else []
 
 
@@ -556,7 +556,7 @@ class NodeRunner:
         return "" if pkg.exists() else f"{package} did not install into {cache}"
 
     def run(self, model_path: Path, batches: list[dict]) -> list[np.ndarray]:
-        script = Path(__file__).parent / "resources" / "ort_node_parity.js"
+        script = Path(__file__).resolve().parents[1] / "phone" / "resources" / "ort_node_parity.js"
         with tempfile.TemporaryDirectory(prefix="mbk-node-") as tmp:
             req, res = Path(tmp) / "req.json", Path(tmp) / "res.json"
             arrays = [

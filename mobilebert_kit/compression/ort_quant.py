@@ -247,7 +247,7 @@ def calibration_feeds(
     at ``max_length``): ORT's histogram calibrators (entropy, percentile) stack activations across
     batches and fail on ragged shapes."""
     from mobilebert_kit.batching import encode
-    from mobilebert_kit.onnx_tools import feeds_for_names
+    from mobilebert_kit.graph.onnx_tools import feeds_for_names
 
     enc = encode(tokenizer, texts, pairs, max_length)
     length = max((len(x) for x in enc["input_ids"]), default=1)
@@ -316,7 +316,7 @@ def quantize(
     Raises:
         CompressError: ORT's quantizer failed (message names the graph and the cause).
     """
-    from mobilebert_kit.onnx_tools import op_counts, quiet_ort
+    from mobilebert_kit.graph.onnx_tools import op_counts, quiet_ort
 
     in_path, out_path = Path(in_path), Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)

@@ -78,7 +78,7 @@ class StageSpec:
 
     Attributes:
         name: registry name, also the recipe section and the ``stages:`` entry.
-        module: module under ``mobilebert_kit`` with the config class and ``run``.
+        module: module under ``mobilebert_kit.stages`` with the config class and ``run``.
         config_class: name of the ``StageConfig`` subclass in that module.
         subdir: output location under the run folder (``None``: the stage writes no folder).
         output_key: config field holding the output folder.
@@ -185,9 +185,9 @@ def stage_module(name: str):
     """Import a stage's module, or raise ConfigError saying it is not available."""
     spec = STAGES[name]
     try:
-        mod = importlib.import_module(f"mobilebert_kit.{spec.module}")
+        mod = importlib.import_module(f"mobilebert_kit.stages.{spec.module}")
     except ModuleNotFoundError as e:
-        if e.name == f"mobilebert_kit.{spec.module}":
+        if e.name == f"mobilebert_kit.stages.{spec.module}":
             raise ConfigError(f"stage '{name}' is not available in this version") from e
         raise
     if not hasattr(mod, spec.config_class) or not hasattr(mod, "run"):

@@ -39,7 +39,7 @@ from mobilebert_kit.artifacts import (
 from mobilebert_kit.config import StageConfig, check_choice, check_range, did_you_mean
 from mobilebert_kit.errors import ConfigError, MbkError, ModelError
 from mobilebert_kit.formats import Build, ExportFormat, Source, tokenizer_settings
-from mobilebert_kit.stage import RunContext, StageResult
+from mobilebert_kit.stages.base import RunContext, StageResult
 
 DEFAULT_MAX_LENGTH = 128
 COREML_TARGETS = ("iOS15", "iOS16", "iOS17", "iOS18")
@@ -177,7 +177,7 @@ def _check_int8(config: ExportConfig, chosen: list[ExportFormat]) -> None:
 def _load_source(path: Path, config: ExportConfig) -> Source:
     from mobilebert_kit.data import lineage
     from mobilebert_kit.models import load_classifier_folder
-    from mobilebert_kit.training.stages import usable_positions
+    from mobilebert_kit.training.common import usable_positions
 
     if not path.is_dir():
         raise ModelError(f"{not_a_folder(path, 'model folder')}; run `mbk compress` first or pass --model PATH")

@@ -220,7 +220,8 @@ def reference_runtime(fmt, log=None):
     """The side runtime the golden logits are computed in: the version the app pins, when it is not the
     host's and can be installed. None means the host runtime (with a warning when the app pins another)."""
     from mobilebert_kit.errors import RuntimeVersionError, warn
-    from mobilebert_kit.runtimes import SideRuntime, host_ort_version
+    from mobilebert_kit.runtimes import host_ort_version
+    from mobilebert_kit.phone.side_runtime import SideRuntime
 
     pinned = getattr(fmt, "app_runtime_version", None)
     if not pinned or pinned == host_ort_version():
@@ -230,7 +231,7 @@ def reference_runtime(fmt, log=None):
     except RuntimeVersionError as e:
         warn(
             f"golden logits are computed in onnxruntime {host_ort_version()}, not in {pinned} that "
-            f"{fmt.demo_app} runs ({e}); run `make setup` or `python -m mobilebert_kit.runtimes install` online"
+            f"{fmt.demo_app} runs ({e}); run `make setup` or `python -m mobilebert_kit.phone.side_runtime install` online"
         )
         return None
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from mobilebert_kit.config import StageConfig, check_choice, check_range
 from mobilebert_kit.errors import CompressError, ConfigError, DataError, ExportError, TuneError
-from mobilebert_kit.stage import RunContext, StageResult
+from mobilebert_kit.stages.base import RunContext, StageResult
 
 OBJECTIVES = ("size", "latency", "accuracy")
 GRIDS = ("quick", "full")
@@ -195,7 +195,7 @@ def _plan_trials(config: TuneConfig, name: str, steps: list[dict], trials_dir: P
 
 def _trial(config: TuneConfig, name: str, steps: list[dict], folder: Path, ctx: RunContext, seed: int = 0) -> dict:
     """One compress run; its record whether it passed, was refused by the guard or could not run."""
-    from mobilebert_kit import compress
+    from mobilebert_kit.stages import compress
 
     if seed:
         ctx.log(f"    seed {seed}:")

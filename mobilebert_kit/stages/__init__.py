@@ -1,0 +1,3 @@
+"""The stages: each a config dataclass + ``run(config, ctx) -> StageResult``, registered once in
+:data:`mobilebert_kit.stages.base.STAGES` (the contract lives in :mod:`.base`).
+"""
