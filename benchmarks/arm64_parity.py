@@ -28,8 +28,8 @@ sys.path.insert(0, str(ROOT))
 from results_io import write_results  # noqa: E402
 
 from mobilebert_kit.artifacts import read_json  # noqa: E402
-from mobilebert_kit.phone.emulation import ArmConfig, find_emulator, host_ort_version  # noqa: E402
 from mobilebert_kit.errors import VerifyError  # noqa: E402
+from mobilebert_kit.phone.emulation import ArmConfig, find_emulator, host_ort_version  # noqa: E402
 
 CPUS = ["cortex-a53", "cortex-a76", "cortex-a710", "max"]
 
@@ -88,11 +88,11 @@ def merged(old: dict, new: dict) -> dict:
 
 def build_static(run_dir: Path, work: Path) -> Path:
     """The default run's student, pruned like the default (0.2) and statically INT8-quantized, exported."""
+    from mobilebert_kit.stages.base import RunContext
     from mobilebert_kit.stages.compress import CompressConfig
     from mobilebert_kit.stages.compress import run as compress
     from mobilebert_kit.stages.export import ExportConfig
     from mobilebert_kit.stages.export import run as export
-    from mobilebert_kit.stages.base import RunContext
 
     ctx = RunContext(overwrite=True)
     comp = CompressConfig(

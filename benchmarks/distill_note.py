@@ -59,8 +59,8 @@ def main(argv: list[str] | None = None) -> dict:
         Path(args.render).with_suffix(".md").write_text(markdown(result))
         return result
 
-    from mobilebert_kit.stages import distill
     from mobilebert_kit.artifacts import read_json
+    from mobilebert_kit.stages import distill
     from mobilebert_kit.stages.base import RunContext
 
     teacher = Path(args.teacher)

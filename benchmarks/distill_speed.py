@@ -32,9 +32,9 @@ def seed_distill(teacher_dir: Path, layers: list[int], train, test, args) -> dic
     from transformers import Trainer, TrainingArguments
 
     from mobilebert_kit.batching import predict_logits
-    from mobilebert_kit.stages.distill import copy_layers_student
     from mobilebert_kit.metrics import classification_metrics
     from mobilebert_kit.models import load_classifier_folder
+    from mobilebert_kit.stages.distill import copy_layers_student
 
     teacher, tok, names = load_classifier_folder(teacher_dir)
     student = copy_layers_student(teacher, layers)
@@ -112,8 +112,8 @@ def seed_distill(teacher_dir: Path, layers: list[int], train, test, args) -> dic
 
 
 def mbk_distill(teacher_dir: Path, layers: list[int], data: dict, args, work: Path, precision: str) -> dict:
-    from mobilebert_kit.stages import distill
     from mobilebert_kit.artifacts import read_json
+    from mobilebert_kit.stages import distill
     from mobilebert_kit.stages.base import RunContext
 
     cfg = distill.DistillConfig.from_dict(
@@ -206,8 +206,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     from mobilebert_kit.data import DataConfig, data_config_for, load_dataset
-    from mobilebert_kit.stages.distill import every_other_layer
     from mobilebert_kit.models import load_classifier_folder
+    from mobilebert_kit.stages.distill import every_other_layer
 
     teacher_dir = Path(args.teacher)
     teacher, _, _ = load_classifier_folder(teacher_dir)

@@ -34,8 +34,8 @@ from ort_timing import HOST, p50_by_version  # noqa: E402
 from results_io import write_results  # noqa: E402
 from targets import encode_one  # noqa: E402
 
-from mobilebert_kit.graph import onnx_tools as ot  # noqa: E402
 from mobilebert_kit.artifacts import library_versions  # noqa: E402
+from mobilebert_kit.graph import onnx_tools as ot  # noqa: E402
 
 
 @dataclass(frozen=True)

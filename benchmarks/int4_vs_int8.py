@@ -31,9 +31,9 @@ from ort_timing import expand_versions, time_in_runtime  # noqa: E402
 from results_io import write_results  # noqa: E402
 from vs_optimum import fixed_inputs  # noqa: E402
 
-from mobilebert_kit.graph import onnx_tools as ot  # noqa: E402
 from mobilebert_kit.artifacts import library_versions, read_json  # noqa: E402
 from mobilebert_kit.compression.guard import ci_text  # noqa: E402
+from mobilebert_kit.graph import onnx_tools as ot  # noqa: E402
 
 # name -> compress steps (every variant starts from the same fp32 student)
 VARIANTS = {
@@ -54,9 +54,9 @@ VARIANTS = {
 
 def compress_variant(student: Path, work: Path, name: str, max_drop: float) -> dict:
     """Run (or reuse) ``mbk compress`` for one variant; returns its row (``refused`` when the guard said no)."""
-    from mobilebert_kit.stages.compress import CompressConfig, run
     from mobilebert_kit.errors import CompressError
     from mobilebert_kit.stages.base import RunContext
+    from mobilebert_kit.stages.compress import CompressConfig, run
 
     out = work / name.replace("+", "_")
     if not (out / "metrics.json").exists():
@@ -84,7 +84,8 @@ def compress_variant(student: Path, work: Path, name: str, max_drop: float) -> d
 
 def real_inputs(student: Path, n: int) -> tuple[list[dict], float]:
     """``n`` test texts tokenized without padding (seeded), and their median length."""
-    from mobilebert_kit.data import data_config_for, lineage, load_dataset
+    from mobilebert_kit.artifacts import lineage
+    from mobilebert_kit.data import data_config_for, load_dataset
     from mobilebert_kit.models import load_tokenizer
 
     tok = load_tokenizer(str(student))

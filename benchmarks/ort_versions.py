@@ -102,7 +102,8 @@ def decompose_layer_norm(src: Path, dst: Path) -> int:
 def main() -> None:
     from targets import encode_one, encode_texts
 
-    from mobilebert_kit.data import data_config_for, lineage, load_dataset
+    from mobilebert_kit.artifacts import lineage
+    from mobilebert_kit.data import data_config_for, load_dataset
     from mobilebert_kit.models import load_tokenizer
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

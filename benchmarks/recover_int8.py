@@ -21,8 +21,8 @@ PRECISIONS = ("fp32", "int8")
 
 def one_run(base: dict, precision: str, out: Path) -> dict:
     from mobilebert_kit.artifacts import read_json
-    from mobilebert_kit.stages.compress import CompressConfig, run
     from mobilebert_kit.stages.base import RunContext
+    from mobilebert_kit.stages.compress import CompressConfig, run
 
     cfg = dict(base, output=str(out))
     cfg["steps"] = [dict(s, teacher_precision=precision) if s["method"] == "recover" else s for s in cfg["steps"]]

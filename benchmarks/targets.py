@@ -41,8 +41,8 @@ from ort_timing import HOST, expand_versions, time_in_runtime  # noqa: E402
 from results_io import cpu_line, write_results  # noqa: E402
 from vs_optimum import optimum_int8  # noqa: E402
 
-from mobilebert_kit.graph import onnx_tools as ot  # noqa: E402
 from mobilebert_kit.artifacts import library_versions, read_json  # noqa: E402
+from mobilebert_kit.graph import onnx_tools as ot  # noqa: E402
 from mobilebert_kit.metrics import classification_metrics  # noqa: E402
 from mobilebert_kit.runtimes import cpu_info  # noqa: E402
 
@@ -93,8 +93,8 @@ def _litert_runner(path: Path, pad_id: int):
 def litert_export(run_dir: Path, work: Path) -> Path:
     """The run's compressed model as ``mbk export -f tflite`` writes it (INT8 dynamic range, as compression.json
     asks), with signatures up to 128 tokens so that the seq-128 input runs unpadded."""
-    from mobilebert_kit.stages.export import ExportConfig, run
     from mobilebert_kit.stages.base import RunContext
+    from mobilebert_kit.stages.export import ExportConfig, run
 
     cfg = ExportConfig(
         model=str(run_dir / "compressed"), output=str(work / "litert"), formats=["tflite"], max_length=128
@@ -220,7 +220,8 @@ def _models(run_dir: Path, work: Path, litert: bool = False) -> dict[str, dict]:
 
 
 def measure(run_dir: Path, work: Path, args) -> dict:
-    from mobilebert_kit.data import data_config_for, lineage, load_dataset
+    from mobilebert_kit.artifacts import lineage
+    from mobilebert_kit.data import data_config_for, load_dataset
     from mobilebert_kit.models import load_tokenizer
 
     work.mkdir(parents=True, exist_ok=True)

@@ -32,11 +32,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mobilebert_kit.graph import onnx_tools as ot  # noqa: E402
 from mobilebert_kit.artifacts import folder_size, library_versions, read_json  # noqa: E402
 from mobilebert_kit.batching import predict_logits  # noqa: E402
-from mobilebert_kit.metrics import classification_metrics  # noqa: E402
 from mobilebert_kit.compression.ort_quant import Int8Dynamic, quantize  # noqa: E402
+from mobilebert_kit.graph import onnx_tools as ot  # noqa: E402
+from mobilebert_kit.metrics import classification_metrics  # noqa: E402
 
 
 def make_student(out: Path, layers=(0, 2, 4), train_examples: int = 3000, max_length: int = 64) -> Path:
@@ -44,10 +44,10 @@ def make_student(out: Path, layers=(0, 2, 4), train_examples: int = 3000, max_le
     from transformers import AutoModel, AutoTokenizer
 
     from mobilebert_kit.data import DataConfig
-    from mobilebert_kit.training.engine import TrainConfig
-    from mobilebert_kit.stages.finetune import FinetuneConfig, run
     from mobilebert_kit.models import resolve_model
     from mobilebert_kit.stages.base import RunContext
+    from mobilebert_kit.stages.finetune import FinetuneConfig, run
+    from mobilebert_kit.training.engine import TrainConfig
 
     base = resolve_model("minilm-l6").path
     init = out.with_name(out.name + ".init")
@@ -141,7 +141,8 @@ def main() -> None:
     ap.add_argument("--results", default="benchmarks/results")
     args = ap.parse_args()
 
-    from mobilebert_kit.data import data_config_for, lineage, load_dataset
+    from mobilebert_kit.artifacts import lineage
+    from mobilebert_kit.data import data_config_for, load_dataset
     from mobilebert_kit.models import load_classifier_folder
 
     student = Path(args.student)

@@ -92,8 +92,8 @@ def install(mode: str, decay: float) -> None:
 
 
 def trial(student: str, teacher: str, steps: list[dict], mode: str, decay: float, seed: int, out: Path) -> dict:
-    from mobilebert_kit.stages.compress import CompressConfig, run
     from mobilebert_kit.stages.base import RunContext
+    from mobilebert_kit.stages.compress import CompressConfig, run
 
     install(mode, decay)
     cfg = CompressConfig.from_dict(

@@ -349,3 +349,29 @@ def write_manifest(
         manifest.update(extra)
     write_json(folder / MANIFEST, manifest)
     return manifest
+
+
+def lineage(folder: str | Path, max_depth: int = 8) -> dict:
+    """Walk an artifact's manifests upstream and return what later stages need from it:
+    ``{"data": DataConfig dict | None, "max_length": int | None, "teacher": path | None}``.
+
+    Every training stage records ``data`` and ``max_length`` at the top level of its manifest;
+    later stages (compress, export, verify) inherit them through ``inputs.model.path``.
+    """
+    found: dict = {"data": None, "max_length": None, "teacher": None}
+    current = Path(folder)
+    for _ in range(max_depth):
+        m = current / MANIFEST
+        if not m.exists():
+            break
+        manifest = read_json(m)
+        for key in found:
+            if found[key] is None and manifest.get(key) is not None:
+                found[key] = manifest[key]
+        if all(v is not None for v in found.values()):
+            break
+        upstream = (manifest.get("inputs") or {}).get("model", {}).get("path")
+        if not upstream or Path(upstream) == current:
+            break
+        current = Path(upstream)
+    return found

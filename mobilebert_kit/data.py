@@ -649,38 +649,12 @@ def _datasets_folder(path: Path, cfg: DataConfig) -> TextDataset:
     return ds
 
 
-def lineage(folder: str | Path, max_depth: int = 8) -> dict:
-    """Walk an artifact's manifests upstream and return what later stages need from it:
-    ``{"data": DataConfig dict | None, "max_length": int | None, "teacher": path | None}``.
-
-    Every training stage records ``data`` and ``max_length`` at the top level of its manifest;
-    later stages (compress, export, verify) inherit them through ``inputs.model.path``.
-    """
-    from mobilebert_kit.artifacts import MANIFEST, read_json
-
-    found: dict = {"data": None, "max_length": None, "teacher": None}
-    current = Path(folder)
-    for _ in range(max_depth):
-        m = current / MANIFEST
-        if not m.exists():
-            break
-        manifest = read_json(m)
-        for key in found:
-            if found[key] is None and manifest.get(key) is not None:
-                found[key] = manifest[key]
-        if all(v is not None for v in found.values()):
-            break
-        upstream = (manifest.get("inputs") or {}).get("model", {}).get("path")
-        if not upstream or Path(upstream) == current:
-            break
-        current = Path(upstream)
-    return found
-
-
 def data_config_for(folder: str | Path, override: DataConfig | None = None) -> DataConfig:
     """The data an artifact was trained on (from its lineage), unless the user overrides it."""
     if override is not None:
         return override
+    from mobilebert_kit.artifacts import lineage
+
     recorded = lineage(folder)["data"]
     if recorded is None:
         raise DataError(

@@ -322,3 +322,45 @@ def load_classifier_folder(path: str | os.PathLike):
 
 def count_parameters(model) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def usable_positions(config) -> int | None:
+    """How many tokens the model can take. RoBERTa-style models (MPNet too) start position ids at
+    padding_idx + 1, so two of their max_position_embeddings are never used by text."""
+    positions = getattr(config, "max_position_embeddings", None)
+    if positions is None:
+        return None
+    if getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert", "mpnet"):
+        return positions - (getattr(config, "pad_token_id", 1) or 0) - 1
+    return positions
+
+
+def tokenizer_spec(tokenizer) -> dict:
+    """A fast tokenizer's own description (its ``tokenizer.json`` as a dict); ``{}`` for a slow one.
+
+    The one place that reads it: the BertNormalizer settings that packaging, vocabulary trimming and
+    the export meta need, and the comparison of two tokenizers, all start here.
+    """
+    import json
+
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    return json.loads(backend.to_str()) if backend is not None else {}
+
+
+def bert_normalizer(spec: dict) -> dict | None:
+    """The BertNormalizer settings in a :func:`tokenizer_spec` (``strip_accents`` None means "strip
+    when lower-casing", as HF does), or None when its normalizer is something else."""
+    norm = spec.get("normalizer") or {}
+    if norm.get("type") != "BertNormalizer":
+        return None
+    return {
+        "lowercase": bool(norm.get("lowercase", True)),
+        "strip_accents": norm.get("strip_accents"),
+        "handle_chinese_chars": bool(norm.get("handle_chinese_chars", True)),
+        "clean_text": bool(norm.get("clean_text", True)),
+    }
+
+
+def tokenizer_model_type(spec: dict) -> str | None:
+    """``WordPiece``, ``BPE``, ``Unigram``...: the model in a :func:`tokenizer_spec`."""
+    return (spec.get("model") or {}).get("type")

@@ -14,8 +14,6 @@ import platform
 from functools import lru_cache
 from pathlib import Path
 
-
-
 ANDROID_ORT_VERSION = "1.22.0"  # com.microsoft.onnxruntime:onnxruntime-android in android_demo
 ORT = "onnxruntime"
 

@@ -197,8 +197,8 @@ def hide_arm_emulation(monkeypatch, tmp_path_factory):
 @pytest.fixture()
 def real_arm_emulation(monkeypatch):
     """The machine's ARM64 emulator (``make arm-emu``); skips the test when it is not installed."""
-    from mobilebert_kit.phone.emulation import find_emulator
     from mobilebert_kit.errors import DeviceError
+    from mobilebert_kit.phone.emulation import find_emulator
 
     if REAL_MBK_ARM_CACHE is None:
         monkeypatch.delenv("MBK_ARM_CACHE")

@@ -75,8 +75,8 @@ def test_help(cli):
 
 
 def test_end_to_end_hand_over_folder(cli, trained, tmp_path):
+    from mobilebert_kit.artifacts import lineage
     from mobilebert_kit.graph import onnx_tools as ot
-    from mobilebert_kit.data import lineage
     from mobilebert_kit.models import load_classifier_folder
 
     out = tmp_path / "compressed"
@@ -404,8 +404,8 @@ def test_steps_run_in_the_order_written(trained, tmp_path, order):
 def test_small_validation_split_is_topped_up_with_training_texts_for_agreement(cli, trained, tmp_path):
     """16 validation examples cannot bound INT8-vs-fp32 agreement at 97%; the training texts (labels
     unused) can, and the log says which texts it was measured on."""
-    from mobilebert_kit.stages.compress import fidelity_texts
     from mobilebert_kit.data import Split
+    from mobilebert_kit.stages.compress import fidelity_texts
 
     val, train = Split(["a", "b"], [0, 1]), Split([f"t{i}" for i in range(5)], [0] * 5)
     assert fidelity_texts(val, train, 4, seed=0).texts[:2] == ["a", "b"] and len(fidelity_texts(val, train, 4, 0)) == 4

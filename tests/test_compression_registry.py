@@ -10,8 +10,8 @@ from conftest import make_tiny_classifier
 
 from mobilebert_kit import compression
 from mobilebert_kit.artifacts import read_json
-from mobilebert_kit.stages.compress import CompressConfig, shorthand_steps
 from mobilebert_kit.errors import ConfigError
+from mobilebert_kit.stages.compress import CompressConfig, shorthand_steps
 
 KNOWN = "prune, prune_heads, prune_ffn, recover, trim_vocab, int8_dynamic, int8_static, int4_embeddings, int4_matmul"
 

@@ -1,9 +1,9 @@
 import pytest
 
 from mobilebert_kit.data import DataConfig
-from mobilebert_kit.training.engine import TrainConfig
 from mobilebert_kit.errors import ConfigError
 from mobilebert_kit.stages.finetune import FinetuneConfig
+from mobilebert_kit.training.engine import TrainConfig
 
 
 def test_unknown_keys_reported_with_did_you_mean_and_all_at_once():

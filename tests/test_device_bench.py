@@ -11,8 +11,15 @@ from pathlib import Path
 import pytest
 
 from mobilebert_kit.artifacts import read_json, write_json
-from mobilebert_kit.stages.device_bench import DeviceBenchConfig, DeviceSkip, parse_bench_line, parse_devices, pick_device, run
 from mobilebert_kit.errors import DeviceError
+from mobilebert_kit.stages.device_bench import (
+    DeviceBenchConfig,
+    DeviceSkip,
+    parse_bench_line,
+    parse_devices,
+    pick_device,
+    run,
+)
 
 SHA = "b5289ae5cbd9ca038fb4bc0c278d3b0d8f268e90885fdbce6d57a9d6ced167f0"
 

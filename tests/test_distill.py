@@ -12,12 +12,12 @@ import pytest
 import torch
 from conftest import make_tiny_classifier, minilm_path
 
-from mobilebert_kit.stages import distill
 from mobilebert_kit.artifacts import read_json
 from mobilebert_kit.errors import ConfigError
-from mobilebert_kit.training.losses import distillation_loss
 from mobilebert_kit.models import load_classifier_folder
+from mobilebert_kit.stages import distill
 from mobilebert_kit.stages.base import RunContext
+from mobilebert_kit.training.losses import distillation_loss
 
 FAST = [
     "--epochs",
@@ -38,8 +38,8 @@ FAST = [
 def teacher_dir(tmp_path_factory, sentiment_csv) -> Path:
     """A tiny 4-layer BERT fine-tuned on the sentiment csv with `mbk finetune` (so it has a real
     manifest recording its data and max length). Read-only."""
-    from mobilebert_kit.stages import finetune
     from mobilebert_kit.data import DataConfig
+    from mobilebert_kit.stages import finetune
     from mobilebert_kit.training.engine import TrainConfig
 
     root = tmp_path_factory.mktemp("distill")

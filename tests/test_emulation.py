@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from conftest import tiny_model_with_lineage
 
-from mobilebert_kit.phone import emulation
 from mobilebert_kit.artifacts import read_json
 from mobilebert_kit.errors import ConfigError, DeviceError
+from mobilebert_kit.phone import emulation
 
 HOST_ORT = version("onnxruntime")
 

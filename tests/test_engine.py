@@ -7,9 +7,9 @@ import torch
 from conftest import make_tiny_classifier
 
 from mobilebert_kit.batching import Collator, FeatureDataset, batch_order, make_features
-from mobilebert_kit.training.engine import TrainConfig, TrainModule, default_loss, resolve_precision, train
 from mobilebert_kit.errors import TrainingError
 from mobilebert_kit.models import load_classifier_folder
+from mobilebert_kit.training.engine import TrainConfig, TrainModule, default_loss, resolve_precision, train
 
 TEXTS = [
     "great movie",

@@ -91,8 +91,8 @@ def test_int8_export(tiny_classifier_dir, tmp_path, cli):
 
 
 def test_compression_onnx_graph_is_copied(tiny_classifier_dir, tmp_path, cli):
-    from mobilebert_kit.graph import onnx_tools as ot
     from mobilebert_kit.compression.ort_quant import Int8Dynamic, quantize
+    from mobilebert_kit.graph import onnx_tools as ot
 
     model = tmp_path / "compressed"
     shutil.copytree(tiny_classifier_dir, model)

@@ -116,8 +116,8 @@ def test_onnx_graph_fuses_the_other_layers_and_matches_pytorch(tmp_path, layers)
 
 
 def test_int8_paths_quantize_the_rewritten_layer(tmp_path):
-    from mobilebert_kit.devices import int8_linear
     from mobilebert_kit.compression.ort_quant import Int8Dynamic, candidate_nodes, quantize
+    from mobilebert_kit.devices import int8_linear
 
     folder = _tiny(tmp_path / "m", layers=2, seed=4)
     raw = ot.export_onnx(folder, tmp_path / "raw.onnx")

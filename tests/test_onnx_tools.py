@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mobilebert_kit.graph import onnx_tools as ot
-from mobilebert_kit.errors import ExportError, ModelError
 from mobilebert_kit.compression.ort_quant import Int8Dynamic, quantize
+from mobilebert_kit.errors import ExportError, ModelError
+from mobilebert_kit.graph import onnx_tools as ot
 
 TEXTS = ["a wonderful film", "a dull, boring mess that never ends and never ends", "ok", "great fun!"]
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mobilebert_kit.graph import onnx_tools as ot
 from mobilebert_kit.compression import ort_quant as q
 from mobilebert_kit.errors import ConfigError
+from mobilebert_kit.graph import onnx_tools as ot
 from mobilebert_kit.models import load_tokenizer
 
 TEXTS = ["a wonderful, moving film", "a dull, boring mess", "great fun", "terrible acting and a bad script"] * 4

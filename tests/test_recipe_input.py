@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mobilebert_kit.pipeline import recipe as rc
 from mobilebert_kit.errors import ConfigError
+from mobilebert_kit.pipeline import recipe as rc
 
 
 def write(tmp_path: Path, text: str, name: str = "r.yaml") -> Path:

@@ -12,8 +12,8 @@ import pytest
 import yaml
 from conftest import make_tiny_classifier, write_sentiment_csv
 
-from mobilebert_kit.pipeline import recipe as rc
 from mobilebert_kit.errors import ArtifactError, ConfigError
+from mobilebert_kit.pipeline import recipe as rc
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))

@@ -31,8 +31,8 @@ def test_report_refuses_an_unrelated_folder(cli, tmp_path):
 def test_headline_adds_the_speedup_in_the_app_pinned_runtime(tmp_path):
     """bench's row of the .ort in the Android app's onnxruntime (a side runtime) reaches the ort row and the headline."""
     from mobilebert_kit.artifacts import META, write_json
-    from mobilebert_kit.stages.report import _export_rows, _headline
     from mobilebert_kit.runtimes import ANDROID_ORT_VERSION
+    from mobilebert_kit.stages.report import _export_rows, _headline
 
     (tmp_path / "ort").mkdir()
     write_json(tmp_path / "ort" / META, {"model_file": "model.ort", "int8": True, "size_bytes": 10})

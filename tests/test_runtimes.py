@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 from bundle_helpers import build_int8_ort_export, build_ort_export, copy_export, runtime_records
 
-from mobilebert_kit.phone import golden as g
 from mobilebert_kit.artifacts import read_json, write_json
 from mobilebert_kit.errors import IndexUnreachableError, PackageError, RuntimeModelError, RuntimeVersionError
-from mobilebert_kit.runtimes import ANDROID_ORT_VERSION, cpu_info, host_ort_version
+from mobilebert_kit.phone import golden as g
 from mobilebert_kit.phone.side_runtime import SideRuntime
+from mobilebert_kit.runtimes import ANDROID_ORT_VERSION, cpu_info, host_ort_version
 
 ROOT = Path(__file__).resolve().parent.parent
 PINNED_KEY = f"onnxruntime {ANDROID_ORT_VERSION}"

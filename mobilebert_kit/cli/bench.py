@@ -92,8 +92,8 @@ def command(
       mbk bench --format ort --runtime-version 1.22.0 --runtime-version 1.26.0
     """
 
-    from mobilebert_kit.stages.bench import BenchConfig, run
     from mobilebert_kit.stages.base import RunContext
+    from mobilebert_kit.stages.bench import BenchConfig, run
 
     section = {
         "export_dir": export_dir,

@@ -125,8 +125,8 @@ def command(save_recipe, overwrite, quiet, as_json, **options):
       mbk compress --int8 --static --calib-samples 256 --calib-method entropy --per-channel
       mbk compress --int4-embeddings --block-size 32 --int8
     """
-    from mobilebert_kit.stages.compress import CompressConfig, run
     from mobilebert_kit.stages.base import RunContext
+    from mobilebert_kit.stages.compress import CompressConfig, run
 
     config = CompressConfig(**{k: v for k, v in options.items() if v is not None})
     write_stage_recipe(save_recipe, "compress", config.to_dict())

@@ -37,8 +37,8 @@ def command(
     Example:
       mbk package --target android && mbk device-bench --runs 100
     """
-    from mobilebert_kit.stages.device_bench import DeviceBenchConfig, DeviceSkip, run
     from mobilebert_kit.stages.base import RunContext
+    from mobilebert_kit.stages.device_bench import DeviceBenchConfig, DeviceSkip, run
 
     section = {
         "bundle": bundle,

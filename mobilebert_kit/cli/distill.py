@@ -130,8 +130,8 @@ def command(resume, save_recipe, output, overwrite, quiet, as_json, **kwargs):
       mbk distill --student-config hidden_size=256,num_layers=4,num_heads=4 --lr 1e-4
       mbk distill --student path/to/small-bert --alpha 1
     """
-    from mobilebert_kit.stages.distill import inherit_from_teacher, run
     from mobilebert_kit.stages.base import RunContext
+    from mobilebert_kit.stages.distill import inherit_from_teacher, run
 
     section: dict = {"output": output, "train": pick(kwargs, TRAIN_OPTIONS), **pick(kwargs, DISTILL_OPTIONS)}
     inherit_from_teacher(section, section.get("teacher", DistillConfig.teacher), pick(kwargs, DATA_OPTIONS))

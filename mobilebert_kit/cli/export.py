@@ -82,8 +82,8 @@ def command(save_recipe, formats, model, max_length, int8, opset, output, overwr
       mbk export -f coreml --coreml-lengths 32,64,128 --coreml-palettize 6
     """
     from mobilebert_kit.errors import ConfigError
-    from mobilebert_kit.stages.export import ExportConfig, run
     from mobilebert_kit.stages.base import RunContext
+    from mobilebert_kit.stages.export import ExportConfig, run
 
     names = split_names(formats)
     given = [f"--{k.replace('_bits', '').replace('_', '-')}" for k, v in coreml.items() if v is not None]

@@ -39,8 +39,8 @@ def command(model, dropout, resume, save_recipe, output, overwrite, quiet, as_js
       mbk finetune --freeze-layers 3 --precision auto --grad-accum 2
       mbk finetune --resume                          # after a crash or kill -9
     """
-    from mobilebert_kit.stages.finetune import run
     from mobilebert_kit.stages.base import RunContext
+    from mobilebert_kit.stages.finetune import run
 
     section = {"output": output, "data": pick(kwargs, DATA_OPTIONS), "train": pick(kwargs, TRAIN_OPTIONS)}
     if model:

@@ -73,8 +73,8 @@ def command(
       mbk package --target android --runtime litert
       mbk package --target ios
     """
-    from mobilebert_kit.stages.package import PackageConfig, run
     from mobilebert_kit.stages.base import RunContext
+    from mobilebert_kit.stages.package import PackageConfig, run
 
     section = {
         "target": target,

@@ -29,8 +29,8 @@ def command(target, title, seq_len, threads, quiet, as_json):
     """
     from pathlib import Path
 
-    from mobilebert_kit.stages import report as rp
     from mobilebert_kit.errors import ConfigError
+    from mobilebert_kit.stages import report as rp
     from mobilebert_kit.stages.base import RunContext
 
     if target is None:

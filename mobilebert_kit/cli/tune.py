@@ -14,7 +14,9 @@ def _plans(path: str | None) -> list | None:
     from pathlib import Path
 
     from mobilebert_kit.errors import ConfigError
-    from mobilebert_kit.pipeline.recipe import read_yaml  # the recipes' loader: safe, duplicate keys refused, UTF-8 checked
+    from mobilebert_kit.pipeline.recipe import (
+        read_yaml,  # the recipes' loader: safe, duplicate keys refused, UTF-8 checked
+    )
 
     try:
         plans = read_yaml(Path(path), f"--plans {path}")

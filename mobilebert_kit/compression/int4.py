@@ -21,9 +21,9 @@ from typing import ClassVar
 
 from mobilebert_kit.compression.base import Method, Work
 from mobilebert_kit.compression.fallback import FallbackSearch, refuse_if_input_fails
+from mobilebert_kit.compression.ort_quant import ACCURACY_LEVELS, INT4_BITS, INT4_BLOCK_SIZES
 from mobilebert_kit.config import check_choice
 from mobilebert_kit.errors import CompressError
-from mobilebert_kit.compression.ort_quant import ACCURACY_LEVELS, INT4_BITS, INT4_BLOCK_SIZES
 
 # What runs these graphs, checked 2026-11-24 on x86 (onnxruntime 1.32.0 and 1.22.0, the version the
 # Android app pins): the .onnx loads and runs in both. An .ort converted by 1.32 does not load in

@@ -107,8 +107,8 @@ class Int8StaticStep(Int8Step):
             )
 
     def ort_method(self, work: Work):
-        from mobilebert_kit.graph import onnx_tools as ot
         from mobilebert_kit.compression import ort_quant as q
+        from mobilebert_kit.graph import onnx_tools as ot
 
         names = [i.name for i in ot.session(work.graph).get_inputs()]
         calib = work.train.subset(self.calib_samples, work.seed)

@@ -23,9 +23,6 @@ from pathlib import Path
 from mobilebert_kit.errors import CompressError, ConfigError
 
 PRUNE_SCOPES = ("global", "layer")
-# Recovery after structured pruning distills like `mbk distill` does by default (T=3, soft/hard 50/50).
-RECOVERY_TEMPERATURE = 3.0
-RECOVERY_ALPHA = 0.5
 DENSE_NOTE = (
     "unstructured pruning stores zeros in dense tensors: the model file, its parameter count and its "
     "latency on dense CPU kernels (PyTorch, ONNX Runtime) do not change; only a sparse format or a "
@@ -354,25 +351,24 @@ def training_batches(
 
 
 def normalizer_settings(tokenizer) -> dict:
-    import json
+    from mobilebert_kit.models import bert_normalizer, tokenizer_model_type, tokenizer_spec
 
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is None:
+    if getattr(tokenizer, "backend_tokenizer", None) is None:
         raise CompressError("--trim-vocab needs a fast (tokenizer.json) WordPiece tokenizer")
-    spec = json.loads(backend.to_str())
-    if (spec.get("model") or {}).get("type") != "WordPiece":
+    spec = tokenizer_spec(tokenizer)
+    if tokenizer_model_type(spec) != "WordPiece":
         raise CompressError(
-            f"--trim-vocab supports WordPiece (BERT) tokenizers; this one is {spec.get('model', {}).get('type')}"
+            f"--trim-vocab supports WordPiece (BERT) tokenizers; this one is {tokenizer_model_type(spec)}"
         )
-    norm = spec.get("normalizer") or {}
-    if norm.get("type") != "BertNormalizer":
+    norm = bert_normalizer(spec)
+    if norm is None:
         raise CompressError(
             "--trim-vocab supports BERT tokenizers (BertNormalizer); this tokenizer normalizes differently"
         )
     return {
-        "do_lower_case": bool(norm.get("lowercase", True)),
-        "strip_accents": norm.get("strip_accents"),
-        "tokenize_chinese_chars": bool(norm.get("handle_chinese_chars", True)),
+        "do_lower_case": norm["lowercase"],
+        "strip_accents": norm["strip_accents"],
+        "tokenize_chinese_chars": norm["handle_chinese_chars"],
     }
 
 
@@ -476,165 +472,3 @@ def _coverage(tokenizer, texts: Sequence[str], kept: set[int]) -> tuple[int, int
             total += len(ids)
             covered += sum(1 for i in ids if i in kept)
     return covered, total
-
-
-# --------------------------------------------------------------------------- recovery
-
-
-def recover(
-    model,
-    tokenizer,
-    teacher_dir: str | os.PathLike,
-    train_split,
-    val_split,
-    *,
-    max_length: int,
-    epochs: int,
-    lr: float,
-    workdir: str | os.PathLike,
-    seed: int = 0,
-    log=None,
-    hidden_weight: float = 0.0,
-    hidden_from: str | os.PathLike | None = None,
-    teacher_precision: str = "int8",
-) -> dict:
-    """Short knowledge-distillation recovery of a pruned model from ``teacher_dir``.
-
-    Uses the distillation loss (:func:`mobilebert_kit.training.losses.distillation_loss`: KL on
-    temperature-softened logits plus CE on labels, with distill's default T and alpha) and the
-    shared training engine (best epoch by validation macro-F1 is kept).
-    The teacher's logits on the training texts are computed once, with the teacher's own tokenizer.
-    With ``hidden_weight`` > 0, each layer's output also mimics (MSE, TinyBERT's hidden-state loss) the
-    same layer of ``hidden_from``: the model before pruning, same depth and width, cached like distill's
-    teacher outputs. Layer distillation to the unpruned model is CoFi's recipe for pruned models.
-    ``teacher_precision`` ``int8`` runs the teacher's pass in checked dynamic INT8, as distill can.
-    """
-    from mobilebert_kit.batching import make_features
-    from mobilebert_kit.training.engine import TrainConfig, TrainModule, train
-    from mobilebert_kit.training.losses import distillation_loss
-
-    t_logits, check = _teacher_logits(model, teacher_dir, train_split, max_length, teacher_precision, log)
-    extras = {"teacher_logits": list(t_logits)}
-    if hidden_weight > 0:
-        extras["teacher_hidden"] = _layer_targets(model, hidden_from, train_split, max_length, log)
-    train_cfg = TrainConfig(
-        epochs=epochs,
-        lr=lr,
-        max_length=max_length,
-        device="cpu",
-        seed=seed,
-        early_stopping_patience=0,
-        checkpoint_every=0,
-        warmup_ratio=0.1,
-    )
-    s = train_split
-    train_set = make_features(tokenizer, s.texts, s.pairs, s.labels, max_length, extras=extras)
-    if hidden_weight > 0:
-        _check_aligned(train_set, extras["teacher_hidden"], hidden_from)
-    val_set = make_features(tokenizer, val_split.texts, val_split.pairs, val_split.labels, max_length)
-    result = train(
-        TrainModule(model, distillation_loss(RECOVERY_TEMPERATURE, RECOVERY_ALPHA, hidden_weight)),
-        train_set,
-        val_set,
-        train_cfg,
-        workdir=Path(workdir),
-        pad_id=tokenizer.pad_token_id or 0,
-        num_labels=model.config.num_labels,
-        quiet=log is None,
-        log=log,
-    )
-    model.eval()
-    return {
-        "teacher": str(teacher_dir),
-        "epochs": epochs,
-        "lr": lr,
-        "temperature": RECOVERY_TEMPERATURE,
-        "alpha": RECOVERY_ALPHA,
-        **({"hidden_weight": hidden_weight, "hidden_from": str(hidden_from)} if hidden_weight > 0 else {}),
-        "teacher_precision": check["precision"] if check else "fp32",
-        **({"int8_check": check} if check else {}),
-        "best_epoch": result.best_epoch,
-        "train_seconds": result.train_seconds,
-        "history": [{k: v for k, v in h.items() if isinstance(v, (int, float, str))} for h in result.history],
-    }
-
-
-def _teacher_logits(model, teacher_dir, train_split, max_length: int, precision: str = "int8", log=None):
-    """(the teacher's logits on the training texts, the INT8 check or None), with the teacher's own
-    tokenizer (logits are compared text by text, so it may differ from the model's); the teacher is
-    dropped afterwards."""
-    from mobilebert_kit.batching import predict_logits
-    from mobilebert_kit.devices import teacher_pass_precision
-    from mobilebert_kit.training.int8_teacher import int8_teacher
-    from mobilebert_kit.models import load_classifier_folder
-
-    teacher, teacher_tok, _ = load_classifier_folder(teacher_dir)
-    if teacher.config.num_labels != model.config.num_labels:
-        raise CompressError(
-            f"the recovery teacher {teacher_dir} has {teacher.config.num_labels} labels, the model "
-            f"{model.config.num_labels}; pass --teacher with the model's teacher"
-        )
-    check = None
-    if teacher_pass_precision(precision, "cpu") == "int8":  # recovery trains on CPU
-        teacher, check = int8_teacher(
-            teacher,
-            teacher_tok,
-            train_split.texts,
-            train_split.pairs,
-            max_length=max_length,
-            temperature=RECOVERY_TEMPERATURE,
-            log=log or (lambda m: None),
-        )
-    logits = predict_logits(
-        teacher,
-        teacher_tok,
-        train_split.texts,
-        train_split.pairs,
-        max_length=max_length,
-        progress="recovery: teacher logits" if log is not None else None,
-    )
-    return logits, check
-
-
-def _layer_targets(model, source, train_split, max_length: int, log) -> list:
-    """Every layer's output of ``source`` (the model before pruning) on the training texts, per example
-    ``[tokens, layers, hidden]``, through distill's teacher cache. The pruned model may carry a trimmed
-    vocabulary: trimming keeps every piece of the training texts, so they tokenize to the same positions,
-    which :func:`_check_aligned` checks."""
-    from mobilebert_kit.models import load_classifier_folder
-    from mobilebert_kit.training.teacher_cache import default_cache_dir, teacher_outputs, teacher_weights_sha
-
-    source_model, source_tok, _ = load_classifier_folder(source)
-    n_layers = model.config.num_hidden_layers
-    got = (source_model.config.num_hidden_layers, source_model.config.hidden_size)
-    if got != (n_layers, model.config.hidden_size):
-        raise CompressError(
-            f"recover hidden_weight needs the model before pruning to have the pruned model's depth and width "
-            f"({n_layers} layers, hidden {model.config.hidden_size}); {source} has {got[0]} layers, hidden "
-            f"{got[1]}; set hidden_weight: 0"
-        )
-    outputs = teacher_outputs(
-        source_model,
-        source_tok,
-        train_split.texts,
-        train_split.pairs,
-        max_length=max_length,
-        hidden_layers=list(range(n_layers)),
-        attention_layers=[],
-        cache_dir=default_cache_dir(),
-        slot={"teacher": str(Path(source).resolve()), "role": "recover-hidden"},
-        teacher_sha=teacher_weights_sha(source),
-        batch_size=64,
-        device="cpu",
-        log=log or (lambda msg: None),
-        progress=log is not None,
-    )
-    return outputs.hidden
-
-
-def _check_aligned(train_set, hidden: list, source) -> None:
-    if [h.shape[0] for h in hidden] != list(train_set.lengths):
-        raise CompressError(
-            f"recover hidden_weight: the pruned model's tokenizer splits the training texts differently from "
-            f"{source}'s, so their layers cannot be compared token by token; set hidden_weight: 0"
-        )

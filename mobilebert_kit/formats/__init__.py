@@ -226,16 +226,13 @@ def full_feeds(batch: dict) -> dict[str, np.ndarray]:
 
 def tokenizer_settings(tokenizer) -> dict:
     """Lower-casing / accent stripping as the fast tokenizer actually applies them."""
-    import contextlib
-    import json
+    from mobilebert_kit.models import bert_normalizer, tokenizer_spec
 
     do_lower = bool(getattr(tokenizer, "do_lower_case", False))
     strip = tokenizer.init_kwargs.get("strip_accents")
-    with contextlib.suppress(Exception):
-        norm = json.loads(tokenizer.backend_tokenizer.to_str()).get("normalizer") or {}
-        if norm.get("type") == "BertNormalizer":
-            do_lower = bool(norm.get("lowercase"))
-            strip = norm.get("strip_accents")
+    norm = bert_normalizer(tokenizer_spec(tokenizer))
+    if norm is not None:
+        do_lower, strip = norm["lowercase"], norm["strip_accents"]
     if strip is None:  # HF: accents are stripped whenever lower-casing is on
         strip = do_lower
     return {"do_lower_case": do_lower, "strip_accents": bool(strip)}

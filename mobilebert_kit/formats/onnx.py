@@ -135,8 +135,8 @@ def _exported_graph(src: Source, work: Path, opset: int) -> tuple[Path, dict]:
 
 def _quantize(fused: Path, final: Path, comp: dict) -> dict:
     """Dynamic INT8 with the settings compression.json asks for (the one INT8 path: quantize.py)."""
-    from mobilebert_kit.errors import CompressError
     from mobilebert_kit.compression.ort_quant import Int8Dynamic, quantize
+    from mobilebert_kit.errors import CompressError
 
     quant = {
         "mode": "dynamic",

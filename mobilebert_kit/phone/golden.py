@@ -220,8 +220,8 @@ def reference_runtime(fmt, log=None):
     """The side runtime the golden logits are computed in: the version the app pins, when it is not the
     host's and can be installed. None means the host runtime (with a warning when the app pins another)."""
     from mobilebert_kit.errors import RuntimeVersionError, warn
-    from mobilebert_kit.runtimes import host_ort_version
     from mobilebert_kit.phone.side_runtime import SideRuntime
+    from mobilebert_kit.runtimes import host_ort_version
 
     pinned = getattr(fmt, "app_runtime_version", None)
     if not pinned or pinned == host_ort_version():

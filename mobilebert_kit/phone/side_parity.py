@@ -20,8 +20,8 @@ from __future__ import annotations
 import numpy as np
 
 from mobilebert_kit.errors import RuntimeModelError, RuntimeVersionError
-from mobilebert_kit.runtimes import ORT, host_ort_version, provenance, runtime_key
 from mobilebert_kit.phone.side_runtime import SideRuntime, check_version
+from mobilebert_kit.runtimes import ORT, host_ort_version, provenance, runtime_key
 
 AUTO, NONE = "auto", "none"
 # the ISA flags the summary names (the ones that switch INT8 kernels); verify.json keeps them all

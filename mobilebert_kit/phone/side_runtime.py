@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from mobilebert_kit.errors import IndexUnreachableError, RuntimeModelError, RuntimeVersionError
-from mobilebert_kit.runtimes import ANDROID_ORT_VERSION, ORT, host_ort_version
+from mobilebert_kit.runtimes import ANDROID_ORT_VERSION, ORT, runtime_key
 
 MARKER = "mbk-runtime.json"
 VERSION_RE = re.compile(r"^\d+\.\d+(\.\d+)?([.\-+]?[0-9A-Za-z.]+)?$")

@@ -262,7 +262,9 @@ def measure(
 
     from tqdm.auto import tqdm
 
-    from mobilebert_kit.phone.resources.ort_worker import interleaved_times  # the side runtimes' worker times the same way
+    from mobilebert_kit.phone.resources.ort_worker import (
+        interleaved_times,  # the side runtimes' worker times the same way
+    )
 
     calls = [lambda fn=fn, batch=batch: fn(batch) for _, fn, batch in cases]
     with tqdm(total=len(calls) * runs, desc="timing", unit="run", disable=not progress, file=sys.stderr) as bar:

@@ -27,9 +27,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from mobilebert_kit.compression.guard import GUARD_METRICS
+from mobilebert_kit.compression.ort_quant import INT4_BLOCK_SIZES, INT8_MIN_AGREEMENT
 from mobilebert_kit.config import StageConfig, check_choice, check_range
 from mobilebert_kit.errors import CompressError, ConfigError, DataError, ExportError
-from mobilebert_kit.compression.ort_quant import INT4_BLOCK_SIZES, INT8_MIN_AGREEMENT
 from mobilebert_kit.stages.base import RunContext, StageResult
 
 # The flag-style fields that build the step list when ``steps`` is empty.

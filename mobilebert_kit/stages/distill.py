@@ -33,10 +33,8 @@ from mobilebert_kit.artifacts import not_a_folder
 from mobilebert_kit.config import StageConfig, check_choice, check_range
 from mobilebert_kit.data import DataConfig
 from mobilebert_kit.devices import TEACHER_PRECISIONS, select_device, teacher_pass_precision
-from mobilebert_kit.training.engine import TrainConfig
 from mobilebert_kit.errors import ConfigError, DataError, ModelError
 from mobilebert_kit.stages.base import RunContext, StageResult
-from mobilebert_kit.training.teacher_cache import TeacherOutputs, default_cache_dir, teacher_outputs, teacher_weights_sha
 from mobilebert_kit.training.common import (
     check_fits_model,
     data_hash,
@@ -46,6 +44,13 @@ from mobilebert_kit.training.common import (
     training_dirs,
     training_history,
     training_setup,
+)
+from mobilebert_kit.training.engine import TrainConfig
+from mobilebert_kit.training.teacher_cache import (
+    TeacherOutputs,
+    default_cache_dir,
+    teacher_outputs,
+    teacher_weights_sha,
 )
 
 _LAYER_KEY = re.compile(r"(^|\.)layer\.(\d+)\.")
@@ -141,7 +146,7 @@ class DistillConfig(StageConfig):
 def inherit_from_teacher(section: dict, teacher: str, data_given: dict) -> dict:
     """Fill a distill config section from the teacher's lineage: its data (with the user's data
     options laid over it) and its max_length, unless given. Returns the section."""
-    from mobilebert_kit.data import lineage
+    from mobilebert_kit.artifacts import lineage
 
     found = lineage(teacher)
     if "data" in data_given:

@@ -175,9 +175,8 @@ def _check_int8(config: ExportConfig, chosen: list[ExportFormat]) -> None:
 
 
 def _load_source(path: Path, config: ExportConfig) -> Source:
-    from mobilebert_kit.data import lineage
-    from mobilebert_kit.models import load_classifier_folder
-    from mobilebert_kit.training.common import usable_positions
+    from mobilebert_kit.artifacts import lineage
+    from mobilebert_kit.models import load_classifier_folder, usable_positions
 
     if not path.is_dir():
         raise ModelError(f"{not_a_folder(path, 'model folder')}; run `mbk compress` first or pass --model PATH")
@@ -273,7 +272,7 @@ def _forget_verification(out: Path, formats: list[str]) -> None:
 
 def _write_export_manifest(out: Path, config: ExportConfig, src: Source, results: dict[str, dict]) -> None:
     """manifest.json of the whole export: every format present (earlier ones kept) and their files."""
-    from mobilebert_kit.data import lineage
+    from mobilebert_kit.artifacts import lineage
 
     summary = {
         name: {"size_bytes": r["size_bytes"], "model_file": r["model_file"], "int8": r["int8"]}

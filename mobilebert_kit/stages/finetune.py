@@ -15,7 +15,6 @@ from typing import Any
 
 from mobilebert_kit.config import StageConfig
 from mobilebert_kit.data import DataConfig
-from mobilebert_kit.training.engine import TrainConfig
 from mobilebert_kit.stages.base import RunContext, StageResult
 from mobilebert_kit.training.common import (
     check_fits_model,
@@ -29,6 +28,7 @@ from mobilebert_kit.training.common import (
     training_setup,
     warn_if_unknown_tokens,
 )
+from mobilebert_kit.training.engine import TrainConfig
 
 
 @dataclass

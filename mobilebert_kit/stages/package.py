@@ -261,7 +261,7 @@ def read_vocab(src: Path) -> list[str]:
 
 def tokenizer_rules(src: Path, meta: dict, tokenizer) -> dict:
     """Normalization rules the device tokenizer must apply, read from the HF fast tokenizer itself."""
-    import json
+    from mobilebert_kit.models import bert_normalizer, tokenizer_model_type, tokenizer_spec
 
     rules = {
         "do_lower_case": meta.get("do_lower_case"),
@@ -269,22 +269,21 @@ def tokenizer_rules(src: Path, meta: dict, tokenizer) -> dict:
         "tokenize_chinese_chars": True,
         "clean_text": True,
     }
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is not None:
-        state = json.loads(backend.to_str())
-        norm = state.get("normalizer") or {}
-        if norm.get("type") != "BertNormalizer" or (state.get("model") or {}).get("type") != "WordPiece":
+    if getattr(tokenizer, "backend_tokenizer", None) is not None:
+        spec = tokenizer_spec(tokenizer)
+        norm, model_type = bert_normalizer(spec), tokenizer_model_type(spec)
+        if norm is None or model_type != "WordPiece":
             raise PackageError(
-                f"the tokenizer in {src} is {norm.get('type')}/{(state.get('model') or {}).get('type')}, "
+                f"the tokenizer in {src} is {(spec.get('normalizer') or {}).get('type')}/{model_type}, "
                 "not BERT WordPiece; the device tokenizers only implement BertNormalizer + WordPiece"
             )
         rules.update(
-            do_lower_case=norm.get("lowercase", True),
-            strip_accents=norm.get("strip_accents"),
-            tokenize_chinese_chars=norm.get("handle_chinese_chars", True),
-            clean_text=norm.get("clean_text", True),
+            do_lower_case=norm["lowercase"],
+            strip_accents=norm["strip_accents"],
+            tokenize_chinese_chars=norm["handle_chinese_chars"],
+            clean_text=norm["clean_text"],
         )
-        rules["max_input_chars_per_word"] = state["model"].get("max_input_chars_per_word", 100)
+        rules["max_input_chars_per_word"] = spec["model"].get("max_input_chars_per_word", 100)
     if rules["do_lower_case"] is None:
         rules["do_lower_case"] = bool(getattr(tokenizer, "do_lower_case", True))
     # HF: strip_accents=None means "strip when lowercasing"; write the resolved value too.

@@ -146,7 +146,8 @@ def _check_data(config: TuneConfig) -> None:
     """Refuse before any trial when there is nothing to evaluate on: no data recorded or given, or a
     ``--data`` file that does not load (empty, unreadable, no labels); recorded data loaded when it trained."""
     from mobilebert_kit import artifacts
-    from mobilebert_kit.data import DataConfig, lineage, load_dataset
+    from mobilebert_kit.artifacts import lineage
+    from mobilebert_kit.data import DataConfig, load_dataset
 
     model = Path(config.model)
     if not model.is_dir():

@@ -55,11 +55,11 @@ from mobilebert_kit.artifacts import (
     sha256_tree,
     write_json,
 )
+from mobilebert_kit.compression.ort_quant import INT8_MIN_AGREEMENT
 from mobilebert_kit.config import StageConfig, check_range
 from mobilebert_kit.data import DataConfig
-from mobilebert_kit.phone.emulation import ArmConfig, ArmParity
 from mobilebert_kit.errors import ArtifactError, DataError, VerifyError
-from mobilebert_kit.compression.ort_quant import INT8_MIN_AGREEMENT
+from mobilebert_kit.phone.emulation import ArmConfig, ArmParity
 from mobilebert_kit.phone.side_parity import SideRuntimes, side_checks, summarize, validate_versions
 from mobilebert_kit.stages.base import RunContext, StageResult
 

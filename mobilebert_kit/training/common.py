@@ -156,6 +156,7 @@ def check_fits_model(model, train_cfg, name: str) -> None:
     """Refuse training options the model cannot take, before any work: a ``max_length`` beyond its
     position embeddings (indexing past them crashes mid-run) or more ``freeze_layers`` than it has."""
     from mobilebert_kit.errors import ConfigError
+    from mobilebert_kit.models import usable_positions
 
     problems = []
     usable = usable_positions(model.config)
@@ -171,14 +172,3 @@ def check_fits_model(model, train_cfg, name: str) -> None:
         )
     if problems:
         raise ConfigError(problems)
-
-
-def usable_positions(config) -> int | None:
-    """How many tokens the model can take. RoBERTa-style models (MPNet too) start position ids at
-    padding_idx + 1, so two of their max_position_embeddings are never used by text."""
-    positions = getattr(config, "max_position_embeddings", None)
-    if positions is None:
-        return None
-    if getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert", "mpnet"):
-        return positions - (getattr(config, "pad_token_id", 1) or 0) - 1
-    return positions
