@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 
 # the session options of mbk's own side-runtime worker (standalone too: it imports no mobilebert_kit)
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "mobilebert_kit" / "resources"))
-from ort_worker import _session  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "mobilebert_kit" / "phone" / "resources"))
+from ort_worker import session  # noqa: E402
 
 
 def main(request_path: str) -> None:
@@ -30,7 +30,7 @@ def main(request_path: str) -> None:
     req = json.load(open(request_path))
     names = req["models"]
     data = np.load(req["feeds"])
-    sessions = {n: _session(ort, req["paths"][n], 1) for n in names}
+    sessions = {n: session(ort, req["paths"][n], 1) for n in names}
     inputs = {n: [i.name for i in sessions[n].get_inputs()] for n in names}
 
     def feed(n: str, s: str, i: int) -> dict:

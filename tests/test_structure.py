@@ -135,3 +135,99 @@ def test_the_structure_checks_can_fail(tmp_path, monkeypatch):
             assert words in str(e), str(e)
         else:
             raise AssertionError(f"{check.__name__} did not fail on a broken package")
+
+
+# The floors ARCHITECTURE.md draws, lowest first: a module may import its own folder and any floor
+# below its own, never a floor above (lazy imports inside functions included).
+FLOORS = (
+    ("ground", ("artifacts", "batching", "config", "devices", "errors", "label_map", "metrics", "models", "runtimes")),
+    ("data", ("data",)),
+    ("graph", ("graph",)),
+    ("training", ("training",)),
+    ("compression", ("compression",)),
+    ("formats", ("formats",)),
+    ("phone", ("phone",)),
+    ("stages", ("stages",)),
+    ("pipeline", ("pipeline",)),
+    ("cli", ("cli",)),
+)
+# floors that stand side by side (neither imports the other)
+SIDE_BY_SIDE = {("data", "graph")}
+
+
+def _floor(module: str) -> tuple[int, str] | None:
+    parts = module.split(".")
+    if len(parts) < 2 or parts[0] != PACKAGE.name:
+        return None
+    top = parts[1]
+    for rank, (floor, members) in enumerate(FLOORS):
+        if top in members:
+            return rank, floor
+    return None
+
+
+def _floor_violations() -> list[str]:
+    mods = _modules()
+    known = set(mods)
+    bad = []
+    for name, tree in mods.items():
+        own = _floor(name)
+        if own is None:
+            continue
+        for dep in _imported_modules(name, tree, known):
+            theirs = _floor(dep)
+            if theirs is None or theirs[1] == own[1]:
+                continue
+            side = (own[1], theirs[1]) in SIDE_BY_SIDE or (theirs[1], own[1]) in SIDE_BY_SIDE
+            if theirs[0] > own[0] or side:
+                bad.append(f"{name} ({own[1]}) imports {dep} ({theirs[1]})")
+    return bad
+
+
+def test_each_folder_imports_only_the_floors_below_it():
+    bad = _floor_violations()
+    assert not bad, "imports that go up a floor: " + "; ".join(sorted(bad))
+
+
+def test_only_the_ground_floor_sits_flat_in_the_package():
+    ground = set(FLOORS[0][1]) | {"__init__", "__main__"}
+    flat = sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem not in ground)
+    assert not flat, (
+        f"modules flat at the top of the package outside the ground floor: {flat}; move each into its folder"
+    )
+    for folder in (p for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()):
+        doc = ast.get_docstring(ast.parse((folder / "__init__.py").read_text(encoding="utf-8")))
+        assert doc, f"{folder.name}/__init__.py should say in a line or two what lives there"
+
+
+BENCHMARKS = PACKAGE.parent / "benchmarks"
+
+
+def _benchmark_trees() -> dict[str, ast.Module]:
+    return {
+        str(p.relative_to(BENCHMARKS)): ast.parse(p.read_text(encoding="utf-8"), filename=str(p))
+        for p in sorted(BENCHMARKS.rglob("*.py"))
+    }
+
+
+def test_benchmarks_use_no_private_package_name():
+    found = []
+    for name, tree in _benchmark_trees().items():
+        for node in ast.walk(tree):
+            # the package, or one of its standalone workers put on sys.path (phone/resources/*.py)
+            if isinstance(node, ast.ImportFrom) and node.module and node.module != "__future__":
+                found += [f"{name}: {node.module}.{a.name}" for a in node.names if a.name.startswith("_")]
+                if any(part.startswith("_") for part in node.module.split(".")[1:]):
+                    found.append(f"{name}: {node.module}")
+    assert not found, "benchmarks importing private package names: " + "; ".join(found)
+
+
+def test_benchmark_functions_fit_a_screen():
+    long = []
+    for name, tree in _benchmark_trees().items():
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                n = node.end_lineno - node.lineno + 1
+                if n > MAX_FUNCTION_LINES:
+                    long.append(f"{name}:{node.name} ({n} lines)")
+    assert not long, f"benchmark functions over {MAX_FUNCTION_LINES} lines: " + "; ".join(long)

@@ -25,7 +25,7 @@ def _fail(kind: str, e: BaseException) -> None:
     sys.exit(2)
 
 
-def _session(ort, model: str, threads: int):
+def session(ort, model: str, threads: int):
     so = ort.SessionOptions()
     so.intra_op_num_threads = int(threads)
     so.inter_op_num_threads = 1
@@ -67,7 +67,7 @@ def main(request_path: str) -> None:
     out, names = {}, []
     for threads in req["threads"]:
         try:
-            sess = _session(ort, req["model"], threads)
+            sess = session(ort, req["model"], threads)
         except BaseException as e:  # noqa: BLE001
             _fail("load", e)
         names = [i.name for i in sess.get_inputs()]
