@@ -21,7 +21,7 @@ test-slow: $(STAMP)  # the slow tier: full-data runs, the reliability campaign, 
 	$(BIN)/python -m pytest -q -m slow
 
 reliability: $(STAMP)  # kill -9 / Ctrl-C at random moments + damaged checkpoints, resumed bit-identically
-	$(BIN)/python -m pytest -q -m slow tests/test_reliability.py
+	$(BIN)/python -m pytest -q -m slow tests/edge/test_reliability.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check mobilebert_kit tests benchmarks scripts

@@ -1,5 +1,5 @@
 """A format defined outside the package, in this one file: the export's ONNX graph stored as
-``model.dummy`` and run in ONNX Runtime. tests/test_format_registry.py registers it with one line."""
+``model.dummy`` and run in ONNX Runtime. tests/formats/test_format_registry.py registers it with one line."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Golden vectors: the phone's self-test data, their tolerances, and the one rule that judges them.
 
 **The rule** (:func:`check_vector`; ``GoldenRule.java`` in the Android app and ``checkVector`` in the
-iOS ``ContentView.swift`` implement the same lines, and tests/test_golden.py runs the Java one): for every vector, the device tokenizer's ids equal ``input_ids`` exactly, every
+iOS ``ContentView.swift`` implement the same lines, and tests/phone/test_golden.py runs the Java one): for every vector, the device tokenizer's ids equal ``input_ids`` exactly, every
 logit is within the vector's ``atol`` of ``logits``, and when ``check_label`` is true the top logit is
 ``label``. The self-test passes only if every vector passes.
 

@@ -9,7 +9,7 @@ import java.util.List;
 /**
  * Runs {@link GoldenRule} on cases read from stdin, one per line, tab-separated:
  * wantIds, wantLogits, wantLabel, atol, checkLabel, ids, logits (lists comma-separated); the labels are
- * the arguments. Prints "OK" or the failure per case. Used by tests/test_golden.py.
+ * the arguments. Prints "OK" or the failure per case. Used by tests/phone/test_golden.py.
  */
 public final class GoldenRuleMain {
     public static void main(String[] args) throws Exception {

@@ -10,7 +10,7 @@ import java.nio.charset.StandardCharsets;
 import java.util.List;
 
 /**
- * Parity driver used by tests/test_java_tokenizer.py (plain JDK, no JUnit needed).
+ * Parity driver used by tests/phone/test_java_tokenizer.py (plain JDK, no JUnit needed).
  *
  * <pre>
  * java ai.mbk.demo.tokenizer.TokenizerParityMain VOCAB LOWERCASE STRIP_ACCENTS(true|false|null) MAX_LENGTH TEXTS

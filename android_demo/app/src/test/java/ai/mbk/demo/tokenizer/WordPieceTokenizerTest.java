@@ -7,7 +7,7 @@ import java.util.Arrays;
 import java.util.List;
 import org.junit.Test;
 
-/** Hand-checked cases on a tiny vocab; the large parity run lives in tests/test_java_tokenizer.py. */
+/** Hand-checked cases on a tiny vocab; the large parity run lives in tests/phone/test_java_tokenizer.py. */
 public class WordPieceTokenizerTest {
     private static final List<String> VOCAB = Arrays.asList(
             "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "hello", "world", "un", "##aff", "##able", "!", ",", "cafe", "中", "e");

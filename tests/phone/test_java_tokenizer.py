@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from bundle_helpers import build_ort_export
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 JAVA_MAIN = ROOT / "android_demo/app/src/main/java/ai/mbk/demo/tokenizer"
 JAVA_TEST = ROOT / "android_demo/app/src/test/java/ai/mbk/demo/tokenizer"
 JUNIT_JARS = [Path("/usr/share/java/junit4.jar"), Path("/usr/share/java/hamcrest-core.jar")]

@@ -21,7 +21,7 @@ from mobilebert_kit.phone import golden as g
 from mobilebert_kit.phone.side_runtime import SideRuntime
 from mobilebert_kit.runtimes import ANDROID_ORT_VERSION, cpu_info, host_ort_version
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PINNED_KEY = f"onnxruntime {ANDROID_ORT_VERSION}"
 
 

@@ -15,7 +15,7 @@ from conftest import make_tiny_classifier, write_sentiment_csv
 from mobilebert_kit.errors import ArtifactError, ConfigError
 from mobilebert_kit.pipeline import recipe as rc
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
 FAST_TRAIN = {
     "epochs": 1,

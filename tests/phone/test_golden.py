@@ -12,7 +12,7 @@ import pytest
 
 from mobilebert_kit.phone import golden as g
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 JAVA = ROOT / "android_demo/app/src"
 LABELS = ["neg", "pos"]
 
