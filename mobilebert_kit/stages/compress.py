@@ -215,6 +215,7 @@ def run(config: CompressConfig, ctx: RunContext | None = None) -> StageResult:
 def _load(config: CompressConfig, ctx: RunContext):
     """The model, its data and the shared step state; refuses mismatched or unusable data."""
     from mobilebert_kit import data as data_mod
+    from mobilebert_kit.artifacts import lineage
     from mobilebert_kit.compression import surgery as prune
     from mobilebert_kit.compression.base import Work
     from mobilebert_kit.label_map import align_labels
@@ -224,7 +225,7 @@ def _load(config: CompressConfig, ctx: RunContext):
     model, tokenizer, label_names = load_classifier_folder(model_dir)
     override = data_mod.DataConfig(data=config.data) if config.data else None
     data_cfg = data_mod.data_config_for(model_dir, override)
-    max_length = config.max_length or data_mod.lineage(model_dir)["max_length"] or 128
+    max_length = config.max_length or lineage(model_dir)["max_length"] or 128
     ds = data_mod.load_dataset(data_cfg)
     aligned = align_labels(ds, label_names, f"the model {model_dir}", "pass the data it was trained on")
     if aligned is not ds:

@@ -14,6 +14,7 @@ from conftest import make_tiny_classifier, write_sentiment_csv
 
 from mobilebert_kit.errors import ArtifactError, ConfigError
 from mobilebert_kit.pipeline import recipe as rc
+from mobilebert_kit.stages.base import STAGES, config_class, stage_available
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
@@ -207,7 +208,7 @@ def test_unavailable_stage_is_a_clear_error_not_a_crash(monkeypatch, tmp_path, c
     import dataclasses
 
     monkeypatch.setitem(
-        rc.STAGES, "package", dataclasses.replace(rc.STAGES["package"], module="package_not_written_yet")
+        STAGES, "package", dataclasses.replace(STAGES["package"], module="package_not_written_yet")
     )
     p = write_recipe(tmp_path / "r.yaml", {"stages": ["finetune", "package"]})
     res = cli("validate", str(p))
@@ -301,18 +302,18 @@ def test_save_recipe_from_finetune_loads(tiny, tmp_path, cli):
     assert cli("validate", str(path)).exit_code == 0
 
 
-@pytest.mark.parametrize("stage", [s for s in rc.STAGES if s != "report"])
+@pytest.mark.parametrize("stage", [s for s in STAGES if s != "report"])
 def test_a_stage_config_dict_round_trips_through_a_recipe(stage):
-    if not rc.stage_available(stage):
+    if not stage_available(stage):
         pytest.skip(f"stage {stage} not in this tree")
-    cfg = rc.config_class(stage)(**({"int8": True} if stage == "compress" else {}))
+    cfg = config_class(stage)(**({"int8": True} if stage == "compress" else {}))
     section = cfg.to_dict()
-    for key in rc.STAGES[stage].inputs:  # a one-stage recipe names its input explicitly
+    for key in STAGES[stage].inputs:  # a one-stage recipe names its input explicitly
         section[key] = section.get(key) or "artifacts/x"
     r = rc.load({"stages": [stage], stage: section}, name="x")
     expected = dict(section)
     if section.get("output", "") is None:  # "default" output: the recipe puts it under the run folder
-        expected["output"] = str(Path("artifacts/runs/x") / rc.STAGES[stage].subdir / section.get("target", ""))
+        expected["output"] = str(Path("artifacts/runs/x") / STAGES[stage].subdir / section.get("target", ""))
     assert r.steps[0].config.to_dict() == expected
 
 
