@@ -39,7 +39,7 @@ final class BundleModel {
         return (0..<arr.count).map { arr[$0].floatValue }
     }
 
-    /// Golden vectors judged by checkVector: the rule of mobilebert_kit/golden.py (and GoldenRule.java).
+    /// Golden vectors judged by checkVector: the rule of mobilebert_kit/phone/golden.py (and GoldenRule.java).
     func selfTest() throws -> String {
         let dir = Bundle.main.url(forResource: "bundle", withExtension: nil)!
         let golden = try JSONSerialization.jsonObject(with: Data(contentsOf: dir.appendingPathComponent("golden.json"))) as! [String: Any]

@@ -110,7 +110,7 @@ final class BundleModel implements AutoCloseable {
     }
 
     /**
-     * Golden vectors judged by {@link GoldenRule} (the rule of mobilebert_kit/golden.py): the Java tokenizer
+     * Golden vectors judged by {@link GoldenRule} (the rule of mobilebert_kit/phone/golden.py): the Java tokenizer
      * gives the exact ids, every logit is within that vector's own atol (derived from the spread measured
      * across runtime versions and thread counts), and the label matches where check_label is set.
      */

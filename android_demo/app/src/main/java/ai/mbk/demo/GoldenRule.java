@@ -5,7 +5,7 @@ import java.util.List;
 import java.util.Locale;
 
 /**
- * The golden self-test rule, line for line the same as {@code check_vector} in mobilebert_kit/golden.py
+ * The golden self-test rule, line for line the same as {@code check_vector} in mobilebert_kit/phone/golden.py
  * (and {@code checkVector} in the iOS ContentView.swift): exact token ids, every logit within the
  * vector's own atol, and the label when the vector's margin makes it certain ({@code check_label}).
  * Pure Java (no Android, no ONNX Runtime) so tests/phone/test_golden.py compiles and runs it with javac.
