@@ -48,7 +48,7 @@ def test_non_finite_numbers_are_refused(key, value):
 
 
 def test_tolerances_refuse_nan():
-    from mobilebert_kit.stages.verify import Tolerance
+    from mobilebert_kit.phone.parity import Tolerance
 
     with pytest.raises(ConfigError, match="max_abs_diff must be a finite number, got nan"):
         Tolerance(max_abs_diff=float("nan"))

@@ -149,7 +149,7 @@ def test_int8_verify_uses_int8_tolerances(tiny_classifier_dir, sentiment_csv, tm
 
 
 def _node_ready() -> str | None:
-    from mobilebert_kit.stages.verify import node_cache_dir
+    from mobilebert_kit.phone.node import node_cache_dir
 
     if not shutil.which("node"):
         return "node is not installed"
@@ -173,7 +173,7 @@ def test_onnxruntime_node_parity(export_copy, cli):
 
 
 def test_node_required_but_missing(export_copy, cli, monkeypatch):
-    import mobilebert_kit.stages.verify as v
+    import mobilebert_kit.phone.node as v
 
     _, out = export_copy
     monkeypatch.setattr(v.shutil, "which", lambda name: None)
@@ -209,7 +209,7 @@ def test_reexport_forgets_only_that_formats_verification(export_copy, cli):
 def test_an_accuracy_drop_fails_only_when_it_is_real():
     """One flipped text of 88 is 1.14 pt, over the 1-pt bound, but not a real drop; 30 more wrong of
     1,000 is. Verify judges as compress's guard does and says the interval either way."""
-    from mobilebert_kit.stages.verify import _drop_verdict
+    from mobilebert_kit.phone.parity import _drop_verdict
 
     ok, text = _drop_verdict({"accuracy": 0.5, "n": 88, "discordant": [1, 0]}, {"accuracy": 0.5 + 1 / 88}, 0.01)
     assert ok is True and "drop +1.14 pt (95% CI +0.0 … +3.4) on 88 texts; too few to resolve 1 pt" in text
