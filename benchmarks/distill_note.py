@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from results_io import provenance, write_results
+from lib.results_io import provenance, write_results
 
 # name -> (description, DistillConfig overrides)
 VARIANTS: dict[str, tuple[str, dict]] = {

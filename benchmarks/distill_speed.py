@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from results_io import provenance, write_results
+from lib.results_io import provenance, write_results
 
 
 def seed_distill(teacher_dir: Path, layers: list[int], train, test, args) -> dict:

@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from results_io import write_results
+from lib.results_io import write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
