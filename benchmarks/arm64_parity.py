@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from results_io import write_results  # noqa: E402
+from lib.results_io import write_results  # noqa: E402
 
 from mobilebert_kit.artifacts import read_json  # noqa: E402
 from mobilebert_kit.errors import VerifyError  # noqa: E402

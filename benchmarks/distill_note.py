@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from results_io import provenance, write_results
+from lib.results_io import provenance, write_results
 
 # name -> (description, DistillConfig overrides)
 VARIANTS: dict[str, tuple[str, dict]] = {
@@ -33,7 +33,7 @@ VARIANTS: dict[str, tuple[str, dict]] = {
 }
 
 
-def main(argv: list[str] | None = None) -> dict:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--teacher", default="artifacts/teacher")
     p.add_argument("--variants", default="seed004,hard_only,soft_only,unlabeled")
@@ -52,104 +52,29 @@ def main(argv: list[str] | None = None) -> dict:
         action="store_true",
         help="take a variant's finished output folder from an earlier run (same teacher) instead of training it again",
     )
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
 
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
     if args.render:
         result = json.loads(Path(args.render).read_text())
         Path(args.render).with_suffix(".md").write_text(markdown(result))
         return result
 
     from mobilebert_kit.artifacts import read_json
-    from mobilebert_kit.stages import distill
-    from mobilebert_kit.stages.base import RunContext
 
     teacher = Path(args.teacher)
     t_manifest = read_json(teacher / "manifest.json")
     t_metrics = read_json(teacher / "metrics.json")
-    work = Path(args.work)
     rows = []
     for name in args.variants.split(","):
-        desc, overrides = VARIANTS[name]
-        section = {
-            "teacher": str(teacher),
-            "layers": [int(x) for x in args.layers.split(",")],
-            "cache_dir": args.cache_dir or str(work / "cache"),
-            "output": str(work / name),
-            "train": {
-                "epochs": args.epochs,
-                "lr": args.lr,
-                "batch_size": args.batch_size,
-                "checkpoint_every": 0,
-                "early_stopping_patience": 0,
-            },
-            **overrides,
-        }
-        distill.inherit_from_teacher(
-            section, str(teacher), {"max_train_examples": args.max_train_examples} if args.max_train_examples else {}
-        )
-        if args.max_length:
-            section["train"]["max_length"] = args.max_length
-        out = Path(section["output"])
-        reused = args.reuse and (out / "manifest.json").exists()
-        if reused:
-            manifest = read_json(out / "manifest.json")
-            from mobilebert_kit.artifacts import sha256_tree
-
-            same = (
-                manifest["inputs"]["model"]["sha256"] == sha256_tree(teacher)
-                and all(manifest["config"]["train"][k] == section["train"][k] for k in ("epochs", "lr", "batch_size"))
-                and all(manifest["config"][k] == v for k, v in overrides.items())
-            )
-            if not same:
-                raise SystemExit(f"{out} was made from another teacher or with other options; run without --reuse")
-            load0, wall = float("nan"), manifest["timings"]["total_seconds"]
-        else:
-            load0 = os.getloadavg()[0]
-            t0 = time.perf_counter()
-            out = distill.run(distill.DistillConfig.from_dict(section), RunContext(overwrite=True)).output
-            wall = time.perf_counter() - t0
-        m = read_json(out / "metrics.json")
-        rows.append(
-            {
-                "variant": name,
-                "description": desc,
-                "overrides": overrides,
-                "test_accuracy": m["student"]["test"]["accuracy"],
-                "test_macro_f1": m["student"]["test"]["macro_f1"],
-                "validation_accuracy": m["student"]["validation"]["accuracy"],
-                "retention_accuracy": m["retention"]["accuracy"],
-                "agreement": m["test_agreement_with_teacher"],
-                "best_epoch": m["best_epoch"],
-                "train_examples": m["train_examples"],
-                "train_examples_per_second": m["train_examples_per_second"],
-                "train_seconds": m["train_seconds"],
-                "teacher_cache": m["teacher_cache"]["train"],
-                "teacher_cache_seconds": m["teacher_cache"]["seconds"],
-                "wall_seconds": wall,
-                "reused_earlier_run": reused,
-                "load_average_1min": [load0, float("nan") if reused else os.getloadavg()[0]],
-                "parameters": m["student"]["parameters"],
-                "size_bytes": m["student"]["size_bytes"],
-            }
-        )
+        row, teacher_side = run_variant(args, teacher, name)
+        rows.append(row)
         print(json.dumps(rows[-1]), file=sys.stderr)
-        teacher_side = m["teacher"]
     result = {
         **provenance("distill_note", argv),
-        "teacher": {
-            "path": str(teacher),
-            "model": t_manifest["config"].get("model"),
-            "epochs": t_manifest["config"]["train"]["epochs"],
-            "max_length": t_manifest.get("max_length"),
-            "test_accuracy": teacher_side["test"]["accuracy"],
-            "test_macro_f1": teacher_side["test"]["macro_f1"],
-            "parameters": teacher_side["parameters"],
-            "size_bytes": teacher_side["size_bytes"],
-            "train_seconds": t_metrics.get("train_seconds"),
-            "train_examples_per_second": t_metrics.get("train_examples_per_second"),
-            "test_examples": teacher_side["test"]["n"],
-            "train_examples": t_manifest.get("dataset", {}).get("sizes", {}).get("train"),
-        },
+        "teacher": teacher_summary(teacher, t_manifest, t_metrics, teacher_side),
         "setup": {
             "layers": args.layers,
             "epochs": args.epochs,
@@ -162,6 +87,110 @@ def main(argv: list[str] | None = None) -> dict:
     }
     write_results(args.output, "distill_note", result, markdown(result))
     return result
+
+
+def variant_section(args, teacher: Path, name: str) -> dict:
+    """The ``distill`` recipe section of one variant: the shared options, the variant's overrides, and
+    what it inherits from the teacher."""
+    from mobilebert_kit.stages import distill
+
+    work = Path(args.work)
+    section = {
+        "teacher": str(teacher),
+        "layers": [int(x) for x in args.layers.split(",")],
+        "cache_dir": args.cache_dir or str(work / "cache"),
+        "output": str(work / name),
+        "train": {
+            "epochs": args.epochs,
+            "lr": args.lr,
+            "batch_size": args.batch_size,
+            "checkpoint_every": 0,
+            "early_stopping_patience": 0,
+        },
+        **VARIANTS[name][1],
+    }
+    distill.inherit_from_teacher(
+        section, str(teacher), {"max_train_examples": args.max_train_examples} if args.max_train_examples else {}
+    )
+    if args.max_length:
+        section["train"]["max_length"] = args.max_length
+    return section
+
+
+def earlier_run_seconds(out: Path, teacher: Path, section: dict, overrides: dict) -> float:
+    """The wall time of an earlier run of this variant in ``out``; stops when it used another teacher or options."""
+    from mobilebert_kit.artifacts import read_json, sha256_tree
+
+    manifest = read_json(out / "manifest.json")
+    same = (
+        manifest["inputs"]["model"]["sha256"] == sha256_tree(teacher)
+        and all(manifest["config"]["train"][k] == section["train"][k] for k in ("epochs", "lr", "batch_size"))
+        and all(manifest["config"][k] == v for k, v in overrides.items())
+    )
+    if not same:
+        raise SystemExit(f"{out} was made from another teacher or with other options; run without --reuse")
+    return manifest["timings"]["total_seconds"]
+
+
+def run_variant(args, teacher: Path, name: str) -> tuple[dict, dict]:
+    """Distil one variant (or take its earlier run with ``--reuse``); its row, and the teacher's side of
+    its metrics."""
+    from mobilebert_kit.artifacts import read_json
+    from mobilebert_kit.stages import distill
+    from mobilebert_kit.stages.base import RunContext
+
+    desc, overrides = VARIANTS[name]
+    section = variant_section(args, teacher, name)
+    out = Path(section["output"])
+    reused = args.reuse and (out / "manifest.json").exists()
+    if reused:
+        load0, wall = float("nan"), earlier_run_seconds(out, teacher, section, overrides)
+    else:
+        load0 = os.getloadavg()[0]
+        t0 = time.perf_counter()
+        out = distill.run(distill.DistillConfig.from_dict(section), RunContext(overwrite=True)).output
+        wall = time.perf_counter() - t0
+    m = read_json(out / "metrics.json")
+    row = {
+        "variant": name,
+        "description": desc,
+        "overrides": overrides,
+        "test_accuracy": m["student"]["test"]["accuracy"],
+        "test_macro_f1": m["student"]["test"]["macro_f1"],
+        "validation_accuracy": m["student"]["validation"]["accuracy"],
+        "retention_accuracy": m["retention"]["accuracy"],
+        "agreement": m["test_agreement_with_teacher"],
+        "best_epoch": m["best_epoch"],
+        "train_examples": m["train_examples"],
+        "train_examples_per_second": m["train_examples_per_second"],
+        "train_seconds": m["train_seconds"],
+        "teacher_cache": m["teacher_cache"]["train"],
+        "teacher_cache_seconds": m["teacher_cache"]["seconds"],
+        "wall_seconds": wall,
+        "reused_earlier_run": reused,
+        "load_average_1min": [load0, float("nan") if reused else os.getloadavg()[0]],
+        "parameters": m["student"]["parameters"],
+        "size_bytes": m["student"]["size_bytes"],
+    }
+    return row, m["teacher"]
+
+
+def teacher_summary(teacher: Path, t_manifest: dict, t_metrics: dict, teacher_side: dict) -> dict:
+    """The teacher's row: how it was trained (its manifest and metrics) and how it scored in the distill runs."""
+    return {
+        "path": str(teacher),
+        "model": t_manifest["config"].get("model"),
+        "epochs": t_manifest["config"]["train"]["epochs"],
+        "max_length": t_manifest.get("max_length"),
+        "test_accuracy": teacher_side["test"]["accuracy"],
+        "test_macro_f1": teacher_side["test"]["macro_f1"],
+        "parameters": teacher_side["parameters"],
+        "size_bytes": teacher_side["size_bytes"],
+        "train_seconds": t_metrics.get("train_seconds"),
+        "train_examples_per_second": t_metrics.get("train_examples_per_second"),
+        "test_examples": teacher_side["test"]["n"],
+        "train_examples": t_manifest.get("dataset", {}).get("sizes", {}).get("train"),
+    }
 
 
 def markdown(r: dict) -> str:

@@ -22,22 +22,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from results_io import provenance, write_results
+from lib.results_io import provenance, write_results
 
 
-def seed_distill(teacher_dir: Path, layers: list[int], train, test, args) -> dict:
-    """The seed-004 DistillTrainer: HF Trainer, teacher forward inside compute_loss every step."""
+def _distill_trainer_class():
+    """The seed-004 ``DistillTrainer``: an HF Trainer whose loss runs the teacher forward on every step
+    (soft KL at temperature T, times T^2, mixed with hard cross-entropy by alpha)."""
     import torch
     import torch.nn.functional as F
-    from transformers import Trainer, TrainingArguments
-
-    from mobilebert_kit.batching import predict_logits
-    from mobilebert_kit.metrics import classification_metrics
-    from mobilebert_kit.models import load_classifier_folder
-    from mobilebert_kit.stages.distill import copy_layers_student
-
-    teacher, tok, names = load_classifier_folder(teacher_dir)
-    student = copy_layers_student(teacher, layers)
+    from transformers import Trainer
 
     class DistillTrainer(Trainer):
         def __init__(self, *a, teacher_model=None, temperature=3.0, alpha=0.5, **kw):
@@ -60,7 +53,14 @@ def seed_distill(teacher_dir: Path, layers: list[int], train, test, args) -> dic
             loss = self.alpha * soft + (1 - self.alpha) * hard
             return (loss, out) if return_outputs else loss
 
-    enc = tok(train.texts, truncation=True, max_length=args.max_length, padding="max_length")
+    return DistillTrainer
+
+
+def _padded_rows(tok, train, max_length: int):
+    """The training split as a torch Dataset of rows padded to ``max_length`` (as the seed recipe fed them)."""
+    import torch
+
+    enc = tok(train.texts, truncation=True, max_length=max_length, padding="max_length")
 
     class Rows(torch.utils.data.Dataset):
         def __len__(self):
@@ -71,6 +71,22 @@ def seed_distill(teacher_dir: Path, layers: list[int], train, test, args) -> dic
             row["labels"] = torch.tensor(train.labels[i])
             return row
 
+    return Rows()
+
+
+def seed_distill(teacher_dir: Path, layers: list[int], train, test, args) -> dict:
+    """The seed-004 DistillTrainer: HF Trainer, teacher forward inside compute_loss every step."""
+    import torch
+    from transformers import TrainingArguments
+
+    from mobilebert_kit.batching import predict_logits
+    from mobilebert_kit.metrics import classification_metrics
+    from mobilebert_kit.models import load_classifier_folder
+    from mobilebert_kit.stages.distill import copy_layers_student
+
+    teacher, tok, names = load_classifier_folder(teacher_dir)
+    student = copy_layers_student(teacher, layers)
+    rows = _padded_rows(tok, train, args.max_length)
     with tempfile.TemporaryDirectory() as tmp:
         targs = TrainingArguments(
             output_dir=tmp,
@@ -89,10 +105,10 @@ def seed_distill(teacher_dir: Path, layers: list[int], train, test, args) -> dic
             seed=args.seed,
             disable_tqdm=True,
         )
-        trainer = DistillTrainer(
+        trainer = _distill_trainer_class()(
             model=student,
             args=targs,
-            train_dataset=Rows(),
+            train_dataset=rows,
             teacher_model=teacher,
             temperature=args.temperature,
             alpha=args.alpha,
@@ -169,7 +185,7 @@ def _median_run(runs: list[dict], keys: tuple[str, ...]) -> dict:
     return out
 
 
-def main(argv: list[str] | None = None) -> dict:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--teacher", default="artifacts/teacher")
     p.add_argument("--layers", default=None, help="default: every other teacher layer")
@@ -199,17 +215,16 @@ def main(argv: list[str] | None = None) -> dict:
     )
     p.add_argument("--tag", default="", help="suffix of the results files: distill_speed-<tag>.json/.md")
     p.add_argument("--output", default=str(Path(__file__).parent / "results"))
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
 
-    import torch
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+def load_data(teacher_dir: Path, args) -> tuple[list[int], dict, object, object]:
+    """The student's layers (``--layers`` or every other teacher layer), the data section both sides train
+    on, and its train and test splits."""
     from mobilebert_kit.data import DataConfig, data_config_for, load_dataset
     from mobilebert_kit.models import load_classifier_folder
     from mobilebert_kit.stages.distill import every_other_layer
 
-    teacher_dir = Path(args.teacher)
     teacher, _, _ = load_classifier_folder(teacher_dir)
     layers = (
         [int(x) for x in args.layers.split(",")] if args.layers else every_other_layer(teacher.config.num_hidden_layers)
@@ -223,9 +238,14 @@ def main(argv: list[str] | None = None) -> dict:
         f"data: {ds.source}: train {len(train)}, test {len(test)}; layers {layers}; epochs {args.epochs}",
         file=sys.stderr,
     )
+    return layers, data, train, test
 
-    # Other jobs may share these cores; run the sides in ABBA order (mbk, seed, seed, mbk, ...) and
-    # compare medians, so a load change mid-benchmark hits every side alike.
+
+def run_abba(teacher_dir: Path, layers: list[int], data: dict, train, test, args) -> tuple[dict, list[float]]:
+    """Every side ``--repeats`` times: its runs, and the 1-minute load average before and after each run.
+
+    Other jobs may share these cores; the sides run in ABBA order (mbk, seed, seed, mbk, ...) and medians
+    are compared, so a load change mid-benchmark hits every side alike."""
     load = [os.getloadavg()[0]]
     order = [*(f"mbk-{p}" for p in args.teacher_precision), "seed"]
     runs: dict[str, list[dict]] = {side: [] for side in order}
@@ -238,34 +258,54 @@ def main(argv: list[str] | None = None) -> dict:
                     runs[side].append(mbk_distill(teacher_dir, layers, data, args, Path(tmp), side[4:]))
             load.append(os.getloadavg()[0])
             print(f"{side}: {runs[side][-1]['train_examples_per_second']:.1f} train ex/s", file=sys.stderr)
+    return runs, load
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    teacher_dir = Path(args.teacher)
+    layers, data, train, test = load_data(teacher_dir, args)
+    runs, load = run_abba(teacher_dir, layers, data, train, test, args)
     seed = _median_run(runs["seed"], ("train_examples_per_second",))
     variants = {
         side[4:]: _median_run(runs[side], ("train_examples_per_second", "end_to_end_examples_per_second"))
-        for side in order[:-1]
+        for side in runs
+        if side != "seed"
     }
     ours = variants[args.teacher_precision[0]]
+    setup = {
+        "teacher": str(teacher_dir),
+        "layers": layers,
+        "train_examples": len(train),
+        "test_examples": len(test),
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "max_length": args.max_length,
+        "lr": args.lr,
+        "temperature": args.temperature,
+        "alpha": args.alpha,
+        "seed": args.seed,
+        "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "load_average_1min": load,
+        "repeats": args.repeats,
+    }
+    result = {**provenance("distill_speed", argv), "setup": setup, **speedups(seed, variants, ours)}
+    write_results(args.output, f"distill_speed-{args.tag}" if args.tag else "distill_speed", result, markdown(result))
+    return result
 
-    result = {
-        **provenance("distill_speed", argv),
-        "setup": {
-            "teacher": str(teacher_dir),
-            "layers": layers,
-            "train_examples": len(train),
-            "test_examples": len(test),
-            "epochs": args.epochs,
-            "batch_size": args.batch_size,
-            "max_length": args.max_length,
-            "lr": args.lr,
-            "temperature": args.temperature,
-            "alpha": args.alpha,
-            "seed": args.seed,
-            "device": "cuda" if torch.cuda.is_available() else "cpu",
-            "torch_threads": torch.get_num_threads(),
-            "cpu_count": os.cpu_count(),
-            "platform": platform.platform(),
-            "load_average_1min": load,
-            "repeats": args.repeats,
-        },
+
+def speedups(seed: dict, variants: dict[str, dict], ours: dict) -> dict:
+    """Both sides' medians, and mbk distill's speed-up over the seed trainer for each teacher-pass precision
+    (``ours``: the headline precision's)."""
+    return {
         "teacher": {
             "test_accuracy": ours["teacher_test_accuracy"],
             "test_macro_f1": ours["teacher_test_macro_f1"],
@@ -284,8 +324,6 @@ def main(argv: list[str] | None = None) -> dict:
             for p, v in variants.items()
         },
     }
-    write_results(args.output, f"distill_speed-{args.tag}" if args.tag else "distill_speed", result, markdown(result))
-    return result
 
 
 def markdown(r: dict) -> str:

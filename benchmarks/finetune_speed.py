@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from results_io import write_results
+from lib.results_io import write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -43,6 +43,7 @@ GPU_SWITCHES = {
     "--precision fp16": ["--precision", "fp16"],
     "--pin-memory off": ["--no-pin-memory"],
 }
+BASELINE = "HF Trainer, padded to max_length"
 # Dense bf16 peak of known GPUs, TFLOP/s, for MFU (model FLOPs utilisation).
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "A10": 125.0, "T4": 65.0}
 
@@ -175,7 +176,7 @@ def tokens_per_example(args) -> float:
     return sum(lens) / len(lens)
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="minilm-l6")
     ap.add_argument("--train-examples", type=int, default=2000, help="0 = the full training split")
@@ -188,11 +189,12 @@ def main() -> None:
     ap.add_argument("--only", nargs="*", help="run only these variants (names as in the table)")
     ap.add_argument("--tag", default="", help="suffix for the result files (e.g. h100)")
     ap.add_argument("--_baseline", action="store_true", help=argparse.SUPPRESS)
-    args = ap.parse_args()
-    if args._baseline:
-        print(json.dumps(baseline(args)))
-        return
+    return ap.parse_args()
 
+
+def run_all(args) -> dict[str, dict]:
+    """The baseline (in a subprocess of this script) and every mbk variant (each an ``mbk finetune``
+    subprocess), by table name."""
     variants = dict(SWITCHES)
     if args.device == "cuda":
         variants.update(GPU_SWITCHES)
@@ -200,20 +202,23 @@ def main() -> None:
         variants = {k: v for k, v in variants.items() if k in args.only}
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
     results: dict[str, dict] = {}
-    t0 = time.time()
     print(f"baseline: HF Trainer, padding='max_length' ({args.max_length}) ...", file=sys.stderr)
     r = subprocess.run(
         [sys.executable, __file__, "--_baseline", *sys.argv[1:]], capture_output=True, text=True, cwd=ROOT, env=env
     )
-    results["HF Trainer, padded to max_length"] = (
+    results[BASELINE] = (
         json.loads(r.stdout.strip().splitlines()[-1]) if r.returncode == 0 else {"error": r.stderr[-500:]}
     )
     with tempfile.TemporaryDirectory() as tmp:
         for name, flags in variants.items():
             print(f"mbk: {name} ...", file=sys.stderr)
             results[name] = run_mbk(args, flags, Path(tmp))
-    tpe = tokens_per_example(args)
-    base = results["HF Trainer, padded to max_length"]
+    return results
+
+
+def table_rows(results: dict[str, dict], args, tpe: float) -> list[dict]:
+    """One row per variant: speed, its speed-up and accuracy change against the baseline (and MFU on cuda)."""
+    base = results[BASELINE]
     base_eps = base.get("train_examples_per_second")
     base_acc = base.get("test", {}).get("accuracy")
     rows = []
@@ -242,6 +247,18 @@ def main() -> None:
             res["non_embedding_params"] = sum(p.numel() for p in m.parameters()) - emb
             row["mfu"] = mfu(res, args)
         rows.append(row)
+    return rows
+
+
+def main() -> None:
+    args = parse_args()
+    if args._baseline:
+        print(json.dumps(baseline(args)))
+        return
+    t0 = time.time()
+    results = run_all(args)
+    tpe = tokens_per_example(args)
+    rows = table_rows(results, args, tpe)
     import platform
 
     import torch
@@ -249,7 +266,7 @@ def main() -> None:
     report = {
         "benchmark": "finetune_speed",
         "model": args.model,
-        "train_examples": base.get("train_examples"),
+        "train_examples": results[BASELINE].get("train_examples"),
         "epochs": args.epochs,
         "batch_size": args.batch_size,
         "lr": args.lr,

@@ -30,9 +30,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from ort_timing import HOST, p50_by_version  # noqa: E402
-from results_io import write_results  # noqa: E402
-from targets import encode_one  # noqa: E402
+from lib.inputs import encode_one, seeded_sample  # noqa: E402
+from lib.ort_timing import HOST, p50_by_version  # noqa: E402
+from lib.results_io import write_results  # noqa: E402
 
 from mobilebert_kit.artifacts import library_versions  # noqa: E402
 from mobilebert_kit.graph import onnx_tools as ot  # noqa: E402
@@ -150,8 +150,7 @@ def score(graphs: dict, tok, val) -> None:
 
 
 def timings(graphs: dict, tok, test, args) -> dict:
-    rng = np.random.default_rng(args.seed)
-    idx = sorted(rng.choice(len(test), args.texts, replace=False).tolist())
+    idx = sorted(seeded_sample(len(test), args.texts, args.seed).tolist())
     real = [encode_one(tok, test.texts[i], 128) for i in idx]
     long = encode_one(tok, " ".join(test.texts), 128)  # real words, truncated to 128 tokens
     if long["input_ids"].shape[1] < 128:

@@ -27,9 +27,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from ort_timing import expand_versions, time_in_runtime  # noqa: E402
-from results_io import write_results  # noqa: E402
-from vs_optimum import fixed_inputs  # noqa: E402
+from lib.inputs import encode_sample, fixed_inputs, seeded_sample  # noqa: E402
+from lib.ort_timing import expand_versions, time_in_runtime  # noqa: E402
+from lib.results_io import write_results  # noqa: E402
 
 from mobilebert_kit.artifacts import library_versions, read_json  # noqa: E402
 from mobilebert_kit.compression.guard import ci_text  # noqa: E402
@@ -91,15 +91,8 @@ def real_inputs(student: Path, n: int) -> tuple[list[dict], float]:
     tok = load_tokenizer(str(student))
     test = load_dataset(data_config_for(student, None)).splits["test"]
     max_length = int(lineage(student).get("max_length") or 128)
-    idx = np.random.default_rng(0).choice(len(test), size=min(n, len(test)), replace=False)
-    enc = tok(
-        [test.texts[i] for i in idx],
-        [test.pairs[i] for i in idx] if test.pairs else None,
-        truncation=True,
-        max_length=max_length,
-    )
-    inputs = [{k: np.asarray([enc[k][j]], dtype=np.int64) for k in enc.keys()} for j in range(len(idx))]
-    return inputs, float(np.median([len(x) for x in enc["input_ids"]]))
+    inputs = encode_sample(tok, test, seeded_sample(len(test), n), max_length)
+    return inputs, float(np.median([x["input_ids"].shape[1] for x in inputs]))
 
 
 def latency(rows: list[dict], inputs: dict, order: dict, rounds: int, versions: list[str]) -> None:

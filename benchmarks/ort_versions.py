@@ -3,7 +3,7 @@
 On a finished `mbk run` folder: the packaged Android model (``package/android``), the same graph
 with every (Skip)LayerNormalization rewritten as primitive ops (ReduceMean, Sub, Mul, Sqrt, Div,
 Add: a diagnostic that isolates the LayerNorm kernels, not something mbk ships), and Optimum's
-dynamic INT8 of the student (``vs_optimum.optimum_int8``), each timed in every requested
+dynamic INT8 of the student (``lib.baselines.optimum_int8``), each timed in every requested
 onnxruntime version (installed on first use as side runtimes), batch 1, 1 thread, interleaved, at
 real test-text lengths and at sequence 128.
 
@@ -23,9 +23,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from ort_timing import HOST, expand_versions, time_in_runtime  # noqa: E402
-from results_io import write_results  # noqa: E402
-from vs_optimum import optimum_int8  # noqa: E402
+from lib.baselines import optimum_int8  # noqa: E402
+from lib.inputs import encode_one, encode_texts, seeded_sample  # noqa: E402
+from lib.ort_timing import HOST, expand_versions, time_in_runtime  # noqa: E402
+from lib.results_io import write_results  # noqa: E402
 
 from mobilebert_kit.artifacts import library_versions, read_json  # noqa: E402
 
@@ -100,8 +101,6 @@ def decompose_layer_norm(src: Path, dst: Path) -> int:
 
 
 def main() -> None:
-    from targets import encode_one, encode_texts
-
     from mobilebert_kit.artifacts import lineage
     from mobilebert_kit.data import data_config_for, load_dataset
     from mobilebert_kit.models import load_tokenizer
@@ -125,7 +124,7 @@ def main() -> None:
     toks = {PHONE: phone.parent, DECOMPOSED: run / "export" / "onnx", OPTIMUM: run / "student"}
     test = load_dataset(data_config_for(run / "student", None)).splits["test"]
     max_length = int(lineage(run / "student").get("max_length") or 128)
-    idx = np.random.default_rng(0).choice(len(test), size=min(args.real_texts, len(test)), replace=False)
+    idx = seeded_sample(len(test), args.real_texts)
     long_text = " ".join(test.texts[:60])
     feeds = {}
     for n, t in toks.items():

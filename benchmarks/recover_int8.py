@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from results_io import provenance, write_results
+from lib.results_io import provenance, write_results
 
 PRECISIONS = ("fp32", "int8")
 

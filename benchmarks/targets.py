@@ -37,9 +37,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from ort_timing import HOST, expand_versions, time_in_runtime  # noqa: E402
-from results_io import cpu_line, write_results  # noqa: E402
-from vs_optimum import optimum_int8  # noqa: E402
+from lib.baselines import optimum_int8  # noqa: E402
+from lib.inputs import encode_one, encode_texts, seeded_sample  # noqa: E402
+from lib.ort_timing import HOST, expand_versions, time_in_runtime  # noqa: E402
+from lib.results_io import cpu_line, write_results  # noqa: E402
+from lib.stats import paired_ci  # noqa: E402
 
 from mobilebert_kit.artifacts import library_versions, read_json  # noqa: E402
 from mobilebert_kit.graph import onnx_tools as ot  # noqa: E402
@@ -49,16 +51,6 @@ from mobilebert_kit.runtimes import cpu_info  # noqa: E402
 TEACHER, PHONE, OPTIMUM = "teacher (PyTorch fp32)", "phone model (mbk .ort)", "Optimum dynamic INT8"
 LITERT = "phone model, LiteRT build (mbk .tflite, --runtime litert)"
 TARGETS = {"accuracy_ratio": 0.99, "smaller": 10.0, "faster": 10.0, "vs_optimum_latency": 0.5, "recipe_minutes": 15}
-
-
-def paired_ci(a_correct: np.ndarray, b_correct: np.ndarray) -> tuple:
-    """mean(a) - mean(b) over the same examples and its 95% interval: the guard's paired bootstrap
-    (compression.guard.paired_drop_interval) of b's drop from a, which is exactly that difference."""
-    from mobilebert_kit.compression.guard import paired_drop_interval
-
-    only_a, only_b = int((a_correct & ~b_correct).sum()), int((b_correct & ~a_correct).sum())
-    lo, hi = paired_drop_interval(only_a, only_b, len(a_correct))
-    return (only_a - only_b) / len(a_correct), lo, hi
 
 
 def _torch_runner(folder: Path):
@@ -103,19 +95,9 @@ def litert_export(run_dir: Path, work: Path) -> Path:
     return work / "litert" / "tflite" / "model.tflite"
 
 
-def encode_texts(tok, split, max_length: int) -> list[dict]:
-    """Each text tokenized alone, unpadded (batch 1, as the phone runs it)."""
-    e = tok(split.texts, split.pairs, truncation=True, max_length=max_length)
-    return [{k: np.asarray([e[k][j]], dtype=np.int64) for k in e.keys()} for j in range(len(split.texts))]
-
-
-def encode_one(tok, text: str, length: int) -> dict:
-    e = tok(text, truncation=True, max_length=length)
-    return {k: np.asarray([e[k]], dtype=np.int64) for k in e.keys()}
-
-
 def timed_texts(models: dict, enc: dict, idx, rounds: int, warmup: int = 5) -> dict[str, list[float]]:
-    """Like :func:`timed`, each model fed the same texts through its own tokenizer."""
+    """ms per call of every model on the same inputs (``enc[model][i]``: text ``i`` through that model's own
+    tokenizer), ``rounds`` times over ``idx``; per round, the models alternate order on every input."""
     names = list(models)
     for n in names:
         for i in idx[:warmup]:
@@ -243,7 +225,7 @@ def measure(run_dir: Path, work: Path, args) -> dict:
             from mobilebert_kit.formats.tflite import runtime_version
 
             res["models"][name]["runtime_version"] = runtime_version()
-    idx = np.random.default_rng(0).choice(len(test), size=min(args.real_texts, len(test)), replace=False)
+    idx = seeded_sample(len(test), args.real_texts)
     print("latency at real lengths ...", file=sys.stderr)
     t_real = timed_texts(models, enc, idx, args.rounds)
     print("latency at seq 128 ...", file=sys.stderr)

@@ -16,7 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from results_io import provenance, write_results
+from lib.results_io import provenance, write_results
 
 
 def one_pass(model, tok, texts, precision: str, folder: Path, args) -> tuple[float, object, dict | None]:

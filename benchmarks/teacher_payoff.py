@@ -23,14 +23,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from results_io import write_results  # noqa: E402
+from lib.results_io import write_results  # noqa: E402
+from lib.stats import paired_ci  # noqa: E402
 
 from mobilebert_kit.artifacts import library_versions, read_json  # noqa: E402
 
 
 def main() -> None:
     import torch
-    from targets import paired_ci
 
     from mobilebert_kit.batching import predict_logits
     from mobilebert_kit.data import DataConfig, load_dataset

@@ -20,16 +20,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from ort_timing import HOST, p50_by_version  # noqa: E402
-from results_io import cpu_line, provenance, write_results  # noqa: E402
-from targets import encode_one  # noqa: E402
-from vs_optimum import optimum_int8  # noqa: E402
+from lib.baselines import optimum_int8  # noqa: E402
+from lib.inputs import encode_one, seeded_sample  # noqa: E402
+from lib.ort_timing import HOST, p50_by_version  # noqa: E402
+from lib.results_io import cpu_line, provenance, write_results  # noqa: E402
 
 from mobilebert_kit.artifacts import library_versions, read_json  # noqa: E402
 from mobilebert_kit.runtimes import cpu_info  # noqa: E402
@@ -127,7 +125,7 @@ def main() -> None:
 
     folders = trial_folders(args.tune, args.extra)
     test = load_dataset(DataConfig(data=args.data)).splits["test"]
-    idx = sorted(np.random.default_rng(args.seed).choice(len(test), min(args.texts, len(test)), replace=False))
+    idx = sorted(seeded_sample(len(test), args.texts, args.seed))
     graphs = {name: describe(folder) for name, folder in folders.items()}
     with tempfile.TemporaryDirectory(prefix="mbk-tune-trials-") as tmp:
         optimum = optimum_int8(args.student, Path(tmp))

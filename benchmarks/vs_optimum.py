@@ -19,10 +19,6 @@ better accuracy. Writes ``benchmarks/results/vs_optimum.json`` and ``.md``.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
-import json
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -31,12 +27,20 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from lib.baselines import optimum_int8  # noqa: E402
+from lib.inputs import encode_sample, fixed_inputs, seeded_sample  # noqa: E402
+from lib.results_io import write_results  # noqa: E402
+from lib.stats import latency_summary  # noqa: E402
 
 from mobilebert_kit.artifacts import folder_size, library_versions, read_json  # noqa: E402
 from mobilebert_kit.batching import predict_logits  # noqa: E402
 from mobilebert_kit.compression.ort_quant import Int8Dynamic, quantize  # noqa: E402
 from mobilebert_kit.graph import onnx_tools as ot  # noqa: E402
 from mobilebert_kit.metrics import classification_metrics  # noqa: E402
+
+OPTIMUM_HOW = "optimum main_export + ORTQuantizer AutoQuantizationConfig.avx2(is_static=False, per_channel=False)"
 
 
 def make_student(out: Path, layers=(0, 2, 4), train_examples: int = 3000, max_length: int = 64) -> Path:
@@ -66,21 +70,6 @@ def make_student(out: Path, layers=(0, 2, 4), train_examples: int = 3000, max_le
     return run(cfg, RunContext(overwrite=True)).output
 
 
-def optimum_int8(student: Path, work: Path) -> Path:
-    from optimum.exporters.onnx import main_export
-    from optimum.onnxruntime import ORTQuantizer
-    from optimum.onnxruntime.configuration import AutoQuantizationConfig
-
-    exp = work / "optimum_export"
-    shutil.rmtree(exp, ignore_errors=True)
-    with contextlib.redirect_stdout(io.StringIO()):
-        main_export(str(student), output=str(exp), task="text-classification", opset=17, do_validation=False)
-        quantizer = ORTQuantizer.from_pretrained(exp, file_name="model.onnx")
-        qcfg = AutoQuantizationConfig.avx2(is_static=False, per_channel=False)
-        quantizer.quantize(save_dir=work / "optimum_int8", quantization_config=qcfg)
-    return work / "optimum_int8" / "model_quantized.onnx"
-
-
 def mbk_int8(student: Path, work: Path, given: str | None) -> tuple[Path, str]:
     if given:
         return Path(given), f"given file {given}"
@@ -98,12 +87,6 @@ def mbk_int8(student: Path, work: Path, given: str | None) -> tuple[Path, str]:
     fused = ot.optimize_onnx(work / "mbk_fp32.onnx", work / "mbk_fused.onnx", cfg.num_attention_heads, cfg.hidden_size)
     quantize(work / "mbk_fused.onnx", work / "mbk_int8.onnx", Int8Dynamic(per_channel=False, weight_type="qint8"))
     return work / "mbk_int8.onnx", f"mbk recipe: export + ORT fusion {fused} + dynamic qint8 per-tensor"
-
-
-def fixed_inputs(seq: int, vocab: int = 30522) -> dict:
-    ids = np.random.default_rng(0).integers(1000, vocab - 1, size=(1, seq), dtype=np.int64)
-    ids[0, 0], ids[0, -1] = 101, 102
-    return {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
 
 
 def time_interleaved(sessions: dict, inputs: list[dict], rounds: int, warmup: int = 3) -> dict[str, list[float]]:
@@ -124,7 +107,7 @@ def time_interleaved(sessions: dict, inputs: list[dict], rounds: int, warmup: in
     return out
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--student", default="artifacts/student", help="fine-tuned student classifier folder")
     ap.add_argument(
@@ -139,18 +122,74 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--work", default="benchmarks/work/vs_optimum")
     ap.add_argument("--results", default="benchmarks/results")
-    args = ap.parse_args()
+    return ap.parse_args()
 
+
+def ensure_student(student: Path, make: bool) -> None:
+    """The student folder, fine-tuned here first when it is missing and ``--make-student`` asks for it."""
+    if not (student / "config.json").exists():
+        if not make:
+            sys.exit(f"Error: student folder {student} does not exist; run `mbk distill` or pass --make-student")
+        print(f"fine-tuning a 3-layer MiniLM student into {student} ...", file=sys.stderr)
+        make_student(student)
+
+
+def build_graphs(student: Path, work: Path, mbk_onnx: str | None) -> dict[str, dict]:
+    """Both INT8 graphs, each with how it was made and how long that took."""
+    print("exporting: Optimum main_export + ORTQuantizer avx2 dynamic ...", file=sys.stderr)
+    t0 = time.perf_counter()
+    opt_path = optimum_int8(student, work)
+    opt_secs = time.perf_counter() - t0
+    print("exporting: mbk fused INT8 ...", file=sys.stderr)
+    t0 = time.perf_counter()
+    mbk_path, mbk_how = mbk_int8(student, work, mbk_onnx)
+    mbk_secs = time.perf_counter() - t0
+    return {
+        "optimum": {"path": opt_path, "how": OPTIMUM_HOW, "export_seconds": opt_secs},
+        "mbk": {"path": mbk_path, "how": mbk_how, "export_seconds": mbk_secs},
+    }
+
+
+def score(model, tok, test, paths: dict[str, Path], max_length: int, n_labels: int) -> dict[str, dict]:
+    """Test metrics of the PyTorch fp32 student and of each graph (with its label agreement with PyTorch)."""
+    print(f"accuracy on {len(test)} test texts ...", file=sys.stderr)
+    ref = predict_logits(model, tok, test.texts, test.pairs, max_length=max_length)
+    acc = {"pytorch_fp32": classification_metrics(ref, test.labels, n_labels)}
+    for name, p in paths.items():
+        logits = ot.onnx_predict_logits(ot.session(p, threads=2), tok, test.texts, test.pairs, max_length)
+        acc[name] = {
+            **classification_metrics(logits, test.labels, n_labels),
+            "agreement_with_pytorch": float((logits.argmax(-1) == ref.argmax(-1)).mean()),
+        }
+    return acc
+
+
+def latencies(paths: dict[str, Path], tok, test, max_length: int, args) -> tuple[dict, dict, list[int]]:
+    """ms per call of each graph at seq 128 and at the real lengths of a seeded sample of test texts
+    (and those lengths), one intra-op thread."""
+    sessions = {name: ot.session(p, threads=1) for name, p in paths.items()}
+    print("latency at seq 128 ...", file=sys.stderr)
+    t128 = time_interleaved(
+        sessions, [fixed_inputs(min(128, max(max_length, 128)))] * (args.runs_128 // args.rounds), args.rounds
+    )
+    real_inputs = encode_sample(tok, test, seeded_sample(len(test), args.real_texts), max_length)
+    lengths = [int(x["input_ids"].shape[1]) for x in real_inputs]
+    print(
+        f"latency at real lengths ({len(real_inputs)} texts, median {int(np.median(lengths))} tokens) ...",
+        file=sys.stderr,
+    )
+    treal = time_interleaved(sessions, real_inputs, args.rounds)
+    return t128, treal, lengths
+
+
+def main() -> None:
     from mobilebert_kit.artifacts import lineage
     from mobilebert_kit.data import data_config_for, load_dataset
     from mobilebert_kit.models import load_classifier_folder
 
+    args = parse_args()
     student = Path(args.student)
-    if not (student / "config.json").exists():
-        if not args.make_student:
-            sys.exit(f"Error: student folder {student} does not exist; run `mbk distill` or pass --make-student")
-        print(f"fine-tuning a 3-layer MiniLM student into {student} ...", file=sys.stderr)
-        make_student(student)
+    ensure_student(student, args.make_student)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     model, tok, labels = load_classifier_folder(student)
@@ -159,78 +198,23 @@ def main() -> None:
     test = load_dataset(dcfg).splits["test"]
     if args.max_test:
         test = test.subset(args.max_test, 7)
-
-    print("exporting: Optimum main_export + ORTQuantizer avx2 dynamic ...", file=sys.stderr)
-    t0 = time.perf_counter()
-    opt_path = optimum_int8(student, work)
-    opt_secs = time.perf_counter() - t0
-    print("exporting: mbk fused INT8 ...", file=sys.stderr)
-    t0 = time.perf_counter()
-    mbk_path, mbk_how = mbk_int8(student, work, args.mbk_onnx)
-    mbk_secs = time.perf_counter() - t0
-    paths = {"optimum": opt_path, "mbk": mbk_path}
-
-    print(f"accuracy on {len(test)} test texts ...", file=sys.stderr)
-    ref = predict_logits(model, tok, test.texts, test.pairs, max_length=max_length)
-    acc = {"pytorch_fp32": classification_metrics(ref, test.labels, len(labels))}
-    logits = {}
-    for name, p in paths.items():
-        logits[name] = ot.onnx_predict_logits(ot.session(p, threads=2), tok, test.texts, test.pairs, max_length)
-        acc[name] = {
-            **classification_metrics(logits[name], test.labels, len(labels)),
-            "agreement_with_pytorch": float((logits[name].argmax(-1) == ref.argmax(-1)).mean()),
-        }
-
-    sessions = {name: ot.session(p, threads=1) for name, p in paths.items()}
-    print("latency at seq 128 ...", file=sys.stderr)
-    t128 = time_interleaved(
-        sessions, [fixed_inputs(min(128, max(max_length, 128)))] * (args.runs_128 // args.rounds), args.rounds
-    )
-    rng = np.random.default_rng(0)
-    idx = rng.choice(len(test), size=min(args.real_texts, len(test)), replace=False)
-    enc = tok(
-        [test.texts[i] for i in idx],
-        [test.pairs[i] for i in idx] if test.pairs else None,
-        truncation=True,
-        max_length=max_length,
-    )
-    real_inputs = [{k: np.asarray([enc[k][j]], dtype=np.int64) for k in enc.keys()} for j in range(len(idx))]
-    lengths = [len(x) for x in enc["input_ids"]]
-    print(
-        f"latency at real lengths ({len(real_inputs)} texts, median {int(np.median(lengths))} tokens) ...",
-        file=sys.stderr,
-    )
-    treal = time_interleaved(sessions, real_inputs, args.rounds)
-
-    def lat(ms):
-        a = np.asarray(ms)
-        return {
-            "p50_ms": float(np.median(a)),
-            "p90_ms": float(np.percentile(a, 90)),
-            "mean_ms": float(a.mean()),
-            "runs": len(a),
-        }
-
+    graphs = build_graphs(student, work, args.mbk_onnx)
+    paths = {name: g["path"] for name, g in graphs.items()}
+    acc = score(model, tok, test, paths, max_length, len(labels))
+    t128, treal, lengths = latencies(paths, tok, test, max_length, args)
     rows = {}
     for name, p in paths.items():
         rows[name] = {
             "file": str(p),
             "size_mb": folder_size(p) / 1e6,
             "ops": {k: v for k, v in ot.op_counts(p).items() if k in ot.FUSED_OPS},
-            "latency_seq128": lat(t128[name]),
-            "latency_real": lat(treal[name]),
+            "latency_seq128": latency_summary(t128[name]),
+            "latency_real": latency_summary(treal[name]),
             **acc[name],
+            "how": graphs[name]["how"],
+            "export_seconds": graphs[name]["export_seconds"],
         }
-    rows["optimum"]["how"] = (
-        "optimum main_export + ORTQuantizer AutoQuantizationConfig.avx2(is_static=False, per_channel=False)"
-    )
-    rows["optimum"]["export_seconds"] = opt_secs
-    rows["mbk"]["how"] = mbk_how
-    rows["mbk"]["export_seconds"] = mbk_secs
-    ratio128 = rows["mbk"]["latency_seq128"]["p50_ms"] / rows["optimum"]["latency_seq128"]["p50_ms"]
-    ratio_real = rows["mbk"]["latency_real"]["p50_ms"] / rows["optimum"]["latency_real"]["p50_ms"]
-    acc_ok = rows["mbk"]["accuracy"] >= rows["optimum"]["accuracy"]
-    result = {
+    setup = {
         "student": str(student),
         "student_params": sum(p.numel() for p in model.parameters()),
         "data": dcfg.data,
@@ -240,7 +224,19 @@ def main() -> None:
         "threads": 1,
         "batch": 1,
         "rounds": args.rounds,
-        "pytorch_fp32": acc["pytorch_fp32"],
+    }
+    result = summarise(setup, acc["pytorch_fp32"], rows)
+    write_results(args.results, "vs_optimum", result, markdown(result), record_cpu=False)
+
+
+def summarise(setup: dict, pytorch: dict, rows: dict[str, dict]) -> dict:
+    """The result: the setup, both graphs' rows, their latency ratios and whether the target is met."""
+    ratio128 = rows["mbk"]["latency_seq128"]["p50_ms"] / rows["optimum"]["latency_seq128"]["p50_ms"]
+    ratio_real = rows["mbk"]["latency_real"]["p50_ms"] / rows["optimum"]["latency_real"]["p50_ms"]
+    acc_ok = rows["mbk"]["accuracy"] >= rows["optimum"]["accuracy"]
+    return {
+        **setup,
+        "pytorch_fp32": pytorch,
         "optimum": rows["optimum"],
         "mbk": rows["mbk"],
         "latency_ratio_seq128": ratio128,
@@ -250,37 +246,38 @@ def main() -> None:
         "target_met_real": bool(ratio_real <= 0.8 and acc_ok),
         "versions": library_versions(),
     }
-    res_dir = Path(args.results)
-    res_dir.mkdir(parents=True, exist_ok=True)
-    (res_dir / "vs_optimum.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+
+
+def markdown(result: dict) -> str:
+    rows, pt = {name: result[name] for name in ("optimum", "mbk")}, result["pytorch_fp32"]
     md = [
         "# mbk INT8 ONNX vs Optimum export + ORTQuantizer (avx2 dynamic)",
         "",
-        f"Student `{student}` ({result['student_params'] / 1e6:.1f}M params), data `{dcfg.data}`, {len(test)} test texts, "
-        f"max_length {max_length}; 1 thread, batch 1, interleaved; real-length median {result['real_length_median_tokens']:.0f} tokens.",
+        f"Student `{result['student']}` ({result['student_params'] / 1e6:.1f}M params), data `{result['data']}`, "
+        f"{result['test_examples']} test texts, max_length {result['max_length']}; 1 thread, batch 1, interleaved; "
+        f"real-length median {result['real_length_median_tokens']:.0f} tokens.",
         "",
         "| | size MB | p50 ms seq 128 | p50 ms real lengths | accuracy | macro-F1 | agreement w/ PyTorch |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for name in ("optimum", "mbk"):
-        r = rows[name]
+    for name, r in rows.items():
         md.append(
             f"| {name} | {r['size_mb']:.1f} | {r['latency_seq128']['p50_ms']:.2f} | {r['latency_real']['p50_ms']:.2f} | "
             f"{r['accuracy']:.4f} | {r['macro_f1']:.4f} | {r['agreement_with_pytorch']:.2%} |"
         )
     md += [
-        f"| PyTorch fp32 student | | | | {acc['pytorch_fp32']['accuracy']:.4f} | {acc['pytorch_fp32']['macro_f1']:.4f} | |",
+        f"| PyTorch fp32 student | | | | {pt['accuracy']:.4f} | {pt['macro_f1']:.4f} | |",
         "",
-        f"mbk / Optimum latency: **{ratio128:.2f}x** at seq 128, **{ratio_real:.2f}x** at real lengths "
-        f"(target <= 0.8x at equal or better accuracy: seq 128 {'met' if result['target_met_seq128'] else 'NOT met'}, "
+        f"mbk / Optimum latency: **{result['latency_ratio_seq128']:.2f}x** at seq 128, "
+        f"**{result['latency_ratio_real']:.2f}x** at real lengths (target <= 0.8x at equal or better accuracy: "
+        f"seq 128 {'met' if result['target_met_seq128'] else 'NOT met'}, "
         f"real lengths {'met' if result['target_met_real'] else 'NOT met'}).",
         "",
         f"- optimum: {rows['optimum']['how']}; ops {rows['optimum']['ops']}",
-        f"- mbk: {mbk_how}; ops {rows['mbk']['ops']}",
+        f"- mbk: {rows['mbk']['how']}; ops {rows['mbk']['ops']}",
         "",
     ]
-    (res_dir / "vs_optimum.md").write_text("\n".join(md))
-    print("\n".join(md))
+    return "\n".join(md)
 
 
 if __name__ == "__main__":

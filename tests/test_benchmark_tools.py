@@ -1,4 +1,4 @@
-"""The benchmarks' own tools: the LayerNorm rewrite ort_versions.py times, and the timing worker that
+"""The benchmarks' own tools: the LayerNorm rewrite ort_versions.py times, and the timing worker (benchmarks/lib) that
 runs ONNX Runtime models in a chosen onnxruntime (here the host's)."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-from ort_timing import HOST, time_in_runtime  # noqa: E402
+from lib.ort_timing import HOST, time_in_runtime  # noqa: E402
 from ort_versions import decompose_layer_norm  # noqa: E402
 
 H = 8

@@ -231,3 +231,22 @@ def test_benchmark_functions_fit_a_screen():
                 if n > MAX_FUNCTION_LINES:
                     long.append(f"{name}:{node.name} ({n} lines)")
     assert not long, f"benchmark functions over {MAX_FUNCTION_LINES} lines: " + "; ".join(long)
+
+
+def test_benchmark_scripts_share_code_only_through_lib():
+    """Scripts import benchmarks/lib and the package, never another script; the timing worker stays standalone
+    (it runs under a side onnxruntime, so importing mobilebert_kit would load the host's first)."""
+    scripts = {p.stem for p in BENCHMARKS.glob("*.py")}
+    found = []
+    for name, tree in _benchmark_trees().items():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                tops = [a.name.split(".")[0] for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                tops = [node.module.split(".")[0]]
+            else:
+                continue
+            found += [f"{name} imports {t}" for t in tops if t in scripts]
+            if name == "lib/ort_timing_worker.py":
+                found += [f"{name} imports {t}" for t in tops if t == "mobilebert_kit"]
+    assert not found, "benchmarks sharing code outside lib/: " + "; ".join(found)

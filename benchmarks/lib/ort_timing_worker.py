@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 # the session options of mbk's own side-runtime worker (standalone too: it imports no mobilebert_kit)
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "mobilebert_kit" / "phone" / "resources"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "mobilebert_kit" / "phone" / "resources"))
 from ort_worker import session  # noqa: E402
 
 

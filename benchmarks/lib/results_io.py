@@ -26,12 +26,13 @@ def cpu_line(cpu: dict | None) -> str:
     return f"{cpu.get('arch')} {cpu.get('model')} ({', '.join(cpu.get('isa') or []) or 'no listed ISA extensions'})"
 
 
-def write_results(folder: str | Path, stem: str, result: dict, markdown: str) -> None:
-    """Write ``<stem>.json`` (with the timing machine's CPU under ``cpu`` unless the result names one) and
-    ``<stem>.md``, and print the Markdown."""
-    from mobilebert_kit.runtimes import cpu_info
+def write_results(folder: str | Path, stem: str, result: dict, markdown: str, record_cpu: bool = True) -> None:
+    """Write ``<stem>.json`` (with the timing machine's CPU under ``cpu`` unless the result names one, or
+    ``record_cpu`` is False) and ``<stem>.md``, and print the Markdown."""
+    if record_cpu:
+        from mobilebert_kit.runtimes import cpu_info
 
-    result.setdefault("cpu", cpu_info())
+        result.setdefault("cpu", cpu_info())
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{stem}.json").write_text(json.dumps(result, indent=2, default=str) + "\n")

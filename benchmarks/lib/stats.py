@@ -1,0 +1,26 @@
+"""Statistics benchmarks report: paired accuracy differences with their interval, latency summaries."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def paired_ci(a_correct: np.ndarray, b_correct: np.ndarray) -> tuple:
+    """mean(a) - mean(b) over the same examples and its 95% interval: the guard's paired bootstrap
+    (compression.guard.paired_drop_interval) of b's drop from a, which is exactly that difference."""
+    from mobilebert_kit.compression.guard import paired_drop_interval
+
+    only_a, only_b = int((a_correct & ~b_correct).sum()), int((b_correct & ~a_correct).sum())
+    lo, hi = paired_drop_interval(only_a, only_b, len(a_correct))
+    return (only_a - only_b) / len(a_correct), lo, hi
+
+
+def latency_summary(ms) -> dict:
+    """p50, p90 and mean of per-call times in ms, and how many calls."""
+    a = np.asarray(ms)
+    return {
+        "p50_ms": float(np.median(a)),
+        "p90_ms": float(np.percentile(a, 90)),
+        "mean_ms": float(a.mean()),
+        "runs": len(a),
+    }
