@@ -30,6 +30,9 @@ LABELS = "labels.json"
 META = "model_meta.json"  # one export format folder (or phone bundle) described: inputs, labels, file hashes
 VERIFY = "verify.json"  # mbk verify's report, next to the format folders of an export
 COMPRESSION = "compression.json"  # what mbk compress did (int8, its ONNX graph) for export to follow
+TRAIN_LOG = "train_log.jsonl"  # a training stage's per-step metrics (training.metrics_log)
+TENSORBOARD = "tb"  # its TensorBoard event files (when tensorboard is installed)
+PREDICTIONS = "test_predictions.json"  # a stage's per-example test predictions (predictions.py), for mbk report A B
 
 _LIBS = (
     "torch",

@@ -37,6 +37,7 @@ from mobilebert_kit.engine import TrainConfig
 from mobilebert_kit.errors import ConfigError, DataError, ModelError
 from mobilebert_kit.stage import RunContext, StageResult
 from mobilebert_kit.teacher_cache import TeacherOutputs, default_cache_dir, teacher_outputs, teacher_weights_sha
+from mobilebert_kit.training.metrics_log import publish as publish_training_log
 from mobilebert_kit.training.stages import (
     check_fits_model,
     data_hash,
@@ -576,7 +577,9 @@ def _train_student(job: _Job, train_set, eval_set, attention_store, work: Path, 
         {k: v for k, v in cfg.to_dict().items() if k not in ("train", "output", "cache_dir", "data")},
         student.source,
     )
-    loss = distillation_loss(cfg.temperature, cfg.alpha, cfg.hidden_weight, cfg.attention_weight, attention_store)
+    loss = distillation_loss(
+        cfg.temperature, cfg.alpha, cfg.hidden_weight, cfg.attention_weight, attention_store, with_terms=True
+    )
     return train(
         TrainModule(student.model, loss, student.extra),
         train_set,
@@ -589,6 +592,7 @@ def _train_student(job: _Job, train_set, eval_set, attention_store, work: Path, 
         quiet=ctx.quiet,
         run_fingerprint=run_fp,
         log=ctx.log,
+        log_phase="transfer set" if job.unlabeled else None,  # the training text includes teacher-labelled extra text
     )
 
 
@@ -683,6 +687,7 @@ def _write(
         metrics["student"]["size_bytes"] = sum(f.stat().st_size for f in tmp.glob("*.safetensors"))
         metrics["compression"]["size"] = _ratio(job.teacher.size_bytes, metrics["student"]["size_bytes"])
         artifacts.write_json(tmp / artifacts.METRICS, metrics)
+        publish_training_log(result.log_dir, tmp)
         config = cfg.to_dict()
         config["data"] = job.data_cfg.to_dict()
         artifacts.write_manifest(

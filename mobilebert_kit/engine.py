@@ -35,6 +35,7 @@ from mobilebert_kit.devices import resolve_precision, select_device
 from mobilebert_kit.errors import Interrupted, TrainingError
 from mobilebert_kit.training.checkpoint import BEST, Checkpointer, latest_checkpoint, load_best
 from mobilebert_kit.training.hooks import Evaluation, FaultInjection, Hooks, PeriodicCheckpoint, ProgressBar
+from mobilebert_kit.training.metrics_log import EvalPoint, StepLog
 from mobilebert_kit.training.state import TrainState
 
 __all__ = [
@@ -62,6 +63,7 @@ RESUME_NEUTRAL = (
     "auto_batch_size",
     "compile",
     "compile_backend",
+    "log_every",
 )
 
 
@@ -97,6 +99,7 @@ class TrainConfig(StageConfig):
     retain_checkpoints: bool = False  # keep <output>.ckpt after success (CLI --keep-checkpoints)
     early_stopping_patience: int = 2  # epochs without validation macro-F1 gain (0 = off)
     max_steps: int | None = None  # stop after this many optimizer steps (smoke runs, benchmarks)
+    log_every: int = 10  # optimizer steps between per-step metric lines (train_log.jsonl, TensorBoard); 0 = off
     device: str = "auto"  # auto | cpu | cuda | cuda:N
 
     def validate(self) -> list[str]:
@@ -117,6 +120,7 @@ class TrainConfig(StageConfig):
         check_range(p, "keep_checkpoints", self.keep_checkpoints, 1)
         check_range(p, "early_stopping_patience", self.early_stopping_patience, 0)
         check_range(p, "max_steps", self.max_steps, 1)
+        check_range(p, "log_every", self.log_every, 0)
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             p.append(f"device must be auto, cpu, cuda or cuda:N; got '{self.device}'")
         return p
@@ -138,11 +142,13 @@ class TrainResult:
     device: str
     world_size: int
     notes: list[str] = field(default_factory=list)
+    log_dir: Path | None = None  # where train_log.jsonl (and tb/) were written, for the stage to publish
 
 
 class TrainModule:
     """What the engine trains: the model plus optional extra modules (e.g. projections) and a
-    loss function ``loss_fn(model, batch, extra) -> scalar loss``."""
+    loss function ``loss_fn(model, batch, extra) -> scalar loss`` (or ``(loss, {term: detached scalar})``:
+    the terms then appear in the per-step metrics as ``loss_<term>``)."""
 
     def __init__(self, model, loss_fn: Callable | None = None, extra=None):
         self.model, self.loss_fn, self.extra = model, loss_fn or default_loss, extra
@@ -207,6 +213,7 @@ class _Options:
     run_fingerprint: str
     log: Callable[[str], None]
     metric_fn: Callable[[np.ndarray, list[int]], dict] | None
+    phase: str | None = None
 
 
 def train(
@@ -223,17 +230,22 @@ def train(
     run_fingerprint: str = "",
     log: Callable[[str], None] | None = None,
     metric_fn: Callable[[np.ndarray, list[int]], dict] | None = None,
+    log_phase: str | None = None,
 ) -> TrainResult:
     """Train ``task`` on ``train_set``, evaluate on ``eval_set`` every epoch and keep the best
     epoch's weights in ``task.model`` (by validation macro-F1). Checkpoints live in ``workdir``.
 
     With ``cfg.auto_batch_size``, an out-of-memory error halves the batch, doubles gradient
     accumulation (same effective batch), restores the initial weights and starts again.
+
+    Every ``cfg.log_every`` optimizer steps a metrics line goes to ``workdir/train_log.jsonl`` (and
+    TensorBoard events to ``workdir/tb/``; see :mod:`mobilebert_kit.training.metrics_log`), tagged with
+    ``log_phase`` when given; ``TrainResult.log_dir`` says where, for the stage to copy into its artifact.
     """
     from accelerate.utils.memory import should_reduce_batch_size
 
     log = log or (lambda m: None if quiet else _stderr(m))
-    opts = _Options(workdir, pad_id, num_labels, resume, quiet, run_fingerprint, log, metric_fn)
+    opts = _Options(workdir, pad_id, num_labels, resume, quiet, run_fingerprint, log, metric_fn, log_phase)
     batch_size, grad_accum = cfg.batch_size, cfg.grad_accum
     initial = None
     if cfg.auto_batch_size:
@@ -329,12 +341,16 @@ def _train_once(task, train_set, eval_set, cfg: TrainConfig, batch_size: int, gr
     )
     fp = resume_fingerprint(opts.run_fingerprint, cfg, batch_size, grad_accum, run.world)
     state, resumed_from = ckpt.start(fp, opts.resume, run.log)
+    step_log = StepLog(opts.workdir, cfg.log_every, opts.phase, writer=run.is_main)
+    step_log.start(state, resumed=resumed_from is not None)
     hooks = Hooks(
         [
+            step_log,  # before the checkpoint hook: a step's line is on disk before its checkpoint
             ProgressBar(cfg.epochs, disable=opts.quiet or not run.is_main),
             PeriodicCheckpoint(ckpt, cfg.checkpoint_every),
             FaultInjection(),
             _evaluation(run, eval_set, cfg, opts),
+            EvalPoint(step_log),
         ]
     )
     run.wrapper.train()
@@ -346,11 +362,13 @@ def _train_once(task, train_set, eval_set, cfg: TrainConfig, batch_size: int, gr
     stopped_early = False
     try:
         while not stopped_early and not state.finished(cfg.epochs, cfg.max_steps):
-            _train_epoch(run, state, train_set, cfg, batch_size, hooks)
+            _train_epoch(run, state, train_set, cfg, batch_size, hooks, step_log)
             stopped_early = hooks.on_epoch_end(state)
             ckpt.save(state)
     except KeyboardInterrupt as e:
         raise Interrupted(_after_interrupt(opts.workdir)) from e
+    finally:
+        step_log.close()
     _finish(run, cfg, opts.workdir)
     return TrainResult(
         best_epoch=state.best_epoch,
@@ -366,6 +384,7 @@ def _train_once(task, train_set, eval_set, cfg: TrainConfig, batch_size: int, gr
         precision=run.precision,
         device=str(run.accelerator.device),
         world_size=run.world,
+        log_dir=opts.workdir if step_log.every else None,
     )
 
 
@@ -452,7 +471,9 @@ def _evaluation(run: _Run, eval_set, cfg: TrainConfig, opts: _Options) -> Evalua
     )
 
 
-def _train_epoch(run: _Run, state: TrainState, train_set, cfg: TrainConfig, batch_size: int, hooks: Hooks) -> None:
+def _train_epoch(
+    run: _Run, state: TrainState, train_set, cfg: TrainConfig, batch_size: int, hooks: Hooks, step_log: StepLog
+) -> None:
     """The running epoch's remaining batches (all of them, unless resuming mid-epoch)."""
     loader = _epoch_loader(run, train_set, cfg, batch_size, state.epoch)
     batches, skip = len(loader), state.batches_done
@@ -461,8 +482,11 @@ def _train_epoch(run: _Run, state: TrainState, train_set, cfg: TrainConfig, batc
     hooks.on_epoch_start(state, batches, skip)
     state.start_epoch()
     for batch in loader:
-        loss = _step(run, batch, cfg.max_grad_norm)
-        state.add_batch(_finite(loss, state), batch["input_ids"].shape[0] * run.world)
+        loss, terms, grad_norm = _step(run, batch, cfg.max_grad_norm, step_log.wants(state.global_step + 1))
+        examples = batch["input_ids"].shape[0] * run.world
+        value = _finite(loss, state)
+        state.add_batch(value, examples)
+        step_log.add_batch(value, examples, terms, grad_norm, lr=run.scheduler.get_last_lr()[0])  # this step's LR
         hooks.on_batch_end(state)
         if run.accelerator.sync_gradients:
             run.scheduler.step()
@@ -497,17 +521,22 @@ def _epoch_loader(run: _Run, train_set, cfg: TrainConfig, batch_size: int, epoch
     return run.accelerator.prepare_data_loader(loader, device_placement=True)
 
 
-def _step(run: _Run, batch, max_grad_norm: float):
-    """Forward, backward and (at accumulation boundaries) clip + optimizer step; returns the loss."""
+def _step(run: _Run, batch, max_grad_norm: float, want_norm: bool = False):
+    """Forward, backward and (at accumulation boundaries) clip + optimizer step; returns (the loss, its
+    terms or None, the gradient norm before clipping when ``want_norm`` at a boundary, else None). The norm
+    stays a device tensor: reading it is the step log's one sync per logged step."""
     accelerator = run.accelerator
+    norm = None
     with accelerator.accumulate(run.wrapper):
-        loss = run.forward(batch)
+        out = run.forward(batch)
+        loss, terms = out if isinstance(out, tuple) else (out, None)
         accelerator.backward(loss)
-        if accelerator.sync_gradients and max_grad_norm > 0:
-            accelerator.clip_grad_norm_(run.wrapper.parameters(), max_grad_norm)
+        if accelerator.sync_gradients and (max_grad_norm > 0 or want_norm):
+            # max_norm inf only measures (and unscales fp16 gradients); the scale it applies is exactly 1
+            norm = accelerator.clip_grad_norm_(run.wrapper.parameters(), max_grad_norm or float("inf"))
         run.optimizer.step()
         run.optimizer.zero_grad(set_to_none=True)
-    return loss
+    return loss, terms, norm if want_norm else None
 
 
 def _finite(loss, state: TrainState) -> float:

@@ -17,6 +17,7 @@ from mobilebert_kit.config import StageConfig
 from mobilebert_kit.data import DataConfig
 from mobilebert_kit.engine import TrainConfig
 from mobilebert_kit.stage import RunContext, StageResult
+from mobilebert_kit.training.metrics_log import publish as publish_training_log
 from mobilebert_kit.training.stages import (
     check_fits_model,
     data_hash,
@@ -150,6 +151,7 @@ def _write(
         loaded.tokenizer.save_pretrained(tmp)
         artifacts.write_labels(tmp, ds.label_names)
         artifacts.write_json(tmp / artifacts.METRICS, metrics)
+        publish_training_log(result.log_dir, tmp)
         inputs = {
             "model": model_input(cfg.model, loaded.resolved),
             "data": {"source": ds.source, **data_hash(cfg.data)},

@@ -497,6 +497,7 @@ def recover(
     hidden_weight: float = 0.0,
     hidden_from: str | os.PathLike | None = None,
     teacher_precision: str = "int8",
+    log_every: int = 10,
 ) -> dict:
     """Short knowledge-distillation recovery of a pruned model from ``teacher_dir``.
 
@@ -526,6 +527,7 @@ def recover(
         early_stopping_patience=0,
         checkpoint_every=0,
         warmup_ratio=0.1,
+        log_every=log_every,
     )
     s = train_split
     train_set = make_features(tokenizer, s.texts, s.pairs, s.labels, max_length, extras=extras)
@@ -533,7 +535,7 @@ def recover(
         _check_aligned(train_set, extras["teacher_hidden"], hidden_from)
     val_set = make_features(tokenizer, val_split.texts, val_split.pairs, val_split.labels, max_length)
     result = train(
-        TrainModule(model, distillation_loss(RECOVERY_TEMPERATURE, RECOVERY_ALPHA, hidden_weight)),
+        TrainModule(model, distillation_loss(RECOVERY_TEMPERATURE, RECOVERY_ALPHA, hidden_weight, with_terms=True)),
         train_set,
         val_set,
         train_cfg,
@@ -542,6 +544,7 @@ def recover(
         num_labels=model.config.num_labels,
         quiet=log is None,
         log=log,
+        log_phase="recovery",
     )
     model.eval()
     return {

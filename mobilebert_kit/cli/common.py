@@ -88,6 +88,7 @@ TRAIN_OPTIONS = (
     "early_stopping_patience",
     "max_steps",
     "device",
+    "log_every",
 )
 
 
@@ -184,6 +185,12 @@ def train_options(f: Callable) -> Callable:
         ),
         click.option("--max-steps", type=int, help="Stop after N optimizer steps."),
         click.option("--device", help=f"auto | cpu | cuda | cuda:N. {d('device')}"),
+        click.option(
+            "--log-every",
+            type=int,
+            help=f"Optimizer steps between per-step metric lines (train_log.jsonl; TensorBoard tb/ when installed; "
+            f"0: off). {d('log_every')}",
+        ),
     ]
     for o in reversed(opts):
         f = o(f)

@@ -29,6 +29,7 @@ class Recover(Method):
     teacher: str | None = None
     hidden_weight: float = 0.0  # > 0: each layer also mimics the same layer of the compress input (before pruning)
     teacher_precision: str = "int8"  # the teacher's pass in checked dynamic INT8 on CPU, as mbk distill's; or fp32
+    log_every: int = 10  # optimizer steps between per-step metric lines (the output's train_log.jsonl); 0 = off
 
     name: ClassVar[str] = "recover"
     label: ClassVar[str] = "recovery"
@@ -41,11 +42,13 @@ class Recover(Method):
         check_range(p, "lr", self.lr, 0, lo_open=True)
         check_range(p, "hidden_weight", self.hidden_weight, 0)
         check_choice(p, "teacher_precision", self.teacher_precision, TEACHER_PRECISIONS)
+        check_range(p, "log_every", self.log_every, 0)
         return p
 
     def apply(self, work: Work) -> Outcome:
         from mobilebert_kit import prune
         from mobilebert_kit.data import lineage
+        from mobilebert_kit.training.metrics_log import publish
 
         teacher = Path(self.teacher or work.teacher or lineage(work.model_dir)["teacher"] or work.model_dir)
         layers = f", layer outputs from {work.model_dir} (x{self.hidden_weight})" if self.hidden_weight else ""
@@ -60,12 +63,15 @@ class Recover(Method):
             epochs=self.epochs,
             lr=self.lr,
             workdir=work.scratch / "recover",
+            log_every=self.log_every,
             seed=work.seed,
             log=None if work.quiet else work.log,
             hidden_weight=self.hidden_weight,
             teacher_precision=self.teacher_precision,
             hidden_from=work.model_dir,
         )
+        if work.out is not None:  # recovery's per-step log (steps marked "phase": "recovery") into the output
+            publish(work.scratch / "recover", work.out, phase="recovery")
         if self.epochs > 1:
             work.note(SELECTION_NOTE)
         return Outcome(report, {"recovery": report})

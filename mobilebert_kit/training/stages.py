@@ -21,10 +21,13 @@ def training_dirs(output: str | Path, overwrite: bool, resume: bool, inputs: tup
     from mobilebert_kit import artifacts
     from mobilebert_kit.errors import TrainingError
     from mobilebert_kit.training.checkpoint import BEST
+    from mobilebert_kit.training.metrics_log import TENSORBOARD, TRAIN_LOG
 
     out = Path(output)
     work = artifacts.check_scratch_dir(
-        checkpoint_dir(out), lambda p: p.name in ("checkpoints", BEST), "its training checkpoints"
+        checkpoint_dir(out),
+        lambda p: p.name in ("checkpoints", BEST, TRAIN_LOG, TENSORBOARD),
+        "its training checkpoints",
     )
     if resume and not (work / "checkpoints").is_dir():
         raise TrainingError(f"--resume: no checkpoint found in {work}; run without --resume to start fresh")
