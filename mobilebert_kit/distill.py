@@ -340,14 +340,15 @@ def run(cfg: DistillConfig, ctx: RunContext | None = None) -> StageResult:
     if not state.is_main_process:
         state.wait_for_everyone()
         return StageResult(out, written=False)
-    metrics = _metrics(job, sets, cached, result, len(train_set))
+    preds: dict = {}
+    metrics = _metrics(job, sets, cached, result, len(train_set), preds)
     _log_results(metrics, ctx.log)
     timings = {
         "load_seconds": t_load - t0,
         "teacher_cache_seconds": cached.seconds,
         "train_seconds": t_train - t_load - cached.seconds,
     }
-    _write(out, job, metrics, result, timings, t0, may_replace(out, ctx.overwrite, ctx.resume), inputs)
+    _write(out, job, metrics, result, timings, t0, may_replace(out, ctx.overwrite, ctx.resume), inputs, preds)
     finish_checkpoints(work, cfg.train.retain_checkpoints, ctx.log)
     state.wait_for_everyone()
     return StageResult(out, metrics, [_summary_line(out, metrics)])
@@ -596,9 +597,10 @@ def _train_student(job: _Job, train_set, eval_set, attention_store, work: Path, 
     )
 
 
-def _metrics(job: _Job, sets: dict, cached: _Cached, result, train_examples: int) -> dict:
+def _metrics(job: _Job, sets: dict, cached: _Cached, result, train_examples: int, preds: dict) -> dict:
     """Teacher and student side by side (top-level validation/test are the student's: what later
-    stages read), then how training and the teacher cache went."""
+    stages read), then how training and the teacher cache went; the student's test predictions into ``preds``."""
+    from mobilebert_kit import predictions
     from mobilebert_kit.batching import Collator, predict
     from mobilebert_kit.metrics import classification_metrics
     from mobilebert_kit.models import count_parameters
@@ -614,6 +616,8 @@ def _metrics(job: _Job, sets: dict, cached: _Cached, result, train_examples: int
     device = next(student.model.parameters()).device
     s_test = predict(student.model, sets["test"], collator, job.cfg.train.eval_batch_size, device)
     agreement = float((s_test.argmax(-1) == t_logits["test"].argmax(-1)).mean()) if len(s_test) else float("nan")
+    test = ds.splits["test"]
+    preds.update(predictions.record(test.texts, test.pairs, test.labels, s_test))
     t_params, s_params = count_parameters(teacher.model), count_parameters(student.model)
     return {
         **student_metrics,
@@ -674,10 +678,11 @@ def _log_results(metrics: dict, log) -> None:
 
 
 def _write(
-    out: Path, job: _Job, metrics: dict, result, timings: dict, t0: float, overwrite: bool, inputs: tuple
+    out: Path, job: _Job, metrics: dict, result, timings: dict, t0: float, overwrite: bool, inputs: tuple, preds: dict
 ) -> None:
-    """The student folder: model, tokenizer, labels, metrics.json (with sizes) and manifest.json."""
-    from mobilebert_kit import artifacts
+    """The student folder: model, tokenizer, labels, metrics.json (with sizes), test predictions, the training
+    log and manifest.json."""
+    from mobilebert_kit import artifacts, predictions
 
     cfg, student = job.cfg, job.student
     with artifacts.staged_output(out, overwrite=overwrite, inputs=inputs) as tmp:
@@ -688,6 +693,7 @@ def _write(
         metrics["compression"]["size"] = _ratio(job.teacher.size_bytes, metrics["student"]["size_bytes"])
         artifacts.write_json(tmp / artifacts.METRICS, metrics)
         publish_training_log(result.log_dir, tmp)
+        predictions.write(tmp, preds)
         config = cfg.to_dict()
         config["data"] = job.data_cfg.to_dict()
         artifacts.write_manifest(

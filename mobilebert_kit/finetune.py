@@ -78,10 +78,12 @@ def run(cfg: FinetuneConfig, ctx: RunContext | None = None) -> StageResult:
     if not state.is_main_process:  # one process writes artifacts
         state.wait_for_everyone()
         return StageResult(out, written=False)
-    metrics = _metrics(cfg, loaded, sets, result)
+    logits: dict = {}
+    metrics = _metrics(cfg, loaded, sets, result, logits)
     ctx.log("test: accuracy {accuracy:.4f}, macro-F1 {macro_f1:.4f}".format(**metrics["test"]))
     timings = {"load_seconds": t_load - t0, "train_seconds": t_train - t_load}
-    _write(out, cfg, loaded, metrics, result, timings, t0, may_replace(out, ctx.overwrite, ctx.resume), inputs)
+    replace = may_replace(out, ctx.overwrite, ctx.resume)
+    _write(out, cfg, loaded, metrics, result, timings, t0, replace, inputs, logits["test"])
     finish_checkpoints(work, cfg.train.retain_checkpoints, ctx.log)
     state.wait_for_everyone()
     return StageResult(out, metrics, [_summary_line(out, metrics)])
@@ -127,10 +129,10 @@ def _train(cfg: FinetuneConfig, loaded: _Loaded, work: Path, ctx: RunContext):
     return sets, result
 
 
-def _metrics(cfg: FinetuneConfig, loaded: _Loaded, sets: dict, result) -> dict:
+def _metrics(cfg: FinetuneConfig, loaded: _Loaded, sets: dict, result, logits: dict) -> dict:
     from mobilebert_kit.models import count_parameters
 
-    metrics = evaluate_splits(loaded.model, sets, cfg.train, loaded.pad_id, loaded.dataset.num_labels)
+    metrics = evaluate_splits(loaded.model, sets, cfg.train, loaded.pad_id, loaded.dataset.num_labels, logits)
     return {
         **metrics,
         **training_history(result),
@@ -140,10 +142,19 @@ def _metrics(cfg: FinetuneConfig, loaded: _Loaded, sets: dict, result) -> dict:
 
 
 def _write(
-    out: Path, cfg, loaded: _Loaded, metrics: dict, result, timings: dict, t0: float, overwrite: bool, inputs: tuple
+    out: Path,
+    cfg,
+    loaded: _Loaded,
+    metrics: dict,
+    result,
+    timings: dict,
+    t0: float,
+    overwrite: bool,
+    inputs: tuple,
+    test_logits,
 ) -> None:
-    """The teacher folder: model, tokenizer, labels, metrics.json and manifest.json."""
-    from mobilebert_kit import artifacts
+    """The teacher folder: model, tokenizer, labels, metrics.json, test predictions, the training log and manifest.json."""
+    from mobilebert_kit import artifacts, predictions
 
     ds = loaded.dataset
     with artifacts.staged_output(out, overwrite=overwrite, inputs=inputs) as tmp:
@@ -152,6 +163,8 @@ def _write(
         artifacts.write_labels(tmp, ds.label_names)
         artifacts.write_json(tmp / artifacts.METRICS, metrics)
         publish_training_log(result.log_dir, tmp)
+        test = ds.splits["test"]
+        predictions.write(tmp, predictions.record(test.texts, test.pairs, test.labels, test_logits))
         inputs = {
             "model": model_input(cfg.model, loaded.resolved),
             "data": {"source": ds.source, **data_hash(cfg.data)},

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from mobilebert_kit import formats as registry
+from mobilebert_kit import report_curves
 from mobilebert_kit.artifacts import COMPRESSION, META, METRICS, VERIFY, not_a_folder, staged_output, write_text
 from mobilebert_kit.config import StageConfig, check_range
 from mobilebert_kit.errors import ArtifactError
@@ -131,6 +132,7 @@ def collect(run_dir: Path, cfg: ReportConfig) -> dict:
     seq, case = _pick_case(_bench_rows(run_dir), cfg)
     notes: list[str] = []
     rows, curves = _pytorch_rows(run_dir, case)
+    logs = report_curves.stage_logs(run_dir)
     rows += _compressed_rows(run_dir / "compressed", case, notes)
     ver = _read(run_dir / "export" / VERIFY) or {}
     rows += _export_rows(run_dir / "export", ver, case, rows)
@@ -145,6 +147,7 @@ def collect(run_dir: Path, cfg: ReportConfig) -> dict:
         "batch": cfg.batch,
         "rows": rows,
         "curves": curves,
+        "training_logs": {name: report_curves.summary(lines) for name, lines in logs.items()},
         "packages": _packages(run_dir / "package"),
         "stages": _stages(run_dir / ".state"),
         "notes": notes,
@@ -370,8 +373,12 @@ def _plots(data: dict, folder: Path) -> dict[str, Path]:
             if not key.endswith("size"):
                 xlabel += f" — seq {data['seq_len']}, {data['threads']} thread(s)"
             out[key] = _save(plt, _scatter(plt, pts, key, xlabel), folder / f"{key}.png")
-    if data["curves"]:
-        out["training_curves"] = _save(plt, _curves(plt, data["curves"]), folder / "training_curves.png")
+    logs = report_curves.stage_logs(Path(data["run_dir"]))
+    if logs:  # per-step curves, the epochs' evaluations on top
+        out["step_curves"] = _save(plt, report_curves.figure(plt, logs), folder / "step_curves.png")
+    if data["curves"] and set(data["curves"]) - set(logs):  # per epoch, for stages without a step log
+        curves = {k: v for k, v in data["curves"].items() if k not in logs}
+        out["training_curves"] = _save(plt, _curves(plt, curves), folder / "training_curves.png")
     return out
 
 
@@ -479,6 +486,7 @@ def render_markdown(data: dict, title: str, plots: dict[str, Path]) -> str:
     for key, title_ in PLOTS:
         if key in plots:
             lines += [f"## {title_}", "", f"![{title_}]({FILES}/{plots[key].name})", ""]
+    lines += report_curves.summary_markdown(data.get("training_logs") or {})
     if data["packages"]:
         lines += ["## Packages", ""]
         for p in data["packages"]:
@@ -499,6 +507,7 @@ def render_markdown(data: dict, title: str, plots: dict[str, Path]) -> str:
 
 
 PLOTS = (
+    ("step_curves", "Training curves (per step)"),
     ("training_curves", "Training curves"),
     ("accuracy_vs_latency", "Accuracy vs latency"),
     ("accuracy_vs_size", "Accuracy vs size"),
@@ -533,7 +542,8 @@ def render_html(data: dict, title: str, plots: dict[str, Path]) -> str:
     parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
     if data["notes"]:
         parts.append("<ul>" + "".join(f"<li>{e(n)}</li>" for n in data["notes"]) + "</ul>")
-    parts += _html_plots(plots) + _html_packages_and_stages(data)
+    parts += _html_plots(plots) + report_curves.summary_html(data.get("training_logs") or {})
+    parts += _html_packages_and_stages(data)
     parts.append(
         f"<p><em>Written by mbk report on {time.strftime('%Y-%m-%d %H:%M:%S')} from {e(data['run_dir'])}.</em></p>"
     )

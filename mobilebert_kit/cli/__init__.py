@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("run", "Run a whole pipeline from a YAML recipe."),
     "validate": ("validate", "Check a recipe without running it."),
     "report": ("report", "Write report.html / report.md for a run."),
+    "compare": ("compare", "Put runs side by side (mbk report RUN_A RUN_B)."),
 }
 
 

@@ -57,8 +57,9 @@ def may_replace(out: Path, overwrite: bool, resume: bool) -> bool:
     return overwrite or (resume and artifacts.is_mbk_output(out))
 
 
-def evaluate_splits(model, sets: dict, train_cfg, pad_id: int, num_labels: int) -> dict:
-    """Accuracy / macro-F1 (and eval time) of ``model`` on the validation and test feature sets."""
+def evaluate_splits(model, sets: dict, train_cfg, pad_id: int, num_labels: int, logits_out: dict | None = None) -> dict:
+    """Accuracy / macro-F1 (and eval time) of ``model`` on the validation and test feature sets
+    (their logits into ``logits_out`` when given)."""
     from mobilebert_kit.batching import Collator, predict
     from mobilebert_kit.metrics import classification_metrics
 
@@ -71,6 +72,8 @@ def evaluate_splits(model, sets: dict, train_cfg, pad_id: int, num_labels: int) 
         m = classification_metrics(logits, [f["labels"] for f in sets[name].features], num_labels)
         m["eval_seconds"] = time.perf_counter() - t
         out[name] = m
+        if logits_out is not None:
+            logits_out[name] = logits
         if name == "validation":
             warn_if_degenerate(logits)
     return out
