@@ -184,9 +184,9 @@ def compare_figure(plt, runs: dict[str, dict[str, list[dict]]]):
         row[0].set_title(f"{stage}: loss", fontsize=9)
         row[1].set_title(f"{stage}: learning rate", fontsize=9)
         _finish(row)
-        if len(runs) > 6:  # many runs: the legend beside the plot, not over the curves
-            for a in row:
-                a.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=6)
+        if len(runs) > 6:  # many runs: one legend (same colours) beside the right plot, not over the curves
+            row[0].get_legend().remove()
+            row[1].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=6)
     return fig
 
 
