@@ -482,7 +482,7 @@ def _train_epoch(
     hooks.on_epoch_start(state, batches, skip)
     state.start_epoch()
     for batch in loader:
-        loss, terms, grad_norm = _step(run, batch, cfg.max_grad_norm, step_log.wants(state.global_step + 1))
+        loss, terms, grad_norm = _step(run, batch, cfg.max_grad_norm, step_log.wants_norm(state))
         examples = batch["input_ids"].shape[0] * run.world
         value = _finite(loss, state)
         state.add_batch(value, examples)

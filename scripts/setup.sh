@@ -55,4 +55,10 @@ fi
 if ! command -v javac >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   (apt-get update -qq && apt-get install -y -qq default-jdk-headless junit4 >/dev/null) || echo "note: no JDK installed; Java tokenizer tests will skip"
 fi
+# Headless Chromium (Debian) for the test that opens the HTML report in a real browser; optional (the test
+# skips without it); MBK_SKIP_CHROMIUM=1 skips it.
+if [ "${MBK_SKIP_CHROMIUM:-0}" != 1 ] && ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  (apt-get install -y -qq chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null 2>&1)) \
+    || echo "note: no chromium installed; the report's browser test will skip"
+fi
 "$VENV/bin/python" -c "import mobilebert_kit, torch, transformers, onnxruntime; print('mbk ready: torch', torch.__version__, '| transformers', transformers.__version__, '| onnxruntime', onnxruntime.__version__)"

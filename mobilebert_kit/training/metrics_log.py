@@ -5,7 +5,8 @@ copied into its artifact at the end (so ``tensorboard --logdir artifacts/runs/<n
 Each line is one JSON object:
 
 - ``{"kind": "step", "step": 40, "epoch": 1, "loss": 0.41, "loss_soft": ..., "lr": 4.1e-05,
-  "grad_norm": 2.3, "examples_per_second": 51.0, "batches": 10}``: every ``log_every`` optimizer steps.
+  "grad_norm": 2.3, "examples_per_second": 51.0, "batches": 10}``: every ``log_every`` optimizer steps, and
+  at the end of each epoch for the batches since the last line (so a short run still has its curve).
   ``loss`` and its terms are means over the batches since the previous line (``batches`` says how many);
   ``grad_norm`` is the step's total gradient norm before clipping.
 - ``{"kind": "eval", "step": 120, "epoch": 1, "val_accuracy": ..., ...}``: the end-of-epoch evaluation.
@@ -86,11 +87,15 @@ class StepLog(Hook):
         self.lr = None
         self.file = None
         self.tb = None
+        self.epoch_batches = 0
         self._reset()
 
     @property
     def path(self) -> Path:
         return self.folder / TRAIN_LOG
+
+    def on_epoch_start(self, state: TrainState, batches: int, skip: int) -> None:
+        self.epoch_batches = batches
 
     def _reset(self) -> None:
         self.loss_sum, self.batches, self.examples = 0.0, 0, 0
@@ -117,8 +122,13 @@ class StepLog(Hook):
         self._reset()
 
     def wants(self, step: int) -> bool:
-        """Whether optimizer step ``step`` gets a line (the engine then computes its gradient norm)."""
+        """Whether optimizer step ``step`` gets a line."""
         return bool(self.every) and step % self.every == 0
+
+    def wants_norm(self, state: TrainState) -> bool:
+        """Whether the coming batch's optimizer step (if it steps) gets a line, so the engine measures its
+        gradient norm: every ``every`` steps and the epoch's last batch."""
+        return self.wants(state.global_step + 1) or bool(self.every and state.batches_done + 1 >= self.epoch_batches)
 
     def add_batch(self, loss: float, examples: int, terms: dict | None = None, grad_norm=None, lr=None) -> None:
         if not self.every:
@@ -133,7 +143,15 @@ class StepLog(Hook):
             self.grad_norm = grad_norm
 
     def on_step_end(self, state: TrainState) -> None:
-        if not self.wants(state.global_step) or not self.batches:
+        if self.wants(state.global_step):
+            self._write_step(state)
+
+    def on_epoch_end(self, state: TrainState) -> bool:
+        self._write_step(state)  # the batches since the last line (runs before the evaluation closes the epoch)
+        return False
+
+    def _write_step(self, state: TrainState) -> None:
+        if not self.every or not self.batches:
             return
         rec: dict[str, Any] = {"kind": "step", "step": state.global_step, "epoch": state.epoch + 1}
         rec["loss"] = self.loss_sum / self.batches
