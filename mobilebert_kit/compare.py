@@ -15,6 +15,7 @@ output folder; the per-step training curves of every run share one axis per stag
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -108,7 +109,7 @@ def run_config(run_dir: Path) -> dict[str, Any]:
                 configs[str(m.get("stage") or sub.name)] = m["config"]
     flat: dict[str, Any] = {}
     _flatten(configs, "", flat)
-    roots = {str(run_dir), str(run_dir.resolve())}
+    roots = {str(run_dir), str(run_dir.resolve()), os.path.relpath(run_dir.resolve())}  # however the recipe spelled it
     return {k: _relative(v, roots) for k, v in flat.items()}
 
 
@@ -123,7 +124,7 @@ def _flatten(d: Any, prefix: str, out: dict) -> None:
 def _relative(v: Any, roots: set[str]) -> Any:
     if isinstance(v, str):
         for r in sorted(roots, key=len, reverse=True):
-            if r and r != "." and v.startswith(r):
+            if r and r != "." and (v == r or v.startswith(r.rstrip("/") + "/")):  # at a path boundary
                 return "<run>" + v[len(r) :]
     return v
 

@@ -122,10 +122,16 @@ def test_bad_input_is_one_error_line(cli, tmp_path, case, message):
 def test_config_of_stage_manifests_when_there_is_no_recipe_state(tmp_path):
     run = tmp_path / "manual"
     (run / "teacher").mkdir(parents=True)
-    (run / "teacher" / "manifest.json").write_text(json.dumps({"stage": "finetune", "config": {"train": {"lr": 1e-4}}}))
-    other = {"finetune.train.lr": 2e-4}
+    config = {"train": {"lr": 1e-4}, "output": f"{run}/teacher", "data": {"data": f"{run}-data.csv"}}
+    (run / "teacher" / "manifest.json").write_text(json.dumps({"stage": "finetune", "config": config}))
     cfg = run_config(run)
-    assert cfg == {"finetune.train.lr": 1e-4}
+    # the run's own folders read <run>/...; a path that only starts with the same letters is left alone
+    assert cfg == {
+        "finetune.train.lr": 1e-4,
+        "finetune.output": "<run>/teacher",
+        "finetune.data.data": f"{run}-data.csv",
+    }
+    other = {**cfg, "finetune.train.lr": 2e-4}
 
     class R:
         def __init__(self, c):

@@ -155,11 +155,12 @@ class StepLog(Hook):
             return
         rec: dict[str, Any] = {"kind": "step", "step": state.global_step, "epoch": state.epoch + 1}
         rec["loss"] = self.loss_sum / self.batches
-        rec.update(_device_means(self.terms, self.batches))
+        values = _read_device({**{f"loss_{k}": v for k, v in self.terms.items()}, "grad_norm": self.grad_norm})
+        rec.update({k: v / self.batches for k, v in values.items() if k.startswith("loss_")})
         if self.lr is not None:
             rec["lr"] = float(self.lr)
-        if self.grad_norm is not None:
-            rec["grad_norm"] = float(self.grad_norm)
+        if "grad_norm" in values:
+            rec["grad_norm"] = values["grad_norm"]
         rec["examples_per_second"] = self.examples / max(time.perf_counter() - self.t0, 1e-9)
         rec["batches"] = self.batches
         self.write(rec)
@@ -196,14 +197,20 @@ class StepLog(Hook):
             self.tb = None
 
 
-def _device_means(terms: dict, batches: int) -> dict[str, float]:
-    """Sums of device tensors -> means as floats, with one device sync for all of them."""
-    if not terms:
+def _read_device(values: dict) -> dict[str, float]:
+    """Scalar device tensors (None: left out) as floats, with one device sync for all of them."""
+    present = {k: v for k, v in values.items() if v is not None}
+    if not present:
         return {}
     import torch
 
-    values = torch.stack([v.detach().float().reshape(()) for v in terms.values()]).tolist()
-    return {f"loss_{k}": v / batches for k, v in zip(terms, values)}
+    tensors = {k: v for k, v in present.items() if isinstance(v, torch.Tensor)}
+    out = {k: float(v) for k, v in present.items() if k not in tensors}
+    if tensors:
+        floats = torch.stack([v.detach().float().reshape(()).to(next(iter(tensors.values())).device)
+                              for v in tensors.values()]).tolist()  # fmt: skip
+        out.update(zip(tensors, floats))
+    return out
 
 
 class EvalPoint(Hook):
