@@ -389,6 +389,13 @@ def test_distill_writes_a_standalone_student(distilled, teacher_dir):
     test = load_dataset(DataConfig.from_dict(manifest["data"])).splits["test"]
     logits = predict_logits(model, tok, test.texts, max_length=32)
     assert classification_metrics(logits, test.labels, 2)["accuracy"] == m["student"]["test"]["accuracy"]
+    # ... and so do its saved per-text answers; the per-step log carries the loss's two terms
+    preds = read_json(out / "test_predictions.json")
+    assert preds["predicted"] == [int(x) for x in logits.argmax(-1)] and preds["labels"] == list(test.labels)
+    lines = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
+    steps = [r for r in lines if r["kind"] == "step"]
+    assert steps and all(r["loss_soft"] + r["loss_hard"] == pytest.approx(r["loss"], rel=1e-4) for r in steps)
+    assert not any("phase" in r for r in lines)  # no transfer set here
 
 
 def test_second_run_reuses_the_cache(distilled, cli, tmp_path):
@@ -515,6 +522,8 @@ def test_unlabeled_text_is_labelled_by_the_teacher(teacher_dir, tmp_path, cli):
     # the INT8 teacher pass over the unlabeled text applies the training text's check instead of checking again
     assert r.output.count("teacher pass: checking int8 against fp32") == 1, r.output
     assert m["teacher_cache"]["train_precision"] == "int8"
+    lines = (tmp_path / "s" / "train_log.jsonl").read_text().splitlines()
+    assert lines and all(json.loads(x)["phase"] == "transfer set" for x in lines)
     r = cli("distill", "-t", teacher_dir, "--unlabeled", "builtin", "-o", tmp_path / "s2", *FAST)
     assert r.exit_code == 1
     assert "has no built-in unlabeled text; pass --unlabeled FILE" in r.output and not (tmp_path / "s2").exists()
