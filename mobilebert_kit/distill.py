@@ -339,6 +339,7 @@ def run(cfg: DistillConfig, ctx: RunContext | None = None) -> StageResult:
     check_fits_model(student.model, cfg.train, "the student")
     t_load = time.perf_counter()
     job = _Job(cfg, teacher, student, ds, data_cfg, *_unlabeled_texts(cfg, ds, data_cfg, student.tokenizer, ctx.log))
+    _check_token_alignment(job, ctx.log)
     device, state = _compute_device(cfg.train.device)
     with state.main_process_first():  # one process computes the cache, the others read it
         cached = _teacher_outputs(job, device, ctx.log, progress=not ctx.quiet)
@@ -394,6 +395,8 @@ def _build_student(cfg: DistillConfig, teacher: _Teacher) -> _Student:
     labels, its layer map and, when widths differ, TinyBERT's hidden-state projections."""
     import torch
 
+    from mobilebert_kit import token_map
+
     model, tokenizer, source, layers = _init_student(cfg, teacher)
     names = teacher.label_names
     model.config.id2label = dict(enumerate(names))
@@ -402,7 +405,9 @@ def _build_student(cfg: DistillConfig, teacher: _Teacher) -> _Student:
         raise ModelError(f"the student has {model.config.num_labels} labels but the teacher has {len(names)}")
     map_hidden, map_attention = cfg.hidden_weight > 0, cfg.attention_weight > 0
     if (map_hidden or map_attention) and not (
-        tokenizer is teacher.tokenizer or same_tokenizer(tokenizer, teacher.tokenizer)
+        tokenizer is teacher.tokenizer
+        or same_tokenizer(tokenizer, teacher.tokenizer)
+        or token_map.compatible(teacher.tokenizer, tokenizer)  # other ids/specials: checked per text later
     ):
         raise ModelError(
             f"the student's tokenizer ({cfg.student}) differs from the teacher's; hidden-state and attention "
@@ -435,6 +440,28 @@ def _init_student(cfg: DistillConfig, teacher: _Teacher):
         return fresh_student(teacher.model, cfg.student_config), teacher.tokenizer, None, None
     layers = list(cfg.layers) if cfg.layers is not None else every_other_layer(teacher.layers)
     return copy_layers_student(teacher.model, layers), teacher.tokenizer, None, layers
+
+
+def _check_token_alignment(job: _Job, log) -> None:
+    """Token-level losses across tokenizers that only differ in ids and specials (an MPNet teacher, a
+    BERT-vocabulary student): every training text must give the same pieces at the same positions."""
+    from mobilebert_kit.token_map import misaligned
+
+    student, teacher = job.student, job.teacher
+    if not (student.map_hidden or student.map_attention) or student.tokenizer is teacher.tokenizer:
+        return
+    if same_tokenizer(student.tokenizer, teacher.tokenizer):
+        return
+    train = job.ds.splits["train"]
+    texts = train.texts if train.pairs else train.texts + job.unlabeled
+    bad = misaligned(teacher.tokenizer, student.tokenizer, texts, job.cfg.train.max_length, train.pairs)
+    if bad:
+        raise ModelError(
+            f"the student's tokenizer ({job.cfg.student}) splits {len(bad)} of {len(texts)} training texts "
+            f"differently from the teacher's (first: {texts[bad[0]][:60]!r}); hidden-state and attention losses "
+            "compare token by token: drop --hidden-weight/--attention-weight or pick a student with the teacher's vocabulary"
+        )
+    log(f"token map: teacher and student tokens line up on all {len(texts)} training texts (ids and specials mapped)")
 
 
 def _layer_map(cfg: DistillConfig, student_layers: int, teacher_layers: int) -> list[int]:
