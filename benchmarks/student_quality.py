@@ -303,7 +303,10 @@ def markdown(res: dict) -> str:
             f"{_pm(s['student_validation_accuracy'])} | {windows} | {speed} | "
             f"{s['phone_size_bytes'] / 1e6:.1f} | {_pm(s['wall_minutes'], 1, '{:.1f}')} |"
         )
-    lines += ["", f"CPU: {cpu_line(res.get('cpu'))}. Wall minutes are distill+compress+export+verify+package of one seed."]
+    lines += [
+        "",
+        f"CPU: {cpu_line(res.get('cpu'))}. Wall minutes are distill+compress+export+verify+package of one seed.",
+    ]
     return "\n".join(lines) + "\n"
 
 
