@@ -101,10 +101,16 @@ class TransferText:
         }
 
     def line(self) -> str:
-        return (
-            f"unlabeled: {self.source}: {self.documents} documents -> {self.windows} windows ({self.policy}); "
-            f"{self.dropped_overlap} dropped for overlap with validation/test text, {len(self.texts)} kept"
-        )
+        return "unlabeled: " + summary_line(self.summary())
+
+
+def summary_line(summary: dict) -> str:
+    """One line for a :meth:`TransferText.summary` (the log, and the report's notes)."""
+    return (
+        f"{summary['source']}: {summary['documents']} documents -> {summary['windows']} windows "
+        f"({summary['window_policy']}); {summary['dropped_for_overlap']} dropped for overlap with validation/test "
+        f"text, {summary['kept']} kept"
+    )
 
 
 # --------------------------------------------------------------------------- sources
