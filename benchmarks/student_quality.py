@@ -230,6 +230,7 @@ def summarise(runs: dict) -> dict:
 def main(argv: list[str] | None = None) -> None:
     from mobilebert_kit.artifacts import library_versions
     from mobilebert_kit.data import data_config_for, lineage, load_dataset
+    from mobilebert_kit.runtimes import cpu_info
 
     args = parse_args(argv)
     args.work = str(Path(args.work).resolve())
@@ -237,7 +238,7 @@ def main(argv: list[str] | None = None) -> None:
     stem = "student_quality" + (f"-{args.tag}" if args.tag else "")
     out_json = Path(args.results) / f"{stem}.json"
     res = json.loads(out_json.read_text()) if out_json.exists() else {}
-    res.pop("cpu", None)  # this call's machine is recorded on write (a resumed table may span machines: see 'created')
+    res["cpu"] = cpu_info()  # this call's machine (a resumed table may span machines: see 'created')
     teacher, finetune_minutes = shared_teacher(base, args)
     if res.get("teacher", {}).get("path") not in (None, str(teacher)):
         sys.exit(f"Error: {out_json} holds results for another teacher; pass --tag or move it")
