@@ -340,6 +340,7 @@ def run(cfg: DistillConfig, ctx: RunContext | None = None) -> StageResult:
     t_load = time.perf_counter()
     job = _Job(cfg, teacher, student, ds, data_cfg, *_unlabeled_texts(cfg, ds, data_cfg, student.tokenizer, ctx.log))
     _check_token_alignment(job, ctx.log)
+    _check_cache_fits(job)
     device, state = _compute_device(cfg.train.device)
     with state.main_process_first():  # one process computes the cache, the others read it
         cached = _teacher_outputs(job, device, ctx.log, progress=not ctx.quiet)
@@ -462,6 +463,35 @@ def _check_token_alignment(job: _Job, log) -> None:
             "compare token by token: drop --hidden-weight/--attention-weight or pick a student with the teacher's vocabulary"
         )
     log(f"token map: teacher and student tokens line up on all {len(texts)} training texts (ids and specials mapped)")
+
+
+def _check_cache_fits(job: _Job) -> None:
+    """The intermediate losses keep the teacher's hidden states / attention maps of every training text in
+    memory: refuse a transfer set whose cache would not fit, before the teacher pass, not by running out."""
+    from mobilebert_kit.transfer import available_memory_bytes, intermediate_cache_bytes
+
+    student, teacher = job.student, job.teacher
+    if not job.unlabeled or not (student.map_hidden or student.map_attention):
+        return
+    free = available_memory_bytes()
+    if free is None:
+        return
+    texts = job.ds.splits["train"].texts + job.unlabeled
+    enc = teacher.tokenizer(texts, truncation=True, max_length=job.cfg.train.max_length, verbose=False)
+    config = teacher.model.config
+    need = intermediate_cache_bytes(
+        [len(ids) for ids in enc["input_ids"]],
+        len(student.layer_map) if student.map_hidden else 0,
+        config.hidden_size,
+        len(student.layer_map) if student.map_attention else 0,
+        config.num_attention_heads,
+    )
+    if need > 0.7 * free:
+        raise ModelError(
+            f"the hidden-state/attention losses on {len(texts)} training texts need ~{need / 2**30:.1f} GiB of cached "
+            f"teacher states in memory, and {free / 2**30:.1f} GiB is available: lower --max-unlabeled, or drop "
+            "--hidden-weight/--attention-weight for a large transfer set"
+        )
 
 
 def _layer_map(cfg: DistillConfig, student_layers: int, teacher_layers: int) -> list[int]:

@@ -38,6 +38,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from mobilebert_kit.errors import DataError, warn
 
 BUILTIN_TRANSFER = {
@@ -327,3 +329,23 @@ def check_readable(texts: list[str], source: str, tokenizer, sample: int = 500) 
         warn(
             f"{share:.1%} of the word pieces of the unlabeled text from {source} are [UNK] (unknown to the vocabulary)"
         )
+
+
+def intermediate_cache_bytes(
+    lengths: list[int], hidden_layers: int, hidden_size: int, attention_layers: int, heads: int
+) -> int:
+    """Bytes the teacher cache holds in memory (float16) for the hidden states and attention maps the
+    intermediate losses read: per text, ``n x layers x hidden`` and ``layers x heads x n x n``."""
+    n = np.asarray(lengths, dtype=np.int64)
+    return int(2 * (n.sum() * hidden_layers * hidden_size + (n**2).sum() * attention_layers * heads))
+
+
+def available_memory_bytes() -> int | None:
+    """MemAvailable from /proc/meminfo (Linux); None where unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None

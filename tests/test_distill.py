@@ -767,3 +767,20 @@ def test_unlabeled_text_overlapping_evaluation_is_dropped_and_counted(teacher_di
     assert r.exit_code == 1 and "Traceback" not in r.output
     assert "Error: 3 of 4 unlabeled texts from" in r.output and "overlap the validation/test texts" in r.output
     assert not (tmp_path / "s2").exists()
+
+
+def test_intermediate_losses_on_a_transfer_set_too_big_for_memory_are_refused_first(
+    teacher_dir, tmp_path, cli, monkeypatch
+):
+    """The hidden-state cache of every unlabeled text lives in memory: when it would not fit, one Error line
+    before the teacher pass says so and how to fix it (not an out-of-memory kill an hour later)."""
+    from mobilebert_kit import transfer
+
+    monkeypatch.setattr(transfer, "available_memory_bytes", lambda: 1000)
+    extra = tmp_path / "raw.txt"
+    extra.write_text("a quiet film about two brothers at sea\nthe score swells at all the wrong moments\n")
+    args = ["-t", teacher_dir, "--unlabeled", extra, "--hidden-weight", "1", "--cache-dir", tmp_path / "c"]
+    r = cli("distill", *args, "-o", tmp_path / "s", *FAST)
+    assert r.exit_code == 1 and "Traceback" not in r.output and not (tmp_path / "s").exists()
+    assert "GiB of cached teacher states in memory" in r.output and "lower --max-unlabeled" in r.output
+    assert not (tmp_path / "c").exists()  # refused before the teacher pass

@@ -154,3 +154,9 @@ def test_no_imdb_window_shares_an_8gram_with_the_rotten_tomatoes_evaluation_snip
     assert out.dropped_overlap >= 1
     assert all(eval_grams.isdisjoint(grams(w)) for w in out.texts)
     assert out.dropped_overlap / out.windows < 0.1  # most of IMDB is new text
+
+
+def test_intermediate_cache_bytes_counts_hidden_states_and_attention_maps():
+    # two texts of 3 and 5 tokens; 2 hidden layers of width 4; 1 attention layer of 2 heads; float16
+    assert transfer.intermediate_cache_bytes([3, 5], 2, 4, 0, 2) == 2 * (8 * 2 * 4)
+    assert transfer.intermediate_cache_bytes([3, 5], 0, 4, 1, 2) == 2 * ((9 + 25) * 1 * 2)
