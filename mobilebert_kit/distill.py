@@ -339,8 +339,7 @@ def run(cfg: DistillConfig, ctx: RunContext | None = None) -> StageResult:
     check_fits_model(student.model, cfg.train, "the student")
     t_load = time.perf_counter()
     job = _Job(cfg, teacher, student, ds, data_cfg, *_unlabeled_texts(cfg, ds, data_cfg, student.tokenizer, ctx.log))
-    _check_token_alignment(job, ctx.log)
-    _check_cache_fits(job)
+    _check_token_level_losses(job, ctx.log)
     device, state = _compute_device(cfg.train.device)
     with state.main_process_first():  # one process computes the cache, the others read it
         cached = _teacher_outputs(job, device, ctx.log, progress=not ctx.quiet)
@@ -443,54 +442,23 @@ def _init_student(cfg: DistillConfig, teacher: _Teacher):
     return copy_layers_student(teacher.model, layers), teacher.tokenizer, None, layers
 
 
-def _check_token_alignment(job: _Job, log) -> None:
-    """Token-level losses across tokenizers that only differ in ids and specials (an MPNet teacher, a
-    BERT-vocabulary student): every training text must give the same pieces at the same positions."""
-    from mobilebert_kit.token_map import misaligned
+def _check_token_level_losses(job: _Job, log) -> None:
+    """Before the teacher pass: the hidden-state/attention losses need the tokens to line up when the
+    tokenizers differ in ids and specials (token_map), and their cached teacher states to fit in memory."""
+    from mobilebert_kit.token_map import check_aligned
+    from mobilebert_kit.transfer import check_cache_fits
 
-    student, teacher = job.student, job.teacher
-    if not (student.map_hidden or student.map_attention) or student.tokenizer is teacher.tokenizer:
+    student, teacher, train = job.student, job.teacher, job.ds.splits["train"]
+    if not (student.map_hidden or student.map_attention):
         return
-    if same_tokenizer(student.tokenizer, teacher.tokenizer):
-        return
-    train = job.ds.splits["train"]
-    texts = train.texts if train.pairs else train.texts + job.unlabeled
-    bad = misaligned(teacher.tokenizer, student.tokenizer, texts, job.cfg.train.max_length, train.pairs)
-    if bad:
-        raise ModelError(
-            f"the student's tokenizer ({job.cfg.student}) splits {len(bad)} of {len(texts)} training texts "
-            f"differently from the teacher's (first: {texts[bad[0]][:60]!r}); hidden-state and attention losses "
-            "compare token by token: drop --hidden-weight/--attention-weight or pick a student with the teacher's vocabulary"
-        )
-    log(f"token map: teacher and student tokens line up on all {len(texts)} training texts (ids and specials mapped)")
-
-
-def _check_cache_fits(job: _Job) -> None:
-    """The intermediate losses keep the teacher's hidden states / attention maps of every training text in
-    memory: refuse a transfer set whose cache would not fit, before the teacher pass, not by running out."""
-    from mobilebert_kit.transfer import available_memory_bytes, intermediate_cache_bytes
-
-    student, teacher = job.student, job.teacher
-    if not job.unlabeled or not (student.map_hidden or student.map_attention):
-        return
-    free = available_memory_bytes()
-    if free is None:
-        return
-    texts = job.ds.splits["train"].texts + job.unlabeled
-    enc = teacher.tokenizer(texts, truncation=True, max_length=job.cfg.train.max_length, verbose=False)
-    config = teacher.model.config
-    need = intermediate_cache_bytes(
-        [len(ids) for ids in enc["input_ids"]],
-        len(student.layer_map) if student.map_hidden else 0,
-        config.hidden_size,
-        len(student.layer_map) if student.map_attention else 0,
-        config.num_attention_heads,
-    )
-    if need > 0.7 * free:
-        raise ModelError(
-            f"the hidden-state/attention losses on {len(texts)} training texts need ~{need / 2**30:.1f} GiB of cached "
-            f"teacher states in memory, and {free / 2**30:.1f} GiB is available: lower --max-unlabeled, or drop "
-            "--hidden-weight/--attention-weight for a large transfer set"
+    texts, max_length = train.texts if train.pairs else train.texts + job.unlabeled, job.cfg.train.max_length
+    if not (student.tokenizer is teacher.tokenizer or same_tokenizer(student.tokenizer, teacher.tokenizer)):
+        log(check_aligned(teacher.tokenizer, student.tokenizer, texts, max_length, train.pairs, job.cfg.student))
+    if job.unlabeled:
+        n, config = len(student.layer_map), teacher.model.config
+        hidden, attention = n * student.map_hidden, n * student.map_attention
+        check_cache_fits(
+            teacher.tokenizer, texts, max_length, hidden, config.hidden_size, attention, config.num_attention_heads
         )
 
 

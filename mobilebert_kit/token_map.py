@@ -21,6 +21,8 @@ import json
 
 import numpy as np
 
+from mobilebert_kit.errors import ModelError
+
 SPECIALS = ("cls_token", "sep_token", "pad_token", "unk_token", "mask_token")
 
 
@@ -79,3 +81,17 @@ def misaligned(
     t_ids = teacher_tok(texts, pairs, **kwargs)["input_ids"]
     s_ids = student_tok(texts, pairs, **kwargs)["input_ids"]
     return [i for i, (t, s) in enumerate(zip(t_ids, s_ids)) if len(t) != len(s) or mapping[t].tolist() != s]
+
+
+def check_aligned(
+    teacher_tok, student_tok, texts: list[str], max_length: int, pairs: list[str] | None, student_name: str | None
+) -> str:
+    """Refuse (one ModelError) when any text does not line up; else the line to log."""
+    bad = misaligned(teacher_tok, student_tok, texts, max_length, pairs)
+    if bad:
+        raise ModelError(
+            f"the student's tokenizer ({student_name}) splits {len(bad)} of {len(texts)} training texts "
+            f"differently from the teacher's (first: {texts[bad[0]][:60]!r}); hidden-state and attention losses "
+            "compare token by token: drop --hidden-weight/--attention-weight or pick a student with the teacher's vocabulary"
+        )
+    return f"token map: teacher and student tokens line up on all {len(texts)} training texts (ids and specials mapped)"

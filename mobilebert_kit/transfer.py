@@ -349,3 +349,27 @@ def available_memory_bytes() -> int | None:
     except (OSError, ValueError, IndexError):
         return None
     return None
+
+
+def check_cache_fits(
+    tokenizer,
+    texts: list[str],
+    max_length: int,
+    hidden_layers: int,
+    hidden_size: int,
+    attention_layers: int,
+    heads: int,
+) -> None:
+    """The intermediate losses keep the teacher's hidden states / attention maps of every training text in
+    memory: refuse a transfer set whose cache would not fit, before the teacher pass, not by running out."""
+    free = available_memory_bytes()
+    if free is None:
+        return
+    lengths = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=max_length, verbose=False)["input_ids"]]
+    need = intermediate_cache_bytes(lengths, hidden_layers, hidden_size, attention_layers, heads)
+    if need > 0.7 * free:
+        raise DataError(
+            f"the hidden-state/attention losses on {len(texts)} training texts need ~{need / 2**30:.1f} GiB of cached "
+            f"teacher states in memory, and {free / 2**30:.1f} GiB is available: lower --max-unlabeled, or drop "
+            "--hidden-weight/--attention-weight for a large transfer set"
+        )
