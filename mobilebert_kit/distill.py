@@ -48,6 +48,7 @@ from mobilebert_kit.training.stages import (
     training_history,
     training_setup,
 )
+from mobilebert_kit.transfer import WINDOW_MODES
 
 _LAYER_KEY = re.compile(r"(^|\.)layer\.(\d+)\.")
 
@@ -85,8 +86,14 @@ class DistillConfig(StageConfig):
     hidden_weight: float = 0.0  # hidden-state MSE (0 = off)
     attention_weight: float = 0.0  # attention-map MSE (0 = off)
     layer_map: list[int] | None = None  # teacher layer (0-based) each student layer mimics; default uniform
-    unlabeled: str | None = None  # 'builtin' (the dataset's own raw text) or a .txt/.csv/.tsv/.jsonl file
-    max_unlabeled: int | None = None  # seeded subset of the unlabeled text
+    # 'builtin' (the dataset's own raw text), 'imdb' (25k IMDB reviews, transfer.py) or a .txt/.csv/.tsv/.jsonl file
+    unlabeled: str | None = None
+    max_unlabeled: int | None = None  # seeded subset of the unlabeled text (windows, after the overlap check)
+    # how documents become training-length texts (transfer.WindowPolicy): auto = cut only the texts over
+    # max_length ('imdb': every review), sentences = cut every text, none = as given
+    unlabeled_window: str = "auto"
+    window_sentences: int = 3  # at most this many consecutive sentences per window
+    overlap_ngram: int = 8  # an unlabeled text sharing this many tokens in a row with a validation/test text is dropped
     cache_dir: str | None = None  # default $MBK_CACHE/teacher_cache (~/.cache/mobilebert_kit/teacher_cache)
     # The teacher pass over the training text: int8 (dynamic INT8 Linear layers, checked against fp32 on a
     # sample first, fp32 where the check fails; CPU only, a GPU pass stays in the teacher's own precision), or
@@ -103,6 +110,9 @@ class DistillConfig(StageConfig):
         check_range(p, "hidden_weight", self.hidden_weight, 0)
         check_range(p, "attention_weight", self.attention_weight, 0)
         check_range(p, "max_unlabeled", self.max_unlabeled, 1)
+        check_choice(p, "unlabeled_window", self.unlabeled_window, WINDOW_MODES)
+        check_range(p, "window_sentences", self.window_sentences, 1)
+        check_range(p, "overlap_ngram", self.overlap_ngram, 3)
         check_choice(p, "teacher_precision", self.teacher_precision, TEACHER_PRECISIONS)
         chosen = [  # layers + student is one choice: keep those layers of the pretrained student
             n
@@ -306,6 +316,7 @@ class _Job:
     ds: Any  # data.TextDataset
     data_cfg: DataConfig
     unlabeled: list[str]
+    transfer: dict | None = None  # where the unlabeled text came from, windows cut and dropped (transfer.py)
 
 
 @dataclass
@@ -328,7 +339,8 @@ def run(cfg: DistillConfig, ctx: RunContext | None = None) -> StageResult:
     student = _build_student(cfg, teacher)
     check_fits_model(student.model, cfg.train, "the student")
     t_load = time.perf_counter()
-    job = _Job(cfg, teacher, student, ds, data_cfg, _unlabeled_texts(cfg, ds, data_cfg))
+    job = _Job(cfg, teacher, student, ds, data_cfg, *_unlabeled_texts(cfg, ds, data_cfg, student.tokenizer, ctx.log))
+    _check_token_level_losses(job, ctx.log)
     device, state = _compute_device(cfg.train.device)
     with state.main_process_first():  # one process computes the cache, the others read it
         cached = _teacher_outputs(job, device, ctx.log, progress=not ctx.quiet)
@@ -385,6 +397,8 @@ def _build_student(cfg: DistillConfig, teacher: _Teacher) -> _Student:
     labels, its layer map and, when widths differ, TinyBERT's hidden-state projections."""
     import torch
 
+    from mobilebert_kit import token_map
+
     model, tokenizer, source, layers = _init_student(cfg, teacher)
     names = teacher.label_names
     model.config.id2label = dict(enumerate(names))
@@ -393,7 +407,9 @@ def _build_student(cfg: DistillConfig, teacher: _Teacher) -> _Student:
         raise ModelError(f"the student has {model.config.num_labels} labels but the teacher has {len(names)}")
     map_hidden, map_attention = cfg.hidden_weight > 0, cfg.attention_weight > 0
     if (map_hidden or map_attention) and not (
-        tokenizer is teacher.tokenizer or same_tokenizer(tokenizer, teacher.tokenizer)
+        tokenizer is teacher.tokenizer
+        or same_tokenizer(tokenizer, teacher.tokenizer)
+        or token_map.compatible(teacher.tokenizer, tokenizer)  # other ids/specials: checked per text later
     ):
         raise ModelError(
             f"the student's tokenizer ({cfg.student}) differs from the teacher's; hidden-state and attention "
@@ -428,6 +444,26 @@ def _init_student(cfg: DistillConfig, teacher: _Teacher):
     return copy_layers_student(teacher.model, layers), teacher.tokenizer, None, layers
 
 
+def _check_token_level_losses(job: _Job, log) -> None:
+    """Before the teacher pass: the hidden-state/attention losses need the tokens to line up when the
+    tokenizers differ in ids and specials (token_map), and their cached teacher states to fit in memory."""
+    from mobilebert_kit.token_map import check_aligned
+    from mobilebert_kit.transfer import check_cache_fits
+
+    student, teacher, train = job.student, job.teacher, job.ds.splits["train"]
+    if not (student.map_hidden or student.map_attention):
+        return
+    texts, max_length = train.texts if train.pairs else train.texts + job.unlabeled, job.cfg.train.max_length
+    if not (student.tokenizer is teacher.tokenizer or same_tokenizer(student.tokenizer, teacher.tokenizer)):
+        log(check_aligned(teacher.tokenizer, student.tokenizer, texts, max_length, train.pairs, job.cfg.student))
+    if job.unlabeled:
+        n, config = len(student.layer_map), teacher.model.config
+        hidden, attention = n * student.map_hidden, n * student.map_attention
+        check_cache_fits(
+            teacher.tokenizer, texts, max_length, hidden, config.hidden_size, attention, config.num_attention_heads
+        )
+
+
 def _layer_map(cfg: DistillConfig, student_layers: int, teacher_layers: int) -> list[int]:
     layer_map = list(cfg.layer_map) if cfg.layer_map is not None else uniform_layer_map(student_layers, teacher_layers)
     if len(layer_map) != student_layers:
@@ -444,21 +480,33 @@ def _layer_map(cfg: DistillConfig, student_layers: int, teacher_layers: int) -> 
     return layer_map
 
 
-def _unlabeled_texts(cfg: DistillConfig, ds, data_cfg: DataConfig) -> list[str]:
-    """The extra text the teacher labels (``cfg.unlabeled``), a seeded subset of it if asked."""
-    import random
-
+def _unlabeled_texts(cfg: DistillConfig, ds, data_cfg: DataConfig, tokenizer, log) -> tuple[list[str], dict | None]:
+    """The extra text the teacher labels (``cfg.unlabeled``): cut into windows, without any text that
+    overlaps validation/test, a seeded subset of it if asked (transfer.build_transfer); and its summary."""
     from mobilebert_kit.data import read_unlabeled
+    from mobilebert_kit.transfer import BUILTIN_TRANSFER, WindowPolicy, build_transfer, imdb_documents
 
     if not cfg.unlabeled:
-        return []
-    unlabeled = read_unlabeled(cfg.unlabeled, ds, data_cfg)
-    if cfg.max_unlabeled and cfg.max_unlabeled < len(unlabeled):
-        keep = sorted(random.Random(data_cfg.split_seed).sample(range(len(unlabeled)), cfg.max_unlabeled))
-        unlabeled = [unlabeled[i] for i in keep]
+        return [], None
     if ds.splits["train"].pairs:
         raise DataError("--unlabeled supports single-text tasks only; this data has a text pair column")
-    return unlabeled
+    builtin = cfg.unlabeled in BUILTIN_TRANSFER
+    documents = imdb_documents() if builtin else read_unlabeled(cfg.unlabeled, ds, data_cfg)
+    mode = "sentences" if builtin and cfg.unlabeled_window == "auto" else cfg.unlabeled_window
+    policy = WindowPolicy(cfg.train.max_length, cfg.window_sentences, mode)
+    evaluation = ds.splits["validation"].texts + ds.splits["test"].texts
+    transfer = build_transfer(
+        documents,
+        cfg.unlabeled,
+        evaluation,
+        tokenizer,
+        policy,
+        limit=cfg.max_unlabeled,
+        seed=data_cfg.split_seed,
+        ngram=cfg.overlap_ngram,
+    )
+    log(transfer.line())
+    return transfer.texts, transfer.summary()
 
 
 def _compute_device(requested: str):
@@ -502,7 +550,8 @@ def _teacher_outputs(job: _Job, device, log, progress: bool = False) -> _Cached:
     train = teacher_outputs(model, tok, train_split.texts, train_split.pairs, slot={**slot, "role": "train"}, **text)
     files = [train.path]
     if unlabeled:
-        unl_slot = {**slot, "role": "unlabeled", "source": cfg.unlabeled}
+        # one file per source and size: the 25k and 100k transfer sets of an ablation are both kept, not rebuilt
+        unl_slot = {**slot, "role": "unlabeled", "source": cfg.unlabeled, "texts": len(unlabeled)}
         # the training text's INT8 check decides this pass too (same teacher, same run): not checked twice
         extra = teacher_outputs(model, tok, unlabeled, None, slot=unl_slot, checked=train.int8_check, **text)
         train, files = train + extra, [*files, extra.path]
@@ -651,6 +700,7 @@ def _data_and_cache_numbers(job: _Job, cached: _Cached, result, train_examples: 
         "train_examples": train_examples,
         "labeled_examples": len(job.ds.splits["train"]),
         "unlabeled_examples": len(job.unlabeled),
+        **({"transfer": job.transfer} if job.transfer else {}),
         "teacher_cache": {
             "train": cached.train.status,
             "eval": cached.eval.status,

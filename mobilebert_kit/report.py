@@ -140,6 +140,7 @@ def collect(run_dir: Path, cfg: ReportConfig) -> dict:
     src = _latency(case, model="pytorch fp32 (source)")
     if src is not None and not any(_same(src.get("path"), Path(r["folder"])) for r in rows):
         notes.append(f"bench timed the exported source model in PyTorch fp32: p50 {src['p50_ms']:.2f} ms")
+    notes.extend(_transfer_notes(_read(run_dir / "student" / METRICS)))
     return {
         "run_dir": str(run_dir),
         "seq_len": seq,
@@ -154,6 +155,21 @@ def collect(run_dir: Path, cfg: ReportConfig) -> dict:
         "verify_passed": ver.get("passed") if ver else None,
         "headline": _headline(rows),
     }
+
+
+def _transfer_notes(student_metrics: dict | None) -> list[str]:
+    """distill's unlabeled text (windows kept, dropped for overlap) and its teacher pass's speed."""
+    from mobilebert_kit.transfer import summary_line
+
+    transfer = _get(student_metrics, "transfer")
+    if not isinstance(transfer, dict):
+        return []
+    note = "distill's teacher-labelled transfer text: " + summary_line(transfer)
+    cache = _get(student_metrics, "teacher_cache") or {}
+    n, seconds = student_metrics.get("train_examples"), cache.get("train_seconds")
+    if cache.get("train") == "built" and isinstance(n, int) and seconds:
+        note += f"; teacher pass {n / seconds:.0f} texts/s ({cache.get('train_precision')})"
+    return [note]
 
 
 def _pytorch_rows(run_dir: Path, case: list[dict]) -> tuple[list[dict], dict[str, list[dict]]]:

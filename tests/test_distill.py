@@ -734,3 +734,62 @@ def test_real_minilm_teacher_into_three_layers(real_teacher, cli, tmp_path):
     model, _, labels = load_classifier_folder(tmp_path / "s")
     assert labels == ["rotten", "fresh"] and model.config.num_hidden_layers == 3
     shutil.rmtree(tmp_path / "c")
+
+
+def test_unlabeled_text_overlapping_evaluation_is_dropped_and_counted(teacher_dir, sentiment_csv, tmp_path, cli):
+    """Any unlabeled source goes through the overlap guard (transfer.py): a validation/test text in a
+    user's file is dropped and counted in the log and metrics.json; a file that is mostly the
+    evaluation texts is refused with one Error line and no output."""
+    from mobilebert_kit.data import DataConfig, load_dataset
+
+    test_text = load_dataset(DataConfig(data=str(sentiment_csv))).splits["test"].texts[0]
+    mine = [
+        "a quiet film about two brothers at sea",
+        "the score swells at all the wrong moments",
+        "it runs long but the ending lands",
+        "nobody in this cast looks bored",
+    ]
+    extra = tmp_path / "raw.txt"
+    extra.write_text("\n".join([*mine, test_text]))
+    r = cli(
+        "distill",
+        "-t",
+        teacher_dir,
+        "--unlabeled",
+        extra,
+        "--cache-dir",
+        tmp_path / "c",
+        "-o",
+        tmp_path / "s",
+        *[a for a in FAST if a != "-q"],
+        "--epochs",
+        "1",
+    )
+    assert r.exit_code == 0, r.output
+    assert "5 windows (texts over max length cut into" in r.output and "1 dropped for overlap" in r.output
+    m = read_json(tmp_path / "s" / "metrics.json")
+    assert m["unlabeled_examples"] == 4 and m["transfer"]["dropped_for_overlap"] == 1 and m["transfer"]["kept"] == 4
+    extra.write_text("\n".join([test_text] * 3 + mine[:1]))
+    r = cli(
+        "distill", "-t", teacher_dir, "--unlabeled", extra, "--cache-dir", tmp_path / "c", "-o", tmp_path / "s2", *FAST
+    )
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert "Error: 3 of 4 unlabeled texts from" in r.output and "overlap the validation/test texts" in r.output
+    assert not (tmp_path / "s2").exists()
+
+
+def test_intermediate_losses_on_a_transfer_set_too_big_for_memory_are_refused_first(
+    teacher_dir, tmp_path, cli, monkeypatch
+):
+    """The hidden-state cache of every unlabeled text lives in memory: when it would not fit, one Error line
+    before the teacher pass says so and how to fix it (not an out-of-memory kill an hour later)."""
+    from mobilebert_kit import transfer
+
+    monkeypatch.setattr(transfer, "available_memory_bytes", lambda: 1000)
+    extra = tmp_path / "raw.txt"
+    extra.write_text("a quiet film about two brothers at sea\nthe score swells at all the wrong moments\n")
+    args = ["-t", teacher_dir, "--unlabeled", extra, "--hidden-weight", "1", "--cache-dir", tmp_path / "c"]
+    r = cli("distill", *args, "-o", tmp_path / "s", *FAST)
+    assert r.exit_code == 1 and "Traceback" not in r.output and not (tmp_path / "s").exists()
+    assert "GiB of cached teacher states in memory" in r.output and "lower --max-unlabeled" in r.output
+    assert not (tmp_path / "c").exists()  # refused before the teacher pass
