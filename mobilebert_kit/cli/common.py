@@ -148,7 +148,7 @@ def train_options(f: Callable) -> Callable:
         click.option(
             "--precision",
             type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
-            help=f"auto = bf16/fp16 on CUDA, fp32 on CPU. {d('precision')}",
+            help=f"auto = bf16/fp16 on CUDA; on CPU bf16 autocast where it has native bf16 (avx512_bf16/amx), else fp32 (MBK_PRECISION=fp32 forces fp32). {d('precision')}",
         ),
         click.option("--compile/--no-compile", default=None, help=f"torch.compile the model. {d('compile')}"),
         click.option(
