@@ -734,6 +734,7 @@ def _headline(metrics: dict, result) -> dict:
         "accuracy_retention": metrics["retention"]["accuracy"],
         "train_examples_per_second": result.examples_per_second,
         "parameters": metrics["parameters"],
+        "precision": f"{result.precision} ({result.precision_reason})",
     }
 
 

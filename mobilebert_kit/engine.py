@@ -84,6 +84,7 @@ class TrainConfig(StageConfig):
     dynamic_padding: bool = True  # pad each batch to its longest row, not to max_length
     group_by_length: bool = True  # batches of similar lengths (less padding), in shuffled order
     freeze_layers: int = 0  # freeze embeddings + the lowest N encoder layers (0 = train all)
+    freeze_embeddings: bool = False  # freeze the embeddings alone (freeze_layers > 0 freezes them anyway)
     precision: str = "auto"  # auto | fp32 | bf16 | fp16
     compile: bool = False
     compile_backend: str = "inductor"  # torch.compile backend (inductor; eager/aot_eager to debug)
@@ -186,8 +187,12 @@ def resume_fingerprint(
     return fingerprint(run_fingerprint, options, batch_size, grad_accum, world)
 
 
-def freeze_lower_layers(model, n: int) -> int:
-    """Freeze embeddings + the lowest ``n`` encoder layers; returns the trainable parameter count."""
+def freeze_lower_layers(model, n: int, embeddings: bool = False) -> int:
+    """Freeze embeddings + the lowest ``n`` encoder layers (``embeddings``: the embeddings even when ``n`` is 0);
+    returns the trainable parameter count."""
+    if embeddings:
+        for p in model.base_model.embeddings.parameters():
+            p.requires_grad_(False)
     if n <= 0:
         return sum(p.numel() for p in model.parameters() if p.requires_grad)
     base = model.base_model
@@ -398,7 +403,7 @@ def _setup(task: TrainModule, cfg: TrainConfig, batch_size: int, grad_accum: int
     set_seed(cfg.seed)
     if cfg.gradient_checkpointing:
         task.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    trainable = freeze_lower_layers(task.model, cfg.freeze_layers)
+    trainable = freeze_lower_layers(task.model, cfg.freeze_layers, cfg.freeze_embeddings)
     wrapper = _wrapper_module(task)
     batches_per_process = math.ceil(math.ceil(n_train / batch_size) / accelerator.num_processes)
     total_steps = math.ceil(batches_per_process / grad_accum) * cfg.epochs

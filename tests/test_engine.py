@@ -191,6 +191,18 @@ def test_freeze_layers_freezes_embeddings_and_lower_layers(setup, tmp_path):
     assert "classifier.weight" in changed
 
 
+def test_freeze_embeddings_alone(setup, tmp_path):
+    """--freeze-embeddings keeps the embeddings (and only them) fixed: every encoder layer still trains."""
+    model, tok, feats, cfg = setup(epochs=1, freeze_embeddings=True)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    r = _train(model, tok, feats, cfg, tmp_path / "w")
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert not any(n.startswith("bert.embeddings") for n in changed)
+    assert any(n.startswith("bert.encoder.layer.0.") for n in changed) and "classifier.weight" in changed
+    assert all(p.requires_grad for p in model.parameters())  # unfrozen again for whoever uses the model next
+    assert r.steps == 8
+
+
 def test_grad_accum_reduces_optimizer_steps(setup, tmp_path):
     model, tok, feats, cfg = setup(epochs=1, grad_accum=4)
     r = _train(model, tok, feats, cfg, tmp_path / "w")

@@ -76,6 +76,7 @@ TRAIN_OPTIONS = (
     "dynamic_padding",
     "group_by_length",
     "freeze_layers",
+    "freeze_embeddings",
     "precision",
     "compile",
     "gradient_checkpointing",
@@ -144,6 +145,11 @@ def train_options(f: Callable) -> Callable:
         ),
         click.option(
             "--freeze-layers", type=int, help=f"Freeze embeddings + the lowest N layers. {d('freeze_layers')}"
+        ),
+        click.option(
+            "--freeze-embeddings/--no-freeze-embeddings",
+            default=None,
+            help=f"Freeze the embeddings (word, position, type, LayerNorm) alone. {d('freeze_embeddings')}",
         ),
         click.option(
             "--precision",
