@@ -231,23 +231,38 @@ class ArmParity:
             raise DeviceError(f"ARM64 emulation incomplete: {missing[0]}")
 
     def check(self, model_path: Path, parity, runner) -> list[dict]:
-        """Rows for verify (gated like the x86 run) and ``parity.entry["arm64"]`` with the numbers.
+        """Rows for verify (gated like the x86 run) and ``parity.entry["arm64"]`` with the numbers."""
+        return self.begin(model_path, parity, runner)()
+
+    def begin(self, model_path: Path, parity, runner):
+        """Start the emulated runs now and return the function that waits for them and gives :meth:`check`'s rows.
 
         The (onnxruntime version, CPU model) runs are emulator processes started together (as many at once as
-        there are cores, :meth:`workers`); the x86 logits on the same batches are computed while they run."""
+        there are cores, :meth:`workers`), so the caller's x86 checks run while they do; the x86 logits on the
+        ARM leg's own batches are computed in the meantime too."""
         if self.emulator is None:
             parity.entry["arm64"] = f"skipped: {self.reason}"
-            return [parity.row(self.name, None, detail=f"SKIP: {self.reason}")]
+            return lambda: [parity.row(self.name, None, detail=f"SKIP: {self.reason}")]
         idx, ref = subset_ref(parity.ref, self.config.sample_size(), self.config.seed)
         # batched as --batch-size (batch 1 under QEMU costs minutes): this check is about ARM kernels vs x86
         # kernels on identical batches; the batch-1 (phone) numerics are the x86 run's
         batches = feed_batches(ref, runner.static_batch or parity.batch_size)
-        judge = replace(parity, ref=ref, entry={})  # the same compare, on the subset's PyTorch reference
         configs = [(v, c) for v in self.config.versions() for c in self.config.cpus]
-        with ThreadPoolExecutor(max_workers=self.workers(len(configs))) as pool:
-            pending = {vc: self._launch(pool, model_path, batches, *vc) for vc in configs}
-            x86 = assemble(batches, [np.asarray(runner.logits(b)) for _, b in batches], len(idx))
-            done = {vc: _outcome(p) for vc, p in pending.items()}
+        pool = ThreadPoolExecutor(max_workers=self.workers(len(configs)))
+        pending = {vc: self._launch(pool, model_path, batches, *vc) for vc in configs}
+
+        def finish() -> list[dict]:
+            try:
+                x86 = assemble(batches, [np.asarray(runner.logits(b)) for _, b in batches], len(idx))
+                done = {vc: _outcome(p) for vc, p in pending.items()}
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)
+            return self._finish(parity, ref, idx, batches, configs, x86, done)
+
+        return finish
+
+    def _finish(self, parity, ref: dict, idx, batches: list, configs: list, x86: np.ndarray, done: dict) -> list:
+        judge = replace(parity, ref=ref, entry={})  # the same compare, on the subset's PyTorch reference
         rows, runs, logits = [], [], {}
         for version, cpu in configs:
             run_rows, record, got = self._judge_one(judge, batches, version, cpu, (idx, x86), done[(version, cpu)])
