@@ -46,6 +46,7 @@ def verify_once(export_dir: Path, which: str, formats: list[str]) -> dict:
     with tempfile.TemporaryDirectory(prefix="mbk-verify-time-") as tmp:
         copy = Path(tmp) / "export"
         shutil.copytree(export_dir, copy)
+        (copy / "verify.json").unlink(missing_ok=True)  # an earlier verify's entries would be kept and reported
         cfg = VerifyConfig.from_dict({"export_dir": str(copy), "formats": formats, "arm": settings(which)})
         t0 = time.perf_counter()
         report = run(cfg, RunContext(quiet=True)).metrics
