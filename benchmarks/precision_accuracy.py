@@ -108,7 +108,7 @@ def summary(runs: dict) -> dict:
             "accuracy": acc,
             "examples_per_second": eps,
             "bf16_minus_fp32_accuracy": diff,
-            "within_noise": abs(diff) <= 2 * noise if noise else None,
+            "within_noise": abs(diff) <= 2 * noise if min(len(v) for v in by_p.values()) > 1 else None,
             "bf16_speedup": eps["bf16"]["mean"] / eps["fp32"]["mean"],
         }
     return out
