@@ -32,11 +32,12 @@ import numpy as np
 from mobilebert_kit.artifacts import not_a_folder
 from mobilebert_kit.config import StageConfig, check_choice, check_range
 from mobilebert_kit.data import DataConfig
-from mobilebert_kit.devices import TEACHER_PRECISIONS, select_device, teacher_pass_precision
+from mobilebert_kit.devices import select_device
 from mobilebert_kit.engine import TrainConfig
 from mobilebert_kit.errors import ConfigError, DataError, ModelError
 from mobilebert_kit.stage import RunContext, StageResult
 from mobilebert_kit.teacher_cache import TeacherOutputs, default_cache_dir, teacher_outputs, teacher_weights_sha
+from mobilebert_kit.teacher_precision import TEACHER_PASS_PRECISIONS, teacher_pass_plan
 from mobilebert_kit.training.metrics_log import publish as publish_training_log
 from mobilebert_kit.training.stages import (
     check_fits_model,
@@ -97,7 +98,9 @@ class DistillConfig(StageConfig):
     cache_dir: str | None = None  # default $MBK_CACHE/teacher_cache (~/.cache/mobilebert_kit/teacher_cache)
     # The teacher pass over the training text: int8 (dynamic INT8 Linear layers, checked against fp32 on a
     # sample first, fp32 where the check fails; CPU only, a GPU pass stays in the teacher's own precision), or
-    # fp32. Validation/test teacher scores always come from the fp32 teacher.
+    # fp32; bf16 (autocast, checked the same way, CPUs with native bf16); auto (on a CPU with native bf16: check
+    # int8 and bf16, time both on the sample, keep the faster; int8 elsewhere). Validation/test teacher scores
+    # always come from the fp32 teacher.
     teacher_precision: str = "int8"
     data: DataConfig | None = None  # None = the data recorded in the teacher's manifest
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -113,7 +116,7 @@ class DistillConfig(StageConfig):
         check_choice(p, "unlabeled_window", self.unlabeled_window, WINDOW_MODES)
         check_range(p, "window_sentences", self.window_sentences, 1)
         check_range(p, "overlap_ngram", self.overlap_ngram, 3)
-        check_choice(p, "teacher_precision", self.teacher_precision, TEACHER_PRECISIONS)
+        check_choice(p, "teacher_precision", self.teacher_precision, TEACHER_PASS_PRECISIONS)
         chosen = [  # layers + student is one choice: keep those layers of the pretrained student
             n
             for n, v in (
@@ -541,9 +544,9 @@ def _teacher_outputs(job: _Job, device, log, progress: bool = False) -> _Cached:
         "attention_layers": student.layer_map if student.map_attention else [],
     }
     train_split, model, tok = ds.splits["train"], teacher.model, teacher.tokenizer
-    precision = teacher_pass_precision(cfg.teacher_precision, device.type)
-    if precision != cfg.teacher_precision:
-        why = f"{cfg.teacher_precision} is CPU-only (torch.ao kernels)"
+    precision = teacher_pass_plan(cfg.teacher_precision, device.type)
+    if precision != cfg.teacher_precision and not (cfg.teacher_precision == "auto" and precision != "fp32"):
+        why = f"{cfg.teacher_precision} needs a CPU (with native bf16 for bf16; torch.ao kernels for int8)"
         log(f"teacher pass: {why}; this {device.type} pass runs in {precision}")
     # the training text's pass; evaluation's stays fp32
     text = {**what, **common, "precision": precision, "temperature": cfg.temperature}
@@ -792,6 +795,7 @@ def _headline(metrics: dict, result) -> dict:
         "accuracy_retention": metrics["retention"]["accuracy"],
         "train_examples_per_second": result.examples_per_second,
         "parameters": metrics["parameters"],
+        "precision": f"{result.precision} ({result.precision_reason})",
     }
 
 

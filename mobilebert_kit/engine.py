@@ -4,7 +4,7 @@ modules such as width projections).
 
 What it does, each behind a real switch in :class:`TrainConfig`:
 dynamic padding and length-grouped batches, gradient accumulation, mixed precision
-(``auto`` = bf16/fp16 on CUDA, fp32 on CPU), torch.compile, gradient checkpointing, freezing
+(``auto`` = bf16/fp16 on CUDA; on CPU bf16 autocast where it has native bf16, else fp32), torch.compile, gradient checkpointing, freezing
 embeddings + the lowest N layers, DataLoader workers / pin_memory, automatic batch size on
 out-of-memory, evaluation every epoch with best-epoch selection and early stopping, crash-safe
 checkpoints (model, optimizer, scheduler, scaler, RNG, data position) with exact resume, and
@@ -31,7 +31,7 @@ import numpy as np
 
 from mobilebert_kit.batching import TOKEN_KEYS, Collator, FeatureDataset, batch_order, predict
 from mobilebert_kit.config import StageConfig, check_choice, check_range
-from mobilebert_kit.devices import resolve_precision, select_device
+from mobilebert_kit.devices import choose_precision, precision_line, resolve_precision, select_device
 from mobilebert_kit.errors import Interrupted, TrainingError
 from mobilebert_kit.training.checkpoint import BEST, Checkpointer, latest_checkpoint, load_best
 from mobilebert_kit.training.hooks import Evaluation, FaultInjection, Hooks, PeriodicCheckpoint, ProgressBar
@@ -86,6 +86,7 @@ class TrainConfig(StageConfig):
     dynamic_padding: bool = True  # pad each batch to its longest row, not to max_length
     group_by_length: bool = True  # batches of similar lengths (less padding), in shuffled order
     freeze_layers: int = 0  # freeze embeddings + the lowest N encoder layers (0 = train all)
+    freeze_embeddings: bool = False  # freeze the embeddings alone (freeze_layers > 0 freezes them anyway)
     precision: str = "auto"  # auto | fp32 | bf16 | fp16
     compile: bool = False
     compile_backend: str = "inductor"  # torch.compile backend (inductor; eager/aot_eager to debug)
@@ -143,6 +144,7 @@ class TrainResult:
     world_size: int
     notes: list[str] = field(default_factory=list)
     log_dir: Path | None = None  # where train_log.jsonl (and tb/) were written, for the stage to publish
+    precision_reason: str = ""  # why this precision (e.g. "CPU has avx512_bf16"), see devices.choose_precision
 
 
 class TrainModule:
@@ -178,15 +180,25 @@ def fingerprint(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def resume_fingerprint(run_fingerprint: str, cfg: TrainConfig, batch_size: int, grad_accum: int, world: int) -> str:
+def resume_fingerprint(
+    run_fingerprint: str, cfg: TrainConfig, batch_size: int, grad_accum: int, world: int, cpu_auto_bf16: bool = False
+) -> str:
     """What a checkpoint must have been made with to be resumed: the caller's data/model
-    fingerprint, every option that changes the computation, the batch layout and process count."""
+    fingerprint, every option that changes the computation, the batch layout and process count.
+    ``cpu_auto_bf16``: ``auto`` resolved to bf16 on a CPU (it used to mean fp32 there, and still does on a CPU
+    without native bf16, whose checkpoints keep their fingerprint), so an fp32 checkpoint is not resumed in bf16."""
     options = {k: v for k, v in cfg.to_dict().items() if k not in RESUME_NEUTRAL}
+    if cpu_auto_bf16:
+        options["precision"] = "auto:bf16"
     return fingerprint(run_fingerprint, options, batch_size, grad_accum, world)
 
 
-def freeze_lower_layers(model, n: int) -> int:
-    """Freeze embeddings + the lowest ``n`` encoder layers; returns the trainable parameter count."""
+def freeze_lower_layers(model, n: int, embeddings: bool = False) -> int:
+    """Freeze embeddings + the lowest ``n`` encoder layers (``embeddings``: the embeddings even when ``n`` is 0);
+    returns the trainable parameter count."""
+    if embeddings:
+        for p in model.base_model.embeddings.parameters():
+            p.requires_grad_(False)
     if n <= 0:
         return sum(p.numel() for p in model.parameters() if p.requires_grad)
     base = model.base_model
@@ -308,6 +320,7 @@ class _Run:
     total_steps: int
     trainable: int
     log: Callable[[str], None]
+    precision_reason: str = ""
 
     @property
     def world(self) -> int:
@@ -339,7 +352,8 @@ def _train_once(task, train_set, eval_set, cfg: TrainConfig, batch_size: int, gr
     ckpt = Checkpointer(
         opts.workdir, cfg.keep_checkpoints, run.accelerator, run.wrapper, run.optimizer, run.scheduler, scaler
     )
-    fp = resume_fingerprint(opts.run_fingerprint, cfg, batch_size, grad_accum, run.world)
+    cpu_auto_bf16 = cfg.precision == "auto" and run.device_type == "cpu" and run.precision == "bf16"
+    fp = resume_fingerprint(opts.run_fingerprint, cfg, batch_size, grad_accum, run.world, cpu_auto_bf16)
     state, resumed_from = ckpt.start(fp, opts.resume, run.log)
     step_log = StepLog(opts.workdir, cfg.log_every, opts.phase, writer=run.is_main)
     step_log.start(state, resumed=resumed_from is not None)
@@ -385,6 +399,7 @@ def _train_once(task, train_set, eval_set, cfg: TrainConfig, batch_size: int, gr
         device=str(run.accelerator.device),
         world_size=run.world,
         log_dir=opts.workdir if step_log.every else None,
+        precision_reason=run.precision_reason,
     )
 
 
@@ -396,7 +411,8 @@ def _setup(task: TrainModule, cfg: TrainConfig, batch_size: int, grad_accum: int
     from transformers import get_linear_schedule_with_warmup
 
     device_type = select_device(cfg.device).type
-    precision = resolve_precision(cfg.precision, device_type)
+    precision, precision_reason = choose_precision(cfg.precision, device_type)
+    _forget_mixed_precision()
     accelerator = Accelerator(
         cpu=device_type == "cpu",
         mixed_precision={"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision],
@@ -406,7 +422,7 @@ def _setup(task: TrainModule, cfg: TrainConfig, batch_size: int, grad_accum: int
     set_seed(cfg.seed)
     if cfg.gradient_checkpointing:
         task.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    trainable = freeze_lower_layers(task.model, cfg.freeze_layers)
+    trainable = freeze_lower_layers(task.model, cfg.freeze_layers, cfg.freeze_embeddings)
     wrapper = _wrapper_module(task)
     batches_per_process = math.ceil(math.ceil(n_train / batch_size) / accelerator.num_processes)
     total_steps = math.ceil(batches_per_process / grad_accum) * cfg.epochs
@@ -418,6 +434,7 @@ def _setup(task: TrainModule, cfg: TrainConfig, batch_size: int, grad_accum: int
     forward = torch.compile(wrapper, dynamic=True, backend=cfg.compile_backend) if cfg.compile else wrapper
     collator = Collator(opts.pad_id, cfg.max_length, cfg.dynamic_padding)
     log = opts.log if accelerator.is_main_process else (lambda m: None)
+    log(precision_line(precision, precision_reason))
     return _Run(
         accelerator,
         wrapper,
@@ -430,7 +447,17 @@ def _setup(task: TrainModule, cfg: TrainConfig, batch_size: int, grad_accum: int
         total_steps,
         trainable,
         log,
+        precision_reason,
     )
+
+
+def _forget_mixed_precision() -> None:
+    """accelerate keeps the first Accelerator's mixed precision for the whole process and refuses another, so a
+    second training in one process (``mbk run``'s stages, compress's recovery) could not use another precision.
+    Clearing its AcceleratorState (not the process-group state) lets each training choose its own."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=False)
 
 
 def _optimizer(wrapper, cfg: TrainConfig, device_type: str):

@@ -200,4 +200,5 @@ def _headline(metrics: dict) -> dict:
         "validation_macro_f1": metrics["validation"]["macro_f1"],
         "train_examples_per_second": metrics["train_examples_per_second"],
         "parameters": metrics["parameters"],
+        "precision": f"{metrics['precision']} ({metrics.get('precision_reason', '')})",
     }

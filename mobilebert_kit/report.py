@@ -28,6 +28,7 @@ from mobilebert_kit.artifacts import COMPRESSION, META, METRICS, VERIFY, not_a_f
 from mobilebert_kit.config import StageConfig, check_range
 from mobilebert_kit.errors import ArtifactError
 from mobilebert_kit.stage import RunContext, StageResult
+from mobilebert_kit.stage_minutes import minutes_per_stage_lines
 
 HTML = "report.html"
 MD = "report.md"
@@ -518,6 +519,7 @@ def render_markdown(data: dict, title: str, plots: dict[str, Path]) -> str:
             for s in data["stages"]
         ]
         lines.append("")
+    lines += minutes_per_stage_lines(Path(data["run_dir"]))  # where the run's minutes went (stage_minutes.py)
     lines.append(f"_Written by mbk report on {time.strftime('%Y-%m-%d %H:%M:%S')} from {data['run_dir']}._")
     return "\n".join(lines) + "\n"
 

@@ -469,6 +469,10 @@ class Parity:
         """The same file in the aarch64 onnxruntime on emulated phone CPUs (:mod:`mobilebert_kit.emulation`)."""
         return self.arm.check(model_path, self, runner) if self.arm else []
 
+    def arm_begin(self, model_path: Path, runner):
+        """:meth:`arm_check` started now (emulator processes in the background); call the result for its rows."""
+        return self.arm.begin(model_path, self, runner) if self.arm else list
+
 
 def _tolerance_rows(name: str, prefix: str, diff: float, agree: float, m: dict, base: dict, tol: Tolerance) -> list:
     if tol.max_abs_diff is None:

@@ -94,7 +94,10 @@ def distilled(teacher_dir, tmp_path_factory):
         ),
         ({"hidden_weight": -1}, "hidden_weight must be in [0, inf), got -1"),
         ({"layer_map": [1, 3]}, "layer_map only matters with hidden_weight or attention_weight > 0"),
-        ({"teacher_precision": "fp16"}, "teacher_precision must be one of fp32, int8; got 'fp16'"),
+        (
+            {"teacher_precision": "fp16"},
+            "teacher_precision must be one of fp32, int8, bf16, auto; got 'fp16' (did you mean 'bf16'?)",
+        ),
     ],
 )
 def test_config_refuses_bad_values(kw, message):
@@ -289,6 +292,63 @@ def test_int8_teacher_pass_is_a_cpu_path():
     assert teacher_pass_precision("int8", "cpu") == "int8"
     assert teacher_pass_precision("int8", "cuda") == "fp32"  # torch.ao's dynamic INT8 kernels are CPU-only
     assert teacher_pass_precision("fp32", "cpu") == "fp32"
+
+
+def test_teacher_pass_plan_follows_the_device(monkeypatch):
+    """What each --teacher-precision tries: bf16 only on a CPU with native bf16, auto = check and time both there
+    and INT8 elsewhere, and a GPU pass runs the teacher as loaded."""
+    from mobilebert_kit import devices
+    from mobilebert_kit.teacher_precision import teacher_pass_plan
+
+    monkeypatch.setattr(devices, "cpu_bf16_flags", lambda: ["avx512_bf16"])
+    assert [teacher_pass_plan(p, "cpu") for p in ("fp32", "int8", "bf16", "auto")] == ["fp32", "int8", "bf16", "auto"]
+    assert [teacher_pass_plan(p, "cuda") for p in ("int8", "bf16", "auto")] == ["fp32"] * 3
+    monkeypatch.setattr(devices, "cpu_bf16_flags", lambda: [])
+    assert [teacher_pass_plan(p, "cpu") for p in ("bf16", "auto")] == ["fp32", "int8"]
+
+
+def test_bf16_teacher_pass_is_cached_apart_checked_and_close_to_fp32(tmp_path, teacher_dir):
+    """A bf16 teacher pass runs the teacher under autocast (its weights stay fp32, untouched), is checked against
+    fp32 on a sample, gets its own cache file, and its outputs are near the fp32 pass's but not identical."""
+    teacher, tok, _ = load_classifier_folder(teacher_dir)
+    fp32 = _outputs(teacher, tok, teacher_dir, tmp_path / "c", hidden=[1])
+    bf16 = _outputs(teacher, tok, teacher_dir, tmp_path / "c", hidden=[1], precision="bf16")
+    assert bf16.status == "built" and bf16.path != fp32.path
+    assert bf16.int8_check["precision"] == "bf16" and bf16.int8_check["tried"][0]["kl"] <= bf16.int8_check["max_kl"]
+    assert all(p.dtype == torch.float32 for p in teacher.parameters())
+    diff = float(np.abs(bf16.logits - fp32.logits).max())
+    assert 0 < diff < 0.1 * float(np.abs(fp32.logits).max())
+    assert (bf16.logits.argmax(-1) == fp32.logits.argmax(-1)).all()
+    assert _outputs(teacher, tok, teacher_dir, tmp_path / "c", hidden=[1], precision="bf16").status == "hit"
+
+
+def test_auto_teacher_pass_keeps_the_faster_of_the_checked(teacher_dir, monkeypatch):
+    """auto checks int8 and bf16, times both on the sample and keeps the faster that passed; one that fails the
+    soft-label check is not a candidate however fast; none passing leaves the fp32 teacher."""
+    from mobilebert_kit import int8_teacher as it
+    from mobilebert_kit import teacher_precision as tp
+
+    teacher, tok, _ = load_classifier_folder(teacher_dir)
+    texts, lines = TEXTS * 10, []
+    kw = {"plan": "auto", "max_length": 32, "temperature": 3.0, "log": lines.append}
+    fast = {"int8": 2.0, "bf16": 1.0}
+    monkeypatch.setattr(tp, "_timed_pass", lambda m, *a: fast["bf16" if type(m).__name__ == "Bf16Autocast" else "int8"])
+    model, report = tp.checked_teacher(teacher, tok, texts, None, **kw)
+    assert report["precision"] == "bf16" and type(model).__name__ == "Bf16Autocast"
+    assert report["auto"]["seconds_on_sample"] == {"int8": 2.0, "bf16": 1.0}
+    assert lines[-1].startswith("teacher pass: bf16 (auto: faster on") and "int8 2000 ms, bf16 1000 ms" in lines[-1]
+    assert tp.as_checked(teacher, report).__class__.__name__ == "Bf16Autocast"
+    fast.update(int8=0.5)
+    model, report = tp.checked_teacher(teacher, tok, texts, None, **kw)
+    assert report["precision"] == "int8" and model is not teacher
+    failed = {"precision": "fp32", "sample": 80, "max_kl": it.MAX_KL, "fp32_layers": [], "tried": []}
+    with monkeypatch.context() as m:  # the check, not the clock, rules a candidate out
+        m.setattr(it, "int8_teacher", lambda model, *a, **k: (model, failed))
+        model, report = tp.checked_teacher(teacher, tok, texts, None, **kw)
+    assert report["precision"] == "bf16" and "int8 failed the soft-label check" in lines[-1]
+    monkeypatch.setattr(it, "MAX_KL", -1.0)
+    model, report = tp.checked_teacher(teacher, tok, texts, None, **kw)
+    assert model is teacher and report["precision"] == "fp32"
 
 
 def test_int8_teacher_check_keeps_outlier_layers_fp32_until_close(teacher_dir, monkeypatch):

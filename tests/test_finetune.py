@@ -79,6 +79,30 @@ def test_finetune_writes_complete_artifact(tiny4, tmp_path, cli):
     assert {"train_log.jsonl", "test_predictions.json"} <= set(m["files"])
 
 
+def test_freeze_embeddings_switch_and_precision_recorded(tiny4, tmp_path, cli):
+    """--freeze-embeddings reaches the engine (the saved embeddings equal the start's); the precision auto chose
+    and why are in metrics.json and the manifest, as devices.choose_precision decides on this machine."""
+    import torch
+    from safetensors.torch import load_file
+
+    from mobilebert_kit.devices import choose_precision
+
+    model, data = tiny4
+    out = tmp_path / "frozen"
+    r = cli("finetune", "--model", model, "--data", data, *FAST, "--freeze-embeddings", "--max-steps", "2", "-o", out)
+    assert r.exit_code == 0, r.output
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["config"]["train"]["freeze_embeddings"] is True
+    start, end = load_file(Path(model) / "model.safetensors"), load_file(out / "model.safetensors")
+    emb = [k for k in end if ".embeddings." in k]
+    assert emb and all(torch.equal(start[k], end[k]) for k in emb)
+    assert any(not torch.equal(start[k], end[k]) for k in end if ".encoder.layer.0." in k)
+    precision, reason = choose_precision("auto", "cpu")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert (metrics["precision"], metrics["precision_reason"]) == (precision, reason)
+    assert m["metrics"]["precision"] == f"{precision} ({reason})"
+
+
 @pytest.mark.parametrize(
     "args,message",
     [

@@ -76,6 +76,7 @@ TRAIN_OPTIONS = (
     "dynamic_padding",
     "group_by_length",
     "freeze_layers",
+    "freeze_embeddings",
     "precision",
     "compile",
     "gradient_checkpointing",
@@ -147,9 +148,14 @@ def train_options(f: Callable) -> Callable:
             "--freeze-layers", type=int, help=f"Freeze embeddings + the lowest N layers. {d('freeze_layers')}"
         ),
         click.option(
+            "--freeze-embeddings/--no-freeze-embeddings",
+            default=None,
+            help=f"Freeze the embeddings (word, position, type, LayerNorm) alone. {d('freeze_embeddings')}",
+        ),
+        click.option(
             "--precision",
             type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
-            help=f"auto = bf16/fp16 on CUDA, fp32 on CPU. {d('precision')}",
+            help=f"auto = bf16/fp16 on CUDA; on CPU bf16 autocast where it has native bf16 (avx512_bf16/amx), else fp32 (MBK_PRECISION=fp32 forces fp32). {d('precision')}",
         ),
         click.option("--compile/--no-compile", default=None, help=f"torch.compile the model. {d('compile')}"),
         click.option(

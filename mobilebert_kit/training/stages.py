@@ -138,6 +138,7 @@ def training_setup(result) -> dict[str, Any]:
     """Where and how it trained (precision, device, processes, batch layout, notes), for metrics.json."""
     return {
         "precision": result.precision,
+        "precision_reason": getattr(result, "precision_reason", ""),
         "device": result.device,
         "world_size": result.world_size,
         "batch_size": result.batch_size,
