@@ -218,7 +218,7 @@ def fresh_student(teacher, arch: StudentArch):
     return AutoModelForSequenceClassification.from_config(config)
 
 
-def pretrained_student(source: str, label_names: list[str]):
+def pretrained_student(source: str, label_names: list[str], log=None):
     from transformers import AutoConfig
 
     from mobilebert_kit.models import load_pretrained_for_classification, load_tokenizer, resolve_model
@@ -237,7 +237,7 @@ def pretrained_student(source: str, label_names: list[str]):
             f"student {source} has {config.num_labels} labels but the teacher has {len(label_names)} "
             f"({', '.join(label_names)}); pass a student with {len(label_names)} labels or a base model"
         )
-    return load_pretrained_for_classification(resolved, label_names), load_tokenizer(resolved.path), resolved
+    return load_pretrained_for_classification(resolved, label_names, log=log), load_tokenizer(resolved.path), resolved
 
 
 def same_tokenizer(a, b) -> bool:
@@ -324,7 +324,7 @@ def run(cfg: DistillConfig, ctx: RunContext | None = None) -> StageResult:
     inputs = cfg.input_paths()
     out, work = training_dirs(cfg.output, ctx.overwrite, ctx.resume, inputs)
     teacher, data_cfg, ds = _load_teacher_and_data(cfg, ctx.log)
-    student = _build_student(cfg, teacher)
+    student = _build_student(cfg, teacher, ctx.log)
     check_fits_model(student.model, cfg.train, "the student")
     t_load = time.perf_counter()
     job = _Job(cfg, teacher, student, ds, data_cfg, _unlabeled_texts(cfg, ds, data_cfg))
@@ -378,12 +378,12 @@ def _load_teacher_and_data(cfg: DistillConfig, log):
     return teacher, data_cfg, ds
 
 
-def _build_student(cfg: DistillConfig, teacher: _Teacher) -> _Student:
+def _build_student(cfg: DistillConfig, teacher: _Teacher, log=None) -> _Student:
     """The student (copied layers, a pretrained model or a fresh architecture) with the teacher's
     labels, its layer map and, when widths differ, TinyBERT's hidden-state projections."""
     import torch
 
-    model, tokenizer, source, layers = _init_student(cfg, teacher)
+    model, tokenizer, source, layers = _init_student(cfg, teacher, log)
     names = teacher.label_names
     model.config.id2label = dict(enumerate(names))
     model.config.label2id = {n: i for i, n in enumerate(names)}
@@ -408,13 +408,13 @@ def _build_student(cfg: DistillConfig, teacher: _Teacher) -> _Student:
     return _Student(model, tokenizer, source, layers, layer_map, map_hidden, map_attention, extra)
 
 
-def _init_student(cfg: DistillConfig, teacher: _Teacher):
+def _init_student(cfg: DistillConfig, teacher: _Teacher, log=None):
     """(model, tokenizer, pretrained source or None, copied teacher layers or None)."""
     import torch
 
     torch.manual_seed(cfg.train.seed)  # a new head / fresh student / projections: same seed, same model
     if cfg.init_method == "student":
-        model, tokenizer, resolved = pretrained_student(cfg.student, teacher.label_names)
+        model, tokenizer, resolved = pretrained_student(cfg.student, teacher.label_names, log)
         source = {"source": cfg.student, "path": resolved.path, "kind": resolved.kind}
         if cfg.layers is not None:
             model = copy_layers_student(model, list(cfg.layers))

@@ -97,7 +97,7 @@ def _load(cfg: FinetuneConfig, log) -> _Loaded:
     log(f"data: {ds.source}: " + ", ".join(f"{k} {len(v)}" for k, v in ds.splits.items()))
     tokenizer = load_tokenizer(resolved.path)
     warn_if_unknown_tokens(tokenizer, ds.splits["train"].texts, cfg.model)
-    model = load_pretrained_for_classification(resolved, ds.label_names, cfg.dropout, seed=cfg.train.seed)
+    model = load_pretrained_for_classification(resolved, ds.label_names, cfg.dropout, seed=cfg.train.seed, log=log)
     check_fits_model(model, cfg.train, cfg.model)
     return _Loaded(resolved, ds, tokenizer, model)
 
