@@ -115,7 +115,8 @@ def check_scratch_dir(path: str | os.PathLike, mine: Callable[[Path], bool], fla
 
 
 def _is_temp_entry(p: Path) -> bool:
-    return p.name.startswith(".") and (".tmp" in p.name or ".old-" in p.name)
+    # .NAME.lock: the lock of a run on NAME (locking.py), left behind only by a crash (and then unlocked)
+    return p.name.startswith(".") and (".tmp" in p.name or ".old-" in p.name or p.name.endswith(".lock"))
 
 
 def _is_within(child: Path, folder: Path) -> bool:
@@ -136,9 +137,18 @@ def clean_stale_temp(path: str | os.PathLike) -> list[Path]:
         kind, _, rest = p.name[len(path.name) + 2 :].partition("-")
         pid = rest.split("-", 1)[0]
         if kind in ("tmp", "old") and pid.isdigit() and not _alive(int(pid)):
-            shutil.rmtree(p, ignore_errors=True)
+            remove_retired(p)
             removed.append(p)
     return removed
+
+
+def remove_retired(old: Path) -> None:
+    """Delete a retired (``.old-PID``) or temp entry. A retired symlink (the output was a link to a folder
+    elsewhere) is unlinked, never followed: rmtree refuses links, which left them behind for good."""
+    if old.is_symlink() or old.is_file():
+        old.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def retire(folder: Path, owner: Path, tag: str = "") -> Path:
@@ -178,22 +188,25 @@ def staged_output(
     On any exception the temp folder is removed and ``path`` is left untouched. Temp folders of
     earlier runs of the same output that were killed are removed first.
     """
-    path = check_output_dir(path, overwrite, inputs, owned)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    clean_stale_temp(path)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-{os.getpid()}-", dir=path.parent))
-    _public_mode(tmp)
-    try:
-        yield tmp
-        if path.exists():
-            old = retire(path, path)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    from mobilebert_kit.locking import hold_output
+
+    with hold_output(path):  # one writer per output (a stage's run may hold it already)
+        path = check_output_dir(path, overwrite, inputs, owned)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        clean_stale_temp(path)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-{os.getpid()}-", dir=path.parent))
+        _public_mode(tmp)
+        try:
+            yield tmp
+            if path.exists() or path.is_symlink():
+                old = retire(path, path)
+                os.replace(tmp, path)
+                remove_retired(old)
+            else:
+                os.replace(tmp, path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

@@ -35,6 +35,7 @@ from mobilebert_kit.data import DataConfig
 from mobilebert_kit.devices import TEACHER_PRECISIONS, select_device, teacher_pass_precision
 from mobilebert_kit.engine import TrainConfig
 from mobilebert_kit.errors import ConfigError, DataError, ModelError
+from mobilebert_kit.locking import holds_output
 from mobilebert_kit.stage import RunContext, StageResult
 from mobilebert_kit.teacher_cache import TeacherOutputs, default_cache_dir, teacher_outputs, teacher_weights_sha
 from mobilebert_kit.training.stages import (
@@ -317,6 +318,7 @@ class _Cached:
     int8_check: dict | None = None
 
 
+@holds_output
 def run(cfg: DistillConfig, ctx: RunContext | None = None) -> StageResult:
     """Distill ``cfg.teacher`` into a student; the result carries the output folder and metrics."""
     ctx = ctx or RunContext()

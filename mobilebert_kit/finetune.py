@@ -16,6 +16,7 @@ from typing import Any
 from mobilebert_kit.config import StageConfig
 from mobilebert_kit.data import DataConfig
 from mobilebert_kit.engine import TrainConfig
+from mobilebert_kit.locking import holds_output
 from mobilebert_kit.stage import RunContext, StageResult
 from mobilebert_kit.training.stages import (
     check_fits_model,
@@ -61,6 +62,7 @@ class _Loaded:
         return self.tokenizer.pad_token_id or 0
 
 
+@holds_output
 def run(cfg: FinetuneConfig, ctx: RunContext | None = None) -> StageResult:
     """Fine-tune ``cfg.model`` on ``cfg.data``; the result carries the output folder and metrics."""
     from accelerate import PartialState
