@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from mobilebert_kit.bounded_input import MAX_JSON_BYTES
 from mobilebert_kit.errors import ArtifactError
 
 MANIFEST = "manifest.json"
@@ -296,6 +297,10 @@ def _json_default(o: Any) -> Any:
 def read_json(path: str | os.PathLike) -> Any:
     path = Path(path)
     try:
+        if path.stat().st_size > MAX_JSON_BYTES:
+            raise ArtifactError(
+                f"{path} is {path.stat().st_size:,} bytes, over the {MAX_JSON_BYTES:,} mbk reads; re-run the stage that wrote it"
+            )
         with open(path, encoding="utf-8") as f:
             return json.load(f)
     except FileNotFoundError as e:
@@ -304,6 +309,9 @@ def read_json(path: str | os.PathLike) -> Any:
         raise ArtifactError(
             f"{path} is not valid JSON ({e.msg} at line {e.lineno}); re-run the stage that wrote it"
         ) from e
+    except (RecursionError, UnicodeDecodeError) as e:
+        why = "nests too deeply" if isinstance(e, RecursionError) else "is not UTF-8"
+        raise ArtifactError(f"{path} {why} to be read as JSON; re-run the stage that wrote it") from None
 
 
 def write_labels(folder: str | os.PathLike, label_names: list[str]) -> None:

@@ -470,6 +470,8 @@ def _json_array(f, path: Path) -> list[dict]:
         data = json.load(f)
     except json.JSONDecodeError as e:
         raise DataError(f"{path} is not valid JSON ({e.msg} at line {e.lineno}); fix it or use .jsonl") from e
+    except RecursionError:
+        raise DataError(f"{path} nests JSON values too deeply to read; rows are flat objects") from None
     if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
         raise DataError(f'{path} must hold a JSON array of objects ([{{"text": ..., "label": ...}}, ...])')
     return data
@@ -484,6 +486,8 @@ def _json_lines(lines, path: Path) -> list[dict]:
             row = json.loads(line)
         except json.JSONDecodeError as e:
             raise DataError(f"{path} line {i} is not valid JSON ({e.msg}); JSONL needs one object per line") from e
+        except RecursionError:
+            raise DataError(f"{path} line {i} nests JSON values too deeply to read; rows are flat objects") from None
         if not isinstance(row, dict):
             raise DataError(f"{path} line {i} is not a JSON object; JSONL needs one object per line")
         rows.append(row)
