@@ -15,6 +15,7 @@ import json
 import logging
 import random
 import re
+import zlib
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -367,6 +368,8 @@ def read_rows(path: Path) -> tuple[list[dict], list[str]]:
             return _csv_rows(f, path, "\t" if suffix.startswith(".tsv") else ",")
     except UnicodeDecodeError as e:
         raise DataError(f"{path} is not UTF-8 text; re-save it as UTF-8") from e
+    except (gzip.BadGzipFile, EOFError, zlib.error) as e:  # found by the hostile campaign
+        raise DataError(f"{path} is not a complete gzip file ({e}); re-compress it or pass the plain file") from e
 
 
 # .tsv is read without quote processing (csv.QUOTE_NONE), one row per line: most tools that write TSV (GLUE/SST

@@ -491,6 +491,11 @@ class _StepBuilder:
             if sec.get(spec.output_key) is None:
                 sub = self.run_dir / spec.subdir
                 sec[spec.output_key] = str(sub / target if s == "package" else sub)
+            if not isinstance(sec[spec.output_key], str):  # found by the hostile campaign: a mapping crashed Path()
+                self.problems.append(
+                    f"{s}.{spec.output_key} must be a folder path, got {type(sec[spec.output_key]).__name__}"
+                )
+                return None
             out = Path(sec[spec.output_key])
         if s == "report" and "run_dir" in fields:
             sec.setdefault("run_dir", str(self.run_dir))
