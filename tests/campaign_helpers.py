@@ -164,7 +164,7 @@ def check_cli(tally: Tally, family: str, args: list[str], user: Path) -> None:
 # --------------------------------------------------------------------------- recipes
 
 
-def _stage_fields() -> dict[str, list[str]]:
+def stage_fields() -> dict[str, list[str]]:
     from mobilebert_kit.stage import STAGES, config_class
 
     return {name: [f.name for f in dataclasses.fields(config_class(name))] for name in STAGES}

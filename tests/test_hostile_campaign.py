@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 from campaign_helpers import (
     Tally,
-    _stage_fields,
     check_cli,
     check_reader,
     cli_args,
@@ -22,6 +21,7 @@ from campaign_helpers import (
     override,
     recipe_text,
     run_family,
+    stage_fields,
     stub_stages,
 )
 from conftest import write_sentiment_csv
@@ -50,7 +50,7 @@ def arena(tmp_path, monkeypatch, tiny_classifier_dir):
 def campaign(arena, n_readers: int, n_recipes: int, n_overrides: int, n_cli: int) -> Tally:
     user, work, paths = arena
     tally = Tally()
-    fields = _stage_fields()
+    fields = stage_fields()
     recipe = work / "r.yaml"
 
     def recipe_case(text: str) -> None:
