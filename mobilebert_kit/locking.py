@@ -73,11 +73,13 @@ def hold_output(output: str | os.PathLike) -> Iterator[Path]:
     Raises:
         ArtifactError: another live process holds it (the line names its PID, host and start time).
     """
+    if not Path(os.path.abspath(output)).name or _follower_rank():
+        # the file-system root (nothing can be published there), or a non-zero rank of a data-parallel
+        # run: rank 0 holds the lock for every rank
+        yield Path(output)
+        return
     path = lock_path(output)
     key = str(path)
-    if _follower_rank():  # a data-parallel run: rank 0 holds the lock for every rank
-        yield path
-        return
     if key in _HELD:
         _HELD[key].count += 1
         try:
