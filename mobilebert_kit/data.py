@@ -497,6 +497,13 @@ def _json_lines(lines, path: Path) -> list[dict]:
     return rows
 
 
+def _shown(column: object) -> str:
+    """A column name fit for a one-line message: quoted with escapes when it holds a line break or control
+    character (a header cell can; found by the hostile campaign)."""
+    text = str(column)
+    return text if text.isprintable() else repr(text)
+
+
 def _require_columns(path: Path, columns: list[str], needed: list[tuple[str, str]]) -> None:
     """Each ``(column, cli flag)`` in ``needed`` must be among ``columns``."""
     for col, flag in needed:
@@ -504,7 +511,7 @@ def _require_columns(path: Path, columns: list[str], needed: list[tuple[str, str
             raise DataError(f"duplicate column '{col}' in the header of {path}; rename one")
         if col not in columns:
             raise DataError(
-                f"{path} has no column '{col}'{did_you_mean(col, columns)}; columns are: {', '.join(map(str, columns))}; "
+                f"{path} has no column '{col}'{did_you_mean(col, columns)}; columns are: {', '.join(map(_shown, columns))}; "
                 f"set {flag}"
             )
 

@@ -376,6 +376,9 @@ def _package_targets(section: dict, problems: list[str]) -> list[str | None]:
     if not targets:
         problems.append("package.target is empty; use android, ios or [android, ios]")
         return []
+    if not all(isinstance(x, str) and x for x in targets):  # found by the hostile campaign: null crashed
+        problems.append(f"package.target must be android, ios or [android, ios], got {t!r}")
+        return []
     if len(set(map(str, targets))) != len(targets):
         problems.append(f"package.target lists a target twice: {targets}")
         return []

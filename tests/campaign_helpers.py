@@ -157,8 +157,12 @@ def check_cli(tally: Tally, family: str, args: list[str], user: Path) -> None:
         tally.finding(family, args, f"an output line of {len(max(out.splitlines(), key=len))} chars")
     else:
         tally.outcomes[f"{family}: clean error (exit {result.exit_code})"] += 1
-    if snapshot(user) != before:
-        tally.finding(family, args, "a user file changed")
+    after = snapshot(user)
+    changed = [f for f in before if after.get(f) != before[f]]
+    # a new file is fine where the case asked for one (--save-recipe PATH writes there; it refuses to replace)
+    added = [f for f in after if f not in before and f not in args]
+    if changed or added:
+        tally.finding(family, args, f"user files changed: {changed}, added: {added}")
 
 
 # --------------------------------------------------------------------------- recipes

@@ -106,3 +106,20 @@ def test_found_an_output_given_as_a_mapping_is_a_config_problem(cli):
     r = cli("validate", ROOT / "recipes" / "smoke.yaml", "finetune.output.a.b=1")
     assert r.exit_code == 1 and r.output.count("Error:") == 1 and "internal error" not in r.output
     assert "finetune.output must be a folder path, got dict" in r.output
+
+
+def test_found_a_null_package_target_is_a_config_problem(cli):
+    r = cli("validate", ROOT / "recipes" / "smoke.yaml", "package.target=null")
+    assert r.exit_code == 1 and r.output.count("Error:") == 1 and "internal error" not in r.output
+    assert "package.target must be android, ios or [android, ios], got None" in r.output
+
+
+def test_found_a_header_cell_with_a_line_break_stays_on_the_error_line(tmp_path):
+    from mobilebert_kit.data import DataConfig, load_dataset
+    from mobilebert_kit.errors import DataError
+
+    p = tmp_path / "d.csv"
+    p.write_text('"re\nview",stars\n"a",1\n', encoding="utf-8")
+    with pytest.raises(DataError) as e:
+        load_dataset(DataConfig(data=str(p)))
+    assert "\n" not in str(e.value) and "columns are: 're\\nview', stars" in str(e.value)
