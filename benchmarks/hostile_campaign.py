@@ -32,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--recipes", type=int, default=2000)
     ap.add_argument("--overrides", type=int, default=2000)
     ap.add_argument("--cli", type=int, default=3000)
+    ap.add_argument("--seed", type=int, help="hypothesis seed (other cases); default: derandomised")
+    ap.add_argument("--stem", default="hostile_campaign", help="results file name (without .json/.md)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = ap.parse_args(argv)
 
@@ -46,20 +48,20 @@ def main(argv: list[str] | None = None) -> int:
     try:
         model = make_tiny_classifier(root / "tiny" / "model")
         arena = _arena(root, model, mp)
-        tally = campaign(arena, args.readers, args.recipes, args.overrides, args.cli)
+        tally = campaign(arena, args.readers, args.recipes, args.overrides, args.cli, args.seed)
     finally:
         mp.undo()
         os.chdir(ROOT)
         shutil.rmtree(root, ignore_errors=True)
     result = {
         **provenance("hostile_campaign", argv),
-        "counts": {k: v for k, v in vars(args).items() if k != "out"},
+        "counts": {k: v for k, v in vars(args).items() if k not in ("out", "stem")},
         "cases": dict(tally.cases),
         "total_cases": sum(tally.cases.values()),
         "outcomes": dict(sorted(tally.outcomes.items())),
         "findings": tally.findings,
     }
-    write_results(args.out, "hostile_campaign", result, _markdown(result))
+    write_results(args.out, args.stem, result, _markdown(result))
     return 1 if tally.findings else 0
 
 

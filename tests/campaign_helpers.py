@@ -266,12 +266,14 @@ def cli_args(draw, params: dict[str, list], paths: list[str]) -> list[str]:
 # --------------------------------------------------------------------------- the runner
 
 
-def run_family(strategy, check: Callable, n: int) -> None:
-    """Run ``check`` on ``n`` generated examples (derandomised: the same cases every run for a seed)."""
+def run_family(strategy, check: Callable, n: int, seed: int | None = None) -> None:
+    """Run ``check`` on ``n`` generated examples: derandomised (the same cases every run) without ``seed``,
+    else the cases of that seed (another seed, other cases; the same seed, the same cases)."""
+    from hypothesis import seed as with_seed
 
     @settings(
         max_examples=n,
-        derandomize=True,
+        derandomize=seed is None,
         deadline=None,
         database=None,
         suppress_health_check=list(HealthCheck),
@@ -281,4 +283,4 @@ def run_family(strategy, check: Callable, n: int) -> None:
     def inner(case):
         check(case)
 
-    inner()
+    (with_seed(seed)(inner) if seed is not None else inner)()

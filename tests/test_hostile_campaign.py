@@ -47,7 +47,7 @@ def arena(tmp_path, monkeypatch, tiny_classifier_dir):
     return user, work, paths
 
 
-def campaign(arena, n_readers: int, n_recipes: int, n_overrides: int, n_cli: int) -> Tally:
+def campaign(arena, n_readers: int, n_recipes: int, n_overrides: int, n_cli: int, seed: int | None = None) -> Tally:
     user, work, paths = arena
     tally = Tally()
     fields = stage_fields()
@@ -62,10 +62,10 @@ def campaign(arena, n_readers: int, n_recipes: int, n_overrides: int, n_cli: int
 
     import hypothesis.strategies as st
 
-    run_family(data_file, lambda c: check_reader(tally, c, work), n_readers)
-    run_family(recipe_text(fields), recipe_case, n_recipes)
-    run_family(st.lists(override(fields), min_size=1, max_size=3), override_case, n_overrides)
-    run_family(cli_args(command_params(), paths), lambda a: check_cli(tally, "cli", a, user), n_cli)
+    run_family(data_file, lambda c: check_reader(tally, c, work), n_readers, seed)
+    run_family(recipe_text(fields), recipe_case, n_recipes, seed)
+    run_family(st.lists(override(fields), min_size=1, max_size=3), override_case, n_overrides, seed)
+    run_family(cli_args(command_params(), paths), lambda a: check_cli(tally, "cli", a, user), n_cli, seed)
     return tally
 
 
