@@ -89,7 +89,12 @@ def _markdown(r: dict) -> str:
         "# Hostile-input campaign (issue 29)",
         "",
         f"`{r['command']}`, {r['created']}. Invariant: success or one clean `Error:` line; no traceback, no",
-        "'internal error', no user file changed. Cases are derandomised (hypothesis, fixed per count).",
+        "'internal error', no user file changed. "
+        + (
+            f"Cases of hypothesis seed {r['counts']['seed']}."
+            if r["counts"].get("seed") is not None
+            else "Cases derandomised (the same every run)."
+        ),
         "",
         f"**{r['total_cases']:,} cases, {len(r['findings'])} findings.**",
         "",
