@@ -218,6 +218,7 @@ def test_stale_old_symlink_of_a_dead_run_is_cleaned(tmp_path):
 def test_two_real_finetune_runs_at_once(tmp_path, tiny_classifier_dir, sentiment_csv):
     """The same race with the real stage (each process imports torch: ~10 s a round on a quiet machine)."""
     out = tmp_path / "out"
+    refused = 0
     for r in range(5):
         args = ["--model", tiny_classifier_dir, "--data", sentiment_csv, "-o", out, "--overwrite", "-q"]
         args += ["--max-steps", "2", "--epochs", "1", "--batch-size", "8"]
@@ -235,6 +236,8 @@ def test_two_real_finetune_runs_at_once(tmp_path, tiny_classifier_dir, sentiment
         codes = sorted(rc for rc, _ in results)
         assert codes in ([0, 0], [0, 1]), results
         if codes == [0, 1]:
+            refused += 1
             assert "is being written by another mbk run (pid " in next(o for rc, o in results if rc == 1)
         _manifest_matches_weights(out)
         assert not out.with_name("out.ckpt").exists()
+    assert refused, "no round overlapped: the race was not exercised"
