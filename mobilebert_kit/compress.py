@@ -29,6 +29,7 @@ from pathlib import Path
 from mobilebert_kit.compression.guard import GUARD_METRICS
 from mobilebert_kit.config import StageConfig, check_choice, check_range
 from mobilebert_kit.errors import CompressError, ConfigError, DataError, ExportError
+from mobilebert_kit.locking import holds_output
 from mobilebert_kit.quantize import INT4_BLOCK_SIZES, INT8_MIN_AGREEMENT
 from mobilebert_kit.stage import RunContext, StageResult
 
@@ -186,6 +187,7 @@ def shorthand_steps(c: CompressConfig) -> list[dict]:
 # --------------------------------------------------------------------------- stage
 
 
+@holds_output
 def run(config: CompressConfig, ctx: RunContext | None = None) -> StageResult:
     """Compress ``config.model`` into ``config.output``; the result carries the folder and metrics.
 

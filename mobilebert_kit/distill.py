@@ -35,6 +35,7 @@ from mobilebert_kit.data import DataConfig
 from mobilebert_kit.devices import select_device
 from mobilebert_kit.engine import TrainConfig
 from mobilebert_kit.errors import ConfigError, DataError, ModelError
+from mobilebert_kit.locking import holds_output
 from mobilebert_kit.stage import RunContext, StageResult
 from mobilebert_kit.teacher_cache import TeacherOutputs, default_cache_dir, teacher_outputs, teacher_weights_sha
 from mobilebert_kit.teacher_precision import TEACHER_PASS_PRECISIONS, teacher_pass_plan
@@ -232,7 +233,7 @@ def fresh_student(teacher, arch: StudentArch):
     return AutoModelForSequenceClassification.from_config(config)
 
 
-def pretrained_student(source: str, label_names: list[str]):
+def pretrained_student(source: str, label_names: list[str], log=None):
     from transformers import AutoConfig
 
     from mobilebert_kit.models import load_pretrained_for_classification, load_tokenizer, resolve_model
@@ -251,7 +252,7 @@ def pretrained_student(source: str, label_names: list[str]):
             f"student {source} has {config.num_labels} labels but the teacher has {len(label_names)} "
             f"({', '.join(label_names)}); pass a student with {len(label_names)} labels or a base model"
         )
-    return load_pretrained_for_classification(resolved, label_names), load_tokenizer(resolved.path), resolved
+    return load_pretrained_for_classification(resolved, label_names, log=log), load_tokenizer(resolved.path), resolved
 
 
 def same_tokenizer(a, b) -> bool:
@@ -332,6 +333,7 @@ class _Cached:
     int8_check: dict | None = None
 
 
+@holds_output
 def run(cfg: DistillConfig, ctx: RunContext | None = None) -> StageResult:
     """Distill ``cfg.teacher`` into a student; the result carries the output folder and metrics."""
     ctx = ctx or RunContext()
@@ -339,7 +341,7 @@ def run(cfg: DistillConfig, ctx: RunContext | None = None) -> StageResult:
     inputs = cfg.input_paths()
     out, work = training_dirs(cfg.output, ctx.overwrite, ctx.resume, inputs)
     teacher, data_cfg, ds = _load_teacher_and_data(cfg, ctx.log)
-    student = _build_student(cfg, teacher)
+    student = _build_student(cfg, teacher, ctx.log)
     check_fits_model(student.model, cfg.train, "the student")
     t_load = time.perf_counter()
     job = _Job(cfg, teacher, student, ds, data_cfg, *_unlabeled_texts(cfg, ds, data_cfg, student.tokenizer, ctx.log))
@@ -395,14 +397,14 @@ def _load_teacher_and_data(cfg: DistillConfig, log):
     return teacher, data_cfg, ds
 
 
-def _build_student(cfg: DistillConfig, teacher: _Teacher) -> _Student:
+def _build_student(cfg: DistillConfig, teacher: _Teacher, log=None) -> _Student:
     """The student (copied layers, a pretrained model or a fresh architecture) with the teacher's
     labels, its layer map and, when widths differ, TinyBERT's hidden-state projections."""
     import torch
 
     from mobilebert_kit import token_map
 
-    model, tokenizer, source, layers = _init_student(cfg, teacher)
+    model, tokenizer, source, layers = _init_student(cfg, teacher, log)
     names = teacher.label_names
     model.config.id2label = dict(enumerate(names))
     model.config.label2id = {n: i for i, n in enumerate(names)}
@@ -429,13 +431,13 @@ def _build_student(cfg: DistillConfig, teacher: _Teacher) -> _Student:
     return _Student(model, tokenizer, source, layers, layer_map, map_hidden, map_attention, extra)
 
 
-def _init_student(cfg: DistillConfig, teacher: _Teacher):
+def _init_student(cfg: DistillConfig, teacher: _Teacher, log=None):
     """(model, tokenizer, pretrained source or None, copied teacher layers or None)."""
     import torch
 
     torch.manual_seed(cfg.train.seed)  # a new head / fresh student / projections: same seed, same model
     if cfg.init_method == "student":
-        model, tokenizer, resolved = pretrained_student(cfg.student, teacher.label_names)
+        model, tokenizer, resolved = pretrained_student(cfg.student, teacher.label_names, log)
         source = {"source": cfg.student, "path": resolved.path, "kind": resolved.kind}
         if cfg.layers is not None:
             model = copy_layers_student(model, list(cfg.layers))

@@ -16,6 +16,7 @@ from typing import Any
 from mobilebert_kit.config import StageConfig
 from mobilebert_kit.data import DataConfig
 from mobilebert_kit.engine import TrainConfig
+from mobilebert_kit.locking import holds_output
 from mobilebert_kit.stage import RunContext, StageResult
 from mobilebert_kit.training.metrics_log import publish as publish_training_log
 from mobilebert_kit.training.stages import (
@@ -62,6 +63,7 @@ class _Loaded:
         return self.tokenizer.pad_token_id or 0
 
 
+@holds_output
 def run(cfg: FinetuneConfig, ctx: RunContext | None = None) -> StageResult:
     """Fine-tune ``cfg.model`` on ``cfg.data``; the result carries the output folder and metrics."""
     from accelerate import PartialState
@@ -100,7 +102,7 @@ def _load(cfg: FinetuneConfig, log) -> _Loaded:
     log(f"data: {ds.source}: " + ", ".join(f"{k} {len(v)}" for k, v in ds.splits.items()))
     tokenizer = load_tokenizer(resolved.path)
     warn_if_unknown_tokens(tokenizer, ds.splits["train"].texts, cfg.model)
-    model = load_pretrained_for_classification(resolved, ds.label_names, cfg.dropout, seed=cfg.train.seed)
+    model = load_pretrained_for_classification(resolved, ds.label_names, cfg.dropout, seed=cfg.train.seed, log=log)
     check_fits_model(model, cfg.train, cfg.model)
     return _Loaded(resolved, ds, tokenizer, model)
 

@@ -44,8 +44,10 @@ from typing import Any
 
 import yaml
 
+from mobilebert_kit.bounded_input import check_override, check_yaml_text
 from mobilebert_kit.config import did_you_mean
 from mobilebert_kit.errors import ArtifactError, ConfigError
+from mobilebert_kit.locking import hold_output
 from mobilebert_kit.stage import (
     ORDER,
     STAGES,
@@ -100,6 +102,7 @@ def read_yaml(path: Path, what: str) -> Any:
             f"{what} is not UTF-8 (byte 0x{data[e.start]:02x} at offset {e.start}); save it as UTF-8"
         ) from e
     try:
+        check_yaml_text(text, what)  # size, nesting, alias expansion: before anything is built
         return yaml.load(text, Loader=UniqueKeyLoader)  # safe: UniqueKeyLoader is a SafeLoader
     except DuplicateKeyError as e:
         raise ConfigError(f"{what} {e}") from e
@@ -128,7 +131,10 @@ def load_yaml(path: str | os.PathLike) -> dict:
 def parse_value(text: str) -> Any:
     """A command-line override value, typed as YAML would type it (2 -> int, true -> bool, [a, b] -> list)."""
     try:
-        return yaml.safe_load(text) if text.strip() else ""
+        if not text.strip():
+            return ""
+        check_yaml_text(text, "an override value")
+        return yaml.safe_load(text)
     except yaml.YAMLError:
         return text
 
@@ -137,6 +143,7 @@ def apply_overrides(raw: dict, overrides: list[str] | tuple[str, ...]) -> list[s
     """Apply ``a.b.c=value`` overrides to ``raw`` in place; returns the problems found."""
     problems: list[str] = []
     for item in overrides:
+        check_override(item)
         if "=" not in item:
             problems.append(f"override '{item}' must look like key.path=value (e.g. finetune.train.epochs=2)")
             continue
@@ -369,6 +376,9 @@ def _package_targets(section: dict, problems: list[str]) -> list[str | None]:
     if not targets:
         problems.append("package.target is empty; use android, ios or [android, ios]")
         return []
+    if not all(isinstance(x, str) and x for x in targets):  # found by the hostile campaign: null crashed
+        problems.append(f"package.target must be android, ios or [android, ios], got {t!r}")
+        return []
     if len(set(map(str, targets))) != len(targets):
         problems.append(f"package.target lists a target twice: {targets}")
         return []
@@ -484,6 +494,11 @@ class _StepBuilder:
             if sec.get(spec.output_key) is None:
                 sub = self.run_dir / spec.subdir
                 sec[spec.output_key] = str(sub / target if s == "package" else sub)
+            if not isinstance(sec[spec.output_key], str):  # found by the hostile campaign: a mapping crashed Path()
+                self.problems.append(
+                    f"{s}.{spec.output_key} must be a folder path, got {type(sec[spec.output_key]).__name__}"
+                )
+                return None
             out = Path(sec[spec.output_key])
         if s == "report" and "run_dir" in fields:
             sec.setdefault("run_dir", str(self.run_dir))
@@ -955,12 +970,13 @@ def execute(
     n = sum(1 for it in items if it.action != "skip")
     recipe.run_dir.mkdir(parents=True, exist_ok=True)
     i = 0
-    for it in items:
-        if it.action == "skip":
-            records.append({"step": it.step.key, "action": "skip", "reason": it.reason})
-            continue
-        i += 1
-        records.append(_execute_step(recipe, it.step, f"[{i}/{n}] {it.step.label}", quiet, overwrite, log))
+    with hold_output(recipe.run_dir):  # one `mbk run` per run folder: its .state/ and every stage output
+        for it in items:
+            if it.action == "skip":
+                records.append({"step": it.step.key, "action": "skip", "reason": it.reason})
+                continue
+            i += 1
+            records.append(_execute_step(recipe, it.step, f"[{i}/{n}] {it.step.label}", quiet, overwrite, log))
     return records
 
 

@@ -63,6 +63,7 @@ DATA_OPTIONS = (
     "split_seed",
     "max_train_examples",
     "max_eval_examples",
+    "normalize_labels",
 )
 TRAIN_OPTIONS = (
     "epochs",
@@ -113,6 +114,12 @@ def data_options(f: Callable) -> Callable:
         click.option("--split-seed", type=int, help=f"Seed of the train/validation/test split. {d('split_seed')}"),
         click.option("--max-train-examples", type=int, help="Use a seeded subset of the training split."),
         click.option("--max-eval-examples", type=int, help="Use a seeded subset of validation/test."),
+        click.option(
+            "--normalize-labels",
+            is_flag=True,
+            default=None,
+            help="Merge label spellings that are one label (Pos/pos, 01/1, Unicode forms); without it they are refused.",
+        ),
     ]
     for o in reversed(opts):
         f = o(f)

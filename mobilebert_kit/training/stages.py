@@ -38,15 +38,13 @@ def training_dirs(output: str | Path, overwrite: bool, resume: bool, inputs: tup
 def finish_checkpoints(work: Path, keep: bool, log) -> None:
     """After a successful save: remove ``<output>.ckpt`` (it can hold hundreds of MB), or keep it and
     say where (``--keep-checkpoints``)."""
-    import shutil
-
-    from mobilebert_kit.artifacts import retire
+    from mobilebert_kit.artifacts import remove_retired, retire
 
     if keep and work.is_dir():
         log(f"checkpoints kept in {work} (--keep-checkpoints); delete the folder when no longer needed")
     elif work.is_dir():
         # renamed away first, so a kill mid-delete leaves no half checkpoint folder that --resume would trust
-        shutil.rmtree(retire(work, work.with_name(work.name[: -len(".ckpt")]), "ckpt"), ignore_errors=True)
+        remove_retired(retire(work, work.with_name(work.name[: -len(".ckpt")]), "ckpt"))
 
 
 def may_replace(out: Path, overwrite: bool, resume: bool) -> bool:
