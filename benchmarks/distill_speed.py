@@ -82,7 +82,7 @@ def seed_distill(teacher_dir: Path, layers: list[int], train, test, args) -> dic
     from mobilebert_kit.batching import predict_logits
     from mobilebert_kit.metrics import classification_metrics
     from mobilebert_kit.models import load_classifier_folder
-    from mobilebert_kit.stages.distill import copy_layers_student
+    from mobilebert_kit.training.students import copy_layers_student
 
     teacher, tok, names = load_classifier_folder(teacher_dir)
     student = copy_layers_student(teacher, layers)
@@ -223,7 +223,7 @@ def load_data(teacher_dir: Path, args) -> tuple[list[int], dict, object, object]
     on, and its train and test splits."""
     from mobilebert_kit.data import DataConfig, data_config_for, load_dataset
     from mobilebert_kit.models import load_classifier_folder
-    from mobilebert_kit.stages.distill import every_other_layer
+    from mobilebert_kit.training.students import every_other_layer
 
     teacher, _, _ = load_classifier_folder(teacher_dir)
     layers = (

@@ -41,39 +41,16 @@ from lib.baselines import optimum_int8  # noqa: E402
 from lib.inputs import encode_one, encode_texts, seeded_sample  # noqa: E402
 from lib.ort_timing import HOST, expand_versions, time_in_runtime  # noqa: E402
 from lib.results_io import cpu_line, write_results  # noqa: E402
+from lib.runners import file_size, ort_runner, recipe_seconds, torch_runner  # noqa: E402
 from lib.stats import paired_ci  # noqa: E402
 
 from mobilebert_kit.artifacts import library_versions, read_json  # noqa: E402
-from mobilebert_kit.graph import onnx_tools as ot  # noqa: E402
 from mobilebert_kit.metrics import classification_metrics  # noqa: E402
 from mobilebert_kit.runtimes import cpu_info  # noqa: E402
 
 TEACHER, PHONE, OPTIMUM = "teacher (PyTorch fp32)", "phone model (mbk .ort)", "Optimum dynamic INT8"
 LITERT = "phone model, LiteRT build (mbk .tflite, --runtime litert)"
 TARGETS = {"accuracy_ratio": 0.99, "smaller": 10.0, "faster": 10.0, "vs_optimum_latency": 0.5, "recipe_minutes": 15}
-
-
-def _torch_runner(folder: Path):
-    import torch
-    from transformers import AutoModelForSequenceClassification
-
-    torch.set_num_threads(1)
-    model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
-
-    def run(x: dict):
-        with torch.inference_mode():
-            return model(**{k: torch.from_numpy(v) for k, v in x.items()}).logits.numpy()
-
-    return run
-
-
-def _ort_runner(path: Path):
-    sess = ot.session(path, threads=1)
-
-    def run(x: dict):
-        return sess.run(None, ot.feeds_for(sess, x))[0]
-
-    return run
 
 
 def _litert_runner(path: Path, pad_id: int):
@@ -129,17 +106,6 @@ def _side_versions(spec: str) -> list[str]:
     return [v for v in expand_versions(spec) if v not in (HOST, _host_ort_version())]
 
 
-def _size(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
-
-
-def _recipe_seconds(run_dir: Path) -> dict:
-    state = run_dir / ".state"
-    recs = {p.stem: read_json(p) for p in sorted(state.glob("*.json"))} if state.is_dir() else {}
-    per = {k: v.get("seconds") for k, v in recs.items() if v.get("seconds") is not None}
-    return {"per_stage": per, "total": sum(per.values()) if per else None}
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--run", default="artifacts/runs/default", help="a finished `mbk run` folder")
@@ -171,19 +137,19 @@ def _models(run_dir: Path, work: Path, litert: bool = False) -> dict[str, dict]:
         TEACHER: {
             "path": teacher,
             "size": (teacher / "model.safetensors").stat().st_size,
-            "runner": _torch_runner(teacher),
+            "runner": torch_runner(teacher),
             "tokenizer": teacher,
         },
         PHONE: {
             "path": phone,
-            "size": _size(phone),
-            "runner": _ort_runner(phone),
+            "size": file_size(phone),
+            "runner": ort_runner(phone),
             "tokenizer": phone.parent,
         },
         OPTIMUM: {
             "path": optimum,
-            "size": _size(optimum),
-            "runner": _ort_runner(optimum),
+            "size": file_size(optimum),
+            "runner": ort_runner(optimum),
             "tokenizer": run_dir / "student",
         },
     }
@@ -194,7 +160,7 @@ def _models(run_dir: Path, work: Path, litert: bool = False) -> dict[str, dict]:
         pad_id = int(read_json(tflite.parent / "model_meta.json").get("pad_token_id") or 0)
         models[LITERT] = {
             "path": tflite,
-            "size": _size(tflite),
+            "size": file_size(tflite),
             "runner": _litert_runner(tflite, pad_id),
             "tokenizer": tok,
         }
@@ -253,7 +219,7 @@ def measure(run_dir: Path, work: Path, args) -> dict:
             }
             for n in ort_models
         }
-    res["recipe_seconds"] = _recipe_seconds(run_dir)
+    res["recipe_seconds"] = recipe_seconds(run_dir)
     res["checks"] = checks(res, correct)
     res["versions"] = library_versions()
     res["cpu"] = cpu_info()

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from mobilebert_kit.bounded_input import MAX_JSON_BYTES
 from mobilebert_kit.errors import ArtifactError
 
 MANIFEST = "manifest.json"
@@ -30,6 +31,9 @@ LABELS = "labels.json"
 META = "model_meta.json"  # one export format folder (or phone bundle) described: inputs, labels, file hashes
 VERIFY = "verify.json"  # mbk verify's report, next to the format folders of an export
 COMPRESSION = "compression.json"  # what mbk compress did (int8, its ONNX graph) for export to follow
+TRAIN_LOG = "train_log.jsonl"  # a training stage's per-step metrics (training.metrics_log)
+TENSORBOARD = "tb"  # its TensorBoard event files (when tensorboard is installed)
+PREDICTIONS = "test_predictions.json"  # a stage's per-example test predictions (predictions.py), for mbk report A B
 
 _LIBS = (
     "torch",
@@ -115,7 +119,8 @@ def check_scratch_dir(path: str | os.PathLike, mine: Callable[[Path], bool], fla
 
 
 def _is_temp_entry(p: Path) -> bool:
-    return p.name.startswith(".") and (".tmp" in p.name or ".old-" in p.name)
+    # .NAME.lock: the lock of a run on NAME (locking.py), left behind only by a crash (and then unlocked)
+    return p.name.startswith(".") and (".tmp" in p.name or ".old-" in p.name or p.name.endswith(".lock"))
 
 
 def _is_within(child: Path, folder: Path) -> bool:
@@ -136,9 +141,18 @@ def clean_stale_temp(path: str | os.PathLike) -> list[Path]:
         kind, _, rest = p.name[len(path.name) + 2 :].partition("-")
         pid = rest.split("-", 1)[0]
         if kind in ("tmp", "old") and pid.isdigit() and not _alive(int(pid)):
-            shutil.rmtree(p, ignore_errors=True)
+            remove_retired(p)
             removed.append(p)
     return removed
+
+
+def remove_retired(old: Path) -> None:
+    """Delete a retired (``.old-PID``) or temp entry. A retired symlink (the output was a link to a folder
+    elsewhere) is unlinked, never followed: rmtree refuses links, which left them behind for good."""
+    if old.is_symlink() or old.is_file():
+        old.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def retire(folder: Path, owner: Path, tag: str = "") -> Path:
@@ -178,22 +192,25 @@ def staged_output(
     On any exception the temp folder is removed and ``path`` is left untouched. Temp folders of
     earlier runs of the same output that were killed are removed first.
     """
-    path = check_output_dir(path, overwrite, inputs, owned)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    clean_stale_temp(path)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-{os.getpid()}-", dir=path.parent))
-    _public_mode(tmp)
-    try:
-        yield tmp
-        if path.exists():
-            old = retire(path, path)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    from mobilebert_kit.locking import hold_output
+
+    with hold_output(path):  # one writer per output (a stage's run may hold it already)
+        path = check_output_dir(path, overwrite, inputs, owned)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        clean_stale_temp(path)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-{os.getpid()}-", dir=path.parent))
+        _public_mode(tmp)
+        try:
+            yield tmp
+            if path.exists() or path.is_symlink():
+                old = retire(path, path)
+                os.replace(tmp, path)
+                remove_retired(old)
+            else:
+                os.replace(tmp, path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -283,6 +300,10 @@ def _json_default(o: Any) -> Any:
 def read_json(path: str | os.PathLike) -> Any:
     path = Path(path)
     try:
+        if path.stat().st_size > MAX_JSON_BYTES:
+            raise ArtifactError(
+                f"{path} is {path.stat().st_size:,} bytes, over the {MAX_JSON_BYTES:,} mbk reads; re-run the stage that wrote it"
+            )
         with open(path, encoding="utf-8") as f:
             return json.load(f)
     except FileNotFoundError as e:
@@ -291,6 +312,9 @@ def read_json(path: str | os.PathLike) -> Any:
         raise ArtifactError(
             f"{path} is not valid JSON ({e.msg} at line {e.lineno}); re-run the stage that wrote it"
         ) from e
+    except (RecursionError, UnicodeDecodeError) as e:
+        why = "nests too deeply" if isinstance(e, RecursionError) else "is not UTF-8"
+        raise ArtifactError(f"{path} {why} to be read as JSON; re-run the stage that wrote it") from None
 
 
 def write_labels(folder: str | os.PathLike, label_names: list[str]) -> None:

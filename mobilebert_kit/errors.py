@@ -89,4 +89,26 @@ def warn(message: str) -> None:
     """A warning a careful user would want even with --quiet: one ``warning: ...`` line on stderr."""
     import sys
 
-    print(f"warning: {message}", file=sys.stderr, flush=True)
+    print(f"warning: {bounded_message(message)}", file=sys.stderr, flush=True)
+
+
+MAX_LINE_CHARS = 2000  # one line of an Error:/warning: message
+MAX_MESSAGE_LINES = 60  # a ConfigError lists every problem, one per line
+
+
+def elide(text: str, limit: int = MAX_LINE_CHARS) -> str:
+    """``text`` cut to about ``limit`` characters: its head and tail, the middle replaced by its size."""
+    if len(text) <= limit:
+        return text
+    head, tail = text[: limit * 3 // 4], text[-(limit // 8) :]
+    return f"{head}[... {len(text) - len(head) - len(tail):,} characters elided ...]{tail}"
+
+
+def bounded_message(message: str) -> str:
+    """A message fit for a terminal: every line elided to :data:`MAX_LINE_CHARS`, at most
+    :data:`MAX_MESSAGE_LINES` lines (a megabyte value in a message costs a few hundred bytes)."""
+    lines = message.split("\n")
+    shown = [elide(line) for line in lines[:MAX_MESSAGE_LINES]]
+    if len(lines) > MAX_MESSAGE_LINES:
+        shown.append(f"  ... {len(lines) - MAX_MESSAGE_LINES} more lines")
+    return "\n".join(shown)

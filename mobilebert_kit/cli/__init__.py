@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("run", "Run a whole pipeline from a YAML recipe."),
     "validate": ("validate", "Check a recipe without running it."),
     "report": ("report", "Write report.html / report.md for a run."),
+    "compare": ("compare", "Put runs side by side (mbk report RUN_A RUN_B)."),
 }
 
 
@@ -54,7 +55,12 @@ class LazyGroup(click.Group):
         tracker = sys.stderr = _LineTracker(stderr)
         try:
             return super().invoke(ctx)
-        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+        except (click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except click.ClickException as e:  # click prints it; a megabyte option value is elided first
+            from mobilebert_kit.errors import bounded_message
+
+            e.message = bounded_message(e.message)
             raise
         except MbkError as e:
             self._fail(ctx, tracker, str(e), e.exit_code, e)
@@ -72,11 +78,13 @@ class LazyGroup(click.Group):
 
     @staticmethod
     def _fail(ctx: click.Context, tracker: _LineTracker, message: str, code: int, error: BaseException):
+        from mobilebert_kit.errors import bounded_message
+
         if ctx.obj and ctx.obj.get("debug"):
             raise error
         if not tracker.at_line_start:  # a progress bar was mid-line: Error: starts a line of its own
             tracker.write("\n")
-        tracker.write(f"Error: {message}\n")
+        tracker.write(f"Error: {bounded_message(message)}\n")
         tracker.flush()
         ctx.exit(code)
 

@@ -63,6 +63,7 @@ DATA_OPTIONS = (
     "split_seed",
     "max_train_examples",
     "max_eval_examples",
+    "normalize_labels",
 )
 TRAIN_OPTIONS = (
     "epochs",
@@ -76,6 +77,7 @@ TRAIN_OPTIONS = (
     "dynamic_padding",
     "group_by_length",
     "freeze_layers",
+    "freeze_embeddings",
     "precision",
     "compile",
     "gradient_checkpointing",
@@ -88,6 +90,7 @@ TRAIN_OPTIONS = (
     "early_stopping_patience",
     "max_steps",
     "device",
+    "log_every",
 )
 
 
@@ -111,6 +114,12 @@ def data_options(f: Callable) -> Callable:
         click.option("--split-seed", type=int, help=f"Seed of the train/validation/test split. {d('split_seed')}"),
         click.option("--max-train-examples", type=int, help="Use a seeded subset of the training split."),
         click.option("--max-eval-examples", type=int, help="Use a seeded subset of validation/test."),
+        click.option(
+            "--normalize-labels",
+            is_flag=True,
+            default=None,
+            help="Merge label spellings that are one label (Pos/pos, 01/1, Unicode forms); without it they are refused.",
+        ),
     ]
     for o in reversed(opts):
         f = o(f)
@@ -118,12 +127,22 @@ def data_options(f: Callable) -> Callable:
 
 
 def train_options(f: Callable) -> Callable:
+    """The training options every training command takes (finetune, distill): the loop's, then how it runs."""
+    for o in reversed(_loop_options() + _run_options()):
+        f = o(f)
+    return f
+
+
+def _train_default(name: str) -> str:
     from mobilebert_kit.training.engine import TrainConfig
 
-    def d(name: str) -> str:
-        return default_of(TrainConfig, name)
+    return default_of(TrainConfig, name)
 
-    opts = [
+
+def _loop_options() -> list:
+    """What the loop computes: epochs, learning rate, batches, lengths, freezing, precision."""
+    d = _train_default
+    return [
         click.option("--epochs", type=int, help=f"Training epochs. {d('epochs')}"),
         click.option("--lr", type=float, help=f"Peak learning rate (linear warm-up and decay). {d('lr')}"),
         click.option("--batch-size", type=int, help=f"Examples per step per process. {d('batch_size')}"),
@@ -146,10 +165,22 @@ def train_options(f: Callable) -> Callable:
             "--freeze-layers", type=int, help=f"Freeze embeddings + the lowest N layers. {d('freeze_layers')}"
         ),
         click.option(
+            "--freeze-embeddings/--no-freeze-embeddings",
+            default=None,
+            help=f"Freeze the embeddings (word, position, type, LayerNorm) alone. {d('freeze_embeddings')}",
+        ),
+        click.option(
             "--precision",
             type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
-            help=f"auto = bf16/fp16 on CUDA, fp32 on CPU. {d('precision')}",
+            help=f"auto = bf16/fp16 on CUDA; on CPU bf16 autocast where it has native bf16 (avx512_bf16/amx), else fp32 (MBK_PRECISION=fp32 forces fp32). {d('precision')}",
         ),
+    ]
+
+
+def _run_options() -> list:
+    """How the loop runs: compilation, memory, workers, seed, checkpoints, stopping, device, logging."""
+    d = _train_default
+    return [
         click.option("--compile/--no-compile", default=None, help=f"torch.compile the model. {d('compile')}"),
         click.option(
             "--gradient-checkpointing/--no-gradient-checkpointing",
@@ -184,10 +215,13 @@ def train_options(f: Callable) -> Callable:
         ),
         click.option("--max-steps", type=int, help="Stop after N optimizer steps."),
         click.option("--device", help=f"auto | cpu | cuda | cuda:N. {d('device')}"),
+        click.option(
+            "--log-every",
+            type=int,
+            help=f"Optimizer steps between per-step metric lines (train_log.jsonl; TensorBoard tb/ when installed; "
+            f"0: off). {d('log_every')}",
+        ),
     ]
-    for o in reversed(opts):
-        f = o(f)
-    return f
 
 
 def default_of(config_class: type, name: str) -> str:

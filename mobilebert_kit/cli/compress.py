@@ -43,6 +43,12 @@ OPTIONS = [
     ),
     click.option("--recover-lr", type=float, help="Learning rate of the recovery training. [default: 5e-05]"),
     click.option(
+        "--recover-log-every",
+        type=int,
+        help="Recovery's optimizer steps between per-step metric lines (train_log.jsonl, TensorBoard tb/recovery; "
+        "0: off). [default: 10]",
+    ),
+    click.option(
         "--teacher",
         type=click.Path(),
         help="Recovery teacher (default: the teacher recorded upstream, else the input model).",

@@ -29,6 +29,9 @@ DISTILL_OPTIONS = (  # DistillConfig fields set by this command's own options, i
     "layer_map",
     "unlabeled",
     "max_unlabeled",
+    "unlabeled_window",
+    "window_sentences",
+    "overlap_ngram",
     "cache_dir",
     "teacher_precision",
 )
@@ -69,7 +72,8 @@ def _arch(ctx, param, value):
 )
 @click.option(
     "--student",
-    help="Start from this HF model/folder instead (same tokenizer as the teacher for hidden/attention losses).",
+    help="Start from this HF model/folder or built-in (paraphrase-minilm-l3: a 3-layer BERT trained at that "
+    "depth; same tokenizer as the teacher for hidden/attention losses).",
 )
 @click.option(
     "--student-config",
@@ -95,9 +99,22 @@ def _arch(ctx, param, value):
 @click.option(
     "--unlabeled",
     help="Extra raw text the teacher labels for the student: 'builtin' (the dataset's own, "
-    "e.g. Rotten Tomatoes plot summaries) or a .txt/.csv/.tsv/.jsonl file.",
+    "e.g. Rotten Tomatoes plot summaries), 'imdb' (25k IMDB reviews cut into sentence windows) or a "
+    ".txt/.csv/.tsv/.jsonl file. Texts overlapping validation/test are dropped and counted.",
 )
-@click.option("--max-unlabeled", type=int, help="Use a seeded subset of the unlabeled text.")
+@click.option("--max-unlabeled", type=int, help="Use a seeded subset of the unlabeled text (this many windows).")
+@click.option(
+    "--unlabeled-window",
+    type=click.Choice(["auto", "sentences", "none"]),
+    help="Cut unlabeled documents into windows of whole sentences up to the max length: auto = only texts "
+    f"longer than that ('imdb': every review), sentences = every text, none = as given. {_d('unlabeled_window')}",
+)
+@click.option("--window-sentences", type=int, help=f"At most this many sentences per window. {_d('window_sentences')}")
+@click.option(
+    "--overlap-ngram",
+    type=int,
+    help=f"Drop unlabeled text sharing this many words in a row with a validation/test text. {_d('overlap_ngram')}",
+)
 @click.option(
     "--cache-dir",
     type=click.Path(file_okay=False),
@@ -105,9 +122,11 @@ def _arch(ctx, param, value):
 )
 @click.option(
     "--teacher-precision",
-    type=click.Choice(["fp32", "int8"]),
+    type=click.Choice(["fp32", "int8", "bf16", "auto"]),
     help="The teacher pass over the training text: int8 runs it with dynamic INT8 Linear layers on CPU, "
-    "checked against fp32 on a sample first (2.1-2.2x faster on the MiniLM teacher). "
+    "checked against fp32 on a sample first (2.1-2.2x faster on the MiniLM teacher); bf16 runs it in bf16 "
+    "autocast, checked the same way (CPUs with native bf16); auto checks both there, times them on the sample "
+    "and keeps the faster (int8 elsewhere). "
     f"{_d('teacher_precision')}",
 )
 @data_options
@@ -129,6 +148,7 @@ def command(resume, save_recipe, output, overwrite, quiet, as_json, **kwargs):
       mbk distill --unlabeled builtin --hidden-weight 1 # + teacher-labelled plot summaries, hidden MSE
       mbk distill --student-config hidden_size=256,num_layers=4,num_heads=4 --lr 1e-4
       mbk distill --student path/to/small-bert --alpha 1
+      mbk distill --student paraphrase-minilm-l3 --unlabeled imdb --max-unlabeled 25000
     """
     from mobilebert_kit.stages.base import RunContext
     from mobilebert_kit.stages.distill import inherit_from_teacher, run

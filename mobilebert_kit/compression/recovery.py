@@ -39,6 +39,7 @@ class Recover(Method):
     teacher: str | None = None
     hidden_weight: float = 0.0  # > 0: each layer also mimics the same layer of the compress input (before pruning)
     teacher_precision: str = "int8"  # the teacher's pass in checked dynamic INT8 on CPU, as mbk distill's; or fp32
+    log_every: int = 10  # optimizer steps between per-step metric lines (the output's train_log.jsonl); 0 = off
 
     name: ClassVar[str] = "recover"
     label: ClassVar[str] = "recovery"
@@ -51,10 +52,12 @@ class Recover(Method):
         check_range(p, "lr", self.lr, 0, lo_open=True)
         check_range(p, "hidden_weight", self.hidden_weight, 0)
         check_choice(p, "teacher_precision", self.teacher_precision, TEACHER_PRECISIONS)
+        check_range(p, "log_every", self.log_every, 0)
         return p
 
     def apply(self, work: Work) -> Outcome:
         from mobilebert_kit.artifacts import lineage
+        from mobilebert_kit.training.metrics_log import publish
 
         teacher = Path(self.teacher or work.teacher or lineage(work.model_dir)["teacher"] or work.model_dir)
         layers = f", layer outputs from {work.model_dir} (x{self.hidden_weight})" if self.hidden_weight else ""
@@ -69,12 +72,15 @@ class Recover(Method):
             epochs=self.epochs,
             lr=self.lr,
             workdir=work.scratch / "recover",
+            log_every=self.log_every,
             seed=work.seed,
             log=None if work.quiet else work.log,
             hidden_weight=self.hidden_weight,
             teacher_precision=self.teacher_precision,
             hidden_from=work.model_dir,
         )
+        if work.out is not None:  # recovery's per-step log (steps marked "phase": "recovery") into the output
+            publish(work.scratch / "recover", work.out, phase="recovery")
         if self.epochs > 1:
             work.note(SELECTION_NOTE)
         return Outcome(report, {"recovery": report})
@@ -96,6 +102,7 @@ def recover(
     hidden_weight: float = 0.0,
     hidden_from: str | os.PathLike | None = None,
     teacher_precision: str = "int8",
+    log_every: int = 10,
 ) -> dict:
     """Short knowledge-distillation recovery of a pruned model from ``teacher_dir``.
 
@@ -125,6 +132,7 @@ def recover(
         early_stopping_patience=0,
         checkpoint_every=0,
         warmup_ratio=0.1,
+        log_every=log_every,
     )
     s = train_split
     train_set = make_features(tokenizer, s.texts, s.pairs, s.labels, max_length, extras=extras)
@@ -132,7 +140,7 @@ def recover(
         _check_aligned(train_set, extras["teacher_hidden"], hidden_from)
     val_set = make_features(tokenizer, val_split.texts, val_split.pairs, val_split.labels, max_length)
     result = train(
-        TrainModule(model, distillation_loss(RECOVERY_TEMPERATURE, RECOVERY_ALPHA, hidden_weight)),
+        TrainModule(model, distillation_loss(RECOVERY_TEMPERATURE, RECOVERY_ALPHA, hidden_weight, with_terms=True)),
         train_set,
         val_set,
         train_cfg,
@@ -141,6 +149,7 @@ def recover(
         num_labels=model.config.num_labels,
         quiet=log is None,
         log=log,
+        log_phase="recovery",
     )
     model.eval()
     return {

@@ -15,5 +15,6 @@ __all__ = [
     "read_unlabeled",
     "data_config_for",
     "load_dataset",
+    "log",
     "warn_about_splits",
 ]

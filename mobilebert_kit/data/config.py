@@ -33,6 +33,8 @@ class DataConfig(StageConfig):
     split_seed: int = 42
     max_train_examples: int | None = None  # take a seeded subset (smoke runs, tests)
     max_eval_examples: int | None = None
+    # merge label spellings that are the same label (Pos/pos, 01/1, NFC/NFKC forms) instead of refusing them
+    normalize_labels: bool = False
 
     def validate(self) -> list[str]:
         p: list[str] = []

@@ -5,10 +5,12 @@ was trained on.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from pathlib import Path
 
 from mobilebert_kit.data.builtin import rotten_tomatoes
 from mobilebert_kit.data.config import BUILTIN_DATASETS, DataConfig, TextDataset
+from mobilebert_kit.data.label_hygiene import call_out_class_counts
 from mobilebert_kit.data.readers import user_dataset
 from mobilebert_kit.errors import DataError, warn
 
@@ -53,6 +55,7 @@ def warn_about_splits(ds: TextDataset, cfg: DataConfig) -> None:
         if overlap and not same:
             warn(f"{overlap} of {len(texts)} {name} texts also appear in the training data; its accuracy is optimistic")
     _warn_absent_classes(ds)
+    call_out_class_counts(Counter(ds.label_names[i] for i in splits["train"].labels), f"{cfg.data} (training split)")
     sizes = {name: len(s.texts) for name, s in splits.items()}
     if sizes["train"] < 100 or min(sizes["validation"], sizes["test"]) < 50:
         smallest = min(sizes["validation"], sizes["test"]) or 1

@@ -9,11 +9,13 @@ import gzip
 import json
 import random
 import re
+import zlib
 from collections import defaultdict
 from pathlib import Path
 
 from mobilebert_kit.config import did_you_mean
 from mobilebert_kit.data.config import BUILTIN_DATASETS, SPLITS, DataConfig, Split, TextDataset
+from mobilebert_kit.data.label_hygiene import hygienic_labels
 from mobilebert_kit.errors import DataError, warn
 
 
@@ -34,6 +36,7 @@ def user_dataset(cfg: DataConfig) -> TextDataset:
         for s, p in (("validation", cfg.validation_data), ("test", cfg.test_data))
         if p
     }
+    raw_train, extra = hygienic_labels(raw_train, extra, _files(main, cfg), cfg.normalize_labels)
     # Label map from the training labels; eval labels must be known.
     label_names = _label_names([r[1] for r in raw_train], main)
     for split, recs in extra.items():
@@ -68,23 +71,13 @@ def _label_names(labels: list, where: Path) -> list[str]:
     uniq = {str(x) for x in labels}
     if len(uniq) < 2:
         raise DataError(f"{where} has a single class ({next(iter(uniq))}); a classifier needs at least two labels")
-    _warn_case_variants(uniq, where)
     if all(_is_int(x) for x in uniq):
         return [str(v) for v in sorted(int(x) for x in uniq)]
     return sorted(uniq)
 
 
-def _warn_case_variants(labels: set[str], where: Path) -> None:
-    """Labels that differ only in case stay separate classes (a user may mean them so), but the user should know."""
-    by_folded: dict[str, list[str]] = defaultdict(list)
-    for label in sorted(labels):
-        by_folded[label.casefold()].append(label)
-    variants = ["/".join(group) for group in by_folded.values() if len(group) > 1]
-    if variants:
-        warn(
-            f"{where}: labels that differ only in case are separate classes: {', '.join(variants)}; "
-            "if they mean the same class, normalise them in the file"
-        )
+def _files(main: Path, cfg: DataConfig) -> str:
+    return " + ".join(str(p) for p in (main, cfg.validation_data, cfg.test_data) if p)
 
 
 def _is_int(s: str) -> bool:
@@ -147,6 +140,8 @@ def read_rows(path: Path) -> tuple[list[dict], list[str]]:
             return _csv_rows(f, path, "\t" if suffix.startswith(".tsv") else ",")
     except UnicodeDecodeError as e:
         raise DataError(f"{path} is not UTF-8 text; re-save it as UTF-8") from e
+    except (gzip.BadGzipFile, EOFError, zlib.error) as e:  # found by the hostile campaign
+        raise DataError(f"{path} is not a complete gzip file ({e}); re-compress it or pass the plain file") from e
 
 
 # .tsv is read without quote processing (csv.QUOTE_NONE), one row per line: most tools that write TSV (GLUE/SST
@@ -252,6 +247,8 @@ def _json_array(f, path: Path) -> list[dict]:
         data = json.load(f)
     except json.JSONDecodeError as e:
         raise DataError(f"{path} is not valid JSON ({e.msg} at line {e.lineno}); fix it or use .jsonl") from e
+    except RecursionError:
+        raise DataError(f"{path} nests JSON values too deeply to read; rows are flat objects") from None
     if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
         raise DataError(f'{path} must hold a JSON array of objects ([{{"text": ..., "label": ...}}, ...])')
     return data
@@ -266,10 +263,19 @@ def _json_lines(lines, path: Path) -> list[dict]:
             row = json.loads(line)
         except json.JSONDecodeError as e:
             raise DataError(f"{path} line {i} is not valid JSON ({e.msg}); JSONL needs one object per line") from e
+        except RecursionError:
+            raise DataError(f"{path} line {i} nests JSON values too deeply to read; rows are flat objects") from None
         if not isinstance(row, dict):
             raise DataError(f"{path} line {i} is not a JSON object; JSONL needs one object per line")
         rows.append(row)
     return rows
+
+
+def _shown(column: object) -> str:
+    """A column name fit for a one-line message: quoted with escapes when it holds a line break or control
+    character (a header cell can; found by the hostile campaign)."""
+    text = str(column)
+    return text if text.isprintable() else repr(text)
 
 
 def require_columns(path: Path, columns: list[str], needed: list[tuple[str, str]]) -> None:
@@ -279,7 +285,7 @@ def require_columns(path: Path, columns: list[str], needed: list[tuple[str, str]
             raise DataError(f"duplicate column '{col}' in the header of {path}; rename one")
         if col not in columns:
             raise DataError(
-                f"{path} has no column '{col}'{did_you_mean(col, columns)}; columns are: {', '.join(map(str, columns))}; "
+                f"{path} has no column '{col}'{did_you_mean(col, columns)}; columns are: {', '.join(map(_shown, columns))}; "
                 f"set {flag}"
             )
 

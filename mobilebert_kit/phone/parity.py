@@ -110,6 +110,7 @@ class Parity:
         self._record(prefix, diff, agree, m, provenance or self.provenance)
         if not prefix:
             self.host_logits = got
+            self.entry["test_predicted"] = [int(x) for x in got.argmax(-1)]  # per test text, for mbk report A B
         return _tolerance_rows(name, prefix, diff, agree, m, ref["metrics"], tol)
 
     def _record(self, prefix: str, diff: float, agree: float, m: dict, prov: dict | None) -> None:
@@ -142,6 +143,10 @@ class Parity:
     def arm_check(self, model_path: Path, runner) -> list[dict]:
         """The same file in the aarch64 onnxruntime on emulated phone CPUs (:mod:`mobilebert_kit.phone.emulation`)."""
         return self.arm.check(model_path, self, runner) if self.arm else []
+
+    def arm_begin(self, model_path: Path, runner):
+        """:meth:`arm_check` started now (emulator processes in the background); call the result for its rows."""
+        return self.arm.begin(model_path, self, runner) if self.arm else list
 
 
 def _tolerance_rows(name: str, prefix: str, diff: float, agree: float, m: dict, base: dict, tol: Tolerance) -> list:

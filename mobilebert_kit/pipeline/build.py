@@ -197,6 +197,9 @@ def _package_targets(section: dict, problems: list[str]) -> list[str | None]:
     if not targets:
         problems.append("package.target is empty; use android, ios or [android, ios]")
         return []
+    if not all(isinstance(x, str) and x for x in targets):  # found by the hostile campaign: null crashed
+        problems.append(f"package.target must be android, ios or [android, ios], got {t!r}")
+        return []
     if len(set(map(str, targets))) != len(targets):
         problems.append(f"package.target lists a target twice: {targets}")
         return []
@@ -312,6 +315,11 @@ class _StepBuilder:
             if sec.get(spec.output_key) is None:
                 sub = self.run_dir / spec.subdir
                 sec[spec.output_key] = str(sub / target if s == "package" else sub)
+            if not isinstance(sec[spec.output_key], str):  # found by the hostile campaign: a mapping crashed Path()
+                self.problems.append(
+                    f"{s}.{spec.output_key} must be a folder path, got {type(sec[spec.output_key]).__name__}"
+                )
+                return None
             out = Path(sec[spec.output_key])
         if s == "report" and "run_dir" in fields:
             sec.setdefault("run_dir", str(self.run_dir))

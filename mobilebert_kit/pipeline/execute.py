@@ -12,6 +12,7 @@ from pathlib import Path
 
 from mobilebert_kit.config import did_you_mean
 from mobilebert_kit.errors import ArtifactError, ConfigError
+from mobilebert_kit.locking import hold_output
 from mobilebert_kit.pipeline.reuse import (
     config_dict,
     fingerprint,
@@ -181,12 +182,13 @@ def execute(
     n = sum(1 for it in items if it.action != "skip")
     recipe.run_dir.mkdir(parents=True, exist_ok=True)
     i = 0
-    for it in items:
-        if it.action == "skip":
-            records.append({"step": it.step.key, "action": "skip", "reason": it.reason})
-            continue
-        i += 1
-        records.append(_execute_step(recipe, it.step, f"[{i}/{n}] {it.step.label}", quiet, overwrite, log))
+    with hold_output(recipe.run_dir):  # one `mbk run` per run folder: its .state/ and every stage output
+        for it in items:
+            if it.action == "skip":
+                records.append({"step": it.step.key, "action": "skip", "reason": it.reason})
+                continue
+            i += 1
+            records.append(_execute_step(recipe, it.step, f"[{i}/{n}] {it.step.label}", quiet, overwrite, log))
     return records
 
 

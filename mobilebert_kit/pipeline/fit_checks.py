@@ -83,13 +83,13 @@ def _teacher_layer_problems(cfg: Any, teacher: SimpleNamespace | None) -> list[s
     bad = [i for i in cfg.layers if i >= n]  # negative ones: DistillConfig.validate
     if not bad:
         return []
-    # distill.copy_layers_student's message at run time
+    # students.copy_layers_student's message at run time
     return [f"distill.layers {','.join(map(str, bad))} out of range: the teacher has {n} layers (0..{n - 1})"]
 
 
 def _student_config(cfg: Any, teacher: SimpleNamespace | None) -> SimpleNamespace | None:
     """The student's config as distill builds it (its layer count; positions are its base model's)."""
-    from mobilebert_kit.stages.distill import every_other_layer
+    from mobilebert_kit.training.students import every_other_layer
 
     base = _builtin_model_config(cfg.student) if cfg.init_method == "student" else teacher
     n = getattr(base, "num_hidden_layers", None)
@@ -105,7 +105,7 @@ def _student_config(cfg: Any, teacher: SimpleNamespace | None) -> SimpleNamespac
 
 
 def _export_length_problems(cfg: Any, model: SimpleNamespace | None) -> list[str]:
-    from mobilebert_kit.models import usable_positions
+    from mobilebert_kit.training.common import usable_positions
 
     usable = usable_positions(model) if model is not None else None
     if not cfg.max_length or usable is None or cfg.max_length <= usable:

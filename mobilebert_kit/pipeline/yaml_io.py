@@ -10,6 +10,7 @@ from typing import Any
 
 import yaml
 
+from mobilebert_kit.bounded_input import check_override, check_yaml_text
 from mobilebert_kit.config import did_you_mean
 from mobilebert_kit.errors import ConfigError
 from mobilebert_kit.pipeline.steps import TOP_LEVEL_KEYS
@@ -54,6 +55,7 @@ def read_yaml(path: Path, what: str) -> Any:
             f"{what} is not UTF-8 (byte 0x{data[e.start]:02x} at offset {e.start}); save it as UTF-8"
         ) from e
     try:
+        check_yaml_text(text, what)  # size, nesting, alias expansion: before anything is built
         return yaml.load(text, Loader=UniqueKeyLoader)  # safe: UniqueKeyLoader is a SafeLoader
     except DuplicateKeyError as e:
         raise ConfigError(f"{what} {e}") from e
@@ -82,7 +84,10 @@ def load_yaml(path: str | os.PathLike) -> dict:
 def parse_value(text: str) -> Any:
     """A command-line override value, typed as YAML would type it (2 -> int, true -> bool, [a, b] -> list)."""
     try:
-        return yaml.safe_load(text) if text.strip() else ""
+        if not text.strip():
+            return ""
+        check_yaml_text(text, "an override value")
+        return yaml.safe_load(text)
     except yaml.YAMLError:
         return text
 
@@ -91,6 +96,7 @@ def apply_overrides(raw: dict, overrides: list[str] | tuple[str, ...]) -> list[s
     """Apply ``a.b.c=value`` overrides to ``raw`` in place; returns the problems found."""
     problems: list[str] = []
     for item in overrides:
+        check_override(item)
         if "=" not in item:
             problems.append(f"override '{item}' must look like key.path=value (e.g. finetune.train.epochs=2)")
             continue

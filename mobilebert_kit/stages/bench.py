@@ -32,6 +32,7 @@ from mobilebert_kit.artifacts import (
 )
 from mobilebert_kit.config import StageConfig, check_range
 from mobilebert_kit.errors import ArtifactError, ConfigError, MbkError, ModelError
+from mobilebert_kit.locking import holds_output
 from mobilebert_kit.stages.base import RunContext, StageResult
 
 
@@ -271,6 +272,7 @@ def measure(
         return interleaved_times(calls, warmup, runs, rounds, done=bar.update)
 
 
+@holds_output
 def run(config: BenchConfig, ctx: RunContext | None = None) -> StageResult:
     """Benchmark; writes ``bench.json`` and ``bench.md`` into ``config.output``."""
     import torch

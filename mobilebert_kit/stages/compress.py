@@ -30,6 +30,7 @@ from mobilebert_kit.compression.guard import GUARD_METRICS
 from mobilebert_kit.compression.ort_quant import INT4_BLOCK_SIZES, INT8_MIN_AGREEMENT
 from mobilebert_kit.config import StageConfig, check_choice, check_range
 from mobilebert_kit.errors import CompressError, ConfigError, DataError, ExportError
+from mobilebert_kit.locking import holds_output
 from mobilebert_kit.stages.base import RunContext, StageResult
 
 # The flag-style fields that build the step list when ``steps`` is empty.
@@ -41,6 +42,7 @@ SHORTHAND = (
     "importance_samples",
     "recover_epochs",
     "recover_lr",
+    "recover_log_every",
     "trim_vocab",
     "int4_embeddings",
     "int4_matmul",
@@ -75,6 +77,7 @@ class CompressConfig(StageConfig):
     importance_samples: int = 256
     recover_epochs: int = 0  # knowledge-distillation recovery after structured pruning (0 = off)
     recover_lr: float = 5e-5
+    recover_log_every: int = 10  # recovery's optimizer steps between per-step metric lines (train_log.jsonl); 0 = off
     teacher: str | None = None  # recovery teacher; default: the teacher recorded upstream, else the input model
     trim_vocab: bool = False
     int4_embeddings: bool = False  # 4-bit GatherBlockQuantized embedding tables (before INT8)
@@ -107,6 +110,7 @@ class CompressConfig(StageConfig):
         check_range(p, "importance_samples", self.importance_samples, 1)
         check_range(p, "recover_epochs", self.recover_epochs, 0)
         check_range(p, "recover_lr", self.recover_lr, 0, lo_open=True)
+        check_range(p, "recover_log_every", self.recover_log_every, 0)
         check_range(p, "calib_samples", self.calib_samples, 1)
         check_choice(p, "calib_method", self.calib_method, ("minmax", "entropy", "percentile"))
         check_choice(p, "weight_type", self.weight_type, ("qint8", "quint8"))
@@ -163,7 +167,9 @@ def shorthand_steps(c: CompressConfig) -> list[dict]:
     if c.trim_vocab:
         steps.append({"method": "trim_vocab"})
     if c.recover_epochs:
-        steps.append({"method": "recover", "epochs": c.recover_epochs, "lr": c.recover_lr})
+        steps.append(
+            {"method": "recover", "epochs": c.recover_epochs, "lr": c.recover_lr, "log_every": c.recover_log_every}
+        )
     if c.prune:
         steps.append({"method": "prune", "fraction": c.prune, "scope": c.prune_scope})
     for name in ("int4_embeddings", "int4_matmul"):
@@ -181,6 +187,7 @@ def shorthand_steps(c: CompressConfig) -> list[dict]:
 # --------------------------------------------------------------------------- stage
 
 
+@holds_output
 def run(config: CompressConfig, ctx: RunContext | None = None) -> StageResult:
     """Compress ``config.model`` into ``config.output``; the result carries the folder and metrics.
 

@@ -16,12 +16,11 @@ A cache whose key no longer matches (retrained teacher, edited data) is rebuilt,
 
 Output folder (default ``artifacts/student/``): save_pretrained model + tokenizer, labels.json,
 metrics.json (teacher and student side by side), manifest.json.
+
 """
 
 from __future__ import annotations
 
-import json
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,8 +31,10 @@ import numpy as np
 from mobilebert_kit.artifacts import not_a_folder
 from mobilebert_kit.config import StageConfig, check_choice, check_range
 from mobilebert_kit.data import DataConfig
-from mobilebert_kit.devices import TEACHER_PRECISIONS, select_device, teacher_pass_precision
+from mobilebert_kit.data.transfer import WINDOW_MODES
+from mobilebert_kit.devices import select_device
 from mobilebert_kit.errors import ConfigError, DataError, ModelError
+from mobilebert_kit.locking import holds_output
 from mobilebert_kit.stages.base import RunContext, StageResult
 from mobilebert_kit.training.common import (
     check_fits_model,
@@ -46,14 +47,23 @@ from mobilebert_kit.training.common import (
     training_setup,
 )
 from mobilebert_kit.training.engine import TrainConfig
+from mobilebert_kit.training.metrics_log import publish as publish_training_log
+from mobilebert_kit.training.students import (
+    copy_layers_student,
+    every_other_layer,
+    fresh_student,
+    layer_count,
+    pretrained_student,
+    same_tokenizer,
+    uniform_layer_map,
+)
 from mobilebert_kit.training.teacher_cache import (
     TeacherOutputs,
     default_cache_dir,
     teacher_outputs,
     teacher_weights_sha,
 )
-
-_LAYER_KEY = re.compile(r"(^|\.)layer\.(\d+)\.")
+from mobilebert_kit.training.teacher_precision import TEACHER_PASS_PRECISIONS, teacher_pass_plan
 
 
 @dataclass
@@ -89,12 +99,20 @@ class DistillConfig(StageConfig):
     hidden_weight: float = 0.0  # hidden-state MSE (0 = off)
     attention_weight: float = 0.0  # attention-map MSE (0 = off)
     layer_map: list[int] | None = None  # teacher layer (0-based) each student layer mimics; default uniform
-    unlabeled: str | None = None  # 'builtin' (the dataset's own raw text) or a .txt/.csv/.tsv/.jsonl file
-    max_unlabeled: int | None = None  # seeded subset of the unlabeled text
+    # 'builtin' (the dataset's own raw text), 'imdb' (25k IMDB reviews, transfer.py) or a .txt/.csv/.tsv/.jsonl file
+    unlabeled: str | None = None
+    max_unlabeled: int | None = None  # seeded subset of the unlabeled text (windows, after the overlap check)
+    # how documents become training-length texts (transfer.WindowPolicy): auto = cut only the texts over
+    # max_length ('imdb': every review), sentences = cut every text, none = as given
+    unlabeled_window: str = "auto"
+    window_sentences: int = 3  # at most this many consecutive sentences per window
+    overlap_ngram: int = 8  # an unlabeled text sharing this many tokens in a row with a validation/test text is dropped
     cache_dir: str | None = None  # default $MBK_CACHE/teacher_cache (~/.cache/mobilebert_kit/teacher_cache)
     # The teacher pass over the training text: int8 (dynamic INT8 Linear layers, checked against fp32 on a
     # sample first, fp32 where the check fails; CPU only, a GPU pass stays in the teacher's own precision), or
-    # fp32. Validation/test teacher scores always come from the fp32 teacher.
+    # fp32; bf16 (autocast, checked the same way, CPUs with native bf16); auto (on a CPU with native bf16: check
+    # int8 and bf16, time both on the sample, keep the faster; int8 elsewhere). Validation/test teacher scores
+    # always come from the fp32 teacher.
     teacher_precision: str = "int8"
     data: DataConfig | None = None  # None = the data recorded in the teacher's manifest
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -107,7 +125,10 @@ class DistillConfig(StageConfig):
         check_range(p, "hidden_weight", self.hidden_weight, 0)
         check_range(p, "attention_weight", self.attention_weight, 0)
         check_range(p, "max_unlabeled", self.max_unlabeled, 1)
-        check_choice(p, "teacher_precision", self.teacher_precision, TEACHER_PRECISIONS)
+        check_choice(p, "unlabeled_window", self.unlabeled_window, WINDOW_MODES)
+        check_range(p, "window_sentences", self.window_sentences, 1)
+        check_range(p, "overlap_ngram", self.overlap_ngram, 3)
+        check_choice(p, "teacher_precision", self.teacher_precision, TEACHER_PASS_PRECISIONS)
         chosen = [  # layers + student is one choice: keep those layers of the pretrained student
             n
             for n, v in (
@@ -140,9 +161,6 @@ class DistillConfig(StageConfig):
         return "student" if self.student else "student_config" if self.student_config else "layers"
 
 
-# --------------------------------------------------------------------------- config helpers for the CLI / recipes
-
-
 def inherit_from_teacher(section: dict, teacher: str, data_given: dict) -> dict:
     """Fill a distill config section from the teacher's lineage: its data (with the user's data
     options laid over it) and its max_length, unless given. Returns the section."""
@@ -161,111 +179,6 @@ def inherit_from_teacher(section: dict, teacher: str, data_given: dict) -> dict:
     if "max_length" not in train and found["max_length"] is not None:
         train["max_length"] = found["max_length"]
     return section
-
-
-# --------------------------------------------------------------------------- students
-
-
-def every_other_layer(n: int) -> list[int]:
-    return list(range(0, n, 2))
-
-
-def uniform_layer_map(student_layers: int, teacher_layers: int) -> list[int]:
-    """TinyBERT's uniform map: student layer j mimics teacher layer (j+1)*Lt/Ls - 1 (last ↔ last)."""
-    return [(j + 1) * teacher_layers // student_layers - 1 for j in range(student_layers)]
-
-
-def copy_layers_student(teacher, layers: list[int]):
-    """A student with the teacher's embeddings, the chosen encoder layers (in that order), pooler
-    and classifier, copied weight for weight."""
-    import copy
-
-    from transformers import AutoModelForSequenceClassification
-
-    n = _num_layers(teacher.config)
-    bad = [i for i in layers if not 0 <= i < n]
-    if bad:
-        raise ConfigError(f"layers {','.join(map(str, bad))} out of range: the teacher has {n} layers (0..{n - 1})")
-    config = copy.deepcopy(teacher.config)
-    config.num_hidden_layers = len(layers)
-    student = AutoModelForSequenceClassification.from_config(config)
-    src = teacher.state_dict()
-    state = {}
-    for key in student.state_dict():
-        m = _LAYER_KEY.search(key)
-        tkey = key if m is None else key[: m.start(2)] + str(layers[int(m.group(2))]) + key[m.end(2) :]
-        if tkey not in src:
-            raise ModelError(
-                f"cannot copy layers from this teacher ({type(teacher).__name__}): no weight '{tkey}'; "
-                "use --student PATH or --student-config instead"
-            )
-        state[key] = src[tkey].detach().clone()
-    student.load_state_dict(state)
-    return student
-
-
-def fresh_student(teacher, arch: StudentArch):
-    import copy
-
-    from transformers import AutoModelForSequenceClassification
-
-    config = copy.deepcopy(teacher.config)
-    hidden = arch.hidden_size or config.hidden_size
-    heads = arch.num_heads or config.num_attention_heads
-    if hidden % heads:
-        raise ConfigError(f"student hidden_size ({hidden}) must be divisible by its number of heads ({heads})")
-    config.hidden_size = hidden
-    config.num_hidden_layers = arch.num_layers or _num_layers(config)
-    config.num_attention_heads = heads
-    config.intermediate_size = arch.intermediate_size or 4 * hidden
-    if hasattr(config, "embedding_size"):  # ALBERT-style factorised embeddings follow the width
-        config.embedding_size = hidden
-    return AutoModelForSequenceClassification.from_config(config)
-
-
-def pretrained_student(source: str, label_names: list[str]):
-    from transformers import AutoConfig
-
-    from mobilebert_kit.models import load_pretrained_for_classification, load_tokenizer, resolve_model
-
-    resolved = resolve_model(source)
-    try:
-        config = AutoConfig.from_pretrained(resolved.path)
-    except Exception as e:  # noqa: BLE001
-        raise ModelError(
-            f"could not read the student config at {resolved.path} ({str(e).splitlines()[0][:200]})"
-        ) from e
-    if any(a.endswith("ForSequenceClassification") for a in (config.architectures or [])) and config.num_labels != len(
-        label_names
-    ):
-        raise ModelError(
-            f"student {source} has {config.num_labels} labels but the teacher has {len(label_names)} "
-            f"({', '.join(label_names)}); pass a student with {len(label_names)} labels or a base model"
-        )
-    return load_pretrained_for_classification(resolved, label_names), load_tokenizer(resolved.path), resolved
-
-
-def same_tokenizer(a, b) -> bool:
-    """Same vocabulary, normalizer and pre-tokenizer (token ids mean the same thing)."""
-
-    def spec(t):
-        backend = getattr(t, "backend_tokenizer", None)
-        if backend is not None:
-            d = json.loads(backend.to_str())
-            return {k: d.get(k) for k in ("normalizer", "pre_tokenizer", "model")}
-        return {"vocab": t.get_vocab(), "class": type(t).__name__}
-
-    return spec(a) == spec(b)
-
-
-def _num_layers(config) -> int:
-    n = getattr(config, "num_hidden_layers", None)
-    if n is None:
-        raise ModelError(f"the teacher config ({type(config).__name__}) has no num_hidden_layers; cannot pick layers")
-    return int(n)
-
-
-# --------------------------------------------------------------------------- run: the steps
 
 
 @dataclass
@@ -310,6 +223,7 @@ class _Job:
     ds: Any  # data.TextDataset
     data_cfg: DataConfig
     unlabeled: list[str]
+    transfer: dict | None = None  # where the unlabeled text came from, windows cut and dropped (transfer.py)
 
 
 @dataclass
@@ -322,6 +236,7 @@ class _Cached:
     int8_check: dict | None = None
 
 
+@holds_output
 def run(cfg: DistillConfig, ctx: RunContext | None = None) -> StageResult:
     """Distill ``cfg.teacher`` into a student; the result carries the output folder and metrics."""
     ctx = ctx or RunContext()
@@ -329,10 +244,11 @@ def run(cfg: DistillConfig, ctx: RunContext | None = None) -> StageResult:
     inputs = cfg.input_paths()
     out, work = training_dirs(cfg.output, ctx.overwrite, ctx.resume, inputs)
     teacher, data_cfg, ds = _load_teacher_and_data(cfg, ctx.log)
-    student = _build_student(cfg, teacher)
+    student = _build_student(cfg, teacher, ctx.log)
     check_fits_model(student.model, cfg.train, "the student")
     t_load = time.perf_counter()
-    job = _Job(cfg, teacher, student, ds, data_cfg, _unlabeled_texts(cfg, ds, data_cfg))
+    job = _Job(cfg, teacher, student, ds, data_cfg, *_unlabeled_texts(cfg, ds, data_cfg, student.tokenizer, ctx.log))
+    _check_token_level_losses(job, ctx.log)
     device, state = _compute_device(cfg.train.device)
     with state.main_process_first():  # one process computes the cache, the others read it
         cached = _teacher_outputs(job, device, ctx.log, progress=not ctx.quiet)
@@ -344,14 +260,15 @@ def run(cfg: DistillConfig, ctx: RunContext | None = None) -> StageResult:
     if not state.is_main_process:
         state.wait_for_everyone()
         return StageResult(out, written=False)
-    metrics = _metrics(job, sets, cached, result, len(train_set))
+    preds: dict = {}
+    metrics = _metrics(job, sets, cached, result, len(train_set), preds)
     _log_results(metrics, ctx.log)
     timings = {
         "load_seconds": t_load - t0,
         "teacher_cache_seconds": cached.seconds,
         "train_seconds": t_train - t_load - cached.seconds,
     }
-    _write(out, job, metrics, result, timings, t0, may_replace(out, ctx.overwrite, ctx.resume), inputs)
+    _write(out, job, metrics, result, timings, t0, may_replace(out, ctx.overwrite, ctx.resume), inputs, preds)
     finish_checkpoints(work, cfg.train.retain_checkpoints, ctx.log)
     state.wait_for_everyone()
     return StageResult(out, metrics, [_summary_line(out, metrics)])
@@ -367,7 +284,7 @@ def _load_teacher_and_data(cfg: DistillConfig, log):
     if not folder.is_dir():
         raise ModelError(f"{not_a_folder(folder, 'teacher folder')}; run `mbk finetune` first or pass --teacher PATH")
     model, tokenizer, label_names = load_classifier_folder(folder)
-    teacher = _Teacher(folder, model, tokenizer, label_names, _num_layers(model.config), teacher_weights_sha(folder))
+    teacher = _Teacher(folder, model, tokenizer, label_names, layer_count(model.config), teacher_weights_sha(folder))
     data_cfg = data_config_for(folder, cfg.data)
     ds = load_dataset(data_cfg)
     aligned = align_labels(
@@ -383,12 +300,14 @@ def _load_teacher_and_data(cfg: DistillConfig, log):
     return teacher, data_cfg, ds
 
 
-def _build_student(cfg: DistillConfig, teacher: _Teacher) -> _Student:
+def _build_student(cfg: DistillConfig, teacher: _Teacher, log=None) -> _Student:
     """The student (copied layers, a pretrained model or a fresh architecture) with the teacher's
     labels, its layer map and, when widths differ, TinyBERT's hidden-state projections."""
     import torch
 
-    model, tokenizer, source, layers = _init_student(cfg, teacher)
+    from mobilebert_kit.training import token_map
+
+    model, tokenizer, source, layers = _init_student(cfg, teacher, log)
     names = teacher.label_names
     model.config.id2label = dict(enumerate(names))
     model.config.label2id = {n: i for i, n in enumerate(names)}
@@ -396,14 +315,16 @@ def _build_student(cfg: DistillConfig, teacher: _Teacher) -> _Student:
         raise ModelError(f"the student has {model.config.num_labels} labels but the teacher has {len(names)}")
     map_hidden, map_attention = cfg.hidden_weight > 0, cfg.attention_weight > 0
     if (map_hidden or map_attention) and not (
-        tokenizer is teacher.tokenizer or same_tokenizer(tokenizer, teacher.tokenizer)
+        tokenizer is teacher.tokenizer
+        or same_tokenizer(tokenizer, teacher.tokenizer)
+        or token_map.compatible(teacher.tokenizer, tokenizer)  # other ids/specials: checked per text later
     ):
         raise ModelError(
             f"the student's tokenizer ({cfg.student}) differs from the teacher's; hidden-state and attention "
             "losses compare token by token and need the same tokenizer: drop --hidden-weight/--attention-weight "
             "(logit distillation works across tokenizers) or pick a student with the teacher's vocabulary"
         )
-    layer_map = _layer_map(cfg, _num_layers(model.config), teacher.layers) if map_hidden or map_attention else []
+    layer_map = _layer_map(cfg, layer_count(model.config), teacher.layers) if map_hidden or map_attention else []
     extra = torch.nn.ModuleDict()
     if map_hidden and model.config.hidden_size != teacher.model.config.hidden_size:
         # TinyBERT's learned W_h, one per mapped layer; trained with the student, then dropped
@@ -413,13 +334,13 @@ def _build_student(cfg: DistillConfig, teacher: _Teacher) -> _Student:
     return _Student(model, tokenizer, source, layers, layer_map, map_hidden, map_attention, extra)
 
 
-def _init_student(cfg: DistillConfig, teacher: _Teacher):
+def _init_student(cfg: DistillConfig, teacher: _Teacher, log=None):
     """(model, tokenizer, pretrained source or None, copied teacher layers or None)."""
     import torch
 
     torch.manual_seed(cfg.train.seed)  # a new head / fresh student / projections: same seed, same model
     if cfg.init_method == "student":
-        model, tokenizer, resolved = pretrained_student(cfg.student, teacher.label_names)
+        model, tokenizer, resolved = pretrained_student(cfg.student, teacher.label_names, log)
         source = {"source": cfg.student, "path": resolved.path, "kind": resolved.kind}
         if cfg.layers is not None:
             model = copy_layers_student(model, list(cfg.layers))
@@ -429,6 +350,26 @@ def _init_student(cfg: DistillConfig, teacher: _Teacher):
         return fresh_student(teacher.model, cfg.student_config), teacher.tokenizer, None, None
     layers = list(cfg.layers) if cfg.layers is not None else every_other_layer(teacher.layers)
     return copy_layers_student(teacher.model, layers), teacher.tokenizer, None, layers
+
+
+def _check_token_level_losses(job: _Job, log) -> None:
+    """Before the teacher pass: the hidden-state/attention losses need the tokens to line up when the
+    tokenizers differ in ids and specials (token_map), and their cached teacher states to fit in memory."""
+    from mobilebert_kit.data.transfer import check_cache_fits
+    from mobilebert_kit.training.token_map import check_aligned
+
+    student, teacher, train = job.student, job.teacher, job.ds.splits["train"]
+    if not (student.map_hidden or student.map_attention):
+        return
+    texts, max_length = train.texts if train.pairs else train.texts + job.unlabeled, job.cfg.train.max_length
+    if not (student.tokenizer is teacher.tokenizer or same_tokenizer(student.tokenizer, teacher.tokenizer)):
+        log(check_aligned(teacher.tokenizer, student.tokenizer, texts, max_length, train.pairs, job.cfg.student))
+    if job.unlabeled:
+        n, config = len(student.layer_map), teacher.model.config
+        hidden, attention = n * student.map_hidden, n * student.map_attention
+        check_cache_fits(
+            teacher.tokenizer, texts, max_length, hidden, config.hidden_size, attention, config.num_attention_heads
+        )
 
 
 def _layer_map(cfg: DistillConfig, student_layers: int, teacher_layers: int) -> list[int]:
@@ -447,21 +388,33 @@ def _layer_map(cfg: DistillConfig, student_layers: int, teacher_layers: int) -> 
     return layer_map
 
 
-def _unlabeled_texts(cfg: DistillConfig, ds, data_cfg: DataConfig) -> list[str]:
-    """The extra text the teacher labels (``cfg.unlabeled``), a seeded subset of it if asked."""
-    import random
-
+def _unlabeled_texts(cfg: DistillConfig, ds, data_cfg: DataConfig, tokenizer, log) -> tuple[list[str], dict | None]:
+    """The extra text the teacher labels (``cfg.unlabeled``): cut into windows, without any text that
+    overlaps validation/test, a seeded subset of it if asked (transfer.build_transfer); and its summary."""
     from mobilebert_kit.data import read_unlabeled
+    from mobilebert_kit.data.transfer import BUILTIN_TRANSFER, WindowPolicy, build_transfer, imdb_documents
 
     if not cfg.unlabeled:
-        return []
-    unlabeled = read_unlabeled(cfg.unlabeled, ds, data_cfg)
-    if cfg.max_unlabeled and cfg.max_unlabeled < len(unlabeled):
-        keep = sorted(random.Random(data_cfg.split_seed).sample(range(len(unlabeled)), cfg.max_unlabeled))
-        unlabeled = [unlabeled[i] for i in keep]
+        return [], None
     if ds.splits["train"].pairs:
         raise DataError("--unlabeled supports single-text tasks only; this data has a text pair column")
-    return unlabeled
+    builtin = cfg.unlabeled in BUILTIN_TRANSFER
+    documents = imdb_documents() if builtin else read_unlabeled(cfg.unlabeled, ds, data_cfg)
+    mode = "sentences" if builtin and cfg.unlabeled_window == "auto" else cfg.unlabeled_window
+    policy = WindowPolicy(cfg.train.max_length, cfg.window_sentences, mode)
+    evaluation = ds.splits["validation"].texts + ds.splits["test"].texts
+    transfer = build_transfer(
+        documents,
+        cfg.unlabeled,
+        evaluation,
+        tokenizer,
+        policy,
+        limit=cfg.max_unlabeled,
+        seed=data_cfg.split_seed,
+        ngram=cfg.overlap_ngram,
+    )
+    log(transfer.line())
+    return transfer.texts, transfer.summary()
 
 
 def _compute_device(requested: str):
@@ -496,16 +449,17 @@ def _teacher_outputs(job: _Job, device, log, progress: bool = False) -> _Cached:
         "attention_layers": student.layer_map if student.map_attention else [],
     }
     train_split, model, tok = ds.splits["train"], teacher.model, teacher.tokenizer
-    precision = teacher_pass_precision(cfg.teacher_precision, device.type)
-    if precision != cfg.teacher_precision:
-        why = f"{cfg.teacher_precision} is CPU-only (torch.ao kernels)"
+    precision = teacher_pass_plan(cfg.teacher_precision, device.type)
+    if precision != cfg.teacher_precision and not (cfg.teacher_precision == "auto" and precision != "fp32"):
+        why = f"{cfg.teacher_precision} needs a CPU (with native bf16 for bf16; torch.ao kernels for int8)"
         log(f"teacher pass: {why}; this {device.type} pass runs in {precision}")
     # the training text's pass; evaluation's stays fp32
     text = {**what, **common, "precision": precision, "temperature": cfg.temperature}
     train = teacher_outputs(model, tok, train_split.texts, train_split.pairs, slot={**slot, "role": "train"}, **text)
     files = [train.path]
     if unlabeled:
-        unl_slot = {**slot, "role": "unlabeled", "source": cfg.unlabeled}
+        # one file per source and size: the 25k and 100k transfer sets of an ablation are both kept, not rebuilt
+        unl_slot = {**slot, "role": "unlabeled", "source": cfg.unlabeled, "texts": len(unlabeled)}
         # the training text's INT8 check decides this pass too (same teacher, same run): not checked twice
         extra = teacher_outputs(model, tok, unlabeled, None, slot=unl_slot, checked=train.int8_check, **text)
         train, files = train + extra, [*files, extra.path]
@@ -559,7 +513,7 @@ def _student_line(cfg: DistillConfig, student: _Student) -> str:
     return (
         f"student: {cfg.init_method}"
         + (f" {','.join(map(str, student.layers))}" if student.layers is not None else "")
-        + f", {_num_layers(config)} layers, hidden {config.hidden_size}, {count_parameters(student.model):,} params; "
+        + f", {layer_count(config)} layers, hidden {config.hidden_size}, {count_parameters(student.model):,} params; "
         f"T={cfg.temperature}, alpha={cfg.alpha}"
         + (f", hidden x{cfg.hidden_weight}" if student.map_hidden else "")
         + (f", attention x{cfg.attention_weight}" if student.map_attention else "")
@@ -581,7 +535,9 @@ def _train_student(job: _Job, train_set, eval_set, attention_store, work: Path, 
         {k: v for k, v in cfg.to_dict().items() if k not in ("train", "output", "cache_dir", "data")},
         student.source,
     )
-    loss = distillation_loss(cfg.temperature, cfg.alpha, cfg.hidden_weight, cfg.attention_weight, attention_store)
+    loss = distillation_loss(
+        cfg.temperature, cfg.alpha, cfg.hidden_weight, cfg.attention_weight, attention_store, with_terms=True
+    )
     return train(
         TrainModule(student.model, loss, student.extra),
         train_set,
@@ -594,12 +550,14 @@ def _train_student(job: _Job, train_set, eval_set, attention_store, work: Path, 
         quiet=ctx.quiet,
         run_fingerprint=run_fp,
         log=ctx.log,
+        log_phase="transfer set" if job.unlabeled else None,  # the training text includes teacher-labelled extra text
     )
 
 
-def _metrics(job: _Job, sets: dict, cached: _Cached, result, train_examples: int) -> dict:
+def _metrics(job: _Job, sets: dict, cached: _Cached, result, train_examples: int, preds: dict) -> dict:
     """Teacher and student side by side (top-level validation/test are the student's: what later
-    stages read), then how training and the teacher cache went."""
+    stages read), then how training and the teacher cache went; the student's test predictions into ``preds``."""
+    from mobilebert_kit import predictions
     from mobilebert_kit.batching import Collator, predict
     from mobilebert_kit.metrics import classification_metrics
     from mobilebert_kit.models import count_parameters
@@ -615,6 +573,8 @@ def _metrics(job: _Job, sets: dict, cached: _Cached, result, train_examples: int
     device = next(student.model.parameters()).device
     s_test = predict(student.model, sets["test"], collator, job.cfg.train.eval_batch_size, device)
     agreement = float((s_test.argmax(-1) == t_logits["test"].argmax(-1)).mean()) if len(s_test) else float("nan")
+    test = ds.splits["test"]
+    preds.update(predictions.record(test.texts, test.pairs, test.labels, s_test))
     t_params, s_params = count_parameters(teacher.model), count_parameters(student.model)
     return {
         **student_metrics,
@@ -628,7 +588,7 @@ def _metrics(job: _Job, sets: dict, cached: _Cached, result, train_examples: int
         "student": {
             **student_metrics,
             "parameters": s_params,
-            "layers": _num_layers(student.model.config),
+            "layers": layer_count(student.model.config),
             "hidden_size": student.model.config.hidden_size,
         },
         "retention": {
@@ -648,6 +608,7 @@ def _data_and_cache_numbers(job: _Job, cached: _Cached, result, train_examples: 
         "train_examples": train_examples,
         "labeled_examples": len(job.ds.splits["train"]),
         "unlabeled_examples": len(job.unlabeled),
+        **({"transfer": job.transfer} if job.transfer else {}),
         "teacher_cache": {
             "train": cached.train.status,
             "eval": cached.eval.status,
@@ -675,10 +636,11 @@ def _log_results(metrics: dict, log) -> None:
 
 
 def _write(
-    out: Path, job: _Job, metrics: dict, result, timings: dict, t0: float, overwrite: bool, inputs: tuple
+    out: Path, job: _Job, metrics: dict, result, timings: dict, t0: float, overwrite: bool, inputs: tuple, preds: dict
 ) -> None:
-    """The student folder: model, tokenizer, labels, metrics.json (with sizes) and manifest.json."""
-    from mobilebert_kit import artifacts
+    """The student folder: model, tokenizer, labels, metrics.json (with sizes), test predictions, the training
+    log and manifest.json."""
+    from mobilebert_kit import artifacts, predictions
 
     cfg, student = job.cfg, job.student
     with artifacts.staged_output(out, overwrite=overwrite, inputs=inputs) as tmp:
@@ -688,6 +650,8 @@ def _write(
         metrics["student"]["size_bytes"] = sum(f.stat().st_size for f in tmp.glob("*.safetensors"))
         metrics["compression"]["size"] = _ratio(job.teacher.size_bytes, metrics["student"]["size_bytes"])
         artifacts.write_json(tmp / artifacts.METRICS, metrics)
+        publish_training_log(result.log_dir, tmp)
+        predictions.write(tmp, preds)
         config = cfg.to_dict()
         config["data"] = job.data_cfg.to_dict()
         artifacts.write_manifest(
@@ -736,6 +700,7 @@ def _headline(metrics: dict, result) -> dict:
         "accuracy_retention": metrics["retention"]["accuracy"],
         "train_examples_per_second": result.examples_per_second,
         "parameters": metrics["parameters"],
+        "precision": f"{result.precision} ({result.precision_reason})",
     }
 
 

@@ -39,6 +39,7 @@ from mobilebert_kit.artifacts import (
 from mobilebert_kit.config import StageConfig, check_choice, check_range, did_you_mean
 from mobilebert_kit.errors import ConfigError, MbkError, ModelError
 from mobilebert_kit.formats import Build, ExportFormat, Source, tokenizer_settings
+from mobilebert_kit.locking import holds_output
 from mobilebert_kit.stages.base import RunContext, StageResult
 
 DEFAULT_MAX_LENGTH = 128
@@ -115,6 +116,7 @@ class ExportConfig(StageConfig):
         return [f.name for f in registry.every() if f.name in self.formats or (every and f.in_all)]  # canonical order
 
 
+@holds_output
 def run(config: ExportConfig, ctx: RunContext | None = None) -> StageResult:
     """Export ``config.model`` to every requested format; the result lists each format's folder."""
     ctx = ctx or RunContext()

@@ -15,6 +15,7 @@ from typing import Any
 
 from mobilebert_kit.config import StageConfig
 from mobilebert_kit.data import DataConfig
+from mobilebert_kit.locking import holds_output
 from mobilebert_kit.stages.base import RunContext, StageResult
 from mobilebert_kit.training.common import (
     check_fits_model,
@@ -29,6 +30,7 @@ from mobilebert_kit.training.common import (
     warn_if_unknown_tokens,
 )
 from mobilebert_kit.training.engine import TrainConfig
+from mobilebert_kit.training.metrics_log import publish as publish_training_log
 
 
 @dataclass
@@ -61,6 +63,7 @@ class _Loaded:
         return self.tokenizer.pad_token_id or 0
 
 
+@holds_output
 def run(cfg: FinetuneConfig, ctx: RunContext | None = None) -> StageResult:
     """Fine-tune ``cfg.model`` on ``cfg.data``; the result carries the output folder and metrics."""
     from accelerate import PartialState
@@ -77,10 +80,12 @@ def run(cfg: FinetuneConfig, ctx: RunContext | None = None) -> StageResult:
     if not state.is_main_process:  # one process writes artifacts
         state.wait_for_everyone()
         return StageResult(out, written=False)
-    metrics = _metrics(cfg, loaded, sets, result)
+    logits: dict = {}
+    metrics = _metrics(cfg, loaded, sets, result, logits)
     ctx.log("test: accuracy {accuracy:.4f}, macro-F1 {macro_f1:.4f}".format(**metrics["test"]))
     timings = {"load_seconds": t_load - t0, "train_seconds": t_train - t_load}
-    _write(out, cfg, loaded, metrics, result, timings, t0, may_replace(out, ctx.overwrite, ctx.resume), inputs)
+    replace = may_replace(out, ctx.overwrite, ctx.resume)
+    _write(out, cfg, loaded, metrics, result, timings, t0, replace, inputs, logits["test"])
     finish_checkpoints(work, cfg.train.retain_checkpoints, ctx.log)
     state.wait_for_everyone()
     return StageResult(out, metrics, [_summary_line(out, metrics)])
@@ -97,7 +102,7 @@ def _load(cfg: FinetuneConfig, log) -> _Loaded:
     log(f"data: {ds.source}: " + ", ".join(f"{k} {len(v)}" for k, v in ds.splits.items()))
     tokenizer = load_tokenizer(resolved.path)
     warn_if_unknown_tokens(tokenizer, ds.splits["train"].texts, cfg.model)
-    model = load_pretrained_for_classification(resolved, ds.label_names, cfg.dropout, seed=cfg.train.seed)
+    model = load_pretrained_for_classification(resolved, ds.label_names, cfg.dropout, seed=cfg.train.seed, log=log)
     check_fits_model(model, cfg.train, cfg.model)
     return _Loaded(resolved, ds, tokenizer, model)
 
@@ -126,10 +131,10 @@ def _train(cfg: FinetuneConfig, loaded: _Loaded, work: Path, ctx: RunContext):
     return sets, result
 
 
-def _metrics(cfg: FinetuneConfig, loaded: _Loaded, sets: dict, result) -> dict:
+def _metrics(cfg: FinetuneConfig, loaded: _Loaded, sets: dict, result, logits: dict) -> dict:
     from mobilebert_kit.models import count_parameters
 
-    metrics = evaluate_splits(loaded.model, sets, cfg.train, loaded.pad_id, loaded.dataset.num_labels)
+    metrics = evaluate_splits(loaded.model, sets, cfg.train, loaded.pad_id, loaded.dataset.num_labels, logits)
     return {
         **metrics,
         **training_history(result),
@@ -139,10 +144,19 @@ def _metrics(cfg: FinetuneConfig, loaded: _Loaded, sets: dict, result) -> dict:
 
 
 def _write(
-    out: Path, cfg, loaded: _Loaded, metrics: dict, result, timings: dict, t0: float, overwrite: bool, inputs: tuple
+    out: Path,
+    cfg,
+    loaded: _Loaded,
+    metrics: dict,
+    result,
+    timings: dict,
+    t0: float,
+    overwrite: bool,
+    inputs: tuple,
+    test_logits,
 ) -> None:
-    """The teacher folder: model, tokenizer, labels, metrics.json and manifest.json."""
-    from mobilebert_kit import artifacts
+    """The teacher folder: model, tokenizer, labels, metrics.json, test predictions, the training log and manifest.json."""
+    from mobilebert_kit import artifacts, predictions
 
     ds = loaded.dataset
     with artifacts.staged_output(out, overwrite=overwrite, inputs=inputs) as tmp:
@@ -150,6 +164,9 @@ def _write(
         loaded.tokenizer.save_pretrained(tmp)
         artifacts.write_labels(tmp, ds.label_names)
         artifacts.write_json(tmp / artifacts.METRICS, metrics)
+        publish_training_log(result.log_dir, tmp)
+        test = ds.splits["test"]
+        predictions.write(tmp, predictions.record(test.texts, test.pairs, test.labels, test_logits))
         inputs = {
             "model": model_input(cfg.model, loaded.resolved),
             "data": {"source": ds.source, **data_hash(cfg.data)},
@@ -185,4 +202,5 @@ def _headline(metrics: dict) -> dict:
         "validation_macro_f1": metrics["validation"]["macro_f1"],
         "train_examples_per_second": metrics["train_examples_per_second"],
         "parameters": metrics["parameters"],
+        "precision": f"{metrics['precision']} ({metrics.get('precision_reason', '')})",
     }

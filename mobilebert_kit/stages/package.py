@@ -66,6 +66,7 @@ from mobilebert_kit.artifacts import (
 from mobilebert_kit.config import StageConfig
 from mobilebert_kit.errors import ArtifactError, ConfigError, PackageError, warn
 from mobilebert_kit.formats import BundleFacts, ExportFormat
+from mobilebert_kit.locking import holds_output
 from mobilebert_kit.phone.golden import THREADS, reference_runtime
 from mobilebert_kit.runtimes import ORT, host_ort_version, runtime_key
 from mobilebert_kit.stages.base import RunContext, StageResult
@@ -310,6 +311,7 @@ class _Inputs:
     pad_id: int
 
 
+@holds_output
 def run(config: PackageConfig, ctx: RunContext | None = None) -> StageResult:
     """Build the bundle for ``config.target``; the result carries the bundle folder and its meta.
 

@@ -26,7 +26,9 @@ from mobilebert_kit import formats as registry
 from mobilebert_kit.artifacts import COMPRESSION, META, METRICS, VERIFY, not_a_folder, staged_output, write_text
 from mobilebert_kit.config import StageConfig, check_range
 from mobilebert_kit.errors import ArtifactError
+from mobilebert_kit.stages import report_curves
 from mobilebert_kit.stages.base import RunContext, StageResult
+from mobilebert_kit.stages.stage_minutes import minutes_per_stage_lines
 
 HTML = "report.html"
 MD = "report.md"
@@ -131,6 +133,7 @@ def collect(run_dir: Path, cfg: ReportConfig) -> dict:
     seq, case = _pick_case(_bench_rows(run_dir), cfg)
     notes: list[str] = []
     rows, curves = _pytorch_rows(run_dir, case)
+    logs = report_curves.stage_logs(run_dir)
     rows += _compressed_rows(run_dir / "compressed", case, notes)
     ver = _read(run_dir / "export" / VERIFY) or {}
     rows += _export_rows(run_dir / "export", ver, case, rows)
@@ -138,6 +141,7 @@ def collect(run_dir: Path, cfg: ReportConfig) -> dict:
     src = _latency(case, model="pytorch fp32 (source)")
     if src is not None and not any(_same(src.get("path"), Path(r["folder"])) for r in rows):
         notes.append(f"bench timed the exported source model in PyTorch fp32: p50 {src['p50_ms']:.2f} ms")
+    notes.extend(_transfer_notes(_read(run_dir / "student" / METRICS)))
     return {
         "run_dir": str(run_dir),
         "seq_len": seq,
@@ -145,12 +149,28 @@ def collect(run_dir: Path, cfg: ReportConfig) -> dict:
         "batch": cfg.batch,
         "rows": rows,
         "curves": curves,
+        "training_logs": {name: report_curves.summary(lines) for name, lines in logs.items()},
         "packages": _packages(run_dir / "package"),
         "stages": _stages(run_dir / ".state"),
         "notes": notes,
         "verify_passed": ver.get("passed") if ver else None,
         "headline": _headline(rows),
     }
+
+
+def _transfer_notes(student_metrics: dict | None) -> list[str]:
+    """distill's unlabeled text (windows kept, dropped for overlap) and its teacher pass's speed."""
+    from mobilebert_kit.data.transfer import summary_line
+
+    transfer = _get(student_metrics, "transfer")
+    if not isinstance(transfer, dict):
+        return []
+    note = "distill's teacher-labelled transfer text: " + summary_line(transfer)
+    cache = _get(student_metrics, "teacher_cache") or {}
+    n, seconds = student_metrics.get("train_examples"), cache.get("train_seconds")
+    if cache.get("train") == "built" and isinstance(n, int) and seconds:
+        note += f"; teacher pass {n / seconds:.0f} texts/s ({cache.get('train_precision')})"
+    return [note]
 
 
 def _pytorch_rows(run_dir: Path, case: list[dict]) -> tuple[list[dict], dict[str, list[dict]]]:
@@ -370,8 +390,12 @@ def _plots(data: dict, folder: Path) -> dict[str, Path]:
             if not key.endswith("size"):
                 xlabel += f" — seq {data['seq_len']}, {data['threads']} thread(s)"
             out[key] = _save(plt, _scatter(plt, pts, key, xlabel), folder / f"{key}.png")
-    if data["curves"]:
-        out["training_curves"] = _save(plt, _curves(plt, data["curves"]), folder / "training_curves.png")
+    logs = report_curves.stage_logs(Path(data["run_dir"]))
+    if logs:  # per-step curves, the epochs' evaluations on top
+        out["step_curves"] = _save(plt, report_curves.figure(plt, logs), folder / "step_curves.png")
+    if data["curves"] and set(data["curves"]) - set(logs):  # per epoch, for stages without a step log
+        curves = {k: v for k, v in data["curves"].items() if k not in logs}
+        out["training_curves"] = _save(plt, _curves(plt, curves), folder / "training_curves.png")
     return out
 
 
@@ -479,6 +503,7 @@ def render_markdown(data: dict, title: str, plots: dict[str, Path]) -> str:
     for key, title_ in PLOTS:
         if key in plots:
             lines += [f"## {title_}", "", f"![{title_}]({FILES}/{plots[key].name})", ""]
+    lines += report_curves.summary_markdown(data.get("training_logs") or {})
     if data["packages"]:
         lines += ["## Packages", ""]
         for p in data["packages"]:
@@ -494,11 +519,13 @@ def render_markdown(data: dict, title: str, plots: dict[str, Path]) -> str:
             for s in data["stages"]
         ]
         lines.append("")
+    lines += minutes_per_stage_lines(Path(data["run_dir"]))  # where the run's minutes went (stage_minutes.py)
     lines.append(f"_Written by mbk report on {time.strftime('%Y-%m-%d %H:%M:%S')} from {data['run_dir']}._")
     return "\n".join(lines) + "\n"
 
 
 PLOTS = (
+    ("step_curves", "Training curves (per step)"),
     ("training_curves", "Training curves"),
     ("accuracy_vs_latency", "Accuracy vs latency"),
     ("accuracy_vs_size", "Accuracy vs size"),
@@ -533,7 +560,8 @@ def render_html(data: dict, title: str, plots: dict[str, Path]) -> str:
     parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
     if data["notes"]:
         parts.append("<ul>" + "".join(f"<li>{e(n)}</li>" for n in data["notes"]) + "</ul>")
-    parts += _html_plots(plots) + _html_packages_and_stages(data)
+    parts += _html_plots(plots) + report_curves.summary_html(data.get("training_logs") or {})
+    parts += _html_packages_and_stages(data)
     parts.append(
         f"<p><em>Written by mbk report on {time.strftime('%Y-%m-%d %H:%M:%S')} from {e(data['run_dir'])}.</em></p>"
     )

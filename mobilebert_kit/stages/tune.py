@@ -22,6 +22,7 @@ from typing import Any
 
 from mobilebert_kit.config import StageConfig, check_choice, check_range
 from mobilebert_kit.errors import CompressError, ConfigError, DataError, ExportError, TuneError
+from mobilebert_kit.locking import holds_output
 from mobilebert_kit.stages.base import RunContext, StageResult
 
 OBJECTIVES = ("size", "latency", "accuracy")
@@ -109,6 +110,7 @@ def _plans_problems(plans: list) -> list[str]:
     return p
 
 
+@holds_output
 def run(config: TuneConfig, ctx: RunContext | None = None) -> StageResult:
     """Run every candidate plan as a compress trial; the output is the best trial's folder."""
     from mobilebert_kit import artifacts

@@ -106,6 +106,7 @@ def run(config: VerifyConfig, ctx: RunContext | None = None) -> StageResult:
     report["passed"] = all(e["passed"] for e in report["formats"].values())
     if refs:
         report["pytorch"] = _pytorch_summary(next(iter(refs.values())))
+        report["test_texts"] = _test_texts(next(iter(refs.values())))
     write_json(export_dir / VERIFY, report)
     _raise_breaches(report, chosen, export_dir)
     notes = [f"{n}: {report['formats'][n]['summary']}" for n in chosen if report["formats"][n].get("summary")]
@@ -184,6 +185,13 @@ def _pytorch_summary(ref: dict) -> dict:
         "n": m["n"],
         "data": ref["data"],
     }
+
+
+def _test_texts(ref: dict) -> dict:
+    """Which test texts the formats' ``test_predicted`` lists answer (ids, not texts; see predictions.py)."""
+    from mobilebert_kit.predictions import text_ids
+
+    return {"text_ids": text_ids(list(ref["texts"]), ref["pairs"]), "labels": [int(x) for x in ref["labels"]]}
 
 
 def _raise_breaches(report: dict, chosen: list[str], export_dir: Path) -> None:

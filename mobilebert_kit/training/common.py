@@ -21,10 +21,13 @@ def training_dirs(output: str | Path, overwrite: bool, resume: bool, inputs: tup
     from mobilebert_kit import artifacts
     from mobilebert_kit.errors import TrainingError
     from mobilebert_kit.training.checkpoint import BEST
+    from mobilebert_kit.training.metrics_log import TENSORBOARD, TRAIN_LOG
 
     out = Path(output)
     work = artifacts.check_scratch_dir(
-        checkpoint_dir(out), lambda p: p.name in ("checkpoints", BEST), "its training checkpoints"
+        checkpoint_dir(out),
+        lambda p: p.name in ("checkpoints", BEST, TRAIN_LOG, TENSORBOARD),
+        "its training checkpoints",
     )
     if resume and not (work / "checkpoints").is_dir():
         raise TrainingError(f"--resume: no checkpoint found in {work}; run without --resume to start fresh")
@@ -35,15 +38,13 @@ def training_dirs(output: str | Path, overwrite: bool, resume: bool, inputs: tup
 def finish_checkpoints(work: Path, keep: bool, log) -> None:
     """After a successful save: remove ``<output>.ckpt`` (it can hold hundreds of MB), or keep it and
     say where (``--keep-checkpoints``)."""
-    import shutil
-
-    from mobilebert_kit.artifacts import retire
+    from mobilebert_kit.artifacts import remove_retired, retire
 
     if keep and work.is_dir():
         log(f"checkpoints kept in {work} (--keep-checkpoints); delete the folder when no longer needed")
     elif work.is_dir():
         # renamed away first, so a kill mid-delete leaves no half checkpoint folder that --resume would trust
-        shutil.rmtree(retire(work, work.with_name(work.name[: -len(".ckpt")]), "ckpt"), ignore_errors=True)
+        remove_retired(retire(work, work.with_name(work.name[: -len(".ckpt")]), "ckpt"))
 
 
 def may_replace(out: Path, overwrite: bool, resume: bool) -> bool:
@@ -54,8 +55,9 @@ def may_replace(out: Path, overwrite: bool, resume: bool) -> bool:
     return overwrite or (resume and artifacts.is_mbk_output(out))
 
 
-def evaluate_splits(model, sets: dict, train_cfg, pad_id: int, num_labels: int) -> dict:
-    """Accuracy / macro-F1 (and eval time) of ``model`` on the validation and test feature sets."""
+def evaluate_splits(model, sets: dict, train_cfg, pad_id: int, num_labels: int, logits_out: dict | None = None) -> dict:
+    """Accuracy / macro-F1 (and eval time) of ``model`` on the validation and test feature sets
+    (their logits into ``logits_out`` when given)."""
     from mobilebert_kit.batching import Collator, predict
     from mobilebert_kit.metrics import classification_metrics
 
@@ -68,6 +70,8 @@ def evaluate_splits(model, sets: dict, train_cfg, pad_id: int, num_labels: int) 
         m = classification_metrics(logits, [f["labels"] for f in sets[name].features], num_labels)
         m["eval_seconds"] = time.perf_counter() - t
         out[name] = m
+        if logits_out is not None:
+            logits_out[name] = logits
         if name == "validation":
             warn_if_degenerate(logits)
     return out
@@ -132,6 +136,7 @@ def training_setup(result) -> dict[str, Any]:
     """Where and how it trained (precision, device, processes, batch layout, notes), for metrics.json."""
     return {
         "precision": result.precision,
+        "precision_reason": getattr(result, "precision_reason", ""),
         "device": result.device,
         "world_size": result.world_size,
         "batch_size": result.batch_size,

@@ -4,7 +4,7 @@ modules such as width projections).
 
 What it does, each behind a real switch in :class:`TrainConfig`:
 dynamic padding and length-grouped batches, gradient accumulation, mixed precision
-(``auto`` = bf16/fp16 on CUDA, fp32 on CPU), torch.compile, gradient checkpointing, freezing
+(``auto`` = bf16/fp16 on CUDA; on CPU bf16 autocast where it has native bf16, else fp32), torch.compile, gradient checkpointing, freezing
 embeddings + the lowest N layers, DataLoader workers / pin_memory, automatic batch size on
 out-of-memory, evaluation every epoch with best-epoch selection and early stopping, crash-safe
 checkpoints (model, optimizer, scheduler, scaler, RNG, data position) with exact resume, and
@@ -31,10 +31,11 @@ import numpy as np
 
 from mobilebert_kit.batching import TOKEN_KEYS, Collator, FeatureDataset, batch_order, predict
 from mobilebert_kit.config import StageConfig, check_choice, check_range
-from mobilebert_kit.devices import resolve_precision, select_device
+from mobilebert_kit.devices import choose_precision, precision_line, resolve_precision, select_device
 from mobilebert_kit.errors import Interrupted, TrainingError
 from mobilebert_kit.training.checkpoint import BEST, Checkpointer, latest_checkpoint, load_best
 from mobilebert_kit.training.hooks import Evaluation, FaultInjection, Hooks, PeriodicCheckpoint, ProgressBar
+from mobilebert_kit.training.metrics_log import EvalPoint, StepLog
 from mobilebert_kit.training.state import TrainState
 
 __all__ = [
@@ -62,6 +63,7 @@ RESUME_NEUTRAL = (
     "auto_batch_size",
     "compile",
     "compile_backend",
+    "log_every",
 )
 
 
@@ -84,6 +86,7 @@ class TrainConfig(StageConfig):
     dynamic_padding: bool = True  # pad each batch to its longest row, not to max_length
     group_by_length: bool = True  # batches of similar lengths (less padding), in shuffled order
     freeze_layers: int = 0  # freeze embeddings + the lowest N encoder layers (0 = train all)
+    freeze_embeddings: bool = False  # freeze the embeddings alone (freeze_layers > 0 freezes them anyway)
     precision: str = "auto"  # auto | fp32 | bf16 | fp16
     compile: bool = False
     compile_backend: str = "inductor"  # torch.compile backend (inductor; eager/aot_eager to debug)
@@ -97,6 +100,7 @@ class TrainConfig(StageConfig):
     retain_checkpoints: bool = False  # keep <output>.ckpt after success (CLI --keep-checkpoints)
     early_stopping_patience: int = 2  # epochs without validation macro-F1 gain (0 = off)
     max_steps: int | None = None  # stop after this many optimizer steps (smoke runs, benchmarks)
+    log_every: int = 10  # optimizer steps between per-step metric lines (train_log.jsonl, TensorBoard); 0 = off
     device: str = "auto"  # auto | cpu | cuda | cuda:N
 
     def validate(self) -> list[str]:
@@ -117,6 +121,7 @@ class TrainConfig(StageConfig):
         check_range(p, "keep_checkpoints", self.keep_checkpoints, 1)
         check_range(p, "early_stopping_patience", self.early_stopping_patience, 0)
         check_range(p, "max_steps", self.max_steps, 1)
+        check_range(p, "log_every", self.log_every, 0)
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             p.append(f"device must be auto, cpu, cuda or cuda:N; got '{self.device}'")
         return p
@@ -138,11 +143,14 @@ class TrainResult:
     device: str
     world_size: int
     notes: list[str] = field(default_factory=list)
+    log_dir: Path | None = None  # where train_log.jsonl (and tb/) were written, for the stage to publish
+    precision_reason: str = ""  # why this precision (e.g. "CPU has avx512_bf16"), see devices.choose_precision
 
 
 class TrainModule:
     """What the engine trains: the model plus optional extra modules (e.g. projections) and a
-    loss function ``loss_fn(model, batch, extra) -> scalar loss``."""
+    loss function ``loss_fn(model, batch, extra) -> scalar loss`` (or ``(loss, {term: detached scalar})``:
+    the terms then appear in the per-step metrics as ``loss_<term>``)."""
 
     def __init__(self, model, loss_fn: Callable | None = None, extra=None):
         self.model, self.loss_fn, self.extra = model, loss_fn or default_loss, extra
@@ -172,15 +180,25 @@ def fingerprint(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def resume_fingerprint(run_fingerprint: str, cfg: TrainConfig, batch_size: int, grad_accum: int, world: int) -> str:
+def resume_fingerprint(
+    run_fingerprint: str, cfg: TrainConfig, batch_size: int, grad_accum: int, world: int, cpu_auto_bf16: bool = False
+) -> str:
     """What a checkpoint must have been made with to be resumed: the caller's data/model
-    fingerprint, every option that changes the computation, the batch layout and process count."""
+    fingerprint, every option that changes the computation, the batch layout and process count.
+    ``cpu_auto_bf16``: ``auto`` resolved to bf16 on a CPU (it used to mean fp32 there, and still does on a CPU
+    without native bf16, whose checkpoints keep their fingerprint), so an fp32 checkpoint is not resumed in bf16."""
     options = {k: v for k, v in cfg.to_dict().items() if k not in RESUME_NEUTRAL}
+    if cpu_auto_bf16:
+        options["precision"] = "auto:bf16"
     return fingerprint(run_fingerprint, options, batch_size, grad_accum, world)
 
 
-def freeze_lower_layers(model, n: int) -> int:
-    """Freeze embeddings + the lowest ``n`` encoder layers; returns the trainable parameter count."""
+def freeze_lower_layers(model, n: int, embeddings: bool = False) -> int:
+    """Freeze embeddings + the lowest ``n`` encoder layers (``embeddings``: the embeddings even when ``n`` is 0);
+    returns the trainable parameter count."""
+    if embeddings:
+        for p in model.base_model.embeddings.parameters():
+            p.requires_grad_(False)
     if n <= 0:
         return sum(p.numel() for p in model.parameters() if p.requires_grad)
     base = model.base_model
@@ -207,6 +225,7 @@ class _Options:
     run_fingerprint: str
     log: Callable[[str], None]
     metric_fn: Callable[[np.ndarray, list[int]], dict] | None
+    phase: str | None = None
 
 
 def train(
@@ -223,17 +242,22 @@ def train(
     run_fingerprint: str = "",
     log: Callable[[str], None] | None = None,
     metric_fn: Callable[[np.ndarray, list[int]], dict] | None = None,
+    log_phase: str | None = None,
 ) -> TrainResult:
     """Train ``task`` on ``train_set``, evaluate on ``eval_set`` every epoch and keep the best
     epoch's weights in ``task.model`` (by validation macro-F1). Checkpoints live in ``workdir``.
 
     With ``cfg.auto_batch_size``, an out-of-memory error halves the batch, doubles gradient
     accumulation (same effective batch), restores the initial weights and starts again.
+
+    Every ``cfg.log_every`` optimizer steps a metrics line goes to ``workdir/train_log.jsonl`` (and
+    TensorBoard events to ``workdir/tb/``; see :mod:`mobilebert_kit.training.metrics_log`), tagged with
+    ``log_phase`` when given; ``TrainResult.log_dir`` says where, for the stage to copy into its artifact.
     """
     from accelerate.utils.memory import should_reduce_batch_size
 
     log = log or (lambda m: None if quiet else _stderr(m))
-    opts = _Options(workdir, pad_id, num_labels, resume, quiet, run_fingerprint, log, metric_fn)
+    opts = _Options(workdir, pad_id, num_labels, resume, quiet, run_fingerprint, log, metric_fn, log_phase)
     batch_size, grad_accum = cfg.batch_size, cfg.grad_accum
     initial = None
     if cfg.auto_batch_size:
@@ -296,6 +320,7 @@ class _Run:
     total_steps: int
     trainable: int
     log: Callable[[str], None]
+    precision_reason: str = ""
 
     @property
     def world(self) -> int:
@@ -327,14 +352,19 @@ def _train_once(task, train_set, eval_set, cfg: TrainConfig, batch_size: int, gr
     ckpt = Checkpointer(
         opts.workdir, cfg.keep_checkpoints, run.accelerator, run.wrapper, run.optimizer, run.scheduler, scaler
     )
-    fp = resume_fingerprint(opts.run_fingerprint, cfg, batch_size, grad_accum, run.world)
+    cpu_auto_bf16 = cfg.precision == "auto" and run.device_type == "cpu" and run.precision == "bf16"
+    fp = resume_fingerprint(opts.run_fingerprint, cfg, batch_size, grad_accum, run.world, cpu_auto_bf16)
     state, resumed_from = ckpt.start(fp, opts.resume, run.log)
+    step_log = StepLog(opts.workdir, cfg.log_every, opts.phase, writer=run.is_main)
+    step_log.start(state, resumed=resumed_from is not None)
     hooks = Hooks(
         [
+            step_log,  # before the checkpoint hook: a step's line is on disk before its checkpoint
             ProgressBar(cfg.epochs, disable=opts.quiet or not run.is_main),
             PeriodicCheckpoint(ckpt, cfg.checkpoint_every),
             FaultInjection(),
             _evaluation(run, eval_set, cfg, opts),
+            EvalPoint(step_log),
         ]
     )
     run.wrapper.train()
@@ -346,11 +376,13 @@ def _train_once(task, train_set, eval_set, cfg: TrainConfig, batch_size: int, gr
     stopped_early = False
     try:
         while not stopped_early and not state.finished(cfg.epochs, cfg.max_steps):
-            _train_epoch(run, state, train_set, cfg, batch_size, hooks)
+            _train_epoch(run, state, train_set, cfg, batch_size, hooks, step_log)
             stopped_early = hooks.on_epoch_end(state)
             ckpt.save(state)
     except KeyboardInterrupt as e:
         raise Interrupted(_after_interrupt(opts.workdir)) from e
+    finally:
+        step_log.close()
     _finish(run, cfg, opts.workdir)
     return TrainResult(
         best_epoch=state.best_epoch,
@@ -366,6 +398,8 @@ def _train_once(task, train_set, eval_set, cfg: TrainConfig, batch_size: int, gr
         precision=run.precision,
         device=str(run.accelerator.device),
         world_size=run.world,
+        log_dir=opts.workdir if step_log.every else None,
+        precision_reason=run.precision_reason,
     )
 
 
@@ -377,7 +411,8 @@ def _setup(task: TrainModule, cfg: TrainConfig, batch_size: int, grad_accum: int
     from transformers import get_linear_schedule_with_warmup
 
     device_type = select_device(cfg.device).type
-    precision = resolve_precision(cfg.precision, device_type)
+    precision, precision_reason = choose_precision(cfg.precision, device_type)
+    _forget_mixed_precision()
     accelerator = Accelerator(
         cpu=device_type == "cpu",
         mixed_precision={"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision],
@@ -387,7 +422,7 @@ def _setup(task: TrainModule, cfg: TrainConfig, batch_size: int, grad_accum: int
     set_seed(cfg.seed)
     if cfg.gradient_checkpointing:
         task.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    trainable = freeze_lower_layers(task.model, cfg.freeze_layers)
+    trainable = freeze_lower_layers(task.model, cfg.freeze_layers, cfg.freeze_embeddings)
     wrapper = _wrapper_module(task)
     batches_per_process = math.ceil(math.ceil(n_train / batch_size) / accelerator.num_processes)
     total_steps = math.ceil(batches_per_process / grad_accum) * cfg.epochs
@@ -399,6 +434,7 @@ def _setup(task: TrainModule, cfg: TrainConfig, batch_size: int, grad_accum: int
     forward = torch.compile(wrapper, dynamic=True, backend=cfg.compile_backend) if cfg.compile else wrapper
     collator = Collator(opts.pad_id, cfg.max_length, cfg.dynamic_padding)
     log = opts.log if accelerator.is_main_process else (lambda m: None)
+    log(precision_line(precision, precision_reason))
     return _Run(
         accelerator,
         wrapper,
@@ -411,7 +447,17 @@ def _setup(task: TrainModule, cfg: TrainConfig, batch_size: int, grad_accum: int
         total_steps,
         trainable,
         log,
+        precision_reason,
     )
+
+
+def _forget_mixed_precision() -> None:
+    """accelerate keeps the first Accelerator's mixed precision for the whole process and refuses another, so a
+    second training in one process (``mbk run``'s stages, compress's recovery) could not use another precision.
+    Clearing its AcceleratorState (not the process-group state) lets each training choose its own."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=False)
 
 
 def _optimizer(wrapper, cfg: TrainConfig, device_type: str):
@@ -452,7 +498,9 @@ def _evaluation(run: _Run, eval_set, cfg: TrainConfig, opts: _Options) -> Evalua
     )
 
 
-def _train_epoch(run: _Run, state: TrainState, train_set, cfg: TrainConfig, batch_size: int, hooks: Hooks) -> None:
+def _train_epoch(
+    run: _Run, state: TrainState, train_set, cfg: TrainConfig, batch_size: int, hooks: Hooks, step_log: StepLog
+) -> None:
     """The running epoch's remaining batches (all of them, unless resuming mid-epoch)."""
     loader = _epoch_loader(run, train_set, cfg, batch_size, state.epoch)
     batches, skip = len(loader), state.batches_done
@@ -461,8 +509,11 @@ def _train_epoch(run: _Run, state: TrainState, train_set, cfg: TrainConfig, batc
     hooks.on_epoch_start(state, batches, skip)
     state.start_epoch()
     for batch in loader:
-        loss = _step(run, batch, cfg.max_grad_norm)
-        state.add_batch(_finite(loss, state), batch["input_ids"].shape[0] * run.world)
+        loss, terms, grad_norm = _step(run, batch, cfg.max_grad_norm, step_log.wants_norm(state))
+        examples = batch["input_ids"].shape[0] * run.world
+        value = _finite(loss, state)
+        state.add_batch(value, examples)
+        step_log.add_batch(value, examples, terms, grad_norm, lr=run.scheduler.get_last_lr()[0])  # this step's LR
         hooks.on_batch_end(state)
         if run.accelerator.sync_gradients:
             run.scheduler.step()
@@ -497,17 +548,22 @@ def _epoch_loader(run: _Run, train_set, cfg: TrainConfig, batch_size: int, epoch
     return run.accelerator.prepare_data_loader(loader, device_placement=True)
 
 
-def _step(run: _Run, batch, max_grad_norm: float):
-    """Forward, backward and (at accumulation boundaries) clip + optimizer step; returns the loss."""
+def _step(run: _Run, batch, max_grad_norm: float, want_norm: bool = False):
+    """Forward, backward and (at accumulation boundaries) clip + optimizer step; returns (the loss, its
+    terms or None, the gradient norm before clipping when ``want_norm`` at a boundary, else None). The norm
+    stays a device tensor: reading it is the step log's one sync per logged step."""
     accelerator = run.accelerator
+    norm = None
     with accelerator.accumulate(run.wrapper):
-        loss = run.forward(batch)
+        out = run.forward(batch)
+        loss, terms = out if isinstance(out, tuple) else (out, None)
         accelerator.backward(loss)
-        if accelerator.sync_gradients and max_grad_norm > 0:
-            accelerator.clip_grad_norm_(run.wrapper.parameters(), max_grad_norm)
+        if accelerator.sync_gradients and (max_grad_norm > 0 or want_norm):
+            # max_norm inf only measures (and unscales fp16 gradients); the scale it applies is exactly 1
+            norm = accelerator.clip_grad_norm_(run.wrapper.parameters(), max_grad_norm or float("inf"))
         run.optimizer.step()
         run.optimizer.zero_grad(set_to_none=True)
-    return loss
+    return loss, terms, norm if want_norm else None
 
 
 def _finite(loss, state: TrainState) -> float:

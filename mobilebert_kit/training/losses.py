@@ -12,9 +12,18 @@ from mobilebert_kit.batching import TOKEN_KEYS
 
 def soft_hard_loss(logits, teacher_logits, labels, temperature: float, alpha: float):
     """``alpha`` · KL(teacher_T ‖ student_T) · T² + (1 − ``alpha``) · CE(student, labels)."""
+    loss = logits.new_zeros(())
+    for term in soft_hard_terms(logits, teacher_logits, labels, temperature, alpha).values():
+        loss = loss + term
+    return loss
+
+
+def soft_hard_terms(logits, teacher_logits, labels, temperature: float, alpha: float) -> dict:
+    """The weighted terms of :func:`soft_hard_loss`: ``{"soft": alpha·KL·T², "hard": (1 − alpha)·CE}``
+    (a term whose weight is 0 is left out)."""
     import torch.nn.functional as F
 
-    loss = logits.new_zeros(())
+    terms = {}
     if alpha > 0:
         T = temperature
         kl = F.kl_div(
@@ -23,10 +32,10 @@ def soft_hard_loss(logits, teacher_logits, labels, temperature: float, alpha: fl
             reduction="batchmean",
             log_target=True,
         )
-        loss = loss + alpha * kl * T * T
+        terms["soft"] = alpha * kl * T * T
     if alpha < 1:
-        loss = loss + (1 - alpha) * F.cross_entropy(logits, labels)
-    return loss
+        terms["hard"] = (1 - alpha) * F.cross_entropy(logits, labels)
+    return terms
 
 
 def distillation_loss(
@@ -35,26 +44,37 @@ def distillation_loss(
     hidden_weight: float = 0.0,
     attention_weight: float = 0.0,
     attention_store: list | None = None,
+    with_terms: bool = False,
 ):
     """The engine loss ``loss_fn(model, batch, extra)`` of distill and compress's recovery: :func:`soft_hard_loss`
     on the cached ``teacher_logits`` and ``labels``, plus, when their weights are > 0, :func:`hidden_state_loss`
     on the cached, layer-mapped ``teacher_hidden`` (through ``extra["hidden_proj"]`` when the widths differ)
-    and :func:`attention_map_loss` on ``attention_store`` rows picked by the batch's ``idx``."""
+    and :func:`attention_map_loss` on ``attention_store`` rows picked by the batch's ``idx``.
+
+    With ``with_terms`` it returns ``(loss, terms)``: the weighted terms (``soft``, ``hard``, ``hidden``,
+    ``attention``), detached, which sum to the loss; the engine logs them per step."""
+
+    import torch
 
     def loss_fn(model, batch, extra):
         inputs = {k: batch[k] for k in TOKEN_KEYS if k in batch}
         out = model(**inputs, output_hidden_states=hidden_weight > 0, output_attentions=attention_weight > 0)
-        loss = soft_hard_loss(out.logits.float(), batch.get("teacher_logits"), batch.get("labels"), temperature, alpha)
+        terms = soft_hard_terms(
+            out.logits.float(), batch.get("teacher_logits"), batch.get("labels"), temperature, alpha
+        )
         mask = batch["attention_mask"].float()
         if hidden_weight > 0:
             projections = getattr(extra, "hidden_proj", None)  # in the ModuleDict when widths differ
-            loss = loss + hidden_state_loss(
+            terms["hidden"] = hidden_state_loss(
                 out.hidden_states, batch["teacher_hidden"], mask, hidden_weight, projections
             )
         if attention_weight > 0:
             rows = [attention_store[i] for i in batch["idx"].tolist()]
-            loss = loss + attention_map_loss(out.attentions, rows, mask, attention_weight)
-        return loss
+            terms["attention"] = attention_map_loss(out.attentions, rows, mask, attention_weight)
+        loss = out.logits.new_zeros((), dtype=torch.float32)  # summed in this order, as before terms were kept
+        for term in terms.values():
+            loss = loss + term
+        return (loss, {k: v.detach() for k, v in terms.items()}) if with_terms else loss
 
     return loss_fn
 

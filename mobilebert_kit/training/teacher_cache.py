@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from mobilebert_kit.training.int8_teacher import MAX_KL, int8_as_checked, int8_teacher
+from mobilebert_kit.training.int8_teacher import MAX_KL
+from mobilebert_kit.training.teacher_precision import as_checked, checked_teacher
 
 CACHE_FORMAT = "1"
 
@@ -51,7 +52,7 @@ class TeacherOutputs:
     status: str = "built"  # built | hit | stale-rebuilt
     path: str = ""
     seconds: float = 0.0
-    int8_check: dict | None = None  # an int8 pass's check against the fp32 teacher (int8_teacher.int8_teacher)
+    int8_check: dict | None = None  # an int8/bf16 pass's check against the fp32 teacher (teacher_precision)
 
     def __add__(self, other: TeacherOutputs) -> TeacherOutputs:
         """Both sets of rows, ``self``'s first (the training text, then the unlabeled text)."""
@@ -111,11 +112,11 @@ def teacher_outputs(
     else:
         log(f"teacher cache: computing teacher outputs for {len(texts)} texts -> {path}")
     check = None
-    if precision == "int8" and checked:
-        teacher, check = int8_as_checked(teacher, checked), checked
-    elif precision == "int8":
-        teacher, check = int8_teacher(
-            teacher, tokenizer, texts, pairs, max_length=max_length, temperature=temperature, log=log
+    if precision != "fp32" and checked:
+        teacher, check = as_checked(teacher, checked), checked
+    elif precision != "fp32":  # int8 | bf16 | auto (mobilebert_kit.training.teacher_precision)
+        teacher, check = checked_teacher(
+            teacher, tokenizer, texts, pairs, plan=precision, max_length=max_length, temperature=temperature, log=log
         )
     tensors = _teacher_pass(
         teacher, tokenizer, texts, pairs, max_length, hidden_layers, attention_layers, batch_size, device, progress

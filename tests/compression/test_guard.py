@@ -24,8 +24,8 @@ def test_guard_passes_only_what_verify_will_pass():
 
 def test_verify_and_compress_share_one_number():
     from mobilebert_kit.compression.ort_quant import INT8_MIN_AGREEMENT
-    from mobilebert_kit.stages.compress import CompressConfig
     from mobilebert_kit.phone.parity import Int8Tolerance
+    from mobilebert_kit.stages.compress import CompressConfig
 
     assert CompressConfig(int8=True).min_agreement == Int8Tolerance().min_agreement == INT8_MIN_AGREEMENT
 

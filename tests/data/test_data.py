@@ -205,15 +205,19 @@ def test_tsv_is_read_without_quote_processing(tmp_path):
         load_dataset(DataConfig(data=str(p)))
 
 
-def test_labels_differing_only_in_case_are_kept_with_a_warning(tmp_path, capsys):
+def test_labels_differing_only_in_case_are_refused_or_merged_on_request(tmp_path):
+    # issue 29: a warning let a binary task train as five classes; now the groups are refused, or merged
     p = tmp_path / "d.csv"
     p.write_text("text,label\n" + "".join(f"t{i},{['pos', 'Pos', 'POS', 'neg', 'Neg'][i % 5]}\n" for i in range(100)))
-    ds = load_dataset(DataConfig(data=str(p)))
-    assert ds.label_names == ["Neg", "POS", "Pos", "neg", "pos"]
-    assert (
-        f"warning: {p}: labels that differ only in case are separate classes: Neg/neg, POS/Pos/pos; "
-        "if they mean the same class, normalise them in the file" in capsys.readouterr().err
+    with pytest.raises(DataError) as e:
+        load_dataset(DataConfig(data=str(p)))
+    assert str(e.value) == (
+        f"{p}: labels that are the same label written differently would train as separate classes: "
+        "'Neg' / 'neg'; 'POS' / 'Pos' / 'pos'; fix the labels in the file, or pass --normalize-labels "
+        "(data config: normalize_labels: true) to merge each group into one class"
     )
+    ds = load_dataset(DataConfig(data=str(p), normalize_labels=True))
+    assert ds.label_names == ["neg", "pos"]  # each group named by its most frequent spelling (ties: the last sorted)
 
 
 def test_integral_float_labels_are_one_class_in_every_format(tmp_path):

@@ -390,6 +390,18 @@ CASES = [
         "Error: run folder {w}/none does not exist; run `mbk run RECIPE` first or pass the run folder",
     ),
     (
+        "compare-one-run",
+        ["compare", "{w}"],
+        1,
+        "Error: comparing needs at least two run folders (got only {w}); e.g. mbk report artifacts/runs/a artifacts/runs/b",
+    ),
+    (
+        "report-compare-not-run",
+        ["report", "{w}", "{w}/notes", "-o", "{w}/cmp"],
+        1,
+        "Error: {w}/notes is not an mbk run folder (no .state/ and no stage output folder in it); pass the run folder of a recipe, e.g. artifacts/runs/default",
+    ),
+    (
         "device-bench-bundle",
         ["device-bench", "--bundle", "{w}/none", "--require-device"],
         1,

@@ -72,7 +72,7 @@ def test_worker_protocol_same_kernels_same_logits(export_dir, cli, tmp_path, mon
     cpus_log = fake_qemu(tmp_path, monkeypatch)
     r = verify(cli, export_dir, "--arm", "on", "--arm-cpus", "cortex-a53,max", "--arm-ort-versions", HOST_ORT)
     assert r.exit_code == 0, r.output
-    assert cpus_log.read_text().split() == ["cortex-a53", "max"]  # QEMU_CPU picks the emulated CPU
+    assert sorted(cpus_log.read_text().split()) == ["cortex-a53", "max"]  # QEMU_CPU picks the emulated CPU
     arm = read_json(export_dir / "verify.json")["formats"]["onnx"]["arm64"]
     assert arm["n"] == arm["of"] == 16 and [run["cpu"] for run in arm["runs"]] == ["cortex-a53", "max"]
     for run in arm["runs"]:
@@ -84,14 +84,72 @@ def test_worker_protocol_same_kernels_same_logits(export_dir, cli, tmp_path, mon
     assert arm["across_cpus"][HOST_ORT]["identical_logits"] == [["cortex-a53", "max"]]
     assert f"✓ arm64 max onnxruntime {HOST_ORT}: logits label agreement: 100.00% >= 99.50%" in r.output
     assert f"arm64 cortex-a53 onnxruntime {HOST_ORT}: vs x86 onnxruntime {HOST_ORT}: max|Δ| 0, 0 label flip" in r.output
+    assert "0 label flip(s) of 16; 0 flip(s) in 16 texts -> < 17.1% at 95%" in r.output
+    bound = arm["bound"]
+    assert bound["flip_rate_upper_95"] == pytest.approx(1 - 0.05 ** (1 / 16)) and bound["configurations_run"] == 2
+    assert bound["max_abs_diff_vs_x86"] == 0.0 and bound["sized_for_flip_bound"] == 0.03
+    assert arm["runs"][0]["flip_rate_upper_95_vs_x86"] == bound["flip_rate_upper_95"]
+
+
+def test_emulated_runs_go_in_parallel_up_to_the_cores(export_dir, cli, tmp_path, monkeypatch):
+    """The (version, CPU) runs are processes started together: with parallel 3 all three are alive at once;
+    with parallel 1 never two; the default follows the cores this process may use."""
+    running = tmp_path / "running"
+    running.mkdir()
+    body = (
+        f'touch "{running}/$QEMU_CPU"; ls "{running}" | wc -l >> "{tmp_path}/overlap.log"; sleep 1; '
+        f'rm "{running}/$QEMU_CPU"'
+    )
+    fake_qemu(tmp_path, monkeypatch, body)
+    three = ("--arm-cpus", "cortex-a53,cortex-a76,max", "--arm-ort-versions", HOST_ORT)
+    r = cli("verify", "--export-dir", export_dir, "-f", "onnx", "--no-node", "--arm", "on", *three)
+    assert r.exit_code == 0, r.output
+    assert emulation.ArmParity(emulation.ArmConfig(mode="off")).workers(99) == len(os.sched_getaffinity(0))
+    assert emulation.ArmParity(emulation.ArmConfig(mode="off", parallel=4)).workers(3) == 3
+    from mobilebert_kit.stages.verify import VerifyConfig, run
+
+    overlap = tmp_path / "overlap.log"
+    overlap.unlink()
+    cfg = {"export_dir": str(export_dir), "formats": ["onnx"], "node": "off", "runtime_versions": ["none"]}
+    arm = {"mode": "on", "cpus": ["cortex-a53", "cortex-a76", "max"], "ort_versions": [HOST_ORT]}
+    run(VerifyConfig.from_dict({**cfg, "arm": {**arm, "parallel": 3}}))
+    assert max(map(int, overlap.read_text().split())) == 3
+    overlap.unlink()
+    run(VerifyConfig.from_dict({**cfg, "arm": {**arm, "parallel": 1}}))
+    assert max(map(int, overlap.read_text().split())) == 1
+
+
+def test_flip_bound_is_the_exact_clopper_pearson_upper_limit():
+    from mobilebert_kit.phone.flip_bound import bound_line, flip_rate_upper, texts_for_bound
+
+    assert texts_for_bound(0.03) == 99 and texts_for_bound(0.01) == 299
+    assert flip_rate_upper(0, 99) < 0.03 <= flip_rate_upper(0, 98)
+    # scipy.stats.beta.ppf(0.95, k + 1, n - k), the exact one-sided limit
+    assert flip_rate_upper(1, 300) == pytest.approx(0.0157146, abs=1e-6)
+    assert flip_rate_upper(5, 300) == pytest.approx(0.0347222, abs=1e-6)
+    assert flip_rate_upper(0, 0) == flip_rate_upper(3, 3) == 1.0
+    assert bound_line(0, 99) == "0 flip(s) in 99 texts -> < 3.0% at 95%"
 
 
 def test_seeded_subset_is_gated_on_its_own_reference(export_dir, cli, tmp_path, monkeypatch):
     fake_qemu(tmp_path, monkeypatch)
-    r = verify(cli, export_dir, "--arm", "auto", "--arm-cpus", "cortex-a76", "--arm-examples", "5")
+    versions = f"{HOST_ORT},{emulation.ANDROID_ORT_VERSION}"
+    r = verify(
+        cli,
+        export_dir,
+        "--arm",
+        "auto",
+        "--arm-cpus",
+        "cortex-a76",
+        "--arm-examples",
+        "5",
+        "--arm-ort-versions",
+        versions,
+    )
     assert r.exit_code == 0, r.output
     arm = read_json(export_dir / "verify.json")["formats"]["onnx"]["arm64"]
     assert arm["n"] == 5 and arm["of"] == 16 and arm["runs"][0]["n"] == 5
+    assert arm["bound"]["sized_for_flip_bound"] is None  # --arm-examples asked for the size
     # the Android app's onnxruntime is not in the fake cache: a SKIP row naming the fix, not a failure
     skipped = [run for run in arm["runs"] if "skipped" in run]
     if HOST_ORT != emulation.ANDROID_ORT_VERSION:
@@ -195,7 +253,7 @@ def test_real_emulation_on_tiny_model(real_arm_emulation, export_dir, cli):
     assert r.exit_code == 0, r.output
     arm = read_json(export_dir / "verify.json")["formats"]["ort"]["arm64"]
     runs = {(run["runtime"]["version"], run["cpu"]): run for run in arm["runs"]}
-    assert set(runs) == {(v, c) for v in (HOST_ORT, emulation.ANDROID_ORT_VERSION) for c in ("cortex-a53", "max")}
+    assert set(runs) == {(emulation.ANDROID_ORT_VERSION, c) for c in ("cortex-a53", "max")}  # the app's pin
     for (_, cpu), run in runs.items():
         assert run["emulated"] and run["n"] == 16 and run["max_abs_diff"] < 1e-3 and run["agreement"] == 1.0
         assert ("sme" in run["cpu_features"]) == (cpu == "max")  # QEMU_CPU decides what onnxruntime sees

@@ -207,9 +207,7 @@ def test_validate_stage_order_duplicates_sections_and_yaml_errors(tmp_path, cli)
 def test_unavailable_stage_is_a_clear_error_not_a_crash(monkeypatch, tmp_path, cli):
     import dataclasses
 
-    monkeypatch.setitem(
-        STAGES, "package", dataclasses.replace(STAGES["package"], module="package_not_written_yet")
-    )
+    monkeypatch.setitem(STAGES, "package", dataclasses.replace(STAGES["package"], module="package_not_written_yet"))
     p = write_recipe(tmp_path / "r.yaml", {"stages": ["finetune", "package"]})
     res = cli("validate", str(p))
     assert res.exit_code == 1
@@ -447,6 +445,7 @@ def test_tiny_pipeline_end_to_end_with_report(tiny, tmp_path, cli):
     assert "| student | PyTorch fp32 |" in md and "](report_files/accuracy_vs_size.png)" in md
     assert (run_dir / "report_files" / "accuracy_vs_latency.png").stat().st_size > 1000
     assert not [f for f in os.listdir(run_dir) if f.startswith(".") and f != ".state"]  # no temp leftovers
+    _check_training_logs_and_compare(run_dir, cli, tmp_path)
     res = cli("run", str(p), "--json", "-q")
     actions = {s["step"]: s["action"] for s in json.loads(res.stdout)["steps"]}
     assert actions == {
@@ -497,7 +496,7 @@ def test_pareto_front():
     assert pareto_front(pts) == [0, 1, 2]
 
 
-@pytest.mark.parametrize("cmd", ["run", "validate", "report"])
+@pytest.mark.parametrize("cmd", ["run", "validate", "report", "compare"])
 def test_help(cli, cmd):
     res = cli(cmd, "--help")
     assert res.exit_code == 0 and "Examples:" in res.output and f"mbk {cmd} " in res.output
@@ -524,3 +523,32 @@ def test_smoke_recipe_end_to_end(tmp_path, cli, monkeypatch):
     assert "data:image/png;base64," in (run_dir / "report.html").read_text()
     res = cli("run", str(smoke), f"run_dir={run_dir}", "--dry-run")
     assert res.output.count(" reuse ") == 7 and "report" in res.output.splitlines()[-1]
+
+
+def _check_training_logs_and_compare(run_dir, cli, tmp_path):
+    """Every training stage left its per-step log and per-text test predictions; the
+    report drew them; a copy of the run with one config key changed compares with exactly that key."""
+    import importlib.util
+    import shutil
+
+    from mobilebert_kit.training.metrics_log import read_log
+
+    for stage in ("teacher", "student"):  # compress has no recovery here: test_compress checks its log
+        lines = read_log(run_dir / stage / "train_log.jsonl")
+        assert [r for r in lines if r["kind"] == "step"] and [r for r in lines if r["kind"] == "eval"], stage
+        if importlib.util.find_spec("tensorboard") is not None:
+            assert list((run_dir / stage / "tb").rglob("events.out.tfevents.*")), stage
+    assert any(k.startswith("loss_soft") for r in read_log(run_dir / "student" / "train_log.jsonl") for k in r)
+    assert (run_dir / "report_files" / "step_curves.png").stat().st_size > 1000
+    other = tmp_path / "run-t4"
+    shutil.copytree(run_dir, other)
+    for f in (other / ".state").glob("*.json"):  # as if recipe.run_dir had been run-t4 (its stages' paths in it)
+        f.write_text(f.read_text().replace(str(run_dir), str(other)))
+    state = json.loads((other / ".state" / "distill.json").read_text())
+    state["config"]["temperature"] = 4.0
+    (other / ".state" / "distill.json").write_text(json.dumps(state))
+    res = cli("report", str(run_dir), str(other), "-o", str(tmp_path / "cmp"), "--json")
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert [d["key"] for d in data["config_differences"]] == ["distill.temperature"]
+    assert {p["level"]: p["difference"] for p in data["paired"]} == {"teacher": 0.0, "student": 0.0, "phone": 0.0}

@@ -266,6 +266,8 @@ def test_recovery_training_after_structured_pruning(cli, trained, tmp_path):
         "1",
         "--recover-lr",
         "1e-3",
+        "--recover-log-every",
+        "2",
         "--latency-runs",
         "0",
         "--max-drop",
@@ -280,6 +282,12 @@ def test_recovery_training_after_structured_pruning(cli, trained, tmp_path):
         rec["teacher"] == str(trained) and rec["epochs"] == 1 and len(rec["history"]) == 1
     )  # no teacher upstream: the input
     assert metrics["steps"][1]["params"] == metrics["steps"][0]["params"]  # recovery trains, it does not regrow
+    # recovery's per-step log, marked as recovery, with the distillation loss's terms
+    lines = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
+    steps = [r for r in lines if r["kind"] == "step"]
+    assert steps and all(r["phase"] == "recovery" for r in lines) and [r["kind"] for r in lines][-1] == "eval"
+    assert all(r["step"] % 2 == 0 or r is steps[-1] for r in steps)
+    assert all(r["loss_soft"] + r["loss_hard"] == pytest.approx(r["loss"], rel=1e-4) for r in steps)
 
 
 def test_recovery_layer_distillation_to_the_unpruned_model(trained, tmp_path, monkeypatch):

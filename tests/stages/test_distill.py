@@ -17,6 +17,7 @@ from mobilebert_kit.errors import ConfigError
 from mobilebert_kit.models import load_classifier_folder
 from mobilebert_kit.stages import distill
 from mobilebert_kit.stages.base import RunContext
+from mobilebert_kit.training import students
 from mobilebert_kit.training.losses import distillation_loss
 
 FAST = [
@@ -94,7 +95,10 @@ def distilled(teacher_dir, tmp_path_factory):
         ),
         ({"hidden_weight": -1}, "hidden_weight must be in [0, inf), got -1"),
         ({"layer_map": [1, 3]}, "layer_map only matters with hidden_weight or attention_weight > 0"),
-        ({"teacher_precision": "fp16"}, "teacher_precision must be one of fp32, int8; got 'fp16'"),
+        (
+            {"teacher_precision": "fp16"},
+            "teacher_precision must be one of fp32, int8, bf16, auto; got 'fp16' (did you mean 'bf16'?)",
+        ),
     ],
 )
 def test_config_refuses_bad_values(kw, message):
@@ -119,11 +123,11 @@ def test_config_from_dict_and_student_arch():
 
 
 def test_default_layers_and_uniform_map():
-    assert distill.every_other_layer(6) == [0, 2, 4]
-    assert distill.every_other_layer(12) == [0, 2, 4, 6, 8, 10]
-    assert distill.uniform_layer_map(3, 6) == [1, 3, 5]
-    assert distill.uniform_layer_map(2, 4) == [1, 3]
-    assert distill.uniform_layer_map(4, 4) == [0, 1, 2, 3]
+    assert students.every_other_layer(6) == [0, 2, 4]
+    assert students.every_other_layer(12) == [0, 2, 4, 6, 8, 10]
+    assert students.uniform_layer_map(3, 6) == [1, 3, 5]
+    assert students.uniform_layer_map(2, 4) == [1, 3]
+    assert students.uniform_layer_map(4, 4) == [0, 1, 2, 3]
 
 
 # --------------------------------------------------------------------------- student initialisation
@@ -131,7 +135,7 @@ def test_default_layers_and_uniform_map():
 
 def test_copy_layers_student_takes_exactly_those_weights(tmp_path):
     teacher, _, _ = load_classifier_folder(make_tiny_classifier(tmp_path / "t", layers=4, hidden=32, seed=3))
-    student = distill.copy_layers_student(teacher, [3, 0])
+    student = students.copy_layers_student(teacher, [3, 0])
     assert student.config.num_hidden_layers == 2
     t, s = teacher.state_dict(), student.state_dict()
     for key in s:
@@ -140,15 +144,15 @@ def test_copy_layers_student_takes_exactly_those_weights(tmp_path):
     assert torch.equal(s["classifier.weight"], t["classifier.weight"])
     assert torch.equal(s["bert.embeddings.word_embeddings.weight"], t["bert.embeddings.word_embeddings.weight"])
     with pytest.raises(ConfigError, match="layers 4,7 out of range: the teacher has 4 layers \\(0..3\\)"):
-        distill.copy_layers_student(teacher, [0, 4, 7])
+        students.copy_layers_student(teacher, [0, 4, 7])
 
 
 def test_same_tokenizer(tiny_classifier_dir):
     from transformers import AutoTokenizer
 
     a = AutoTokenizer.from_pretrained(tiny_classifier_dir)
-    assert distill.same_tokenizer(a, AutoTokenizer.from_pretrained(minilm_path()))
-    assert not distill.same_tokenizer(a, AutoTokenizer.from_pretrained(minilm_path(), do_lower_case=False))
+    assert students.same_tokenizer(a, AutoTokenizer.from_pretrained(minilm_path()))
+    assert not students.same_tokenizer(a, AutoTokenizer.from_pretrained(minilm_path(), do_lower_case=False))
 
 
 # --------------------------------------------------------------------------- cached outputs + losses
@@ -185,7 +189,7 @@ def test_loss_is_zero_when_student_equals_teacher(tmp_path, teacher_dir):
 
     folder = teacher_dir  # fine-tuned: its outputs are far from uniform
     teacher, tok, _ = load_classifier_folder(folder)
-    student = distill.copy_layers_student(teacher, [0, 1, 2, 3]).eval()
+    student = students.copy_layers_student(teacher, [0, 1, 2, 3]).eval()
     out = _outputs(teacher, tok, folder, tmp_path / "c", hidden=[0, 1, 2, 3], attn=[0, 1, 2, 3])
     labels = [1, 0, 0, 1]
     feats = make_features(
@@ -201,7 +205,7 @@ def test_loss_is_zero_when_student_equals_teacher(tmp_path, teacher_dir):
     loss = distillation_loss(3.0, 1.0, 1.0, 1.0, out.attentions)(student, batch, torch.nn.ModuleDict())
     assert float(loss) < 1e-6  # float16 rounding of the cached hidden states / maps only
     # a student with the layers in another order is measurably off on each term
-    other = distill.copy_layers_student(teacher, [3, 2, 1, 0]).eval()
+    other = students.copy_layers_student(teacher, [3, 2, 1, 0]).eval()
     for kw in ({"alpha": 1.0}, {"alpha": 1.0, "hidden_weight": 1.0}, {"alpha": 1.0, "attention_weight": 1.0}):
         c = distill.DistillConfig(**kw)
 
@@ -289,6 +293,63 @@ def test_int8_teacher_pass_is_a_cpu_path():
     assert teacher_pass_precision("int8", "cpu") == "int8"
     assert teacher_pass_precision("int8", "cuda") == "fp32"  # torch.ao's dynamic INT8 kernels are CPU-only
     assert teacher_pass_precision("fp32", "cpu") == "fp32"
+
+
+def test_teacher_pass_plan_follows_the_device(monkeypatch):
+    """What each --teacher-precision tries: bf16 only on a CPU with native bf16, auto = check and time both there
+    and INT8 elsewhere, and a GPU pass runs the teacher as loaded."""
+    from mobilebert_kit import devices
+    from mobilebert_kit.training.teacher_precision import teacher_pass_plan
+
+    monkeypatch.setattr(devices, "cpu_bf16_flags", lambda: ["avx512_bf16"])
+    assert [teacher_pass_plan(p, "cpu") for p in ("fp32", "int8", "bf16", "auto")] == ["fp32", "int8", "bf16", "auto"]
+    assert [teacher_pass_plan(p, "cuda") for p in ("int8", "bf16", "auto")] == ["fp32"] * 3
+    monkeypatch.setattr(devices, "cpu_bf16_flags", lambda: [])
+    assert [teacher_pass_plan(p, "cpu") for p in ("bf16", "auto")] == ["fp32", "int8"]
+
+
+def test_bf16_teacher_pass_is_cached_apart_checked_and_close_to_fp32(tmp_path, teacher_dir):
+    """A bf16 teacher pass runs the teacher under autocast (its weights stay fp32, untouched), is checked against
+    fp32 on a sample, gets its own cache file, and its outputs are near the fp32 pass's but not identical."""
+    teacher, tok, _ = load_classifier_folder(teacher_dir)
+    fp32 = _outputs(teacher, tok, teacher_dir, tmp_path / "c", hidden=[1])
+    bf16 = _outputs(teacher, tok, teacher_dir, tmp_path / "c", hidden=[1], precision="bf16")
+    assert bf16.status == "built" and bf16.path != fp32.path
+    assert bf16.int8_check["precision"] == "bf16" and bf16.int8_check["tried"][0]["kl"] <= bf16.int8_check["max_kl"]
+    assert all(p.dtype == torch.float32 for p in teacher.parameters())
+    diff = float(np.abs(bf16.logits - fp32.logits).max())
+    assert 0 < diff < 0.1 * float(np.abs(fp32.logits).max())
+    assert (bf16.logits.argmax(-1) == fp32.logits.argmax(-1)).all()
+    assert _outputs(teacher, tok, teacher_dir, tmp_path / "c", hidden=[1], precision="bf16").status == "hit"
+
+
+def test_auto_teacher_pass_keeps_the_faster_of_the_checked(teacher_dir, monkeypatch):
+    """auto checks int8 and bf16, times both on the sample and keeps the faster that passed; one that fails the
+    soft-label check is not a candidate however fast; none passing leaves the fp32 teacher."""
+    from mobilebert_kit.training import int8_teacher as it
+    from mobilebert_kit.training import teacher_precision as tp
+
+    teacher, tok, _ = load_classifier_folder(teacher_dir)
+    texts, lines = TEXTS * 10, []
+    kw = {"plan": "auto", "max_length": 32, "temperature": 3.0, "log": lines.append}
+    fast = {"int8": 2.0, "bf16": 1.0}
+    monkeypatch.setattr(tp, "_timed_pass", lambda m, *a: fast["bf16" if type(m).__name__ == "Bf16Autocast" else "int8"])
+    model, report = tp.checked_teacher(teacher, tok, texts, None, **kw)
+    assert report["precision"] == "bf16" and type(model).__name__ == "Bf16Autocast"
+    assert report["auto"]["seconds_on_sample"] == {"int8": 2.0, "bf16": 1.0}
+    assert lines[-1].startswith("teacher pass: bf16 (auto: faster on") and "int8 2000 ms, bf16 1000 ms" in lines[-1]
+    assert tp.as_checked(teacher, report).__class__.__name__ == "Bf16Autocast"
+    fast.update(int8=0.5)
+    model, report = tp.checked_teacher(teacher, tok, texts, None, **kw)
+    assert report["precision"] == "int8" and model is not teacher
+    failed = {"precision": "fp32", "sample": 80, "max_kl": it.MAX_KL, "fp32_layers": [], "tried": []}
+    with monkeypatch.context() as m:  # the check, not the clock, rules a candidate out
+        m.setattr(it, "int8_teacher", lambda model, *a, **k: (model, failed))
+        model, report = tp.checked_teacher(teacher, tok, texts, None, **kw)
+    assert report["precision"] == "bf16" and "int8 failed the soft-label check" in lines[-1]
+    monkeypatch.setattr(it, "MAX_KL", -1.0)
+    model, report = tp.checked_teacher(teacher, tok, texts, None, **kw)
+    assert model is teacher and report["precision"] == "fp32"
 
 
 def test_int8_teacher_check_keeps_outlier_layers_fp32_until_close(teacher_dir, monkeypatch):
@@ -389,6 +450,13 @@ def test_distill_writes_a_standalone_student(distilled, teacher_dir):
     test = load_dataset(DataConfig.from_dict(manifest["data"])).splits["test"]
     logits = predict_logits(model, tok, test.texts, max_length=32)
     assert classification_metrics(logits, test.labels, 2)["accuracy"] == m["student"]["test"]["accuracy"]
+    # ... and so do its saved per-text answers; the per-step log carries the loss's two terms
+    preds = read_json(out / "test_predictions.json")
+    assert preds["predicted"] == [int(x) for x in logits.argmax(-1)] and preds["labels"] == list(test.labels)
+    lines = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
+    steps = [r for r in lines if r["kind"] == "step"]
+    assert steps and all(r["loss_soft"] + r["loss_hard"] == pytest.approx(r["loss"], rel=1e-4) for r in steps)
+    assert not any("phase" in r for r in lines)  # no transfer set here
 
 
 def test_second_run_reuses_the_cache(distilled, cli, tmp_path):
@@ -515,6 +583,8 @@ def test_unlabeled_text_is_labelled_by_the_teacher(teacher_dir, tmp_path, cli):
     # the INT8 teacher pass over the unlabeled text applies the training text's check instead of checking again
     assert r.output.count("teacher pass: checking int8 against fp32") == 1, r.output
     assert m["teacher_cache"]["train_precision"] == "int8"
+    lines = (tmp_path / "s" / "train_log.jsonl").read_text().splitlines()
+    assert lines and all(json.loads(x)["phase"] == "transfer set" for x in lines)
     r = cli("distill", "-t", teacher_dir, "--unlabeled", "builtin", "-o", tmp_path / "s2", *FAST)
     assert r.exit_code == 1
     assert "has no built-in unlabeled text; pass --unlabeled FILE" in r.output and not (tmp_path / "s2").exists()
@@ -725,3 +795,62 @@ def test_real_minilm_teacher_into_three_layers(real_teacher, cli, tmp_path):
     model, _, labels = load_classifier_folder(tmp_path / "s")
     assert labels == ["rotten", "fresh"] and model.config.num_hidden_layers == 3
     shutil.rmtree(tmp_path / "c")
+
+
+def test_unlabeled_text_overlapping_evaluation_is_dropped_and_counted(teacher_dir, sentiment_csv, tmp_path, cli):
+    """Any unlabeled source goes through the overlap guard (transfer.py): a validation/test text in a
+    user's file is dropped and counted in the log and metrics.json; a file that is mostly the
+    evaluation texts is refused with one Error line and no output."""
+    from mobilebert_kit.data import DataConfig, load_dataset
+
+    test_text = load_dataset(DataConfig(data=str(sentiment_csv))).splits["test"].texts[0]
+    mine = [
+        "a quiet film about two brothers at sea",
+        "the score swells at all the wrong moments",
+        "it runs long but the ending lands",
+        "nobody in this cast looks bored",
+    ]
+    extra = tmp_path / "raw.txt"
+    extra.write_text("\n".join([*mine, test_text]))
+    r = cli(
+        "distill",
+        "-t",
+        teacher_dir,
+        "--unlabeled",
+        extra,
+        "--cache-dir",
+        tmp_path / "c",
+        "-o",
+        tmp_path / "s",
+        *[a for a in FAST if a != "-q"],
+        "--epochs",
+        "1",
+    )
+    assert r.exit_code == 0, r.output
+    assert "5 windows (texts over max length cut into" in r.output and "1 dropped for overlap" in r.output
+    m = read_json(tmp_path / "s" / "metrics.json")
+    assert m["unlabeled_examples"] == 4 and m["transfer"]["dropped_for_overlap"] == 1 and m["transfer"]["kept"] == 4
+    extra.write_text("\n".join([test_text] * 3 + mine[:1]))
+    r = cli(
+        "distill", "-t", teacher_dir, "--unlabeled", extra, "--cache-dir", tmp_path / "c", "-o", tmp_path / "s2", *FAST
+    )
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert "Error: 3 of 4 unlabeled texts from" in r.output and "overlap the validation/test texts" in r.output
+    assert not (tmp_path / "s2").exists()
+
+
+def test_intermediate_losses_on_a_transfer_set_too_big_for_memory_are_refused_first(
+    teacher_dir, tmp_path, cli, monkeypatch
+):
+    """The hidden-state cache of every unlabeled text lives in memory: when it would not fit, one Error line
+    before the teacher pass says so and how to fix it (not an out-of-memory kill an hour later)."""
+    from mobilebert_kit.data import transfer
+
+    monkeypatch.setattr(transfer, "available_memory_bytes", lambda: 1000)
+    extra = tmp_path / "raw.txt"
+    extra.write_text("a quiet film about two brothers at sea\nthe score swells at all the wrong moments\n")
+    args = ["-t", teacher_dir, "--unlabeled", extra, "--hidden-weight", "1", "--cache-dir", tmp_path / "c"]
+    r = cli("distill", *args, "-o", tmp_path / "s", *FAST)
+    assert r.exit_code == 1 and "Traceback" not in r.output and not (tmp_path / "s").exists()
+    assert "GiB of cached teacher states in memory" in r.output and "lower --max-unlabeled" in r.output
+    assert not (tmp_path / "c").exists()  # refused before the teacher pass

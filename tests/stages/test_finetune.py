@@ -41,8 +41,9 @@ def test_finetune_writes_complete_artifact(tiny4, tmp_path, cli):
     model, data = tiny4
     out = tmp_path / "teacher"
     r = cli(
-        "finetune", "--model", model, "--data", data, *FAST, "-o", out, "--json", "--save-recipe", tmp_path / "r.yaml"
-    )
+        "finetune", "--model", model, "--data", data, *FAST, "-o", out, "--json", "--save-recipe", tmp_path / "r.yaml",
+        "--log-every", "3",
+    )  # fmt: skip
     assert r.exit_code == 0, r.output
     res = json.loads(r.stdout)
     assert res["test"]["accuracy"] >= 0.9  # the easy task is learnt
@@ -68,6 +69,38 @@ def test_finetune_writes_complete_artifact(tiny4, tmp_path, cli):
 
     reloaded = AutoModelForSequenceClassification.from_pretrained(out)
     assert reloaded.config.id2label == {0: "neg", 1: "pos"}
+    # the per-step log and the per-text test answers, recorded in the manifest; the answers give metrics' accuracy
+    lines = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in lines if r["kind"] == "eval"] == [1, 2, 3, 4]
+    assert all(r["step"] % 3 == 0 or r["batches"] < 3 for r in lines if r["kind"] == "step")
+    preds = json.loads((out / "test_predictions.json").read_text())
+    right = sum(p == y for p, y in zip(preds["predicted"], preds["labels"]))
+    assert right / len(preds["labels"]) == pytest.approx(metrics["test"]["accuracy"])
+    assert {"train_log.jsonl", "test_predictions.json"} <= set(m["files"])
+
+
+def test_freeze_embeddings_switch_and_precision_recorded(tiny4, tmp_path, cli):
+    """--freeze-embeddings reaches the engine (the saved embeddings equal the start's); the precision auto chose
+    and why are in metrics.json and the manifest, as devices.choose_precision decides on this machine."""
+    import torch
+    from safetensors.torch import load_file
+
+    from mobilebert_kit.devices import choose_precision
+
+    model, data = tiny4
+    out = tmp_path / "frozen"
+    r = cli("finetune", "--model", model, "--data", data, *FAST, "--freeze-embeddings", "--max-steps", "2", "-o", out)
+    assert r.exit_code == 0, r.output
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["config"]["train"]["freeze_embeddings"] is True
+    start, end = load_file(Path(model) / "model.safetensors"), load_file(out / "model.safetensors")
+    emb = [k for k in end if ".embeddings." in k]
+    assert emb and all(torch.equal(start[k], end[k]) for k in emb)
+    assert any(not torch.equal(start[k], end[k]) for k in end if ".encoder.layer.0." in k)
+    precision, reason = choose_precision("auto", "cpu")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert (metrics["precision"], metrics["precision_reason"]) == (precision, reason)
+    assert m["metrics"]["precision"] == f"{precision} ({reason})"
 
 
 @pytest.mark.parametrize(
@@ -81,6 +114,7 @@ def test_finetune_writes_complete_artifact(tiny4, tmp_path, cli):
             "Error: max_length 600 is more than {model} can take (128 positions); use --max-length 128 or less",
         ),
         (["--lr", "nan"], "Error: train: lr must be a finite number, got nan"),
+        (["--log-every", "-1"], "Error: train: log_every must be in [0, inf), got -1"),
         (["--precision", "fp16"], "Error: --precision fp16 needs a CUDA GPU; on CPU use --precision fp32 (or auto)"),
         (["--resume"], "Error: --resume: no checkpoint found in {out}.ckpt; run without --resume to start fresh"),
         (

@@ -56,3 +56,28 @@ def test_guard_cell_states_the_interval_and_the_rule_it_passed_by():
     guard = {"passed": True, "drop": 0.0102, "max_drop": 0.01, "drop_ci95": [-0.0016, 0.0211]}
     assert _guard_text(guard) == "guard ✓ drop +1.02 pt (95% CI -0.2 … +2.1; refused if all > 1 pt)"
     assert _guard_text({"passed": False, "drop": 0.02, "max_drop": 0.01}) == "guard ✗ drop +0.0200 (≤ 0.01)"
+
+
+def test_report_notes_the_transfer_text_and_the_teacher_pass_speed(tmp_path):
+    """The student's transfer set (source, windows kept and dropped for overlap) and how fast the teacher
+    labelled it reach the report's notes (shown in report.md and report.html)."""
+    from mobilebert_kit.artifacts import write_json
+    from mobilebert_kit.stages.report import collect
+
+    (tmp_path / "student").mkdir()
+    transfer = {"source": "imdb", "documents": 40, "windows": 250, "dropped_for_overlap": 3, "kept": 247,
+                "window_policy": "every text cut into windows of 1-3 sentences, <= 64 tokens"}  # fmt: skip
+    cache = {"train": "built", "train_seconds": 2.0, "train_precision": "int8"}
+    write_json(
+        tmp_path / "student" / "metrics.json", {"transfer": transfer, "teacher_cache": cache, "train_examples": 400}
+    )
+    notes = collect(tmp_path, ReportConfig())["notes"]
+    assert notes == [
+        "distill's teacher-labelled transfer text: imdb: 40 documents -> 250 windows (every text cut into windows of "
+        "1-3 sentences, <= 64 tokens); 3 dropped for overlap with validation/test text, 247 kept; "
+        "teacher pass 200 texts/s (int8)"
+    ]
+    write_json(
+        tmp_path / "student" / "metrics.json", {"transfer": transfer, "teacher_cache": {**cache, "train": "hit"}}
+    )
+    assert collect(tmp_path, ReportConfig())["notes"][0].endswith("247 kept")  # a cache hit has no speed to show

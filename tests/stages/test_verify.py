@@ -50,6 +50,9 @@ def test_all_formats_pass_with_real_numbers(exported, cli):
         e = report["formats"][fmt]
         assert e["max_abs_diff"] < 1e-4 and e["agreement"] == 1.0 and e["n"] == n_test
         assert e["accuracy"] == report["pytorch"]["accuracy"] and e["model_sha256"]
+        # the per-text answers (for mbk report RUN_A RUN_B) give the recorded accuracy
+        right = [p == y for p, y in zip(e["test_predicted"], report["test_texts"]["labels"])]
+        assert len(right) == n_test == len(report["test_texts"]["text_ids"]) and sum(right) / n_test == e["accuracy"]
     assert "lite interpreter" in report["formats"]["torchscript"]["extra_runtimes"]
     coreml = report["formats"]["coreml"]
     assert coreml["numeric_parity"] == "NOT run: Core ML runs only on Apple OSes"

@@ -91,16 +91,85 @@ def test_collator_dynamic_vs_fixed_padding():
     assert out["hid"][1, 2].abs().sum() == 0
 
 
-def test_precision_resolution_on_cpu():
-    assert resolve_precision("auto", "cpu") == "fp32"
+def test_precision_resolution_on_cpu(monkeypatch):
+    from mobilebert_kit import devices
+
+    monkeypatch.delenv(devices.PRECISION_ENV, raising=False)
     assert resolve_precision("fp32", "cpu") == "fp32"
     with pytest.raises(TrainingError, match="fp16 needs a CUDA GPU"):
         resolve_precision("fp16", "cpu")
-    from mobilebert_kit.devices import cpu_has_native_bf16
+    # a CPU without native bf16: auto is fp32, and bf16 is refused (emulated, ~20x slower)
+    monkeypatch.setattr(devices, "cpu_bf16_flags", lambda: [])
+    assert devices.choose_precision("auto", "cpu") == (
+        "fp32",
+        "CPU has no native bf16 (avx512_bf16/amx_bf16); bf16 autocast would be emulated",
+    )
+    with pytest.raises(TrainingError, match="bf16 on this CPU .* ~20x slower"):
+        resolve_precision("bf16", "cpu")
+    # a CPU with avx512_bf16: auto is bf16 autocast, said in one line with the reason
+    monkeypatch.setattr(devices, "cpu_bf16_flags", lambda: ["avx512_bf16"])
+    choice = devices.choose_precision("auto", "cpu")
+    assert choice == ("bf16", "CPU has avx512_bf16")
+    assert devices.precision_line(*choice) == "precision: bf16 autocast (CPU has avx512_bf16)"
+    assert resolve_precision("bf16", "cpu") == "bf16"
+    # the override: MBK_PRECISION=fp32 forces fp32 under auto; an explicit --precision still wins
+    monkeypatch.setenv(devices.PRECISION_ENV, "fp32")
+    assert devices.choose_precision("auto", "cpu") == ("fp32", "MBK_PRECISION=fp32")
+    assert devices.choose_precision("bf16", "cpu") == ("bf16", "requested")
+    monkeypatch.setenv(devices.PRECISION_ENV, "fp8")
+    with pytest.raises(TrainingError, match="MBK_PRECISION='fp8' is not a precision"):
+        devices.choose_precision("auto", "cpu")
 
-    if not cpu_has_native_bf16():
-        with pytest.raises(TrainingError, match="bf16 on this CPU .* ~20x slower"):
-            resolve_precision("bf16", "cpu")
+
+def test_cpu_bf16_flags_read_from_cpuinfo(monkeypatch, tmp_path):
+    import builtins
+
+    from mobilebert_kit import devices
+
+    real_open = builtins.open
+    fake = tmp_path / "cpuinfo"
+
+    def fake_open(path, *a, **k):
+        return real_open(fake if path == "/proc/cpuinfo" else path, *a, **k)
+
+    monkeypatch.setattr(builtins, "open", fake_open)
+    fake.write_text("flags\t\t: fpu sse avx2 avx512f avx512_vnni\n")
+    assert devices.cpu_bf16_flags() == [] and not devices.cpu_has_native_bf16()
+    fake.write_text("flags\t\t: fpu avx512f avx512_bf16 amx_bf16 amx_tile\n")
+    assert devices.cpu_bf16_flags() == ["avx512_bf16", "amx_bf16"]
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_auto_precision_trains_evaluates_and_resumes(setup, tmp_path, monkeypatch, bf16):
+    """Both branches of ``auto`` on CPU run through the engine: a step, evaluation, the recorded decision, and an
+    interrupted run resumed exactly. The bf16 branch runs real bf16 autocast; without native bf16 it is emulated,
+    slow but correct, which is enough for a tiny BERT."""
+    from mobilebert_kit import devices
+
+    monkeypatch.delenv(devices.PRECISION_ENV, raising=False)
+    monkeypatch.setattr(devices, "cpu_bf16_flags", lambda: ["avx512_bf16"] if bf16 else [])
+    lines: list[str] = []
+    model, tok, feats, cfg = setup(epochs=2, checkpoint_every=4)
+    r = _train(model, tok, feats, cfg, tmp_path / "w", log=lines.append)
+    want = ("bf16", "CPU has avx512_bf16") if bf16 else ("fp32", devices.choose_precision("auto", "cpu")[1])
+    assert (r.precision, r.precision_reason) == want
+    assert devices.precision_line(*want) in lines
+    assert r.history[-1]["train_loss"] < r.history[0]["train_loss"]
+    assert all("val_macro_f1" in h for h in r.history)  # evaluated every epoch
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # autocast: the weights stay fp32
+    full = {k: v.clone() for k, v in model.state_dict().items()}
+    # the same run interrupted (Ctrl-C) after 5 optimizer steps, then resumed: identical weights to the uninterrupted one
+    from mobilebert_kit.errors import Interrupted
+
+    model2, tok, feats, cfg2 = setup(epochs=2, checkpoint_every=4)
+    monkeypatch.setenv("MBK_INTERRUPT_AT_STEP", "5")
+    with pytest.raises(Interrupted, match="--resume"):
+        _train(model2, tok, feats, cfg2, tmp_path / "w2")
+    monkeypatch.delenv("MBK_INTERRUPT_AT_STEP")
+    model3, tok, feats, cfg3 = setup(epochs=2, checkpoint_every=4)
+    r3 = _train(model3, tok, feats, cfg3, tmp_path / "w2", resume=True)
+    assert r3.resumed_from is not None
+    assert all(torch.equal(full[k], v) for k, v in model3.state_dict().items())
 
 
 def test_training_learns_and_keeps_best_epoch(setup, tmp_path):
@@ -120,6 +189,18 @@ def test_freeze_layers_freezes_embeddings_and_lower_layers(setup, tmp_path):
     assert not any(n.startswith(("bert.embeddings", "bert.encoder.layer.0.")) for n in changed)
     assert any(n.startswith("bert.encoder.layer.1.") for n in changed)
     assert "classifier.weight" in changed
+
+
+def test_freeze_embeddings_alone(setup, tmp_path):
+    """--freeze-embeddings keeps the embeddings (and only them) fixed: every encoder layer still trains."""
+    model, tok, feats, cfg = setup(epochs=1, freeze_embeddings=True)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    r = _train(model, tok, feats, cfg, tmp_path / "w")
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert not any(n.startswith("bert.embeddings") for n in changed)
+    assert any(n.startswith("bert.encoder.layer.0.") for n in changed) and "classifier.weight" in changed
+    assert all(p.requires_grad for p in model.parameters())  # unfrozen again for whoever uses the model next
+    assert r.steps == 8
 
 
 def test_grad_accum_reduces_optimizer_steps(setup, tmp_path):

@@ -11,7 +11,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 from lib.ort_timing import HOST, time_in_runtime  # noqa: E402
 from ort_versions import decompose_layer_norm  # noqa: E402
@@ -268,3 +268,33 @@ def test_targets_checks_the_litert_build_against_every_optimum_timed():
     assert "| faster_128 @ litert | 10.256 | 10.0 | met |" in md
     assert "| smaller @ litert | 9.091 | 10.0 | NOT met |" in md
     assert "| vs_optimum_latency_128 @ litert vs Optimum @ ort 1.22.0 | 0.650 | 0.5 | NOT met |" in md
+
+
+def test_student_quality_rows_and_their_recipes(tmp_path):
+    """Each ablation row becomes the base recipe's later stages on the shared teacher, with only that row's
+    levers changed; a seed sets distill's train.seed; --set applies to every run."""
+    import student_quality as sq
+    import yaml
+
+    from mobilebert_kit.pipeline import recipe as recipes
+
+    args = sq.parse_args(["--set", "distill.train.max_steps=3", "--rows", "paraphrase-minilm-l3/25000/on,layers/0/off"])
+    rows = sq.rows(args)
+    assert [r["name"] for r in rows] == ["layers/0/off", "paraphrase-minilm-l3/25000/on"]
+    base = yaml.safe_load((Path(__file__).resolve().parents[2] / "recipes" / "quality.yaml").read_text())
+    teacher = tmp_path / "teacher"
+    teacher.mkdir()
+    plain = sq.run_recipe(base, rows[0], 2, teacher, tmp_path / "r0", args)
+    assert plain["stages"] == sq.STAGES and "finetune" not in plain
+    assert plain["distill"]["layers"] == [0, 2, 4] and "unlabeled" not in plain["distill"]
+    assert plain["distill"]["train"]["seed"] == 2 and plain["distill"]["train"]["max_steps"] == 3
+    full = sq.run_recipe(base, rows[1], 1, teacher, tmp_path / "r1", args)
+    d = full["distill"]
+    assert d["student"] == "paraphrase-minilm-l3" and d["layers"] is None and d["hidden_weight"] == 1
+    assert d["unlabeled"] == "imdb" and d["max_unlabeled"] == 25000 and d["teacher"] == str(teacher)
+    for i, recipe in enumerate((plain, full)):
+        path = tmp_path / f"r{i}.yaml"
+        path.write_text(yaml.safe_dump(recipe))
+        assert recipes.load(path).stages == sq.STAGES  # a recipe mbk accepts
+    with pytest.raises(SystemExit, match="unknown rows nope/1/off"):
+        sq.rows(sq.parse_args(["--rows", "nope/1/off"]))
