@@ -232,8 +232,8 @@ def summarise(runs: dict) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from mobilebert_kit.artifacts import library_versions
-    from mobilebert_kit.data import data_config_for, lineage, load_dataset
+    from mobilebert_kit.artifacts import library_versions, lineage
+    from mobilebert_kit.data import data_config_for, load_dataset
     from mobilebert_kit.runtimes import cpu_info
 
     args = parse_args(argv)

@@ -105,7 +105,7 @@ def _student_config(cfg: Any, teacher: SimpleNamespace | None) -> SimpleNamespac
 
 
 def _export_length_problems(cfg: Any, model: SimpleNamespace | None) -> list[str]:
-    from mobilebert_kit.training.common import usable_positions
+    from mobilebert_kit.models import usable_positions
 
     usable = usable_positions(model) if model is not None else None
     if not cfg.max_length or usable is None or cfg.max_length <= usable:
