@@ -219,10 +219,10 @@ def stub_stages(monkeypatch) -> None:
         raise StageReached("stage reached (stubbed by the campaign)")
 
     for spec in STAGES.values():
-        monkeypatch.setattr(importlib.import_module(f"mobilebert_kit.{spec.module}"), "run", stop)
+        monkeypatch.setattr(importlib.import_module(f"mobilebert_kit.stages.{spec.module}"), "run", stop)
     for module in ("device_bench",):
         with contextlib.suppress(ImportError, AttributeError):
-            monkeypatch.setattr(importlib.import_module(f"mobilebert_kit.{module}"), "run", stop)
+            monkeypatch.setattr(importlib.import_module(f"mobilebert_kit.stages.{module}"), "run", stop)
     monkeypatch.setattr(importlib.import_module("mobilebert_kit.pipeline.recipe"), "execute", stop)
 
 

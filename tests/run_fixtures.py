@@ -9,7 +9,7 @@ import math
 import random
 from pathlib import Path
 
-from mobilebert_kit.predictions import text_ids
+from mobilebert_kit.stages.predictions import text_ids
 
 BASE_CONFIG = {
     "finetune": {"model": "minilm-l6", "output": "{run}/teacher", "train": {"lr": 5e-5, "epochs": 2, "seed": 42}},

@@ -20,10 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mobilebert_kit import predictions
 from mobilebert_kit.artifacts import MANIFEST, METRICS, VERIFY, not_a_folder
 from mobilebert_kit.errors import ArtifactError, ConfigError
-from mobilebert_kit.stages import report_curves
+from mobilebert_kit.stages import predictions, report_curves
 
 LEVELS = ("teacher", "student", "phone")  # the models paired text by text, where both runs have predictions
 STAGE_METRICS = (

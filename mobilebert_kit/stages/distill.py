@@ -557,10 +557,10 @@ def _train_student(job: _Job, train_set, eval_set, attention_store, work: Path, 
 def _metrics(job: _Job, sets: dict, cached: _Cached, result, train_examples: int, preds: dict) -> dict:
     """Teacher and student side by side (top-level validation/test are the student's: what later
     stages read), then how training and the teacher cache went; the student's test predictions into ``preds``."""
-    from mobilebert_kit import predictions
     from mobilebert_kit.batching import Collator, predict
     from mobilebert_kit.metrics import classification_metrics
     from mobilebert_kit.models import count_parameters
+    from mobilebert_kit.stages import predictions
 
     teacher, student, ds, n_labels = job.teacher, job.student, job.ds, len(job.teacher.label_names)
     student_metrics = evaluate_splits(student.model, sets, job.cfg.train, student.pad_id, n_labels)

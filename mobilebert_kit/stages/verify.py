@@ -189,7 +189,7 @@ def _pytorch_summary(ref: dict) -> dict:
 
 def _test_texts(ref: dict) -> dict:
     """Which test texts the formats' ``test_predicted`` lists answer (ids, not texts; see predictions.py)."""
-    from mobilebert_kit.predictions import text_ids
+    from mobilebert_kit.stages.predictions import text_ids
 
     return {"text_ids": text_ids(list(ref["texts"]), ref["pairs"]), "labels": [int(x) for x in ref["labels"]]}
 

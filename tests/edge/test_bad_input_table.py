@@ -55,7 +55,7 @@ CASES = [
         "ft-model-missing",
         ["finetune", "--model", "{w}/nomodel", "--data", "{w}/data.csv", "-o", "{w}/o"],
         1,
-        "Error: model '{w}/nomodel' is not a built-in name (minilm-l6, mpnet-base) nor an existing folder; check the path or use --model minilm-l6",
+        "Error: model '{w}/nomodel' is not a built-in name (minilm-l6, mpnet-base, paraphrase-minilm-l3) nor an existing folder; check the path or use --model minilm-l6",
     ),
     (
         "ft-model-broken",

@@ -140,7 +140,10 @@ def test_bad_input_one_error_line(tiny4, tmp_path, cli, args, message):
 
 def test_bad_model_inputs(tmp_path, cli, monkeypatch):
     r = cli("finetune", "--model", "minilm-l7", "-o", tmp_path / "o")
-    assert r.exit_code == 1 and "model 'minilm-l7' is not a built-in name (minilm-l6, mpnet-base)" in r.output
+    assert (
+        r.exit_code == 1
+        and "model 'minilm-l7' is not a built-in name (minilm-l6, mpnet-base, paraphrase-minilm-l3)" in r.output
+    )
     (tmp_path / "notmodel").mkdir()
     r = cli("finetune", "--model", tmp_path / "notmodel", "-o", tmp_path / "o")
     assert "is not a Hugging Face model folder (no config.json)" in r.output
