@@ -640,7 +640,8 @@ def _write(
 ) -> None:
     """The student folder: model, tokenizer, labels, metrics.json (with sizes), test predictions, the training
     log and manifest.json."""
-    from mobilebert_kit import artifacts, predictions
+    from mobilebert_kit import artifacts
+    from mobilebert_kit.stages import predictions
 
     cfg, student = job.cfg, job.student
     with artifacts.staged_output(out, overwrite=overwrite, inputs=inputs) as tmp:

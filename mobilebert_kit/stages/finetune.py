@@ -156,7 +156,8 @@ def _write(
     test_logits,
 ) -> None:
     """The teacher folder: model, tokenizer, labels, metrics.json, test predictions, the training log and manifest.json."""
-    from mobilebert_kit import artifacts, predictions
+    from mobilebert_kit import artifacts
+    from mobilebert_kit.stages import predictions
 
     ds = loaded.dataset
     with artifacts.staged_output(out, overwrite=overwrite, inputs=inputs) as tmp:
