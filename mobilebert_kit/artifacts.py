@@ -24,6 +24,7 @@ from typing import Any
 
 from mobilebert_kit.bounded_input import MAX_JSON_BYTES
 from mobilebert_kit.errors import ArtifactError
+from mobilebert_kit.locking import pid_alive
 
 MANIFEST = "manifest.json"
 METRICS = "metrics.json"
@@ -140,7 +141,7 @@ def clean_stale_temp(path: str | os.PathLike) -> list[Path]:
     for p in path.parent.glob(f".{path.name}.*-*"):
         kind, _, rest = p.name[len(path.name) + 2 :].partition("-")
         pid = rest.split("-", 1)[0]
-        if kind in ("tmp", "old") and pid.isdigit() and not _alive(int(pid)):
+        if kind in ("tmp", "old") and pid.isdigit() and not pid_alive(int(pid)):
             remove_retired(p)
             removed.append(p)
     return removed
@@ -161,16 +162,6 @@ def retire(folder: Path, owner: Path, tag: str = "") -> Path:
     old = owner.with_name(f".{owner.name}.old-{os.getpid()}{'-' + tag if tag else ''}")
     os.replace(folder, old)
     return old
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _public_mode(folder: Path) -> None:

@@ -138,7 +138,7 @@ def _acquire(path: Path, output: Path) -> int:
         try:
             locked = _flock(fd)
             if locked is False:
-                raise ArtifactError(busy_message(output, read_owner(path)))
+                raise ArtifactError(busy_message(output, _stamped_owner(path)))
             if locked is None:  # no flock here: the file's content decides
                 _check_owner_file(path, output)
             if not _same_file(fd, path):  # the holder released (and removed) it between our open and lock
@@ -198,6 +198,17 @@ def _release(path: Path, fd: int) -> None:
         os.close(fd)
 
 
+def _stamped_owner(path: Path, wait_s: float = 1.0) -> dict:
+    """The owner of a lock another process holds. It locks first and stamps the file right after, so a run
+    that lost the race by microseconds can find the file still empty: wait a moment for the stamp."""
+    deadline = time.monotonic() + wait_s
+    owner = read_owner(path)
+    while "pid" not in owner and time.monotonic() < deadline:
+        time.sleep(0.02)
+        owner = read_owner(path)
+    return owner
+
+
 def read_owner(path: Path) -> dict:
     """What a lock file says about its owner (empty when unreadable)."""
     try:
@@ -214,13 +225,14 @@ def _check_owner_file(path: Path, output: Path) -> None:
     if not isinstance(pid, int) or pid == os.getpid():
         return
     if owner.get("host") == socket.gethostname():
-        if _alive(pid):
+        if pid_alive(pid):
             raise ArtifactError(busy_message(output, owner))
         return  # stale: its process is gone
     raise ArtifactError(busy_message(output, owner) + f" (if that run is gone, delete {path})")
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host (one we may not signal still exists)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

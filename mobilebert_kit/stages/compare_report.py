@@ -24,18 +24,13 @@ STYLE = (
 
 
 def fmt(v: Any, kind: str = "") -> str:
-    if v is None or (isinstance(v, float) and v != v):
-        return "—"
-    if kind == "acc":
-        return f"{v:.4f}"
-    if kind == "params":
-        return f"{v / 1e6:.2f}M"
-    if kind == "mb":
-        return f"{v / 1e6:.1f} MB"
-    if kind == "ms":
-        return f"{v:.2f}"
-    if kind == "pt":
+    """A comparison cell: the run report's kinds, plus accuracy differences (pt) and raw config values."""
+    from mobilebert_kit.stages.report import fmt_value
+
+    if v is not None and kind == "pt":
         return f"{100 * v:+.2f} pt"
+    if kind in ("acc", "params", "mb", "ms") or v is None or (isinstance(v, float) and v != v):
+        return fmt_value(v, kind)
     if isinstance(v, float):
         return f"{v:.4g}"
     if isinstance(v, (dict, list)):

@@ -456,7 +456,8 @@ def _curves(plt, curves: dict[str, list[dict]]):
 # --------------------------------------------------------------------------- rendering
 
 
-def _fmt(v: Any, kind: str) -> str:
+def fmt_value(v: Any, kind: str) -> str:
+    """A table cell: accuracy, parameter count, megabytes or milliseconds as the report prints them."""
     if v is None or (isinstance(v, float) and v != v):
         return "—"
     if kind == "acc":
@@ -484,7 +485,7 @@ COLUMNS = (
 
 
 def _table_cells(data: dict) -> list[list[str]]:
-    return [[_fmt(r.get(k), kind) if kind else (r.get(k) or "") for _, k, kind in COLUMNS] for r in data["rows"]]
+    return [[fmt_value(r.get(k), kind) if kind else (r.get(k) or "") for _, k, kind in COLUMNS] for r in data["rows"]]
 
 
 def render_markdown(data: dict, title: str, plots: dict[str, Path]) -> str:
@@ -508,8 +509,8 @@ def render_markdown(data: dict, title: str, plots: dict[str, Path]) -> str:
         lines += ["## Packages", ""]
         for p in data["packages"]:
             lines.append(
-                f"- {p['target']}: {p['folder']} ({_fmt(p['size_bytes'], 'mb')})"
-                + (f", zip {_fmt(p['zip_bytes'], 'mb')}" if p["zip"] else "")
+                f"- {p['target']}: {p['folder']} ({fmt_value(p['size_bytes'], 'mb')})"
+                + (f", zip {fmt_value(p['zip_bytes'], 'mb')}" if p["zip"] else "")
             )
         lines.append("")
     if data["stages"]:
@@ -583,7 +584,8 @@ def _html_packages_and_stages(data: dict) -> list[str]:
     parts = []
     if data["packages"]:
         items = "".join(
-            f"<li>{e(p['target'])}: {e(p['folder'])} ({_fmt(p['size_bytes'], 'mb')})</li>" for p in data["packages"]
+            f"<li>{e(p['target'])}: {e(p['folder'])} ({fmt_value(p['size_bytes'], 'mb')})</li>"
+            for p in data["packages"]
         )
         parts.append(f"<h2>Packages</h2><ul>{items}</ul>")
     if data["stages"]:
