@@ -158,16 +158,16 @@ def phone_scores(run_dir: Path, test, max_length: int) -> tuple[np.ndarray, int]
     """Which test texts the packaged phone model gets right (its own tokenizer: the bundle's trimmed
     vocabulary renumbers word pieces), and its file size."""
     from lib.inputs import encode_texts
-    from lib.runners import file_size, ort_runner
+    from lib.runners import ort_runner
 
-    from mobilebert_kit.artifacts import read_json
+    from mobilebert_kit.artifacts import folder_size, read_json
     from mobilebert_kit.models import load_tokenizer
 
     bundle = run_dir / "package" / "android"
     phone = bundle / read_json(bundle / "model_meta.json")["model_file"]
     run = ort_runner(phone)
     enc = encode_texts(load_tokenizer(str(bundle)), test, max_length)
-    return np.concatenate([run(x) for x in enc]).argmax(-1) == np.asarray(test.labels), file_size(phone)
+    return np.concatenate([run(x) for x in enc]).argmax(-1) == np.asarray(test.labels), folder_size(phone)
 
 
 def one_run(base: dict, row: dict, seed: int, teacher: Path, ctx: dict, args) -> dict:

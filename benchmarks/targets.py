@@ -41,10 +41,10 @@ from lib.baselines import optimum_int8  # noqa: E402
 from lib.inputs import encode_one, encode_texts, seeded_sample  # noqa: E402
 from lib.ort_timing import HOST, expand_versions, time_in_runtime  # noqa: E402
 from lib.results_io import cpu_line, write_results  # noqa: E402
-from lib.runners import file_size, ort_runner, recipe_seconds, torch_runner  # noqa: E402
+from lib.runners import ort_runner, recipe_seconds, torch_runner  # noqa: E402
 from lib.stats import paired_ci  # noqa: E402
 
-from mobilebert_kit.artifacts import library_versions, read_json  # noqa: E402
+from mobilebert_kit.artifacts import folder_size, library_versions, read_json  # noqa: E402
 from mobilebert_kit.metrics import classification_metrics  # noqa: E402
 from mobilebert_kit.runtimes import cpu_info  # noqa: E402
 
@@ -142,13 +142,13 @@ def _models(run_dir: Path, work: Path, litert: bool = False) -> dict[str, dict]:
         },
         PHONE: {
             "path": phone,
-            "size": file_size(phone),
+            "size": folder_size(phone),
             "runner": ort_runner(phone),
             "tokenizer": phone.parent,
         },
         OPTIMUM: {
             "path": optimum,
-            "size": file_size(optimum),
+            "size": folder_size(optimum),
             "runner": ort_runner(optimum),
             "tokenizer": run_dir / "student",
         },
@@ -160,7 +160,7 @@ def _models(run_dir: Path, work: Path, litert: bool = False) -> dict[str, dict]:
         pad_id = int(read_json(tflite.parent / "model_meta.json").get("pad_token_id") or 0)
         models[LITERT] = {
             "path": tflite,
-            "size": file_size(tflite),
+            "size": folder_size(tflite),
             "runner": _litert_runner(tflite, pad_id),
             "tokenizer": tok,
         }

@@ -1,5 +1,6 @@
 """What benchmarks score models with: a PyTorch classifier and an ONNX Runtime session as batch -> logits
-callables (one intra-op thread, as the phone runs them), a model's size on disk, and a run's minutes per stage."""
+callables (one intra-op thread, as the phone runs them), and a run's minutes per stage. (A model's size on disk:
+``mobilebert_kit.artifacts.folder_size``.)"""
 
 from __future__ import annotations
 
@@ -29,11 +30,6 @@ def ort_runner(path: Path):
         return sess.run(None, ot.feeds_for(sess, x))[0]
 
     return run
-
-
-def file_size(path: Path) -> int:
-    """Bytes of a file, or of every file under a folder."""
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
 
 
 def recipe_seconds(run_dir: Path) -> dict:

@@ -4,7 +4,6 @@ was trained on.
 
 from __future__ import annotations
 
-import logging
 from collections import Counter
 from pathlib import Path
 
@@ -13,8 +12,6 @@ from mobilebert_kit.data.config import BUILTIN_DATASETS, DataConfig, TextDataset
 from mobilebert_kit.data.label_hygiene import call_out_class_counts
 from mobilebert_kit.data.readers import user_dataset
 from mobilebert_kit.errors import DataError, warn
-
-log = logging.getLogger(__name__)
 
 
 def load_dataset(cfg: DataConfig) -> TextDataset:
