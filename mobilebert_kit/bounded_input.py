@@ -1,4 +1,5 @@
-"""Limits on the configuration a user hands mbk: recipes, plan files and dotted overrides.
+"""Limits on the configuration a user hands mbk: recipes, plan files, label maps and dotted overrides, and
+the one reader of a user's YAML file (:func:`read_yaml`: safe, bounded, duplicate keys refused).
 
 YAML aliases let a few hundred bytes stand for billions of values ("billion laughs"): PyYAML builds the
 aliased value once and shares it, so loading is cheap, but anything that later walks, copies or prints
@@ -15,6 +16,9 @@ A shipped recipe holds under a hundred values, four levels deep: the limits are 
 """
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -108,3 +112,49 @@ def check_override(item: str) -> None:
         raise ConfigError(
             f"an override is {len(item):,} characters (limit {MAX_OVERRIDE_CHARS:,}); put long values in the recipe"
         )
+
+
+class DuplicateKeyError(yaml.YAMLError):
+    """A mapping gives the same key twice; plain YAML would keep the last value and drop the first."""
+
+    def __init__(self, key: Any, line: int, first_line: int):
+        super().__init__(
+            f"line {line}: duplicate key '{key}' (the earlier one, line {first_line}, would be ignored); merge them"
+        )
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.safe_load`` semantics (no python tags), but a key repeated in one mapping is an error."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            # merge keys (<<) may legitimately be overridden by the keys beside them
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise DuplicateKeyError(key, line, seen[key])
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(path: Path, what: str) -> Any:
+    """Parse a user's YAML file with :class:`UniqueKeyLoader`; ``what`` starts every error line."""
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"{what} is not UTF-8 (byte 0x{data[e.start]:02x} at offset {e.start}); save it as UTF-8"
+        ) from e
+    try:
+        check_yaml_text(text, what)  # size, nesting, alias expansion: before anything is built
+        return yaml.load(text, Loader=UniqueKeyLoader)  # safe: UniqueKeyLoader is a SafeLoader
+    except DuplicateKeyError as e:
+        raise ConfigError(f"{what} {e}") from e
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{what} is not valid YAML{where}: {getattr(e, 'problem', None) or e}") from e

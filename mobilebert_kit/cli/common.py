@@ -64,6 +64,7 @@ DATA_OPTIONS = (
     "max_train_examples",
     "max_eval_examples",
     "normalize_labels",
+    "label_map",
 )
 TRAIN_OPTIONS = (
     "epochs",
@@ -119,6 +120,11 @@ def data_options(f: Callable) -> Callable:
             is_flag=True,
             default=None,
             help="Merge label spellings that are one label (Pos/pos, 01/1, Unicode forms); without it they are refused.",
+        ),
+        click.option(
+            "--label-map",
+            help="Say what each label spelling is: a .json/.yaml file of spelling: class (null drops those rows), "
+            "or inline 'Pos=pos,POS=pos'.",
         ),
     ]
     for o in reversed(opts):

@@ -35,6 +35,9 @@ class DataConfig(StageConfig):
     max_eval_examples: int | None = None
     # merge label spellings that are the same label (Pos/pos, 01/1, NFC/NFKC forms) instead of refusing them
     normalize_labels: bool = False
+    # say what each label spelling is: {spelling: class, spelling: null (drop its rows)}, a .json/.yaml file
+    # of that mapping, or inline "Pos=pos,POS=pos"; applied before the checks (your own files only)
+    label_map: dict[str, str | None] | str | None = None
 
     def validate(self) -> list[str]:
         p: list[str] = []
@@ -49,6 +52,8 @@ class DataConfig(StageConfig):
                 f"text_column and label_column are both '{self.text_column}': the model would read its answer; "
                 "set --text-column to the column with the text"
             )
+        if self.label_map is not None and self.data in BUILTIN_DATASETS:
+            p.append(f"label_map applies to your own files; the built-in {self.data} has fixed labels: drop it")
         for role, col in (("text_column", self.text_column), ("label_column", self.label_column)):
             if self.text_pair_column == col:
                 p.append(f"text_pair_column is '{col}', the same as {role}; pair a different column or leave it unset")

@@ -6,7 +6,10 @@ so a binary task silently becomes a 3- or 4-way one. Labels are grouped by a nor
 surrounding whitespace, case, numeric value) and a group with two spellings is refused, the groups
 listed, unless the user asks for them to be merged (``normalize_labels: true`` in the data config,
 ``--normalize-labels`` on the command line): each group then becomes one class, named by its most
-frequent spelling (a number by its plain value: ``01``/``1.0`` -> ``1``).
+frequent spelling (a number by its plain value: ``01``/``1.0`` -> ``1``). Or the user says exactly what
+each spelling means with a label map (``label_map`` in the data config, ``--label-map``): a mapping of
+spelling to class, inline or as a .json/.yaml file; a spelling mapped to ``null`` drops its rows. The map
+is applied first, so the checks see the classes the user chose.
 
 Before training, a class with a handful of rows, or data that looks binary but has more classes,
 is called out (a warning: a rare class can be real, but the user should decide).
@@ -17,8 +20,10 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections import Counter, defaultdict
+from pathlib import Path
 
-from mobilebert_kit.errors import DataError, warn
+from mobilebert_kit.bounded_input import read_yaml  # JSON is YAML
+from mobilebert_kit.errors import ConfigError, DataError, warn
 
 RARE_ROWS = 5  # a class with fewer training rows cannot be learned, and a stratified split can miss it
 BINARY_SHARE = 0.99  # two classes with this share of the rows: the data is binary, the rest strays
@@ -26,8 +31,9 @@ _NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)")
 _SHOWN_GROUPS = 5
 FIX = (
     "fix the labels in the file, or pass --normalize-labels (data config: normalize_labels: true) "
-    "to merge each group into one class"
+    "to merge each group into one class, or --label-map FILE (data config: label_map) to say what each spelling is"
 )
+MAP_FORM = "a .json/.yaml file of spelling: class (null drops the rows), or inline 'Pos=pos,POS=pos'"
 
 
 def label_key(label: str) -> str:
@@ -94,9 +100,89 @@ def call_out_class_counts(counts: Counter, where: str) -> None:
         )
 
 
-def hygienic_labels(train: list, extra: dict[str, list], where: str, normalize: bool) -> tuple[list, dict[str, list]]:
-    """``(text, label, pair)`` records of the training file and the evaluation files with every label
-    spelling mapped to its class (see :func:`canonical_spellings`)."""
+def read_label_map(spec: dict | str | None) -> dict[str, str | None]:
+    """The user's label map: a mapping, a .json/.yaml file holding one, or inline ``A=B,C=D``.
+
+    Raises:
+        DataError: the file is missing or not a mapping of strings, or a YAML key lost its spelling
+            (``01:`` is the number 1 to YAML; the map must say ``'01':``).
+    """
+    if spec is None:
+        return {}
+    if isinstance(spec, dict):
+        return _checked_map(spec, "label_map")
+    path = Path(spec).expanduser()
+    try:
+        is_file = path.is_file()
+    except (OSError, ValueError):  # a name too long or with a NUL: not a file, maybe inline pairs
+        is_file = False
+    if is_file:
+        try:
+            data = read_yaml(path, f"label map {path}")
+        except ConfigError as e:
+            raise DataError(str(e)) from e
+        if not isinstance(data, dict):
+            raise DataError(f"label map {path} holds a {type(data).__name__}, not a mapping; write {MAP_FORM}")
+        return _checked_map(data, f"label map {path}")
+    if "=" not in spec:
+        raise DataError(f"label map {spec} is not a file and not inline pairs; pass {MAP_FORM}")
+    pairs = [item.partition("=") for item in spec.split(",") if item.strip()]
+    return _checked_map({k: (v if v not in ("", "null") else None) for k, _, v in pairs}, "--label-map")
+
+
+def _checked_map(data: dict, where: str) -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for key, value in data.items():
+        if not isinstance(key, str):
+            raise DataError(
+                f"{where}: the key {key!r} is a {type(key).__name__}, so its spelling is lost (YAML reads 01 as 1); "
+                f"quote it: '{key}': ..."
+            )
+        if value is not None and (isinstance(value, (dict, list)) or str(value).strip() == ""):
+            raise DataError(f"{where}: {key!r} maps to {value!r}; map each spelling to a class name, or null to drop")
+        out[key] = None if value is None else str(value)
+    if not out:
+        raise DataError(f"{where} is empty; write {MAP_FORM}")
+    return out
+
+
+def apply_label_map(
+    train: list, extra: dict[str, list], mapping: dict[str, str | None], where: str
+) -> tuple[list, dict[str, list], list[str]]:
+    """Records with each mapped spelling replaced by its class and the rows of a spelling mapped to
+    ``None`` dropped; the note says how many of each. A key no row has is warned about (a typo?)."""
+    if not mapping:
+        return train, extra, []
+    seen = Counter(str(r[1]) for recs in (train, *extra.values()) for r in recs)
+    unused = [k for k in mapping if k not in seen]
+    if unused:
+        shown = ", ".join(repr(k) for k in unused[:_SHOWN_GROUPS])
+        warn(f"{where}: the label map names {len(unused)} spelling(s) no row has: {shown}; check them for typos")
+    if len(unused) == len(mapping):
+        raise DataError(f"{where}: no row has any label the label map names; the labels are {_shown(seen)}")
+
+    def mapped(recs: list) -> list:
+        return [(r[0], mapping.get(str(r[1]), r[1]), *r[2:]) for r in recs if mapping.get(str(r[1]), "") is not None]
+
+    train, extra = mapped(train), {name: mapped(recs) for name, recs in extra.items()}
+    renamed = sum(n for k, n in seen.items() if mapping.get(k, "") not in ("", None) and mapping[k] != k)
+    dropped = sum(n for k, n in seen.items() if k in mapping and mapping[k] is None)
+    return train, extra, [f"label map: {renamed} rows relabelled, {dropped} rows dropped"]
+
+
+def _shown(counts: Counter) -> str:
+    return ", ".join(repr(k) for k, _ in counts.most_common(_SHOWN_GROUPS)) + (
+        f" (+{len(counts) - _SHOWN_GROUPS} more)" if len(counts) > _SHOWN_GROUPS else ""
+    )
+
+
+def hygienic_labels(
+    train: list, extra: dict[str, list], where: str, normalize: bool, label_map: dict | str | None = None
+) -> tuple[list, dict[str, list], list[str]]:
+    """``(text, label, pair)`` records of the training file and the evaluation files with the user's label
+    map applied, then every label spelling mapped to its class (see :func:`canonical_spellings`), and the
+    notes that say what the map did."""
+    train, extra, notes = apply_label_map(train, extra, read_label_map(label_map), where)
     counts = Counter(str(r[1]) for r in train)
     for recs in extra.values():
         counts.update(str(r[1]) for r in recs)
@@ -105,4 +191,4 @@ def hygienic_labels(train: list, extra: dict[str, list], where: str, normalize: 
     def relabel(recs: list) -> list:
         return [(r[0], mapping[str(r[1])], *r[2:]) for r in recs]
 
-    return relabel(train), {name: relabel(recs) for name, recs in extra.items()}
+    return relabel(train), {name: relabel(recs) for name, recs in extra.items()}, notes

@@ -36,7 +36,9 @@ def user_dataset(cfg: DataConfig) -> TextDataset:
         for s, p in (("validation", cfg.validation_data), ("test", cfg.test_data))
         if p
     }
-    raw_train, extra = hygienic_labels(raw_train, extra, _files(main, cfg), cfg.normalize_labels)
+    raw_train, extra, label_notes = hygienic_labels(
+        raw_train, extra, _files(main, cfg), cfg.normalize_labels, cfg.label_map
+    )
     # Label map from the training labels; eval labels must be known.
     label_names = _label_names([r[1] for r in raw_train], main)
     for split, recs in extra.items():
@@ -56,7 +58,7 @@ def user_dataset(cfg: DataConfig) -> TextDataset:
         recs = {"train": train_recs, **{s: extra[s] if s in extra else carved[s] for s in ("validation", "test")}}
         notes = [f"split {main.name} into train/{'/'.join(carved)} (stratified, seed {cfg.split_seed})"]
     splits = {name: _to_split(recs[name], label_names, cfg) for name in SPLITS}
-    return TextDataset(splits, label_names, str(main), notes=notes)
+    return TextDataset(splits, label_names, str(main), notes=label_notes + notes)
 
 
 def _to_split(recs: list, label_names: list[str], cfg: DataConfig) -> Split:

@@ -11,7 +11,7 @@ from typing import Any
 TOP_LEVEL_KEYS = ("name", "description", "run_dir", "stages", "data")
 
 
-DATA_PATH_KEYS = ("data", "validation_data", "test_data")
+DATA_PATH_KEYS = ("data", "validation_data", "test_data", "label_map")  # their contents fingerprint a step
 
 
 @dataclass

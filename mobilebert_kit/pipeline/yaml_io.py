@@ -10,59 +10,19 @@ from typing import Any
 
 import yaml
 
-from mobilebert_kit.bounded_input import check_override, check_yaml_text
+from mobilebert_kit.bounded_input import (  # noqa: F401  (the recipes' loader; re-exported)
+    DuplicateKeyError,
+    UniqueKeyLoader,
+    check_override,
+    check_yaml_text,
+    read_yaml,
+)
 from mobilebert_kit.config import did_you_mean
 from mobilebert_kit.errors import ConfigError
 from mobilebert_kit.pipeline.steps import TOP_LEVEL_KEYS
 from mobilebert_kit.stages.base import (
     STAGES,
 )
-
-
-class DuplicateKeyError(yaml.YAMLError):
-    """A mapping gives the same key twice; plain YAML would keep the last value and drop the first."""
-
-    def __init__(self, key: Any, line: int, first_line: int):
-        super().__init__(
-            f"line {line}: duplicate key '{key}' (the earlier one, line {first_line}, would be ignored); merge them"
-        )
-
-
-class UniqueKeyLoader(yaml.SafeLoader):
-    """``yaml.safe_load`` semantics (no python tags), but a key repeated in one mapping is an error."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
-        seen: dict[Any, int] = {}
-        for key_node, _ in node.value:
-            # merge keys (<<) may legitimately be overridden by the keys beside them
-            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
-                continue
-            key = self.construct_object(key_node)
-            line = key_node.start_mark.line + 1
-            if key in seen:
-                raise DuplicateKeyError(key, line, seen[key])
-            seen[key] = line
-        return super().construct_mapping(node, deep=deep)
-
-
-def read_yaml(path: Path, what: str) -> Any:
-    """Parse a user's YAML file with :class:`UniqueKeyLoader`; ``what`` starts every error line."""
-    data = path.read_bytes()
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise ConfigError(
-            f"{what} is not UTF-8 (byte 0x{data[e.start]:02x} at offset {e.start}); save it as UTF-8"
-        ) from e
-    try:
-        check_yaml_text(text, what)  # size, nesting, alias expansion: before anything is built
-        return yaml.load(text, Loader=UniqueKeyLoader)  # safe: UniqueKeyLoader is a SafeLoader
-    except DuplicateKeyError as e:
-        raise ConfigError(f"{what} {e}") from e
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"{what} is not valid YAML{where}: {getattr(e, 'problem', None) or e}") from e
 
 
 def load_yaml(path: str | os.PathLike) -> dict:

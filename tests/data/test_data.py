@@ -214,7 +214,8 @@ def test_labels_differing_only_in_case_are_refused_or_merged_on_request(tmp_path
     assert str(e.value) == (
         f"{p}: labels that are the same label written differently would train as separate classes: "
         "'Neg' / 'neg'; 'POS' / 'Pos' / 'pos'; fix the labels in the file, or pass --normalize-labels "
-        "(data config: normalize_labels: true) to merge each group into one class"
+        "(data config: normalize_labels: true) to merge each group into one class, or --label-map FILE "
+        "(data config: label_map) to say what each spelling is"
     )
     ds = load_dataset(DataConfig(data=str(p), normalize_labels=True))
     assert ds.label_names == ["neg", "pos"]  # each group named by its most frequent spelling (ties: the last sorted)

@@ -113,3 +113,79 @@ def test_balanced_data_gets_no_class_warning(tmp_path, capsys):
     warn_about_splits(load_dataset(cfg), cfg)
     err = capsys.readouterr().err
     assert "looks binary" not in err and "fewer than" not in err
+
+
+# --------------------------------------------------------------------------- --label-map: the explicit fix
+
+
+def test_a_label_map_file_says_what_each_spelling_is(tmp_path):
+    p = _csv(tmp_path / "d.csv", ["pos", "Pos", "neg", "NEG", "junk"] * 20)
+    m = tmp_path / "map.json"
+    m.write_text(json.dumps({"Pos": "pos", "NEG": "neg", "junk": None}))
+    ds = load_dataset(DataConfig(data=str(p), label_map=str(m)))
+    assert ds.label_names == ["neg", "pos"]
+    labels = Counter(ds.label_names[i] for s in ds.splits.values() for i in s.labels)
+    assert labels == {"pos": 40, "neg": 40}  # the 20 'junk' rows are dropped
+    assert "label map: 40 rows relabelled, 20 rows dropped" in ds.notes
+
+
+def test_a_yaml_label_map_and_inline_pairs_work_alike(tmp_path):
+    p = _csv(tmp_path / "d.csv", ["1", "01", "0", "00"] * 20)
+    y = tmp_path / "map.yaml"
+    y.write_text("'01': '1'\n'00': '0'\n")
+    for spec in (str(y), "01=1,00=0", {"01": "1", "00": "0"}):
+        ds = load_dataset(DataConfig(data=str(p), label_map=spec))
+        assert ds.label_names == ["0", "1"], spec
+
+
+def test_a_label_map_that_leaves_a_clash_is_still_refused(tmp_path):
+    p = _csv(tmp_path / "d.csv", ["pos", "Pos", "POS", "neg"] * 20)
+    with pytest.raises(DataError, match=r"'POS' / 'pos'"):
+        load_dataset(DataConfig(data=str(p), label_map="Pos=pos"))
+
+
+@pytest.mark.parametrize(
+    ("content", "expect"),
+    [
+        ("01: one\n", r"the key 1 is a int, so its spelling is lost .*quote it"),
+        ("- pos\n- neg\n", "holds a list, not a mapping"),
+        ("{}\n", "is empty"),
+        ("pos: [a, b]\n", "maps to \\['a', 'b'\\]; map each spelling to a class name"),
+        ("pos: a\npos: b\n", "duplicate key 'pos'"),
+        ("a: &x [*x]\n", "label map"),
+    ],
+)
+def test_a_bad_label_map_file_is_one_clear_error(tmp_path, content, expect):
+    p = _csv(tmp_path / "d.csv", ["pos", "neg"] * 20)
+    m = tmp_path / "map.yaml"
+    m.write_text(content)
+    with pytest.raises(DataError, match=expect):
+        load_dataset(DataConfig(data=str(p), label_map=str(m)))
+
+
+def test_a_label_map_naming_no_row_is_refused_and_a_typo_warned(tmp_path, capsys):
+    p = _csv(tmp_path / "d.csv", ["pos", "neg", "Pos"] * 20)
+    with pytest.raises(DataError, match="no row has any label the label map names; the labels are"):
+        load_dataset(DataConfig(data=str(p), label_map="Poss=pos"))
+    with pytest.raises(DataError, match="is not a file and not inline pairs"):
+        load_dataset(DataConfig(data=str(p), label_map=str(tmp_path / "missing.json")))
+    load_dataset(DataConfig(data=str(p), label_map="Pos=pos,Negg=neg"))
+    assert "the label map names 1 spelling(s) no row has: 'Negg'" in capsys.readouterr().err
+
+
+def test_label_map_is_refused_for_the_built_in_data():
+    from mobilebert_kit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="label_map applies to your own files"):
+        DataConfig.from_dict({"data": "rotten_tomatoes", "label_map": "a=b"})
+
+
+def test_cli_label_map_is_the_named_fix(cli, tmp_path, tiny_classifier_dir):
+    p = _csv(tmp_path / "d.csv", ["pos", "neg", "Pos"] * 30)
+    out = tmp_path / "o"
+    args = ["finetune", "--model", tiny_classifier_dir, "--data", p, "-o", out, "--max-steps", "1", "--epochs", "1"]
+    r = cli(*args)
+    assert r.exit_code == 1 and "--label-map FILE" in r.output
+    r = cli(*args, "--label-map", "Pos=pos", "-q", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads((out / "labels.json").read_text())["labels"] == ["neg", "pos"]
