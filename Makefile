@@ -20,8 +20,8 @@ test: $(STAMP)
 test-slow: $(STAMP)  # the slow tier: full-data runs, the reliability campaign, emulation (~20+ min)
 	$(BIN)/python -m pytest -q -m slow
 
-reliability: $(STAMP)  # kill -9 / Ctrl-C at random moments + damaged checkpoints, resumed bit-identically; two runs at once; the long hostile-input campaign
-	$(BIN)/python -m pytest -q -m slow tests/edge/test_reliability.py tests/edge/test_locking.py tests/edge/test_hostile_campaign.py
+reliability: $(STAMP)  # kill -9 / Ctrl-C at random moments + damaged checkpoints; kill -9 and a full disk at random points of a whole run, resumed bit-identically; two runs at once; the long hostile-input campaign
+	$(BIN)/python -m pytest -q -m slow tests/edge/test_reliability.py tests/edge/test_locking.py tests/edge/test_hostile_campaign.py tests/edge/test_fault_injection.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check mobilebert_kit tests benchmarks scripts

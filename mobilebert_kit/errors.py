@@ -85,6 +85,28 @@ class RuntimeModelError(RuntimeVersionError):
     """The side runtime works but cannot load or run this model (too old for its file format or ops)."""
 
 
+# How a full disk shows through the libraries that write for us: safetensors' Rust I/O error, and torch's
+# zip writer, which reports only the short write it saw ("unexpected pos N vs M").
+_DISK_FULL_MARKS = ("No space left on device", "os error 28", "Disk quota exceeded", "os error 122")
+_SHORT_WRITE_MARKS = ("unexpected pos", "PytorchStreamWriter failed writing")
+
+
+def disk_full(error: BaseException | None) -> bool:
+    """Whether ``error``, or an exception it was raised from, is a write that failed on a full disk."""
+    import errno
+
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        text = str(error)
+        if any(mark in text for mark in _DISK_FULL_MARKS + _SHORT_WRITE_MARKS):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
 def warn(message: str) -> None:
     """A warning a careful user would want even with --quiet: one ``warning: ...`` line on stderr."""
     import sys

@@ -70,9 +70,15 @@ class LazyGroup(click.Group):
         except OSError as e:
             self._fail(ctx, tracker, _os_error_message(e), 1, e)
         except Exception as e:  # noqa: BLE001 - the edge: anything unexpected is reported, never a bare traceback
-            log = _write_crash_log(e)
-            msg = f"internal error ({type(e).__name__}: {_first_line(e)}); please report it with the log at {log}"
-            self._fail(ctx, tracker, msg, 1, e)
+            from mobilebert_kit.errors import disk_full
+
+            if disk_full(e):  # a library's own wording of ENOSPC (safetensors, torch's zip writer)
+                what = "a file was written short" if "unexpected pos" in str(e) else _first_line(e)
+                self._fail(ctx, tracker, _DISK_FULL.format(what=what, where=""), 1, e)
+            else:
+                log = _write_crash_log(e)
+                msg = f"internal error ({type(e).__name__}: {_first_line(e)}); please report it with the log at {log}"
+                self._fail(ctx, tracker, msg, 1, e)
         finally:
             sys.stderr = stderr
 
@@ -118,12 +124,18 @@ def _first_line(e: BaseException) -> str:
     return text[0][:300] if text else "no message"
 
 
+_DISK_FULL = (
+    "out of disk space ({what}){where}; free some space (or choose another --output) and run the same command "
+    "again: finished stages and checkpoints are kept, and nothing half-written was published"
+)
+
+
 def _os_error_message(e: OSError) -> str:
     import errno
 
     where = f" writing {e.filename}" if getattr(e, "filename", None) else ""
-    if e.errno == errno.ENOSPC:
-        return f"out of disk space{where}; free some space (or choose another --output) and run again"
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return _DISK_FULL.format(what=e.strerror or "no space left", where=where)
     if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return f"permission denied{where}; choose a folder you can write to"
     return f"{e.strerror or _first_line(e)}{where}"

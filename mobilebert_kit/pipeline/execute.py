@@ -136,8 +136,10 @@ def _can_resume(recipe: Recipe, step: Step, fp: str) -> bool:
         return False
     if not STAGES[step.stage].resumable:
         return False
-    ckpt = step.output.with_name(step.output.name + ".ckpt") / "checkpoints"
-    return ckpt.is_dir() and any(ckpt.iterdir())
+    from mobilebert_kit.training.checkpoint import checkpoints
+
+    # a complete checkpoint, not just a folder: a write cut short (disk full, kill) leaves none to resume from
+    return bool(checkpoints(step.output.with_name(step.output.name + ".ckpt")))
 
 
 def plan_json(recipe: Recipe, items: list[PlanItem]) -> dict:

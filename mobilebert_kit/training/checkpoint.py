@@ -92,7 +92,11 @@ def save_weights(module, path: Path) -> None:
     from safetensors.torch import save_file
 
     tmp = path.with_name(f".{path.name}.tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}, str(tmp))
+    try:
+        save_file({k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}, str(tmp))
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a failed write (disk full) leaves no partial file behind
+        raise
     os.replace(tmp, path)
 
 
@@ -187,13 +191,22 @@ class Checkpointer:
         self.accelerator.wait_for_everyone()
 
     def _write(self, path: Path, state: TrainState) -> None:
+        tmp = path.with_name(f".{path.name}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        try:
+            self._write_files(tmp, state)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)  # a failed write (disk full) leaves nothing half-written
+            raise
+        shutil.rmtree(path, ignore_errors=True)
+        os.replace(tmp, path)
+
+    def _write_files(self, tmp: Path, state: TrainState) -> None:
         import torch
 
         from mobilebert_kit.artifacts import sha256_file
 
-        tmp = path.with_name(f".{path.name}.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
         save_weights(self.accelerator.unwrap_model(self.wrapper), tmp / "model.safetensors")
         torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save(self.scheduler.state_dict(), tmp / "scheduler.pt")
@@ -203,8 +216,6 @@ class Checkpointer:
         (tmp / "state.json").write_text(json.dumps(state.to_dict(), indent=2))
         hashes = {f.name: sha256_file(f) for f in sorted(tmp.iterdir()) if f.is_file()}
         (tmp / HASHES).write_text(json.dumps(hashes, indent=2))
-        shutil.rmtree(path, ignore_errors=True)
-        os.replace(tmp, path)
 
     def _prune(self) -> None:
         for old in sorted(p for p in self.folder.iterdir() if p.name.startswith("step-"))[: -self.keep]:
