@@ -468,11 +468,14 @@ def _optimizer(wrapper, cfg: TrainConfig, device_type: str):
     for n, p in wrapper.named_parameters():
         if p.requires_grad:
             (no_decay if p.ndim < 2 or "LayerNorm" in n or n.endswith(".bias") else decay).append(p)
-    return torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.lr,
-        fused=device_type == "cuda",
-    )
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    # torch's fused AdamW (one kernel over all tensors) has a CPU kernel since torch 2.4, and it is what an HF
+    # Trainer picks by default (adamw_torch_fused). The per-tensor default spent most of a small student's step
+    # in the optimizer: benchmarks/results/trainer_peer.md. Older torch or another device: the foreach path.
+    try:
+        return torch.optim.AdamW(groups, lr=cfg.lr, fused=device_type in ("cpu", "cuda"))
+    except (RuntimeError, TypeError):
+        return torch.optim.AdamW(groups, lr=cfg.lr, foreach=True)
 
 
 def _evaluation(run: _Run, eval_set, cfg: TrainConfig, opts: _Options) -> Evaluation:
