@@ -56,8 +56,10 @@ def _parts(step: str, output: str | None) -> list[tuple[str, float]]:
     """The step's largest timed parts from its own manifest (``*_seconds`` or plain second values), totals left out."""
     if not output:
         return []
-    manifest = _read(Path(output) / "manifest.json")
-    if not isinstance(manifest, dict) or manifest.get("stage") != step.split(".")[0]:
+    stage = step.split(".")[0]
+    # verify writes into the export folder: its timings are in its own verify.json, not export's manifest
+    manifest = _read(Path(output) / ("verify.json" if stage == "verify" else "manifest.json"))
+    if not isinstance(manifest, dict) or (stage != "verify" and manifest.get("stage") != stage):
         return []
     timings = manifest.get("timings") or {}
     parts = [

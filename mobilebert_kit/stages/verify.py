@@ -35,6 +35,7 @@ All breaches are collected and reported together; any breach raises :class:`Veri
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -99,9 +100,14 @@ def run(config: VerifyConfig, ctx: RunContext | None = None) -> StageResult:
     sides = SideRuntimes(config.runtime_versions, log)
     sides.prepare()
     runners = (node, sides, ArmParity(config.arm, log))
+    timings: dict[str, float] = {"pytorch_reference_seconds": 0.0}
     for name in chosen:
         fmt = registry.get(name)
-        report["formats"][name] = _verify_format(fmt, export_dir / name, config, refs, runners, log)
+        entry = report["formats"][name] = _verify_format(fmt, export_dir / name, config, refs, runners, log)
+        timings["pytorch_reference_seconds"] += entry["seconds"].pop("reference")
+        timings[f"{name}_seconds"] = entry["seconds"].pop("checks")
+        del entry["seconds"]
+    report["timings"] = timings  # where verify's minutes go (the run report's minutes-per-stage table)
     _keep_earlier_results(report, export_dir, present)
     report["passed"] = all(e["passed"] for e in report["formats"].values())
     if refs:
@@ -151,7 +157,9 @@ def _verify_format(fmt, folder: Path, config: VerifyConfig, refs: dict, runners:
     checks = _integrity_checks(folder, meta)
     entry: dict = {"passed": False, "int8": bool(meta.get("int8")), "checks": checks}
     source = Path(config.model) if config.model else Path(meta.get("source_model", {}).get("path", ""))
+    t0 = time.perf_counter()
     src_checks, ref = _source_checks(source, meta, config, refs, log)
+    t1 = time.perf_counter()
     checks.extend(src_checks)
     if ref is not None and all(c["passed"] is not False for c in checks):
         log(f"{fmt.name}: {fmt.verify_action()} ...")
@@ -160,6 +168,7 @@ def _verify_format(fmt, folder: Path, config: VerifyConfig, refs: dict, runners:
         checks.extend(fmt.verify(folder, meta, Parity(ref, tol, entry, config.batch_size, *runners)))
         summarize(entry, checks)
     entry["passed"] = all(c["passed"] is not False for c in checks)
+    entry["seconds"] = {"reference": t1 - t0, "checks": time.perf_counter() - t1}
     model_file = folder / str(meta.get("model_file") or "")
     entry["model_sha256"] = sha256_tree(model_file) if meta.get("model_file") and model_file.exists() else None
     failed = [c["name"] + (f" ({c['detail']})" if c["detail"] else "") for c in checks if c["passed"] is False]

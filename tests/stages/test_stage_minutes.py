@@ -75,3 +75,13 @@ def test_report_shows_the_section(tmp_path):
     run = _run(tmp_path)
     data = report.collect(run, report.ReportConfig(run_dir=str(run)))
     assert "## Minutes per stage" in report.render_markdown(data, "t", {})
+
+
+def test_verify_parts_come_from_its_own_report(tmp_path):
+    run = _run(tmp_path)
+    _write(
+        run / "export" / "verify.json",
+        {"passed": True, "timings": {"pytorch_reference_seconds": 9.0, "onnx_seconds": 30.0, "ort_seconds": 12.0}},
+    )
+    rows = {r["step"]: r for r in stage_minutes(run)}
+    assert rows["verify"]["parts"] == [("onnx", 30.0), ("ort", 12.0), ("pytorch reference", 9.0)]

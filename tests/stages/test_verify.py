@@ -54,6 +54,9 @@ def test_all_formats_pass_with_real_numbers(exported, cli):
         right = [p == y for p, y in zip(e["test_predicted"], report["test_texts"]["labels"])]
         assert len(right) == n_test == len(report["test_texts"]["text_ids"]) and sum(right) / n_test == e["accuracy"]
     assert "lite interpreter" in report["formats"]["torchscript"]["extra_runtimes"]
+    # where verify's time went, for the report's minutes per stage
+    assert set(report["timings"]) == {"pytorch_reference_seconds", *(f"{f}_seconds" for f in FORMATS)}
+    assert all(v >= 0 for v in report["timings"].values()) and report["timings"]["pytorch_reference_seconds"] > 0
     coreml = report["formats"]["coreml"]
     assert coreml["numeric_parity"] == "NOT run: Core ML runs only on Apple OSes"
     assert coreml["coreml_spec"]["inputs"]["input_ids"]["dtype"] == "INT32"
