@@ -147,6 +147,40 @@ def clean_stale_temp(path: str | os.PathLike) -> list[Path]:
     return removed
 
 
+SCRATCH_PREFIX = "mbk-"
+
+
+def new_scratch_dir(name: str) -> Path:
+    """A new temp folder in TMPDIR for work that is never published, named ``mbk-NAME-PID-xxxx`` so that one
+    left behind by a killed run (its PID gone) is removed by the next (:func:`sweep_scratch`). The caller
+    deletes it; :func:`scratch_dir` does both."""
+    if "-" in name:
+        raise ValueError(f"scratch name {name!r} must not contain '-'")
+    sweep_scratch()
+    return Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{name}-{os.getpid()}-"))
+
+
+@contextlib.contextmanager
+def scratch_dir(name: str) -> Iterator[Path]:
+    """:func:`new_scratch_dir`, removed when the block ends (also on an exception)."""
+    folder = new_scratch_dir(name)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def sweep_scratch() -> list[Path]:
+    """Remove the scratch folders of mbk processes that are gone (a SIGKILL runs no cleanup)."""
+    removed = []
+    for p in Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*-*-*"):
+        pid = p.name.split("-")[2]
+        if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
+
+
 def remove_retired(old: Path) -> None:
     """Delete a retired (``.old-PID``) or temp entry. A retired symlink (the output was a link to a folder
     elsewhere) is unlinked, never followed: rmtree refuses links, which left them behind for good."""

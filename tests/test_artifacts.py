@@ -75,3 +75,31 @@ def test_a_killed_runs_temp_folder_is_cleaned_next_time(tmp_path):
     with artifacts.staged_output(tmp_path / "out") as tmp:
         (tmp / "f").write_text("x")
     assert not stale.exists() and mine.exists() and other.exists()
+
+
+def test_scratch_folders_of_killed_runs_are_swept_and_live_ones_kept(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    from mobilebert_kit.artifacts import new_scratch_dir, scratch_dir, sweep_scratch
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)  # re-read TMPDIR
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = tmp_path / f"mbk-compress-{gone.stdout.strip()}-abc"  # a SIGKILLed run's leftover
+    dead.mkdir()
+    (dead / "model.onnx").write_bytes(b"x" * 10)
+    alive = tmp_path / f"mbk-compress-{os.getpid()}-def"
+    alive.mkdir()
+    logs, mine = tmp_path / "mbk-logs", tmp_path / "tmp-something"  # crash logs and others' folders stay
+    logs.mkdir()
+    mine.mkdir()
+    with scratch_dir("int8") as d:
+        assert d.parent == tmp_path and d.name.startswith(f"mbk-int8-{os.getpid()}-")
+        assert not dead.exists() and alive.exists() and logs.exists() and mine.exists()
+    assert not d.exists()
+    with pytest.raises(ValueError):
+        new_scratch_dir("a-b")
+    assert sweep_scratch() == []

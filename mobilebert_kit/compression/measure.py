@@ -4,11 +4,12 @@ size of the saved weights, single-thread latency in PyTorch and ONNX Runtime."""
 from __future__ import annotations
 
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+from mobilebert_kit.artifacts import scratch_dir
 
 
 def score_logits(logits: np.ndarray, split, num_labels: int, ref_preds: np.ndarray | None = None) -> dict:
@@ -30,7 +31,7 @@ def state_size(model) -> int:
     """Bytes of the model saved as safetensors (what ``save_pretrained`` writes)."""
     from safetensors.torch import save_file
 
-    with tempfile.TemporaryDirectory(prefix="mbk-size-") as d:
+    with scratch_dir("size") as d:
         f = Path(d) / "m.safetensors"
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(f))
         return f.stat().st_size

@@ -29,13 +29,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from mobilebert_kit.artifacts import new_scratch_dir
 from mobilebert_kit.config import check_choice, check_range
 from mobilebert_kit.errors import CompressError, ConfigError
 
@@ -67,7 +67,7 @@ class _Workspace:
 
     def open(self) -> None:
         if self.depth == 0:
-            self.dir = Path(tempfile.mkdtemp(prefix="mbk-int8-"))
+            self.dir = new_scratch_dir("int8")
         self.depth += 1
 
     def close(self) -> None:

@@ -371,26 +371,26 @@ def _datasets_folder(path: Path, cfg: DataConfig) -> TextDataset:
         ) from e
     if not isinstance(dd, datasets.DatasetDict):
         dd = datasets.DatasetDict({"train": dd})
-    import tempfile
+    from mobilebert_kit.artifacts import scratch_dir
 
-    tmp = Path(tempfile.mkdtemp(prefix="mbk-ds-"))
-    paths = {}
-    for name in dd:
-        p = tmp / f"{name}.jsonl"
-        dd[name].to_json(str(p))
-        paths[name] = p
-    if "train" not in paths:
-        raise DataError(f"{path} has no 'train' split (splits: {', '.join(paths)})")
-    feature = dd["train"].features.get(cfg.label_column)
-    sub = DataConfig(
-        **{
-            **cfg.to_dict(),
-            "data": str(paths["train"]),
-            "validation_data": cfg.validation_data or (str(paths["validation"]) if "validation" in paths else None),
-            "test_data": cfg.test_data or (str(paths["test"]) if "test" in paths else None),
-        }
-    )
-    ds = user_dataset(sub)
+    with scratch_dir("ds") as tmp:  # the splits as JSONL for the one reader; removed once read
+        paths = {}
+        for name in dd:
+            p = tmp / f"{name}.jsonl"
+            dd[name].to_json(str(p))
+            paths[name] = p
+        if "train" not in paths:
+            raise DataError(f"{path} has no 'train' split (splits: {', '.join(paths)})")
+        feature = dd["train"].features.get(cfg.label_column)
+        sub = DataConfig(
+            **{
+                **cfg.to_dict(),
+                "data": str(paths["train"]),
+                "validation_data": cfg.validation_data or (str(paths["validation"]) if "validation" in paths else None),
+                "test_data": cfg.test_data or (str(paths["test"]) if "test" in paths else None),
+            }
+        )
+        ds = user_dataset(sub)
     names = getattr(feature, "names", None)
     if names and all(_is_int(n) for n in ds.label_names):  # ClassLabel: show its names
         ds.label_names = [names[int(n)] for n in ds.label_names]

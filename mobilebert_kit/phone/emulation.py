@@ -23,13 +23,13 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
+from mobilebert_kit.artifacts import scratch_dir
 from mobilebert_kit.config import StageConfig, check_choice, check_range
 from mobilebert_kit.errors import DeviceError
 from mobilebert_kit.runtimes import ANDROID_ORT_VERSION
@@ -137,7 +137,7 @@ class Emulator:
         """Logits of ``model`` for each feed batch in onnxruntime ``ort_version`` on the emulated ``cpu``."""
         if cpu not in CPU_KERNELS:
             raise DeviceError(f"unknown QEMU CPU model '{cpu}'; known: {', '.join(CPU_KERNELS)}")
-        with tempfile.TemporaryDirectory(prefix="mbk-arm-") as tmp:
+        with scratch_dir("arm") as tmp:
             t = Path(tmp)
             np.savez(
                 t / "feeds.npz", **{f"{i}/{k}": np.asarray(v) for i, b in enumerate(batches) for k, v in b.items()}

@@ -8,11 +8,11 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from mobilebert_kit.artifacts import scratch_dir
 from mobilebert_kit.phone.rows import row
 
 ORT_NODE_VERSION = "1.30.0"
@@ -67,7 +67,7 @@ class NodeRunner:
 
     def run(self, model_path: Path, batches: list[dict]) -> list[np.ndarray]:
         script = Path(__file__).parent / "resources" / "ort_node_parity.js"
-        with tempfile.TemporaryDirectory(prefix="mbk-node-") as tmp:
+        with scratch_dir("node") as tmp:
             req, res = Path(tmp) / "req.json", Path(tmp) / "res.json"
             arrays = [
                 {

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mobilebert_kit.artifacts import scratch_dir
 from mobilebert_kit.errors import IndexUnreachableError, RuntimeModelError, RuntimeVersionError
 from mobilebert_kit.runtimes import ANDROID_ORT_VERSION, ORT, runtime_key
 
@@ -80,7 +81,7 @@ class SideRuntime:
 
     def _results(self, model: Path, batches: Sequence[dict], threads: Sequence[int], timing: dict | None) -> dict:
         self.ensure()
-        with tempfile.TemporaryDirectory(prefix="mbk-ort-") as tmp:
+        with scratch_dir("ort") as tmp:
             req = _write_request(Path(tmp), model, batches, threads, timing)
             info = self._call_worker(req, model)
             with np.load(Path(tmp) / "out.npz") as out:

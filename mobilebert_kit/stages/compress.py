@@ -21,7 +21,6 @@ model, ``onnx/model.onnx`` (the final graph that passed the guard), ``compressio
 from __future__ import annotations
 
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -207,7 +206,7 @@ def run(config: CompressConfig, ctx: RunContext | None = None) -> StageResult:
     _measure_input(work, config, t_start)
     with (
         artifacts.staged_output(config.output, ctx.overwrite, config.input_paths()) as out,
-        tempfile.TemporaryDirectory(prefix="mbk-compress-") as scratch,
+        artifacts.scratch_dir("compress") as scratch,
     ):
         work.out, work.scratch = out, Path(scratch)
         _run_steps(plan, "pytorch", work)
