@@ -470,8 +470,9 @@ def _optimizer(wrapper, cfg: TrainConfig, device_type: str):
             (no_decay if p.ndim < 2 or "LayerNorm" in n or n.endswith(".bias") else decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     # torch's fused AdamW (one kernel over all tensors) has a CPU kernel since torch 2.4, and it is what an HF
-    # Trainer picks by default (adamw_torch_fused). The per-tensor default spent most of a small student's step
-    # in the optimizer: benchmarks/results/trainer_peer.md. Older torch or another device: the foreach path.
+    # Trainer picks by default (adamw_torch_fused). Against the per-tensor default: mbk distill 146 -> 154 ex/s,
+    # finetune 89 -> 97 ex/s (benchmarks/results/trainer_peer.md -> trainer_peer-fused.md, one repeat each, so
+    # within run-to-run noise of ~5%). Older torch or another device: the foreach path.
     try:
         return torch.optim.AdamW(groups, lr=cfg.lr, fused=device_type in ("cpu", "cuda"))
     except (RuntimeError, TypeError):
