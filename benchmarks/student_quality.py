@@ -110,10 +110,10 @@ def run_recipe(base: dict, row: dict, seed: int, teacher: Path, run_dir: Path, a
             key, value = pair.split("=", 1)
             distill[key.strip()] = yaml.safe_load(value)
     distill.setdefault("train", {})["seed"] = seed
-    recipe.setdefault("compress", {})["teacher"] = str(teacher)
     for item in args.set:
         key, value = item.split("=", 1)
         set_dotted(recipe, key, yaml.safe_load(value))
+    recipe.setdefault("compress", {})["teacher"] = str(teacher)  # after --set: a replaced section keeps it
     for stage in ("finetune", "bench", "report"):
         recipe.pop(stage, None)
     if isinstance(recipe.get("verify"), dict):
