@@ -70,6 +70,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--work", default="benchmarks/work/student_quality")
     ap.add_argument("--results", default="benchmarks/results")
     ap.add_argument("--tag", default="")
+    ap.add_argument("--note", help="a line for the table (e.g. what else ran on the machine)")
     return ap.parse_args(argv)
 
 
@@ -255,6 +256,8 @@ def main(argv: list[str] | None = None) -> None:
     if finetune_minutes is not None:
         res["teacher"]["finetune_minutes_this_call"] = finetune_minutes
     res.setdefault("rows", {})
+    if args.note:
+        res.setdefault("notes", []).append(args.note)
     ctx = {"test": test, "max_length": max_length, "teacher_correct": teacher_correct}
     for row in rows(args):
         entry = res["rows"].setdefault(row["name"], {**row, "runs": {}})
@@ -311,6 +314,7 @@ def markdown(res: dict) -> str:
     lines += [
         "",
         f"CPU: {cpu_line(res.get('cpu'))}. Wall minutes are distill+compress+export+verify+package of one seed.",
+        *[f"\nNote: {n}" for n in res.get("notes", [])],
     ]
     return "\n".join(lines) + "\n"
 
