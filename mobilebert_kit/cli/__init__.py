@@ -74,7 +74,7 @@ class LazyGroup(click.Group):
 
             if disk_full(e):  # a library's own wording of ENOSPC (safetensors, torch's zip writer)
                 what = "a file was written short" if "unexpected pos" in str(e) else _first_line(e)
-                self._fail(ctx, tracker, _DISK_FULL.format(what=what, where=""), 1, e)
+                self._fail(ctx, tracker, _DISK_FULL.format(detail=f" ({what})"), 1, e)
             else:
                 log = _write_crash_log(e)
                 msg = f"internal error ({type(e).__name__}: {_first_line(e)}); please report it with the log at {log}"
@@ -125,7 +125,7 @@ def _first_line(e: BaseException) -> str:
 
 
 _DISK_FULL = (
-    "out of disk space ({what}){where}; free some space (or choose another --output) and run the same command "
+    "out of disk space{detail}; free some space (or choose another --output) and run the same command "
     "again: finished stages and checkpoints are kept, and nothing half-written was published"
 )
 
@@ -135,7 +135,7 @@ def _os_error_message(e: OSError) -> str:
 
     where = f" writing {e.filename}" if getattr(e, "filename", None) else ""
     if e.errno in (errno.ENOSPC, errno.EDQUOT):
-        return _DISK_FULL.format(what=e.strerror or "no space left", where=where)
+        return _DISK_FULL.format(detail=where)
     if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return f"permission denied{where}; choose a folder you can write to"
     return f"{e.strerror or _first_line(e)}{where}"

@@ -77,3 +77,23 @@ def test_debug_shows_the_traceback(cli, monkeypatch, tmp_path):
     _fail_with(monkeypatch, TypeError("boom"))
     with pytest.raises(TypeError, match="boom"):
         cli("--debug", "export", "--model", tmp_path, "-o", tmp_path / "e")
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 3916608 vs 3916496"),  # torch.save
+        Exception("Error while serializing: I/O error: No space left on device (os error 28)"),  # safetensors
+        RuntimeError("saving failed"),  # ... raised from an ENOSPC OSError
+    ],
+    ids=["torch-zip-writer", "safetensors", "chained"],
+)
+def test_a_library_wording_of_a_full_disk_says_disk(cli, monkeypatch, tmp_path, error):
+    if str(error) == "saving failed":
+        error.__cause__ = OSError(errno.ENOSPC, "No space left on device")
+    _fail_with(monkeypatch, error)
+    r = cli("export", "--model", tmp_path, "-o", tmp_path / "e")
+    lines = [x for x in r.output.splitlines() if x.startswith("Error:")]
+    assert r.exit_code == 1 and "Traceback" not in r.output and len(lines) == 1
+    assert lines[0].startswith("Error: out of disk space") and "internal error" not in lines[0], lines[0]
+    assert "run the same command again" in lines[0]
