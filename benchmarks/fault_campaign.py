@@ -75,6 +75,7 @@ def _ending(o: dict) -> str:
 def _markdown(r: dict) -> str:
     ref = r["reference"]
     tally = Counter((o["kind"], _ending(o)) for o in r["outcomes"])
+    stages = Counter((o["kind"], o.get("stage", "?")) for o in r["outcomes"])
     lines = [
         "# Fault-injection campaign (issue 29)",
         "",
@@ -89,6 +90,13 @@ def _markdown(r: dict) -> str:
         "| fault | first attempt ended | cases |",
         "|---|---|---:|",
         *[f"| {kind} | {ending} | {n} |" for (kind, ending), n in sorted(tally.items())],
+        "",
+        "Where the faults landed (the stage running when the run was killed or stopped; `-`: before the first "
+        "stage started or after the last finished):",
+        "",
+        "| fault | stage | cases |",
+        "|---|---|---:|",
+        *[f"| {kind} | {stage} | {n} |" for (kind, stage), n in sorted(stages.items())],
         "",
     ]
     if r["findings"]:

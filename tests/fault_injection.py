@@ -73,6 +73,7 @@ class Outcome:
     at: float  # seconds after the start (kill) or tmpfs bytes (disk-full)
     first_code: int
     first_error: str | None
+    stage: str  # the stage the fault landed in (its recipe state said "running"), or "-" before/after every stage
     resumed_code: int
     problems: list[str]
 
@@ -177,6 +178,17 @@ def integrity(run_dir: Path, disk: Path) -> list[str]:
     return problems
 
 
+def running_stage(run_dir: Path) -> str:
+    """The step the recipe runner had started and not finished (the fault's stage), else "-"."""
+    for f in sorted((run_dir / ".state").glob("*.json")) if (run_dir / ".state").is_dir() else []:
+        try:
+            if json.loads(f.read_text()).get("status") == "running":
+                return f.stem
+        except (OSError, ValueError):
+            return f"{f.stem} (state unreadable)"
+    return "-"
+
+
 def weights(run_dir: Path) -> dict[str, bytes]:
     """The trained weights, by stage folder (compare with the uninterrupted run's)."""
     return {name: (run_dir / name / "model.safetensors").read_bytes() for name in ("teacher", "student")
@@ -214,6 +226,7 @@ def one_case(kind: str, seed: int, scratch: Path, model: Path, data: Path, ref: 
         env, recipe_file = env_for(disk), write_recipe(disk, model, data)
         at = rng.uniform(0.05, 1.0) * ref["seconds"] if kind == "kill" else float(size)
         code, err = run(recipe_file, env, kill_after=at if kind == "kill" else None)
+        stage = running_stage(disk / "run")
         problems = [p for p in [clean_error(code, err)] if p]
         if kind == "disk-full" and code == 0:
             problems += integrity(disk / "run", disk)  # the disk was big enough: the run must be whole
@@ -227,4 +240,4 @@ def one_case(kind: str, seed: int, scratch: Path, model: Path, data: Path, ref: 
             problems += [f"{k}: weights differ from the uninterrupted run's" for k in ref["weights"]
                          if got.get(k) != ref["weights"][k]]  # fmt: skip
         first_error = next((ln for ln in err.splitlines() if ln.startswith("Error:")), None)
-        return Outcome(kind, seed, at, code, first_error, resumed, problems)
+        return Outcome(kind, seed, at, code, first_error, stage, resumed, problems)
