@@ -4,10 +4,11 @@
 A tiny recipe runs every stage (finetune, distill, compress, export, verify, bench, package, report) in a
 run folder that sits, with ``MBK_CACHE`` and ``TMPDIR``, on a tmpfs of its own. A case is
 
-* **kill**: ``mbk run`` killed with SIGKILL at a random moment of an uninterrupted run's duration, or
-* **disk-full**: the tmpfs sized at a random fraction of what the run needs, so a write fails where it lands,
+* **kill**: ``mbk run`` killed with SIGKILL a random moment into its target step, or
+* **disk-full**: when the target step starts, the tmpfs filled up to a random few KB or MB, so a write of that
+  step fails wherever it lands,
 
-then ``mbk run`` again (the tmpfs grown first). The invariants: a disk-full attempt ends in one clean
+then ``mbk run`` again (the filler deleted first). The target step is each step in turn, by seed. The invariants: a disk-full attempt ends in one clean
 ``Error:`` line (no traceback, no "internal error"); the next attempt finishes; every published folder's
 files match its manifest; no temp, retired, lock or checkpoint entry is left; and the trained weights equal
 the uninterrupted run's (training is seeded: a resumed or restarted stage gives the same bits).
@@ -70,7 +71,7 @@ def recipe(model: Path, data: Path, run_dir: Path) -> dict:
 class Outcome:
     kind: str
     seed: int
-    at: float  # seconds after the start (kill) or tmpfs bytes (disk-full)
+    at: str  # how far into its target step the kill came, or how many bytes the disk had left
     first_code: int
     first_error: str | None
     stage: str  # the stage the fault landed in (its recipe state said "running"), or "-" before/after every stage
@@ -100,10 +101,6 @@ def tmpfs(folder: Path, size: int):
         yield folder
     finally:
         subprocess.run(["umount", "-l", str(folder)], check=False)
-
-
-def grow(folder: Path, size: int) -> None:
-    subprocess.run(["mount", "-o", f"remount,size={size}", str(folder)], check=True)
 
 
 def env_for(disk: Path) -> dict:
@@ -196,7 +193,7 @@ def weights(run_dir: Path) -> dict[str, bytes]:
 
 
 def reference(scratch: Path, model: Path, data: Path) -> dict:
-    """An uninterrupted run: its seconds, its disk use and its weights."""
+    """An uninterrupted run: its seconds, its disk use, each step's seconds (from the recipe state), and its weights."""
     disk = scratch / "ref"
     with tmpfs(disk, 2 << 30):
         env, recipe_file = env_for(disk), write_recipe(disk, model, data)
@@ -206,31 +203,76 @@ def reference(scratch: Path, model: Path, data: Path) -> dict:
             raise RuntimeError(f"the uninterrupted run failed: {err[-2000:]}")
         seconds = time.monotonic() - t0
         used = sum(p.stat().st_size for p in disk.rglob("*") if p.is_file())
-        peak = _peak_hint(used)
-        return {"seconds": seconds, "bytes": used, "peak_bytes": peak, "weights": weights(disk / "run"),
+        steps = {
+            f.stem: json.loads(f.read_text()).get("seconds", 1.0) for f in (disk / "run" / ".state").glob("*.json")
+        }
+        return {"seconds": seconds, "bytes": used, "steps": steps, "weights": weights(disk / "run"),
                 "problems": integrity(disk / "run", disk)}  # fmt: skip
 
 
-def _peak_hint(used: int) -> int:
-    # staged folders, checkpoints and temp files exist beside the published ones for a while, so a run needs a
-    # little more than it leaves: in a first campaign half the cases drawn up to 3x what it leaves finished
-    return int(1.3 * used)
+def target_step(ref: dict, seed: int) -> str:
+    """The step a case aims at: every step in turn, by seed (each stage gets its share of the faults)."""
+    steps = sorted(ref["steps"])
+    return steps[seed % len(steps)]
+
+
+def _wait_running(proc: subprocess.Popen, state: Path, timeout: float) -> bool:
+    """Wait until the runner marks the step running (True), or the run ends / time runs out (False)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end and proc.poll() is None:
+        try:
+            if json.loads(state.read_text()).get("status") == "running":
+                return True
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.05)
+    return False
+
+
+def _fill(disk: Path, leave: int) -> None:
+    """Take all the tmpfs's free space but ``leave`` bytes (a file the case deletes before the rerun)."""
+    free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
+    with open(disk / "filler", "wb") as f:
+        with contextlib.suppress(OSError):  # ENOSPC: full
+            chunk = b"\0" * (1 << 20)
+            left = max(0, free - leave)
+            while left > 0:
+                left -= f.write(chunk[: min(len(chunk), left)])
+
+
+def fault(kind: str, rng: random.Random, recipe_file: Path, env: dict, disk: Path, step: str, ref: dict):
+    """Start the run, wait for ``step`` to start, then kill it a random moment into the step (``kill``) or
+    leave it a random few bytes to write with (``disk-full``). Returns (exit code, stderr, detail)."""
+    p = subprocess.Popen([*MBK, "run", str(recipe_file), "-q"], env=env, text=True,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    started = _wait_running(p, disk / "run" / ".state" / f"{step}.json", timeout=20 * ref["seconds"] + 60)
+    if kind == "kill":
+        delay = rng.uniform(0.0, 1.2) * ref["steps"].get(step, 1.0)
+        time.sleep(delay if started else 0)
+        if p.poll() is None:
+            p.send_signal(signal.SIGKILL)
+        detail = f"{delay:.2f} s into {step}"
+    else:
+        leave = int(rng.uniform(0, 1) * rng.choice([64 << 10, 1 << 20, 8 << 20]))  # a few KB .. a few MB
+        if started:
+            _fill(disk, leave)
+        detail = f"{leave} bytes left when {step} started"
+    _, err = p.communicate()
+    return p.returncode, err, detail if started else f"{step} never started"
 
 
 def one_case(kind: str, seed: int, scratch: Path, model: Path, data: Path, ref: dict) -> Outcome:
     rng = random.Random(f"{kind}-{seed}")
     disk = scratch / f"{kind}-{seed}"
-    big = 2 << 30
-    size = big if kind == "kill" else max(64 << 10, int(rng.uniform(0.02, 1.0) * ref["peak_bytes"]))
-    with tmpfs(disk, size):
+    step = target_step(ref, seed)
+    with tmpfs(disk, 2 << 30):
         env, recipe_file = env_for(disk), write_recipe(disk, model, data)
-        at = rng.uniform(0.05, 1.0) * ref["seconds"] if kind == "kill" else float(size)
-        code, err = run(recipe_file, env, kill_after=at if kind == "kill" else None)
+        code, err, detail = fault(kind, rng, recipe_file, env, disk, step, ref)
         stage = running_stage(disk / "run")
         problems = [p for p in [clean_error(code, err)] if p]
-        if kind == "disk-full" and code == 0:
-            problems += integrity(disk / "run", disk)  # the disk was big enough: the run must be whole
-        grow(disk, big)
+        if code == 0:
+            problems += integrity(disk / "run", disk)  # the fault came too late: the run must be whole
+        (disk / "filler").unlink(missing_ok=True)
         resumed, err2 = run(recipe_file, env)
         if resumed:
             problems.append(f"the run after the fault failed (exit {resumed}): {err2[-600:]}")
@@ -240,4 +282,4 @@ def one_case(kind: str, seed: int, scratch: Path, model: Path, data: Path, ref: 
             problems += [f"{k}: weights differ from the uninterrupted run's" for k in ref["weights"]
                          if got.get(k) != ref["weights"][k]]  # fmt: skip
         first_error = next((ln for ln in err.splitlines() if ln.startswith("Error:")), None)
-        return Outcome(kind, seed, at, code, first_error, stage, resumed, problems)
+        return Outcome(kind, seed, detail, code, first_error, stage, resumed, problems)

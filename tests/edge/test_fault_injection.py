@@ -22,7 +22,7 @@ def world(tmp_path_factory):
     return scratch, model, data, ref
 
 
-@pytest.mark.parametrize(("kind", "seed"), [("kill", 3), ("disk-full", 0)])
+@pytest.mark.parametrize(("kind", "seed"), [("kill", 2), ("disk-full", 1)])  # distill, compress
 def test_a_fault_then_the_same_command_gives_the_uninterrupted_result(world, kind, seed):
     outcome = one_case(kind, seed, *world)
     assert outcome.problems == [], outcome.to_json()
@@ -31,7 +31,7 @@ def test_a_fault_then_the_same_command_gives_the_uninterrupted_result(world, kin
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", range(1, 9))
+@pytest.mark.parametrize("seed", range(8))  # each of the 8 steps
 @pytest.mark.parametrize("kind", ["kill", "disk-full"])
 def test_fault_campaign(world, kind, seed):
     outcome = one_case(kind, seed, *world)
