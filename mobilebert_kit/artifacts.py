@@ -150,20 +150,25 @@ def clean_stale_temp(path: str | os.PathLike) -> list[Path]:
 SCRATCH_PREFIX = "mbk-"
 
 
-def new_scratch_dir(name: str) -> Path:
-    """A new temp folder in TMPDIR for work that is never published, named ``mbk-NAME-PID-xxxx`` so that one
-    left behind by a killed run (its PID gone) is removed by the next (:func:`sweep_scratch`). The caller
-    deletes it; :func:`scratch_dir` does both."""
+def new_scratch_dir(name: str, parent: str | os.PathLike | None = None) -> Path:
+    """A new temp folder for work that is never published: ``mbk-NAME-PID-xxxx`` in TMPDIR, or
+    ``.NAME.tmp-PID-xxxx`` inside ``parent``, so that one left behind by a killed run (its PID gone) is removed
+    by the next (:func:`sweep_scratch`). The caller deletes it; :func:`scratch_dir` does both."""
     if "-" in name:
         raise ValueError(f"scratch name {name!r} must not contain '-'")
-    sweep_scratch()
-    return Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{name}-{os.getpid()}-"))
+    if parent is None:
+        sweep_scratch()
+        root, prefix = Path(tempfile.gettempdir()), f"{SCRATCH_PREFIX}{name}-"
+    else:
+        root, prefix = Path(parent), f".{name}.tmp-"
+        _sweep_dead(root, prefix)
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=root))
 
 
 @contextlib.contextmanager
-def scratch_dir(name: str) -> Iterator[Path]:
+def scratch_dir(name: str, parent: str | os.PathLike | None = None) -> Iterator[Path]:
     """:func:`new_scratch_dir`, removed when the block ends (also on an exception)."""
-    folder = new_scratch_dir(name)
+    folder = new_scratch_dir(name, parent)
     try:
         yield folder
     finally:
@@ -171,10 +176,16 @@ def scratch_dir(name: str) -> Iterator[Path]:
 
 
 def sweep_scratch() -> list[Path]:
-    """Remove the scratch folders of mbk processes that are gone (a SIGKILL runs no cleanup)."""
+    """Remove the TMPDIR scratch folders of mbk processes that are gone (a SIGKILL runs no cleanup)."""
+    return _sweep_dead(Path(tempfile.gettempdir()), SCRATCH_PREFIX, name_part=True)
+
+
+def _sweep_dead(root: Path, prefix: str, name_part: bool = False) -> list[Path]:
+    """Remove ``root/PREFIX[NAME-]PID-*`` folders whose process is gone."""
     removed = []
-    for p in Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*-*-*"):
-        pid = p.name.split("-")[2]
+    for p in root.glob(f"{prefix}*-*"):
+        rest = p.name[len(prefix) :].split("-")
+        pid = rest[1] if name_part and len(rest) > 2 else ("" if name_part else rest[0])
         if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
             shutil.rmtree(p, ignore_errors=True)
             removed.append(p)

@@ -103,3 +103,20 @@ def test_scratch_folders_of_killed_runs_are_swept_and_live_ones_kept(tmp_path, m
     with pytest.raises(ValueError):
         new_scratch_dir("a-b")
     assert sweep_scratch() == []
+
+
+def test_a_work_folder_inside_an_output_is_swept_when_its_process_is_gone(tmp_path):
+    import subprocess
+    import sys
+
+    from mobilebert_kit.artifacts import scratch_dir
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = tmp_path / f".export.tmp-{gone.stdout.strip()}-abc"  # a SIGKILLed export's work folder
+    dead.mkdir()
+    live = tmp_path / f".export.tmp-{os.getpid()}-def"
+    live.mkdir()
+    with scratch_dir("export", parent=tmp_path) as work:
+        assert work.parent == tmp_path and work.name.startswith(f".export.tmp-{os.getpid()}-")
+        assert not dead.exists() and live.exists()
+    assert not work.exists()

@@ -30,6 +30,7 @@ from mobilebert_kit.artifacts import (
     library_versions,
     not_a_folder,
     read_json,
+    scratch_dir,
     sha256_tree,
     staged_output,
     write_json,
@@ -207,8 +208,8 @@ def _build_all(chosen: list[ExportFormat], src: Source, config: ExportConfig, ou
                 fmt.name: staged.enter_context(staged_output(out / fmt.name, ctx.overwrite, config.input_paths()))
                 for fmt in chosen
             }
-            with tempfile.TemporaryDirectory(prefix=".export.tmp-", dir=out) as work:
-                build = Build(config, Path(work))
+            with scratch_dir("export", parent=out) as work:  # .export.tmp-PID-*: a killed run's is swept
+                build = Build(config, work)
                 return {fmt.name: _build_one(fmt, src, folders[fmt.name], build, ctx) for fmt in chosen}
     except BaseException:
         if created and out.is_dir() and not any(out.iterdir()):
