@@ -41,10 +41,13 @@ class TorchScript(ExportFormat):
                 warnings.simplefilter("ignore")
                 traced = torch.jit.trace(model, example_inputs(src), check_trace=False)
                 frozen = torch.jit.freeze(traced.eval())
-                frozen.save(str(folder / self.model_file))
-                frozen._save_for_lite_interpreter(str(folder / LITE_FILE))
+                full, lite = frozen.save_to_buffer(), frozen._save_to_buffer_for_lite_interpreter()
         except Exception as e:  # noqa: BLE001
             raise ExportError(f"TorchScript export of {src.path} failed ({type(e).__name__}: {first_line(e)})") from e
+        # Written from Python, not by ScriptModule.save(): on a full disk torch's C++ writer aborts the whole
+        # process (terminate, no exception; torch 2.13, found by the fault campaign); here it is an OSError.
+        (folder / self.model_file).write_bytes(full)
+        (folder / LITE_FILE).write_bytes(lite)
         return {
             "lite_interpreter_file": LITE_FILE,
             "traced": True,
