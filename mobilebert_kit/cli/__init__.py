@@ -63,7 +63,12 @@ class LazyGroup(click.Group):
             e.message = bounded_message(e.message)
             raise
         except MbkError as e:
-            self._fail(ctx, tracker, str(e), e.exit_code, e)
+            from mobilebert_kit.errors import disk_full
+
+            # a stage's own error wrapped around a full disk: its suggested fix would mislead (e.g. "check that
+            # the model is a standard classifier" for an export that could not write)
+            message = _DISK_FULL.format(detail=_disk_detail(e)) if disk_full(e) else str(e)
+            self._fail(ctx, tracker, message, e.exit_code, e)
         except KeyboardInterrupt as e:
             hint = getattr(e, "hint", None) or _after_interrupt(ctx.invoked_subcommand)
             self._fail(ctx, tracker, f"interrupted; {hint}", 130, e)
@@ -128,6 +133,17 @@ _DISK_FULL = (
     "out of disk space{detail}; free some space (or choose another --output) and run the same command "
     "again: finished stages and checkpoints are kept, and nothing half-written was published"
 )
+
+
+def _disk_detail(e: BaseException) -> str:
+    """`` writing FILE`` from the ENOSPC error in ``e``'s chain, else the stage's words in parentheses."""
+    seen, cur = set(), e
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, OSError) and getattr(cur, "filename", None):
+            return f" writing {cur.filename}"
+        cur = cur.__cause__ or cur.__context__
+    return f" ({_first_line(e)})"
 
 
 def _os_error_message(e: OSError) -> str:

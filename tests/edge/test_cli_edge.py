@@ -97,3 +97,16 @@ def test_a_library_wording_of_a_full_disk_says_disk(cli, monkeypatch, tmp_path, 
     assert r.exit_code == 1 and "Traceback" not in r.output and len(lines) == 1
     assert lines[0].startswith("Error: out of disk space") and "internal error" not in lines[0], lines[0]
     assert "run the same command again" in lines[0]
+
+
+def test_a_stage_error_around_a_full_disk_says_disk_not_the_stage_fix(cli, monkeypatch, tmp_path):
+    from mobilebert_kit.errors import ExportError
+
+    error = ExportError("ONNX export of m failed (OSError: [Errno 28] No space left on device); check the model")
+    error.__cause__ = OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "e" / "model.onnx"))
+    _fail_with(monkeypatch, error)
+    r = cli("export", "--model", tmp_path, "-o", tmp_path / "e")
+    lines = [x for x in r.output.splitlines() if x.startswith("Error:")]
+    assert r.exit_code == 1 and len(lines) == 1
+    assert lines[0].startswith(f"Error: out of disk space writing {tmp_path / 'e' / 'model.onnx'}; free some space")
+    assert "check the model" not in lines[0]
