@@ -135,16 +135,9 @@ def _is_within(child: Path, folder: Path) -> bool:
 def clean_stale_temp(path: str | os.PathLike) -> list[Path]:
     """Remove temp/old siblings of ``path`` left by a run that was killed (its process is gone)."""
     path = Path(path)
-    removed = []
     if not path.parent.is_dir():
-        return removed
-    for p in path.parent.glob(f".{path.name}.*-*"):
-        kind, _, rest = p.name[len(path.name) + 2 :].partition("-")
-        pid = rest.split("-", 1)[0]
-        if kind in ("tmp", "old") and pid.isdigit() and not pid_alive(int(pid)):
-            remove_retired(p)
-            removed.append(p)
-    return removed
+        return []
+    return [p for kind in ("tmp", "old") for p in _sweep_dead(path.parent, f".{path.name}.{kind}-")]
 
 
 SCRATCH_PREFIX = "mbk-"
@@ -181,13 +174,13 @@ def sweep_scratch() -> list[Path]:
 
 
 def _sweep_dead(root: Path, prefix: str, name_part: bool = False) -> list[Path]:
-    """Remove ``root/PREFIX[NAME-]PID-*`` folders whose process is gone."""
+    """Remove the ``root/PREFIX[NAME-]PID[-*]`` entries whose process is gone (:func:`remove_retired`)."""
     removed = []
-    for p in root.glob(f"{prefix}*-*"):
-        rest = p.name[len(prefix) :].split("-")
-        pid = rest[1] if name_part and len(rest) > 2 else ("" if name_part else rest[0])
+    for p in root.glob(f"{prefix}*"):
+        fields = p.name[len(prefix) :].split("-")
+        pid = fields[1 if name_part else 0] if len(fields) > int(name_part) else ""
         if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
-            shutil.rmtree(p, ignore_errors=True)
+            remove_retired(p)
             removed.append(p)
     return removed
 

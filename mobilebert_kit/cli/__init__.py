@@ -49,7 +49,7 @@ class LazyGroup(click.Group):
 
     def invoke(self, ctx: click.Context):
         """The one error boundary: every failure ends as one ``Error:`` line on its own line."""
-        from mobilebert_kit.errors import MbkError
+        from mobilebert_kit.errors import MbkError, disk_full
 
         stderr = sys.stderr
         tracker = sys.stderr = _LineTracker(stderr)
@@ -63,23 +63,17 @@ class LazyGroup(click.Group):
             e.message = bounded_message(e.message)
             raise
         except MbkError as e:
-            from mobilebert_kit.errors import disk_full
-
             # a stage's own error wrapped around a full disk: its suggested fix would mislead (e.g. "check that
             # the model is a standard classifier" for an export that could not write)
-            message = _DISK_FULL.format(detail=_disk_detail(e)) if disk_full(e) else str(e)
-            self._fail(ctx, tracker, message, e.exit_code, e)
+            self._fail(ctx, tracker, _disk_full_message(e) if disk_full(e) else str(e), e.exit_code, e)
         except KeyboardInterrupt as e:
             hint = getattr(e, "hint", None) or _after_interrupt(ctx.invoked_subcommand)
             self._fail(ctx, tracker, f"interrupted; {hint}", 130, e)
         except OSError as e:
             self._fail(ctx, tracker, _os_error_message(e), 1, e)
         except Exception as e:  # noqa: BLE001 - the edge: anything unexpected is reported, never a bare traceback
-            from mobilebert_kit.errors import disk_full
-
             if disk_full(e):  # a library's own wording of ENOSPC (safetensors, torch's zip writer)
-                what = "a file was written short" if "unexpected pos" in str(e) else _first_line(e)
-                self._fail(ctx, tracker, _DISK_FULL.format(detail=f" ({what})"), 1, e)
+                self._fail(ctx, tracker, _disk_full_message(e), 1, e)
             else:
                 log = _write_crash_log(e)
                 msg = f"internal error ({type(e).__name__}: {_first_line(e)}); please report it with the log at {log}"
@@ -135,15 +129,17 @@ _DISK_FULL = (
 )
 
 
-def _disk_detail(e: BaseException) -> str:
-    """`` writing FILE`` from the ENOSPC error in ``e``'s chain, else the stage's words in parentheses."""
+def _disk_full_message(e: BaseException) -> str:
+    """The one disk-full line: ``writing FILE`` from an OSError in ``e``'s chain, else the words of whoever
+    raised it (torch's zip writer says only "unexpected pos N vs M": a file written short)."""
     seen, cur = set(), e
     while cur is not None and id(cur) not in seen:
         seen.add(id(cur))
         if isinstance(cur, OSError) and getattr(cur, "filename", None):
-            return f" writing {cur.filename}"
+            return _DISK_FULL.format(detail=f" writing {cur.filename}")
         cur = cur.__cause__ or cur.__context__
-    return f" ({_first_line(e)})"
+    what = "a file was written short" if "unexpected pos" in str(e) else _first_line(e)
+    return _DISK_FULL.format(detail=f" ({what})")
 
 
 def _os_error_message(e: OSError) -> str:

@@ -161,12 +161,14 @@ def apply_label_map(
     if len(unused) == len(mapping):
         raise DataError(f"{where}: no row has any label the label map names; the labels are {_shown(seen)}")
 
-    def mapped(recs: list) -> list:
-        return [(r[0], mapping.get(str(r[1]), r[1]), *r[2:]) for r in recs if mapping.get(str(r[1]), "") is not None]
+    drop = {k for k, v in mapping.items() if v is None}
+
+    def mapped(recs: list) -> list:  # a kept spelling maps to a non-empty class name (_checked_map)
+        return [(r[0], mapping.get(str(r[1])) or r[1], *r[2:]) for r in recs if str(r[1]) not in drop]
 
     train, extra = mapped(train), {name: mapped(recs) for name, recs in extra.items()}
-    renamed = sum(n for k, n in seen.items() if mapping.get(k, "") not in ("", None) and mapping[k] != k)
-    dropped = sum(n for k, n in seen.items() if k in mapping and mapping[k] is None)
+    renamed = sum(n for k, n in seen.items() if k in mapping and mapping[k] not in (None, k))
+    dropped = sum(seen[k] for k in drop)
     return train, extra, [f"label map: {renamed} rows relabelled, {dropped} rows dropped"]
 
 

@@ -103,10 +103,11 @@ def run(config: VerifyConfig, ctx: RunContext | None = None) -> StageResult:
     timings: dict[str, float] = {"pytorch_reference_seconds": 0.0}
     for name in chosen:
         fmt = registry.get(name)
-        entry = report["formats"][name] = _verify_format(fmt, export_dir / name, config, refs, runners, log)
-        timings["pytorch_reference_seconds"] += entry["seconds"].pop("reference")
-        timings[f"{name}_seconds"] = entry["seconds"].pop("checks")
-        del entry["seconds"]
+        report["formats"][name], reference_s, checks_s = _verify_format(
+            fmt, export_dir / name, config, refs, runners, log
+        )
+        timings["pytorch_reference_seconds"] += reference_s
+        timings[f"{name}_seconds"] = checks_s
     report["timings"] = timings  # where verify's minutes go (the run report's minutes-per-stage table)
     _keep_earlier_results(report, export_dir, present)
     report["passed"] = all(e["passed"] for e in report["formats"].values())
@@ -151,8 +152,9 @@ def _new_report(export_dir: Path, config: VerifyConfig) -> dict:
     }
 
 
-def _verify_format(fmt, folder: Path, config: VerifyConfig, refs: dict, runners: tuple, log) -> dict:
-    """Integrity, source and parity checks of one format folder: its entry in verify.json."""
+def _verify_format(fmt, folder: Path, config: VerifyConfig, refs: dict, runners: tuple, log) -> tuple:
+    """Integrity, source and parity checks of one format folder: its entry in verify.json, and the seconds
+    spent on the PyTorch reference and on the checks."""
     meta = read_json(folder / META)
     checks = _integrity_checks(folder, meta)
     entry: dict = {"passed": False, "int8": bool(meta.get("int8")), "checks": checks}
@@ -168,13 +170,13 @@ def _verify_format(fmt, folder: Path, config: VerifyConfig, refs: dict, runners:
         checks.extend(fmt.verify(folder, meta, Parity(ref, tol, entry, config.batch_size, *runners)))
         summarize(entry, checks)
     entry["passed"] = all(c["passed"] is not False for c in checks)
-    entry["seconds"] = {"reference": t1 - t0, "checks": time.perf_counter() - t1}
+    checks_s = time.perf_counter() - t1
     model_file = folder / str(meta.get("model_file") or "")
     entry["model_sha256"] = sha256_tree(model_file) if meta.get("model_file") and model_file.exists() else None
     failed = [c["name"] + (f" ({c['detail']})" if c["detail"] else "") for c in checks if c["passed"] is False]
     if failed:
         entry["reason"] = "; ".join(failed)
-    return entry
+    return entry, t1 - t0, checks_s
 
 
 def _keep_earlier_results(report: dict, export_dir: Path, present: list[str]) -> None:
