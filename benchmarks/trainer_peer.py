@@ -9,7 +9,8 @@ fastest is "the peer"), and for distillation teacher logits precomputed once (fp
 logits. The student of both distillations is the teacher's every other layer (mbk's default).
 
 mbk runs with its defaults (``auto`` precision) and each freeze switch alone (``--freeze-embeddings``,
-``--freeze-layers N``). Every variant is its own subprocess (no shared threads or caches); the variants rotate in
+``--freeze-layers N``), and with each CPU training path of :mod:`mobilebert_kit.training.cpu_paths` off alone and
+all off (``--no-cpu-paths`` skips those). Every variant is its own subprocess (no shared threads or caches); the variants rotate in
 ABBA order over ``--repeats`` and medians are compared. Throughput is training examples/s over the training loop
 (the peer's ``train_samples_per_second``, mbk's ``train_examples_per_second``); accuracy on the full test split.
 
@@ -215,6 +216,9 @@ def run_mbk(args, kind: str, flags: list[str], work: Path) -> dict:
 # --------------------------------------------------------------------------- the rotation
 
 
+CPU_PATH_OFF = (["--attention", "sdpa"], ["--no-fast-dropout"], ["--no-sparse-embeddings"])
+
+
 def variants(args) -> dict[str, tuple[str, str, object]]:
     """name -> (kind, who, workers or mbk flags)."""
     out: dict[str, tuple[str, str, object]] = {}
@@ -230,6 +234,10 @@ def variants(args) -> dict[str, tuple[str, str, object]]:
         )
         if kind == "distill":
             out["distill: mbk --teacher-precision auto"] = (kind, "mbk", ["--teacher-precision", "auto"])
+        if args.cpu_paths:  # each CPU training path off alone, then all of them (the stock torch paths)
+            for flag in CPU_PATH_OFF:
+                out[f"{kind}: mbk {' '.join(flag)}"] = (kind, "mbk", flag)
+            out[f"{kind}: mbk stock paths"] = (kind, "mbk", [f for flag in CPU_PATH_OFF for f in flag])
     return out
 
 
@@ -327,6 +335,12 @@ def main(argv: list[str] | None = None) -> dict | None:
     p.add_argument("--peer-workers", type=int, nargs="+", default=[0, 2], help="the peer's dataloader workers to try")
     p.add_argument("--freeze-layers", type=int, default=2)
     p.add_argument("--repeats", type=int, default=1)
+    p.add_argument(
+        "--cpu-paths",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also run mbk with each CPU training path off, and with all off (mobilebert_kit.training.cpu_paths)",
+    )
     p.add_argument("--only", nargs="+", default=["finetune", "distill"], choices=["finetune", "distill"])
     p.add_argument("--output", default=str(RESULTS))
     p.add_argument("--tag", default="")

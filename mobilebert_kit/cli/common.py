@@ -80,6 +80,9 @@ TRAIN_OPTIONS = (
     "freeze_layers",
     "freeze_embeddings",
     "precision",
+    "attention",
+    "fast_dropout",
+    "sparse_embeddings",
     "compile",
     "gradient_checkpointing",
     "num_workers",
@@ -179,6 +182,22 @@ def _loop_options() -> list:
             "--precision",
             type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
             help=f"auto = bf16/fp16 on CUDA; on CPU bf16 autocast where it has native bf16 (avx512_bf16/amx), else fp32 (MBK_PRECISION=fp32 forces fp32). {d('precision')}",
+        ),
+        click.option(
+            "--attention",
+            type=click.Choice(["auto", "eager", "sdpa"]),
+            help=f"Attention kernel while training; auto = eager on CPU (faster for short rows). {d('attention')}",
+        ),
+        click.option(
+            "--fast-dropout/--no-fast-dropout",
+            default=None,
+            help=f"CPU: dropout masks from 64-bit random words (torch draws one number per element). {d('fast_dropout')}",
+        ),
+        click.option(
+            "--sparse-embeddings/--no-sparse-embeddings",
+            default=None,
+            help=f"CPU, one process: sparse word-embedding gradient + lazy Adam (rows in the batch only). "
+            f"{d('sparse_embeddings')}",
         ),
     ]
 

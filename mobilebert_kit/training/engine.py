@@ -53,6 +53,7 @@ __all__ = [
 ]
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+ATTENTIONS = ("auto", "eager", "sdpa")
 # options that change how fast a run goes, not what it computes: resume accepts a change of these
 RESUME_NEUTRAL = (
     "checkpoint_every",
@@ -102,6 +103,10 @@ class TrainConfig(StageConfig):
     max_steps: int | None = None  # stop after this many optimizer steps (smoke runs, benchmarks)
     log_every: int = 10  # optimizer steps between per-step metric lines (train_log.jsonl, TensorBoard); 0 = off
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    # CPU training paths (mobilebert_kit.training.cpu_paths; measured in benchmarks/results/cpu_paths.md)
+    attention: str = "auto"  # auto | eager | sdpa: auto trains with eager attention on CPU (faster for short rows)
+    fast_dropout: bool = True  # CPU: dropout masks from 64-bit draws, not one bernoulli draw per element
+    sparse_embeddings: bool = True  # CPU, one process: sparse word-embedding gradient + lazy Adam for it
 
     def validate(self) -> list[str]:
         p: list[str] = []
@@ -116,6 +121,7 @@ class TrainConfig(StageConfig):
         check_range(p, "max_length", self.max_length, 8, 8192)
         check_range(p, "freeze_layers", self.freeze_layers, 0)
         check_choice(p, "precision", self.precision, PRECISIONS)
+        check_choice(p, "attention", self.attention, ATTENTIONS)
         check_range(p, "num_workers", self.num_workers, 0)
         check_range(p, "checkpoint_every", self.checkpoint_every, 0)
         check_range(p, "keep_checkpoints", self.keep_checkpoints, 1)
@@ -144,6 +150,7 @@ class TrainResult:
     world_size: int
     notes: list[str] = field(default_factory=list)
     log_dir: Path | None = None  # where train_log.jsonl (and tb/) were written, for the stage to publish
+    cpu_paths: list = field(default_factory=list)  # cpu_paths switched on for this run (e.g. "fast dropout")
     precision_reason: str = ""  # why this precision (e.g. "CPU has avx512_bf16"), see devices.choose_precision
 
 
@@ -321,6 +328,7 @@ class _Run:
     trainable: int
     log: Callable[[str], None]
     precision_reason: str = ""
+    paths: Any = None  # cpu_paths.Paths: what was switched on, and its undo
 
     @property
     def world(self) -> int:
@@ -372,6 +380,7 @@ def _train_once(task, train_set, eval_set, cfg: TrainConfig, batch_size: int, gr
         f"training on {run.device_type} ({run.precision}), {len(train_set)} examples, batch {batch_size}x{grad_accum}"
         f"{f' x{run.world} processes' if run.world > 1 else ''}, {run.trainable:,} trainable params, "
         f"{run.total_steps} steps"
+        f"{f', CPU paths: {run.paths.describe()}' if run.paths.names else ''}"
     )
     stopped_early = False
     try:
@@ -383,6 +392,7 @@ def _train_once(task, train_set, eval_set, cfg: TrainConfig, batch_size: int, gr
         raise Interrupted(_after_interrupt(opts.workdir)) from e
     finally:
         step_log.close()
+        run.paths.restore()  # the model leaves with its own dropout, attention and dense embeddings
     _finish(run, cfg, opts.workdir)
     return TrainResult(
         best_epoch=state.best_epoch,
@@ -400,6 +410,7 @@ def _train_once(task, train_set, eval_set, cfg: TrainConfig, batch_size: int, gr
         world_size=run.world,
         log_dir=opts.workdir if step_log.every else None,
         precision_reason=run.precision_reason,
+        cpu_paths=list(run.paths.names),
     )
 
 
@@ -409,6 +420,8 @@ def _setup(task: TrainModule, cfg: TrainConfig, batch_size: int, grad_accum: int
     from accelerate import Accelerator
     from accelerate.utils import set_seed
     from transformers import get_linear_schedule_with_warmup
+
+    from mobilebert_kit.training import cpu_paths
 
     device_type = select_device(cfg.device).type
     precision, precision_reason = choose_precision(cfg.precision, device_type)
@@ -423,12 +436,13 @@ def _setup(task: TrainModule, cfg: TrainConfig, batch_size: int, grad_accum: int
     if cfg.gradient_checkpointing:
         task.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     trainable = freeze_lower_layers(task.model, cfg.freeze_layers, cfg.freeze_embeddings)
+    paths = cpu_paths.enable(task.model, cfg, device_type, accelerator.num_processes)
     wrapper = _wrapper_module(task)
     batches_per_process = math.ceil(math.ceil(n_train / batch_size) / accelerator.num_processes)
     total_steps = math.ceil(batches_per_process / grad_accum) * cfg.epochs
     if cfg.max_steps:
         total_steps = min(total_steps, cfg.max_steps)
-    optimizer = _optimizer(wrapper, cfg, device_type)
+    optimizer = _optimizer(wrapper, cfg, device_type, paths.sparse_param)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), max(total_steps, 1))
     wrapper, optimizer = accelerator.prepare(wrapper, optimizer)
     forward = torch.compile(wrapper, dynamic=True, backend=cfg.compile_backend) if cfg.compile else wrapper
@@ -448,6 +462,7 @@ def _setup(task: TrainModule, cfg: TrainConfig, batch_size: int, grad_accum: int
         trainable,
         log,
         precision_reason,
+        paths,
     )
 
 
@@ -460,13 +475,16 @@ def _forget_mixed_precision() -> None:
     AcceleratorState._reset_state(reset_partial_state=False)
 
 
-def _optimizer(wrapper, cfg: TrainConfig, device_type: str):
-    """AdamW with weight decay on matrices only (not on biases, LayerNorm or other vectors)."""
+def _optimizer(wrapper, cfg: TrainConfig, device_type: str, sparse_param=None):
+    """AdamW with weight decay on matrices only (not on biases, LayerNorm or other vectors); with a
+    ``sparse_param`` (cpu_paths' sparse word embeddings), SparseAdam for that one beside it."""
     import torch
+
+    from mobilebert_kit.training.cpu_paths import DenseAndSparseAdam
 
     decay, no_decay = [], []
     for n, p in wrapper.named_parameters():
-        if p.requires_grad:
+        if p.requires_grad and p is not sparse_param:
             (no_decay if p.ndim < 2 or "LayerNorm" in n or n.endswith(".bias") else decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     # torch's fused AdamW (one kernel over all tensors) has a CPU kernel since torch 2.4, and it is what an HF
@@ -474,9 +492,12 @@ def _optimizer(wrapper, cfg: TrainConfig, device_type: str):
     # finetune 89 -> 97 ex/s (benchmarks/results/trainer_peer.md -> trainer_peer-fused.md, one repeat each, so
     # within run-to-run noise of ~5%). Older torch or another device: the foreach path.
     try:
-        return torch.optim.AdamW(groups, lr=cfg.lr, fused=device_type in ("cpu", "cuda"))
+        dense = torch.optim.AdamW(groups, lr=cfg.lr, fused=device_type in ("cpu", "cuda"))
     except (RuntimeError, TypeError):
-        return torch.optim.AdamW(groups, lr=cfg.lr, foreach=True)
+        dense = torch.optim.AdamW(groups, lr=cfg.lr, foreach=True)
+    if sparse_param is None:
+        return dense
+    return DenseAndSparseAdam(dense, torch.optim.SparseAdam([sparse_param], lr=cfg.lr))
 
 
 def _evaluation(run: _Run, eval_set, cfg: TrainConfig, opts: _Options) -> Evaluation:
@@ -564,10 +585,19 @@ def _step(run: _Run, batch, max_grad_norm: float, want_norm: bool = False):
         accelerator.backward(loss)
         if accelerator.sync_gradients and (max_grad_norm > 0 or want_norm):
             # max_norm inf only measures (and unscales fp16 gradients); the scale it applies is exactly 1
-            norm = accelerator.clip_grad_norm_(run.wrapper.parameters(), max_grad_norm or float("inf"))
+            norm = _clip(run, max_grad_norm or float("inf"))
         run.optimizer.step()
         run.optimizer.zero_grad(set_to_none=True)
     return loss, terms, norm if want_norm else None
+
+
+def _clip(run: _Run, max_norm: float):
+    """accelerate's clip (fp16 unscale, DDP), or cpu_paths' when a gradient is sparse (torch's refuses it)."""
+    if run.paths is not None and run.paths.sparse_param is not None:
+        from mobilebert_kit.training.cpu_paths import clip_grad_norm
+
+        return clip_grad_norm(list(run.wrapper.parameters()), max_norm)
+    return run.accelerator.clip_grad_norm_(run.wrapper.parameters(), max_norm)
 
 
 def _finite(loss, state: TrainState) -> float:
