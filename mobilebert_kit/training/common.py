@@ -137,6 +137,7 @@ def training_setup(result) -> dict[str, Any]:
     return {
         "precision": result.precision,
         "precision_reason": getattr(result, "precision_reason", ""),
+        "cpu_paths": getattr(result, "cpu_paths", []),  # cpu_paths switched on (eager attention, fast dropout, ...)
         "device": result.device,
         "world_size": result.world_size,
         "batch_size": result.batch_size,
