@@ -161,6 +161,10 @@ class Emulator:
             "PYTHONPATH": str(self.wheels(ort_version)),
             "PYTHONNOUSERSITE": "1",
             "PYTHONDONTWRITEBYTECODE": "1",
+            # one thread for numpy's BLAS and OpenMP in the guest: their idle workers spin, and under QEMU a
+            # spinning guest thread burns a whole host core (one emulator used 1.9 cores for a 1-thread job)
+            "OPENBLAS_NUM_THREADS": "1",
+            "OMP_NUM_THREADS": "1",
         }
         cmd = [self.qemu, "-L", str(root), str(root / ARM_PYTHON), str(WORKER), str(request)]
         what = f"onnxruntime {ort_version} on emulated {cpu}"

@@ -57,8 +57,14 @@ def _parts(step: str, output: str | None) -> list[tuple[str, float]]:
     if not output:
         return []
     stage = step.split(".")[0]
-    # verify writes into the export folder: its timings are in its own verify.json, not export's manifest
-    manifest = _read(Path(output) / ("verify.json" if stage == "verify" else "manifest.json"))
+    # verify writes into the export folder: its timings are in its own verify.json, not export's manifest (a
+    # recipe's state records that file as verify's output; the folder is accepted too)
+    path = Path(output)
+    if stage != "verify":
+        path = path / "manifest.json"
+    elif path.name != "verify.json":
+        path = path / "verify.json"
+    manifest = _read(path)
     if not isinstance(manifest, dict) or (stage != "verify" and manifest.get("stage") != stage):
         return []
     timings = manifest.get("timings") or {}

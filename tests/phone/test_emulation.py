@@ -91,6 +91,15 @@ def test_worker_protocol_same_kernels_same_logits(export_dir, cli, tmp_path, mon
     assert arm["runs"][0]["flip_rate_upper_95_vs_x86"] == bound["flip_rate_upper_95"]
 
 
+def test_guest_threads_are_pinned_to_one(export_dir, cli, tmp_path, monkeypatch):
+    """The emulated python gets one BLAS/OpenMP thread: an idle guest worker spins, and under QEMU that burned a
+    whole host core per emulator (user 45 s for 24 s wall), so two emulators on 2 cores ran no faster than one."""
+    fake_qemu(tmp_path, monkeypatch, f'echo "$OPENBLAS_NUM_THREADS $OMP_NUM_THREADS" >> "{tmp_path / "env.log"}"')
+    r = verify(cli, export_dir, "--arm", "on", "--arm-cpus", "cortex-a53", "--arm-ort-versions", HOST_ORT)
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "env.log").read_text().split() == ["1", "1"]
+
+
 def test_emulated_runs_go_in_parallel_up_to_the_cores(export_dir, cli, tmp_path, monkeypatch):
     """The (version, CPU) runs are processes started together: with parallel 3 all three are alive at once;
     with parallel 1 never two; the default follows the cores this process may use."""

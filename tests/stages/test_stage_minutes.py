@@ -85,3 +85,20 @@ def test_verify_parts_come_from_its_own_report(tmp_path):
     )
     rows = {r["step"]: r for r in stage_minutes(run)}
     assert rows["verify"]["parts"] == [("onnx", 30.0), ("ort", 12.0), ("pytorch reference", 9.0)]
+
+
+def test_verify_parts_when_the_state_records_the_report_file(tmp_path):
+    """`mbk run` records verify's output as the verify.json file itself (the export folder is export's)."""
+    run = _run(tmp_path)
+    _write(
+        run / ".state" / "verify.json",
+        {
+            "status": "done",
+            "seconds": 60.0,
+            "started": "2026-12-07T10:06:00",
+            "output": str(run / "export" / "verify.json"),
+        },
+    )
+    _write(run / "export" / "verify.json", {"passed": True, "timings": {"onnx_seconds": 35.0, "ort_seconds": 35.1}})
+    rows = {r["step"]: r for r in stage_minutes(run)}
+    assert rows["verify"]["parts"] == [("ort", 35.1), ("onnx", 35.0)]
