@@ -4,12 +4,13 @@ ARM leg reached.
 "before" reproduces the old defaults through options that still exist: 300 texts, this host's and the Android
 app's aarch64 onnxruntime, one emulator at a time (``arm.parallel: 1``). "after" is today's defaults: as many
 texts as bound the flip rate below ``arm.flip_bound`` (3%: 99 texts) with 0 flips, the app's onnxruntime, one
-emulator per core, started while the x86 checks run. Both verify the same export folder (a copy each, so
+emulator per core, started while the x86 checks run. "recipe" is the default recipe's ARM section (2 CPU models,
+150 texts). Each verifies the same export folder (a copy each, so
 verify.json of one does not feed the other), in the order given by ``--order``.
 
     make arm-emu                                                  # once: qemu + arm64 root + wheels (cached)
     python benchmarks/verify_time.py --export-dir runs/default/export            # both, ~5-25 min on 2 cores
-    python benchmarks/verify_time.py --export-dir runs/default/export --only after
+    python benchmarks/verify_time.py --export-dir runs/default/export --only after recipe
     python benchmarks/verify_time.py --export-dir runs/default/export --only after --formats ort  # standalone .ort
 
 Results: benchmarks/results/verify_time.{json,md}.
@@ -27,6 +28,7 @@ from pathlib import Path
 from lib.results_io import cpu_line, provenance, write_results
 
 RESULTS = Path(__file__).resolve().parent / "results"
+WHICH = ("before", "after", "recipe")
 
 
 def settings(which: str) -> dict:
@@ -36,6 +38,8 @@ def settings(which: str) -> dict:
     if which == "before":
         versions = list(dict.fromkeys([host_ort_version(), ANDROID_ORT_VERSION]))
         return {"mode": "on", "examples": 300, "ort_versions": versions, "parallel": 1}
+    if which == "recipe":  # recipes/default.yaml's verify.arm section
+        return {"mode": "on", "cpus": ["cortex-a53", "max"], "examples": 150}
     return {"mode": "on"}
 
 
@@ -89,14 +93,14 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--export-dir", required=True)
     p.add_argument("--formats", nargs="*", default=[], help="default: every exported format")
-    p.add_argument("--only", choices=["before", "after"], default=None)
-    p.add_argument("--order", nargs=2, default=["after", "before"])
+    p.add_argument("--only", choices=WHICH, nargs="+", default=None, help="these settings only, in this order")
+    p.add_argument("--order", nargs="+", choices=WHICH, default=["after", "before"])
     p.add_argument("--output", default=str(RESULTS))
     p.add_argument("--tag", default="")
     args = p.parse_args(argv)
     from mobilebert_kit.runtimes import cpu_info
 
-    order = [args.only] if args.only else args.order
+    order = args.only or args.order
     runs = {}
     for which in order:
         print(f"verify ({which}) ...", file=sys.stderr)
