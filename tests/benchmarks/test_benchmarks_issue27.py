@@ -64,12 +64,42 @@ def test_trainer_peer_compares_with_the_fastest_peer():
 
 
 def test_trainer_peer_variants_cover_peer_defaults_and_freeze_switches():
-    args = trainer_peer.argparse.Namespace(only=["finetune", "distill"], peer_workers=[0, 2], freeze_layers=3)
+    args = trainer_peer.argparse.Namespace(
+        only=["finetune", "distill"], peer_workers=[0, 2], freeze_layers=3, cpu_paths=True
+    )
     v = trainer_peer.variants(args)
+    assert v["distill: mbk --no-sparse-embeddings"] == ("distill", "mbk", ["--no-sparse-embeddings"])
+    stock = ["--attention", "sdpa", "--no-fast-dropout", "--no-sparse-embeddings"]
+    assert v["finetune: mbk stock paths"] == ("finetune", "mbk", stock)
+    args.cpu_paths = False
+    assert not [name for name in trainer_peer.variants(args) if "paths" in name or "sdpa" in name]
     assert v["finetune: peer Trainer (workers 2)"] == ("finetune", "peer", 2)
     assert v["distill: mbk --freeze-layers 3"] == ("distill", "mbk", ["--freeze-layers", "3"])
     assert v["finetune: mbk --freeze-embeddings"] == ("finetune", "mbk", ["--freeze-embeddings"])
     assert "distill: mbk --teacher-precision auto" in v and "finetune: mbk --teacher-precision auto" not in v
+
+
+def test_cpu_paths_summary_compares_paths_with_stock():
+    import cpu_paths
+
+    run = lambda acc, eps=10.0: {"test_accuracy": acc, "validation_accuracy": acc, "train_examples_per_second": eps}  # noqa: E731
+    runs = {"distill": {"stock": [run(0.80), run(0.82)], "paths": [run(0.81, 15), run(0.81, 15)]}}
+    s = cpu_paths.summary(runs)["distill"]
+    assert s["within_noise"] is True and s["speedup"] == 1.5
+    assert abs(s["paths_minus_stock_test"]) < 1e-12
+    far = cpu_paths.summary({"distill": {"stock": [run(0.80), run(0.80)], "paths": [run(0.70), run(0.70)]}})
+    assert far["distill"]["within_noise"] is False
+    md = cpu_paths.markdown(
+        {
+            "setup": {"model": "m", "teacher": "t", "seeds": [1, 2], "note": None},
+            "cpu": None,
+            "runs": runs,
+            "summary": cpu_paths.summary(runs),
+            "command": "cpu_paths.py",
+            "created": "now",
+        }
+    )
+    assert "| distill | paths |" in md and "paths train 1.50x as fast" in md
 
 
 def test_precision_summary_judges_against_the_seed_spread():
