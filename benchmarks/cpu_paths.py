@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 from lib.results_io import cpu_line, provenance, write_results
-from precision_accuracy import spread
+from lib.stats import spread
 
 RESULTS = Path(__file__).resolve().parent / "results"
 VARIANTS = {

@@ -14,12 +14,12 @@ a CPU with avx512_bf16/amx_bf16 (or a GPU). Results: benchmarks/results/precisio
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 from pathlib import Path
 
 from lib.results_io import cpu_line, provenance, write_results
+from lib.stats import spread
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PRECISIONS = ("fp32", "bf16")
@@ -84,15 +84,6 @@ def distill_once(args, precision: str, seed: int, work: Path) -> dict:
         "test_macro_f1": m["student"]["test"]["macro_f1"],
         "train_examples_per_second": m["train_examples_per_second"],
         "precision": m["precision"],
-    }
-
-
-def spread(values: list[float]) -> dict:
-    return {
-        "mean": statistics.mean(values),
-        "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
-        "min": min(values),
-        "max": max(values),
     }
 
 

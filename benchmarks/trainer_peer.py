@@ -238,6 +238,7 @@ def variants(args) -> dict[str, tuple[str, str, object]]:
             for flag in CPU_PATH_OFF:
                 out[f"{kind}: mbk {' '.join(flag)}"] = (kind, "mbk", flag)
             out[f"{kind}: mbk stock paths"] = (kind, "mbk", [f for flag in CPU_PATH_OFF for f in flag])
+            out[f"{kind}: mbk --sparse-embeddings"] = (kind, "mbk", ["--sparse-embeddings"])  # the recipe's setting
     return out
 
 

@@ -24,3 +24,15 @@ def latency_summary(ms) -> dict:
         "mean_ms": float(a.mean()),
         "runs": len(a),
     }
+
+
+def spread(values: list[float]) -> dict:
+    """Mean, sample sd (0 for one value), min and max of per-seed results."""
+    import statistics
+
+    return {
+        "mean": statistics.mean(values),
+        "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "min": min(values),
+        "max": max(values),
+    }

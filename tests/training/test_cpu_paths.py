@@ -51,7 +51,7 @@ def test_enable_then_restore_leaves_the_model_as_it_was(tmp_path):
     model.eval()
     with torch.no_grad():
         ref = model(**batch).logits
-    paths = cpu_paths.enable(model, TrainConfig(), "cpu", 1)
+    paths = cpu_paths.enable(model, TrainConfig(sparse_embeddings=True), "cpu", 1)
     assert "fast dropout" in paths.names and "sparse word-embedding Adam" in paths.names
     assert model.bert.embeddings.word_embeddings.sparse
     assert any(isinstance(m, cpu_paths.FastDropout) for m in model.modules())
@@ -70,11 +70,14 @@ def test_switches_off_and_other_devices_enable_nothing(tmp_path):
     off = TrainConfig(attention="sdpa", fast_dropout=False, sparse_embeddings=False)
     assert cpu_paths.enable(model, off, "cpu", 1).names == []
     assert cpu_paths.enable(model, TrainConfig(), "cuda", 1).names == []
-    paths = cpu_paths.enable(model, TrainConfig(), "cpu", 2)  # DDP: no sparse gradients
+    default = cpu_paths.enable(model, TrainConfig(), "cpu", 1)
+    assert default.sparse_param is None and "fast dropout" in default.names  # sparse is opt-in
+    default.restore()
+    paths = cpu_paths.enable(model, TrainConfig(sparse_embeddings=True), "cpu", 2)  # DDP: no sparse gradients
     assert "sparse word-embedding Adam" not in paths.names
     paths.restore()
     model.bert.embeddings.word_embeddings.weight.requires_grad_(False)  # frozen: nothing to make sparse
-    assert cpu_paths.enable(model, TrainConfig(), "cpu", 1).sparse_param is None
+    assert cpu_paths.enable(model, TrainConfig(sparse_embeddings=True), "cpu", 1).sparse_param is None
 
 
 def _loss(model, batch):
@@ -126,7 +129,9 @@ def test_training_uses_the_paths_and_hands_back_a_stock_model(tmp_path):
     model, tok, _ = _tiny(tmp_path)
     texts, labels = ["great movie", "awful film", "loved it", "dull"] * 4, [1, 0, 1, 0] * 4
     feats = make_features(tok, texts, None, labels, 16)
-    cfg = TrainConfig(epochs=1, lr=1e-2, batch_size=4, checkpoint_every=0, early_stopping_patience=0)
+    cfg = TrainConfig(
+        epochs=1, lr=1e-2, batch_size=4, checkpoint_every=0, early_stopping_patience=0, sparse_embeddings=True
+    )
     before = {n: type(m) for n, m in model.named_modules()}
     emb0 = model.bert.embeddings.word_embeddings.weight.detach().clone()
     result = train(
