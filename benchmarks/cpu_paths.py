@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 from lib.results_io import cpu_line, provenance, write_results
-from lib.stats import spread
+from lib.stats import NOISE_VERDICT, seed_comparison, spread
 
 RESULTS = Path(__file__).resolve().parent / "results"
 VARIANTS = {
@@ -87,23 +87,19 @@ def distill_once(args, variant: str, seed: int, work: Path) -> dict:
 def summary(runs: dict) -> dict:
     out = {}
     for stage, by_v in runs.items():
-        acc = {v: spread([r["test_accuracy"] for r in by_v[v]]) for v in VARIANTS}
+        c = seed_comparison(by_v["stock"], by_v["paths"])
         val = {
             v: spread([r["validation_accuracy"] for r in by_v[v] if r["validation_accuracy"] is not None])
             for v in VARIANTS
         }
-        eps = {v: spread([r["train_examples_per_second"] for r in by_v[v]]) for v in VARIANTS}
-        diff = acc["paths"]["mean"] - acc["stock"]["mean"]
-        noise = max(acc["stock"]["sd"], acc["paths"]["sd"])
-        n = min(len(v) for v in by_v.values())
         out[stage] = {
-            "test_accuracy": acc,
+            "test_accuracy": dict(zip(VARIANTS, c["accuracy"], strict=True)),
             "validation_accuracy": val,
-            "examples_per_second": eps,
-            "paths_minus_stock_test": diff,
+            "examples_per_second": dict(zip(VARIANTS, c["examples_per_second"], strict=True)),
+            "paths_minus_stock_test": c["difference"],
             "paths_minus_stock_validation": val["paths"]["mean"] - val["stock"]["mean"],
-            "within_noise": abs(diff) <= 2 * noise if n > 1 else None,
-            "speedup": eps["paths"]["mean"] / eps["stock"]["mean"],
+            "within_noise": c["within_noise"],
+            "speedup": c["speedup"],
         }
     return out
 
@@ -115,8 +111,8 @@ def markdown(r: dict) -> str:
         "",
         f"The default recipe's fine-tune (`{s['model']}`, 1 epoch) and distillation (`{s['teacher']}` layers 0,2,4, "
         f"2 epochs) on the whole training split, max length 64, batch 32, seeds {s['seeds']} (variants alternate "
-        f"per seed). stock = `attention: sdpa, fast_dropout: false, sparse_embeddings: false`; paths = the defaults "
-        f"(eager attention, fast dropout, sparse word-embedding Adam). CPU: {cpu_line(r.get('cpu'))}."
+        f"per seed). stock = `attention: sdpa, fast_dropout: false, sparse_embeddings: false`; paths = eager "
+        f"attention, fast dropout and sparse word-embedding Adam (the default recipe's settings). CPU: {cpu_line(r.get('cpu'))}."
         + (f" {s['note']}" if s.get("note") else ""),
         "",
         "| stage | variant | val acc per seed | test acc per seed | test mean | sd | train ex/s (mean) |",
@@ -129,11 +125,10 @@ def markdown(r: dict) -> str:
             per = ", ".join(f"{x['test_accuracy']:.4f}" for x in by_v[v])
             lines.append(f"| {stage} | {v} | {vals} | {per} | {a['mean']:.4f} | {a['sd']:.4f} | {e['mean']:.1f} |")
     lines.append("")
-    verdict = {True: "within noise (|Δ| <= 2 sd)", False: "OUTSIDE noise (|Δ| > 2 sd)", None: "one seed only"}
     for stage, v in r["summary"].items():
         lines.append(
             f"- {stage}: paths - stock = {100 * v['paths_minus_stock_validation']:+.2f} pt validation, "
-            f"{100 * v['paths_minus_stock_test']:+.2f} pt test, {verdict[v['within_noise']]}; "
+            f"{100 * v['paths_minus_stock_test']:+.2f} pt test, {NOISE_VERDICT[v['within_noise']]}; "
             f"paths train {v['speedup']:.2f}x as fast"
         )
     lines += ["", f"Reproduce: `{r['command']}` (created {r['created']}).", ""]

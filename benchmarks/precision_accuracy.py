@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 from lib.results_io import cpu_line, provenance, write_results
-from lib.stats import spread
+from lib.stats import NOISE_VERDICT, seed_comparison
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PRECISIONS = ("fp32", "bf16")
@@ -91,16 +91,13 @@ def summary(runs: dict) -> dict:
     """Per stage: per precision the accuracy and speed spread; bf16 minus fp32 mean accuracy vs the seeds' sd."""
     out = {}
     for stage, by_p in runs.items():
-        acc = {p: spread([r["test_accuracy"] for r in by_p[p]]) for p in PRECISIONS}
-        eps = {p: spread([r["train_examples_per_second"] for r in by_p[p]]) for p in PRECISIONS}
-        diff = acc["bf16"]["mean"] - acc["fp32"]["mean"]
-        noise = max(acc["fp32"]["sd"], acc["bf16"]["sd"])
+        c = seed_comparison(by_p["fp32"], by_p["bf16"])
         out[stage] = {
-            "accuracy": acc,
-            "examples_per_second": eps,
-            "bf16_minus_fp32_accuracy": diff,
-            "within_noise": abs(diff) <= 2 * noise if min(len(v) for v in by_p.values()) > 1 else None,
-            "bf16_speedup": eps["bf16"]["mean"] / eps["fp32"]["mean"],
+            "accuracy": dict(zip(PRECISIONS, c["accuracy"], strict=True)),
+            "examples_per_second": dict(zip(PRECISIONS, c["examples_per_second"], strict=True)),
+            "bf16_minus_fp32_accuracy": c["difference"],
+            "within_noise": c["within_noise"],
+            "bf16_speedup": c["speedup"],
         }
     return out
 
@@ -124,10 +121,9 @@ def markdown(r: dict) -> str:
             lines.append(f"| {stage} | {p} | {per} | {a['mean']:.4f} | {a['sd']:.4f} | {e['mean']:.1f} |")
     lines.append("")
     for stage, v in r["summary"].items():
-        verdict = {True: "within noise (|Δ| <= 2 sd)", False: "OUTSIDE noise (|Δ| > 2 sd)", None: "one seed only"}
         lines.append(
             f"- {stage}: bf16 - fp32 = {100 * v['bf16_minus_fp32_accuracy']:+.2f} pt, "
-            f"{verdict[v['within_noise']]}; bf16 trains {v['bf16_speedup']:.2f}x as fast"
+            f"{NOISE_VERDICT[v['within_noise']]}; bf16 trains {v['bf16_speedup']:.2f}x as fast"
         )
     lines += ["", f"Reproduce: `{r['command']}` (created {r['created']}).", ""]
     return "\n".join(lines)

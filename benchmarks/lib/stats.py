@@ -1,4 +1,5 @@
-"""Statistics benchmarks report: paired accuracy differences with their interval, latency summaries."""
+"""Statistics benchmarks report: paired accuracy differences with their interval, latency summaries, per-seed
+spreads and two training variants compared over seeds."""
 
 from __future__ import annotations
 
@@ -35,4 +36,24 @@ def spread(values: list[float]) -> dict:
         "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
         "min": min(values),
         "max": max(values),
+    }
+
+
+NOISE_VERDICT = {True: "within noise (|Δ| <= 2 sd)", False: "OUTSIDE noise (|Δ| > 2 sd)", None: "one seed only"}
+
+
+def seed_comparison(base: list[dict], other: list[dict]) -> dict:
+    """``other``'s per-seed runs against ``base``'s (each run a dict with ``test_accuracy`` and
+    ``train_examples_per_second``): both spreads, the mean test-accuracy difference (other - base), whether it
+    is within 2 sd of the seeds' spread (None with one seed; :data:`NOISE_VERDICT` words it) and the speedup."""
+    acc = [spread([r["test_accuracy"] for r in runs]) for runs in (base, other)]
+    eps = [spread([r["train_examples_per_second"] for r in runs]) for runs in (base, other)]
+    diff = acc[1]["mean"] - acc[0]["mean"]
+    noise = max(acc[0]["sd"], acc[1]["sd"])
+    return {
+        "accuracy": acc,
+        "examples_per_second": eps,
+        "difference": diff,
+        "within_noise": abs(diff) <= 2 * noise if min(len(base), len(other)) > 1 else None,
+        "speedup": eps[1]["mean"] / eps[0]["mean"],
     }

@@ -4,8 +4,9 @@
 Profiled on a 3-layer H384 student (batch 32, ~36 tokens, bf16 autocast, 2 cores, torch 2.13): the
 matrix products are ~50% of a step; dropout's ``bernoulli_`` was 14%, the dense 30,522 x 384 word-embedding
 gradient (zero-fill + fused AdamW over 11.7M values that a batch of ~1,000 tokens barely touches) ~10%, and
-PyTorch's SDPA kernel for these short rows was slower than the eager softmax(QK^T)V. Interleaved step
-times: benchmarks/results/cpu_paths.md.
+PyTorch's SDPA kernel for these short rows was slower than the eager softmax(QK^T)V. Speed, each path off
+alone and all off, against an HF Trainer: benchmarks/results/trainer_peer-cpu-paths.md; accuracy over 3 seeds:
+benchmarks/results/cpu_paths.md.
 
 * ``attention: auto | eager | sdpa`` -- ``auto`` trains with the eager attention on CPU (the model keeps
   its own implementation for inference and export).
@@ -14,7 +15,7 @@ times: benchmarks/results/cpu_paths.md.
   15-bit uniforms, so ``p`` is rounded to a multiple of 1/32,768 (0.1 -> 0.100006). Same distribution
   otherwise, from torch's seeded generator, so resume stays bit-identical. No library offers a cheaper
   dropout mask on CPU, hence this one function.
-* ``sparse_embeddings`` -- on one CPU process, the word embeddings return a sparse gradient (only the
+* ``sparse_embeddings`` (opt-in; the default recipe turns it on) -- on one CPU process, the word embeddings return a sparse gradient (only the
   batch's rows) and are stepped by ``torch.optim.SparseAdam`` (lazy Adam: no weight decay, and a row's
   moments move only when it is in a batch), beside fused AdamW for the rest, in one
   :class:`DenseAndSparseAdam` the scheduler and checkpoints see as a single optimizer.

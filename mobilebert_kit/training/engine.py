@@ -103,7 +103,7 @@ class TrainConfig(StageConfig):
     max_steps: int | None = None  # stop after this many optimizer steps (smoke runs, benchmarks)
     log_every: int = 10  # optimizer steps between per-step metric lines (train_log.jsonl, TensorBoard); 0 = off
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    # CPU training paths (mobilebert_kit.training.cpu_paths; measured in benchmarks/results/cpu_paths.md)
+    # CPU training paths (mobilebert_kit.training.cpu_paths; benchmarks/results/trainer_peer-cpu-paths.md, cpu_paths.md)
     attention: str = "auto"  # auto | eager | sdpa: auto trains with eager attention on CPU (faster for short rows)
     fast_dropout: bool = True  # CPU: dropout masks from 64-bit draws, not one bernoulli draw per element
     # CPU, one process: sparse word-embedding gradient + lazy Adam for it. Off by default: equal accuracy when
