@@ -331,7 +331,7 @@ class _Run:
     trainable: int
     log: Callable[[str], None]
     precision_reason: str = ""
-    paths: Any = None  # cpu_paths.Paths: what was switched on, and its undo
+    paths: Any = None  # cpu_paths.Paths: what was switched on, and its undo (always set by _setup)
 
     @property
     def world(self) -> int:
@@ -596,7 +596,7 @@ def _step(run: _Run, batch, max_grad_norm: float, want_norm: bool = False):
 
 def _clip(run: _Run, max_norm: float):
     """accelerate's clip (fp16 unscale, DDP), or cpu_paths' when a gradient is sparse (torch's refuses it)."""
-    if run.paths is not None and run.paths.sparse_param is not None:
+    if run.paths.sparse_param is not None:
         from mobilebert_kit.training.cpu_paths import clip_grad_norm
 
         return clip_grad_norm(list(run.wrapper.parameters()), max_norm)
