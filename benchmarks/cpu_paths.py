@@ -23,8 +23,8 @@ from lib.stats import NOISE_VERDICT, seed_comparison, spread
 
 RESULTS = Path(__file__).resolve().parent / "results"
 VARIANTS = {
-    "stock": {"attention": "sdpa", "fast_dropout": False, "sparse_embeddings": False},
-    "paths": {"attention": "auto", "fast_dropout": True, "sparse_embeddings": True},
+    "stock": {"attention": "sdpa", "fast_dropout": False, "sparse_embeddings": False, "cls_only_last_layer": False},
+    "paths": {"attention": "auto", "fast_dropout": True, "sparse_embeddings": True, "cls_only_last_layer": True},
 }
 # the default recipe's train sections (recipes/default.yaml)
 TRAIN = {
@@ -104,16 +104,19 @@ def summary(runs: dict) -> dict:
     return out
 
 
+def _settings(variant: dict) -> str:
+    return ", ".join(f"{k}: {str(v).lower()}" for k, v in variant.items())
+
+
 def markdown(r: dict) -> str:
-    s = r["setup"]
+    s, variants = r["setup"], r["variants"]
     lines = [
         "# CPU training paths vs stock torch paths: accuracy over seeds, and speed",
         "",
         f"The default recipe's fine-tune (`{s['model']}`, 1 epoch) and distillation (`{s['teacher']}` layers 0,2,4, "
         f"2 epochs) on the whole training split, max length 64, batch 32, seeds {s['seeds']} (variants alternate "
-        f"per seed). stock = `attention: sdpa, fast_dropout: false, sparse_embeddings: false`; paths = eager "
-        f"attention, fast dropout and sparse word-embedding Adam (the default recipe's settings). CPU: {cpu_line(r.get('cpu'))}."
-        + (f" {s['note']}" if s.get("note") else ""),
+        f"per seed). stock = `{_settings(variants['stock'])}`; paths = `{_settings(variants['paths'])}` (the default "
+        f"recipe's settings). CPU: {cpu_line(r.get('cpu'))}." + (f" {s['note']}" if s.get("note") else ""),
         "",
         "| stage | variant | val acc per seed | test acc per seed | test mean | sd | train ex/s (mean) |",
         "|---|---|---|---|---:|---:|---:|",

@@ -216,7 +216,8 @@ def run_mbk(args, kind: str, flags: list[str], work: Path) -> dict:
 # --------------------------------------------------------------------------- the rotation
 
 
-CPU_PATH_OFF = (["--attention", "sdpa"], ["--no-fast-dropout"], ["--no-sparse-embeddings"])
+# each on by default (sparse embeddings are opt-in: their own variant below, the default recipe's setting)
+CPU_PATH_OFF = (["--attention", "sdpa"], ["--no-fast-dropout"], ["--no-cls-only-last-layer"])
 
 
 def variants(args) -> dict[str, tuple[str, str, object]]:
@@ -239,6 +240,8 @@ def variants(args) -> dict[str, tuple[str, str, object]]:
                 out[f"{kind}: mbk {' '.join(flag)}"] = (kind, "mbk", flag)
             out[f"{kind}: mbk stock paths"] = (kind, "mbk", [f for flag in CPU_PATH_OFF for f in flag])
             out[f"{kind}: mbk --sparse-embeddings"] = (kind, "mbk", ["--sparse-embeddings"])  # the recipe's setting
+    if getattr(args, "match", None):
+        out = {k: v for k, v in out.items() if any(m in k for m in args.match)}
     return out
 
 
@@ -343,6 +346,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         help="also run mbk with each CPU training path off, and with all off (mobilebert_kit.training.cpu_paths)",
     )
     p.add_argument("--only", nargs="+", default=["finetune", "distill"], choices=["finetune", "distill"])
+    p.add_argument("--match", nargs="+", default=[], help="only the variants whose name contains one of these")
     p.add_argument("--output", default=str(RESULTS))
     p.add_argument("--tag", default="")
     p.add_argument("--_peer", choices=["finetune", "distill"], help=argparse.SUPPRESS)

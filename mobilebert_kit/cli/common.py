@@ -83,6 +83,7 @@ TRAIN_OPTIONS = (
     "attention",
     "fast_dropout",
     "sparse_embeddings",
+    "cls_only_last_layer",
     "compile",
     "gradient_checkpointing",
     "num_workers",
@@ -198,6 +199,12 @@ def _loop_options() -> list:
             default=None,
             help=f"CPU, one process: sparse word-embedding gradient + lazy Adam (rows in the batch only). "
             f"{d('sparse_embeddings')}",
+        ),
+        click.option(
+            "--cls-only-last-layer/--no-cls-only-last-layer",
+            default=None,
+            help="CPU, BERT classifiers: the last layer computes only the [CLS] token the pooler reads (exact; "
+            f"off whenever hidden states or attentions are asked for). {d('cls_only_last_layer')}",
         ),
     ]
 

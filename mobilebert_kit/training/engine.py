@@ -110,6 +110,9 @@ class TrainConfig(StageConfig):
     # fine-tuning/distilling pretrained weights (benchmarks/results/cpu_paths.md, 3 seeds; the default recipe turns
     # it on), but a tiny BERT trained from random init learned in 1 of 3 seeds where dense AdamW learned in 2 of 3
     sparse_embeddings: bool = False
+    # BERT classifiers: the last layer computes only the token its pooler reads (exact; any device would do,
+    # but only the CPU path is tested here, so it is a CPU path like the others)
+    cls_only_last_layer: bool = True
 
     def validate(self) -> list[str]:
         p: list[str] = []

@@ -68,9 +68,13 @@ def test_trainer_peer_variants_cover_peer_defaults_and_freeze_switches():
         only=["finetune", "distill"], peer_workers=[0, 2], freeze_layers=3, cpu_paths=True
     )
     v = trainer_peer.variants(args)
-    assert v["distill: mbk --no-sparse-embeddings"] == ("distill", "mbk", ["--no-sparse-embeddings"])
-    stock = ["--attention", "sdpa", "--no-fast-dropout", "--no-sparse-embeddings"]
+    assert v["distill: mbk --no-cls-only-last-layer"] == ("distill", "mbk", ["--no-cls-only-last-layer"])
+    assert v["finetune: mbk --sparse-embeddings"] == ("finetune", "mbk", ["--sparse-embeddings"])  # opt-in
+    stock = ["--attention", "sdpa", "--no-fast-dropout", "--no-cls-only-last-layer"]
     assert v["finetune: mbk stock paths"] == ("finetune", "mbk", stock)
+    args.match = ["peer", "stock"]
+    assert set(trainer_peer.variants(args)) == {n for n in v if "peer" in n or "stock" in n}
+    args.match = []
     args.cpu_paths = False
     assert not [name for name in trainer_peer.variants(args) if "paths" in name or "sdpa" in name]
     assert v["finetune: peer Trainer (workers 2)"] == ("finetune", "peer", 2)
@@ -92,6 +96,7 @@ def test_cpu_paths_summary_compares_paths_with_stock():
     md = cpu_paths.markdown(
         {
             "setup": {"model": "m", "teacher": "t", "seeds": [1, 2], "note": None},
+            "variants": {"stock": {"attention": "sdpa"}, "paths": {"attention": "auto"}},
             "cpu": None,
             "runs": runs,
             "summary": cpu_paths.summary(runs),

@@ -1,5 +1,5 @@
-"""cpu_paths: fast dropout, eager attention and sparse word-embedding Adam compute what the stock
-paths compute, are undone after training, and survive a checkpoint."""
+"""cpu_paths: fast dropout, eager attention, sparse word-embedding Adam and the CLS-only last layer compute
+what the stock paths compute, are undone after training, and survive a checkpoint."""
 
 import copy
 
@@ -67,17 +67,54 @@ def test_enable_then_restore_leaves_the_model_as_it_was(tmp_path):
 
 def test_switches_off_and_other_devices_enable_nothing(tmp_path):
     model, _, _ = _tiny(tmp_path)
-    off = TrainConfig(attention="sdpa", fast_dropout=False, sparse_embeddings=False)
+    off = TrainConfig(attention="sdpa", fast_dropout=False, sparse_embeddings=False, cls_only_last_layer=False)
     assert cpu_paths.enable(model, off, "cpu", 1).names == []
     assert cpu_paths.enable(model, TrainConfig(), "cuda", 1).names == []
     default = cpu_paths.enable(model, TrainConfig(), "cpu", 1)
     assert default.sparse_param is None and "fast dropout" in default.names  # sparse is opt-in
+    assert "CLS-only last layer" in default.names
     default.restore()
     paths = cpu_paths.enable(model, TrainConfig(sparse_embeddings=True), "cpu", 2)  # DDP: no sparse gradients
     assert "sparse word-embedding Adam" not in paths.names
     paths.restore()
     model.bert.embeddings.word_embeddings.weight.requires_grad_(False)  # frozen: nothing to make sparse
     assert cpu_paths.enable(model, TrainConfig(sparse_embeddings=True), "cpu", 1).sparse_param is None
+
+
+def _logits_and_grads(model, batch, labels):
+    model.zero_grad()
+    logits = model(**batch).logits
+    torch.nn.functional.cross_entropy(logits, labels).backward()
+    return logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def test_cls_only_last_layer_gives_the_same_logits_and_gradients(tmp_path):
+    model, tok, _ = _tiny(tmp_path)
+    model.eval()  # no dropout: the two runs would draw different masks
+    batch = tok(["a fine film , truly", "bad", "not my kind of movie at all"], padding=True, return_tensors="pt")
+    labels = torch.tensor([1, 0, 0])
+    eager = cpu_paths.enable(model, TrainConfig(cls_only_last_layer=False, fast_dropout=False), "cpu", 1)
+    ref_logits, ref_grads = _logits_and_grads(model, batch, labels)
+    eager.restore()
+    paths = cpu_paths.enable(model, TrainConfig(fast_dropout=False), "cpu", 1)
+    assert "CLS-only last layer" in paths.names
+    calls = []
+    hook = model.bert.encoder.layer[-1].intermediate.register_forward_hook(lambda m, i, o: calls.append(o.shape))
+    logits, grads = _logits_and_grads(model, batch, labels)
+    assert calls[-1][1] == 1  # the last layer's feed-forward ran for one token, padding mask included
+    torch.testing.assert_close(logits, ref_logits, atol=1e-5, rtol=1e-5)
+    assert grads.keys() == ref_grads.keys()
+    for name, g in grads.items():
+        torch.testing.assert_close(g, ref_grads[name], atol=1e-5, rtol=1e-4, msg=name)
+    with torch.no_grad():  # asked for states (intermediate KD): the layer runs in full, shapes intact
+        out = model(**batch, output_hidden_states=True, output_attentions=True)
+    width = batch["input_ids"].shape[1]
+    assert out.hidden_states[-1].shape[1] == width and out.attentions[-1].shape[-2] == width
+    assert calls[-1][1] == width
+    torch.testing.assert_close(out.logits, ref_logits, atol=1e-5, rtol=1e-5)
+    hook.remove()
+    paths.restore()
+    assert "forward" not in vars(model.bert.encoder.layer[-1]) and not model.bert.encoder._forward_pre_hooks
 
 
 def _loss(model, batch):
@@ -138,6 +175,7 @@ def test_training_uses_the_paths_and_hands_back_a_stock_model(tmp_path):
         TrainModule(model), feats, feats, cfg, workdir=tmp_path / "w", pad_id=tok.pad_token_id, num_labels=2, quiet=True
     )
     assert "sparse word-embedding Adam" in result.cpu_paths and "fast dropout" in result.cpu_paths
+    assert "CLS-only last layer" in result.cpu_paths and "forward" not in vars(model.bert.encoder.layer[-1])
     assert {n: type(m) for n, m in model.named_modules()} == before
     assert not model.bert.embeddings.word_embeddings.sparse
     assert not torch.equal(model.bert.embeddings.word_embeddings.weight, emb0)  # the embeddings did train
