@@ -145,3 +145,43 @@ def test_precision_probe_markdown_states_the_decision():
     }
     md = precision_probe.markdown(r)
     assert "`auto` here: precision: bf16 autocast (CPU has avx512_bf16)." in md and "**1.97x**" in md
+
+
+def test_recipe_minutes_reads_the_run_it_timed(tmp_path):
+    """The stage table and the accuracies come from the run folder's own files (state, metrics, verify.json)."""
+    import json
+
+    import recipe_minutes
+
+    run = tmp_path / "run"
+    (run / ".state").mkdir(parents=True)
+    for i, (step, sec) in enumerate((("finetune", 90.0), ("distill", 120.0))):
+        state = {"seconds": sec, "status": "done", "started": f"2026-12-08T00:0{i}:00", "output": str(run / step)}
+        (run / ".state" / f"{step}.json").write_text(json.dumps(state))
+    (run / "teacher").mkdir()
+    (run / "teacher" / "metrics.json").write_text(json.dumps({"test": {"accuracy": 0.84}}))
+    (run / "student").mkdir()
+    (run / "student" / "metrics.json").write_text(json.dumps({"student": {"test": {"accuracy": 0.83}}}))
+    (run / "export").mkdir()
+    verify = {"formats": {"ort": {"accuracy": 0.8268, "agreement": 0.99}}}
+    (run / "export" / "verify.json").write_text(json.dumps(verify))
+    from mobilebert_kit.stages.stage_minutes import stage_minutes
+
+    r = {
+        "recipe": "recipes/default.yaml",
+        "wall_seconds": 240.0,
+        "stages": stage_minutes(run),
+        "outcome": recipe_minutes.outcome(run),
+        "command": "recipe_minutes.py",
+        "created": "now",
+    }
+    assert r["outcome"] == {
+        "teacher_test_accuracy": 0.84,
+        "student_test_accuracy": 0.83,
+        "phone_ort_test_accuracy": 0.8268,
+        "phone_agreement_with_pytorch": 0.99,
+    }
+    md = recipe_minutes.markdown(r)
+    assert "4.0 min wall" in md and "| finetune | 1.5 |" in md and "| distill | 2.0 |" in md
+    assert "phone model (packaged INT8 `.ort`) 0.8268" in md
+    assert recipe_minutes.outcome(tmp_path / "empty")["phone_ort_test_accuracy"] is None  # a run that stopped early
