@@ -88,7 +88,8 @@ def _logits_and_grads(model, batch, labels):
     return logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
-def test_cls_only_last_layer_gives_the_same_logits_and_gradients(tmp_path):
+@pytest.mark.parametrize("attention", ["auto", "sdpa"])  # eager, and SDPA's cross-attention branch
+def test_cls_only_last_layer_gives_the_same_logits_and_gradients(tmp_path, attention):
     model, tok, _ = _tiny(tmp_path)
     model.eval()  # no dropout: the two runs would draw different masks
     batch = tok(["a fine film , truly", "bad", "not my kind of movie at all"], padding=True, return_tensors="pt")
@@ -96,7 +97,7 @@ def test_cls_only_last_layer_gives_the_same_logits_and_gradients(tmp_path):
     eager = cpu_paths.enable(model, TrainConfig(cls_only_last_layer=False, fast_dropout=False), "cpu", 1)
     ref_logits, ref_grads = _logits_and_grads(model, batch, labels)
     eager.restore()
-    paths = cpu_paths.enable(model, TrainConfig(fast_dropout=False), "cpu", 1)
+    paths = cpu_paths.enable(model, TrainConfig(attention=attention, fast_dropout=False), "cpu", 1)
     assert "CLS-only last layer" in paths.names
     calls = []
     hook = model.bert.encoder.layer[-1].intermediate.register_forward_hook(lambda m, i, o: calls.append(o.shape))

@@ -1,5 +1,6 @@
 """The training engine's switches, each checked for its real effect on a tiny BERT."""
 
+import signal
 from pathlib import Path
 
 import pytest
@@ -163,8 +164,14 @@ def test_auto_precision_trains_evaluates_and_resumes(setup, tmp_path, monkeypatc
 
     model2, tok, feats, cfg2 = setup(epochs=2, checkpoint_every=4)
     monkeypatch.setenv("MBK_INTERRUPT_AT_STEP", "5")
-    with pytest.raises(Interrupted, match="--resume"):
-        _train(model2, tok, feats, cfg2, tmp_path / "w2")
+    # Python's Ctrl-C handler, as an interactive run has it (a suite started in the background inherits SIGINT
+    # ignored, and then the interrupt would never land)
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(Interrupted, match="--resume"):
+            _train(model2, tok, feats, cfg2, tmp_path / "w2")
+    finally:
+        signal.signal(signal.SIGINT, before)
     monkeypatch.delenv("MBK_INTERRUPT_AT_STEP")
     model3, tok, feats, cfg3 = setup(epochs=2, checkpoint_every=4)
     r3 = _train(model3, tok, feats, cfg3, tmp_path / "w2", resume=True)
