@@ -68,7 +68,7 @@ def markdown(r: dict) -> str:
         "|---|---:|---|",
     ]
     for s in r["stages"]:
-        parts = ", ".join(f"{name} {sec / 60:.1f}" for name, sec in s["parts"]) or ""
+        parts = ", ".join(f"{name} {sec / 60:.1f}" for name, sec in s["parts"])
         lines.append(f"| {s['step']} | {s['seconds'] / 60:.1f} | {parts} |")
     fmt = lambda v: "–" if v is None else f"{v:.4f}"  # noqa: E731
     lines += [

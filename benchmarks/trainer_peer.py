@@ -240,7 +240,7 @@ def variants(args) -> dict[str, tuple[str, str, object]]:
                 out[f"{kind}: mbk {' '.join(flag)}"] = (kind, "mbk", flag)
             out[f"{kind}: mbk stock paths"] = (kind, "mbk", [f for flag in CPU_PATH_OFF for f in flag])
             out[f"{kind}: mbk --sparse-embeddings"] = (kind, "mbk", ["--sparse-embeddings"])  # the recipe's setting
-    if getattr(args, "match", None):
+    if args.match:
         out = {k: v for k, v in out.items() if any(m in k for m in args.match)}
     return out
 

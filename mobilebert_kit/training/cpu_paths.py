@@ -86,7 +86,7 @@ def enable(model, cfg, device_type: str, world: int) -> Paths:
         paths.names.append("fast dropout")
     if cfg.sparse_embeddings and world == 1 and not cfg.compile and _sparse_embeddings(model, paths):
         paths.names.append("sparse word-embedding Adam")
-    if getattr(cfg, "cls_only_last_layer", False) and not cfg.compile and _cls_only_last_layer(model, paths):
+    if cfg.cls_only_last_layer and not cfg.compile and _cls_only_last_layer(model, paths):
         paths.names.append("CLS-only last layer")
     return paths
 
@@ -215,8 +215,6 @@ def _cls_only_last_layer(model, paths: Paths) -> bool:
     Applies to ``BertForSequenceClassification`` with its pooler, absolute positions and no decoder; an
     encoder forward pre-hook records whether the caller asked for hidden states or attentions, and then the
     layer runs in full so every returned state keeps its shape."""
-    import types
-
     bert = getattr(model, "bert", None)
     config = getattr(model, "config", None)
     if type(model).__name__ != "BertForSequenceClassification" or bert is None or bert.pooler is None:
@@ -247,7 +245,7 @@ def _cls_only_last_layer(model, paths: Paths) -> bool:
         return (layer.feed_forward_chunk(attention_output),)
 
     hook = bert.encoder.register_forward_pre_hook(note_outputs, with_kwargs=True)
-    layer.forward = types.MethodType(lambda self, *a, **k: forward(*a, **k), layer)
+    layer.forward = forward  # an instance attribute: nn.Module.__call__ finds it before the class's
 
     def undo():
         hook.remove()

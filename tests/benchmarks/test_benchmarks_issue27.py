@@ -65,7 +65,7 @@ def test_trainer_peer_compares_with_the_fastest_peer():
 
 def test_trainer_peer_variants_cover_peer_defaults_and_freeze_switches():
     args = trainer_peer.argparse.Namespace(
-        only=["finetune", "distill"], peer_workers=[0, 2], freeze_layers=3, cpu_paths=True
+        only=["finetune", "distill"], peer_workers=[0, 2], freeze_layers=3, cpu_paths=True, match=[]
     )
     v = trainer_peer.variants(args)
     assert v["distill: mbk --no-cls-only-last-layer"] == ("distill", "mbk", ["--no-cls-only-last-layer"])
